@@ -1,0 +1,4 @@
+/**
+ * @dso/agent: The DSO agent: watches the Docker Engine and delivers secrets into managed containers.
+ */
+export const PACKAGE_NAME = '@dso/agent';
