@@ -30,3 +30,4 @@ export {
   toProviderError,
 } from './provider-error.js';
 export { isSecretValue, SecretValue } from './secret-value.js';
+export { selectField } from './select-field.js';

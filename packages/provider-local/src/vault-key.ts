@@ -1,0 +1,241 @@
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, lstat, open } from 'node:fs/promises';
+import { SecretValue } from '@dso/provider-sdk';
+import { writeFileAtomic } from './atomic-write.js';
+import { errnoCode, VaultError } from './vault-error.js';
+
+/** The environment variable holding the vault passphrase. */
+export const VAULT_PASSPHRASE_ENV = 'DSO_VAULT_PASSPHRASE';
+/** The environment variable holding the path of the vault's key file. */
+export const VAULT_KEY_FILE_ENV = 'DSO_VAULT_KEY_FILE';
+
+/** The shortest key file accepted, in bytes after trimming whitespace. */
+export const MIN_KEY_FILE_BYTES = 16;
+/** The longest key file accepted, in bytes. */
+export const MAX_KEY_FILE_BYTES = 4096;
+
+/** Random bytes in a key file made by {@link generateKeyFile}, before base64. */
+const GENERATED_KEY_BYTES = 32;
+
+/**
+ * Key material for a vault, and where it came from. The vault derives its AES key from the
+ * material with scrypt and the salt in the vault's header.
+ */
+export interface VaultKey {
+  /** Where the material came from, safe to log: `env DSO_VAULT_PASSPHRASE` or `key file <path>`. */
+  readonly source: string;
+  /** The passphrase, or the key file's contents without surrounding whitespace. */
+  readonly material: SecretValue;
+}
+
+/** Options for {@link resolveVaultKey}. */
+export interface ResolveVaultKeyOptions {
+  /**
+   * Where to read {@link VAULT_PASSPHRASE_ENV} and {@link VAULT_KEY_FILE_ENV} from.
+   * @default process.env
+   */
+  env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * A key file to use when neither variable is set, if it exists: meant for `defaultKeyFile`
+   * from `@dso/core`'s `resolveDsoPaths()`. Absent: no fallback.
+   */
+  defaultKeyFile?: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * Finds the vault's key material: the passphrase in `DSO_VAULT_PASSPHRASE`, or the key file
+ * named by `DSO_VAULT_KEY_FILE`, or else `defaultKeyFile` when it exists. Key material is never
+ * taken from the command line, where every process on the host can read it.
+ *
+ * @example
+ * const key = await resolveVaultKey();
+ * const vault = await openVault({ path: '/var/lib/dso/vault.dso', key });
+ * @throws VaultError DSO_VAULT_KEY_MISSING when no source is set or the key file does not exist;
+ *   DSO_VAULT_KEY_CONFLICT when both variables are set; DSO_VAULT_KEY_PERMISSIONS,
+ *   DSO_VAULT_KEY_INVALID or DSO_VAULT_IO from {@link readKeyFile}
+ */
+export async function resolveVaultKey(options: ResolveVaultKeyOptions = {}): Promise<VaultKey> {
+  const { env = process.env, defaultKeyFile, signal } = options;
+  const passphrase = env[VAULT_PASSPHRASE_ENV];
+  const keyFile = env[VAULT_KEY_FILE_ENV];
+  const hasPassphrase = passphrase !== undefined && passphrase !== '';
+  const hasKeyFile = keyFile !== undefined && keyFile !== '';
+
+  if (hasPassphrase && hasKeyFile) {
+    throw new VaultError(
+      'DSO_VAULT_KEY_CONFLICT',
+      `both ${VAULT_PASSPHRASE_ENV} and ${VAULT_KEY_FILE_ENV} are set; unset one so the vault key is unambiguous`,
+      { keyFile },
+    );
+  }
+  if (hasPassphrase) {
+    return { source: `env ${VAULT_PASSPHRASE_ENV}`, material: SecretValue.fromText(passphrase) };
+  }
+  if (hasKeyFile) return readKeyFile(keyFile, { signal });
+  if (defaultKeyFile !== undefined && (await exists(defaultKeyFile))) {
+    return readKeyFile(defaultKeyFile, { signal });
+  }
+  const fallback = defaultKeyFile === undefined ? '' : `, or create the key file ${defaultKeyFile}`;
+  throw new VaultError(
+    'DSO_VAULT_KEY_MISSING',
+    `no vault key: set ${VAULT_PASSPHRASE_ENV} to a passphrase, or ${VAULT_KEY_FILE_ENV} to the path of a key file with mode 0600 (make one with: (umask 077; head -c 32 /dev/urandom | base64 > vault.key))${fallback}`,
+  );
+}
+
+/**
+ * Reads a key file: it must be a regular file (symlinks are followed), no more than
+ * {@link MAX_KEY_FILE_BYTES}, readable by its owner only, and hold at least
+ * {@link MIN_KEY_FILE_BYTES} bytes besides surrounding whitespace, which is ignored.
+ *
+ * @throws VaultError DSO_VAULT_KEY_MISSING when it does not exist; DSO_VAULT_KEY_PERMISSIONS when
+ *   group or others may read or write it; DSO_VAULT_KEY_INVALID when it is not a regular file or
+ *   is too short or too long; DSO_VAULT_IO when it cannot be read
+ */
+export async function readKeyFile(
+  path: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<VaultKey> {
+  options.signal?.throwIfAborted();
+  const facts = { keyFile: path };
+  let handle: FileHandle;
+  try {
+    handle = await open(path, 'r');
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT') {
+      throw new VaultError(
+        'DSO_VAULT_KEY_MISSING',
+        `key file ${path} does not exist; create it, or point ${VAULT_KEY_FILE_ENV} at the right file`,
+        { ...facts, cause: error },
+      );
+    }
+    throw new VaultError(
+      'DSO_VAULT_IO',
+      `cannot open key file ${path} (${errnoCode(error) ?? 'error'}); check its owner and mode`,
+      { ...facts, cause: error },
+    );
+  }
+  try {
+    // fstat the open handle, not the path: what is checked is what is read.
+    const stats = await handle.stat();
+    if (!stats.isFile()) {
+      throw new VaultError(
+        'DSO_VAULT_KEY_INVALID',
+        `key file ${path} is not a regular file`,
+        facts,
+      );
+    }
+    if ((stats.mode & 0o077) !== 0) {
+      const mode = (stats.mode & 0o777).toString(8).padStart(4, '0');
+      throw new VaultError(
+        'DSO_VAULT_KEY_PERMISSIONS',
+        `key file ${path} has mode ${mode}, so other users may read it; run: chmod 600 ${path}`,
+        facts,
+      );
+    }
+    if (stats.size > MAX_KEY_FILE_BYTES) {
+      throw new VaultError(
+        'DSO_VAULT_KEY_INVALID',
+        `key file ${path} is ${stats.size} bytes; the limit is ${MAX_KEY_FILE_BYTES}`,
+        facts,
+      );
+    }
+    const raw = await handle.readFile({ signal: options.signal });
+    try {
+      const material = trimWhitespace(raw);
+      if (material.byteLength < MIN_KEY_FILE_BYTES) {
+        throw new VaultError(
+          'DSO_VAULT_KEY_INVALID',
+          `key file ${path} holds fewer than ${MIN_KEY_FILE_BYTES} bytes; put at least 32 random bytes in it (base64 is fine)`,
+          facts,
+        );
+      }
+      return { source: `key file ${path}`, material: SecretValue.fromBytes(material) };
+    } finally {
+      raw.fill(0);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Creates a key file holding 32 random bytes in base64, with mode 0600, written atomically.
+ * Never overwrites: a vault encrypted under the old key would become unreadable.
+ *
+ * @example
+ * const key = await generateKeyFile('/var/lib/dso/vault.key');
+ * await initVault({ path: '/var/lib/dso/vault.dso', key });
+ * @returns the new key, as {@link readKeyFile} would read it
+ * @throws VaultError DSO_VAULT_KEY_EXISTS when the file exists; DSO_VAULT_IO when it cannot be
+ *   written
+ */
+export async function generateKeyFile(
+  path: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<VaultKey> {
+  const alreadyExists = () =>
+    new VaultError(
+      'DSO_VAULT_KEY_EXISTS',
+      `key file ${path} already exists; it was not overwritten (a vault encrypted with it would become unreadable)`,
+      { keyFile: path },
+    );
+  if (await exists(path)) throw alreadyExists();
+  const random = randomBytes(GENERATED_KEY_BYTES);
+  const text = Buffer.from(`${random.toString('base64')}\n`, 'utf8');
+  random.fill(0);
+  try {
+    await writeFileAtomic(path, text, { mode: 0o600, overwrite: false, signal: options.signal });
+    return { source: `key file ${path}`, material: SecretValue.fromBytes(trimWhitespace(text)) };
+  } catch (error) {
+    if (errnoCode(error) === 'EEXIST') throw alreadyExists();
+    if (errnoCode(error) === undefined) throw error;
+    throw new VaultError(
+      'DSO_VAULT_IO',
+      `cannot write key file ${path} (${errnoCode(error)}); check that its directory exists and is writable`,
+      { keyFile: path, cause: error },
+    );
+  } finally {
+    text.fill(0);
+  }
+}
+
+/**
+ * A {@link VaultKey} from a passphrase held in memory, for embedders and tests. The CLI and
+ * agent use {@link resolveVaultKey} instead.
+ *
+ * @param source how to name the key in messages; `'passphrase'` when absent
+ * @throws TypeError when the passphrase is empty
+ */
+export function vaultKeyFromPassphrase(
+  passphrase: string | SecretValue,
+  source = 'passphrase',
+): VaultKey {
+  const material =
+    typeof passphrase === 'string'
+      ? SecretValue.fromText(passphrase)
+      : SecretValue.fromBytes(passphrase.reveal());
+  if (material.byteLength === 0) throw new TypeError('the passphrase is empty');
+  return { source, material };
+}
+
+function trimWhitespace(bytes: Buffer): Buffer {
+  const isSpace = (byte: number | undefined) =>
+    byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+  let start = 0;
+  let end = bytes.byteLength;
+  while (start < end && isSpace(bytes[start])) start++;
+  while (end > start && isSpace(bytes[end - 1])) end--;
+  return bytes.subarray(start, end);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    // Missing, or not even stat-able: callers go on to a step (reading or writing the file)
+    // that reports the real problem, or to "no key", which is then true.
+    return false;
+  }
+}
