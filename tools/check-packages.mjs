@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// Proves every publishable package is publishable as it is: publint finds no error, `npm pack`
+// yields a tarball, and all tarballs install together in a scratch folder where each package
+// imports and each bin answers --help.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT, readJson, say } from './lib.mjs';
+
+const exec = (command, args, cwd = ROOT) =>
+  execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+const projects = ['packages', 'apps']
+  .flatMap((dir) => readdirSync(join(ROOT, dir)).map((name) => join(dir, name)))
+  .map((dir) => ({ dir, manifest: readJson(join(dir, 'package.json')) }))
+  .filter(({ manifest }) => !manifest.private);
+
+const scratch = mkdtempSync(join(tmpdir(), 'dso-pack-'));
+try {
+  const tarballs = [];
+  for (const { dir, manifest } of projects) {
+    exec('npx', ['publint', '--strict', dir]);
+    const [packed] = JSON.parse(exec('npm', ['pack', '--json', '--pack-destination', scratch], join(ROOT, dir)));
+    tarballs.push(join(scratch, packed.filename));
+    say(`packed ${manifest.name} (${packed.entryCount} files, ${packed.size} bytes)`);
+  }
+  const app = join(scratch, 'app');
+  exec('mkdir', ['-p', app]);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'module' }));
+  exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
+  for (const { manifest } of projects) {
+    const names = exec('node', ['--input-type=module', '-e', `const m = await import(${JSON.stringify(manifest.name)}); console.log(Object.keys(m).join(','))`], app).trim();
+    if (!names) throw new Error(`${manifest.name} imports but exports nothing`);
+    for (const bin of Object.keys(manifest.bin ?? {})) {
+      exec(join(app, 'node_modules', '.bin', bin), ['--help'], app);
+    }
+    say(`${manifest.name} installs and imports from its tarball`);
+  }
+  console.log(`package checks: ${projects.length} packages packed, installed and imported`);
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}

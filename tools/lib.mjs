@@ -1,0 +1,67 @@
+// Small helpers shared by the workspace scripts (start, test, package checks). Node built-ins
+// only: these scripts run on a fresh clone, before `npm ci` has installed anything.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+
+export const ROOT = join(import.meta.dirname, '..');
+
+export function say(message) {
+  process.stderr.write(`dso: ${message}\n`);
+}
+
+/** Runs a command with inherited stdio; resolves on exit 0, rejects with its exit code. */
+export function run(command, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: ROOT, stdio: 'inherit', ...options });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(Object.assign(new Error(`${command} ${args.join(' ')} failed (${signal ?? code})`), { exitCode: code ?? 1 }));
+    });
+  });
+}
+
+export function assertNodeVersion() {
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  if (major < 20 || (major === 20 && minor < 19)) {
+    say(`Node.js ${process.versions.node} is too old: DSO needs Node.js 20.19 or newer.`);
+    process.exit(1);
+  }
+}
+
+/** Installs dependencies with `npm ci` when node_modules is missing or older than the lock file. */
+export async function ensureDependencies() {
+  const marker = join(ROOT, 'node_modules', '.package-lock.json');
+  const lock = join(ROOT, 'package-lock.json');
+  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
+  say('installing dependencies (npm ci)');
+  await run('npm', ['ci', '--no-audit', '--no-fund']);
+}
+
+/** The engine's unix socket from DOCKER_HOST, or the default; undefined for a tcp host. */
+export function dockerSocketPath(env = process.env) {
+  const host = env.DOCKER_HOST;
+  if (!host) return '/var/run/docker.sock';
+  if (host.startsWith('unix://')) return host.slice('unix://'.length);
+  return undefined;
+}
+
+/** Resolves true when the engine answers `/_ping` on its socket within `timeoutMs`. */
+export function engineAnswers(socketPath = dockerSocketPath(), timeoutMs = 3_000) {
+  if (!socketPath) return Promise.resolve(true); // a tcp engine: the agent itself checks it
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/_ping', timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+export function readJson(path) {
+  return JSON.parse(readFileSync(join(ROOT, path), 'utf8'));
+}

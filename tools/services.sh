@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Makes sure the real services DSO's tests need are installed and running, and stops the ones
+# it started. Safe to run again: it does nothing when everything already answers.
+#
+#   bash tools/services.sh up     install what is missing (needs root), start what is down
+#   bash tools/services.sh stop   stop only what an earlier `up` started
+#   bash tools/services.sh check  exit 0 when the engine and Redis answer, else say what is missing
+#
+# The engine is Debian's docker.io started without a bridge, so containers get loopback only;
+# nothing here ever sends traffic beyond 127.0.0.1. Daemons log to files under $STATE_DIR and
+# are detached from this script's stdout/stderr, so a CI pipe is never held open by them.
+set -euo pipefail
+
+STATE_DIR="${DSO_SERVICES_DIR:-/tmp/dso-services}"
+REDIS_PORT="${DSO_TEST_REDIS_PORT:-6379}"
+DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
+WAIT_S="${DSO_SERVICES_WAIT_S:-60}"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+engine_answers() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+redis_answers() { timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
+compose_available() { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }
+busybox_static_present() { dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; }
+
+install_missing() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  compose_available || missing+=(docker-compose)
+  busybox_static_present || missing+=(busybox-static)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  # De-duplicate (docker.io can be listed twice).
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing Debian packages: ${missing[*]}. Install them as root: sudo apt-get install -y ${missing[*]} (or run: sudo bash tools/services.sh up)"
+  fi
+  log "installing ${missing[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >"$STATE_DIR/apt.log" 2>&1 || die "apt-get update failed: see $STATE_DIR/apt.log"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$STATE_DIR/apt.log" 2>&1 \
+    || die "apt-get install ${missing[*]} failed: see $STATE_DIR/apt.log"
+}
+
+# Starts a command fully detached: new session, stdin from /dev/null, output to a log file.
+spawn() {
+  local name=$1; shift
+  setsid "$@" </dev/null >>"$STATE_DIR/$name.log" 2>&1 &
+  echo $! >"$STATE_DIR/$name.pid"
+}
+
+wait_for() {
+  local what=$1 check=$2 logfile=$3 deadline=$((SECONDS + WAIT_S))
+  until "$check"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$what did not answer within ${WAIT_S}s: see $logfile"
+    fi
+    sleep 0.5
+  done
+}
+
+start_engine() {
+  if engine_answers; then return 0; fi
+  [ "$(id -u)" -eq 0 ] || die "no Docker engine answers at $DOCKER_SOCK and starting one needs root: sudo bash tools/services.sh up"
+  # A dockerd from an earlier run may hold the pid file while shutting down; let it finish.
+  if [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    log "waiting for the dockerd already running to answer"
+  else
+    log "starting dockerd (no bridge, no iptables), log: $STATE_DIR/dockerd.log"
+    spawn dockerd dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
+      --host="unix://$DOCKER_SOCK"
+  fi
+  wait_for "the Docker engine" engine_answers "$STATE_DIR/dockerd.log"
+  log "engine answers: $(docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')"
+}
+
+start_redis() {
+  if redis_answers; then return 0; fi
+  log "starting redis-server on 127.0.0.1:$REDIS_PORT (no persistence), log: $STATE_DIR/redis.log"
+  # --save '' and --appendonly no: nothing a test stores in Redis reaches disk.
+  spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --protected-mode yes --daemonize no
+  wait_for "Redis" redis_answers "$STATE_DIR/redis.log"
+}
+
+stop_started() {
+  local name pid
+  for name in redis dockerd; do
+    [ -f "$STATE_DIR/$name.pid" ] || continue
+    pid=$(cat "$STATE_DIR/$name.pid")
+    rm -f "$STATE_DIR/$name.pid"
+    kill -0 "$pid" 2>/dev/null || continue
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+check() {
+  local ok=0
+  engine_answers || { log "no Docker engine answers at $DOCKER_SOCK (fix: sudo bash tools/services.sh up)"; ok=1; }
+  redis_answers || { log "no Redis answers at 127.0.0.1:$REDIS_PORT (fix: sudo bash tools/services.sh up)"; ok=1; }
+  return "$ok"
+}
+
+mkdir -p "$STATE_DIR"
+case "${1:-up}" in
+  up) install_missing; start_engine; start_redis ;;
+  stop) stop_started ;;
+  check) check ;;
+  *) die "usage: bash tools/services.sh up|stop|check" ;;
+esac

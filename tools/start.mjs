@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+// `npm start`: from a fresh clone to a running agent on its embedded defaults (the local
+// encrypted vault, an in-memory cache, the local Docker socket). Installs dependencies, builds
+// the agent and the CLI, creates the vault and its key file on first run, then runs the agent
+// in the foreground until Ctrl-C. It never installs or starts the Docker Engine: when none
+// answers it says so, with the fix, and stops.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  assertNodeVersion,
+  dockerSocketPath,
+  engineAnswers,
+  ensureDependencies,
+  ROOT,
+  run,
+  say,
+} from './lib.mjs';
+
+const CLI = join(ROOT, 'apps/cli/dist/main.js');
+const AGENT = join(ROOT, 'apps/agent/dist/main.js');
+
+assertNodeVersion();
+const socket = dockerSocketPath();
+if (!(await engineAnswers(socket))) {
+  say(`no Docker Engine answers at ${socket ?? process.env.DOCKER_HOST}.`);
+  say('Fix: start one (as root: `sudo bash tools/services.sh up` installs Debian\'s docker.io when');
+  say('missing and starts it without a bridge), or point DOCKER_HOST at a running engine.');
+  process.exit(1);
+}
+
+try {
+  await ensureDependencies();
+  await run('npx', ['nx', 'run-many', '-t', 'build', '-p', '@dso/agent', '@dso/cli', '--outputStyle=stream']);
+  // `dso init` creates the vault and its key file only when none exists yet.
+  await run('node', [CLI, 'init', '--if-missing']);
+} catch (error) {
+  say(error.message);
+  process.exit(error.exitCode ?? 1);
+}
+
+if (!existsSync(AGENT)) {
+  say(`the agent was not built (${AGENT} is missing)`);
+  process.exit(1);
+}
+say('starting the agent (Ctrl-C stops it). Store a secret from another shell with:');
+say('  printf %s "$VALUE" | node apps/cli/dist/main.js secret set app/db/password');
+const agent = spawn(process.execPath, [AGENT], { stdio: 'inherit' });
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => agent.kill(signal));
+agent.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// `npm test`: everything from a fresh clone to a verdict. Installs dependencies, makes sure the
+// real engine and Redis run (tools/services.sh, which installs Debian's packages when missing),
+// builds the test image, then runs every project's build, typecheck, lint and unit tests, the
+// integration and end-to-end tests against the real engine, and the package checks. Ends with
+// one line, "tests: N passed, N failed".
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { assertNodeVersion, ensureDependencies, ROOT, run, say } from './lib.mjs';
+
+const REPORTS = join(ROOT, '.reports');
+
+function summarize() {
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  for (const file of readdirSync(REPORTS).filter((name) => name.endsWith('.json'))) {
+    const report = JSON.parse(readFileSync(join(REPORTS, file), 'utf8'));
+    passed += report.numPassedTests ?? 0;
+    failed += report.numFailedTests ?? 0;
+    skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+  }
+  return { passed, failed, skipped };
+}
+
+assertNodeVersion();
+let failure;
+try {
+  await ensureDependencies();
+  rmSync(REPORTS, { recursive: true, force: true });
+  await run('bash', ['tools/services.sh', 'up']);
+  await run('bash', ['tools/test-image.sh']);
+  const nx = ['nx', 'run-many', '--outputStyle=stream'];
+  await run('npx', [...nx, '-t', 'build', 'typecheck', 'lint', 'test']);
+  // Engine tests share one daemon: one project at a time.
+  await run('npx', [...nx, '-t', 'test:int', 'e2e', '--parallel=1']);
+  await run('node', ['tools/check-packages.mjs']);
+} catch (error) {
+  failure = error;
+}
+let counts = { passed: 0, failed: 0, skipped: 0 };
+try {
+  counts = summarize();
+} catch {
+  // No reports (the run failed before any test ran): the counts stay at zero.
+}
+if (failure) {
+  say(failure.message);
+  if (counts.failed === 0) counts.failed = 1; // a failed step is a failure even with no failed test
+}
+const skipped = counts.skipped ? `, ${counts.skipped} skipped` : '';
+console.log(`tests: ${counts.passed} passed, ${counts.failed} failed${skipped}`);
+process.exit(failure ? (failure.exitCode ?? 1) : 0);
