@@ -1,4 +1,55 @@
 /**
- * @dso/core: DSO's shared core: secret references, redaction, logging, configuration and errors.
+ * @dso/core: DSO's shared core. The one parser of secret references, the container label
+ * contract, exact-value redaction, a logger that redacts every line, and the base error class.
+ *
+ * @example
+ * import { createLogger, createRedactor, parseManagedLabels } from '@dso/core';
+ *
+ * const redactor = createRedactor();
+ * const logger = createLogger({ redactor, name: 'example' });
+ *
+ * const spec = parseManagedLabels({
+ *   'dso.enable': 'true',
+ *   'dso.file.db_password': 'dsofile://vault:app/db#password',
+ * });
+ * // spec: { target: '/run/secrets', mode: 0o400, files: [{ name: 'db_password', reference: … }] }
+ *
+ * redactor.register('correct-horse-battery');
+ * logger.info({ files: spec?.files.length }, 'password is correct-horse-battery');
+ * // {"level":30,…,"files":1,"msg":"password is [REDACTED]"}
  */
-export const PACKAGE_NAME = '@dso/core';
+export { DsoError, type DsoErrorOptions, isDsoError } from './errors.js';
+export {
+  DEFAULT_FILE_MODE,
+  DEFAULT_SECRETS_DIR,
+  LABELS,
+  MAX_FILE_NAME_LENGTH,
+  type ManagedFile,
+  type ManagedSpec,
+  parseManagedLabels,
+  toManagedLabels,
+} from './labels.js';
+export {
+  createLogger,
+  DEFAULT_LOG_LEVEL,
+  LOG_LEVELS,
+  type Logger,
+  type LoggerOptions,
+} from './logger.js';
+export { type DsoPaths, resolveDsoPaths } from './paths.js';
+export {
+  createRedactor,
+  DEFAULT_REDACTION_MIN_LENGTH,
+  REDACTED,
+  type Redactor,
+  type RedactorOptions,
+} from './redaction.js';
+export {
+  formatReference,
+  isReference,
+  MAX_REFERENCE_LENGTH,
+  parseReference,
+  REFERENCE_SCHEMES,
+  type ReferenceScheme,
+  type SecretReference,
+} from './references.js';

@@ -1,0 +1,68 @@
+// A global symbol, so errors thrown by a second copy of @dso/core (a plugin that bundles its
+// own, two versions side by side in node_modules) are still recognised by isDsoError().
+const DSO_ERROR = Symbol.for('dso.error');
+
+/**
+ * What a {@link DsoError} is built with: an optional cause and any number of facts. Facts are
+ * ids, references, counts and names that help an operator act, never secret values.
+ */
+export interface DsoErrorOptions {
+  /** The error this one wraps; kept as the standard `error.cause`. */
+  cause?: unknown;
+  /** Any other fact, kept on {@link DsoError.details}. */
+  [fact: string]: unknown;
+}
+
+/**
+ * An operational failure with a stable code of the form `DSO_<AREA>_<WHAT>`, a message that says
+ * what went wrong and what to do, and the facts behind it in {@link DsoError.details}.
+ *
+ * Messages and facts are built from references, ids and names, never from secret values.
+ * Other packages subclass it and set `name`; test for it with {@link isDsoError} or `code`,
+ * not `instanceof`, since a second copy of this package has its own class.
+ *
+ * @example
+ * class DockerRuntimeError extends DsoError {
+ *   override name = 'DockerRuntimeError';
+ * }
+ * throw new DockerRuntimeError('DSO_DOCKER_EXEC_FAILED', 'exec exited non-zero', {
+ *   cause: error, containerId, exitCode,
+ * });
+ */
+export class DsoError extends Error {
+  /** A stable code, `DSO_<AREA>_<WHAT>`, that callers and tests branch on. */
+  readonly code: string;
+  /** Every option except `cause`: the facts behind the failure. Empty when none were given. */
+  readonly details: Readonly<Record<string, unknown>>;
+
+  /**
+   * @param code a stable `DSO_<AREA>_<WHAT>` code
+   * @param message a short sentence that says what is wrong and, where it can, what to do
+   * @param options `cause`, plus facts kept on `details`
+   */
+  constructor(code: string, message: string, options: DsoErrorOptions = {}) {
+    const { cause, ...details } = options;
+    super(message, 'cause' in options ? { cause } : undefined);
+    this.name = 'DsoError';
+    this.code = code;
+    this.details = Object.freeze(details);
+    Object.defineProperty(this, DSO_ERROR, { value: true });
+  }
+}
+
+/**
+ * True for a {@link DsoError} or a subclass of it, from any copy of this package.
+ *
+ * @example
+ * try { parseReference(text); } catch (error) {
+ *   if (isDsoError(error) && error.code === 'DSO_REFERENCE_INVALID') report(error.message);
+ *   else throw error;
+ * }
+ */
+export function isDsoError(value: unknown): value is DsoError {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[DSO_ERROR] === true
+  );
+}

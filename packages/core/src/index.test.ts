@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import * as core from './index.js';
+
+describe('@dso/core', () => {
+  it('exports exactly its documented runtime API', () => {
+    expect(Object.keys(core).sort()).toEqual([
+      'DEFAULT_FILE_MODE',
+      'DEFAULT_LOG_LEVEL',
+      'DEFAULT_REDACTION_MIN_LENGTH',
+      'DEFAULT_SECRETS_DIR',
+      'DsoError',
+      'LABELS',
+      'LOG_LEVELS',
+      'MAX_FILE_NAME_LENGTH',
+      'MAX_REFERENCE_LENGTH',
+      'REDACTED',
+      'REFERENCE_SCHEMES',
+      'createLogger',
+      'createRedactor',
+      'formatReference',
+      'isDsoError',
+      'isReference',
+      'parseManagedLabels',
+      'parseReference',
+      'resolveDsoPaths',
+      'toManagedLabels',
+    ]);
+  });
+
+  it('runs the example at the top of index.ts', () => {
+    const lines: string[] = [];
+    const redactor = core.createRedactor();
+    const logger = core.createLogger({
+      redactor,
+      name: 'example',
+      destination: { write: (line: string) => void lines.push(line) },
+    });
+    const spec = core.parseManagedLabels({
+      'dso.enable': 'true',
+      'dso.file.db_password': 'dsofile://vault:app/db#password',
+    });
+    redactor.register('correct-horse-battery');
+    logger.info({ files: spec?.files.length }, 'password is correct-horse-battery');
+    expect(JSON.parse(lines[0]!)).toMatchObject({
+      files: 1,
+      msg: 'password is [REDACTED]',
+      name: 'example',
+    });
+  });
+});

@@ -1,0 +1,269 @@
+import { posix } from 'node:path';
+import { DsoError, isDsoError } from './errors.js';
+import {
+  formatReference,
+  isReference,
+  parseReference,
+  type SecretReference,
+} from './references.js';
+
+/**
+ * The container labels DSO reads. Labels hold references and policy, never secret values.
+ *
+ * | key | meaning |
+ * | --- | --- |
+ * | `dso.enable` | `true` opts the container in |
+ * | `dso.file.<name>` | a `dsofile://` reference delivered as the file `<target>/<name>` |
+ * | `dso.target` | the absolute directory the files go in |
+ * | `dso.mode` | the files' octal mode |
+ * | `dso.owner` | the files' numeric `uid[:gid]` |
+ */
+export const LABELS = {
+  enable: 'dso.enable',
+  target: 'dso.target',
+  mode: 'dso.mode',
+  owner: 'dso.owner',
+  filePrefix: 'dso.file.',
+} as const;
+
+/** Where a managed container's secret files go when `dso.target` is absent. */
+export const DEFAULT_SECRETS_DIR = '/run/secrets';
+
+/** The mode of a managed container's secret files when `dso.mode` is absent: owner read-only. */
+export const DEFAULT_FILE_MODE = 0o400;
+
+/** The longest file name accepted in `dso.file.<name>`, as on Linux filesystems. */
+export const MAX_FILE_NAME_LENGTH = 255;
+
+/** The largest uid or gid accepted; 2^32 - 1 means "unchanged" to chown(2), so it is excluded. */
+const MAX_ID = 4_294_967_294;
+
+/** One secret file of a managed container. */
+export type ManagedFile = {
+  /** The file's name inside the target directory. */
+  name: string;
+  /** Where its content comes from; always a `dsofile` reference. */
+  reference: SecretReference;
+};
+
+/** What a managed container's labels ask for. */
+export type ManagedSpec = {
+  /** Absolute, normalised directory inside the container that holds the files. */
+  target: string;
+  /** Permission bits of every file, `0o000` to `0o777`. */
+  mode: number;
+  /** Numeric owner of the files; absent means the container's own user. */
+  owner?: { uid: number; gid: number };
+  /** The files, sorted by name. */
+  files: ManagedFile[];
+};
+
+const FILE_NAME = /^[A-Za-z0-9._-]+$/;
+const MODE = /^(?:0o)?([0-7]{1,4})$/;
+const OWNER = /^([0-9]{1,10})(?::([0-9]{1,10}))?$/;
+// Control characters in a path are legal to the kernel but only ever a mistake or an attack.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const PLAIN_KEY = /^[\x21-\x7e]{1,300}$/;
+/** Linux's PATH_MAX less the terminating NUL. */
+const MAX_TARGET_LENGTH = 4095;
+
+/**
+ * Reads a container's DSO labels. A container is managed only when `dso.enable` is exactly
+ * `true`; for any other container this returns `undefined` without looking further.
+ *
+ * Defaults: `dso.target` {@link DEFAULT_SECRETS_DIR}, `dso.mode` {@link DEFAULT_FILE_MODE},
+ * no `dso.owner` (the container's own user, decided by whoever writes the files). A managed
+ * container with no `dso.file.*` label is valid and has no files. `dso.owner=<uid>` without a
+ * gid uses the uid as the gid. Other `dso.*` labels are ignored, so labels written by a newer
+ * `dso up` do not break an older agent.
+ *
+ * @example
+ * parseManagedLabels({ 'dso.enable': 'true', 'dso.file.db_password': 'dsofile://app/db#password' });
+ * // { target: '/run/secrets', mode: 0o400, files: [{ name: 'db_password', reference: { … } }] }
+ * @throws DsoError DSO_LABEL_INVALID naming the label, what is wrong with it and the fix
+ */
+export function parseManagedLabels(
+  labels: Readonly<Record<string, string>> | null | undefined,
+): ManagedSpec | undefined {
+  if (labels == null || labels[LABELS.enable] !== 'true') return undefined;
+
+  const target = parseTarget(labels[LABELS.target]);
+  const mode = parseMode(labels[LABELS.mode]);
+  const owner = parseOwner(labels[LABELS.owner]);
+
+  const files: ManagedFile[] = [];
+  for (const [key, value] of Object.entries(labels)) {
+    if (!key.startsWith(LABELS.filePrefix)) continue;
+    const name = key.slice(LABELS.filePrefix.length);
+    checkFileName(key, name);
+    files.push({ name, reference: parseFileReference(key, value) });
+  }
+  // Code-unit order, not localeCompare: the same labels give the same order on every host.
+  files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  const spec: ManagedSpec = { target, mode, files };
+  if (owner !== undefined) spec.owner = owner;
+  return spec;
+}
+
+/**
+ * Writes the labels that make a container managed as `spec` describes; the inverse of
+ * {@link parseManagedLabels}. Every label is written out, defaults included, so
+ * `docker inspect` shows the whole policy; `dso.owner` only when `spec.owner` is set.
+ *
+ * @example
+ * toManagedLabels({ target: '/run/secrets', mode: 0o400, files: [
+ *   { name: 'db_password', reference: { scheme: 'dsofile', path: 'app/db', field: 'password' } },
+ * ] });
+ * // { 'dso.enable': 'true', 'dso.target': '/run/secrets', 'dso.mode': '0400',
+ * //   'dso.file.db_password': 'dsofile://app/db#password' }
+ * @throws DsoError DSO_LABEL_INVALID when the spec could not be read back from its labels
+ *   (a bad name, target, mode or owner, a `dso` reference, or two files with one name)
+ */
+export function toManagedLabels(spec: ManagedSpec): Record<string, string> {
+  const labels: Record<string, string> = {
+    [LABELS.enable]: 'true',
+    [LABELS.target]: spec.target,
+    [LABELS.mode]: formatMode(spec.mode),
+  };
+  if (spec.owner !== undefined) labels[LABELS.owner] = `${spec.owner.uid}:${spec.owner.gid}`;
+  for (const file of spec.files) {
+    const key = `${LABELS.filePrefix}${file.name}`;
+    if (Object.hasOwn(labels, key)) {
+      throw labelError(
+        key,
+        `two files are named ${JSON.stringify(file.name)}`,
+        'give each file its own name',
+      );
+    }
+    labels[key] = formatFileReference(key, file.reference);
+  }
+  // Reading the labels back applies every rule of the contract in one place.
+  parseManagedLabels(labels);
+  return labels;
+}
+
+function parseTarget(value: string | undefined): string {
+  const key = LABELS.target;
+  if (value === undefined) return DEFAULT_SECRETS_DIR;
+  const fix = `use an absolute directory such as ${key}=${DEFAULT_SECRETS_DIR}`;
+  const shown = JSON.stringify(value);
+  if (value === '') throw labelError(key, 'is empty', fix);
+  if (value.length > MAX_TARGET_LENGTH) {
+    throw labelError(key, `is longer than ${MAX_TARGET_LENGTH} characters`, fix);
+  }
+  if (CONTROL.test(value)) throw labelError(key, 'holds a control character', fix);
+  if (!value.startsWith('/')) throw labelError(key, `${shown} is not an absolute path`, fix);
+  if (value === '/') throw labelError(key, 'is the root directory', fix);
+  if (value.split('/').includes('..')) throw labelError(key, `${shown} holds ".."`, fix);
+  if (posix.normalize(value) !== value || value.endsWith('/')) {
+    throw labelError(
+      key,
+      `${shown} is not normalised (no ".", "//" or trailing "/")`,
+      `write it as ${key}=${posix.normalize(value).replace(/\/+$/, '') || DEFAULT_SECRETS_DIR}`,
+    );
+  }
+  return value;
+}
+
+function parseMode(value: string | undefined): number {
+  const key = LABELS.mode;
+  if (value === undefined) return DEFAULT_FILE_MODE;
+  const fix = `use permission bits from 0000 to 0777, e.g. ${key}=0400`;
+  const match = MODE.exec(value);
+  if (match === null) {
+    throw labelError(key, `${JSON.stringify(value)} is not an octal mode`, fix);
+  }
+  const mode = Number.parseInt(match[1]!, 8);
+  if (mode > 0o777) {
+    throw labelError(
+      key,
+      `${JSON.stringify(value)} sets setuid, setgid or sticky bits, which secret files never need`,
+      fix,
+    );
+  }
+  return mode;
+}
+
+function parseOwner(value: string | undefined): { uid: number; gid: number } | undefined {
+  const key = LABELS.owner;
+  if (value === undefined) return undefined;
+  const fix = `use numeric ids, e.g. ${key}=1000:1000 (see \`id -u\` and \`id -g\` inside the image), or remove the label to use the container's user`;
+  const match = OWNER.exec(value);
+  if (match === null) {
+    throw labelError(key, `${JSON.stringify(value)} is not <uid> or <uid>:<gid>`, fix);
+  }
+  const uid = Number(match[1]);
+  const gid = match[2] === undefined ? uid : Number(match[2]);
+  if (uid > MAX_ID || gid > MAX_ID) {
+    throw labelError(key, `${JSON.stringify(value)} has an id above ${MAX_ID}`, fix);
+  }
+  return { uid, gid };
+}
+
+function checkFileName(key: string, name: string): void {
+  const fix = `name the file with letters, digits, ".", "_" and "-", e.g. ${LABELS.filePrefix}db_password`;
+  if (name === '') throw labelError(key, 'has no file name after the prefix', fix);
+  if (name.length > MAX_FILE_NAME_LENGTH) {
+    throw labelError(key, `names a file longer than ${MAX_FILE_NAME_LENGTH} characters`, fix);
+  }
+  if (name === '.' || name === '..') throw labelError(key, `names the file "${name}"`, fix);
+  if (!FILE_NAME.test(name)) {
+    throw labelError(
+      key,
+      `names the file ${JSON.stringify(name)}, which holds other characters`,
+      fix,
+    );
+  }
+}
+
+function parseFileReference(key: string, value: string): SecretReference {
+  const fix = `write a reference such as ${key}=dsofile://app/db/password`;
+  if (!isReference(value)) {
+    // Not shown: a value put where a reference belongs may be the secret itself.
+    throw labelError(key, 'does not hold a dsofile:// reference (its value is not shown)', fix);
+  }
+  let reference: SecretReference;
+  try {
+    reference = parseReference(value);
+  } catch (error) {
+    if (!isDsoError(error)) throw error;
+    throw labelError(key, `holds an ${error.message}`, fix, error);
+  }
+  if (reference.scheme !== 'dsofile') {
+    throw labelError(
+      key,
+      `holds a ${reference.scheme}:// reference, but a file needs dsofile://`,
+      `write ${key}=${formatReference({ ...reference, scheme: 'dsofile' })}`,
+    );
+  }
+  return reference;
+}
+
+function formatFileReference(key: string, reference: SecretReference): string {
+  try {
+    return formatReference(reference);
+  } catch (error) {
+    if (!isDsoError(error)) throw error;
+    throw labelError(key, `holds an ${error.message}`, 'fix the reference', error);
+  }
+}
+
+function formatMode(mode: number): string {
+  // Four digits with a leading zero, as chmod(1) and compose files write modes.
+  return Number.isInteger(mode) && mode >= 0
+    ? `0${mode.toString(8).padStart(3, '0')}`
+    : String(mode);
+}
+
+function labelError(key: string, problem: string, fix: string, cause?: unknown): DsoError {
+  // A label key comes from whoever created the container: quote it unless it is plain text.
+  const shown = PLAIN_KEY.test(key)
+    ? key
+    : JSON.stringify(key.length > 300 ? `${key.slice(0, 300)}…` : key);
+  return new DsoError('DSO_LABEL_INVALID', `label ${shown} ${problem}; ${fix}`, {
+    label: key,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}

@@ -1,0 +1,145 @@
+import { SecretValue } from '@dso/provider-sdk';
+import type { DestinationStream } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { DsoError, isDsoError } from './errors.js';
+import { createLogger, LOG_LEVELS } from './logger.js';
+import { createRedactor, REDACTED } from './redaction.js';
+
+const CANARY = 'canary-5b8e0f-do-not-log';
+const CANARY_FORMS = [
+  CANARY,
+  Buffer.from(CANARY).toString('base64'),
+  Buffer.from(CANARY).toString('base64url'),
+  Buffer.from(CANARY).toString('hex'),
+];
+
+/** A destination that keeps every line written to it. */
+function capture(): DestinationStream & { lines: string[]; text(): string } {
+  const lines: string[] = [];
+  return {
+    lines,
+    write(line: string) {
+      lines.push(line);
+    },
+    text() {
+      return lines.join('');
+    },
+  };
+}
+
+describe('createLogger', () => {
+  it('never writes a registered value, in any form, at any level, in any place', () => {
+    const redactor = createRedactor();
+    redactor.register(CANARY);
+    const destination = capture();
+    const logger = createLogger({ level: 'trace', redactor, destination });
+
+    const error = new Error(`connection refused by ${CANARY}`);
+    const wrapped = new DsoError('DSO_TEST_FAILED', 'wrapped', { cause: error, hint: CANARY });
+    const encoded = Buffer.from(CANARY).toString('base64');
+    for (const level of ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const) {
+      logger[level](`message with ${CANARY}`);
+      logger[level]({ field: CANARY }, 'as a field');
+      logger[level]({ nested: { deeper: [{ value: CANARY }] } }, 'nested');
+      logger[level]({ err: error }, 'as err');
+      logger[level]({ error: wrapped }, 'as error with a cause');
+      logger[level](error);
+      logger[level]('format %s and %j', CANARY, { value: CANARY });
+      logger[level]({ header: `Basic ${encoded}` }, 'encoded');
+      logger.child({ binding: CANARY })[level]('from a child');
+    }
+
+    const text = destination.text();
+    expect(destination.lines).toHaveLength(6 * 9);
+    for (const form of CANARY_FORMS) expect(text).not.toContain(form);
+    expect(text).toContain(REDACTED);
+    // Every line is still one JSON document, and each place shows the marker.
+    const records = destination.lines.map((line) => JSON.parse(line));
+    expect(records[0].msg).toBe(`message with ${REDACTED}`);
+    expect(records[1].field).toBe(REDACTED);
+    expect(records[2].nested.deeper[0].value).toBe(REDACTED);
+    expect(records[3].err.message).toBe(`connection refused by ${REDACTED}`);
+    expect(records[3].err.stack).toContain(`Error: connection refused by ${REDACTED}`);
+    expect(records[4].error.details.hint).toBe(REDACTED);
+    expect(records[4].error.message).toContain(REDACTED);
+    expect(records[8].binding).toBe(REDACTED);
+  });
+
+  it('redacts values registered after the logger was created', () => {
+    const redactor = createRedactor();
+    const destination = capture();
+    const logger = createLogger({ redactor, destination });
+    logger.info(`before ${CANARY}`);
+    redactor.register(CANARY);
+    logger.info(`after ${CANARY}`);
+    expect(JSON.parse(destination.lines[0]!).msg).toBe(`before ${CANARY}`);
+    expect(JSON.parse(destination.lines[1]!).msg).toBe(`after ${REDACTED}`);
+  });
+
+  it('prints a SecretValue as [REDACTED] even without a redactor', () => {
+    const destination = capture();
+    const logger = createLogger({ destination });
+    const value = SecretValue.fromText(CANARY);
+    logger.info({ value, nested: { list: [value] } }, 'value %s', value);
+    logger.info(value, 'as the merge object');
+    logger.info({ err: value }, 'under err');
+    expect(destination.text()).not.toContain(CANARY);
+    const record = JSON.parse(destination.lines[0]!);
+    expect(record.value).toBe(REDACTED);
+    expect(record.nested.list).toEqual([REDACTED]);
+    expect(record.msg).toBe(`value ${REDACTED}`);
+    expect(JSON.parse(destination.lines[2]!).err).toBe(REDACTED);
+  });
+
+  it('serialises errors under err and error with type, message, stack, code and details', () => {
+    const destination = capture();
+    const logger = createLogger({ destination });
+    const error = new DsoError('DSO_TEST_FAILED', 'it failed', { containerId: 'abc' });
+    logger.error({ err: error }, 'failed');
+    logger.error({ error }, 'failed');
+    for (const line of destination.lines) {
+      const record = JSON.parse(line);
+      const serialised = record.err ?? record.error;
+      expect(serialised).toMatchObject({
+        type: 'DsoError',
+        message: 'it failed',
+        code: 'DSO_TEST_FAILED',
+        details: { containerId: 'abc' },
+      });
+      expect(serialised.stack).toContain('DsoError: it failed');
+    }
+  });
+
+  it('logs at info by default', () => {
+    const destination = capture();
+    const logger = createLogger({ destination });
+    logger.debug('hidden');
+    logger.info('shown');
+    expect(logger.level).toBe('info');
+    expect(destination.lines.map((line) => JSON.parse(line).msg)).toEqual(['shown']);
+  });
+
+  it('writes its name and base fields on every line', () => {
+    const destination = capture();
+    const logger = createLogger({ destination, name: 'agent', base: { service: 'dso' } });
+    logger.info('hello');
+    const record = JSON.parse(destination.lines[0]!);
+    expect(record).toMatchObject({ name: 'agent', service: 'dso', msg: 'hello', level: 30 });
+    expect(record).not.toHaveProperty('pid');
+  });
+
+  it.each(LOG_LEVELS)('accepts the level %s', (level) => {
+    expect(createLogger({ level, destination: capture() }).level).toBe(level);
+  });
+
+  it('rejects an unknown level with DSO_LOG_LEVEL_INVALID', () => {
+    try {
+      createLogger({ level: 'verbose', destination: capture() });
+      expect.unreachable();
+    } catch (error) {
+      expect(isDsoError(error) && error.code).toBe('DSO_LOG_LEVEL_INVALID');
+      expect((error as Error).message).toContain('"verbose"');
+      expect((error as Error).message).toContain('trace, debug, info, warn, error, fatal, silent');
+    }
+  });
+});

@@ -1,0 +1,79 @@
+import { type DestinationStream, type Logger as PinoLogger, pino } from 'pino';
+import { DsoError } from './errors.js';
+import type { Redactor } from './redaction.js';
+
+/** DSO's logger: pino's, so every pino method, child logger and level works unchanged. */
+export type Logger = PinoLogger;
+
+/** The level {@link createLogger} logs at when none is given. */
+export const DEFAULT_LOG_LEVEL = 'info';
+
+/** The levels {@link createLogger} accepts, most verbose first, plus `silent`. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** Options of {@link createLogger}. */
+export interface LoggerOptions {
+  /**
+   * The lowest level written: one of {@link LOG_LEVELS}.
+   * @default 'info'
+   */
+  level?: string;
+  /**
+   * Every finished line passes through `redactor.redact` before it is written, so no
+   * registered value reaches the destination in any message, field, error message or stack.
+   * Without one, only `SecretValue`s are hidden (they print `[REDACTED]` themselves).
+   */
+  redactor?: Redactor;
+  /**
+   * Where lines go.
+   * @default standard output
+   */
+  destination?: DestinationStream;
+  /** The logger's name, written as `name` on every line. */
+  name?: string;
+  /**
+   * Fields written on every line, replacing pino's default `pid` and `hostname`.
+   * @default { pid, hostname }
+   */
+  base?: Record<string, unknown>;
+}
+
+/**
+ * Creates a JSON-lines logger. Errors under `err` or `error` are serialised with pino's
+ * standard error serializer (type, message, stack, causes, code and other own fields); a
+ * `SecretValue` anywhere prints `[REDACTED]`.
+ *
+ * With a `redactor`, redaction happens on the serialised line (pino's `hooks.streamWrite`),
+ * after every serializer, child binding and message formatting: there is no field or level
+ * that escapes it. Values registered after a line is written are not removed from it.
+ *
+ * @example
+ * const redactor = createRedactor();
+ * const logger = createLogger({ level: 'debug', redactor, name: 'agent' });
+ * redactor.register(value.revealText());
+ * logger.info({ provider: 'vault', containerId, files: 3 }, 'secrets injected');
+ * @throws DsoError DSO_LOG_LEVEL_INVALID when `level` is not one of {@link LOG_LEVELS}
+ */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const level = options.level ?? DEFAULT_LOG_LEVEL;
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new DsoError(
+      'DSO_LOG_LEVEL_INVALID',
+      `log level ${JSON.stringify(level)} is not known; use one of ${LOG_LEVELS.join(', ')}`,
+      { level },
+    );
+  }
+  const { redactor } = options;
+  return pino(
+    {
+      level,
+      ...(options.name === undefined ? {} : { name: options.name }),
+      ...(options.base === undefined ? {} : { base: options.base }),
+      serializers: { err: pino.stdSerializers.err, error: pino.stdSerializers.err },
+      ...(redactor === undefined
+        ? {}
+        : { hooks: { streamWrite: (line: string) => redactor.redact(line) } }),
+    },
+    options.destination,
+  );
+}

@@ -1,0 +1,291 @@
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { createRedactor, DEFAULT_REDACTION_MIN_LENGTH, REDACTED } from './redaction.js';
+
+// Characters that need escaping in JSON and in URLs, and a multi-byte one; 26 bytes, so its
+// base64 is padded, and it holds a "/", so base64url differs.
+const TRICKY = 'p@ss w/"quote"\\+é?&=!???!';
+
+describe('createRedactor', () => {
+  it('replaces every occurrence of a registered value', () => {
+    const redactor = createRedactor();
+    redactor.register('hunter2-s3cret');
+    expect(redactor.redact('a hunter2-s3cret b hunter2-s3cret')).toBe(
+      `a ${REDACTED} b ${REDACTED}`,
+    );
+  });
+
+  it('returns text without registered values unchanged', () => {
+    const redactor = createRedactor();
+    redactor.register('hunter2-s3cret');
+    expect(redactor.redact('hunter2-s3cre nothing here')).toBe('hunter2-s3cre nothing here');
+    expect(redactor.redact('')).toBe('');
+  });
+
+  it('returns text unchanged when nothing is registered', () => {
+    expect(createRedactor().redact('anything at all')).toBe('anything at all');
+  });
+
+  const bytes = Buffer.from(TRICKY, 'utf8');
+  it('is tested with a value whose base64 is padded and differs from base64url', () => {
+    expect(bytes.toString('base64')).toMatch(/[+/].*=$/);
+  });
+
+  it.each([
+    ['the value itself', TRICKY],
+    ['base64', bytes.toString('base64')],
+    ['base64 without padding', bytes.toString('base64').replace(/=+$/, '')],
+    ['base64url', bytes.toString('base64url')],
+    ['base64url with padding', bytes.toString('base64').replace(/\+/g, '-').replace(/\//g, '_')],
+    ['URL-encoded', encodeURIComponent(TRICKY)],
+    ['form-encoded', new URLSearchParams({ v: TRICKY }).toString().slice(2)],
+    ['JSON-escaped', JSON.stringify(TRICKY).slice(1, -1)],
+    ['JSON-escaped twice', JSON.stringify(JSON.stringify(TRICKY).slice(1, -1)).slice(1, -1)],
+    ['hex', bytes.toString('hex')],
+  ])('replaces the value written as %s', (_, form) => {
+    const redactor = createRedactor();
+    redactor.register(TRICKY);
+    expect(redactor.redact(`before ${form} after`)).toBe(`before ${REDACTED} after`);
+  });
+
+  it('replaces the value inside a JSON log line built by JSON.stringify', () => {
+    const redactor = createRedactor();
+    redactor.register(TRICKY);
+    const line = JSON.stringify({
+      msg: `got ${TRICKY}`,
+      nested: JSON.stringify({ value: TRICKY }),
+    });
+    const redacted = redactor.redact(line);
+    expect(redacted).not.toContain(JSON.stringify(TRICKY).slice(1, -1));
+    expect(JSON.parse(redacted)).toEqual({
+      msg: `got ${REDACTED}`,
+      nested: expect.stringContaining(REDACTED),
+    });
+  });
+
+  it.each([
+    ['', 0],
+    ['u', 1],
+    ['us', 2],
+    ['longer-username', 15],
+  ])('hides a value inside longer base64, as in HTTP Basic credentials for user %j', (user) => {
+    const password = 'correct-horse-battery-staple';
+    const redactor = createRedactor();
+    redactor.register(password);
+    const header = Buffer.from(`${user}:${password}`).toString('base64');
+    const redacted = redactor.redact(`Authorization: Basic ${header}`);
+    expect(redacted).toContain(REDACTED);
+    // At most the user's characters and two characters that mix user and password bits remain.
+    const kept = redacted.replace('Authorization: Basic ', '').replace(REDACTED, '');
+    expect(kept.replace(/=+$/, '').length).toBeLessThanOrEqual(
+      Math.ceil(((user.length + 1) * 4) / 3) + 4,
+    );
+  });
+
+  it('copies a registered Uint8Array, so the caller may zero it', () => {
+    const redactor = createRedactor();
+    const value = Buffer.from('buffer-s3cret-value');
+    redactor.register(value);
+    value.fill(0);
+    expect(redactor.redact('x buffer-s3cret-value y')).toBe(`x ${REDACTED} y`);
+  });
+
+  it('registers the encoded forms of bytes that are not UTF-8', () => {
+    const redactor = createRedactor();
+    const value = Uint8Array.from([0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28, 0x9f, 0x01]);
+    redactor.register(value);
+    const buffer = Buffer.from(value);
+    expect(redactor.redact(`hex ${buffer.toString('hex')}`)).toBe(`hex ${REDACTED}`);
+    expect(redactor.redact(`b64 ${buffer.toString('base64')}`)).toBe(`b64 ${REDACTED}`);
+    expect(redactor.size).toBe(1);
+  });
+
+  it(`does not register values shorter than ${DEFAULT_REDACTION_MIN_LENGTH} characters by default`, () => {
+    const redactor = createRedactor();
+    redactor.register('abc');
+    redactor.register(Uint8Array.from([1, 2, 3]));
+    redactor.register('');
+    expect(redactor.size).toBe(0);
+    expect(redactor.redact('abc abc')).toBe('abc abc');
+    redactor.register('abcd');
+    expect(redactor.size).toBe(1);
+    expect(redactor.redact('abcd')).toBe(REDACTED);
+  });
+
+  it('applies a configured minimum length', () => {
+    const redactor = createRedactor({ minLength: 10 });
+    redactor.register('123456789');
+    redactor.register('1234567890');
+    expect(redactor.size).toBe(1);
+    expect(redactor.redact('123456789 1234567890')).toBe(`123456789 ${REDACTED}`);
+  });
+
+  it('registers short encoded forms when minLength allows short values', () => {
+    const redactor = createRedactor({ minLength: 1 });
+    redactor.register('a');
+    // 'a' is 61 in hex and YQ in base64: all short, but registered because minLength is 1.
+    expect(redactor.redact('a 61 YQ')).toBe(`${REDACTED} ${REDACTED} ${REDACTED}`);
+  });
+
+  it('does not register base64 fragments of a shifted value shorter than 8 characters', () => {
+    const redactor = createRedactor();
+    redactor.register('abcd');
+    // 'xabcd' is eGFiY2Q=: the part that depends only on 'abcd' is 'FiY2', too short to trust.
+    expect(redactor.redact('eGFiY2Q= FiY2')).toBe('eGFiY2Q= FiY2');
+    expect(redactor.redact('YWJjZA==')).toBe(REDACTED);
+  });
+
+  it.each([[0], [-1], [1.5], [Number.NaN]])('rejects minLength %s', (minLength) => {
+    expect(() => createRedactor({ minLength })).toThrow(RangeError);
+  });
+
+  it('rejects a value that is neither a string nor bytes', () => {
+    expect(() => createRedactor().register(42 as unknown as string)).toThrow(TypeError);
+  });
+
+  it('counts distinct values, a string and its UTF-8 bytes being one', () => {
+    const redactor = createRedactor();
+    redactor.register('same-value');
+    redactor.register('same-value');
+    redactor.register(Buffer.from('same-value'));
+    expect(redactor.size).toBe(1);
+    redactor.register('other-value');
+    expect(redactor.size).toBe(2);
+  });
+
+  it('keeps a value whose base64 is another registered value', () => {
+    const redactor = createRedactor();
+    redactor.register(Buffer.from('hello').toString('base64')); // 'aGVsbG8='
+    redactor.register('hello');
+    expect(redactor.redact('say hello')).toBe(`say ${REDACTED}`);
+  });
+
+  it('applies values registered after a redact call from the next call on', () => {
+    const redactor = createRedactor();
+    redactor.register('first-secret');
+    expect(redactor.redact('first-secret second-secret')).toBe(`${REDACTED} second-secret`);
+    redactor.register('second-secret');
+    expect(redactor.redact('first-secret second-secret')).toBe(`${REDACTED} ${REDACTED}`);
+  });
+
+  it('merges overlapping matches into one replacement', () => {
+    const redactor = createRedactor();
+    redactor.register('abcdef12');
+    redactor.register('ef12ghij');
+    expect(redactor.redact('x abcdef12ghij y')).toBe(`x ${REDACTED} y`);
+  });
+
+  it('replaces a value that contains another registered value as a whole', () => {
+    const redactor = createRedactor();
+    redactor.register('pass');
+    redactor.register('my-password-long');
+    expect(redactor.redact('[my-password-long] [pass]')).toBe(`[${REDACTED}] [${REDACTED}]`);
+  });
+
+  it('merges a long match that reaches back over several shorter ones', () => {
+    const redactor = createRedactor();
+    redactor.register('bbbb');
+    redactor.register('dddd');
+    redactor.register('aaaabbbbccccddddeeee');
+    expect(redactor.redact('<aaaabbbbccccddddeeee>')).toBe(`<${REDACTED}>`);
+    expect(redactor.redact('<bbbb cc dddd>')).toBe(`<${REDACTED} cc ${REDACTED}>`);
+  });
+
+  it('finds a value that ends inside the beginning of a longer one', () => {
+    const redactor = createRedactor();
+    redactor.register('abcdefgh');
+    redactor.register('cdef');
+    expect(redactor.redact('abcdefXX')).toBe(`ab${REDACTED}XX`);
+  });
+
+  it('keeps back-to-back occurrences as separate replacements', () => {
+    const redactor = createRedactor();
+    redactor.register('twice');
+    expect(redactor.redact('twicetwice')).toBe(`${REDACTED}${REDACTED}`);
+  });
+
+  it('matches code units beyond ASCII and the basic plane', () => {
+    const redactor = createRedactor();
+    redactor.register('пароль-🔑-秘密');
+    expect(redactor.redact('key: пароль-🔑-秘密!')).toBe(`key: ${REDACTED}!`);
+  });
+
+  it('redacts every one of thousands of values registered in batches between calls', () => {
+    const redactor = createRedactor();
+    const values = Array.from({ length: 3000 }, () => randomBytes(12).toString('base64url'));
+    for (const [index, value] of values.entries()) {
+      redactor.register(value);
+      if (index % 97 === 0) redactor.redact('between batches');
+    }
+    expect(redactor.size).toBe(3000);
+    const text = values.join(' | ');
+    const redacted = redactor.redact(text);
+    expect(redacted).toBe(values.map(() => REDACTED).join(' | '));
+    for (const value of values.slice(0, 50)) {
+      expect(redactor.redact(Buffer.from(value).toString('hex'))).toBe(REDACTED);
+    }
+  });
+});
+
+describe('createRedactor, by property', () => {
+  // Values from g-z (here g, h, i) and filler from space and punctuation: no encoded form (hex has digits,
+  // base64 starts groups with Z or a-e) can then occur in the text, so replacing the raw values
+  // alone, as the naive oracle below does, is the exact expected result.
+  // Three letters only, so values often overlap and contain one another.
+  const value = fc.string({ unit: fc.constantFrom('g', 'h', 'i'), minLength: 4, maxLength: 10 });
+  const filler = fc.string({ unit: fc.constantFrom(' ', ',', ';', '-'), maxLength: 4 });
+
+  function naive(text: string, values: readonly string[]): string {
+    const covered: Array<[number, number]> = [];
+    for (let end = 1; end <= text.length; end++) {
+      let start = end;
+      for (const v of values) {
+        if (v.length <= end && text.startsWith(v, end - v.length))
+          start = Math.min(start, end - v.length);
+      }
+      if (start === end) continue;
+      while (covered.length > 0 && start < covered[covered.length - 1]![1]) {
+        start = Math.min(start, covered.pop()![0]);
+      }
+      covered.push([start, end]);
+    }
+    let result = '';
+    let copied = 0;
+    for (const [start, end] of covered) {
+      result += text.slice(copied, start) + REDACTED;
+      copied = end;
+    }
+    return result + text.slice(copied);
+  }
+
+  it('gives the same result as replacing each value by brute force', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(value, { minLength: 1, maxLength: 8 }),
+        fc.array(
+          fc.tuple(
+            filler,
+            fc.nat(),
+            fc.string({ unit: fc.constantFrom('g', 'h', 'z'), maxLength: 3 }),
+          ),
+        ),
+        fc.nat({ max: 7 }),
+        (values, pieces, split) => {
+          const redactor = createRedactor();
+          // Register in two batches with a redact call between, to exercise merging automata.
+          for (const v of values.slice(0, split)) redactor.register(v);
+          redactor.redact('');
+          for (const v of values.slice(split)) redactor.register(v);
+          const text = pieces
+            .map(([before, index, noise]) => before + values[index % values.length] + noise)
+            .join('');
+          const redacted = redactor.redact(text);
+          expect(redacted).toBe(naive(text, values));
+          for (const v of values) expect(redacted).not.toContain(v);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
