@@ -1,4 +1,29 @@
 /**
- * @dso/agent: The DSO agent: watches the Docker Engine and delivers secrets into managed containers.
+ * @dso/agent: the DSO daemon, as a library for custom wiring. The `dso-agent` bin wires it from
+ * the environment; embed it to choose your own runtime, providers and logger.
+ *
+ * @example
+ * import { createAgent } from '@dso/agent';
+ * import { createLogger, createRedactor } from '@dso/core';
+ * import { createDockerRuntime } from '@dso/docker-runtime';
+ *
+ * const redactor = createRedactor();
+ * const agent = createAgent({
+ *   runtime: await createDockerRuntime(),
+ *   providers: new Map([['local', myProvider]]),
+ *   logger: createLogger({ redactor }),
+ *   redactor,
+ * });
+ * await agent.start();
  */
-export const PACKAGE_NAME = '@dso/agent';
+export {
+  type Agent,
+  type AgentOptions,
+  createAgent,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_MAX_RECONNECTS,
+  DEFAULT_RECONNECT_MAX_DELAY_MS,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+} from './agent.js';
+export { runAgentMain } from './run.js';
+export { createWorkQueue, type WorkQueue, type WorkQueueOptions } from './work-queue.js';

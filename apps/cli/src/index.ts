@@ -1,4 +1,10 @@
 /**
- * @dso/cli: dso: the DSO command line (vault, secrets, and the agent).
+ * @dso/cli: the `dso` command line. Install it and run `dso --help`; import it to embed the
+ * same commands in other tooling.
+ *
+ * @example
+ * import { runCli } from '@dso/cli';
+ * const code = await runCli(['secret', 'list'], { env: process.env, stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
  */
-export const PACKAGE_NAME = '@dso/cli';
+export { type CliIo, createProgram, runCli } from './program.js';
+export { MAX_SECRET_BYTES, readHiddenLine, readSecretFromStream } from './read-secret.js';

@@ -1,0 +1,240 @@
+import { Writable } from 'node:stream';
+import { createLogger, createRedactor } from '@dso/core';
+import type {
+  ContainerDetails,
+  ContainerEvent,
+  DockerRuntime,
+  WriteFilesRequest,
+} from '@dso/docker-runtime';
+import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
+import { describe, expect, it } from 'vitest';
+import { type AgentOptions, createAgent } from './agent.js';
+
+const CANARY = 'canary-agent-9b27e1';
+
+/** An engine of our own: containers in a map, events pushed by the test. */
+function createFakeRuntime(containers: ContainerDetails[]) {
+  const byId = new Map(containers.map((container) => [container.id, container]));
+  const writes: Array<{ id: string; request: WriteFilesRequest; contents: string[] }> = [];
+  const pending: ContainerEvent[] = [];
+  let wake: (() => void) | undefined;
+  const runtime: DockerRuntime = {
+    apiVersion: '1.41',
+    engineVersion: 'fake',
+    host: 'unix:///fake.sock',
+    async *events({ signal }) {
+      while (!signal.aborted) {
+        const event = pending.shift();
+        if (event) {
+          yield event;
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+      }
+    },
+    async listContainers() {
+      return [...byId.values()]
+        .filter((c) => c.running && c.labels['dso.enable'] === 'true')
+        .map(({ id, name, labels, state, image }) => ({ id, name, labels, state, image }));
+    },
+    async inspectContainer(id) {
+      const container = byId.get(id);
+      if (!container) throw new Error(`no container ${id}`);
+      return container;
+    },
+    async writeFiles(id, request) {
+      // Copy now: the agent zeroes its buffers once the write returns.
+      writes.push({
+        id,
+        request,
+        contents: request.files.map((file) => Buffer.from(file.content).toString()),
+      });
+      return { files: request.files.length, bytes: 0, durationMs: 1, generation: 'g1' };
+    },
+    async close() {},
+    async [Symbol.asyncDispose]() {},
+  };
+  return {
+    runtime,
+    writes,
+    start(container: ContainerDetails) {
+      byId.set(container.id, container);
+      pending.push({
+        type: 'container.started',
+        id: container.id,
+        at: Date.now(),
+        timeNano: '0',
+        labels: container.labels,
+        name: container.name,
+        image: container.image,
+      });
+      wake?.();
+    },
+  };
+}
+
+function container(id: string, labels: Record<string, string>): ContainerDetails {
+  return {
+    id,
+    name: id,
+    labels,
+    running: true,
+    state: 'running',
+    user: '',
+    tmpfs: ['/run/secrets'],
+    image: 'x',
+  };
+}
+
+const MANAGED = {
+  'dso.enable': 'true',
+  'dso.file.db': 'dsofile://app/db',
+  'dso.file.token': 'dsofile://app/cfg#token',
+};
+
+function createProvider(values: Record<string, string>): SecretProvider {
+  return {
+    name: 'local',
+    capabilities: { list: false },
+    async resolve({ path }) {
+      const value = values[path];
+      if (value === undefined)
+        throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
+      return { value: SecretValue.fromText(value), version: '1' };
+    },
+    async close() {},
+  };
+}
+
+function setup(containers: ContainerDetails[], overrides: Partial<AgentOptions> = {}) {
+  let output = '';
+  const destination = new Writable({
+    write(chunk, _encoding, callback) {
+      output += String(chunk);
+      callback();
+    },
+  });
+  const redactor = createRedactor();
+  const fake = createFakeRuntime(containers);
+  const agent = createAgent({
+    runtime: fake.runtime,
+    providers: new Map([
+      [
+        'local',
+        createProvider({ 'app/db': CANARY, 'app/cfg': JSON.stringify({ token: `${CANARY}-t` }) }),
+      ],
+    ]),
+    logger: createLogger({ level: 'trace', redactor, destination }),
+    redactor,
+    ...overrides,
+  });
+  return {
+    agent,
+    fake,
+    redactor,
+    lines: () =>
+      output
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    output: () => output,
+  };
+}
+
+describe('createAgent', () => {
+  it('delivers to managed containers already running at start, with field selection', async () => {
+    const { agent, fake } = setup([container('c1', MANAGED), container('c2', { other: 'x' })]);
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toHaveLength(1);
+    expect(fake.writes[0]?.id).toBe('c1');
+    expect(fake.writes[0]?.request.target).toBe('/run/secrets');
+    expect(fake.writes[0]?.request.mode).toBe(0o400);
+    expect(fake.writes[0]?.contents).toEqual([CANARY, `${CANARY}-t`]);
+    await agent.close();
+  });
+
+  it('delivers when a managed container starts, and ignores unmanaged ones', async () => {
+    const { agent, fake } = setup([]);
+    await agent.start();
+    fake.start(container('c3', { other: 'x' }));
+    fake.start(container('c4', MANAGED));
+    await expect.poll(() => fake.writes.map((write) => write.id)).toEqual(['c4']);
+    await agent.close();
+  });
+
+  it('registers every value with the redactor, so no log line carries it', async () => {
+    const { agent, redactor, output } = setup([container('c1', MANAGED)]);
+    await agent.start();
+    await agent.idle();
+    expect(redactor.size).toBeGreaterThan(0);
+    expect(redactor.redact(`x ${CANARY} y`)).not.toContain(CANARY);
+    await agent.close();
+    expect(output()).toContain('secrets delivered');
+    expect(output()).not.toContain(CANARY);
+  });
+
+  it('reports a secret that cannot be resolved by reference and code, and writes nothing', async () => {
+    const { agent, fake, lines } = setup([
+      container('c5', { 'dso.enable': 'true', 'dso.file.x': 'dsofile://app/missing' }),
+    ]);
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toHaveLength(0);
+    const failure = lines().find((line) => line.msg === 'secrets not delivered');
+    expect(failure).toMatchObject({ code: 'DSO_AGENT_RESOLVE_FAILED', containerId: 'c5' });
+    expect(JSON.stringify(failure)).toContain('dsofile://app/missing');
+    await agent.close();
+  });
+
+  it('reports an unknown provider with DSO_AGENT_PROVIDER_UNKNOWN', async () => {
+    const { agent, lines } = setup([
+      container('c6', { 'dso.enable': 'true', 'dso.file.x': 'dsofile://vault:app/db' }),
+    ]);
+    await agent.start();
+    await agent.idle();
+    expect(lines().find((line) => line.msg === 'secrets not delivered')).toMatchObject({
+      code: 'DSO_AGENT_PROVIDER_UNKNOWN',
+    });
+    await agent.close();
+  });
+
+  it('reports invalid labels with DSO_LABEL_INVALID', async () => {
+    const { agent, lines } = setup([
+      container('c7', { 'dso.enable': 'true', 'dso.file.x': 'not-a-reference' }),
+    ]);
+    await agent.start();
+    await agent.idle();
+    expect(lines().find((line) => line.msg === 'secrets not delivered')).toMatchObject({
+      code: 'DSO_LABEL_INVALID',
+    });
+    await agent.close();
+  });
+
+  it('reconnects a broken events stream, re-lists managed containers, and gives up after the limit', async () => {
+    const { fake, agent, lines } = setup([container('c8', MANAGED)], {
+      reconnectBaseDelayMs: 1,
+      reconnectMaxDelayMs: 2,
+      maxReconnects: 3,
+    });
+    let calls = 0;
+    fake.runtime.events = async function* () {
+      calls += 1;
+      yield* [];
+      throw new Error('stream broke');
+    };
+    await agent.start();
+    await expect(agent.done).rejects.toMatchObject({ code: 'DSO_AGENT_ENGINE_LOST' });
+    expect(calls).toBe(4);
+    expect(lines().filter((line) => line.msg === 'events stream lost, reconnecting')).toHaveLength(
+      3,
+    );
+    // The first list at start, then one re-list after each reconnect.
+    await agent.idle();
+    expect(fake.writes.length).toBeGreaterThanOrEqual(2);
+    await agent.close();
+  });
+});

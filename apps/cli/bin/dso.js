@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// The `dso` command; the code lives in dist/ (built by `npm run build`).
+import '../dist/main.js';

@@ -1,0 +1,100 @@
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from './program.js';
+
+const CANARY = 'canary-cli-program-3c9d';
+
+let home: string;
+beforeEach(async () => {
+  home = await mkdtemp(join(tmpdir(), 'dso-cli-'));
+});
+afterEach(async () => {
+  await rm(home, { recursive: true, force: true });
+});
+
+async function dso(args: string[], input = '', env: NodeJS.ProcessEnv = { DSO_HOME: home }) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (chunk) => {
+    out += chunk;
+  });
+  stderr.on('data', (chunk) => {
+    err += chunk;
+  });
+  const stdin = Readable.from([input]) as unknown as NodeJS.ReadStream;
+  const code = await runCli(args, { env, stdin, stdout, stderr });
+  return { code, stdout: out, stderr: err };
+}
+
+describe('dso', () => {
+  it('creates the vault and a 0600 key file, stores from stdin, and lists paths only', async () => {
+    const init = await dso(['init']);
+    expect(init.code).toBe(0);
+    expect((await stat(join(home, 'vault.key'))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(home, 'vault.dso'))).mode & 0o777).toBe(0o600);
+
+    const set = await dso(['secret', 'set', 'app/db/password'], `${CANARY}\n`);
+    expect(set).toMatchObject({ code: 0, stdout: 'stored app/db/password (version 1)\n' });
+    expect((await dso(['secret', 'set', 'app/db/password'], CANARY)).stdout).toContain('version 2');
+
+    const list = await dso(['secret', 'list']);
+    expect(list).toMatchObject({ code: 0, stdout: 'app/db/password\n' });
+    for (const file of await readdir(home)) {
+      expect((await readFile(join(home, file))).includes(CANARY)).toBe(false);
+    }
+    expect(set.stdout + set.stderr + list.stdout).not.toContain(CANARY);
+  });
+
+  it('deletes a secret', async () => {
+    await dso(['init']);
+    await dso(['secret', 'set', 'app/x'], CANARY);
+    expect((await dso(['secret', 'rm', 'app/x'])).code).toBe(0);
+    expect((await dso(['secret', 'list'])).stdout).toBe('');
+  });
+
+  it('refuses a value given as an argument, without echoing it', async () => {
+    await dso(['init']);
+    const result = await dso(['secret', 'set', 'app/db', CANARY]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(/too many arguments/);
+  });
+
+  it('init --if-missing leaves an existing vault alone; init without it refuses', async () => {
+    await dso(['init']);
+    expect((await dso(['init', '--if-missing'])).stdout).toContain('already exists');
+    const again = await dso(['init']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('DSO_VAULT_EXISTS');
+  });
+
+  it('says how to create the vault when there is none', async () => {
+    const result = await dso(['secret', 'list']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/dso init/);
+  });
+
+  it('uses DSO_VAULT_PASSPHRASE instead of a key file when set', async () => {
+    const env = { DSO_HOME: home, DSO_VAULT_PASSPHRASE: 'correct horse battery staple' };
+    expect((await dso(['init'], '', env)).code).toBe(0);
+    await expect(stat(join(home, 'vault.key'))).rejects.toThrow();
+    expect((await dso(['secret', 'set', 'a/b'], CANARY, env)).code).toBe(0);
+    const wrong = await dso(['secret', 'list'], '', {
+      DSO_HOME: home,
+      DSO_VAULT_PASSPHRASE: 'wrong',
+    });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('DSO_VAULT_WRONG_KEY');
+  });
+
+  it('rejects an empty value', async () => {
+    await dso(['init']);
+    const result = await dso(['secret', 'set', 'app/db'], '');
+    expect(result).toMatchObject({ code: 1 });
+    expect(result.stderr).toContain('DSO_CLI_VALUE_EMPTY');
+  });
+});

@@ -1,0 +1,42 @@
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { readSecretFromStream } from './read-secret.js';
+
+const CANARY = 'canary-cli-5a1f';
+
+describe('readSecretFromStream', () => {
+  it('reads every byte and drops one trailing newline', async () => {
+    expect((await readSecretFromStream(Readable.from([`${CANARY}\n`]))).toString()).toBe(CANARY);
+    expect((await readSecretFromStream(Readable.from([`${CANARY}\r\n`]))).toString()).toBe(CANARY);
+    expect((await readSecretFromStream(Readable.from([`${CANARY}\n\n`]))).toString()).toBe(
+      `${CANARY}\n`,
+    );
+  });
+
+  it('keeps the newline when asked', async () => {
+    const value = await readSecretFromStream(Readable.from([`${CANARY}\n`]), { keepNewline: true });
+    expect(value.toString()).toBe(`${CANARY}\n`);
+  });
+
+  it('joins chunks and keeps binary bytes', async () => {
+    const bytes = [0, 1, 2, 255];
+    const value = await readSecretFromStream(
+      Readable.from([Buffer.from(bytes.slice(0, 2)), Buffer.from(bytes.slice(2))]),
+    );
+    expect([...value]).toEqual(bytes);
+  });
+
+  it('rejects with DSO_CLI_VALUE_TOO_LARGE past the limit', async () => {
+    await expect(
+      readSecretFromStream(Readable.from([Buffer.alloc(11)]), { maxBytes: 10 }),
+    ).rejects.toMatchObject({
+      code: 'DSO_CLI_VALUE_TOO_LARGE',
+    });
+  });
+
+  it('rejects with DSO_CLI_VALUE_EMPTY when nothing is piped', async () => {
+    await expect(readSecretFromStream(Readable.from(['\n']))).rejects.toMatchObject({
+      code: 'DSO_CLI_VALUE_EMPTY',
+    });
+  });
+});
