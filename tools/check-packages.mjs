@@ -3,7 +3,7 @@
 // yields a tarball, and all tarballs install together in a scratch folder where each package
 // imports and each bin answers --help.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, readJson, say } from './lib.mjs';
@@ -30,6 +30,11 @@ try {
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'module' }));
   exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
   for (const { manifest } of projects) {
+    // The tarball's copy, not a registry package of the same name (the npm scope is not ours alone).
+    const installed = JSON.parse(readFileSync(join(app, 'node_modules', manifest.name, 'package.json'), 'utf8'));
+    if (installed.version !== manifest.version || installed.description !== manifest.description) {
+      throw new Error(`${manifest.name} in the scratch install is not the packed one (version ${installed.version})`);
+    }
     const names = exec('node', ['--input-type=module', '-e', `const m = await import(${JSON.stringify(manifest.name)}); console.log(Object.keys(m).join(','))`], app).trim();
     if (!names) throw new Error(`${manifest.name} imports but exports nothing`);
     for (const bin of Object.keys(manifest.bin ?? {})) {

@@ -1,0 +1,169 @@
+import { DockerRuntimeError } from './errors.js';
+
+/**
+ * A container lifecycle event from the engine, past tense and dotted.
+ *
+ * `labels` are the container's labels as the engine attaches them to the event (its own `name`
+ * and `image` attributes, and a `die`'s `exitCode`, are moved to their own fields).
+ */
+export type ContainerEvent = {
+  type: 'container.created' | 'container.started' | 'container.died' | 'container.destroyed';
+  /** Full container id. */
+  id: string;
+  /** When the engine emitted it, ms since the epoch. */
+  at: number;
+  /**
+   * The engine's `timeNano`, exact, as a decimal string (a JSON number would lose precision).
+   * To resume after it, pass `since: \`${timeNano.slice(0, -9)}.${timeNano.slice(-9)}\``.
+   */
+  timeNano: string;
+  labels: Record<string, string>;
+  /** The container's name, without the leading `/`. */
+  name: string;
+  /** The image reference the container was created from. */
+  image: string;
+  /** For `container.died`: the main process's exit code. */
+  exitCode?: number;
+};
+
+/** Engine actions we subscribe to, and the event type each becomes. */
+export const CONTAINER_ACTIONS = {
+  create: 'container.created',
+  start: 'container.started',
+  die: 'container.died',
+  destroy: 'container.destroyed',
+} as const satisfies Record<string, ContainerEvent['type']>;
+
+/** Attributes the engine adds to a container event that are not labels. */
+const ENGINE_ATTRIBUTES = new Set(['name', 'image']);
+const DIE_ATTRIBUTES = new Set(['exitCode', 'execDuration']);
+
+/**
+ * Longest line (in UTF-16 code units, about bytes for the engine's ASCII JSON) accepted from the
+ * events stream; a longer one ends the stream as lost rather than growing a buffer without bound.
+ */
+export const MAX_EVENT_LINE_LENGTH = 1024 * 1024;
+
+/**
+ * Splits a stream of text into lines, holding at most `maxLineLength` of an unfinished line.
+ *
+ * @throws DockerRuntimeError DSO_DOCKER_EVENTS_LOST when a line exceeds the bound
+ */
+export class LineSplitter {
+  #partial = '';
+
+  constructor(readonly maxLineLength: number = MAX_EVENT_LINE_LENGTH) {}
+
+  push(text: string): string[] {
+    const parts = (this.#partial + text).split('\n');
+    this.#partial = parts.pop() ?? '';
+    if (this.#partial.length > this.maxLineLength) {
+      this.#partial = '';
+      throw new DockerRuntimeError(
+        'DSO_DOCKER_EVENTS_LOST',
+        `an engine event exceeded ${this.maxLineLength} characters; the events stream was dropped, reconcile`,
+        { reason: 'line-too-long' },
+      );
+    }
+    return parts.map((line) => line.trim()).filter((line) => line.length > 0);
+  }
+
+  /** The unterminated rest, if any. */
+  rest(): string {
+    return this.#partial.trim();
+  }
+}
+
+interface RawEvent {
+  Type?: unknown;
+  Action?: unknown;
+  id?: unknown;
+  time?: unknown;
+  Actor?: { ID?: unknown; Attributes?: unknown };
+}
+
+/**
+ * Parses one line of `/events` into a {@link ContainerEvent}; `undefined` for events of other
+ * types or actions (the subscription filters them, this double-checks).
+ *
+ * @throws DockerRuntimeError DSO_DOCKER_EVENTS_LOST when the line is not an engine event
+ */
+export function parseContainerEvent(line: string): ContainerEvent | undefined {
+  let raw: RawEvent;
+  try {
+    raw = JSON.parse(line) as RawEvent;
+  } catch (error) {
+    throw new DockerRuntimeError(
+      'DSO_DOCKER_EVENTS_LOST',
+      'the engine sent an events line that is not JSON; the events stream was dropped, reconcile',
+      { reason: 'malformed', cause: error },
+    );
+  }
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  if (raw.Type !== 'container' || typeof raw.Action !== 'string') return undefined;
+  const type = (CONTAINER_ACTIONS as Record<string, ContainerEvent['type']>)[raw.Action];
+  if (type === undefined) return undefined;
+  const id = typeof raw.Actor?.ID === 'string' ? raw.Actor.ID : raw.id;
+  if (typeof id !== 'string' || id === '') return undefined;
+
+  // JSON.parse rounds timeNano (~1.7e18 > 2^53): read the digits from the text itself.
+  const timeNano =
+    /"timeNano"\s*:\s*(\d+)/.exec(line)?.[1] ??
+    (typeof raw.time === 'number' ? `${Math.trunc(raw.time)}000000000` : '0');
+  const at = Number(BigInt(timeNano) / 1_000_000n);
+
+  const attributes =
+    typeof raw.Actor?.Attributes === 'object' && raw.Actor.Attributes !== null
+      ? (raw.Actor.Attributes as Record<string, unknown>)
+      : {};
+  const labels: Record<string, string> = {};
+  for (const [key, value] of Object.entries(attributes)) {
+    if (typeof value !== 'string' || ENGINE_ATTRIBUTES.has(key)) continue;
+    if (raw.Action === 'die' && DIE_ATTRIBUTES.has(key)) continue;
+    labels[key] = value;
+  }
+  const event: ContainerEvent = {
+    type,
+    id,
+    at,
+    timeNano,
+    labels,
+    name: typeof attributes.name === 'string' ? attributes.name : '',
+    image: typeof attributes.image === 'string' ? attributes.image : '',
+  };
+  if (raw.Action === 'die' && typeof attributes.exitCode === 'string') {
+    const exitCode = Number(attributes.exitCode);
+    if (Number.isInteger(exitCode)) event.exitCode = exitCode;
+  }
+  return event;
+}
+
+/**
+ * Turns `since` into the engine's `since` query value: seconds with up to nine decimals.
+ * A number below 1e11 is unix seconds, anything larger is ms (1e11 s is the year 5138);
+ * a string must already be `seconds[.fraction]`.
+ *
+ * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for a negative, non-finite or malformed value
+ */
+export function toEngineSince(since: number | string): string {
+  if (typeof since === 'string') {
+    if (!/^\d+(\.\d{1,9})?$/.test(since)) {
+      throw new DockerRuntimeError(
+        'DSO_DOCKER_INVALID_REQUEST',
+        `since ${JSON.stringify(since)} must be unix seconds, optionally with up to 9 decimals`,
+        { field: 'since' },
+      );
+    }
+    return since;
+  }
+  if (!Number.isFinite(since) || since < 0) {
+    throw new DockerRuntimeError(
+      'DSO_DOCKER_INVALID_REQUEST',
+      'since must be a non-negative number of seconds or ms',
+      { field: 'since' },
+    );
+  }
+  if (since < 1e11) return Number.isInteger(since) ? String(since) : since.toFixed(9);
+  const ms = Math.trunc(since);
+  return `${Math.trunc(ms / 1000)}.${String(ms % 1000).padStart(3, '0')}`;
+}

@@ -1,0 +1,423 @@
+import { execFile } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
+import { isDockerRuntimeError } from './errors.js';
+import {
+  createContainerPool,
+  docker,
+  ensureTestImage,
+  execIn,
+  shIn,
+} from './test-support/engine.js';
+import type { SecretFile } from './write-request.js';
+
+const run = promisify(execFile);
+const pool = createContainerPool();
+const SECRETS = { '/run/secrets': 'size=1m' };
+const text = (value: string) => new TextEncoder().encode(value);
+let runtime: DockerRuntime;
+
+beforeAll(async () => {
+  await ensureTestImage();
+  runtime = await createDockerRuntime();
+});
+afterEach(async () => {
+  await pool.removeAll();
+});
+afterAll(async () => {
+  await pool.removeAll();
+  await runtime?.close();
+});
+
+async function failureOf(promise: Promise<unknown>) {
+  try {
+    await promise;
+  } catch (error) {
+    if (isDockerRuntimeError(error)) return error;
+    throw error;
+  }
+  throw new Error('expected writeFiles to fail');
+}
+
+/** `name mode uid:gid -> link` for every entry of the target, in order, plus the ..data link. */
+async function listing(id: string, target = '/run/secrets'): Promise<string> {
+  return shIn(
+    id,
+    `cd ${target} && for f in * .[!.]*; do [ -e "$f" ] || [ -L "$f" ] || continue; ` +
+      'echo "$f $(stat -L -c "%a %u:%g" "$f") -> $(readlink "$f")"; done',
+  );
+}
+
+/** The version directories and temporary links present in the target. */
+async function dsoEntries(id: string, target = '/run/secrets'): Promise<string[]> {
+  const out = await shIn(
+    id,
+    `cd ${target} && for f in ..?*; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done; true`,
+  );
+  return out.split('\n').filter(Boolean).sort();
+}
+
+async function read(id: string, path: string, user = '0'): Promise<Buffer> {
+  return (await execIn(id, ['cat', path], { user })).stdout;
+}
+
+describe('writeFiles', () => {
+  it('writes one file as root into a tmpfs, mode 400, as a symlink into ..data', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    const result = await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'db_password', content: text('p@ss word\n') }],
+    });
+    expect(result).toMatchObject({ files: 1, bytes: 10 });
+    expect(result.generation).toMatch(/^\d+_[0-9a-f]{12}$/);
+    expect(result.durationMs).toBeGreaterThan(0);
+    expect((await read(id, '/run/secrets/db_password')).toString()).toBe('p@ss word\n');
+    expect(await listing(id)).toBe('db_password 400 0:0 -> ..data/db_password\n');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${result.generation}`]);
+    expect((await shIn(id, 'readlink /run/secrets/..data')).trim()).toBe(
+      `..dso_${result.generation}`,
+    );
+  });
+
+  it('writes ten binary files for a container running as 1000:1000, owned by it', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, user: '1000:1000' });
+    const files: SecretFile[] = Array.from({ length: 10 }, (_, index) => ({
+      name: `secret_${index}.bin`,
+      content: randomBytes(100 + index * 37),
+    }));
+    const result = await runtime.writeFiles(id, { target: '/run/secrets', files });
+    expect(result).toMatchObject({
+      files: 10,
+      bytes: files.reduce((sum, file) => sum + file.content.byteLength, 0),
+    });
+    const paths = files.map((file) => `/run/secrets/${file.name}`);
+    // Read as the container's own user: the owner can read its files.
+    const all = (await execIn(id, ['cat', ...paths], { user: '1000:1000' })).stdout;
+    expect(all.equals(Buffer.concat(files.map((file) => file.content)))).toBe(true);
+    expect(await listing(id)).toBe(
+      files.map((file) => `${file.name} 400 1000:1000 -> ..data/${file.name}\n`).join(''),
+    );
+  });
+
+  it("resolves a user name through the container's /etc/passwd; other users cannot read", async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, user: 'app' });
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('x') }],
+    });
+    expect(await listing(id)).toBe('a 400 1000:1000 -> ..data/a\n');
+    expect((await read(id, '/run/secrets/a', 'app')).toString()).toBe('x');
+    await expect(read(id, '/run/secrets/a', '2000:2000')).rejects.toThrow(/Permission denied/);
+  });
+
+  it('applies an explicit owner and mode', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'tls.key', content: text('k') }],
+      mode: 0o440,
+      owner: { uid: 1234, gid: 5678 },
+    });
+    expect(await listing(id)).toBe('tls.key 440 1234:5678 -> ..data/tls.key\n');
+  });
+
+  it('replaces the whole set: changed contents, new names added, dropped names removed', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, user: '1000:1000' });
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [
+        { name: 'a', content: text('a1') },
+        { name: 'b', content: text('b1') },
+      ],
+    });
+    // A file of the application's own in the same directory is left alone.
+    await shIn(id, 'echo mine > /run/secrets/app-owned');
+    const second = await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [
+        { name: 'b', content: text('b2') },
+        { name: 'c', content: text('c2') },
+      ],
+    });
+    expect(await listing(id)).toBe(
+      'app-owned 644 0:0 -> \nb 400 1000:1000 -> ..data/b\nc 400 1000:1000 -> ..data/c\n',
+    );
+    expect((await read(id, '/run/secrets/b')).toString()).toBe('b2');
+    expect((await read(id, '/run/secrets/c')).toString()).toBe('c2');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${second.generation}`]);
+
+    await runtime.writeFiles(id, { target: '/run/secrets', files: [] });
+    expect(await listing(id)).toBe('app-owned 644 0:0 -> \n');
+  });
+
+  it('fails with DSO_DOCKER_TARGET_NOT_TMPFS and writes nothing when the target is not a tmpfs', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    const error = await failureOf(
+      runtime.writeFiles(id, { target: '/tmp', files: [{ name: 'a', content: text('x') }] }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_NOT_TMPFS');
+    expect(error.message).toBe(
+      `/tmp in container ${id} is not a tmpfs: add --tmpfs /tmp (docker run) or a tmpfs mount ` +
+        '(compose) so secret files stay in memory',
+    );
+    expect(await shIn(id, 'ls -A /tmp')).toBe('');
+    // A directory inside a tmpfs is not the mount point either.
+    await shIn(id, 'mkdir /run/secrets/sub');
+    expect(
+      (
+        await failureOf(
+          runtime.writeFiles(id, {
+            target: '/run/secrets/sub',
+            files: [{ name: 'a', content: text('x') }],
+          }),
+        )
+      ).code,
+    ).toBe('DSO_DOCKER_TARGET_NOT_TMPFS');
+    expect((await failureOf(runtime.writeFiles(id, { target: '/missing', files: [] }))).code).toBe(
+      'DSO_DOCKER_TARGET_NOT_TMPFS',
+    );
+  });
+
+  it('works on a read-only root filesystem with a tmpfs target', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, readonlyRootfs: true, user: '1000:1000' });
+    await expect(shIn(id, 'touch /root/x')).rejects.toThrow(/Read-only file system/);
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('ro') }],
+    });
+    expect((await read(id, '/run/secrets/a', '1000')).toString()).toBe('ro');
+  });
+
+  it('works as root without any capability (cap-drop ALL) and still removes old generations', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, capDrop: ['ALL'] });
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('1') }],
+    });
+    const second = await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('2') }],
+    });
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('2');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${second.generation}`]);
+  });
+
+  it('fails at staging, keeping nothing, when chown to the user needs CAP_CHOWN and it was dropped', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, capDrop: ['ALL'], user: '1000:1000' });
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [{ name: 'a', content: text('x') }],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_EXEC_FAILED');
+    expect(error.details).toMatchObject({ stage: 'staging' });
+    expect(error.message).toContain('chown 1000:1000 failed');
+    expect(await dsoEntries(id)).toEqual([]);
+  });
+
+  it('keeps the previous set intact and leaves no staging directory when the tmpfs fills mid-way', async () => {
+    const { id } = await pool.create({ tmpfs: { '/run/secrets': 'size=64k' } });
+    const first = await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [
+        { name: 'a', content: text('old-a') },
+        { name: 'b', content: text('old-b') },
+      ],
+    });
+    const before = await listing(id);
+    // The first file fits, the second does not: tar fails after writing part of the set.
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [
+          { name: 'a', content: text('new-a') },
+          { name: 'big', content: new Uint8Array(256 * 1024).fill(7) },
+          { name: 'c', content: text('new-c') },
+        ],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_EXEC_FAILED');
+    expect(error.details).toMatchObject({ stage: 'staging', exitCode: 84 });
+    expect(error.message).toContain('previous set is unchanged');
+    expect(String(error.details.stderr)).toMatch(/No space left on device/);
+    expect(await listing(id)).toBe(before);
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('old-a');
+    expect((await read(id, '/run/secrets/b')).toString()).toBe('old-b');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${first.generation}`]);
+  });
+
+  it('refuses with DSO_DOCKER_TARGET_CONFLICT when a name is a real directory, keeping the old set', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    const first = await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('old-a') }],
+    });
+    await shIn(id, 'mkdir /run/secrets/b');
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [
+          { name: 'a', content: text('new-a') },
+          { name: 'b', content: text('new-b') },
+        ],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_CONFLICT');
+    expect(error.message).toContain('/run/secrets/b exists and is not a symlink');
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('old-a');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${first.generation}`]);
+  });
+
+  it('runs concurrent writes to one container one after another', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    const results = await Promise.all(
+      Array.from({ length: 5 }, (_, index) =>
+        runtime.writeFiles(id, {
+          target: '/run/secrets',
+          files: [{ name: 'v', content: text(`version-${index}`) }],
+        }),
+      ),
+    );
+    const last = results.at(-1);
+    expect((await read(id, '/run/secrets/v')).toString()).toBe('version-4');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${last?.generation}`]);
+  });
+
+  it('throws DSO_DOCKER_USER_UNRESOLVED when the user name is not in /etc/passwd', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, user: 'app' });
+    await shIn(id, "sed -i '/^app:/d' /etc/passwd");
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [{ name: 'a', content: text('x') }],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_USER_UNRESOLVED');
+    expect(error.message).toContain('user app is not in /etc/passwd');
+    expect(await dsoEntries(id)).toEqual([]);
+  });
+
+  it('throws DSO_DOCKER_NO_SHELL when the image has no sh', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    await shIn(id, 'rm /bin/sh');
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [{ name: 'a', content: text('x') }],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_NO_SHELL');
+    expect(error.message).toContain('needs sh and tar');
+  });
+
+  it('throws DSO_DOCKER_CONTAINER_NOT_RUNNING and DSO_DOCKER_CONTAINER_NOT_FOUND', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, start: false });
+    const request = { target: '/run/secrets', files: [{ name: 'a', content: text('x') }] };
+    expect((await failureOf(runtime.writeFiles(id, request))).code).toBe(
+      'DSO_DOCKER_CONTAINER_NOT_RUNNING',
+    );
+    expect((await failureOf(runtime.writeFiles(`dso-test-${randomUUID()}`, request))).code).toBe(
+      'DSO_DOCKER_CONTAINER_NOT_FOUND',
+    );
+  });
+
+  it('validates before reaching the engine and honours an aborted signal', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    expect(
+      (
+        await failureOf(
+          runtime.writeFiles(id, {
+            target: '/run/secrets',
+            files: [{ name: '..data', content: text('x') }],
+          }),
+        )
+      ).code,
+    ).toBe('DSO_DOCKER_INVALID_REQUEST');
+    expect(
+      (
+        await failureOf(
+          runtime.writeFiles(id, {
+            target: '/run/secrets',
+            files: [{ name: 'a', content: text('x') }],
+            signal: AbortSignal.abort(),
+          }),
+        )
+      ).code,
+    ).toBe('DSO_DOCKER_ABORTED');
+    expect(await dsoEntries(id)).toEqual([]);
+  });
+
+  it('never puts a value in argv, env, events, inspect, diff, logs or anywhere under /var/lib/docker', async () => {
+    const canary = `dso-canary-${randomUUID()}`;
+    const control = `dso-control-${randomUUID()}`;
+    const since = Math.floor(Date.now() / 1000) - 1;
+    const { id } = await pool.create({ tmpfs: SECRETS, user: '1000:1000' });
+    // Positive control: a value written to the writable layer IS found by the same search.
+    await shIn(id, `echo ${control} > /root/control`);
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [
+        { name: 'canary', content: text(canary) },
+        { name: 'other', content: text('x') },
+      ],
+    });
+    expect((await read(id, '/run/secrets/canary')).toString()).toBe(canary);
+
+    const container = docker.getContainer(id);
+    const info = await container.inspect();
+    expect(JSON.stringify(info)).not.toContain(canary);
+
+    // exec_create / exec_start events carry the full command line to every subscriber.
+    const eventStream = await docker.getEvents({
+      since,
+      until: Math.floor(Date.now() / 1000) + 1,
+      filters: { container: [id] },
+    });
+    let events = '';
+    for await (const chunk of eventStream as AsyncIterable<Buffer>) events += chunk.toString();
+    expect(events).toContain('exec_create');
+    expect(events).not.toContain(canary);
+
+    // The exec we ran is recorded with its command line: it holds the script, never the value.
+    const execIds = events
+      .split('\n')
+      .filter((line) => line.includes('exec_create') && line.includes('dso-write'))
+      .map(
+        (line) =>
+          (JSON.parse(line) as { Actor: { Attributes: { execID: string } } }).Actor.Attributes
+            .execID,
+      );
+    expect(execIds).toHaveLength(1);
+    const exec = await docker.getExec(execIds[0] ?? '').inspect();
+    expect(exec.ProcessConfig.user).toBe('0:0');
+    expect(exec.ProcessConfig.arguments).toContain('/run/secrets');
+    expect(JSON.stringify(exec)).not.toContain(canary);
+
+    const changes: Array<{ Path: string; Kind: number }> = (await container.changes()) ?? [];
+    expect(changes.map((change) => change.Path)).toContain('/root/control');
+    // The engine adds the mount point itself to the writable layer; nothing below it lands there.
+    expect(changes.filter((change) => change.Path.startsWith('/run/secrets/'))).toEqual([]);
+    expect(JSON.stringify(changes)).not.toContain(canary);
+
+    const logs = await container.logs({ stdout: true, stderr: true });
+    expect(logs.toString()).not.toContain(canary);
+
+    const roots = ['/var/lib/docker', '/var/lib/containerd'].filter((root) => existsSync(root));
+    const grep = async (needle: string) =>
+      run('grep', ['-r', '-l', '--binary-files=text', '-F', needle, ...roots]).then(
+        (found) => found.stdout,
+        (error: { code?: number; stdout?: string }) => {
+          // grep exits 1 when nothing matches, 2 on an error (unreadable path).
+          if (error.code === 1) return '';
+          throw error;
+        },
+      );
+    const upperDir = (info.GraphDriver.Data as unknown as { UpperDir: string }).UpperDir;
+    expect(await grep(control)).toContain(upperDir);
+    expect(await grep(canary)).toBe('');
+  });
+});
