@@ -77,9 +77,14 @@ export async function waitFor<T>(
 /** A DSO home folder of the test's own, with a vault created by the built CLI. */
 export async function createWorkspace() {
   const home = await mkdtemp(join(tmpdir(), 'dso-e2e-'));
-  const env = { ...process.env, DSO_HOME: home, DSO_VAULT_PASSPHRASE: '', DSO_VAULT_KEY_FILE: '' };
-  delete env.DSO_VAULT_PASSPHRASE;
-  delete env.DSO_VAULT_KEY_FILE;
+  // The operator's own key settings would point the test at another vault's key.
+  const {
+    DSO_VAULT_PASSPHRASE: _passphrase,
+    DSO_VAULT_KEY_FILE: _keyFile,
+    DSO_VAULT_PATH: _path,
+    ...inherited
+  } = process.env;
+  const env: NodeJS.ProcessEnv = { ...inherited, DSO_HOME: home };
   const cli = (args: string[], input?: string) =>
     runCommand(process.execPath, [CLI_BIN, ...args], { env, input });
   return {
