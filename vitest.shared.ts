@@ -1,8 +1,5 @@
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
-
-/** Where every run writes its JSON report, read by tools/test.mjs for the closing summary. */
-const REPORTS_DIR = join(import.meta.dirname, '.reports');
 
 /** The `exports` condition that points each workspace package at its `src/`, so tests need no build. */
 const SOURCE_CONDITION = '@dso/source';
@@ -15,7 +12,6 @@ export type TestKind = 'test' | 'test-int' | 'e2e';
  * or end-to-end tests (`*.e2e.test.ts`, built artifacts only).
  */
 export function defineProjectTests(projectDir: string, kind: TestKind = 'test') {
-  const name = basename(projectDir);
   const include = {
     test: ['src/**/*.test.ts'],
     'test-int': ['src/**/*.int.test.ts'],
@@ -31,7 +27,8 @@ export function defineProjectTests(projectDir: string, kind: TestKind = 'test') 
       exclude: ['**/node_modules/**', '**/dist/**', ...exclude],
       environment: 'node',
       reporters: ['default', 'json'],
-      outputFile: { json: join(REPORTS_DIR, `${name}-${kind}.json`) },
+      // Read by tools/test.mjs for the closing summary; a cached run restores it (nx `outputs`).
+      outputFile: { json: join(projectDir, '.reports', `${kind}.json`) },
       // Engine and end-to-end tests share one daemon: run their files one at a time.
       fileParallelism: kind === 'test',
       testTimeout: kind === 'test' ? 10_000 : 120_000,

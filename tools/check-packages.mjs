@@ -21,21 +21,38 @@ try {
   const tarballs = [];
   for (const { dir, manifest } of projects) {
     exec('npx', ['publint', '--strict', dir]);
-    const [packed] = JSON.parse(exec('npm', ['pack', '--json', '--pack-destination', scratch], join(ROOT, dir)));
+    const [packed] = JSON.parse(
+      exec('npm', ['pack', '--json', '--pack-destination', scratch], join(ROOT, dir)),
+    );
     tarballs.push(join(scratch, packed.filename));
     say(`packed ${manifest.name} (${packed.entryCount} files, ${packed.size} bytes)`);
   }
   const app = join(scratch, 'app');
   exec('mkdir', ['-p', app]);
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'module' }));
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({ name: 'scratch', private: true, type: 'module' }),
+  );
   exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
   for (const { manifest } of projects) {
     // The tarball's copy, not a registry package of the same name (the npm scope is not ours alone).
-    const installed = JSON.parse(readFileSync(join(app, 'node_modules', manifest.name, 'package.json'), 'utf8'));
+    const installed = JSON.parse(
+      readFileSync(join(app, 'node_modules', manifest.name, 'package.json'), 'utf8'),
+    );
     if (installed.version !== manifest.version || installed.description !== manifest.description) {
-      throw new Error(`${manifest.name} in the scratch install is not the packed one (version ${installed.version})`);
+      throw new Error(
+        `${manifest.name} in the scratch install is not the packed one (version ${installed.version})`,
+      );
     }
-    const names = exec('node', ['--input-type=module', '-e', `const m = await import(${JSON.stringify(manifest.name)}); console.log(Object.keys(m).join(','))`], app).trim();
+    const names = exec(
+      'node',
+      [
+        '--input-type=module',
+        '-e',
+        `const m = await import(${JSON.stringify(manifest.name)}); console.log(Object.keys(m).join(','))`,
+      ],
+      app,
+    ).trim();
     if (!names) throw new Error(`${manifest.name} imports but exports nothing`);
     for (const bin of Object.keys(manifest.bin ?? {})) {
       exec(join(app, 'node_modules', '.bin', bin), ['--help'], app);

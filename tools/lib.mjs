@@ -18,7 +18,12 @@ export function run(command, args, options = {}) {
     child.on('error', reject);
     child.on('exit', (code, signal) => {
       if (code === 0) resolve();
-      else reject(Object.assign(new Error(`${command} ${args.join(' ')} failed (${signal ?? code})`), { exitCode: code ?? 1 }));
+      else
+        reject(
+          Object.assign(new Error(`${command} ${args.join(' ')} failed (${signal ?? code})`), {
+            exitCode: code ?? 1,
+          }),
+        );
     });
   });
 }

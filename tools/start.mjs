@@ -24,14 +24,23 @@ assertNodeVersion();
 const socket = dockerSocketPath();
 if (!(await engineAnswers(socket))) {
   say(`no Docker Engine answers at ${socket ?? process.env.DOCKER_HOST}.`);
-  say('Fix: start one (as root: `sudo bash tools/services.sh up` installs Debian\'s docker.io when');
+  say("Fix: start one (as root: `sudo bash tools/services.sh up` installs Debian's docker.io when");
   say('missing and starts it without a bridge), or point DOCKER_HOST at a running engine.');
   process.exit(1);
 }
 
 try {
   await ensureDependencies();
-  await run('npx', ['nx', 'run-many', '-t', 'build', '-p', '@dso/agent', '@dso/cli', '--outputStyle=stream']);
+  await run('npx', [
+    'nx',
+    'run-many',
+    '-t',
+    'build',
+    '-p',
+    '@dso/agent',
+    '@dso/cli',
+    '--outputStyle=stream',
+  ]);
   // `dso init` creates the vault and its key file only when none exists yet.
   await run('node', [CLI, 'init', '--if-missing']);
 } catch (error) {

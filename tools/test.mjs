@@ -4,18 +4,29 @@
 // builds the test image, then runs every project's build, typecheck, lint and unit tests, the
 // integration and end-to-end tests against the real engine, and the package checks. Ends with
 // one line, "tests: N passed, N failed".
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertNodeVersion, ensureDependencies, ROOT, run, say } from './lib.mjs';
 
-const REPORTS = join(ROOT, '.reports');
+/** Each project's `.reports/` folder, where vitest writes its JSON reports (vitest.shared.ts). */
+const reportDirs = () =>
+  ['packages', 'apps']
+    .flatMap((dir) => readdirSync(join(ROOT, dir)).map((name) => join(ROOT, dir, name)))
+    .concat(join(ROOT, 'test-e2e'))
+    .map((dir) => join(dir, '.reports'))
+    .filter((dir) => existsSync(dir));
 
 function summarize() {
   let passed = 0;
   let failed = 0;
   let skipped = 0;
-  for (const file of readdirSync(REPORTS).filter((name) => name.endsWith('.json'))) {
-    const report = JSON.parse(readFileSync(join(REPORTS, file), 'utf8'));
+  const files = reportDirs().flatMap((dir) =>
+    readdirSync(dir)
+      .filter((name) => name.endsWith('.json'))
+      .map((name) => join(dir, name)),
+  );
+  for (const file of files) {
+    const report = JSON.parse(readFileSync(file, 'utf8'));
     passed += report.numPassedTests ?? 0;
     failed += report.numFailedTests ?? 0;
     skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
@@ -27,7 +38,7 @@ assertNodeVersion();
 let failure;
 try {
   await ensureDependencies();
-  rmSync(REPORTS, { recursive: true, force: true });
+  for (const dir of reportDirs()) rmSync(dir, { recursive: true, force: true });
   await run('bash', ['tools/services.sh', 'up']);
   await run('bash', ['tools/test-image.sh']);
   const nx = ['nx', 'run-many', '--outputStyle=stream'];
