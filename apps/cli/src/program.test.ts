@@ -50,6 +50,12 @@ describe('dso', () => {
     expect(set.stdout + set.stderr + list.stdout).not.toContain(CANARY);
   });
 
+  it('creates a missing DSO_HOME with mode 0700', async () => {
+    const nested = join(home, 'state', 'dso');
+    expect((await dso(['init'], '', { DSO_HOME: nested })).code).toBe(0);
+    expect((await stat(nested)).mode & 0o777).toBe(0o700);
+  });
+
   it('deletes a secret', async () => {
     await dso(['init']);
     await dso(['secret', 'set', 'app/x'], CANARY);

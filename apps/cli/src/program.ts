@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { DsoError, isDsoError, resolveDsoPaths } from '@dso/core';
 import {
   generateKeyFile,
@@ -50,6 +52,9 @@ export function createProgram(io: CliIo): Command {
         print(`vault already exists: ${paths.vaultPath}`);
         return;
       }
+      // The home holds the vault and maybe its key: readable by its owner only.
+      await mkdir(dirname(paths.vaultPath), { recursive: true, mode: 0o700 });
+      await mkdir(paths.home, { recursive: true, mode: 0o700 });
       // Without a passphrase or key file of the operator's choosing, a new key file beside the vault.
       const ownKey = io.env[VAULT_PASSPHRASE_ENV] || io.env[VAULT_KEY_FILE_ENV];
       if (!ownKey && !existsSync(paths.defaultKeyFile)) {
