@@ -53,7 +53,7 @@ if (!existsSync(AGENT)) {
   process.exit(1);
 }
 say('starting the agent (Ctrl-C stops it). Store a secret from another shell with:');
-say('  printf %s "$VALUE" | node apps/cli/dist/main.js secret set app/db/password');
+say('  printf %s "$VALUE" | npx dso secret set app/db/password');
 const agent = spawn(process.execPath, [AGENT], { stdio: 'inherit' });
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => agent.kill(signal));
 agent.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
