@@ -33,7 +33,8 @@ try {
     join(app, 'package.json'),
     JSON.stringify({ name: 'scratch', private: true, type: 'module' }),
   );
-  exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
+  // --offline: everything but the tarballs is in npm's cache since `npm ci`; no registry traffic.
+  exec('npm', ['install', '--no-audit', '--no-fund', '--offline', ...tarballs], app);
   for (const { manifest } of projects) {
     // The tarball's copy, not a registry package of the same name (the npm scope is not ours alone).
     const installed = JSON.parse(

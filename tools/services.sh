@@ -39,9 +39,18 @@ install_missing() {
   fi
   log "installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >"$STATE_DIR/apt.log" 2>&1 || die "apt-get update failed: see $STATE_DIR/apt.log"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$STATE_DIR/apt.log" 2>&1 \
-    || die "apt-get install ${missing[*]} failed: see $STATE_DIR/apt.log"
+  # Keep the packages' own services from starting on install (policy-rc.d exit 101 = "not
+  # allowed"): Debian's docker.service would start dockerd with a bridge and iptables rules,
+  # which this project never runs, and redis-server's unit would persist to disk.
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+  fi
+  local status=0
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >"$STATE_DIR/apt.log" 2>&1 || status=$?
+  [ "$own_policy" -eq 1 ] && rm -f "$policy"
+  [ "$status" -eq 0 ] || die "apt-get install ${missing[*]} failed: see $STATE_DIR/apt.log"
 }
 
 # Starts a command fully detached: new session, stdin from /dev/null, output to a log file.
@@ -63,7 +72,14 @@ wait_for() {
 }
 
 start_engine() {
-  if engine_answers; then return 0; fi
+  if engine_answers; then
+    # An engine we did not start may have the default bridge. Tests never use it (every test
+    # container runs with --network none), but say so rather than hide it.
+    if docker network inspect bridge >/dev/null 2>&1; then
+      log "warning: the running engine has a bridge network; DSO's tests use --network none only"
+    fi
+    return 0
+  fi
   [ "$(id -u)" -eq 0 ] || die "no Docker engine answers at $DOCKER_SOCK and starting one needs root: sudo bash tools/services.sh up"
   # A dockerd from an earlier run may hold the pid file while shutting down; let it finish.
   if [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then

@@ -22,9 +22,12 @@ const SECRET_LABELS = [
 
 afterAll(removeRunContainers);
 
-async function readDelivered(container: { exec: (...cmd: string[]) => Promise<string> }) {
-  return waitFor('the secret file in the container', async () => {
-    const content = await container.exec('cat', '/run/secrets/db_password');
+async function readDelivered(
+  container: { readFile: (path: string) => Promise<string> },
+  path = '/run/secrets/db_password',
+) {
+  return waitFor(`the secret file ${path} in the container`, async () => {
+    const content = await container.readFile(path);
     return content.length > 0 ? content : undefined;
   });
 }

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -49,9 +49,15 @@ export function runCommand(
   });
 }
 
+/** Runs the docker CLI; its output is trimmed, so compare file contents with {@link dockerRaw}. */
 export async function docker(...args: string[]): Promise<string> {
+  return (await dockerRaw(...args)).trim();
+}
+
+/** Runs the docker CLI and returns its output byte for byte. */
+export async function dockerRaw(...args: string[]): Promise<string> {
   const { stdout } = await execFileAsync('docker', args, { maxBuffer: 16 * 1024 * 1024 });
-  return stdout.trim();
+  return stdout;
 }
 
 /** Waits for `check` to return a value other than undefined, or fails after `timeoutMs`. */
@@ -160,6 +166,8 @@ export async function runContainer(args: string[], command: string[] = ['sleep',
     id,
     name,
     exec: (...cmd: string[]) => docker('exec', id, ...cmd),
+    /** A file's exact content, not trimmed. */
+    readFile: (path: string) => dockerRaw('exec', id, 'cat', path),
     async [Symbol.asyncDispose]() {
       await docker('rm', '-f', '-v', id).catch(() => {
         // Already gone: nothing left to clean.
@@ -176,16 +184,27 @@ export async function removeRunContainers(): Promise<void> {
 
 /**
  * Paths under `dirs` whose bytes contain `needle`, found with grep (it reads binary files as
- * text and does not follow symlinks). Missing folders are skipped.
+ * text and does not follow symlinks). Every folder must exist and be searched: a check that
+ * searched nothing must not pass.
  */
 export async function filesContaining(needle: string, dirs: string[]): Promise<string[]> {
-  const result = await runCommand(
-    'grep',
-    ['-rlF', '--binary-files=text', '-s', '--', needle, ...dirs],
-    {
-      timeoutMs: 300_000,
-    },
-  );
-  // grep: 0 = found, 1 = not found, 2 = trouble (unreadable files, vanished files: -s hides them).
+  for (const dir of dirs) {
+    if (!(await stat(dir)).isDirectory()) throw new Error(`${dir} is not a folder to search`);
+  }
+  const result = await runCommand('grep', ['-rlF', '--binary-files=text', '--', needle, ...dirs], {
+    timeoutMs: 300_000,
+  });
+  // grep: 0 = found, 1 = not found, 2 = trouble. Trouble is tolerated only for files that
+  // vanished while it ran (a container's files come and go); anything else fails the check.
+  if (result.code === 2) {
+    const trouble = result.stderr
+      .split('\n')
+      .filter((line) => line && !line.endsWith('No such file or directory'));
+    if (trouble.length > 0) {
+      throw new Error(`grep could not search everything:\n${trouble.slice(0, 5).join('\n')}`);
+    }
+  } else if (result.code !== 0 && result.code !== 1) {
+    throw new Error(`grep exited ${result.code}`);
+  }
   return result.stdout.split('\n').filter(Boolean);
 }

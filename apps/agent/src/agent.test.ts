@@ -237,4 +237,39 @@ describe('createAgent', () => {
     expect(fake.writes.length).toBeGreaterThanOrEqual(2);
     await agent.close();
   });
+
+  it('does not count a stream the engine accepted as a failed reconnect', async () => {
+    const { fake, agent } = setup([], {
+      reconnectBaseDelayMs: 1,
+      reconnectMaxDelayMs: 1,
+      maxReconnects: 1,
+    });
+    let calls = 0;
+    fake.runtime.events = async function* ({ onConnected }) {
+      calls += 1;
+      onConnected?.();
+      yield* [];
+      throw new Error('dropped after connecting');
+    };
+    await agent.start();
+    let settled = false;
+    agent.done.then(
+      () => {
+        settled = true;
+      },
+      () => {
+        settled = true;
+      },
+    );
+    await expect.poll(() => calls).toBeGreaterThan(5);
+    expect(settled).toBe(false);
+    await agent.close();
+  });
+
+  it('closes once however often it is asked', async () => {
+    const { agent, lines } = setup([]);
+    await agent.start();
+    await Promise.all([agent.close(), agent.close(), agent.close()]);
+    expect(lines().filter((line) => line.msg === 'agent stopping')).toHaveLength(1);
+  });
 });

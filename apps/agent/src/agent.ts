@@ -1,7 +1,7 @@
 import {
   DsoError,
+  errorCode,
   formatReference,
-  isDsoError,
   LABELS,
   type Logger,
   type ManagedSpec,
@@ -9,7 +9,7 @@ import {
   type Redactor,
 } from '@dso/core';
 import type { ContainerEvent, DockerRuntime, SecretFile } from '@dso/docker-runtime';
-import { isProviderError, type SecretProvider, selectField } from '@dso/provider-sdk';
+import { type SecretProvider, selectField } from '@dso/provider-sdk';
 import { createWorkQueue } from './work-queue.js';
 
 /** How many containers the agent delivers to at once. @default 4 */
@@ -20,7 +20,10 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_MAX_RECONNECTS = 100;
 /** Cap of the reconnect backoff. @default 30_000 */
 export const DEFAULT_RECONNECT_MAX_DELAY_MS = 30_000;
+/** How long close() waits for cancelled deliveries to unwind after the grace period. */
+const CANCEL_WAIT_MS = 2_000;
 
+/** What the agent is built from: long-lived objects the owner constructs and closes. */
 export interface AgentOptions {
   runtime: DockerRuntime;
   /** Providers by name; a reference without a provider uses `defaultProvider`. */
@@ -42,6 +45,7 @@ export interface AgentOptions {
   reconnectMaxDelayMs?: number;
 }
 
+/** A running agent: start it once, await `done`, close it on shutdown. */
 export interface Agent extends AsyncDisposable {
   /**
    * Starts watching the engine, then delivers to every managed container already running.
@@ -113,7 +117,16 @@ export function createAgent(options: AgentOptions): Agent {
       }
     } catch (error) {
       if (signal.aborted) return;
-      log.warn({ err: error, code: codeOf(error), target: spec?.target }, 'secrets not delivered');
+      log.warn(
+        {
+          err: error,
+          code: errorCode(error),
+          // The provider's own code (not found, unauthorized, …) under the agent's wrapper.
+          causeCode: errorCode((error as { cause?: unknown }).cause),
+          target: spec?.target,
+        },
+        'secrets not delivered',
+      );
     }
   }
 
@@ -183,8 +196,11 @@ export function createAgent(options: AgentOptions): Agent {
     const signal = stopping.signal;
     while (!signal.aborted) {
       try {
-        for await (const event of runtime.events({ since: sinceMs, signal })) {
+        const onConnected = () => {
+          // A stream the engine accepted is a success, even if it later breaks on a quiet host.
           failures = 0;
+        };
+        for await (const event of runtime.events({ since: sinceMs, signal, onConnected })) {
           sinceMs = Math.max(sinceMs, event.at);
           onEvent(event);
         }
@@ -204,7 +220,7 @@ export function createAgent(options: AgentOptions): Agent {
           Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(failures - 1, 16)) *
           (0.5 + Math.random() / 2);
         logger.warn(
-          { err: error, code: codeOf(error), attempt: failures, delayMs: Math.round(delayMs) },
+          { err: error, code: errorCode(error), attempt: failures, delayMs: Math.round(delayMs) },
           'events stream lost, reconnecting',
         );
         await sleep(delayMs, signal);
@@ -213,7 +229,7 @@ export function createAgent(options: AgentOptions): Agent {
           await enqueueRunningManaged(signal);
         } catch (listError) {
           logger.warn(
-            { err: listError, code: codeOf(listError) },
+            { err: listError, code: errorCode(listError) },
             'could not list managed containers',
           );
         }
@@ -223,6 +239,19 @@ export function createAgent(options: AgentOptions): Agent {
 
   let done: Promise<void> = Promise.resolve();
   let started = false;
+  let closing: Promise<void> | undefined;
+
+  async function shutdown(): Promise<void> {
+    logger.info({ graceMs, inFlight: queue.inFlight, waiting: queue.depth }, 'agent stopping');
+    await queue.close(graceMs);
+    // Past the grace period: cancel what still runs, and wait (briefly) for it to unwind, so
+    // nothing runs on after the owner closes the runtime and the providers.
+    stopping.abort();
+    await Promise.race([queue.idle(), sleep(CANCEL_WAIT_MS, new AbortController().signal)]);
+    await done.catch(() => {
+      // Already reported through `done` to whoever awaits it.
+    });
+  }
 
   const agent: Agent = {
     async start() {
@@ -242,26 +271,15 @@ export function createAgent(options: AgentOptions): Agent {
       return done;
     },
     idle: () => queue.idle(),
-    async close() {
-      if (stopping.signal.aborted) return;
-      logger.info({ graceMs, inFlight: queue.inFlight, waiting: queue.depth }, 'agent stopping');
-      const closing = queue.close(graceMs);
-      await closing;
-      stopping.abort();
-      await done.catch(() => {
-        // Already reported through `done` to whoever awaits it.
-      });
+    close() {
+      closing ??= shutdown();
+      return closing;
     },
     [Symbol.asyncDispose]() {
       return agent.close();
     },
   };
   return agent;
-}
-
-function codeOf(error: unknown): string | undefined {
-  if (isDsoError(error) || isProviderError(error)) return error.code;
-  return undefined;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -2,13 +2,12 @@ import {
   createLogger,
   createRedactor,
   DEFAULT_LOG_LEVEL,
-  isDsoError,
+  errorCode,
   type Logger,
   resolveDsoPaths,
 } from '@dso/core';
 import { createDockerRuntime } from '@dso/docker-runtime';
 import { createLocalProvider, resolveVaultKey } from '@dso/provider-local';
-import { isProviderError } from '@dso/provider-sdk';
 import { createAgent, DEFAULT_SHUTDOWN_GRACE_MS } from './agent.js';
 
 const USAGE = `Usage: dso-agent
@@ -53,20 +52,35 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     return 2;
   }
   const fail = (error: unknown): number => {
-    const code = isDsoError(error) || isProviderError(error) ? error.code : undefined;
-    logger.fatal({ err: error, code }, 'agent stopped');
-    process.stderr.write(`dso-agent: ${error instanceof Error ? error.message : String(error)}\n`);
+    logger.fatal({ err: error, code: errorCode(error) }, 'agent stopped');
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`dso-agent: ${redactor.redact(message)}\n`);
     return 1;
   };
 
+  const graceMs = Number(env.DSO_SHUTDOWN_GRACE_MS ?? DEFAULT_SHUTDOWN_GRACE_MS);
+  if (!Number.isSafeInteger(graceMs) || graceMs < 0) {
+    process.stderr.write(
+      `dso-agent: DSO_SHUTDOWN_GRACE_MS must be a whole number of milliseconds, e.g. ${DEFAULT_SHUTDOWN_GRACE_MS}\n`,
+    );
+    return 2;
+  }
+
   const paths = resolveDsoPaths(env);
   const stopping = new AbortController();
+  // `on`, not `once`: a second signal (a terminal's Ctrl-C reaches every process in the group,
+  // and wrappers forward it too) must not fall back to the default handler and kill the agent
+  // in the middle of its graceful stop.
   const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping.signal.aborted) {
+      logger.info({ signal }, 'signal received, already stopping');
+      return;
+    }
     logger.info({ signal }, 'signal received');
     stopping.abort();
   };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
 
   const closers: Array<() => Promise<void>> = [];
   try {
@@ -85,7 +99,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       providers: new Map([[provider.name, provider]]),
       logger,
       redactor,
-      shutdownGraceMs: Number(env.DSO_SHUTDOWN_GRACE_MS ?? DEFAULT_SHUTDOWN_GRACE_MS),
+      shutdownGraceMs: graceMs,
     });
     closers.push(() => agent.close());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });
@@ -96,7 +110,12 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     logger.info('agent stopped');
     return 0;
   } catch (error) {
-    if (stopping.signal.aborted && !isDsoError(error)) return 0;
+    // Stopped during start-up: the abort surfaces as DSO_DOCKER_ABORTED or similar; that is a
+    // clean stop, not a failure.
+    if (stopping.signal.aborted) {
+      logger.info('agent stopped');
+      return 0;
+    }
     return fail(error);
   } finally {
     // Reverse start order: the agent, then the engine connection, then the provider.

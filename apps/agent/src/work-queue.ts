@@ -16,12 +16,21 @@ export interface WorkQueue {
   readonly inFlight: number;
 }
 
+/** How a {@link WorkQueue} runs its work. */
 export interface WorkQueueOptions {
   concurrency: number;
   /** Processes one key; must not throw (failures are the worker's to report). */
   worker: (key: string) => Promise<void>;
 }
 
+/**
+ * Builds a {@link WorkQueue}.
+ *
+ * @example
+ * const queue = createWorkQueue({ concurrency: 4, worker: (id) => deliver(id) });
+ * queue.add(containerId);
+ * await queue.idle();
+ */
 export function createWorkQueue({ concurrency, worker }: WorkQueueOptions): WorkQueue {
   const waiting = new Set<string>(); // insertion order = FIFO across keys
   const running = new Set<string>();
@@ -42,12 +51,17 @@ export function createWorkQueue({ concurrency, worker }: WorkQueueOptions): Work
       if (running.has(key)) continue;
       waiting.delete(key);
       running.add(key);
-      void worker(key).finally(() => {
-        running.delete(key);
-        if (rerun.delete(key) && !closed) waiting.add(key);
-        pump();
-        settleIdle();
-      });
+      void worker(key)
+        .catch(() => {
+          // The worker reports its own failures (see WorkQueueOptions.worker); a rejection here
+          // must not become an unhandled rejection that ends the process.
+        })
+        .finally(() => {
+          running.delete(key);
+          if (rerun.delete(key) && !closed) waiting.add(key);
+          pump();
+          settleIdle();
+        });
     }
   };
 

@@ -66,16 +66,19 @@ describe('dso', () => {
   it('refuses a value given as an argument, without echoing it', async () => {
     await dso(['init']);
     const result = await dso(['secret', 'set', 'app/db', CANARY]);
-    expect(result.code).not.toBe(0);
+    expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/too many arguments/);
   });
 
   it('init --if-missing leaves an existing vault alone; init without it refuses', async () => {
     await dso(['init']);
     expect((await dso(['init', '--if-missing'])).stdout).toContain('already exists');
+    await rm(join(home, 'vault.key'));
     const again = await dso(['init']);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('DSO_VAULT_EXISTS');
+    // Refused before anything was written: no new key file that would not match the vault.
+    await expect(stat(join(home, 'vault.key'))).rejects.toThrow();
   });
 
   it('says how to create the vault when there is none', async () => {

@@ -1,17 +1,16 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { DsoError, isDsoError, resolveDsoPaths } from '@dso/core';
+import { DsoError, errorCode, resolveDsoPaths } from '@dso/core';
 import {
   generateKeyFile,
   initVault,
-  isVaultError,
   openVault,
   resolveVaultKey,
   VAULT_KEY_FILE_ENV,
   VAULT_PASSPHRASE_ENV,
 } from '@dso/provider-local';
-import { isProviderError, SecretValue } from '@dso/provider-sdk';
+import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
 import { readHiddenLine, readSecretFromStream } from './read-secret.js';
 
@@ -48,9 +47,16 @@ export function createProgram(io: CliIo): Command {
     .option('--if-missing', 'do nothing when the vault already exists')
     .action(async (options: { ifMissing?: boolean }) => {
       const paths = resolveDsoPaths(io.env);
-      if (options.ifMissing && existsSync(paths.vaultPath)) {
-        print(`vault already exists: ${paths.vaultPath}`);
-        return;
+      if (existsSync(paths.vaultPath)) {
+        if (options.ifMissing) {
+          print(`vault already exists: ${paths.vaultPath}`);
+          return;
+        }
+        // Checked before a key file is written, so a refused init leaves nothing behind.
+        throw new DsoError(
+          'DSO_VAULT_EXISTS',
+          `a vault already exists at ${paths.vaultPath}: keep it, or move it away to start over`,
+        );
       }
       // The home holds the vault and maybe its key: readable by its owner only.
       await mkdir(dirname(paths.vaultPath), { recursive: true, mode: 0o700 });
@@ -139,9 +145,11 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (error) {
-    if (error instanceof CommanderError) return error.exitCode;
-    const code =
-      isDsoError(error) || isVaultError(error) || isProviderError(error) ? error.code : undefined;
+    if (error instanceof CommanderError) {
+      // Help and version exit 0; a usage error (unknown command, missing or extra argument) is 2.
+      return error.exitCode === 0 ? 0 : 2;
+    }
+    const code = errorCode(error);
     const message = error instanceof Error ? error.message : String(error);
     io.stderr.write(`dso: ${message}${code ? ` (${code})` : ''}\n`);
     return 1;

@@ -28,7 +28,12 @@ export async function readSecretFromStream(
         );
       }
     }
-    let value = Buffer.concat(chunks);
+    // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool, so zeroing it
+    // below zeroes every copy of the value this function made.
+    const joined = Buffer.allocUnsafeSlow(size);
+    let offset = 0;
+    for (const chunk of chunks) offset += chunk.copy(joined, offset);
+    let value = joined;
     if (!keepNewline) {
       if (value.subarray(-2).toString() === '\r\n') value = value.subarray(0, -2);
       else if (value.subarray(-1).toString() === '\n') value = value.subarray(0, -1);
@@ -39,7 +44,9 @@ export async function readSecretFromStream(
         'nothing was read from stdin: pipe the value in, e.g. `printf %s "$VALUE" | dso secret set app/db`',
       );
     }
-    return Buffer.from(value);
+    const result = Buffer.from(value);
+    joined.fill(0);
+    return result;
   } finally {
     for (const chunk of chunks) chunk.fill(0);
   }
@@ -72,19 +79,22 @@ export function readHiddenLine(
       else resolve(value);
     };
     const onData = (chunk: Buffer) => {
-      for (const byte of chunk) {
-        if (byte === 0x03 || (byte === 0x04 && bytes.length === 0)) {
-          finish(new DsoError('DSO_CLI_CANCELLED', 'cancelled'));
-          return;
+      try {
+        for (const byte of chunk) {
+          if (byte === 0x03 || (byte === 0x04 && bytes.length === 0)) {
+            finish(new DsoError('DSO_CLI_CANCELLED', 'cancelled'));
+            return;
+          }
+          if (byte === 0x0d || byte === 0x0a) {
+            finish();
+            return;
+          }
+          if (byte === 0x7f || byte === 0x08) bytes.pop();
+          else bytes.push(byte);
         }
-        if (byte === 0x0d || byte === 0x0a) {
-          finish();
-          return;
-        }
-        if (byte === 0x7f || byte === 0x08) bytes.pop();
-        else bytes.push(byte);
+      } finally {
+        chunk.fill(0);
       }
-      chunk.fill(0);
     };
     input.on('data', onData);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { DsoError, isDsoError } from './errors.js';
+import { DsoError, errorCode, isDsoError } from './errors.js';
 
 class DockerRuntimeError extends DsoError {
   override name = 'DockerRuntimeError';
@@ -72,5 +72,17 @@ describe('isDsoError', () => {
     ['an object with the brand set to something other than true', { [Symbol.for('dso.error')]: 1 }],
   ])('rejects %s', (_, value) => {
     expect(isDsoError(value)).toBe(false);
+  });
+});
+
+describe('errorCode', () => {
+  it('reads a DSO_ code from any error that carries one, and nothing else', () => {
+    expect(errorCode(new DsoError('DSO_X_Y', 'm'))).toBe('DSO_X_Y');
+    expect(errorCode(Object.assign(new Error('m'), { code: 'DSO_PROVIDER_NOT_FOUND' }))).toBe(
+      'DSO_PROVIDER_NOT_FOUND',
+    );
+    expect(errorCode(Object.assign(new Error('m'), { code: 'ENOENT' }))).toBeUndefined();
+    expect(errorCode('DSO_X')).toBeUndefined();
+    expect(errorCode(null)).toBeUndefined();
   });
 });

@@ -66,3 +66,17 @@ export function isDsoError(value: unknown): value is DsoError {
     (value as Record<symbol, unknown>)[DSO_ERROR] === true
   );
 }
+
+/**
+ * The stable `DSO_*` code of any error DSO's packages throw (`DsoError` and its subclasses,
+ * `ProviderError`, `VaultError`, from any copy of their package), or undefined for anything
+ * else. For logs and exit paths that only need the code.
+ *
+ * @example
+ * logger.warn({ err: error, code: errorCode(error) }, 'secrets not delivered');
+ */
+export function errorCode(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('DSO_') ? code : undefined;
+}

@@ -18,12 +18,14 @@
  * logger.info({ files: spec?.files.length }, 'password is correct-horse-battery');
  * // {"level":30,…,"files":1,"msg":"password is [REDACTED]"}
  */
-export { DsoError, type DsoErrorOptions, isDsoError } from './errors.js';
+export { DsoError, type DsoErrorOptions, errorCode, isDsoError } from './errors.js';
 export {
+  checkSecretFileName,
   DEFAULT_FILE_MODE,
   DEFAULT_SECRETS_DIR,
   LABELS,
   MAX_FILE_NAME_LENGTH,
+  MAX_OWNER_ID,
   type ManagedFile,
   type ManagedSpec,
   parseManagedLabels,

@@ -32,11 +32,34 @@ export const DEFAULT_SECRETS_DIR = '/run/secrets';
 /** The mode of a managed container's secret files when `dso.mode` is absent: owner read-only. */
 export const DEFAULT_FILE_MODE = 0o400;
 
-/** The longest file name accepted in `dso.file.<name>`, as on Linux filesystems. */
-export const MAX_FILE_NAME_LENGTH = 255;
+/**
+ * The longest secret file name: it fits a plain ustar name field, so the injection's tar stream
+ * needs no extension headers. One rule for labels and for the runtime that writes the files.
+ */
+export const MAX_FILE_NAME_LENGTH = 100;
 
-/** The largest uid or gid accepted; 2^32 - 1 means "unchanged" to chown(2), so it is excluded. */
-const MAX_ID = 4_294_967_294;
+/** The largest uid or gid accepted, the same for labels and the runtime (busybox and most images use 32-bit signed ids). */
+export const MAX_OWNER_ID = 2 ** 31 - 1;
+const MAX_ID = MAX_OWNER_ID;
+
+/**
+ * Why `name` cannot be a secret file's name, or undefined when it can: 1 to
+ * {@link MAX_FILE_NAME_LENGTH} characters of `A-Z a-z 0-9 . _ -`, not `.`, and not starting with
+ * `..` (reserved for DSO's own `..data` link and version directories).
+ *
+ * @example
+ * checkSecretFileName('db_password'); // undefined
+ * checkSecretFileName('..data');      // 'starts with ".." (reserved for dso)'
+ */
+export function checkSecretFileName(name: unknown): string | undefined {
+  if (typeof name !== 'string' || name.length === 0) return 'is empty';
+  if (name.length > MAX_FILE_NAME_LENGTH)
+    return `is longer than ${MAX_FILE_NAME_LENGTH} characters`;
+  if (!FILE_NAME.test(name)) return 'may only hold A-Z a-z 0-9 . _ -';
+  if (name === '.') return 'is "."';
+  if (name.startsWith('..')) return 'starts with ".." (reserved for dso)';
+  return undefined;
+}
 
 /** One secret file of a managed container. */
 export type ManagedFile = {
@@ -65,8 +88,10 @@ const OWNER = /^([0-9]{1,10})(?::([0-9]{1,10}))?$/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const PLAIN_KEY = /^[\x21-\x7e]{1,300}$/;
-/** Linux's PATH_MAX less the terminating NUL. */
-const MAX_TARGET_LENGTH = 4095;
+/** The longest `dso.target`: the runtime passes it to a shell script as an argument. */
+const MAX_TARGET_LENGTH = 1024;
+/** The characters a target may hold: the runtime's rule, so a target the labels accept is one it writes to. */
+const TARGET_CHARACTERS = /^[A-Za-z0-9._\-/]+$/;
 
 /**
  * Reads a container's DSO labels. A container is managed only when `dso.enable` is exactly
@@ -154,6 +179,9 @@ function parseTarget(value: string | undefined): string {
     throw labelError(key, `is longer than ${MAX_TARGET_LENGTH} characters`, fix);
   }
   if (CONTROL.test(value)) throw labelError(key, 'holds a control character', fix);
+  if (!TARGET_CHARACTERS.test(value)) {
+    throw labelError(key, `${shown} holds characters other than A-Z a-z 0-9 . _ - /`, fix);
+  }
   if (!value.startsWith('/')) throw labelError(key, `${shown} is not an absolute path`, fix);
   if (value === '/') throw labelError(key, 'is the root directory', fix);
   if (value.split('/').includes('..')) throw labelError(key, `${shown} holds ".."`, fix);
@@ -205,17 +233,8 @@ function parseOwner(value: string | undefined): { uid: number; gid: number } | u
 function checkFileName(key: string, name: string): void {
   const fix = `name the file with letters, digits, ".", "_" and "-", e.g. ${LABELS.filePrefix}db_password`;
   if (name === '') throw labelError(key, 'has no file name after the prefix', fix);
-  if (name.length > MAX_FILE_NAME_LENGTH) {
-    throw labelError(key, `names a file longer than ${MAX_FILE_NAME_LENGTH} characters`, fix);
-  }
-  if (name === '.' || name === '..') throw labelError(key, `names the file "${name}"`, fix);
-  if (!FILE_NAME.test(name)) {
-    throw labelError(
-      key,
-      `names the file ${JSON.stringify(name)}, which holds other characters`,
-      fix,
-    );
-  }
+  const problem = checkSecretFileName(name);
+  if (problem) throw labelError(key, `names a file that ${problem}`, fix);
 }
 
 function parseFileReference(key: string, value: string): SecretReference {

@@ -83,6 +83,11 @@ export interface EventsOptions {
   since?: number | string;
   /** Ends the iteration (without an error) and closes the HTTP stream. */
   signal: AbortSignal;
+  /**
+   * Called once the engine has accepted the subscription, before any event: an owner counting
+   * failed reconnects resets its count here, so a quiet but healthy stream is not a failure.
+   */
+  onConnected?: () => void;
 }
 
 /** Options of {@link DockerRuntime.listContainers}. */
@@ -346,6 +351,7 @@ class EngineRuntime implements DockerRuntime {
     }
     // Connected: from here only the caller's signal or close ends the stream.
     deadline.clearTimeout();
+    options.onConnected?.();
     this.#streams.add(stream);
     const destroy = () => stream.destroy();
     deadline.signal.addEventListener('abort', destroy, { once: true });

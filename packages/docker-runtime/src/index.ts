@@ -51,13 +51,9 @@ export {
 export { type ContainerEvent, MAX_EVENT_LINE_LENGTH } from './events.js';
 export {
   checkFileName,
-  MAX_FILE_NAME_LENGTH,
   MAX_FILES_PER_WRITE,
   MAX_WRITE_BYTES,
   type SecretFile,
   type WriteFilesRequest,
   type WriteFilesResult,
 } from './write-request.js';
-
-/** This package's npm name. */
-export const PACKAGE_NAME = '@dso/docker-runtime';

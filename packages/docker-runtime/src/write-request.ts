@@ -1,3 +1,4 @@
+import { checkSecretFileName, MAX_OWNER_ID } from '@dso/core';
 import { DockerRuntimeError } from './errors.js';
 
 /** One secret file: a plain name inside the target directory and its bytes. */
@@ -53,13 +54,10 @@ export interface WriteFilesResult {
 export const MAX_FILES_PER_WRITE = 1_000;
 /** Sum of file sizes in one call at most: the tar is built in memory. */
 export const MAX_WRITE_BYTES = 64 * 1024 * 1024;
-/** Longest file name: a plain ustar name field, no extension headers needed. */
-export const MAX_FILE_NAME_LENGTH = 100;
+
 /** Permission bits a file may get (no setuid, setgid or sticky bits). */
 const MAX_MODE = 0o777;
-const MAX_ID = 2 ** 31 - 1;
-
-const NAME_PATTERN = /^[A-Za-z0-9._-]+$/;
+const MAX_ID = MAX_OWNER_ID;
 const TARGET_PATTERN = /^\/[A-Za-z0-9._\-/]+$/;
 
 /** A request after validation: target normalised, totals counted. */
@@ -72,18 +70,10 @@ export interface ValidatedWriteRequest {
 }
 
 /**
- * Checks a file name: `[A-Za-z0-9._-]`, 1-100 characters, not `.`, not starting with `..`.
- * Returns the reason it is invalid, or `undefined` when it is fine.
+ * Checks a file name with the label contract's rule (`@dso/core`'s `checkSecretFileName`), so a
+ * name the labels accept is a name the runtime writes. Returns why it is invalid, or undefined.
  */
-export function checkFileName(name: unknown): string | undefined {
-  if (typeof name !== 'string' || name.length === 0) return 'is empty';
-  if (name.length > MAX_FILE_NAME_LENGTH)
-    return `is longer than ${MAX_FILE_NAME_LENGTH} characters`;
-  if (!NAME_PATTERN.test(name)) return 'may only hold A-Z a-z 0-9 . _ -';
-  if (name === '.') return 'is "."';
-  if (name.startsWith('..')) return 'starts with ".." (reserved for dso)';
-  return undefined;
-}
+export const checkFileName = checkSecretFileName;
 
 /**
  * Validates a {@link WriteFilesRequest} before anything reaches the engine. Messages quote names
