@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, open, rename, unlink } from 'node:fs/promises';
+import { link, lstat, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { errnoCode } from './vault-error.js';
 
@@ -83,5 +83,20 @@ export async function syncDirectory(directory: string): Promise<void> {
     if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'ENOTSUP') throw error;
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Whether anything exists at `path` (a symlink counts, dangling or not). Used before an
+ * exclusive create only to give a clearer error: the create itself is what guarantees no file is
+ * replaced, and it reports any other problem (a path that cannot even be stat-ed reads as absent).
+ */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    // Missing or not stat-able: the step that follows reports the real problem.
+    return false;
   }
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, lstat, open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { SecretValue } from '@dso/provider-sdk';
-import { writeFileAtomic } from './atomic-write.js';
+import { pathExists, writeFileAtomic } from './atomic-write.js';
 import { errnoCode, VaultError } from './vault-error.js';
 
 /** The environment variable holding the vault passphrase. */
@@ -73,7 +73,7 @@ export async function resolveVaultKey(options: ResolveVaultKeyOptions = {}): Pro
     return { source: `env ${VAULT_PASSPHRASE_ENV}`, material: SecretValue.fromText(passphrase) };
   }
   if (hasKeyFile) return readKeyFile(keyFile, { signal });
-  if (defaultKeyFile !== undefined && (await exists(defaultKeyFile))) {
+  if (defaultKeyFile !== undefined && (await pathExists(defaultKeyFile))) {
     return readKeyFile(defaultKeyFile, { signal });
   }
   const fallback = defaultKeyFile === undefined ? '' : `, or create the key file ${defaultKeyFile}`;
@@ -180,7 +180,7 @@ export async function generateKeyFile(
       `key file ${path} already exists; it was not overwritten (a vault encrypted with it would become unreadable)`,
       { keyFile: path },
     );
-  if (await exists(path)) throw alreadyExists();
+  if (await pathExists(path)) throw alreadyExists();
   const random = randomBytes(GENERATED_KEY_BYTES);
   const text = Buffer.from(`${random.toString('base64')}\n`, 'utf8');
   random.fill(0);
@@ -227,15 +227,4 @@ function trimWhitespace(bytes: Buffer): Buffer {
   while (start < end && isSpace(bytes[start])) start++;
   while (end > start && isSpace(bytes[end - 1])) end--;
   return bytes.subarray(start, end);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    // Missing, or not even stat-able: callers go on to a step (reading or writing the file)
-    // that reports the real problem, or to "no key", which is then true.
-    return false;
-  }
 }

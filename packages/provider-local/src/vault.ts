@@ -1,4 +1,4 @@
-import { type FileHandle, lstat, open, realpath } from 'node:fs/promises';
+import { type FileHandle, open, realpath } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import {
   type CallOptions,
@@ -6,7 +6,7 @@ import {
   type ResolvedSecret,
   SecretValue,
 } from '@dso/provider-sdk';
-import { writeFileAtomic } from './atomic-write.js';
+import { pathExists, writeFileAtomic } from './atomic-write.js';
 import { acquireFileLock, DEFAULT_LOCK_TIMEOUT_MS } from './file-lock.js';
 import { createKeyCache, type KeyCache } from './key-cache.js';
 import { assertSecretPath, isUnderPrefix, normalizePrefix } from './secret-path.js';
@@ -178,7 +178,7 @@ export async function initVault(options: InitVaultOptions): Promise<Vault> {
   const path = resolve(options.path);
   // Checked first so an existing vault is reported before a second of scrypt; the exclusive
   // link in writeFileAtomic still settles a race with another init.
-  if (await exists(path)) throw vaultExists(path);
+  if (await pathExists(path)) throw vaultExists(path);
   const vault = new LocalVault(path, options.key, settings);
   try {
     await vault.create(newKdfParams(params), options.signal);
@@ -633,14 +633,4 @@ function ioError(path: string, operation: string, cause: unknown): VaultError {
     `cannot ${operation} vault ${path} (${errnoCode(cause) ?? 'error'}); check that ${dirname(path)} exists and this user may ${operation} there`,
     { vaultPath: path, cause },
   );
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    // Missing or not stat-able: the exclusive write that follows reports the real problem.
-    return false;
-  }
 }
