@@ -10,15 +10,14 @@
 //   npm run bench -- inject     only those whose path contains "inject"
 //   BENCH_RUNS=60 npm run bench measured runs per case (default: each program's own)
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import {
   assertNodeVersion,
-  dockerSocketPath,
-  engineAnswers,
   ensureDependencies,
   ROOT,
   readJson,
+  requireEngine,
   run,
   say,
 } from './lib.mjs';
@@ -68,20 +67,18 @@ if (benchmarks.length === 0) {
   process.exit(1);
 }
 
-// The engine first: it is the one thing this script cannot fix, and checking costs nothing.
-const socket = dockerSocketPath();
-if (!(await engineAnswers(socket))) {
-  say(`no Docker Engine answers at ${socket ?? process.env.DOCKER_HOST}.`);
-  say("Fix: start one (as root: `sudo bash tools/services.sh up` installs Debian's docker.io when");
-  say('missing and starts it without a bridge), or point DOCKER_HOST at a running engine.');
-  process.exit(1);
-}
+// Benchmarks that drive the engine say so with a `// bench: needs-engine` line. The engine is
+// checked first: it is the one thing this script cannot fix, and checking costs nothing.
+const needsEngine = benchmarks.some(({ file }) =>
+  readFileSync(file, 'utf8').includes('// bench: needs-engine'),
+);
+if (needsEngine) await requireEngine();
 
 try {
   await ensureDependencies();
   const projects = [...new Set(benchmarks.map(({ project }) => project))];
   await run('npx', ['nx', 'run-many', '-t', 'build', '-p', ...projects, '--outputStyle=stream']);
-  await run('bash', ['tools/test-image.sh']);
+  if (needsEngine) await run('bash', ['tools/test-image.sh']);
 } catch (error) {
   say(error.message);
   process.exit(error.exitCode ?? 1);

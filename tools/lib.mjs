@@ -67,6 +67,16 @@ export function engineAnswers(socketPath = dockerSocketPath(), timeoutMs = 3_000
   });
 }
 
+/** Exits with the fix when no engine answers: the one thing these scripts cannot set up themselves. */
+export async function requireEngine() {
+  const socket = dockerSocketPath();
+  if (await engineAnswers(socket)) return;
+  say(`no Docker Engine answers at ${socket ?? process.env.DOCKER_HOST}.`);
+  say("Fix: start one (as root: `sudo bash tools/services.sh up` installs Debian's docker.io when");
+  say('missing and starts it without a bridge), or point DOCKER_HOST at a running engine.');
+  process.exit(1);
+}
+
 export function readJson(path) {
   return JSON.parse(readFileSync(join(ROOT, path), 'utf8'));
 }

@@ -7,27 +7,13 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  assertNodeVersion,
-  dockerSocketPath,
-  engineAnswers,
-  ensureDependencies,
-  ROOT,
-  run,
-  say,
-} from './lib.mjs';
+import { assertNodeVersion, ensureDependencies, ROOT, requireEngine, run, say } from './lib.mjs';
 
 const CLI = join(ROOT, 'apps/cli/dist/main.js');
 const AGENT = join(ROOT, 'apps/agent/dist/main.js');
 
 assertNodeVersion();
-const socket = dockerSocketPath();
-if (!(await engineAnswers(socket))) {
-  say(`no Docker Engine answers at ${socket ?? process.env.DOCKER_HOST}.`);
-  say("Fix: start one (as root: `sudo bash tools/services.sh up` installs Debian's docker.io when");
-  say('missing and starts it without a bridge), or point DOCKER_HOST at a running engine.');
-  process.exit(1);
-}
+await requireEngine();
 
 try {
   await ensureDependencies();

@@ -42,7 +42,15 @@ try {
   await run('bash', ['tools/services.sh', 'up']);
   await run('bash', ['tools/test-image.sh']);
   // The workspace's own scripts and settings, which belong to no project.
-  await run('npx', ['biome', 'check', 'tools', 'vitest.shared.ts', 'nx.json', 'package.json', 'biome.json']);
+  await run('npx', [
+    'biome',
+    'check',
+    'tools',
+    'vitest.shared.ts',
+    'nx.json',
+    'package.json',
+    'biome.json',
+  ]);
   const nx = ['nx', 'run-many', '--outputStyle=stream'];
   await run('npx', [...nx, '-t', 'build', 'typecheck', 'lint', 'test']);
   // Engine tests share one daemon: one project at a time.

@@ -272,4 +272,44 @@ describe('createAgent', () => {
     await Promise.all([agent.close(), agent.close(), agent.close()]);
     expect(lines().filter((line) => line.msg === 'agent stopping')).toHaveLength(1);
   });
+
+  it('retries a delivery that failed for a reason that may pass, with backoff, then delivers', async () => {
+    let calls = 0;
+    const flaky: SecretProvider = {
+      name: 'local',
+      capabilities: { list: false },
+      async resolve() {
+        calls += 1;
+        if (calls === 1) throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'backend down');
+        return { value: SecretValue.fromText(CANARY), version: '1' };
+      },
+      async close() {},
+    };
+    const { agent, fake, lines } = setup(
+      [container('c9', { 'dso.enable': 'true', 'dso.file.db': 'dsofile://app/db' })],
+      {
+        providers: new Map([['local', flaky]]),
+        retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 2 },
+      },
+    );
+    await agent.start();
+    await expect.poll(() => fake.writes.length).toBe(1);
+    expect(lines().find((line) => line.msg === 'secrets not delivered')).toMatchObject({
+      causeCode: 'DSO_PROVIDER_UNAVAILABLE',
+      retry: true,
+      attempt: 1,
+    });
+    await agent.close();
+  });
+
+  it('does not retry a secret that does not exist', async () => {
+    const { agent, lines } = setup(
+      [container('c10', { 'dso.enable': 'true', 'dso.file.x': 'dsofile://app/missing' })],
+      { retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 2 } },
+    );
+    await agent.start();
+    await agent.idle();
+    expect(lines().filter((line) => line.msg === 'secrets not delivered')).toHaveLength(1);
+    await agent.close();
+  });
 });

@@ -1,5 +1,8 @@
 import {
+  createEventQueue,
+  DEFAULT_QUEUE_RETRY,
   DsoError,
+  type EventQueueRetryOptions,
   errorCode,
   formatReference,
   LABELS,
@@ -10,7 +13,6 @@ import {
 } from '@dso/core';
 import type { ContainerEvent, DockerRuntime, SecretFile } from '@dso/docker-runtime';
 import { type SecretProvider, selectField } from '@dso/provider-sdk';
-import { createWorkQueue } from './work-queue.js';
 
 /** How many containers the agent delivers to at once. @default 4 */
 export const DEFAULT_CONCURRENCY = 4;
@@ -20,8 +22,6 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_MAX_RECONNECTS = 100;
 /** Cap of the reconnect backoff. @default 30_000 */
 export const DEFAULT_RECONNECT_MAX_DELAY_MS = 30_000;
-/** How long close() waits for cancelled deliveries to unwind after the grace period. */
-const CANCEL_WAIT_MS = 2_000;
 
 /** What the agent is built from: long-lived objects the owner constructs and closes. */
 export interface AgentOptions {
@@ -33,8 +33,12 @@ export interface AgentOptions {
   logger: Logger;
   /** Every resolved value is registered here before anything could log it. */
   redactor: Redactor;
-  /** @default DEFAULT_CONCURRENCY */
+  /** Deliveries at once (1-32). @default DEFAULT_CONCURRENCY */
   concurrency?: number;
+  /** Containers waiting for delivery before the oldest is shed (and redone once idle). @default DEFAULT_QUEUE_MAX_SIZE */
+  queueMaxSize?: number;
+  /** Retries of a delivery that failed for a reason that may pass (engine or provider unavailable). @default DEFAULT_QUEUE_RETRY */
+  retry?: EventQueueRetryOptions;
   /** @default DEFAULT_SHUTDOWN_GRACE_MS */
   shutdownGraceMs?: number;
   /** @default DEFAULT_MAX_RECONNECTS */
@@ -80,13 +84,36 @@ export function createAgent(options: AgentOptions): Agent {
   const maxDelayMs = options.reconnectMaxDelayMs ?? DEFAULT_RECONNECT_MAX_DELAY_MS;
   const stopping = new AbortController();
 
-  const queue = createWorkQueue({
+  const queue = createEventQueue({
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
-    worker: (containerId) => deliver(containerId),
+    ...(options.queueMaxSize === undefined ? {} : { maxSize: options.queueMaxSize }),
+    retry: options.retry ?? DEFAULT_QUEUE_RETRY,
+    worker: (containerId, _item, { signal, attempt }) => deliver(containerId, signal, attempt),
+    onFailed: (containerId, error, attempts) => {
+      logger.error(
+        { containerId: containerId.slice(0, 12), code: errorCode(error), attempts },
+        'secrets delivery gave up',
+      );
+    },
+    onShed: (containerIds) => {
+      // Too much work at once: the oldest waiting containers were dropped from the queue. They
+      // are delivered to once the queue has drained, so none is forgotten.
+      logger.warn({ containers: containerIds.length }, 'delivery work shed, will retry when idle');
+      for (const id of containerIds) shed.add(id);
+      void queue.idle().then(() => {
+        const ids = [...shed];
+        shed.clear();
+        for (const id of ids) queue.add(id, undefined);
+      });
+    },
   });
+  const shed = new Set<string>();
 
-  async function deliver(containerId: string): Promise<void> {
-    const signal = stopping.signal;
+  /**
+   * Delivers one container's files. Throws only for failures worth retrying (the queue backs
+   * off and retries); anything else is reported here and left for the next start or reconcile.
+   */
+  async function deliver(containerId: string, signal: AbortSignal, attempt: number): Promise<void> {
     const started = performance.now();
     const log = logger.child({ containerId: containerId.slice(0, 12) });
     let spec: ManagedSpec | undefined;
@@ -117,6 +144,7 @@ export function createAgent(options: AgentOptions): Agent {
       }
     } catch (error) {
       if (signal.aborted) return;
+      const retry = isRetryable(error);
       log.warn(
         {
           err: error,
@@ -124,9 +152,12 @@ export function createAgent(options: AgentOptions): Agent {
           // The provider's own code (not found, unauthorized, …) under the agent's wrapper.
           causeCode: errorCode((error as { cause?: unknown }).cause),
           target: spec?.target,
+          attempt,
+          retry,
         },
         'secrets not delivered',
       );
+      if (retry) throw error;
     }
   }
 
@@ -178,13 +209,13 @@ export function createAgent(options: AgentOptions): Agent {
   async function enqueueRunningManaged(signal: AbortSignal): Promise<void> {
     const containers = await runtime.listContainers({ label: `${LABELS.enable}=true`, signal });
     logger.info({ containers: containers.length }, 'managed containers found');
-    for (const container of containers) queue.add(container.id);
+    for (const container of containers) queue.add(container.id, undefined);
   }
 
   function onEvent(event: ContainerEvent): void {
     if (event.type !== 'container.started') return;
     if (event.labels[LABELS.enable] !== 'true') return;
-    queue.add(event.id);
+    queue.add(event.id, undefined);
   }
 
   // Watches events until stopped. When the stream breaks it reconnects with capped, jittered
@@ -242,12 +273,14 @@ export function createAgent(options: AgentOptions): Agent {
   let closing: Promise<void> | undefined;
 
   async function shutdown(): Promise<void> {
-    logger.info({ graceMs, inFlight: queue.inFlight, waiting: queue.depth }, 'agent stopping');
-    await queue.close(graceMs);
-    // Past the grace period: cancel what still runs, and wait (briefly) for it to unwind, so
-    // nothing runs on after the owner closes the runtime and the providers.
-    stopping.abort();
-    await Promise.race([queue.idle(), sleep(CANCEL_WAIT_MS, new AbortController().signal)]);
+    const { inFlight, depth } = queue.stats();
+    logger.info({ graceMs, inFlight, waiting: depth }, 'agent stopping');
+    stopping.abort(); // no more events or listing
+    // Deliveries in flight get the grace period, then the queue aborts their signal and waits
+    // for them to unwind, so nothing runs on after the owner closes the runtime and providers.
+    const undone = await queue.close({ graceMs });
+    if (undone.length > 0)
+      logger.info({ containers: undone.length }, 'deliveries left for the next start');
     await done.catch(() => {
       // Already reported through `done` to whoever awaits it.
     });
@@ -280,6 +313,25 @@ export function createAgent(options: AgentOptions): Agent {
     },
   };
   return agent;
+}
+
+// Worth retrying: what may pass on its own (a provider's retryable error, an engine that timed
+// out or could not be reached). A missing secret or a bad label waits for the next start.
+const RETRYABLE_ENGINE_CODES = new Set([
+  'DSO_DOCKER_TIMEOUT',
+  'DSO_DOCKER_UNREACHABLE',
+  'DSO_DOCKER_ENGINE_ERROR',
+]);
+
+function isRetryable(error: unknown): boolean {
+  for (let current = error, depth = 0; current && depth < 5; depth += 1) {
+    const candidate = current as { retryable?: unknown; code?: unknown; cause?: unknown };
+    if (candidate.retryable === true) return true;
+    if (typeof candidate.code === 'string' && RETRYABLE_ENGINE_CODES.has(candidate.code))
+      return true;
+    current = candidate.cause;
+  }
+  return false;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -26,4 +26,3 @@ export {
   DEFAULT_SHUTDOWN_GRACE_MS,
 } from './agent.js';
 export { runAgentMain } from './run.js';
-export { createWorkQueue, type WorkQueue, type WorkQueueOptions } from './work-queue.js';

@@ -6,6 +6,10 @@ describe('@dso/core', () => {
     expect(Object.keys(core).sort()).toEqual([
       'DEFAULT_FILE_MODE',
       'DEFAULT_LOG_LEVEL',
+      'DEFAULT_QUEUE_CLOSE_GRACE_MS',
+      'DEFAULT_QUEUE_CONCURRENCY',
+      'DEFAULT_QUEUE_MAX_SIZE',
+      'DEFAULT_QUEUE_RETRY',
       'DEFAULT_REDACTION_MIN_LENGTH',
       'DEFAULT_SECRETS_DIR',
       'DsoError',
@@ -13,10 +17,13 @@ describe('@dso/core', () => {
       'LOG_LEVELS',
       'MAX_FILE_NAME_LENGTH',
       'MAX_OWNER_ID',
+      'MAX_QUEUE_CONCURRENCY',
       'MAX_REFERENCE_LENGTH',
       'REDACTED',
       'REFERENCE_SCHEMES',
       'checkSecretFileName',
+      'createEventQueue',
+      'createFakeClock',
       'createLogger',
       'createRedactor',
       'errorCode',
@@ -26,6 +33,7 @@ describe('@dso/core', () => {
       'parseManagedLabels',
       'parseReference',
       'resolveDsoPaths',
+      'systemClock',
       'toManagedLabels',
     ]);
   });

@@ -18,7 +18,32 @@
  * logger.info({ files: spec?.files.length }, 'password is correct-horse-battery');
  * // {"level":30,…,"files":1,"msg":"password is [REDACTED]"}
  */
+export {
+  type Clock,
+  type ClockTimer,
+  createFakeClock,
+  type FakeClock,
+  type FakeClockOptions,
+  systemClock,
+} from './clock.js';
 export { DsoError, type DsoErrorOptions, errorCode, isDsoError } from './errors.js';
+export {
+  createEventQueue,
+  DEFAULT_QUEUE_CLOSE_GRACE_MS,
+  DEFAULT_QUEUE_CONCURRENCY,
+  DEFAULT_QUEUE_MAX_SIZE,
+  DEFAULT_QUEUE_RETRY,
+  type EventQueue,
+  type EventQueueCloseOptions,
+  type EventQueueOptions,
+  type EventQueueRetryOptions,
+  type EventQueueStats,
+  type EventQueueTiming,
+  type EventQueueWorker,
+  type EventQueueWorkerContext,
+  MAX_QUEUE_CONCURRENCY,
+  type RetryJitter,
+} from './event-queue.js';
 export {
   checkSecretFileName,
   DEFAULT_FILE_MODE,

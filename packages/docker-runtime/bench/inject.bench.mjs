@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+// bench: needs-engine
 // Benchmark: what `runtime.writeFiles` costs, against a bare exec measured in the same run.
 //
 // One labelled test container (no network, a tmpfs at /run/secrets, user 1000:1000) receives,
@@ -14,6 +15,7 @@
 // after a build. BENCH_RUNS sets the measured rounds (default 30). A report, not a test: exits 0
 // whatever the figures, non-zero only when something failed. The container is removed on every
 // path, Ctrl-C included.
+// bench: needs-engine
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
