@@ -26,6 +26,27 @@ export {
   type FakeClockOptions,
   systemClock,
 } from './clock.js';
+export { CONFIG_ENV_OVERRIDES, type ConfigEnvOverride } from './config/env.js';
+export {
+  DEFAULT_CONFIG_FILE_NAME,
+  type LoadConfigOptions,
+  type LoadedConfig,
+  loadConfig,
+  MAX_CONFIG_FILE_BYTES,
+  type ParseConfigOptions,
+  parseConfig,
+} from './config/load.js';
+export type { ConfigProblem } from './config/problems.js';
+export { renderConfigReference } from './config/reference.js';
+export {
+  BUILTIN_PROVIDER_TYPES,
+  configSchema,
+  type DsoConfig,
+  type ProviderConfig,
+  ROTATION_POLICIES,
+  type RotationPolicy,
+} from './config/schema.js';
+export { formatByteSize, formatDuration, parseByteSize, parseDuration } from './config/units.js';
 export { DsoError, type DsoErrorOptions, errorCode, isDsoError } from './errors.js';
 export {
   createEventQueue,

@@ -1,0 +1,682 @@
+import * as z from 'zod';
+import { LOG_LEVELS } from '../logger.js';
+import { closestMatch } from './suggest.js';
+import {
+  DURATION_SYNTAX,
+  formatByteSize,
+  formatDuration,
+  parseByteSize,
+  parseDuration,
+  SIZE_SYNTAX,
+} from './units.js';
+
+// Every field carries `.meta({ description, type?, defaultText? })` on its outermost schema: the
+// reference (docs/config.md) is rendered from these, so a field cannot exist undocumented.
+
+/** The documentation each field of {@link configSchema} carries in its `.meta()`. */
+// A type alias, not an interface: zod's metadata type has an index signature.
+export type ConfigFieldMeta = {
+  /** One or two sentences for the reference. */
+  description: string;
+  /** The type as the reference writes it, when the schema alone would read badly (`duration`). */
+  type?: string;
+  /** The default as the reference writes it, when it comes from the environment, not a constant. */
+  defaultText?: string;
+};
+
+/** The provider types DSO ships. Any other type must be a provider package's name. */
+export const BUILTIN_PROVIDER_TYPES = ['local', 'env', 'file', 'vault', 'aws', 'azure'] as const;
+
+/** How a container takes a rotated secret, from least to most disruptive. */
+export const ROTATION_POLICIES = ['files', 'signal', 'hook', 'restart', 'replace'] as const;
+
+/** A rotation policy: one of {@link ROTATION_POLICIES}. */
+export type RotationPolicy = (typeof ROTATION_POLICIES)[number];
+
+/** The same rule as a reference's provider part, so every configured name can be referenced. */
+const PROVIDER_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+/** `dso-provider-<name>` or `@scope/dso-provider-<name>`, within npm's name rules. */
+const PROVIDER_PACKAGE = /^(?:@[a-z0-9][a-z0-9._-]*\/)?dso-provider-[a-z0-9][a-z0-9._-]*$/;
+const MAX_PACKAGE_NAME_LENGTH = 214;
+/** A unix socket's path must fit `sun_path` (108 bytes on Linux) with its terminating NUL. */
+const MAX_SOCKET_PATH_BYTES = 107;
+const SIGNALS = [
+  'SIGHUP',
+  'SIGINT',
+  'SIGQUIT',
+  'SIGTERM',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGWINCH',
+  'SIGALRM',
+  'SIGCONT',
+] as const;
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+const MIB = 1024 * 1024;
+
+/**
+ * What a value is, for "expected …, got …" messages. Only the kind, never the value itself:
+ * a provider's settings may hold credentials.
+ */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'an empty value';
+  if (Array.isArray(value)) return 'a list';
+  if (value instanceof Date) return 'a date';
+  switch (typeof value) {
+    case 'string':
+      return 'a string';
+    case 'boolean':
+      return 'a boolean';
+    case 'number':
+      if (!Number.isFinite(value)) return 'a non-finite number';
+      return Number.isInteger(value) ? 'a number' : 'a fractional number';
+    case 'object':
+      return 'a mapping';
+    default:
+      return `a ${typeof value}`;
+  }
+}
+
+function meta(field: ConfigFieldMeta): ConfigFieldMeta {
+  return field;
+}
+
+/** `key:` with nothing after it means "all defaults" for a section, as an absent key would. */
+function emptyAsAbsent(value: unknown): unknown {
+  return value === null ? undefined : value;
+}
+
+/** A strict mapping whose every field has a default, so the whole section may be left out. */
+function section<T extends z.ZodType>(description: string, object: T) {
+  return z
+    .preprocess(emptyAsAbsent, object.prefault({} as z.util.NoUndefined<z.input<T>>))
+    .meta(meta({ description }));
+}
+
+interface Range {
+  min: number;
+  max: number;
+}
+
+/** A duration in ms: a whole number, or a string {@link parseDuration} reads. */
+function duration(description: string, defaultMs: number, range: Range) {
+  return z
+    .union([z.number(), z.string()], {
+      error: (issue) =>
+        `expected a duration (${DURATION_SYNTAX}), got ${describeValue(issue.input)}`,
+    })
+    .transform((value, ctx) => {
+      const ms = typeof value === 'number' ? value : parseDuration(value);
+      if (ms === undefined || !Number.isSafeInteger(ms) || ms < 0) {
+        ctx.issues.push({
+          code: 'custom',
+          input: value,
+          message: `expected a duration (${DURATION_SYNTAX})`,
+        });
+        return z.NEVER;
+      }
+      if (ms < range.min || ms > range.max) {
+        ctx.issues.push({
+          code: 'custom',
+          input: value,
+          message: `must be from ${formatDuration(range.min)} to ${formatDuration(range.max)}`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .default(defaultMs)
+    .meta(meta({ description, type: 'duration' }));
+}
+
+/** A size in bytes: a whole number, or a string {@link parseByteSize} reads. */
+function byteSize(description: string, defaultBytes: number, range: Range) {
+  return z
+    .union([z.number(), z.string()], {
+      error: (issue) => `expected a size (${SIZE_SYNTAX}), got ${describeValue(issue.input)}`,
+    })
+    .transform((value, ctx) => {
+      const bytes = typeof value === 'number' ? value : parseByteSize(value);
+      if (bytes === undefined || !Number.isSafeInteger(bytes) || bytes < 0) {
+        ctx.issues.push({
+          code: 'custom',
+          input: value,
+          message: `expected a size (${SIZE_SYNTAX})`,
+        });
+        return z.NEVER;
+      }
+      if (bytes < range.min || bytes > range.max) {
+        ctx.issues.push({
+          code: 'custom',
+          input: value,
+          message: `must be from ${formatByteSize(range.min)} to ${formatByteSize(range.max)}`,
+        });
+        return z.NEVER;
+      }
+      return bytes;
+    })
+    .default(defaultBytes)
+    .meta(meta({ description, type: 'size' }));
+}
+
+/** A whole number within a range. */
+function count(description: string, defaultValue: number, range: Range) {
+  return z
+    .number()
+    .int()
+    .min(range.min)
+    .max(range.max)
+    .default(defaultValue)
+    .meta(meta({ description }));
+}
+
+/** Capped exponential backoff: attempts, first delay, cap. The first delay may not exceed the cap. */
+function backoff(
+  description: string,
+  what: string,
+  defaults: { maxAttempts: number; baseDelayMs: number; maxDelayMs: number },
+) {
+  return section(
+    description,
+    z
+      .strictObject({
+        maxAttempts: count(
+          `How many times ${what} is tried in a row before giving up.`,
+          defaults.maxAttempts,
+          { min: 1, max: 1_000_000 },
+        ),
+        baseDelayMs: duration(
+          'The first delay; each further attempt doubles it, with random jitter.',
+          defaults.baseDelayMs,
+          { min: 1, max: HOUR_MS },
+        ),
+        maxDelayMs: duration('The longest delay between two attempts.', defaults.maxDelayMs, {
+          min: 1,
+          max: DAY_MS,
+        }),
+      })
+      .superRefine((value, ctx) => {
+        if (value.baseDelayMs > value.maxDelayMs) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['baseDelayMs'],
+            message: 'must not be longer than `maxDelayMs`',
+          });
+        }
+      }),
+  );
+}
+
+function isProviderType(type: string): boolean {
+  return (
+    (BUILTIN_PROVIDER_TYPES as readonly string[]).includes(type) ||
+    (type.length <= MAX_PACKAGE_NAME_LENGTH && PROVIDER_PACKAGE.test(type))
+  );
+}
+
+/** The message for a `type` that is neither built in nor a provider package's name. */
+export const PROVIDER_TYPE_HINT =
+  `expected a built-in provider (${BUILTIN_PROVIDER_TYPES.join(', ')}) or a provider ` +
+  'package name (dso-provider-<name>, @scope/dso-provider-<name>)';
+
+function isHostPort(text: string): boolean {
+  const match = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$/.exec(text);
+  if (match === null) return false;
+  const port = Number(match[1]);
+  return port >= 1 && port <= 65_535;
+}
+
+function isAbsolutePath(text: string): boolean {
+  return text.startsWith('/') && !text.includes('\0');
+}
+
+/** `0o660`, `432`, `"0660"`, `"660"`, `"0o660"`: permission bits only. */
+const fileMode = z
+  .union([z.number(), z.string()], {
+    error: (issue) =>
+      `expected a file mode such as 0o660 or "0660", got ${describeValue(issue.input)}`,
+  })
+  .transform((value, ctx) => {
+    const mode =
+      typeof value === 'number'
+        ? value
+        : /^(?:0o?)?[0-7]{3}$/.test(value.trim())
+          ? Number.parseInt(value.trim().replace(/^0o?/, ''), 8)
+          : Number.NaN;
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+      ctx.issues.push({
+        code: 'custom',
+        input: value,
+        message: 'expected a file mode from 0o000 to 0o777, such as 0o660 or "0660"',
+      });
+      return z.NEVER;
+    }
+    return mode;
+  });
+
+/** One entry of `providers`. */
+export const providerSchema = z.strictObject({
+  type: z
+    .string()
+    .refine(isProviderType, {
+      error: (issue) => {
+        // Names a built-in type, never echoes the value.
+        const near =
+          typeof issue.input === 'string'
+            ? closestMatch(issue.input, BUILTIN_PROVIDER_TYPES)
+            : undefined;
+        return near === undefined
+          ? PROVIDER_TYPE_HINT
+          : `${PROVIDER_TYPE_HINT}; did you mean \`${near}\`?`;
+      },
+    })
+    .meta(
+      meta({
+        description:
+          'Which provider serves this name: a built-in one, or an installed provider package loaded by its name.',
+        type: `${BUILTIN_PROVIDER_TYPES.map((type) => `'${type}'`).join(' | ')} | package name`,
+      }),
+    ),
+  config: z.preprocess(emptyAsAbsent, z.record(z.string(), z.unknown()).default({})).meta(
+    meta({
+      description:
+        "The provider's own settings, checked by the provider's schema when it starts. May hold " +
+        'credentials: keep the file private (see "File permissions"). Values here are never quoted in errors.',
+      type: 'mapping',
+      defaultText: '`{}`',
+    }),
+  ),
+  mode: z
+    .enum(['process', 'inline'])
+    .default('process')
+    .meta(
+      meta({
+        description:
+          "`process` runs the provider in its own child process (JSON-RPC over stdio); `inline` loads it into the agent's process, for embedded use.",
+      }),
+    ),
+  timeoutMs: duration('The deadline on every call to the provider.', 30_000, {
+    min: 100,
+    max: HOUR_MS,
+  }),
+  failureThreshold: count(
+    'Consecutive failed calls after which the provider is restarted (its child killed) and calls fail fast until it answers again.',
+    5,
+    { min: 1, max: 1_000 },
+  ),
+  circuitOpenMs: duration(
+    'How long calls fail fast after `failureThreshold` failures before one trial call is let through.',
+    30_000,
+    { min: 100, max: DAY_MS },
+  ),
+  maxInFlight: count('Calls sent to the provider at once; more wait their turn.', 64, {
+    min: 1,
+    max: 10_000,
+  }),
+});
+
+/**
+ * The whole `dso.yaml`, field by field, with its defaults. Mappings are strict: a key that is
+ * not listed is an error. Durations are milliseconds (or strings such as `30s`, `10m`: see
+ * {@link parseDuration}); sizes are bytes (or `64MiB`: see {@link parseByteSize}).
+ *
+ * Parse files with {@link parseConfig} or {@link loadConfig}, which add line numbers, "did you
+ * mean" suggestions, environment overrides and the defaults that depend on `DSO_HOME`; this
+ * schema alone leaves `defaultProvider` and `audit.path` unset and `providers` possibly empty.
+ */
+export const configSchema = z.strictObject({
+  version: z
+    .literal(1)
+    .default(1)
+    .meta(meta({ description: "The file format's version. Only `1` exists." })),
+  defaultProvider: z
+    .string()
+    .regex(PROVIDER_NAME, { error: 'expected the name of a configured provider' })
+    .optional()
+    .meta(
+      meta({
+        description:
+          'The provider a reference without a `provider:` part asks. It must be configured under `providers`.',
+        defaultText: '`local` if configured, else the only provider',
+      }),
+    ),
+  providers: z
+    .preprocess(
+      emptyAsAbsent,
+      z
+        .record(
+          z.string().regex(PROVIDER_NAME, {
+            error:
+              'a provider name is a lowercase letter followed by up to 62 lowercase letters, digits or `-`',
+          }),
+          providerSchema,
+        )
+        .default({}),
+    )
+    .meta(
+      meta({
+        description:
+          'The secret stores, by the name references use (`dso://<name>:path`). Names are a lowercase letter, then lowercase letters, digits and `-`.',
+        type: 'mapping of name → provider',
+        defaultText:
+          '`{ local: { type: local, config: { vaultPath: <DSO_VAULT_PATH or $DSO_HOME/vault.dso> } } }` when empty',
+      }),
+    ),
+  cache: section(
+    'Resolved secrets kept in memory (or Redis) so that restarts and many consumers of one secret cost one provider call.',
+    z.strictObject({
+      backend: z
+        .enum(['memory', 'redis'])
+        .default('memory')
+        .meta(
+          meta({
+            description:
+              "`memory`: this agent's process only. `redis`: shared by several agents, values encrypted before they leave the process.",
+          }),
+        ),
+      ttlMs: duration(
+        'How long a resolved secret is served before the provider is asked again.',
+        10 * MINUTE_MS,
+        {
+          min: 0,
+          max: 7 * DAY_MS,
+        },
+      ),
+      maxEntries: count('Most secrets kept; the least recently used go first.', 10_000, {
+        min: 1,
+        max: 10_000_000,
+      }),
+      maxBytes: byteSize(
+        'Most bytes of secret values kept; the least recently used go first.',
+        64 * MIB,
+        { min: 1024, max: 16 * 1024 * MIB },
+      ),
+      staleIfErrorMs: duration(
+        'While a provider fails, an expired value keeps being served for up to this long past its expiry (last known good). `0` turns it off.',
+        HOUR_MS,
+        { min: 0, max: 30 * DAY_MS },
+      ),
+      negativeTtlMs: duration(
+        'How long "no such secret" is remembered, so a missing secret does not cost a provider call per request. `0` turns it off.',
+        10_000,
+        { min: 0, max: DAY_MS },
+      ),
+      redis: section(
+        'The Redis connection, used when `backend` is `redis`.',
+        z.strictObject({
+          url: z
+            .string()
+            .refine((url) => /^rediss?:\/\/\S+$/.test(url), {
+              error: 'expected a redis:// or rediss:// URL',
+            })
+            .default('redis://127.0.0.1:6379')
+            .meta(
+              meta({
+                description:
+                  '`redis://` or `rediss://` (TLS). A password in the URL is a credential: prefer `DSO_REDIS_URL` or keep the file private.',
+              }),
+            ),
+          keyPrefix: z
+            .string()
+            .min(1)
+            .max(128)
+            .default('dso:')
+            .meta(
+              meta({ description: 'Prefix of every key DSO writes, to share a Redis safely.' }),
+            ),
+          connectTimeoutMs: duration('Bound on connecting to Redis.', 5_000, {
+            min: 100,
+            max: 10 * MINUTE_MS,
+          }),
+          commandTimeoutMs: duration('Bound on each Redis command.', 5_000, {
+            min: 100,
+            max: 10 * MINUTE_MS,
+          }),
+        }),
+      ),
+    }),
+  ),
+  queue: section(
+    'The keyed event queue between the engine and the workers: one worker per container at a time, bounded.',
+    z.strictObject({
+      maxSize: count(
+        'Most containers waiting for work. When full, the oldest work is dropped, counted, and its container marked for reconciliation.',
+        1_000,
+        { min: 1, max: 1_000_000 },
+      ),
+      concurrency: count('Containers worked on at once.', 4, { min: 1, max: 256 }),
+      retry: backoff('How failed work on a container is retried.', 'work on one container', {
+        maxAttempts: 5,
+        baseDelayMs: 100,
+        maxDelayMs: 30_000,
+      }),
+    }),
+  ),
+  reconcile: section(
+    'The safety net behind the events stream: every managed container is checked and repaired.',
+    z.strictObject({
+      intervalMs: duration(
+        'Time between two full reconciliations. One also runs after the events stream had a gap.',
+        10 * MINUTE_MS,
+        { min: 1_000, max: 7 * DAY_MS },
+      ),
+    }),
+  ),
+  docker: section(
+    'The Docker Engine connection.',
+    z.strictObject({
+      host: z
+        .string()
+        .refine((host) => /^(?:unix:\/\/\/|tcp:\/\/)\S+$/.test(host), {
+          error: 'expected unix:///path/to/docker.sock or tcp://host:port',
+        })
+        .default('unix:///var/run/docker.sock')
+        .meta(
+          meta({
+            description:
+              'Where the engine listens, in `DOCKER_HOST` syntax. Plain `tcp://` is refused for anything but loopback unless `allowInsecureTcp` is set.',
+          }),
+        ),
+      allowInsecureTcp: z
+        .boolean()
+        .default(false)
+        .meta(
+          meta({
+            description:
+              'Allow plain `tcp://` to a non-loopback engine. Secret files then cross the network unencrypted.',
+          }),
+        ),
+      connectTimeoutMs: duration(
+        "Bound on reaching the engine: the first ping, and an events stream's first response.",
+        5_000,
+        { min: 100, max: 10 * MINUTE_MS },
+      ),
+      requestTimeoutMs: duration('Bound on each list, inspect and exec-control request.', 30_000, {
+        min: 100,
+        max: HOUR_MS,
+      }),
+      writeTimeoutMs: duration(
+        "Bound on writing one container's whole set of secret files.",
+        30_000,
+        {
+          min: 100,
+          max: HOUR_MS,
+        },
+      ),
+      reconnect: backoff(
+        'How a broken events stream is reconnected. After `maxAttempts` failures in a row the agent exits non-zero, for its supervisor to restart it.',
+        'reconnecting',
+        { maxAttempts: 100, baseDelayMs: 500, maxDelayMs: 30_000 },
+      ),
+    }),
+  ),
+  rotation: section(
+    'What happens when a provider reports a new version of a secret. A container can choose its own policy in its labels.',
+    z.strictObject({
+      defaultPolicy: z
+        .enum(ROTATION_POLICIES)
+        .default('files')
+        .meta(
+          meta({
+            description:
+              "`files`: rewrite the files only. `signal`: rewrite, then send `signal`. `hook`: rewrite, then run the container's hook. `restart`: restart the container. `replace`: start a new container beside it, switch once healthy, roll back otherwise.",
+          }),
+        ),
+      pollIntervalMs: duration(
+        'How often a provider that cannot push or watch is asked for the current version of each secret in use.',
+        5 * MINUTE_MS,
+        { min: 1_000, max: 7 * DAY_MS },
+      ),
+      maxInFlight: count('Containers being rotated at once, across all secrets.', 16, {
+        min: 1,
+        max: 1_024,
+      }),
+      jitterMs: duration(
+        'Each container that shares a rotated secret starts its rotation after a random delay of up to this, so they do not all restart at once.',
+        5_000,
+        { min: 0, max: HOUR_MS },
+      ),
+      signal: z
+        .enum(SIGNALS)
+        .default('SIGHUP')
+        .meta(meta({ description: 'The signal the `signal` policy sends.' })),
+      hookTimeoutMs: duration('Bound on a rotation hook run by the `hook` policy.', 30_000, {
+        min: 100,
+        max: HOUR_MS,
+      }),
+      stopTimeoutMs: duration(
+        'Grace an old container gets between SIGTERM and SIGKILL under `restart` and `replace`.',
+        10_000,
+        { min: 0, max: HOUR_MS },
+      ),
+      healthTimeoutMs: duration(
+        'Under `replace`, how long the new container has to become healthy before it is removed and the old one kept.',
+        60_000,
+        { min: 1_000, max: HOUR_MS },
+      ),
+    }),
+  ),
+  api: section(
+    "The agent's API, used by the `dso` CLI: a unix socket, guarded by file permissions.",
+    z.strictObject({
+      socket: z
+        .string()
+        .refine(isAbsolutePath, { error: 'expected an absolute path' })
+        .refine((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH_BYTES, {
+          error: `a unix socket path must be at most ${MAX_SOCKET_PATH_BYTES} bytes long`,
+        })
+        .default('/run/dso/agent.sock')
+        .meta(meta({ description: 'Path of the socket the agent listens on.' })),
+      socketMode: fileMode.default(0o660).meta(
+        meta({
+          description:
+            'Permission bits of the socket. Write octal as `0o660` or quote it (`"0660"`): YAML reads a bare `0660` as decimal.',
+          type: 'file mode',
+        }),
+      ),
+      socketGroup: z
+        .union(
+          [
+            z.number().int().min(0).max(4_294_967_294),
+            z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*\$?$/, {
+              error: 'expected a group name (letters, digits, `_`, `.`, `-`) or a numeric gid',
+            }),
+          ],
+          {
+            error: (issue) =>
+              `expected a group name or a numeric gid, got ${describeValue(issue.input)}`,
+          },
+        )
+        .optional()
+        .meta(
+          meta({
+            description:
+              "Group that owns the socket; its members can use the CLI. Unset: the agent's own group.",
+            type: 'group name or gid',
+          }),
+        ),
+    }),
+  ),
+  metrics: section(
+    'Prometheus metrics over HTTP (`GET /metrics`). Labels never carry a secret, its path or a container name.',
+    z.strictObject({
+      enabled: z
+        .boolean()
+        .default(true)
+        .meta(meta({ description: 'Serve metrics.' })),
+      address: z
+        .string()
+        .refine(isHostPort, { error: 'expected host:port, such as 127.0.0.1:9464 or [::1]:9464' })
+        .default('127.0.0.1:9464')
+        .meta(
+          meta({
+            description:
+              'Address to listen on, `host:port`. Loopback by default; use `0.0.0.0:9464` to let a remote Prometheus scrape it.',
+          }),
+        ),
+    }),
+  ),
+  audit: section(
+    'The audit trail: one JSON line per secret delivered, rotated or refused, naming references and containers, never values.',
+    z.strictObject({
+      enabled: z
+        .boolean()
+        .default(true)
+        .meta(meta({ description: 'Write the audit trail.' })),
+      path: z
+        .string()
+        .refine((path) => path === '-' || isAbsolutePath(path), {
+          error: 'expected an absolute path, or - for standard output',
+        })
+        .optional()
+        .meta(
+          meta({
+            description: 'File the trail is appended to (mode 0600), or `-` for standard output.',
+            defaultText: '`$DSO_HOME/audit.jsonl`',
+          }),
+        ),
+      maxFileBytes: byteSize(
+        'Size at which the file is rotated (`audit.jsonl` → `audit.jsonl.1` …).',
+        64 * MIB,
+        { min: 64 * 1024, max: 64 * 1024 * MIB },
+      ),
+      maxFiles: count('Rotated files kept besides the current one; older ones are deleted.', 5, {
+        min: 0,
+        max: 1_000,
+      }),
+    }),
+  ),
+  log: section(
+    'Logging: JSON lines on standard output, every line redacted.',
+    z.strictObject({
+      level: z
+        .enum(LOG_LEVELS)
+        .default('info')
+        .meta(meta({ description: 'The lowest level written.' })),
+    }),
+  ),
+  shutdownGraceMs: duration(
+    'On SIGTERM, how long work in flight may finish before it is cancelled.',
+    10_000,
+    { min: 0, max: 10 * MINUTE_MS },
+  ),
+});
+
+/** `dso.yaml` as {@link configSchema} reads it, before defaults that depend on the environment. */
+type ParsedConfig = z.output<typeof configSchema>;
+
+/** One configured provider, with its defaults filled in. */
+export type ProviderConfig = ParsedConfig['providers'][string];
+
+/**
+ * A complete, valid configuration: every default filled in, `providers` never empty,
+ * `defaultProvider` naming one of them, `audit.path` resolved under `DSO_HOME`.
+ */
+export type DsoConfig = Omit<ParsedConfig, 'defaultProvider' | 'audit'> & {
+  defaultProvider: string;
+  audit: Omit<ParsedConfig['audit'], 'path'> & { path: string };
+};
