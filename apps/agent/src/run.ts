@@ -1,33 +1,37 @@
 import {
   createLogger,
   createRedactor,
-  DEFAULT_LOG_LEVEL,
+  type DsoConfig,
+  DsoError,
   errorCode,
   type Logger,
+  loadConfig,
   resolveDsoPaths,
 } from '@dso/core';
 import { createDockerRuntime } from '@dso/docker-runtime';
 import { createLocalProvider, resolveVaultKey } from '@dso/provider-local';
-import { createAgent, DEFAULT_SHUTDOWN_GRACE_MS } from './agent.js';
+import type { SecretProvider } from '@dso/provider-sdk';
+import { createAgent } from './agent.js';
 
 const USAGE = `Usage: dso-agent
 
-Runs the DSO agent in the foreground: watches the local Docker Engine and writes the secrets
-named by a container's dso.file.* labels into its tmpfs. Stops cleanly on SIGTERM or SIGINT.
+Runs the DSO agent in the foreground: watches the Docker Engine and writes the secrets named by
+a container's dso.file.* labels into its tmpfs. Stops cleanly on SIGTERM or SIGINT.
 
-Environment:
-  DOCKER_HOST            engine address (default unix:///var/run/docker.sock)
+Configuration: $DSO_CONFIG, else $DSO_HOME/dso.yaml when it exists, else the defaults
+(see docs/config.md). Environment:
+  DSO_CONFIG             the configuration file
   DSO_HOME               state folder (default /var/lib/dso as root, ~/.local/share/dso otherwise)
   DSO_VAULT_PATH         local vault file (default $DSO_HOME/vault.dso)
   DSO_VAULT_PASSPHRASE   vault passphrase, or
   DSO_VAULT_KEY_FILE     vault key file (default $DSO_HOME/vault.key)
-  DSO_LOG_LEVEL          trace|debug|info|warn|error|fatal (default info)
-  DSO_SHUTDOWN_GRACE_MS  how long SIGTERM waits for deliveries in flight (default ${DEFAULT_SHUTDOWN_GRACE_MS})
+  DOCKER_HOST, DSO_LOG_LEVEL, DSO_SHUTDOWN_GRACE_MS, …  per-host overrides of dso.yaml
 `;
 
 /**
- * The agent's entry point: builds every long-lived object from the environment, runs the agent
- * until SIGTERM/SIGINT, closes everything in reverse order, and returns the exit code.
+ * The agent's entry point: loads the configuration, builds every long-lived object from it,
+ * runs the agent until SIGTERM/SIGINT, closes everything in reverse order, and returns the
+ * exit code (0 stopped, 1 failed, 2 bad arguments or configuration).
  */
 export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -40,17 +44,23 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
   }
 
   const redactor = createRedactor();
+  let config: DsoConfig;
+  let warnings: string[];
+  let configPath: string | undefined;
   let logger: Logger;
   try {
-    logger = createLogger({
-      level: env.DSO_LOG_LEVEL ?? DEFAULT_LOG_LEVEL,
-      redactor,
-      name: 'dso-agent',
-    });
+    ({ config, warnings, path: configPath } = await loadConfig({ env }));
+    logger = createLogger({ level: config.log.level, redactor, name: 'dso-agent' });
   } catch (error) {
-    process.stderr.write(`dso-agent: ${error instanceof Error ? error.message : String(error)}\n`);
+    // Configuration messages quote keys, paths and types, never values.
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(
+      `dso-agent: ${message}${errorCode(error) ? ` (${errorCode(error)})` : ''}\n`,
+    );
     return 2;
   }
+  for (const warning of warnings) logger.warn({ config: configPath }, warning);
+
   const fail = (error: unknown): number => {
     logger.fatal({ err: error, code: errorCode(error) }, 'agent stopped');
     const message = error instanceof Error ? error.message : String(error);
@@ -58,15 +68,6 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     return 1;
   };
 
-  const graceMs = Number(env.DSO_SHUTDOWN_GRACE_MS ?? DEFAULT_SHUTDOWN_GRACE_MS);
-  if (!Number.isSafeInteger(graceMs) || graceMs < 0) {
-    process.stderr.write(
-      `dso-agent: DSO_SHUTDOWN_GRACE_MS must be a whole number of milliseconds, e.g. ${DEFAULT_SHUTDOWN_GRACE_MS}\n`,
-    );
-    return 2;
-  }
-
-  const paths = resolveDsoPaths(env);
   const stopping = new AbortController();
   // `on`, not `once`: a second signal (a terminal's Ctrl-C reaches every process in the group,
   // and wrappers forward it too) must not fall back to the default handler and kill the agent
@@ -84,22 +85,41 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
 
   const closers: Array<() => Promise<void>> = [];
   try {
-    const key = await resolveVaultKey({ env, defaultKeyFile: paths.defaultKeyFile });
-    const provider = createLocalProvider({ name: 'local', vaultPath: paths.vaultPath, key });
-    closers.push(() => provider.close());
-    const runtime = await createDockerRuntime({ signal: stopping.signal });
+    const providers = await createProviders(config, env);
+    for (const provider of providers.values()) closers.push(() => provider.close());
+    const runtime = await createDockerRuntime({
+      host: config.docker.host,
+      allowInsecureTcp: config.docker.allowInsecureTcp,
+      connectTimeoutMs: config.docker.connectTimeoutMs,
+      requestTimeoutMs: config.docker.requestTimeoutMs,
+      writeTimeoutMs: config.docker.writeTimeoutMs,
+      signal: stopping.signal,
+    });
     closers.push(() => runtime.close());
     logger.info(
-      { engine: runtime.engineVersion, api: runtime.apiVersion, vault: paths.vaultPath },
+      {
+        engine: runtime.engineVersion,
+        api: runtime.apiVersion,
+        config: configPath ?? '(defaults)',
+        providers: [...providers.keys()],
+      },
       'agent starting',
     );
 
+    const { queue, docker } = config;
     const agent = createAgent({
       runtime,
-      providers: new Map([[provider.name, provider]]),
+      providers,
+      defaultProvider: config.defaultProvider,
       logger,
       redactor,
-      shutdownGraceMs: graceMs,
+      concurrency: queue.concurrency,
+      queueMaxSize: queue.maxSize,
+      retry: queue.retry,
+      maxReconnects: docker.reconnect.maxAttempts,
+      reconnectBaseDelayMs: docker.reconnect.baseDelayMs,
+      reconnectMaxDelayMs: docker.reconnect.maxDelayMs,
+      shutdownGraceMs: config.shutdownGraceMs,
     });
     closers.push(() => agent.close());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });
@@ -118,7 +138,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     }
     return fail(error);
   } finally {
-    // Reverse start order: the agent, then the engine connection, then the provider.
+    // Reverse start order: the agent, then the engine connection, then the providers.
     for (const close of closers.reverse()) {
       await close().catch((error: unknown) => logger.warn({ err: error }, 'close failed'));
     }
@@ -126,4 +146,30 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     process.removeListener('SIGINT', onSignal);
     logger.flush();
   }
+}
+
+/**
+ * One provider per configured name. This agent hosts the local vault in process; the other
+ * types arrive with the providers issue and are refused here with a clear error, not ignored.
+ */
+async function createProviders(
+  config: DsoConfig,
+  env: NodeJS.ProcessEnv,
+): Promise<Map<string, SecretProvider>> {
+  const providers = new Map<string, SecretProvider>();
+  const paths = resolveDsoPaths(env);
+  for (const [name, provider] of Object.entries(config.providers)) {
+    if (provider.type !== 'local') {
+      throw new DsoError(
+        'DSO_AGENT_PROVIDER_UNSUPPORTED',
+        `provider "${name}" has type "${provider.type}", which this agent cannot run yet: only "local" is available`,
+        { provider: name },
+      );
+    }
+    const vaultPath =
+      typeof provider.config.vaultPath === 'string' ? provider.config.vaultPath : paths.vaultPath;
+    const key = await resolveVaultKey({ env, defaultKeyFile: paths.defaultKeyFile });
+    providers.set(name, createLocalProvider({ name, vaultPath, key }));
+  }
+  return providers;
 }

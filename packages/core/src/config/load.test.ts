@@ -345,7 +345,7 @@ describe('parseConfig: each section is checked', () => {
     ],
     ['cache: { redis: { keyPrefix: "" } }', 'cache.redis.keyPrefix', 'must not be empty'],
     ['queue: { maxSize: 0 }', 'queue.maxSize', 'must be at least 1'],
-    ['queue: { concurrency: 1000 }', 'queue.concurrency', 'must be at most 256'],
+    ['queue: { concurrency: 33 }', 'queue.concurrency', 'must be at most 32'],
     [
       'queue: { retry: { baseDelayMs: 2s, maxDelayMs: 1s } }',
       'queue.retry.baseDelayMs',

@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { DEFAULT_QUEUE_CONCURRENCY, MAX_QUEUE_CONCURRENCY } from '../event-queue.js';
 import { LOG_LEVELS } from '../logger.js';
 import { closestMatch } from './suggest.js';
 import {
@@ -448,7 +449,14 @@ export const configSchema = z.strictObject({
         1_000,
         { min: 1, max: 1_000_000 },
       ),
-      concurrency: count('Containers worked on at once.', 4, { min: 1, max: 256 }),
+      concurrency: count(
+        "Containers worked on at once (the seed's 4-32 worker pool).",
+        DEFAULT_QUEUE_CONCURRENCY,
+        {
+          min: 1,
+          max: MAX_QUEUE_CONCURRENCY,
+        },
+      ),
       retry: backoff('How failed work on a container is retried.', 'work on one container', {
         maxAttempts: 5,
         baseDelayMs: 100,
