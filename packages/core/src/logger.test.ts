@@ -76,6 +76,32 @@ describe('createLogger', () => {
     expect(JSON.parse(destination.lines[1]!).msg).toBe(`after ${REDACTED}`);
   });
 
+  it('redacts well-known credential formats in every line, with or without a redactor', () => {
+    // Built here in the shape of a GitHub token; it is not one.
+    const token = `ghp_${'x1Y2z3'.repeat(6)}`;
+    for (const redactor of [undefined, createRedactor()]) {
+      const destination = capture();
+      const logger = createLogger({ destination, ...(redactor ? { redactor } : {}) });
+      logger.info({ url: 'postgres://app:db-pw-123@db:5432/app' }, `pushing with ${token}`);
+      logger.error({ err: new Error(`auth failed: password=hunter2-xyz`) }, 'failed');
+      logger.child({ headers: { authorization: `Bearer ${token}` } }).warn('retrying');
+      const text = destination.text();
+      for (const secret of [token, 'db-pw-123', 'hunter2-xyz']) expect(text).not.toContain(secret);
+      const records = destination.lines.map((line) => JSON.parse(line));
+      expect(records[0].url).toBe(`postgres://app:${REDACTED}@db:5432/app`);
+      expect(records[0].msg).toBe(`pushing with ${REDACTED}`);
+      expect(records[1].err.message).toBe(`auth failed: password=${REDACTED}`);
+      expect(records[2].headers.authorization).toBe(`Bearer ${REDACTED}`);
+    }
+  });
+
+  it('leaves credential formats to a redactor made with patterns: false', () => {
+    const destination = capture();
+    const logger = createLogger({ destination, redactor: createRedactor({ patterns: false }) });
+    logger.info('password=visible-by-choice');
+    expect(JSON.parse(destination.lines[0]!).msg).toBe('password=visible-by-choice');
+  });
+
   it('prints a SecretValue as [REDACTED] even without a redactor', () => {
     const destination = capture();
     const logger = createLogger({ destination });

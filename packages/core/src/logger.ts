@@ -1,6 +1,6 @@
 import { type DestinationStream, type Logger as PinoLogger, pino } from 'pino';
 import { DsoError } from './errors.js';
-import type { Redactor } from './redaction.js';
+import { createRedactor, type Redactor } from './redaction.js';
 
 /** DSO's logger: pino's, so every pino method, child logger and level works unchanged. */
 export type Logger = PinoLogger;
@@ -20,8 +20,12 @@ export interface LoggerOptions {
   level?: string;
   /**
    * Every finished line passes through `redactor.redact` before it is written, so no
-   * registered value reaches the destination in any message, field, error message or stack.
-   * Without one, only `SecretValue`s are hidden (they print `[REDACTED]` themselves).
+   * registered value, and no credential of a well-known format (unless the redactor was made
+   * with `patterns: false`), reaches the destination in any message, field, error message or
+   * stack. Without one, lines still pass through a redactor of its own that has no values:
+   * well-known credential formats are redacted, and `SecretValue`s print `[REDACTED]`
+   * themselves.
+   * @default a redactor with no registered values and every pattern
    */
   redactor?: Redactor;
   /**
@@ -43,9 +47,9 @@ export interface LoggerOptions {
  * standard error serializer (type, message, stack, causes, code and other own fields); a
  * `SecretValue` anywhere prints `[REDACTED]`.
  *
- * With a `redactor`, redaction happens on the serialised line (pino's `hooks.streamWrite`),
- * after every serializer, child binding and message formatting: there is no field or level
- * that escapes it. Values registered after a line is written are not removed from it.
+ * Redaction happens on the serialised line (pino's `hooks.streamWrite`), after every
+ * serializer, child binding and message formatting: there is no field or level that escapes
+ * it. Values registered after a line is written are not removed from it.
  *
  * @example
  * const redactor = createRedactor();
@@ -63,16 +67,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       { level },
     );
   }
-  const { redactor } = options;
+  const redactor = options.redactor ?? createRedactor();
   return pino(
     {
       level,
       ...(options.name === undefined ? {} : { name: options.name }),
       ...(options.base === undefined ? {} : { base: options.base }),
       serializers: { err: pino.stdSerializers.err, error: pino.stdSerializers.err },
-      ...(redactor === undefined
-        ? {}
-        : { hooks: { streamWrite: (line: string) => redactor.redact(line) } }),
+      hooks: { streamWrite: (line: string) => redactor.redact(line) },
     },
     options.destination,
   );

@@ -1,4 +1,11 @@
-/** What every registered form of a value is replaced with. */
+import {
+  compilePatterns,
+  findPatternRanges,
+  type PatternSet,
+  type RedactionPatternId,
+} from './redaction-patterns.js';
+
+/** What every registered form of a value, and every credential a pattern finds, is replaced with. */
 export const REDACTED = '[REDACTED]';
 
 /**
@@ -23,6 +30,12 @@ export interface RedactorOptions {
    * @default 4 ({@link DEFAULT_REDACTION_MIN_LENGTH})
    */
   minLength?: number;
+  /**
+   * Which well-known credential formats (`REDACTION_PATTERNS`) are redacted as well,
+   * registered or not: `true` for all, `false` for none, or a list of pattern ids.
+   * @default true
+   */
+  patterns?: boolean | readonly RedactionPatternId[];
 }
 
 /**
@@ -61,17 +74,27 @@ export interface Redactor {
  * call grows with the text, not with the number of values. Where matches overlap, the whole
  * overlapping run becomes one `[REDACTED]`.
  *
+ * Unless `patterns` is `false`, well-known credential formats (`REDACTION_PATTERNS`:
+ * private keys, cloud and forge tokens, JWTs, `password=` pairs, URL passwords) are redacted
+ * too, registered or not. Values and patterns are both matched against the original text and
+ * the union of what they find is replaced, so neither can hide a match from the other: a
+ * pattern that replaced first could cut a registered value in two and leave its ends
+ * unmatchable, and replacing values first could break up a token the patterns would know.
+ *
  * @example
  * const redactor = createRedactor();
  * redactor.register('hunter2-s3cret');
- * redactor.redact('password=hunter2-s3cret'); // 'password=[REDACTED]'
+ * redactor.redact('login hunter2-s3cret'); // 'login [REDACTED]'
+ * redactor.redact('DB_PASSWORD=never-registered'); // 'DB_PASSWORD=[REDACTED]'
  * @throws RangeError when `minLength` is not a positive integer
+ * @throws TypeError when `patterns` names an unknown pattern
  */
 export function createRedactor(options: RedactorOptions = {}): Redactor {
   const minLength = options.minLength ?? DEFAULT_REDACTION_MIN_LENGTH;
   if (!Number.isInteger(minLength) || minLength < 1) {
     throw new RangeError(`minLength must be a positive integer, got ${String(minLength)}`);
   }
+  const patternSet: PatternSet = compilePatterns(options.patterns ?? true);
 
   /** Base64 of each registered value's bytes: identifies a value, so `size` counts values. */
   const values = new Set<string>();
@@ -119,13 +142,16 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
 
   function redact(text: string): string {
     if (pending.length > 0) build();
-    if (groups.length === 0 || text.length === 0) return text;
+    if (text.length === 0) return text;
     // longest[e]: the longest registered form that ends just before index e, or 0.
     let longest: Int32Array | undefined;
     for (const { automaton } of groups) {
       longest = scan(automaton, text, longest);
     }
-    return longest === undefined ? text : replace(text, longest);
+    const found: number[] = [];
+    findPatternRanges(text, patternSet, found);
+    if (longest === undefined && found.length === 0) return text;
+    return replace(text, longest, found);
   }
 
   return {
@@ -297,22 +323,29 @@ function scan(
   return longest;
 }
 
-function replace(text: string, longest: Int32Array): string {
+/**
+ * `text` with every registered form `longest` records, and every `[start, end)` pair in
+ * `found`, replaced: overlapping matches become one `[REDACTED]`, back-to-back ones stay two.
+ */
+function replace(text: string, longest: Int32Array | undefined, found: number[]): string {
   // Merge overlapping matches into runs. Runs are closed in order of their end, but a longer
   // match ending later can reach back over several earlier runs, hence a stack.
   const runStarts: number[] = [];
   const runEnds: number[] = [];
-  for (let end = 1; end < longest.length; end++) {
-    const length = longest[end]!;
-    if (length === 0) continue;
-    let start = end - length;
-    while (runEnds.length > 0 && start < runEnds[runEnds.length - 1]!) {
-      start = Math.min(start, runStarts.pop()!);
-      runEnds.pop();
+  if (longest !== undefined) {
+    for (let end = 1; end < longest.length; end++) {
+      const length = longest[end]!;
+      if (length === 0) continue;
+      let start = end - length;
+      while (runEnds.length > 0 && start < runEnds[runEnds.length - 1]!) {
+        start = Math.min(start, runStarts.pop()!);
+        runEnds.pop();
+      }
+      runStarts.push(start);
+      runEnds.push(end);
     }
-    runStarts.push(start);
-    runEnds.push(end);
   }
+  if (found.length > 0) mergeRanges(runStarts, runEnds, found);
   let result = '';
   let copied = 0;
   for (let i = 0; i < runStarts.length; i++) {
@@ -320,6 +353,30 @@ function replace(text: string, longest: Int32Array): string {
     copied = runEnds[i]!;
   }
   return result + text.slice(copied);
+}
+
+/** Merges the `[start, end)` pairs of `found` into the sorted, disjoint runs, in place. */
+function mergeRanges(runStarts: number[], runEnds: number[], found: number[]): void {
+  const starts = runStarts.slice();
+  const ends = runEnds.slice();
+  for (let i = 0; i < found.length; i += 2) {
+    starts.push(found[i]!);
+    ends.push(found[i + 1]!);
+  }
+  const order = Array.from(starts.keys()).sort((a, b) => starts[a]! - starts[b]!);
+  runStarts.length = 0;
+  runEnds.length = 0;
+  for (const index of order) {
+    const start = starts[index]!;
+    const end = ends[index]!;
+    const last = runEnds.length - 1;
+    if (last >= 0 && start < runEnds[last]!) {
+      if (end > runEnds[last]!) runEnds[last] = end;
+    } else {
+      runStarts.push(start);
+      runEnds.push(end);
+    }
+  }
 }
 
 function formsOf(bytes: Buffer, text: string | undefined, minLength: number): Set<string> {
