@@ -18,6 +18,24 @@
  * logger.info({ files: spec?.files.length }, 'password is correct-horse-battery');
  * // {"level":30,…,"files":1,"msg":"password is [REDACTED]"}
  */
+
+export {
+  AUDIT_ACTIONS,
+  AUDIT_ACTOR_KINDS,
+  AUDIT_OUTCOMES,
+  type AuditAction,
+  type AuditActor,
+  type AuditActorKind,
+  type AuditEntry,
+  type AuditLineSink,
+  type AuditLog,
+  type AuditLogOptions,
+  type AuditOutcome,
+  type AuditRecord,
+  createAuditLog,
+  DEFAULT_AUDIT_MAX_BUFFERED_BYTES,
+  parseAuditLine,
+} from './audit.js';
 export {
   type Clock,
   type ClockTimer,
@@ -84,6 +102,23 @@ export {
   type Logger,
   type LoggerOptions,
 } from './logger.js';
+export {
+  collectProcessMetrics,
+  createMetricsRegistry,
+  DEFAULT_LATENCY_BUCKETS_MS,
+  defineCounter,
+  defineGauge,
+  defineHistogram,
+  FORBIDDEN_LABEL_WORDS,
+  type HistogramDefinition,
+  METRIC_NAME_PATTERN,
+  METRIC_UNITS,
+  type MetricDefinition,
+  type MetricsRegistry,
+  type MetricsRegistryOptions,
+  PROCESS_METRICS_PREFIX,
+  type ProcessMetricsOptions,
+} from './metrics.js';
 export { type DsoPaths, resolveDsoPaths } from './paths.js';
 export {
   createRedactor,
@@ -92,6 +127,12 @@ export {
   type Redactor,
   type RedactorOptions,
 } from './redaction.js';
+export {
+  REDACTION_PATTERN_IDS,
+  REDACTION_PATTERNS,
+  type RedactionPattern,
+  type RedactionPatternId,
+} from './redaction-patterns.js';
 export {
   formatReference,
   isReference,

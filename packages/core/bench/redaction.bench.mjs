@@ -1,0 +1,383 @@
+#!/usr/bin/env node
+// Benchmark: what redacting a log line costs with 10,000 registered values, against what
+// producing the line costs and against the naive approach, measured in the same run.
+//
+// 10,000 random values of 16 to 48 characters are registered; then 2,000 distinct 1 KiB JSON
+// log lines (pino's shape: agent events, provider calls, errors with stacks; 5% hold a
+// registered value, raw or base64, 2% an unregistered credential for the patterns) are
+// redacted, pass after pass, by a redactor with the credential patterns on and one with them
+// off, the two interleaved so drift (other load) falls on both alike. Reported: lines/s, MB/s,
+// median and p99 per line. Baselines: (b) JSON.stringify of the same log objects, the cost of
+// producing the line at all; (a) a loop of `line.includes(value)` over all 10,000 values per
+// line, the approach a redactor must not take, on a 100-line sample (it is that slow). Every
+// redacted line is checked: no embedded value left, still one JSON document.
+//
+// Imports the BUILT package by its name, so it measures what ships: run it through
+// `npm run bench` (builds first), or `node packages/core/bench/redaction.bench.mjs` after a
+// build. BENCH_RUNS sets the measured passes over the 2,000 lines (default 5). A report, not a
+// test: exits 0 whatever the figures, non-zero only when redaction let something through.
+import { execFile } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { promisify } from 'node:util';
+import { createRedactor, REDACTED } from '@dso/core';
+
+const VALUES = 10_000;
+const LINES = 2_000;
+const LINE_BYTES = 1_024;
+const NAIVE_LINES = 100;
+const WARMUP_PASSES = 1;
+const SHARE_WITH_VALUE = 0.05;
+const SHARE_WITH_CREDENTIAL = 0.02;
+
+const log = (message) => process.stderr.write(`bench: ${message}\n`);
+const round2 = (value) => Math.round(value * 100) / 100;
+
+function runsFromEnv() {
+  const raw = process.env.BENCH_RUNS ?? '5';
+  const runs = Number(raw);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 1_000) {
+    throw new Error(`BENCH_RUNS must be a whole number from 1 to 1000, got "${raw}"`);
+  }
+  return runs;
+}
+
+// Printable ASCII but the quote and backslash, so a value is the same raw and JSON-escaped
+// and the check below can look for it as is; its other encoded forms are registered anyway.
+const VALUE_ALPHABET =
+  'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~';
+
+function randomValue() {
+  const length = randomInt(16, 49);
+  const bytes = randomBytes(length);
+  let value = '';
+  for (const byte of bytes) value += VALUE_ALPHABET[byte % VALUE_ALPHABET.length];
+  return value;
+}
+
+const hex = (bytes) => randomBytes(bytes).toString('hex');
+const pick = (list) => list[randomInt(list.length)];
+const PROVIDERS = ['vault', 'aws-sm', 'local', 'azure-kv', 'gcp-sm'];
+const MESSAGES = [
+  'secrets injected',
+  'container started',
+  'container died',
+  'provider request finished',
+  'cache hit',
+  'rotation scheduled',
+  'event stream reconnected',
+];
+
+/** A credential the values do not hold, in a shape one of the patterns knows (fake, made here). */
+function unregisteredCredential() {
+  const alnum = () => randomBytes(30).toString('base64url').replace(/[-_]/g, 'x');
+  return pick([
+    () => `connecting to postgres://app:${alnum().slice(0, 16)}@db.internal:5432/app`,
+    () => `retrying with password=${alnum().slice(0, 20)}`,
+    () => `token ghp_${alnum().slice(0, 36)}`,
+    () => `Authorization: Bearer ${alnum()}`,
+  ])();
+}
+
+/**
+ * A pino-shaped record, padded to exactly `LINE_BYTES` when serialised, and what it embeds
+ * that redaction must remove.
+ */
+function logRecord(values) {
+  const time = Date.UTC(2025, 0, 1) + randomInt(86_400_000);
+  const record = {
+    level: pick([20, 30, 30, 30, 40, 50]),
+    time,
+    pid: 4242,
+    hostname: 'dso-node-1',
+    name: 'agent',
+    msg: pick(MESSAGES),
+    provider: pick(PROVIDERS),
+    containerId: hex(32),
+    reference: `dsofile://${pick(PROVIDERS)}:app/${pick(['db', 'api', 'cache'])}#${pick(['password', 'token', 'key'])}`,
+    files: randomInt(1, 10),
+    durationMs: round2(Math.random() * 200),
+    image: `registry.example.com/team/app@sha256:${hex(32)}`,
+    labels: { 'com.docker.compose.project': 'shop', 'com.docker.compose.service': 'web' },
+  };
+  const embedded = [];
+  const roll = Math.random();
+  if (roll < SHARE_WITH_VALUE) {
+    const value = pick(values);
+    const form = Math.random() < 0.5 ? value : Buffer.from(value).toString('base64');
+    embedded.push(form);
+    if (Math.random() < 0.5) record.msg = `upstream said ${form}`;
+    else record.err = errorWith(`connect failed for ${form}`);
+  } else if (roll < SHARE_WITH_VALUE + SHARE_WITH_CREDENTIAL) {
+    record.msg = unregisteredCredential();
+  } else if (Math.random() < 0.15) {
+    record.err = errorWith('exec exited non-zero');
+  }
+  // Pad with a plausible field to reach the size exactly (every character here is ASCII).
+  record.detail = '';
+  const missing = LINE_BYTES - JSON.stringify(record).length;
+  if (missing > 0)
+    record.detail = 'event detail '.repeat(Math.ceil(missing / 13)).slice(0, missing);
+  return { record, embedded };
+}
+
+function errorWith(message) {
+  return {
+    type: 'DsoError',
+    message,
+    code: 'DSO_DOCKER_EXEC_FAILED',
+    stack: `DsoError: ${message}\n    at writeFiles (file:///app/node_modules/@dso/docker-runtime/dist/index.js:812:11)`,
+  };
+}
+
+function summarize(samples) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q) =>
+    sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+  return { n: sorted.length, median: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] };
+}
+
+async function machine() {
+  let cpuModel = cpus()[0]?.model ?? 'unknown';
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((entry) => /^model name\s*:/.test(entry));
+    if (line) cpuModel = line.split(':')[1].trim();
+  } catch {
+    // No /proc/cpuinfo (not Linux): os.cpus() already gave a model.
+  }
+  let revision = 'unknown';
+  try {
+    const { stdout } = await promisify(execFile)('git', ['describe', '--always', '--dirty'], {
+      cwd: new URL('.', import.meta.url),
+    });
+    revision = stdout.trim();
+  } catch {
+    // Not a git checkout (an unpacked tarball): the figures stand without a revision.
+  }
+  return {
+    revision,
+    nproc: availableParallelism(),
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    cpuModel,
+    kernel: release(),
+    node: process.versions.node,
+  };
+}
+
+/** Times `fn(line)` for each line; returns per-line microseconds and the total seconds. */
+function timeEach(lines, fn, sink) {
+  const micros = new Float64Array(lines.length);
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < lines.length; i++) {
+    const t0 = process.hrtime.bigint();
+    sink.last = fn(lines[i]);
+    micros[i] = Number(process.hrtime.bigint() - t0) / 1_000;
+  }
+  return { micros, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+async function main() {
+  if (typeof createRedactor !== 'function' || typeof REDACTED !== 'string') {
+    throw new Error('@dso/core does not export createRedactor and REDACTED: build it first');
+  }
+  const runs = runsFromEnv();
+  const loadAtStart = round2(loadavg()[0]);
+  log(
+    `${VALUES} values, ${LINES} lines of ${LINE_BYTES} B, ${WARMUP_PASSES} warm-up + ${runs} measured passes`,
+  );
+
+  const values = Array.from({ length: VALUES }, randomValue);
+  const redactors = {};
+  const registration = {};
+  for (const patterns of [true, false]) {
+    const rssBefore = process.memoryUsage().rss;
+    const started = process.hrtime.bigint();
+    const redactor = createRedactor({ patterns });
+    for (const value of values) redactor.register(value);
+    const registeredMs = Number(process.hrtime.bigint() - started) / 1e6;
+    redactor.redact(''); // builds the automaton
+    const builtMs = Number(process.hrtime.bigint() - started) / 1e6;
+    redactors[patterns ? 'on' : 'off'] = redactor;
+    registration[patterns ? 'on' : 'off'] = {
+      registerMs: round2(registeredMs),
+      registerAndBuildMs: round2(builtMs),
+      rssGrowthMiB: round2((process.memoryUsage().rss - rssBefore) / 2 ** 20),
+    };
+  }
+
+  const generated = Array.from({ length: LINES }, () => logRecord(values));
+  const records = generated.map(({ record }) => record);
+  const lines = records.map((record) => JSON.stringify(record));
+  const bytes = lines.reduce((sum, line) => sum + Buffer.byteLength(line), 0);
+
+  // Correctness first: a fast redactor that lets a value through is worth nothing.
+  let leaks = 0;
+  let changed = 0;
+  for (const [index, line] of lines.entries()) {
+    for (const which of ['on', 'off']) {
+      const redacted = redactors[which].redact(line);
+      if (redacted !== line && which === 'on') changed++;
+      JSON.parse(redacted);
+      const kept = redacted.split(REDACTED);
+      for (const form of generated[index].embedded) {
+        if (kept.some((piece) => piece.includes(form))) leaks++;
+      }
+    }
+  }
+  if (leaks > 0) throw new Error(`${leaks} embedded values survived redaction`);
+
+  const sink = { last: '' };
+  const samples = { on: [], off: [], stringify: [] };
+  const seconds = { on: 0, off: 0, stringify: 0 };
+  for (let pass = 0; pass < WARMUP_PASSES + runs; pass++) {
+    // Alternate which redactor goes first, so neither always runs on a warmer cache.
+    const order = pass % 2 === 0 ? ['on', 'off'] : ['off', 'on'];
+    for (const which of order) {
+      const result = timeEach(lines, redactors[which].redact, sink);
+      if (pass >= WARMUP_PASSES) {
+        samples[which].push(...result.micros);
+        seconds[which] += result.seconds;
+      }
+    }
+    const result = timeEach(records, JSON.stringify, sink);
+    if (pass >= WARMUP_PASSES) {
+      samples.stringify.push(...result.micros);
+      seconds.stringify += result.seconds;
+    }
+    log(`pass ${pass + 1}/${WARMUP_PASSES + runs}`);
+  }
+
+  // Baseline (a): every value searched for in every line, raw form only (a real naive
+  // redactor would also search for each encoded form, several times this).
+  const naiveSample = lines.slice(0, NAIVE_LINES);
+  const naive = timeEach(
+    naiveSample,
+    (line) => {
+      let out = line;
+      for (const value of values) if (out.includes(value)) out = out.replaceAll(value, REDACTED);
+      return out;
+    },
+    sink,
+  );
+
+  const measured = runs * LINES;
+  const row = (id, label, stats, totalSeconds, count) => ({
+    id,
+    label,
+    lines: count,
+    linesPerSecond: Math.round(count / totalSeconds),
+    mbPerSecond: round2((count * (bytes / LINES)) / totalSeconds / 1e6),
+    medianUs: round2(stats.median),
+    p99Us: round2(stats.p99),
+    maxUs: round2(stats.max),
+  });
+  const rows = [
+    row(
+      'redact-patterns-on',
+      'redact, patterns on (default)',
+      summarize(samples.on),
+      seconds.on,
+      measured,
+    ),
+    row(
+      'redact-patterns-off',
+      'redact, patterns off',
+      summarize(samples.off),
+      seconds.off,
+      measured,
+    ),
+    row(
+      'baseline-stringify',
+      'B: JSON.stringify of the record',
+      summarize(samples.stringify),
+      seconds.stringify,
+      measured,
+    ),
+    row(
+      'baseline-naive',
+      `A: includes() x ${VALUES} values`,
+      summarize(naive.micros),
+      naive.seconds,
+      NAIVE_LINES,
+    ),
+  ];
+  const byId = Object.fromEntries(rows.map((entry) => [entry.id, entry]));
+  const ratio = (a, b) => round2(byId[a].medianUs / byId[b].medianUs);
+  const ratios = {
+    patternsOnVsStringify: ratio('redact-patterns-on', 'baseline-stringify'),
+    patternsOffVsStringify: ratio('redact-patterns-off', 'baseline-stringify'),
+    patternsOnVsOff: ratio('redact-patterns-on', 'redact-patterns-off'),
+    naiveVsPatternsOn: ratio('baseline-naive', 'redact-patterns-on'),
+  };
+  const host = { ...(await machine()), loadAtStart, loadAtEnd: round2(loadavg()[0]) };
+
+  console.log('');
+  console.log(
+    `@dso/core redaction: ${VALUES} registered values (16-48 chars), ${LINES} JSON log lines of ${LINE_BYTES} B, ${runs} measured passes`,
+  );
+  console.log(`machine: ${host.nproc} CPUs (${host.cpuModel}), ${host.memoryGiB} GiB RAM`);
+  console.log(`         kernel ${host.kernel}, Node ${host.node}, revision ${host.revision}`);
+  console.log(`         load average (1 min): ${host.loadAtStart} before, ${host.loadAtEnd} after`);
+  console.log(
+    `registering ${VALUES} values and building the matcher: ${registration.on.registerAndBuildMs} ms ` +
+      `(${registration.on.registerMs} ms registering), memory +${registration.on.rssGrowthMiB} MiB RSS`,
+  );
+  console.log(
+    `lines changed by redaction: ${changed} of ${LINES}; every embedded value removed, every line still JSON`,
+  );
+  console.log('');
+  const header = ['case', 'lines', 'lines/s', 'MB/s', 'median us', 'p99 us', 'max us'];
+  const table = rows.map((entry) => [
+    entry.label,
+    String(entry.lines),
+    String(entry.linesPerSecond),
+    entry.mbPerSecond.toFixed(2),
+    entry.medianUs.toFixed(2),
+    entry.p99Us.toFixed(2),
+    entry.maxUs.toFixed(1),
+  ]);
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...table.map((cells) => cells[column].length)),
+  );
+  const pad = (cell, column) =>
+    column === 0 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]);
+  const format = (cells) => `| ${cells.map(pad).join(' | ')} |`;
+  console.log(format(header));
+  console.log(
+    `|${widths.map((width, column) => '-'.repeat(width + 1) + (column ? ':' : '-')).join('|')}|`,
+  );
+  for (const cells of table) console.log(format(cells));
+  console.log('');
+  console.log(
+    `redact (patterns on) costs ${ratios.patternsOnVsStringify}x producing the line (JSON.stringify); ` +
+      `patterns off ${ratios.patternsOffVsStringify}x; patterns add ${round2((ratios.patternsOnVsOff - 1) * 100)}%`,
+  );
+  console.log(
+    `the naive includes() loop over ${VALUES} values is ${ratios.naiveVsPatternsOn}x slower per line than redact with patterns on`,
+  );
+  console.log(
+    `BENCH_JSON ${JSON.stringify({
+      bench: 'core/redaction',
+      at: new Date().toISOString(),
+      runs,
+      warmupPasses: WARMUP_PASSES,
+      values: VALUES,
+      lineBytes: LINE_BYTES,
+      distinctLines: LINES,
+      linesChanged: changed,
+      machine: host,
+      registration,
+      unit: 'us',
+      cases: rows,
+      ratios,
+    })}`,
+  );
+}
+
+main().catch((error) => {
+  log(error.stack ?? String(error));
+  process.exit(1);
+});
