@@ -37,6 +37,33 @@ export {
   parseAuditLine,
 } from './audit.js';
 export {
+  CACHE_ERROR_CODES,
+  type Cache,
+  type CacheCallOptions,
+  type CacheEntry,
+  CacheError,
+  type CacheErrorCode,
+  type CacheLoader,
+  type CacheResult,
+  type CacheSetOptions,
+  type CacheStats,
+  cacheKey,
+  cacheKeyPrefix,
+  DEFAULT_CACHE_TTL_MS,
+  type GetOrLoadOptions,
+  type LoadedSecret,
+} from './cache/cache.js';
+export {
+  CACHE_ENTRY_OVERHEAD_BYTES,
+  createMemoryCache,
+  DEFAULT_CACHE_MAX_BYTES,
+  DEFAULT_CACHE_MAX_ENTRIES,
+  DEFAULT_CACHE_SWEEP_INTERVAL_MS,
+  DEFAULT_NEGATIVE_TTL_MS,
+  DEFAULT_STALE_IF_ERROR_MS,
+  type MemoryCacheOptions,
+} from './cache/memory-cache.js';
+export {
   type Clock,
   type ClockTimer,
   createFakeClock,
