@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { createLogger, createRedactor } from '@dso/core';
+import { createFakeClock, createLogger, createMemoryCache, createRedactor } from '@dso/core';
 import type {
   ContainerDetails,
   ContainerEvent,
@@ -311,5 +311,39 @@ describe('createAgent', () => {
     await agent.idle();
     expect(lines().filter((line) => line.msg === 'secrets not delivered')).toHaveLength(1);
     await agent.close();
+  });
+
+  it('serves the last known value while the provider is down, and says so', async () => {
+    const clock = createFakeClock();
+    let down = false;
+    const provider: SecretProvider = {
+      name: 'local',
+      capabilities: { list: false },
+      async resolve() {
+        if (down) throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'backend down');
+        return { value: SecretValue.fromText(CANARY), version: '7' };
+      },
+      async close() {},
+    };
+    const managed = container('c11', { 'dso.enable': 'true', 'dso.file.db': 'dsofile://app/db' });
+    await using cache = createMemoryCache({ clock, ttlMs: 1_000 });
+    const { agent, fake, lines, output } = setup([managed], {
+      providers: new Map([['local', provider]]),
+      cache,
+    });
+    await agent.start();
+    await agent.idle();
+    down = true;
+    clock.advance(5_000); // past the TTL, within the stale window
+    fake.start(managed);
+    await expect.poll(() => fake.writes.length).toBe(2);
+    expect(fake.writes[1]?.contents).toEqual([CANARY]);
+    expect(
+      lines().find((line) => line.msg === 'provider unavailable, serving the last known value'),
+    ).toMatchObject({
+      version: '7',
+    });
+    await agent.close();
+    expect(output()).not.toContain(CANARY);
   });
 });

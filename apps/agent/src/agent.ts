@@ -1,5 +1,9 @@
 import {
+  type Cache,
+  type CacheResult,
+  cacheKey,
   createEventQueue,
+  createMemoryCache,
   DEFAULT_QUEUE_RETRY,
   DsoError,
   type EventQueueRetryOptions,
@@ -33,6 +37,8 @@ export interface AgentOptions {
   logger: Logger;
   /** Every resolved value is registered here before anything could log it. */
   redactor: Redactor;
+  /** Where resolved secrets are cached. @default createMemoryCache() with its defaults */
+  cache?: Cache;
   /** Deliveries at once (1-32). @default DEFAULT_CONCURRENCY */
   concurrency?: number;
   /** Containers waiting for delivery before the oldest is shed (and redone once idle). @default DEFAULT_QUEUE_MAX_SIZE */
@@ -77,6 +83,8 @@ export interface Agent extends AsyncDisposable {
  */
 export function createAgent(options: AgentOptions): Agent {
   const { runtime, providers, logger, redactor } = options;
+  const ownCache = options.cache === undefined;
+  const cache = options.cache ?? createMemoryCache();
   const defaultProvider = options.defaultProvider ?? 'local';
   const graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
   const maxReconnects = options.maxReconnects ?? DEFAULT_MAX_RECONNECTS;
@@ -174,10 +182,22 @@ export function createAgent(options: AgentOptions): Agent {
             { reference: formatReference(reference) },
           );
         }
-        let resolved: Awaited<ReturnType<SecretProvider['resolve']>>;
+        const version = reference.version;
+        let resolved: CacheResult;
         try {
-          resolved = await provider.resolve(
-            { path: reference.path, ...(reference.version ? { version: reference.version } : {}) },
+          // Through the cache: one provider call however many containers want this secret at
+          // once, and the last-known-good value while the provider is down (stale-if-error).
+          resolved = await cache.getOrLoad(
+            cacheKey(providerName, reference.path, version),
+            async (loadSignal) => {
+              const loaded = await provider.resolve(
+                { path: reference.path, ...(version ? { version } : {}) },
+                { signal: loadSignal },
+              );
+              // Registered before the value goes anywhere, so no later log line can carry it.
+              redactor.register(loaded.value.reveal());
+              return { value: loaded.value, version: loaded.version, provider: providerName };
+            },
             { signal },
           );
         } catch (error) {
@@ -190,10 +210,15 @@ export function createAgent(options: AgentOptions): Agent {
             },
           );
         }
+        if (resolved.stale) {
+          logger.warn(
+            { reference: formatReference(reference), version: resolved.version },
+            'provider unavailable, serving the last known value',
+          );
+        }
         const value = reference.field
           ? selectField(resolved.value, reference.field, reference.path)
           : resolved.value;
-        // Registered before the value goes anywhere, so no later log line can carry it.
         redactor.register(value.reveal());
         files.push({ name, content: Buffer.from(value.reveal()) });
         value.dispose();
@@ -284,6 +309,7 @@ export function createAgent(options: AgentOptions): Agent {
     await done.catch(() => {
       // Already reported through `done` to whoever awaits it.
     });
+    if (ownCache) await cache.close();
   }
 
   const agent: Agent = {

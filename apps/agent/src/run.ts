@@ -1,5 +1,6 @@
 import {
   createLogger,
+  createMemoryCache,
   createRedactor,
   type DsoConfig,
   DsoError,
@@ -85,6 +86,20 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
 
   const closers: Array<() => Promise<void>> = [];
   try {
+    if (config.cache.backend !== 'memory') {
+      throw new DsoError(
+        'DSO_AGENT_CACHE_UNSUPPORTED',
+        `cache backend "${config.cache.backend}" is not available in this agent yet: use cache.backend: memory`,
+      );
+    }
+    const cache = createMemoryCache({
+      ttlMs: config.cache.ttlMs,
+      maxEntries: config.cache.maxEntries,
+      maxBytes: config.cache.maxBytes,
+      staleIfErrorMs: config.cache.staleIfErrorMs,
+      negativeTtlMs: config.cache.negativeTtlMs,
+    });
+    closers.push(() => cache.close());
     const providers = await createProviders(config, env);
     for (const provider of providers.values()) closers.push(() => provider.close());
     const runtime = await createDockerRuntime({
@@ -110,6 +125,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     const agent = createAgent({
       runtime,
       providers,
+      cache,
       defaultProvider: config.defaultProvider,
       logger,
       redactor,
@@ -138,7 +154,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     }
     return fail(error);
   } finally {
-    // Reverse start order: the agent, then the engine connection, then the providers.
+    // Reverse start order: the agent, the engine connection, the providers, the cache.
     for (const close of closers.reverse()) {
       await close().catch((error: unknown) => logger.warn({ err: error }, 'close failed'));
     }
