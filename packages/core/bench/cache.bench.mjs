@@ -18,14 +18,18 @@
 // Imports the BUILT package by its name, so it measures what ships: run it through
 // `npm run bench` (builds first), or `node packages/core/bench/cache.bench.mjs` after a build.
 // A report, not a test: exits 0 whatever the figures, non-zero only when something failed.
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
-import { promisify } from 'node:util';
 import { cacheKey, createMemoryCache } from '@dso/core';
 import { SecretValue } from '@dso/provider-sdk';
-
-const execFileAsync = promisify(execFile);
+import {
+  loadAverage,
+  log,
+  machine,
+  median,
+  printBenchJson,
+  printMachine,
+  round2,
+  runsFromEnv,
+} from '../../../tools/bench-lib.mjs';
 
 const HIT_OPS = 1_000_000;
 const SET_OPS = 200_000;
@@ -37,52 +41,6 @@ const STAMPEDES_PER_ROUND = 20;
 const VALUE_BYTES = 64;
 /** The issue's target for 1,000 concurrent callers on one key. */
 const TARGET_LOADS = 1;
-
-const log = (message) => process.stderr.write(`bench: ${message}\n`);
-
-function runsFromEnv() {
-  const raw = process.env.BENCH_RUNS ?? '5';
-  const runs = Number(raw);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 1_000) {
-    throw new Error(`BENCH_RUNS must be a whole number from 1 to 1000, got "${raw}"`);
-  }
-  return runs;
-}
-
-function median(samples) {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const n = sorted.length;
-  return n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-}
-
-async function machine() {
-  let cpuModel = cpus()[0]?.model ?? 'unknown';
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8')
-      .split('\n')
-      .find((entry) => /^model name\s*:/.test(entry));
-    if (line) cpuModel = line.split(':')[1].trim();
-  } catch {
-    // No /proc/cpuinfo (not Linux): os.cpus() already gave a model.
-  }
-  let revision = 'unknown';
-  try {
-    const { stdout } = await execFileAsync('git', ['describe', '--always', '--dirty'], {
-      cwd: new URL('.', import.meta.url),
-    });
-    revision = stdout.trim();
-  } catch {
-    // Not a git checkout (an unpacked tarball): the figures stand without a revision.
-  }
-  return {
-    revision,
-    nproc: availableParallelism(),
-    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    cpuModel,
-    kernel: release(),
-    node: process.versions.node,
-  };
-}
 
 const valueBytes = () => Uint8Array.from({ length: VALUE_BYTES }, (_, index) => (index * 7) & 0xff);
 const secret = () => ({
@@ -209,7 +167,7 @@ async function bareStampedeRound() {
 
 async function main() {
   const runs = runsFromEnv();
-  const loadAtStart = loadavg()[0];
+  const loadAtStart = loadAverage();
   const key = cacheKey('bench', 'app/hot');
   const cache = createMemoryCache();
   await cache.set(key, secret());
@@ -250,8 +208,8 @@ async function main() {
 
   const host = {
     ...(await machine()),
-    loadAtStart: round2(loadAtStart),
-    loadAtEnd: round2(loadavg()[0]),
+    loadAtStart,
+    loadAtEnd: loadAverage(),
   };
   const hit = median(samples.hit);
   const mapA = median(samples.mapA);
@@ -264,9 +222,7 @@ async function main() {
 
   console.log('');
   console.log(`@dso/core memory cache: ${runs} measured rounds (median), 1 warm-up`);
-  console.log(`machine: ${host.nproc} CPUs (${host.cpuModel}), ${host.memoryGiB} GiB RAM`);
-  console.log(`         kernel ${host.kernel}, Node ${host.node}, revision ${host.revision}`);
-  console.log(`         load average (1 min): ${host.loadAtStart} before, ${host.loadAtEnd} after`);
+  printMachine(host, [`kernel ${host.kernel}, Node ${host.node}, revision ${host.revision}`]);
   console.log('');
   const rows = [
     [
@@ -315,47 +271,41 @@ async function main() {
     'seed: in-memory, unencrypted, 10 min ttl, no manual invalidation, size unbounded ' +
       '(no figures published to compare with)',
   );
-  console.log(
-    `BENCH_JSON ${JSON.stringify({
-      bench: 'core/cache',
-      at: new Date().toISOString(),
-      runs,
-      machine: host,
-      valueBytes: VALUE_BYTES,
-      hit: {
-        ops: HIT_OPS,
-        nsPerOp: round2(hit),
-        baselineMapNsPerOp: round2(mapA),
-        baselineAsyncMapNsPerOp: round2(mapB),
-        baselineSecretValueNsPerOp: round2(mapC),
-        ratioToMap: round2(hit / mapA),
-        ratioToAsyncMap: round2(hit / mapB),
-        cacheHits: hitStats.hits,
-      },
-      set: {
-        ops: SET_OPS,
-        keys: SET_KEYS,
-        maxEntries: SET_MAX_ENTRIES,
-        nsPerOp: round2(set),
-        opsPerSec: Math.round(1e9 / set),
-        evictionsLastRound: setFacts.evictions,
-      },
-      getOrLoad: {
-        callers: CALLERS,
-        stampedes: loadCounts.length,
-        maxLoads,
-        minCoalesced: Math.min(...coalescedCounts),
-        ms: round2(stampede),
-        baselineSharedPromiseMs: round2(bare),
-        ratioToBaseline: round2(stampede / bare),
-        target: { maxLoads: TARGET_LOADS, met: maxLoads <= TARGET_LOADS },
-      },
-    })}`,
-  );
-}
-
-function round2(value) {
-  return Math.round(value * 100) / 100;
+  printBenchJson({
+    bench: 'core/cache',
+    at: new Date().toISOString(),
+    runs,
+    machine: host,
+    valueBytes: VALUE_BYTES,
+    hit: {
+      ops: HIT_OPS,
+      nsPerOp: round2(hit),
+      baselineMapNsPerOp: round2(mapA),
+      baselineAsyncMapNsPerOp: round2(mapB),
+      baselineSecretValueNsPerOp: round2(mapC),
+      ratioToMap: round2(hit / mapA),
+      ratioToAsyncMap: round2(hit / mapB),
+      cacheHits: hitStats.hits,
+    },
+    set: {
+      ops: SET_OPS,
+      keys: SET_KEYS,
+      maxEntries: SET_MAX_ENTRIES,
+      nsPerOp: round2(set),
+      opsPerSec: Math.round(1e9 / set),
+      evictionsLastRound: setFacts.evictions,
+    },
+    getOrLoad: {
+      callers: CALLERS,
+      stampedes: loadCounts.length,
+      maxLoads,
+      minCoalesced: Math.min(...coalescedCounts),
+      ms: round2(stampede),
+      baselineSharedPromiseMs: round2(bare),
+      ratioToBaseline: round2(stampede / bare),
+      target: { maxLoads: TARGET_LOADS, met: maxLoads <= TARGET_LOADS },
+    },
+  });
 }
 
 try {

@@ -26,9 +26,20 @@
 // sets the measured rounds (default 5), after one warm-up round. A report, not a test: exits 0
 // whatever the figures.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { createEventQueue } from '@dso/core';
+import {
+  loadAverage,
+  log,
+  machine,
+  median,
+  percentile,
+  printBenchJson,
+  printMachine,
+  printTable,
+  round2,
+  runsFromEnv,
+} from '../../../tools/bench-lib.mjs';
 
 const EVENTS = 1_000_000;
 const KEYS = 10_000;
@@ -39,17 +50,6 @@ const MAX_SIZE = 2_000;
 /** The seed's sustained rate, and this project's target: a hundred times that. */
 const SEED_EVENTS_PER_MINUTE = 10_000;
 const TARGET_EVENTS_PER_MINUTE = 1_000_000;
-
-const log = (message) => process.stderr.write(`bench: ${message}\n`);
-
-function runsFromEnv() {
-  const raw = process.env.BENCH_RUNS ?? '5';
-  const runs = Number(raw);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 1_000) {
-    throw new Error(`BENCH_RUNS must be a whole number from 1 to 1000, got "${raw}"`);
-  }
-  return runs;
-}
 
 /** A small seeded generator (mulberry32): the same event order on every run and machine. */
 function seeded(seed) {
@@ -88,35 +88,6 @@ function pinToOneCpu() {
     // No taskset (not Linux, or not installed): the CPU-time figure still shows the cores used.
     return 'not pinned (no taskset)';
   }
-}
-
-function machine() {
-  let cpuModel = cpus()[0]?.model ?? 'unknown';
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8')
-      .split('\n')
-      .find((entry) => /^model name\s*:/.test(entry));
-    if (line) cpuModel = line.split(':')[1].trim();
-  } catch {
-    // No /proc/cpuinfo (not Linux): os.cpus() already gave a model.
-  }
-  let revision = 'unknown';
-  try {
-    revision = execFileSync('git', ['describe', '--always', '--dirty'], {
-      cwd: new URL('.', import.meta.url),
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim();
-  } catch {
-    // Not a git checkout (an unpacked tarball): the figures stand without a revision.
-  }
-  return {
-    revision,
-    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    cpuModel,
-    kernel: release(),
-    node: process.versions.node,
-  };
 }
 
 // Each case builds a queue around `dispatch(key, enqueuedAt)` and returns { add, idle, stats }.
@@ -280,24 +251,21 @@ async function latency(entry, { ids, order }) {
   }
   await queue.idle();
   const sorted = latencies.subarray(0, dispatched).sort();
-  const rank = (p) => sorted[Math.max(0, Math.ceil(p * dispatched) - 1)];
-  return { p50Ms: rank(0.5), p99Ms: rank(0.99), maxMs: sorted[dispatched - 1] };
+  return {
+    p50Ms: percentile(sorted, 0.5),
+    p99Ms: percentile(sorted, 0.99),
+    maxMs: sorted[dispatched - 1],
+  };
 }
 
 async function measure(entry, data) {
   return { ...(await throughput(entry, data)), ...(await latency(entry, data)) };
 }
 
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const n = sorted.length;
-  return n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-};
-const round2 = (value) => Math.round(value * 100) / 100;
 const round3 = (value) => Math.round(value * 1_000) / 1_000;
 const millions = (value) => `${(value / 1e6).toFixed(2)} M`;
 
-function printTable(rows, baseline) {
+function printCases(rows, baseline) {
   const header = [
     'case',
     'events/min',
@@ -318,16 +286,7 @@ function printTable(rows, baseline) {
     row.cpuPerWall.toFixed(2),
     `${(row.eventsPerMinute / baseline).toFixed(2)}x`,
   ]);
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...lines.map((line) => line[column].length)),
-  );
-  const pad = (cell, column) =>
-    column === 0 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]);
-  const format = (cells) => `| ${cells.map(pad).join(' | ')} |`;
-  const rule = widths.map((width, column) => '-'.repeat(width + 1) + (column ? ':' : '-'));
-  console.log(format(header));
-  console.log(`|${rule.join('|')}|`);
-  for (const line of lines) console.log(format(line));
+  printTable(header, lines);
 }
 
 async function main() {
@@ -337,7 +296,7 @@ async function main() {
   const pinning = pinToOneCpu();
   log(pinning);
   const data = workload();
-  const loadAtStart = round2(loadavg()[0]);
+  const loadAtStart = loadAverage();
 
   log('warm-up round');
   for (const entry of CASES) await measure(entry, data);
@@ -352,7 +311,7 @@ async function main() {
     log(`round ${round + 1}/${runs}`);
   }
 
-  const host = { ...machine(), nproc, pinning, loadAtStart, loadAtEnd: round2(loadavg()[0]) };
+  const host = { ...(await machine()), nproc, pinning, loadAtStart, loadAtEnd: loadAverage() };
   const rows = CASES.map((entry) => {
     const samples = results.get(entry.id);
     const pick = (field) => median(samples.map((sample) => sample[field]));
@@ -379,12 +338,12 @@ async function main() {
       `${KEYS.toLocaleString('en')} keys, ${CHUNK} per event-loop turn, ${CONCURRENCY} workers; ` +
       `median of ${runs} rounds`,
   );
-  console.log(`machine: ${host.nproc} CPUs (${host.cpuModel}), ${host.memoryGiB} GiB RAM`);
-  console.log(`         kernel ${host.kernel}, Node ${host.node}, ${pinning}`);
-  console.log(`         revision ${host.revision}`);
-  console.log(`         load average (1 min): ${host.loadAtStart} before, ${host.loadAtEnd} after`);
+  printMachine(host, [
+    `kernel ${host.kernel}, Node ${host.node}, ${pinning}`,
+    `revision ${host.revision}`,
+  ]);
   console.log('');
-  printTable(rows, baseline);
+  printCases(rows, baseline);
   console.log('');
   console.log(
     `event queue, last round: ${stats.completed} runs for ${stats.added} events ` +
@@ -404,40 +363,38 @@ async function main() {
       `${(queueRow.eventsPerMinute / SEED_EVENTS_PER_MINUTE).toFixed(0)}x the seed; ` +
       `${(queueRow.eventsPerMinute / stopgapRow.eventsPerMinute).toFixed(2)}x the stopgap)`,
   );
-  console.log(
-    `BENCH_JSON ${JSON.stringify({
-      bench: 'core/queue',
-      at: new Date().toISOString(),
-      runs,
-      workload: {
-        events: EVENTS,
-        keys: KEYS,
-        chunk: CHUNK,
-        concurrency: CONCURRENCY,
-        maxSize: MAX_SIZE,
-        warmupRounds: 1,
-      },
-      machine: host,
-      cases: rows.map((row) => ({
-        id: row.id,
-        label: row.label,
-        eventsPerMinute: Math.round(row.eventsPerMinute),
-        runsPerRound: row.dispatched,
-        p50Ms: round3(row.p50Ms),
-        p99Ms: round3(row.p99Ms),
-        maxMs: round2(row.maxMs),
-        cpuPerWall: round2(row.cpuPerWall),
-        ratioToBaseline: round2(row.eventsPerMinute / baseline),
-      })),
-      eventQueueStats: stats,
-      target: {
-        eventsPerMinute: TARGET_EVENTS_PER_MINUTE,
-        measured: Math.round(queueRow.eventsPerMinute),
-        met,
-      },
-      seed: { eventsPerMinute: SEED_EVENTS_PER_MINUTE },
-    })}`,
-  );
+  printBenchJson({
+    bench: 'core/queue',
+    at: new Date().toISOString(),
+    runs,
+    workload: {
+      events: EVENTS,
+      keys: KEYS,
+      chunk: CHUNK,
+      concurrency: CONCURRENCY,
+      maxSize: MAX_SIZE,
+      warmupRounds: 1,
+    },
+    machine: host,
+    cases: rows.map((row) => ({
+      id: row.id,
+      label: row.label,
+      eventsPerMinute: Math.round(row.eventsPerMinute),
+      runsPerRound: row.dispatched,
+      p50Ms: round3(row.p50Ms),
+      p99Ms: round3(row.p99Ms),
+      maxMs: round2(row.maxMs),
+      cpuPerWall: round2(row.cpuPerWall),
+      ratioToBaseline: round2(row.eventsPerMinute / baseline),
+    })),
+    eventQueueStats: stats,
+    target: {
+      eventsPerMinute: TARGET_EVENTS_PER_MINUTE,
+      measured: Math.round(queueRow.eventsPerMinute),
+      met,
+    },
+    seed: { eventsPerMinute: SEED_EVENTS_PER_MINUTE },
+  });
 }
 
 main().catch((error) => {

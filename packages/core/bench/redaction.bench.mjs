@@ -16,12 +16,19 @@
 // `npm run bench` (builds first), or `node packages/core/bench/redaction.bench.mjs` after a
 // build. BENCH_RUNS sets the measured passes over the 2,000 lines (default 5). A report, not a
 // test: exits 0 whatever the figures, non-zero only when redaction let something through.
-import { execFile } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
-import { promisify } from 'node:util';
 import { createRedactor, REDACTED } from '@dso/core';
+import {
+  loadAverage,
+  log,
+  machine,
+  percentile,
+  printBenchJson,
+  printMachine,
+  printTable,
+  round2,
+  runsFromEnv,
+} from '../../../tools/bench-lib.mjs';
 
 const VALUES = 10_000;
 const LINES = 2_000;
@@ -30,18 +37,6 @@ const NAIVE_LINES = 100;
 const WARMUP_PASSES = 1;
 const SHARE_WITH_VALUE = 0.05;
 const SHARE_WITH_CREDENTIAL = 0.02;
-
-const log = (message) => process.stderr.write(`bench: ${message}\n`);
-const round2 = (value) => Math.round(value * 100) / 100;
-
-function runsFromEnv() {
-  const raw = process.env.BENCH_RUNS ?? '5';
-  const runs = Number(raw);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 1_000) {
-    throw new Error(`BENCH_RUNS must be a whole number from 1 to 1000, got "${raw}"`);
-  }
-  return runs;
-}
 
 // Printable ASCII but the quote and backslash, so a value is the same raw and JSON-escaped
 // and the check below can look for it as is; its other encoded forms are registered anyway.
@@ -133,37 +128,11 @@ function errorWith(message) {
 
 function summarize(samples) {
   const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q) =>
-    sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-  return { n: sorted.length, median: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1] };
-}
-
-async function machine() {
-  let cpuModel = cpus()[0]?.model ?? 'unknown';
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8')
-      .split('\n')
-      .find((entry) => /^model name\s*:/.test(entry));
-    if (line) cpuModel = line.split(':')[1].trim();
-  } catch {
-    // No /proc/cpuinfo (not Linux): os.cpus() already gave a model.
-  }
-  let revision = 'unknown';
-  try {
-    const { stdout } = await promisify(execFile)('git', ['describe', '--always', '--dirty'], {
-      cwd: new URL('.', import.meta.url),
-    });
-    revision = stdout.trim();
-  } catch {
-    // Not a git checkout (an unpacked tarball): the figures stand without a revision.
-  }
   return {
-    revision,
-    nproc: availableParallelism(),
-    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    cpuModel,
-    kernel: release(),
-    node: process.versions.node,
+    n: sorted.length,
+    median: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    max: sorted[sorted.length - 1],
   };
 }
 
@@ -184,7 +153,7 @@ async function main() {
     throw new Error('@dso/core does not export createRedactor and REDACTED: build it first');
   }
   const runs = runsFromEnv();
-  const loadAtStart = round2(loadavg()[0]);
+  const loadAtStart = loadAverage();
   log(
     `${VALUES} values, ${LINES} lines of ${LINE_BYTES} B, ${WARMUP_PASSES} warm-up + ${runs} measured passes`,
   );
@@ -312,15 +281,13 @@ async function main() {
     patternsOnVsOff: ratio('redact-patterns-on', 'redact-patterns-off'),
     naiveVsPatternsOn: ratio('baseline-naive', 'redact-patterns-on'),
   };
-  const host = { ...(await machine()), loadAtStart, loadAtEnd: round2(loadavg()[0]) };
+  const host = { ...(await machine()), loadAtStart, loadAtEnd: loadAverage() };
 
   console.log('');
   console.log(
     `@dso/core redaction: ${VALUES} registered values (16-48 chars), ${LINES} JSON log lines of ${LINE_BYTES} B, ${runs} measured passes`,
   );
-  console.log(`machine: ${host.nproc} CPUs (${host.cpuModel}), ${host.memoryGiB} GiB RAM`);
-  console.log(`         kernel ${host.kernel}, Node ${host.node}, revision ${host.revision}`);
-  console.log(`         load average (1 min): ${host.loadAtStart} before, ${host.loadAtEnd} after`);
+  printMachine(host, [`kernel ${host.kernel}, Node ${host.node}, revision ${host.revision}`]);
   console.log(
     `registering ${VALUES} values and building the matcher: ${registration.on.registerAndBuildMs} ms ` +
       `(${registration.on.registerMs} ms registering), memory +${registration.on.rssGrowthMiB} MiB RSS`,
@@ -339,17 +306,7 @@ async function main() {
     entry.p99Us.toFixed(2),
     entry.maxUs.toFixed(1),
   ]);
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...table.map((cells) => cells[column].length)),
-  );
-  const pad = (cell, column) =>
-    column === 0 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]);
-  const format = (cells) => `| ${cells.map(pad).join(' | ')} |`;
-  console.log(format(header));
-  console.log(
-    `|${widths.map((width, column) => '-'.repeat(width + 1) + (column ? ':' : '-')).join('|')}|`,
-  );
-  for (const cells of table) console.log(format(cells));
+  printTable(header, table);
   console.log('');
   console.log(
     `redact (patterns on) costs ${ratios.patternsOnVsStringify}x producing the line (JSON.stringify); ` +
@@ -358,23 +315,21 @@ async function main() {
   console.log(
     `the naive includes() loop over ${VALUES} values is ${ratios.naiveVsPatternsOn}x slower per line than redact with patterns on`,
   );
-  console.log(
-    `BENCH_JSON ${JSON.stringify({
-      bench: 'core/redaction',
-      at: new Date().toISOString(),
-      runs,
-      warmupPasses: WARMUP_PASSES,
-      values: VALUES,
-      lineBytes: LINE_BYTES,
-      distinctLines: LINES,
-      linesChanged: changed,
-      machine: host,
-      registration,
-      unit: 'us',
-      cases: rows,
-      ratios,
-    })}`,
-  );
+  printBenchJson({
+    bench: 'core/redaction',
+    at: new Date().toISOString(),
+    runs,
+    warmupPasses: WARMUP_PASSES,
+    values: VALUES,
+    lineBytes: LINE_BYTES,
+    distinctLines: LINES,
+    linesChanged: changed,
+    machine: host,
+    registration,
+    unit: 'us',
+    cases: rows,
+    ratios,
+  });
 }
 
 main().catch((error) => {

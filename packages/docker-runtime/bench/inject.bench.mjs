@@ -21,10 +21,21 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { createRequire } from 'node:module';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { createDockerRuntime } from '@dso/docker-runtime';
+import {
+  loadAverage,
+  log,
+  machine,
+  median,
+  percentile,
+  printBenchJson,
+  printMachine,
+  printTable,
+  round2,
+  runsFromEnv,
+} from '../../../tools/bench-lib.mjs';
 import { dockerSocketPath } from '../../../tools/lib.mjs';
 
 // dockerode as the package itself resolves it: the same copy and version that ships with it.
@@ -43,7 +54,6 @@ const TARGET_RATIO = 1.3;
 
 /** The label value and name suffix of this run's container: `dso.test=bench-<uuid>`. */
 const runLabel = `bench-${randomUUID()}`;
-const log = (message) => process.stderr.write(`bench: ${message}\n`);
 
 let interrupted = false;
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -60,15 +70,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
       process.exit(130);
     }, 30_000).unref();
   });
-}
-
-function runsFromEnv() {
-  const raw = process.env.BENCH_RUNS ?? '30';
-  const runs = Number(raw);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 10_000) {
-    throw new Error(`BENCH_RUNS must be a whole number from 1 to 10000, got "${raw}"`);
-  }
-  return runs;
 }
 
 function checkpoint() {
@@ -123,52 +124,22 @@ async function bareExec(docker, id) {
   }
 }
 
-/** Sorted copy; median (mean of the middle two for an even count); nearest-rank percentile. */
+/** Median (mean of the middle two for an even count), nearest-rank p95, min and max. */
 function summarize(samples) {
   const sorted = [...samples].sort((a, b) => a - b);
   const n = sorted.length;
-  const median = n % 2 ? sorted[(n - 1) / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
-  const p95 = sorted[Math.max(0, Math.ceil(0.95 * n) - 1)];
-  return { n, median, p95, min: sorted[0], max: sorted[n - 1] };
-}
-
-async function machine(runtime) {
-  let cpuModel = cpus()[0]?.model ?? 'unknown';
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8')
-      .split('\n')
-      .find((entry) => /^model name\s*:/.test(entry));
-    if (line) cpuModel = line.split(':')[1].trim();
-  } catch {
-    // No /proc/cpuinfo (not Linux): os.cpus() already gave a model.
-  }
-  let revision = 'unknown';
-  try {
-    // What was built: the commit, "-dirty" when the working tree has changes.
-    const { stdout } = await execFileAsync('git', ['describe', '--always', '--dirty'], {
-      cwd: new URL('.', import.meta.url),
-    });
-    revision = stdout.trim();
-  } catch {
-    // Not a git checkout (an unpacked tarball): the figures stand without a revision.
-  }
   return {
-    revision,
-    nproc: availableParallelism(),
-    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    cpuModel,
-    kernel: release(),
-    dockerEngine: runtime.engineVersion,
-    dockerApi: runtime.apiVersion,
-    node: process.versions.node,
+    n,
+    median: median(sorted),
+    p95: percentile(sorted, 0.95),
+    min: sorted[0],
+    max: sorted[n - 1],
   };
 }
 
-/** The 1-minute load average: other work on the machine skews every figure. */
-const load = () => round2(loadavg()[0]);
 const ms = (value) => value.toFixed(1);
 
-function printTable(rows, baseline) {
+function printCases(rows, baseline) {
   const header = ['case', 'runs', 'median ms', 'p95 ms', 'min ms', 'max ms', 'vs A'];
   const lines = rows.map((row) => [
     row.label,
@@ -179,21 +150,11 @@ function printTable(rows, baseline) {
     ms(row.stats.max),
     `${(row.stats.median / baseline).toFixed(2)}x`,
   ]);
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...lines.map((line) => line[column].length)),
-  );
-  // A markdown table: the case left-aligned, figures right-aligned.
-  const pad = (cell, column) =>
-    column === 0 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]);
-  const format = (cells) => `| ${cells.map(pad).join(' | ')} |`;
-  const rule = widths.map((width, column) => '-'.repeat(width + 1) + (column ? ':' : '-'));
-  console.log(format(header));
-  console.log(`|${rule.join('|')}|`);
-  for (const line of lines) console.log(format(line));
+  printTable(header, lines);
 }
 
 async function main() {
-  const runs = runsFromEnv();
+  const runs = runsFromEnv(30, 10_000);
   const socketPath = dockerSocketPath();
   if (!socketPath) throw new Error('DOCKER_HOST is not a unix socket: this benchmark is local');
   const runtime = await createDockerRuntime({ host: `unix://${socketPath}` });
@@ -260,7 +221,7 @@ async function main() {
 
     // Each round runs every case once, starting one case later than the round before, so no
     // case always follows the same neighbour (a 50-file write leaves more to clean up).
-    const loadAtStart = load();
+    const loadAtStart = loadAverage();
     const rounds = WARMUP_ROUNDS + runs;
     log(`${WARMUP_ROUNDS} warm-up + ${runs} measured rounds of ${cases.length} cases`);
     for (let round = 0; round < rounds; round += 1) {
@@ -273,7 +234,13 @@ async function main() {
       if ((round + 1) % 10 === 0) log(`round ${round + 1}/${rounds}`);
     }
 
-    const host = { ...(await machine(runtime)), loadAtStart, loadAtEnd: load() };
+    const host = {
+      ...(await machine()),
+      dockerEngine: runtime.engineVersion,
+      dockerApi: runtime.apiVersion,
+      loadAtStart,
+      loadAtEnd: loadAverage(),
+    };
     const rows = cases.map((entry) => ({ ...entry, stats: summarize(entry.samples) }));
     const baseline = rows[0].stats.median;
     const ten = rows.find((row) => row.id === 'write-10').stats.median;
@@ -283,17 +250,13 @@ async function main() {
     console.log(
       `@dso/docker-runtime file injection: ${runs} measured rounds, ${WARMUP_ROUNDS} warm-up`,
     );
-    console.log(`machine: ${host.nproc} CPUs (${host.cpuModel}), ${host.memoryGiB} GiB RAM`);
-    console.log(
-      `         kernel ${host.kernel}, Docker Engine ${host.dockerEngine} ` +
+    printMachine(host, [
+      `kernel ${host.kernel}, Docker Engine ${host.dockerEngine} ` +
         `(API ${host.dockerApi}), Node ${host.node}`,
-    );
-    console.log(`         revision ${host.revision}`);
-    console.log(
-      `         load average (1 min): ${host.loadAtStart} before, ${host.loadAtEnd} after`,
-    );
+      `revision ${host.revision}`,
+    ]);
     console.log('');
-    printTable(rows, baseline);
+    printCases(rows, baseline);
     console.log('');
     // Three decimals and the limit in ms: 1.301x must not print as a "1.30x" that failed.
     const limit = TARGET_RATIO * baseline;
@@ -306,43 +269,37 @@ async function main() {
         `${seed10.low}-${seed10.high} ms; measured ${ms(ten)} ms ` +
         `(${(seed10.low / ten).toFixed(1)}-${(seed10.high / ten).toFixed(1)}x less)`,
     );
-    console.log(
-      `BENCH_JSON ${JSON.stringify({
-        bench: 'docker-runtime/inject',
-        at: new Date().toISOString(),
-        runs,
-        warmupRounds: WARMUP_ROUNDS,
-        machine: host,
-        unit: 'ms',
-        cases: rows.map((row) => ({
-          id: row.id,
-          label: row.label,
-          files: row.files,
-          bytesPerFile: row.bytesPerFile,
-          median: round2(row.stats.median),
-          p95: round2(row.stats.p95),
-          min: round2(row.stats.min),
-          max: round2(row.stats.max),
-          ratioToBaseline: round2(row.stats.median / baseline),
-        })),
-        target: {
-          case: 'write-10',
-          maxRatio: TARGET_RATIO,
-          ratio: Math.round((ten / baseline) * 1000) / 1000,
-          met: ten <= limit,
-        },
-        seed: { msPerSecret: SEED_MS_PER_SECRET, tenFilesMs: seed10 },
-      })}`,
-    );
+    printBenchJson({
+      bench: 'docker-runtime/inject',
+      at: new Date().toISOString(),
+      runs,
+      warmupRounds: WARMUP_ROUNDS,
+      machine: host,
+      unit: 'ms',
+      cases: rows.map((row) => ({
+        id: row.id,
+        label: row.label,
+        files: row.files,
+        bytesPerFile: row.bytesPerFile,
+        median: round2(row.stats.median),
+        p95: round2(row.stats.p95),
+        min: round2(row.stats.min),
+        max: round2(row.stats.max),
+        ratioToBaseline: round2(row.stats.median / baseline),
+      })),
+      target: {
+        case: 'write-10',
+        maxRatio: TARGET_RATIO,
+        ratio: Math.round((ten / baseline) * 1000) / 1000,
+        met: ten <= limit,
+      },
+      seed: { msPerSecret: SEED_MS_PER_SECRET, tenFilesMs: seed10 },
+    });
   } finally {
     await removeContainers(docker, containerId);
     await runtime.close();
     agent.destroy();
   }
-}
-
-function round2(value) {
-  return Math.round(value * 100) / 100;
 }
 
 /** Removes this run's container: by id, and by label for one created as an interrupt landed. */
