@@ -103,65 +103,68 @@ interface Range {
   max: number;
 }
 
-/** A duration in ms: a whole number, or a string {@link parseDuration} reads. */
-function duration(description: string, defaultMs: number, range: Range) {
+/** How one kind of measured quantity (a duration, a size) is written, read and shown. */
+interface Quantity {
+  /** The word in messages: `duration`, `size`. */
+  noun: string;
+  /** The accepted syntax, for messages. */
+  syntax: string;
+  parse: (text: string) => number | undefined;
+  format: (value: number) => string;
+}
+
+const DURATION: Quantity = {
+  noun: 'duration',
+  syntax: DURATION_SYNTAX,
+  parse: parseDuration,
+  format: formatDuration,
+};
+const SIZE: Quantity = {
+  noun: 'size',
+  syntax: SIZE_SYNTAX,
+  parse: parseByteSize,
+  format: formatByteSize,
+};
+
+/** A whole, non-negative number of the quantity's unit, or a string the quantity parses. */
+function quantity(kind: Quantity, description: string, defaultValue: number, range: Range) {
   return z
     .union([z.number(), z.string()], {
       error: (issue) =>
-        `expected a duration (${DURATION_SYNTAX}), got ${describeValue(issue.input)}`,
+        `expected a ${kind.noun} (${kind.syntax}), got ${describeValue(issue.input)}`,
     })
     .transform((value, ctx) => {
-      const ms = typeof value === 'number' ? value : parseDuration(value);
-      if (ms === undefined || !Number.isSafeInteger(ms) || ms < 0) {
+      const amount = typeof value === 'number' ? value : kind.parse(value);
+      if (amount === undefined || !Number.isSafeInteger(amount) || amount < 0) {
         ctx.issues.push({
           code: 'custom',
           input: value,
-          message: `expected a duration (${DURATION_SYNTAX})`,
+          message: `expected a ${kind.noun} (${kind.syntax})`,
         });
         return z.NEVER;
       }
-      if (ms < range.min || ms > range.max) {
+      if (amount < range.min || amount > range.max) {
         ctx.issues.push({
           code: 'custom',
           input: value,
-          message: `must be from ${formatDuration(range.min)} to ${formatDuration(range.max)}`,
+          message: `must be from ${kind.format(range.min)} to ${kind.format(range.max)}`,
         });
         return z.NEVER;
       }
-      return ms;
+      return amount;
     })
-    .default(defaultMs)
-    .meta(meta({ description, type: 'duration' }));
+    .default(defaultValue)
+    .meta(meta({ description, type: kind.noun }));
+}
+
+/** A duration in ms: a whole number, or a string {@link parseDuration} reads. */
+function duration(description: string, defaultMs: number, range: Range) {
+  return quantity(DURATION, description, defaultMs, range);
 }
 
 /** A size in bytes: a whole number, or a string {@link parseByteSize} reads. */
 function byteSize(description: string, defaultBytes: number, range: Range) {
-  return z
-    .union([z.number(), z.string()], {
-      error: (issue) => `expected a size (${SIZE_SYNTAX}), got ${describeValue(issue.input)}`,
-    })
-    .transform((value, ctx) => {
-      const bytes = typeof value === 'number' ? value : parseByteSize(value);
-      if (bytes === undefined || !Number.isSafeInteger(bytes) || bytes < 0) {
-        ctx.issues.push({
-          code: 'custom',
-          input: value,
-          message: `expected a size (${SIZE_SYNTAX})`,
-        });
-        return z.NEVER;
-      }
-      if (bytes < range.min || bytes > range.max) {
-        ctx.issues.push({
-          code: 'custom',
-          input: value,
-          message: `must be from ${formatByteSize(range.min)} to ${formatByteSize(range.max)}`,
-        });
-        return z.NEVER;
-      }
-      return bytes;
-    })
-    .default(defaultBytes)
-    .meta(meta({ description, type: 'size' }));
+  return quantity(SIZE, description, defaultBytes, range);
 }
 
 /** A whole number within a range. */
