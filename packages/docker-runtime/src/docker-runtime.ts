@@ -2,12 +2,19 @@ import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { Agent } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
-import { setTimeout as delay } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { negotiateApiVersion } from './api-version.js';
+import { type NumericOwner, resolveContainerUser } from './container-user.js';
+import {
+  type ExecRequest,
+  type ExecResult,
+  execInContainer,
+  restartContainer,
+  signalContainer,
+} from './control.js';
 import { Deadline } from './deadline.js';
-import { DockerStreamDemuxer, TailBuffer } from './demux.js';
 import { type DockerEndpoint, resolveDockerHost } from './docker-host.js';
+import type { EngineContext, RuntimeSettings } from './engine-context.js';
 import { toEngineError, UNREACHABLE_FIX } from './engine-errors.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 import {
@@ -17,6 +24,14 @@ import {
   parseContainerEvent,
   toEngineSince,
 } from './events.js';
+import { type ExecOutcome, runExec } from './exec.js';
+import {
+  type ReplaceRecovery,
+  type ReplaceRequest,
+  type ReplaceResult,
+  recoverReplacements,
+  replaceContainer,
+} from './replace.js';
 import { buildTar } from './tar.js';
 import {
   type ValidatedWriteRequest,
@@ -207,6 +222,45 @@ export interface DockerRuntime extends AsyncDisposable {
   writeFiles(id: string, request: WriteFilesRequest): Promise<WriteFilesResult>;
 
   /**
+   * Runs a command in a running container and returns its exit code and bounded output.
+   * (control.ts owns the full contract.)
+   */
+  exec(id: string, request: ExecRequest): Promise<ExecResult>;
+
+  /**
+   * Sends a unix signal to a container's main process. (control.ts owns the full contract.)
+   */
+  sendSignal(
+    id: string,
+    unixSignal: string | number,
+    options?: { signal?: AbortSignal },
+  ): Promise<void>;
+
+  /**
+   * Restarts a container (stop with a grace period, then start). (control.ts owns the contract.)
+   */
+  restartContainer(
+    id: string,
+    options?: { stopTimeoutMs?: number; signal?: AbortSignal },
+  ): Promise<void>;
+
+  /**
+   * Clone-and-replace: recreates a container with changed environment beside the old one,
+   * switches once healthy, rolls back otherwise. (replace.ts owns the full contract.)
+   */
+  replaceContainer(id: string, request: ReplaceRequest): Promise<ReplaceResult>;
+
+  /**
+   * Finishes or undoes replacements a crash interrupted. (replace.ts owns the full contract.)
+   */
+  recoverReplacements(options?: { signal?: AbortSignal }): Promise<ReplaceRecovery[]>;
+
+  /**
+   * The container's user as numeric uid and gid, read from its own /etc/passwd and /etc/group.
+   * (container-user.ts owns the full contract.)
+   */
+  resolveUser(id: string, options?: { signal?: AbortSignal }): Promise<NumericOwner>;
+  /**
    * Aborts every call in flight (they reject with DSO_DOCKER_CLOSED), destroys every socket,
    * and refuses later calls. Idempotent.
    */
@@ -282,22 +336,19 @@ interface ProbeCalls {
   version(options: { abortSignal: AbortSignal }): Promise<Docker.DockerVersion>;
 }
 
-interface Settings {
-  connectTimeoutMs: number;
-  requestTimeoutMs: number;
-  writeTimeoutMs: number;
-}
-
 class EngineRuntime implements DockerRuntime {
   readonly #docker: Docker;
   readonly #agent: Agent;
   readonly #endpoint: DockerEndpoint;
-  readonly #settings: Settings;
+  readonly #settings: RuntimeSettings;
   readonly #closed = new AbortController();
   /** Hijacked exec sockets and event streams: destroyed on close, whatever state they are in. */
   readonly #streams = new Set<Duplex | Readable>();
   /** The tail of each write chain, by container: one writeFiles at a time per container. */
   readonly #writeChains = new Map<string, Promise<unknown>>();
+
+  /** What the operation modules (exec, control, replace, users) share with this runtime. */
+  readonly #context: EngineContext;
 
   constructor(
     docker: Docker,
@@ -305,7 +356,7 @@ class EngineRuntime implements DockerRuntime {
     endpoint: DockerEndpoint,
     readonly apiVersion: string,
     readonly engineVersion: string,
-    settings: Settings,
+    settings: RuntimeSettings,
   ) {
     this.#docker = docker;
     this.#agent = agent;
@@ -314,6 +365,19 @@ class EngineRuntime implements DockerRuntime {
     // Every call in flight listens here (and unlinks when done): many concurrent calls are
     // normal, not a leak.
     setMaxListeners(0, this.#closed.signal);
+    this.#context = {
+      docker,
+      host: endpoint.display,
+      settings,
+      closed: this.#closed.signal,
+      track: (stream) => {
+        this.#streams.add(stream);
+        return () => this.#streams.delete(stream);
+      },
+      assertOpen: (operation) => this.#assertOpen(operation),
+      request: (operation, caller, containerId, call) =>
+        this.#request(operation, caller, containerId, call),
+    };
   }
 
   get host(): string {
@@ -498,9 +562,21 @@ class EngineRuntime implements DockerRuntime {
         gid: valid.owner?.gid ?? 0,
         mtime: new Date(),
       });
-      let exit: { exitCode: number; stdout: string; stderr: string };
+      let exit: ExecOutcome;
       try {
-        exit = await this.#execWithStdin(details.id, argv, archive, deadline);
+        exit = await runExec(
+          this.#context,
+          details.id,
+          {
+            argv,
+            user: '0:0',
+            env: [],
+            workingDir: '/',
+            stdin: archive,
+            maxOutputBytes: MAX_EXEC_OUTPUT_BYTES,
+          },
+          deadline,
+        );
       } finally {
         archive.fill(0);
       }
@@ -517,6 +593,37 @@ class EngineRuntime implements DockerRuntime {
       durationMs: Math.round((performance.now() - startedAt) * 100) / 100,
       generation,
     };
+  }
+
+  exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    return execInContainer(this.#context, id, request);
+  }
+
+  sendSignal(
+    id: string,
+    unixSignal: string | number,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<void> {
+    return signalContainer(this.#context, id, unixSignal, options);
+  }
+
+  restartContainer(
+    id: string,
+    options: { stopTimeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    return restartContainer(this.#context, id, options);
+  }
+
+  replaceContainer(id: string, request: ReplaceRequest): Promise<ReplaceResult> {
+    return replaceContainer(this.#context, id, request);
+  }
+
+  recoverReplacements(options: { signal?: AbortSignal } = {}): Promise<ReplaceRecovery[]> {
+    return recoverReplacements(this.#context, options);
+  }
+
+  resolveUser(id: string, options: { signal?: AbortSignal } = {}): Promise<NumericOwner> {
+    return resolveContainerUser(this.#context, id, options);
   }
 
   async close(): Promise<void> {
@@ -544,80 +651,6 @@ class EngineRuntime implements DockerRuntime {
       return await current;
     } finally {
       if (this.#writeChains.get(key) === settled) this.#writeChains.delete(key);
-    }
-  }
-
-  /**
-   * One exec with the archive on stdin: create, start hijacked, write, half-close, collect the
-   * bounded output until the engine closes the stream, then read the exit code. The socket is
-   * destroyed on every path: a leaked hijacked socket keeps the exec's connection open.
-   */
-  async #execWithStdin(
-    containerId: string,
-    argv: string[],
-    archive: Buffer,
-    deadline: Deadline,
-  ): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-    const container = this.#docker.getContainer(containerId);
-    deadline.signal.throwIfAborted();
-    const exec = await container.exec({
-      Cmd: argv,
-      AttachStdin: true,
-      AttachStdout: true,
-      AttachStderr: true,
-      Tty: false,
-      User: '0:0',
-      Env: [],
-      WorkingDir: '/',
-      Privileged: false,
-      abortSignal: deadline.signal,
-    });
-    deadline.signal.throwIfAborted();
-    const socket = (await exec.start({
-      hijack: true,
-      stdin: true,
-      Detach: false,
-      Tty: false,
-      abortSignal: deadline.signal,
-    })) as Duplex;
-    this.#streams.add(socket);
-    const stdout = new TailBuffer(MAX_EXEC_OUTPUT_BYTES);
-    const stderr = new TailBuffer(MAX_EXEC_OUTPUT_BYTES);
-    const demuxer = new DockerStreamDemuxer(stdout, stderr);
-    const destroy = () => socket.destroy();
-    try {
-      await new Promise<void>((resolve) => {
-        socket.on('data', (chunk: Buffer) => demuxer.push(chunk));
-        // The script may exit before reading all of stdin (a failed check): the write then
-        // fails with EPIPE or ECONNRESET. Nothing is lost: the exit code says what happened.
-        socket.on('error', () => resolve());
-        socket.once('end', () => resolve());
-        socket.once('close', () => resolve());
-        if (deadline.signal.aborted) {
-          socket.destroy();
-          return;
-        }
-        deadline.signal.addEventListener('abort', destroy, { once: true });
-        socket.write(archive);
-        // Half-close: tar sees EOF on its stdin; the engine keeps sending output until exit.
-        socket.end();
-      });
-    } finally {
-      deadline.signal.removeEventListener('abort', destroy);
-      socket.destroy();
-      this.#streams.delete(socket);
-    }
-    deadline.signal.throwIfAborted();
-    const exitCode = await this.#exitCode(exec, deadline);
-    return { exitCode, stdout: stdout.toString(), stderr: stderr.toString() };
-  }
-
-  /** The exec's exit code; the engine may record it a moment after the stream closes. */
-  async #exitCode(exec: Docker.Exec, deadline: Deadline): Promise<number> {
-    for (let attempt = 0; ; attempt += 1) {
-      const info = await exec.inspect({ abortSignal: deadline.signal });
-      if (!info.Running && typeof info.ExitCode === 'number') return info.ExitCode;
-      await delay(Math.min(5 * 2 ** attempt, 100), undefined, { signal: deadline.signal });
     }
   }
 

@@ -28,6 +28,8 @@ export {
   MIN_DOCKER_API_VERSION,
   negotiateApiVersion,
 } from './api-version.js';
+export type { NumericOwner } from './container-user.js';
+export type { ExecRequest, ExecResult } from './control.js';
 export { DEFAULT_DOCKER_HOST, type DockerEndpoint, parseDockerHost } from './docker-host.js';
 export {
   type ContainerDetails,
@@ -49,6 +51,7 @@ export {
   isDockerRuntimeError,
 } from './errors.js';
 export { type ContainerEvent, MAX_EVENT_LINE_LENGTH } from './events.js';
+export type { ReplaceRecovery, ReplaceRequest, ReplaceResult } from './replace.js';
 export {
   checkFileName,
   MAX_FILES_PER_WRITE,
