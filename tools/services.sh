@@ -31,6 +31,8 @@ install_missing() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   compose_available || missing+=(docker-compose)
   busybox_static_present || missing+=(busybox-static)
+  # The TLS tests make a throwaway CA and certificates with the openssl CLI.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [ "${#missing[@]}" -eq 0 ] && return 0
   # De-duplicate (docker.io can be listed twice).
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -54,6 +54,12 @@ function createFakeRuntime(containers: ContainerDetails[]) {
       });
       return { files: request.files.length, bytes: 0, durationMs: 1, generation: 'g1' };
     },
+    exec: unused('exec'),
+    sendSignal: unused('sendSignal'),
+    restartContainer: unused('restartContainer'),
+    replaceContainer: unused('replaceContainer'),
+    recoverReplacements: unused('recoverReplacements'),
+    resolveUser: unused('resolveUser'),
     async close() {},
     async [Symbol.asyncDispose]() {},
   };
@@ -67,12 +73,20 @@ function createFakeRuntime(containers: ContainerDetails[]) {
         id: container.id,
         at: Date.now(),
         timeNano: '0',
+        cursor: `0~${container.id}~start`,
         labels: container.labels,
         name: container.name,
         image: container.image,
       });
       wake?.();
     },
+  };
+}
+
+/** A runtime operation the agent must not use here: fails the test if it does. */
+function unused(name: string) {
+  return async (): Promise<never> => {
+    throw new Error(`the agent called runtime.${name}, which this test does not expect`);
   };
 }
 
@@ -214,55 +228,44 @@ describe('createAgent', () => {
     await agent.close();
   });
 
-  it('reconnects a broken events stream, re-lists managed containers, and gives up after the limit', async () => {
-    const { fake, agent, lines } = setup([container('c8', MANAGED)], {
+  it('lists every managed container again when the stream reports a resync', async () => {
+    const { fake, agent, lines } = setup([container('c8', MANAGED)]);
+    let stop: (() => void) | undefined;
+    fake.runtime.events = async function* ({ signal }) {
+      yield { type: 'resync', reason: 'gap', at: Date.now() };
+      await new Promise<void>((resolve) => {
+        stop = resolve;
+        signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    };
+    await agent.start();
+    await expect
+      .poll(() => lines().filter((line) => line.msg === 'managed containers found').length)
+      .toBe(2);
+    expect(
+      lines().find((line) => String(line.msg).startsWith('events may have been missed')),
+    ).toMatchObject({ reason: 'gap' });
+    await agent.idle();
+    expect(fake.writes.map((write) => write.id)).toContain('c8');
+    stop?.();
+    await agent.close();
+  });
+
+  it('passes its reconnect policy to the runtime and exits with DSO_AGENT_ENGINE_LOST when it is spent', async () => {
+    const { fake, agent } = setup([], {
       reconnectBaseDelayMs: 1,
       reconnectMaxDelayMs: 2,
       maxReconnects: 3,
     });
-    let calls = 0;
-    fake.runtime.events = async function* () {
-      calls += 1;
+    let reconnect: unknown;
+    fake.runtime.events = async function* (options) {
+      reconnect = options.reconnect;
       yield* [];
-      throw new Error('stream broke');
+      throw Object.assign(new Error('gave up (scripted)'), { code: 'DSO_DOCKER_RECONNECT_FAILED' });
     };
     await agent.start();
     await expect(agent.done).rejects.toMatchObject({ code: 'DSO_AGENT_ENGINE_LOST' });
-    expect(calls).toBe(4);
-    expect(lines().filter((line) => line.msg === 'events stream lost, reconnecting')).toHaveLength(
-      3,
-    );
-    // The first list at start, then one re-list after each reconnect.
-    await agent.idle();
-    expect(fake.writes.length).toBeGreaterThanOrEqual(2);
-    await agent.close();
-  });
-
-  it('does not count a stream the engine accepted as a failed reconnect', async () => {
-    const { fake, agent } = setup([], {
-      reconnectBaseDelayMs: 1,
-      reconnectMaxDelayMs: 1,
-      maxReconnects: 1,
-    });
-    let calls = 0;
-    fake.runtime.events = async function* ({ onConnected }) {
-      calls += 1;
-      onConnected?.();
-      yield* [];
-      throw new Error('dropped after connecting');
-    };
-    await agent.start();
-    let settled = false;
-    agent.done.then(
-      () => {
-        settled = true;
-      },
-      () => {
-        settled = true;
-      },
-    );
-    await expect.poll(() => calls).toBeGreaterThan(5);
-    expect(settled).toBe(false);
+    expect(reconnect).toEqual({ maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 2 });
     await agent.close();
   });
 

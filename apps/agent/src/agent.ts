@@ -137,6 +137,8 @@ export function createAgent(options: AgentOptions): Agent {
           files,
           mode: spec.mode,
           owner: spec.owner,
+          // Just inspected: the runtime need not inspect it again.
+          containerUser: details.user,
           signal,
         });
         log.info(
@@ -243,53 +245,48 @@ export function createAgent(options: AgentOptions): Agent {
     queue.add(event.id, undefined);
   }
 
-  // Watches events until stopped. When the stream breaks it reconnects with capped, jittered
-  // backoff, resumes from the last event seen, and re-lists every managed container, since
-  // anything that started during the gap may not be in the replay.
+  // Watches events until stopped. The runtime reconnects a broken stream itself, resumes after
+  // the last event, drops the replay's duplicates, and says `resync` when events may have been
+  // missed (a gap longer than the engine's buffer, or an engine restart): then every managed
+  // container is listed again. Only when the engine stays unreachable does this end, with
+  // DSO_AGENT_ENGINE_LOST, so the supervisor restarts the agent.
   async function watch(firstSinceMs: number): Promise<void> {
-    let sinceMs = firstSinceMs;
-    let failures = 0;
     const signal = stopping.signal;
-    while (!signal.aborted) {
-      try {
-        const onConnected = () => {
-          // A stream the engine accepted is a success, even if it later breaks on a quiet host.
-          failures = 0;
-        };
-        for await (const event of runtime.events({ since: sinceMs, signal, onConnected })) {
-          sinceMs = Math.max(sinceMs, event.at);
-          onEvent(event);
-        }
-        if (signal.aborted) return;
-        throw new DsoError('DSO_AGENT_EVENTS_ENDED', 'the engine closed the events stream');
-      } catch (error) {
-        if (signal.aborted) return;
-        failures += 1;
-        if (failures > maxReconnects) {
-          throw new DsoError(
-            'DSO_AGENT_ENGINE_LOST',
-            `the engine's events stream failed ${failures} times in a row; exiting so the supervisor restarts the agent`,
-            { cause: error },
-          );
-        }
-        const delayMs =
-          Math.min(maxDelayMs, baseDelayMs * 2 ** Math.min(failures - 1, 16)) *
-          (0.5 + Math.random() / 2);
-        logger.warn(
-          { err: error, code: errorCode(error), attempt: failures, delayMs: Math.round(delayMs) },
-          'events stream lost, reconnecting',
-        );
-        await sleep(delayMs, signal);
-        if (signal.aborted) return;
-        try {
-          await enqueueRunningManaged(signal);
-        } catch (listError) {
+    try {
+      for await (const item of runtime.events({
+        since: firstSinceMs,
+        signal,
+        reconnect: { maxAttempts: maxReconnects, baseDelayMs, maxDelayMs },
+        onReconnecting: ({ attempt, delayMs, error }) => {
           logger.warn(
-            { err: listError, code: errorCode(listError) },
-            'could not list managed containers',
+            { err: error, code: error.code, attempt, delayMs },
+            'events stream lost, reconnecting',
           );
+        },
+      })) {
+        if (item.type === 'resync') {
+          logger.warn({ reason: item.reason }, 'events may have been missed, listing containers');
+          // Not awaited: the stream must be drained promptly, the list runs beside it.
+          void enqueueRunningManaged(signal).catch((error: unknown) => {
+            logger.warn(
+              { err: error, code: errorCode(error) },
+              'could not list managed containers',
+            );
+          });
+          continue;
         }
+        onEvent(item);
       }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (errorCode(error) === 'DSO_DOCKER_RECONNECT_FAILED') {
+        throw new DsoError(
+          'DSO_AGENT_ENGINE_LOST',
+          `the engine's events stream failed ${maxReconnects} reconnects in a row; exiting so the supervisor restarts the agent`,
+          { cause: error },
+        );
+      }
+      throw error;
     }
   }
 
@@ -358,16 +355,4 @@ function isRetryable(error: unknown): boolean {
     current = candidate.cause;
   }
   return false;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -105,6 +105,10 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     const runtime = await createDockerRuntime({
       host: config.docker.host,
       allowInsecureTcp: config.docker.allowInsecureTcp,
+      tlsVerify: config.docker.tlsVerify,
+      ...(config.docker.tlsCertPath === undefined
+        ? {}
+        : { tlsCertPath: config.docker.tlsCertPath }),
       connectTimeoutMs: config.docker.connectTimeoutMs,
       requestTimeoutMs: config.docker.requestTimeoutMs,
       writeTimeoutMs: config.docker.writeTimeoutMs,

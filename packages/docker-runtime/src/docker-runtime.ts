@@ -1,31 +1,49 @@
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { Agent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import type { Duplex, Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { negotiateApiVersion } from './api-version.js';
+import { assertContainerId } from './container-id.js';
 import { type NumericOwner, resolveContainerUser } from './container-user.js';
 import {
   type ExecRequest,
   type ExecResult,
   execInContainer,
+  MAX_EXEC_OUTPUT_BYTES,
   restartContainer,
   signalContainer,
 } from './control.js';
 import { Deadline } from './deadline.js';
-import { type DockerEndpoint, resolveDockerHost } from './docker-host.js';
+import {
+  type DockerEndpoint,
+  type DockerTlsFiles,
+  readDockerTls,
+  resolveDockerHost,
+  resolveDockerTls,
+  tlsFailure,
+} from './docker-host.js';
 import type { EngineContext, RuntimeSettings } from './engine-context.js';
 import { toEngineError, UNREACHABLE_FIX } from './engine-errors.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
+import {
+  type EventsReconnecting,
+  type EventsReconnectOptions,
+  resilientEvents,
+} from './event-stream.js';
 import {
   CONTAINER_ACTIONS,
   type ContainerEvent,
   LineSplitter,
   parseContainerEvent,
+  parseEventCursor,
+  type RuntimeEvent,
   toEngineSince,
 } from './events.js';
 import { type ExecOutcome, runExec } from './exec.js';
 import {
+  type RecoverReplacementsOptions,
   type ReplaceRecovery,
   type ReplaceRequest,
   type ReplaceResult,
@@ -47,15 +65,17 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** Default for {@link DockerRuntimeOptions.writeTimeoutMs}. */
 export const DEFAULT_WRITE_TIMEOUT_MS = 30_000;
-/** Most bytes of an exec's stdout and of its stderr kept (the tail); the rest is counted. */
-export const MAX_EXEC_OUTPUT_BYTES = 64 * 1024;
+// Defined beside exec in control.ts, exported from here as before.
+export { MAX_EXEC_OUTPUT_BYTES };
 
 /** How to reach the engine, and how long to wait for it. */
 export interface DockerRuntimeOptions {
   /**
    * Where the engine listens, in `DOCKER_HOST` syntax: `unix:///path/to/docker.sock` or
-   * `tcp://host:port` (plain TCP only to loopback unless {@link allowInsecureTcp}).
-   * @default `DOCKER_HOST` from the environment, else `unix:///var/run/docker.sock`
+   * `tcp://host:port` (port 2375 when omitted, 2376 with TLS). Plain TCP only to loopback unless
+   * {@link allowInsecureTcp}; with {@link tlsVerify} any host.
+   * @default `DOCKER_HOST` from the environment, else `unix:///var/run/docker.sock`, or
+   *   `tcp://localhost:2376` with TLS (as the docker CLI)
    */
   host?: string;
   /** Aborts {@link createDockerRuntime} (the ping and version negotiation). */
@@ -77,11 +97,26 @@ export interface DockerRuntimeOptions {
   writeTimeoutMs?: number;
   /**
    * Allow `tcp://` to a non-loopback host. Secret files then cross the network unencrypted.
+   * Not needed with {@link tlsVerify}.
    * @default false
    */
   allowInsecureTcp?: boolean;
   /**
-   * The environment `DOCKER_HOST` is read from.
+   * Reach a `tcp://` engine over TLS, verifying its certificate against `ca.pem` and presenting
+   * `cert.pem`/`key.pem` from {@link tlsCertPath}, as `docker --tlsverify` does (the engine runs
+   * `dockerd --tlsverify`). Any tcp host is then allowed. TLS without verifying the engine is
+   * not offered. Wrong with a `unix://` host.
+   * @default `DOCKER_TLS_VERIFY` set to anything non-empty in {@link env}, else false
+   */
+  tlsVerify?: boolean;
+  /**
+   * The directory holding `ca.pem`, `cert.pem` and `key.pem` (unencrypted), read once at
+   * creation. Only with {@link tlsVerify}.
+   * @default `DOCKER_CERT_PATH` from {@link env}, else `~/.docker`
+   */
+  tlsCertPath?: string;
+  /**
+   * The environment `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` are read from.
    * @default process.env
    */
   env?: NodeJS.ProcessEnv;
@@ -89,20 +124,33 @@ export interface DockerRuntimeOptions {
 
 /** Options of {@link DockerRuntime.events}. */
 export interface EventsOptions {
-  /**
-   * Replay events from this time on (the engine keeps only its last 256 events). A number below
-   * 1e11 is unix seconds, anything larger is unix ms; a string is the engine's own
-   * `seconds[.nanoseconds]` form, exact for resuming after an event's `timeNano`.
-   * @default only events from now on
-   */
-  since?: number | string;
   /** Ends the iteration (without an error) and closes the HTTP stream. */
   signal: AbortSignal;
   /**
-   * Called once the engine has accepted the subscription, before any event: an owner counting
-   * failed reconnects resets its count here, so a quiet but healthy stream is not a failure.
+   * Resume after this event: the `cursor` of the last event the owner handled (for instance
+   * before it restarted). The engine replays what followed; when it can no longer (it keeps
+   * only its last 256 events, none across its own restart) a `resync` item says so first.
+   * Not with `since`.
+   */
+  resumeFrom?: string;
+  /**
+   * Replay events from this time on, unverified (prefer `resumeFrom`). A number below 1e11 is
+   * unix seconds, anything larger is unix ms; a string is the engine's `seconds[.nanoseconds]`.
+   * @default only events from now on
+   */
+  since?: number | string;
+  /**
+   * How a broken stream is reconnected.
+   * @default { maxAttempts: 100, baseDelayMs: 500, maxDelayMs: 30000 }
+   */
+  reconnect?: EventsReconnectOptions;
+  /**
+   * Called each time the engine accepts the subscription (first connection and every
+   * reconnect), before its events.
    */
   onConnected?: () => void;
+  /** Called before each wait to reconnect, with the attempt, the delay and what broke. */
+  onReconnecting?: (info: EventsReconnecting) => void;
 }
 
 /** Options of {@link DockerRuntime.listContainers}. */
@@ -161,19 +209,27 @@ export interface DockerRuntime extends AsyncDisposable {
   readonly host: string;
 
   /**
-   * Streams container lifecycle events (create, start, die, destroy). Consume promptly: a slow
-   * reader slows the engine and, past ~1,300 buffered events, the engine drops events for it.
-   * Aborting `signal` ends the iteration without an error. There is no reconnect here: when the
-   * engine ends the stream or it breaks, the iteration throws DSO_DOCKER_EVENTS_LOST, and the
-   * owner resumes with `since` and reconciles.
+   * Streams container lifecycle events (created, started, died, destroyed, renamed, health) and
+   * keeps streaming across engine restarts and broken connections. Each reconnect resumes with
+   * `since` at the last event delivered and drops the duplicates the overlap brings; when the
+   * gap cannot be replayed (the engine keeps only its last 256 events of every type, and none
+   * across its own restart) a `{ type: 'resync' }` item comes first: reconcile everything.
+   * Reconnects back off with capped, jittered exponential delays; a connection the engine
+   * accepts resets the count. Consume promptly: a slow reader slows the engine and, past ~1,300
+   * buffered events, the engine drops events for it. Aborting `signal` ends the iteration
+   * without an error.
    *
-   * @throws DockerRuntimeError DSO_DOCKER_EVENTS_LOST when the stream ends, breaks or garbles
-   * @throws DockerRuntimeError DSO_DOCKER_UNREACHABLE, DSO_DOCKER_TIMEOUT when it cannot start
+   * @throws DockerRuntimeError DSO_DOCKER_RECONNECT_FAILED after `reconnect.maxAttempts`
+   *   consecutive failed reconnects
    * @throws DockerRuntimeError DSO_DOCKER_CLOSED when the runtime is closed meanwhile
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for bad options
    * @example
-   * for await (const event of runtime.events({ signal })) queue.push(event);
+   * for await (const item of runtime.events({ signal })) {
+   *   if (item.type === 'resync') reconcileAll();
+   *   else queue.add(item.id, item);
+   * }
    */
-  events(options: EventsOptions): AsyncIterable<ContainerEvent>;
+  events(options: EventsOptions): AsyncIterable<RuntimeEvent>;
 
   /**
    * Lists containers carrying a label, running ones only unless `all` is set.
@@ -222,13 +278,53 @@ export interface DockerRuntime extends AsyncDisposable {
   writeFiles(id: string, request: WriteFilesRequest): Promise<WriteFilesResult>;
 
   /**
-   * Runs a command in a running container and returns its exit code and bounded output.
-   * (control.ts owns the full contract.)
+   * Runs a command in a running container (`docker exec`) and returns its exit code, its
+   * stdout and stderr (the last `maxOutputBytes` of each, decoded as UTF-8), how many bytes each
+   * wrote in all, and whether either was cut. A non-zero exit is a result, not an error.
+   *
+   * **Never put a secret value in `argv` or `env`.** The engine keeps both with the exec,
+   * publishes `argv` in its `exec_create`/`exec_start` events to every events subscriber and
+   * shows it in exec inspect; `env` is readable in `/proc/<pid>/environ` by anything in the
+   * container running as that user. `stdin` is the only channel for a value: it is written to
+   * the process and the stream closed; the caller's buffer is not modified (zero it yourself
+   * once done).
+   *
+   * The user defaults to the container's own (`Config.User`), as for `docker exec`. On timeout
+   * or abort the call returns at once, but the process inside may keep running: the Engine API
+   * cannot kill an exec. Give commands their own bound (`timeout 5 …`) where that matters.
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for an empty argv, a NUL in argv or
+   *   env, argv or env too large (64 KiB per string, 256 KiB together), a bad env key, user or
+   *   workingDir, maxOutputBytes outside 0..16 MiB, a timeout that is not positive, or stdin
+   *   over 64 MiB
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND, DSO_DOCKER_CONTAINER_NOT_RUNNING
+   *   (stopped or paused)
+   * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT after `timeoutMs`, DSO_DOCKER_ABORTED when
+   *   `signal` aborts, DSO_DOCKER_CLOSED when the runtime closes
+   * @throws DockerRuntimeError DSO_DOCKER_ENGINE_ERROR for any other refusal by the engine (a
+   *   command that cannot be run is not one: it exits 126 or 127)
+   * @example
+   * const { exitCode, stdout } = await runtime.exec(id, {
+   *   argv: ['sh', '-c', 'cat > /run/app/token && kill -HUP 1'],
+   *   stdin: tokenBytes,
+   *   timeoutMs: 5_000,
+   * });
+   * if (exitCode !== 0) throw new Error(`hook failed with ${exitCode}`);
    */
   exec(id: string, request: ExecRequest): Promise<ExecResult>;
 
   /**
-   * Sends a unix signal to a container's main process. (control.ts owns the full contract.)
+   * Sends a unix signal to a container's main process (`docker kill --signal`), e.g. so it
+   * reloads rewritten secret files. The signal is a name with or without `SIG`, in any case
+   * (`SIGHUP`, `hup`, `RTMIN+3`), or a number from 1 to 64; names are sent as `SIGHUP`. The call
+   * returns once the engine has delivered it; what the process does with it is its own affair
+   * (PID 1 ignores signals it has no handler for).
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for an unknown signal
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND, DSO_DOCKER_CONTAINER_NOT_RUNNING
+   * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED
+   * @example
+   * await runtime.sendSignal(id, 'SIGHUP');
    */
   sendSignal(
     id: string,
@@ -237,7 +333,19 @@ export interface DockerRuntime extends AsyncDisposable {
   ): Promise<void>;
 
   /**
-   * Restarts a container (stop with a grace period, then start). (control.ts owns the contract.)
+   * Restarts a container (`docker restart`): SIGTERM (or the image's stop signal), up to
+   * `stopTimeoutMs` (rounded up to whole seconds) for it to exit, SIGKILL, then start. A stopped
+   * container is started. The call is bounded by `stopTimeoutMs` plus the runtime's
+   * requestTimeoutMs. A manual restart does not count in the engine's `RestartCount`.
+   *
+   * @default stopTimeoutMs 10000
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST when stopTimeoutMs is not an integer >= 0
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND when it does not exist
+   * @throws DockerRuntimeError DSO_DOCKER_ENGINE_ERROR when the engine cannot start it again
+   * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED: the
+   *   restart may still complete in the engine
+   * @example
+   * await runtime.restartContainer(id, { stopTimeoutMs: 5_000 });
    */
   restartContainer(
     id: string,
@@ -245,19 +353,110 @@ export interface DockerRuntime extends AsyncDisposable {
   ): Promise<void>;
 
   /**
-   * Clone-and-replace: recreates a container with changed environment beside the old one,
-   * switches once healthy, rolls back otherwise. (replace.ts owns the full contract.)
+   * Clone-and-replace (blue-green): recreates a running container with changed environment
+   * beside the old one, switches to it once it proves healthy, and rolls back otherwise. This
+   * is how an environment value (a `dso://` reference) changes: the engine sets env only at
+   * create. Values go only into the new container's `Config.Env`, never into a label, log,
+   * message, or the request URL.
+   *
+   * Steps, each leaving a state {@link recoverReplacements} recognises:
+   * 1. Inspect the old container O (it must run, and not be one side of an unfinished
+   *    replacement); check it can run twice at once (no fixed host port, IP or MAC address, no
+   *    container using its network namespace, not a swarm task).
+   * 2. Create N as `<name>-dso-next-<O's 12-char id>` from O's whole `Config` and `HostConfig`
+   *    with the env changes applied, the same image id (the tag as written while it still names
+   *    that id), O's networks and aliases, O's anonymous volumes mounted by name, and the labels
+   *    `dso.replace.of=<O's id>`, `dso.replace.name=<name>`, `dso.replace.generation=<n>`.
+   * 3. `onCreated(N)`, start N, `onStarted(N)`.
+   * 4. Wait until N is fit: `healthy` by its healthcheck (own or image's) within
+   *    `health.timeoutMs`; without one, running (same start, no restart) for
+   *    `health.runningForMs`. Fails fast when N exits, restarts or turns unhealthy.
+   * 5. Swap: rename O to `<name>-dso-old-<O's 12-char id>`, then N to `<name>` (committed).
+   * 6. Stop O (`stopTimeoutMs` grace) and remove it, keeping its volumes (N mounts them).
+   *
+   * Any failure or abort before step 5 completes rolls back on fresh short deadlines: O gets
+   * its name back first, then N is force-removed; O is never stopped. A failure in step 6 does
+   * not throw: N serves, `oldRemoved` is false and `cleanupError` says why; recovery removes O.
+   * An abort after step 4 passed has no effect (the swap is two short renames).
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for a bad id, env name, duration or hook
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND when the container does not exist
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_RUNNING when it is stopped, paused or
+   *   restarting
+   * @throws DockerRuntimeError DSO_DOCKER_REPLACE_FAILED with `details.stage` (`inspect`, `plan`,
+   *   `create`, `on-created`, `start`, `on-started`, `health`, `swap`) and `details.reason`
+   *   (`replace-pending`, `fixed-host-port`, `fixed-ip`, `fixed-mac-address`,
+   *   `network-dependents`, `swarm-task`, `image-changed`, `hook-failed`, `exited`, `restarted`,
+   *   `unhealthy`, `health-timeout`, `engine-error`), plus `rollback` (`done` | `incomplete`),
+   *   `oldRunning`, and for a health failure `exitCode`, `healthStatus`, `healthOutput` and
+   *   `logTail` (redacted of every value of N's environment, bounded by `logTailBytes`)
+   * @throws DockerRuntimeError DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED when `signal` aborts or the
+   *   runtime closes before the swap (rolled back as above; `details.stage` says where)
+   * @throws DockerRuntimeError DSO_DOCKER_UNREACHABLE, DSO_DOCKER_TIMEOUT from the first inspect
+   * @example
+   * const result = await runtime.replaceContainer('web', {
+   *   env: { DB_PASSWORD: newPassword, OLD_FLAG: null },
+   *   health: { timeoutMs: 30_000 },
+   *   onStarted: (id, signal) => runtime.writeFiles(id, { target: '/run/secrets', files, signal }).then(() => {}),
+   * });
+   * if (!result.oldRemoved) log.warn({ err: result.cleanupError }, 'old container left');
    */
   replaceContainer(id: string, request: ReplaceRequest): Promise<ReplaceResult>;
 
   /**
-   * Finishes or undoes replacements a crash interrupted. (replace.ts owns the full contract.)
+   * Finishes or undoes every replacement a crash (or a failed rollback) interrupted, from what
+   * the engine holds; run it at start, before new replacements. For each container N labelled
+   * `dso.replace.of=O`, `dso.replace.name=NAME`:
+   *
+   * | N's name      | O                          | action                               |
+   * | ------------- | -------------------------- | ------------------------------------ |
+   * | `NAME`        | gone                       | none (a completed replacement)       |
+   * | `NAME`        | `NAME-dso-old-<O:12>`      | stop and remove O: `finished`        |
+   * | `NAME`        | under another name         | `blocked` (`old-renamed`)            |
+   * | `NAME-dso-next-<O:12>` | `NAME`            | remove N: `undone`                   |
+   * | `NAME-dso-next-<O:12>` | `NAME-dso-old-<O:12>` | rename O to NAME, remove N: `undone` |
+   * | `NAME-dso-next-<O:12>` | under another name | remove N: `undone`                  |
+   * | `NAME-dso-next-<O:12>` | gone              | rename N to NAME: `finished`         |
+   * | anything else | —                          | none (renamed by someone, or the old side of a newer replacement) |
+   *
+   * Never removes both containers; a rename refused because NAME is taken reports `blocked`
+   * (`name-taken`) and changes nothing. N keeps its state (a renamed N that never started
+   * stays stopped). Replacements running in this runtime are skipped. Idempotent: after a run
+   * that finished or undid everything, the next returns `[]` (a `blocked` entry is reported
+   * again until someone resolves it). One entry's engine failure is reported on it (`blocked`,
+   * `engine-error`) and the others still run. Run it from one process at a time.
+   *
+   * @returns one entry per interrupted replacement found (completed ones are not listed)
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for a bad `stopTimeoutMs`
+   * @throws DockerRuntimeError DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED when `signal` aborts or the
+   *   runtime closes (`details.done` lists what was done; the rest is left recognisable)
+   * @throws DockerRuntimeError DSO_DOCKER_UNREACHABLE, DSO_DOCKER_TIMEOUT,
+   *   DSO_DOCKER_ENGINE_ERROR when the containers cannot be listed
+   * @example
+   * for (const entry of await runtime.recoverReplacements({ signal })) {
+   *   log.info({ name: entry.name, action: entry.action, reason: entry.reason }, 'replacement recovered');
+   * }
    */
-  recoverReplacements(options?: { signal?: AbortSignal }): Promise<ReplaceRecovery[]>;
+  recoverReplacements(options?: RecoverReplacementsOptions): Promise<ReplaceRecovery[]>;
 
   /**
-   * The container's user as numeric uid and gid, read from its own /etc/passwd and /etc/group.
-   * (container-user.ts owns the full contract.)
+   * The container's user (`Config.User`) as numeric uid and gid, resolved with the engine's
+   * rules against the container's own /etc/passwd and /etc/group: `''` is 0:0; `uid:gid` is
+   * taken as is (no file read); a bare uid takes its primary group from /etc/passwd (0 when it
+   * has no entry); a name must be in /etc/passwd and a group name in /etc/group. The files are
+   * read with the engine's archive GET (never PUT, never exec), symlinks followed, at most 1 MiB
+   * each; a container without /etc/passwd resolves numeric users only. Works on a created
+   * container that never started: resolve, write its files (host path), then start it.
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_USER_UNRESOLVED naming the user (or group) and the
+   *   container when it has no entry, or a database is unreadable or larger than 1 MiB
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND when the container does not exist
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST when `id` is not a container id or name
+   * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED,
+   *   DSO_DOCKER_UNREACHABLE, DSO_DOCKER_ENGINE_ERROR
+   * @example
+   * const owner = await runtime.resolveUser(containerId); // e.g. { uid: 1000, gid: 1000 }
+   * hostDirs.write(key, { files, owner });
    */
   resolveUser(id: string, options?: { signal?: AbortSignal }): Promise<NumericOwner>;
   /**
@@ -276,16 +475,32 @@ export interface DockerRuntime extends AsyncDisposable {
  * @throws DockerRuntimeError DSO_DOCKER_PERMISSION_DENIED when the socket refuses this user
  * @throws DockerRuntimeError DSO_DOCKER_API_TOO_OLD when the engine is older than API 1.41
  * @throws DockerRuntimeError DSO_DOCKER_INVALID_HOST, DSO_DOCKER_INSECURE_HOST for a bad host
+ * @throws DockerRuntimeError DSO_DOCKER_TLS_INVALID when a TLS file is missing, unreadable or
+ *   unusable, TLS is asked for with a unix socket, the engine's certificate does not verify,
+ *   or the engine refuses this client's certificate
  * @throws DockerRuntimeError DSO_DOCKER_ABORTED when `signal` aborts
  * @example
  * await using runtime = await createDockerRuntime();
  * console.log(runtime.engineVersion, runtime.apiVersion);
+ * @example
+ * // A remote engine running `dockerd --tlsverify`, as `DOCKER_TLS_VERIFY=1` would:
+ * await using remote = await createDockerRuntime({
+ *   host: 'tcp://docker.example.internal:2376',
+ *   tlsVerify: true,
+ *   tlsCertPath: '/etc/dso/docker-tls', // ca.pem, cert.pem, key.pem
+ * });
  */
 export async function createDockerRuntime(
   options: DockerRuntimeOptions = {},
 ): Promise<DockerRuntime> {
-  const endpoint = resolveDockerHost(options.host, options.env ?? process.env, {
+  const env = options.env ?? process.env;
+  const tlsSettings = resolveDockerTls(
+    { tlsVerify: options.tlsVerify, tlsCertPath: options.tlsCertPath },
+    env,
+  );
+  const endpoint = resolveDockerHost(options.host, env, {
     allowInsecureTcp: options.allowInsecureTcp ?? false,
+    tls: tlsSettings.verify,
   });
   const settings = {
     connectTimeoutMs: positive(
@@ -300,8 +515,30 @@ export async function createDockerRuntime(
     ),
     writeTimeoutMs: positive(options.writeTimeoutMs, DEFAULT_WRITE_TIMEOUT_MS, 'writeTimeoutMs'),
   };
-  const agent = new Agent({ keepAlive: true });
-  const probe = new Docker(modemOptions(endpoint, agent, undefined));
+  // Read once, here: a missing or broken file fails creation, not some later call.
+  const tls =
+    endpoint.kind === 'tcp' && endpoint.tls ? await readDockerTls(tlsSettings.certPath) : undefined;
+  // With TLS the pooled sockets must carry the same CA and client certificate as each request.
+  const agent =
+    tls === undefined
+      ? new Agent({ keepAlive: true })
+      : new HttpsAgent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key });
+  const client = (apiVersion: string | undefined): Docker => {
+    try {
+      return new Docker(modemOptions(endpoint, agent, apiVersion, tls));
+    } catch (error) {
+      // docker-modem reads DOCKER_HOST and DOCKER_CERT_PATH from process.env for its defaults
+      // (ours override them), and throws when the files DOCKER_CERT_PATH names are missing.
+      agent.destroy();
+      throw new DockerRuntimeError(
+        'DSO_DOCKER_INVALID_HOST',
+        "the Docker client could not read its defaults from this process's environment " +
+          '(DOCKER_HOST, DOCKER_CERT_PATH): fix or unset them',
+        { endpoint: endpoint.display, cause: error },
+      );
+    }
+  };
+  const probe = client(undefined);
   const deadline = new Deadline({ caller: options.signal }, settings.connectTimeoutMs);
   let version: Docker.DockerVersion;
   try {
@@ -311,7 +548,7 @@ export async function createDockerRuntime(
     version = await engine.version({ abortSignal: deadline.signal });
   } catch (error) {
     agent.destroy();
-    throw connectError(error, endpoint, deadline, settings.connectTimeoutMs);
+    throw connectError(error, endpoint, deadline, settings.connectTimeoutMs, tls);
   } finally {
     deadline.dispose();
   }
@@ -327,7 +564,7 @@ export async function createDockerRuntime(
     agent.destroy();
     throw error;
   }
-  const docker = new Docker(modemOptions(endpoint, agent, apiVersion));
+  const docker = client(apiVersion);
   return new EngineRuntime(docker, agent, endpoint, apiVersion, engineVersion, settings);
 }
 
@@ -384,14 +621,43 @@ class EngineRuntime implements DockerRuntime {
     return this.#endpoint.display;
   }
 
-  events(options: EventsOptions): AsyncIterable<ContainerEvent> {
-    return this.#events(options);
+  events(options: EventsOptions): AsyncIterable<RuntimeEvent> {
+    this.#assertOpen('stream events');
+    if (options.since !== undefined && options.resumeFrom !== undefined) {
+      throw new DockerRuntimeError(
+        'DSO_DOCKER_INVALID_REQUEST',
+        'give events() either resumeFrom (an event cursor) or since (a time), not both',
+        { field: 'since' },
+      );
+    }
+    if (options.resumeFrom !== undefined) parseEventCursor(options.resumeFrom);
+    return resilientEvents(
+      {
+        signal: options.signal,
+        since: options.since === undefined ? undefined : toEngineSince(options.since),
+        resumeFrom: options.resumeFrom,
+        reconnect: options.reconnect,
+        onConnected: options.onConnected,
+        onReconnecting: options.onReconnecting,
+      },
+      {
+        connect: (request) => this.#connectEvents(request),
+        sleep: (ms, signal) => sleepUnlessAborted(ms, signal, this.#closed.signal),
+        now: Date.now,
+        random: Math.random,
+      },
+    );
   }
 
-  async *#events(options: EventsOptions): AsyncGenerator<ContainerEvent> {
+  /** One subscription to `/events`; ends or throws DSO_DOCKER_EVENTS_LOST when it breaks. */
+  async *#connectEvents(options: {
+    since: string | undefined;
+    signal: AbortSignal;
+    onConnected: () => void;
+  }): AsyncGenerator<ContainerEvent> {
     this.#assertOpen('stream events');
     if (options.signal.aborted) return;
-    const since = options.since === undefined ? undefined : toEngineSince(options.since);
+    const since = options.since;
     const deadline = new Deadline(
       { caller: options.signal, closed: this.#closed.signal },
       this.#settings.connectTimeoutMs,
@@ -415,7 +681,7 @@ class EngineRuntime implements DockerRuntime {
     }
     // Connected: from here only the caller's signal or close ends the stream.
     deadline.clearTimeout();
-    options.onConnected?.();
+    options.onConnected();
     this.#streams.add(stream);
     const destroy = () => stream.destroy();
     deadline.signal.addEventListener('abort', destroy, { once: true });
@@ -530,19 +796,27 @@ class EngineRuntime implements DockerRuntime {
     startedAt: number,
   ): Promise<WriteFilesResult> {
     deadline.signal.throwIfAborted();
-    // Under the write's own deadline, so its timeout and abort name the write.
-    const details = toDetails(
-      await this.#docker.getContainer(id).inspect({ abortSignal: deadline.signal }),
-    );
-    if (!details.running) {
-      throw new DockerRuntimeError(
-        'DSO_DOCKER_CONTAINER_NOT_RUNNING',
-        `container ${id} is not running (${details.state}): start it first`,
-        { containerId: id, state: details.state },
+    let fullId = id;
+    let owner: string;
+    if (valid.owner !== undefined) {
+      owner = `${valid.owner.uid}:${valid.owner.gid}`;
+    } else if (valid.containerUser !== undefined) {
+      owner = valid.containerUser;
+    } else {
+      // Under the write's own deadline, so its timeout and abort name the write.
+      const details = toDetails(
+        await this.#docker.getContainer(id).inspect({ abortSignal: deadline.signal }),
       );
+      if (!details.running) {
+        throw new DockerRuntimeError(
+          'DSO_DOCKER_CONTAINER_NOT_RUNNING',
+          `container ${id} is not running (${details.state}): start it first`,
+          { containerId: id, state: details.state },
+        );
+      }
+      fullId = details.id;
+      owner = details.user;
     }
-    const owner =
-      valid.owner === undefined ? details.user : `${valid.owner.uid}:${valid.owner.gid}`;
     const generation = `${Date.now()}_${randomBytes(6).toString('hex')}`;
     const argv = [
       'sh',
@@ -555,7 +829,7 @@ class EngineRuntime implements DockerRuntime {
       owner,
       ...valid.files.map((file) => file.name),
     ];
-    await this.#serialised(`id:${details.id}`, async () => {
+    await this.#serialised(`id:${fullId}`, async () => {
       const archive = await buildTar(valid.files, {
         mode: valid.mode,
         uid: valid.owner?.uid ?? 0,
@@ -566,7 +840,7 @@ class EngineRuntime implements DockerRuntime {
       try {
         exit = await runExec(
           this.#context,
-          details.id,
+          fullId,
           {
             argv,
             user: '0:0',
@@ -582,7 +856,7 @@ class EngineRuntime implements DockerRuntime {
       }
       const failure = interpretWriteExit({
         ...exit,
-        containerId: details.id,
+        containerId: fullId,
         target: valid.target,
       });
       if (failure !== undefined) throw failure;
@@ -618,7 +892,7 @@ class EngineRuntime implements DockerRuntime {
     return replaceContainer(this.#context, id, request);
   }
 
-  recoverReplacements(options: { signal?: AbortSignal } = {}): Promise<ReplaceRecovery[]> {
+  recoverReplacements(options: RecoverReplacementsOptions = {}): Promise<ReplaceRecovery[]> {
     return recoverReplacements(this.#context, options);
   }
 
@@ -717,17 +991,20 @@ function modemOptions(
   endpoint: DockerEndpoint,
   agent: Agent,
   apiVersion: string | undefined,
+  tls: DockerTlsFiles | undefined,
 ): Docker.DockerOptions {
-  // Every field is set, even to undefined: docker-modem merges its own DOCKER_HOST reading
-  // under these, and a stray env host would otherwise win over an explicit socket.
+  // Every field is set, even to undefined: docker-modem merges its own DOCKER_HOST,
+  // DOCKER_TLS_VERIFY and DOCKER_CERT_PATH reading under these, and a stray env value would
+  // otherwise win over an explicit socket or turn TLS on or off behind our back.
   const common = {
-    protocol: 'http' as const,
+    protocol: tls === undefined ? ('http' as const) : ('https' as const),
     version: apiVersion === undefined ? undefined : `v${apiVersion}`,
     agent,
     timeout: undefined,
-    ca: undefined,
-    cert: undefined,
-    key: undefined,
+    // docker-modem puts these on every request too; the agent's copies build the sockets.
+    ca: tls?.ca,
+    cert: tls?.cert,
+    key: tls?.key,
   };
   return endpoint.kind === 'unix'
     ? { ...common, socketPath: endpoint.socketPath, host: undefined, port: undefined }
@@ -739,7 +1016,12 @@ function connectError(
   endpoint: DockerEndpoint,
   deadline: Deadline,
   timeoutMs: number,
+  tls: DockerTlsFiles | undefined,
 ): DockerRuntimeError {
+  if (tls !== undefined && deadline.cause === undefined) {
+    const failure = tlsFailure(error, endpoint, tls.certPath);
+    if (failure !== undefined) return failure;
+  }
   if (deadline.cause === 'timeout') {
     return new DockerRuntimeError(
       'DSO_DOCKER_UNREACHABLE',
@@ -760,16 +1042,6 @@ function connectError(
   );
 }
 
-function assertContainerId(id: unknown): void {
-  if (typeof id !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/.test(id)) {
-    throw new DockerRuntimeError(
-      'DSO_DOCKER_INVALID_REQUEST',
-      `container id ${JSON.stringify(id)} is not a container id or name`,
-      { field: 'id' },
-    );
-  }
-}
-
 function positive(value: number | undefined, fallback: number, field: string): number {
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value <= 0) {
@@ -782,4 +1054,20 @@ function positive(value: number | undefined, fallback: number, field: string): n
     );
   }
   return value;
+}
+
+/** Waits `ms`, returning early (without an error) when either signal aborts. */
+function sleepUnlessAborted(ms: number, signal: AbortSignal, closed: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', finish);
+      closed.removeEventListener('abort', finish);
+      resolve();
+    };
+    const timer = setTimeout(finish, ms);
+    if (signal.aborted || closed.aborted) return finish();
+    signal.addEventListener('abort', finish, { once: true });
+    closed.addEventListener('abort', finish, { once: true });
+  });
 }

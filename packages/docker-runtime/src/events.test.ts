@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { isDockerRuntimeError } from './errors.js';
-import { LineSplitter, parseContainerEvent, toEngineSince } from './events.js';
+import {
+  LineSplitter,
+  parseContainerEvent,
+  parseEventCursor,
+  sinceOf,
+  toEngineSince,
+} from './events.js';
 
 // As Docker 20.10 sends it, timeNano beyond 2^53.
 const startLine =
@@ -15,6 +21,7 @@ describe('parseContainerEvent', () => {
       id: 'abc123',
       at: 1715000000123,
       timeNano: '1715000000123456789',
+      cursor: '1715000000123456789~abc123~start',
       labels: { 'dso.enable': 'true' },
       name: 'web',
       image: 'dso-test/busybox:1',
@@ -28,6 +35,34 @@ describe('parseContainerEvent', () => {
     expect(parseContainerEvent(line('destroy'))?.type).toBe('container.destroyed');
     const died = parseContainerEvent(line('die', ',"exitCode":"137","execDuration":"3"'));
     expect(died).toMatchObject({ type: 'container.died', exitCode: 137, labels: { l: 'v' } });
+  });
+
+  it('maps rename (with the old name) and health status (with the state)', () => {
+    const rename =
+      '{"Type":"container","Action":"rename","Actor":{"ID":"x","Attributes":{"name":"new","oldName":"/old","image":"i","l":"v"}},"time":1,"timeNano":1000000002}';
+    expect(parseContainerEvent(rename)).toMatchObject({
+      type: 'container.renamed',
+      name: 'new',
+      oldName: 'old',
+      labels: { l: 'v' },
+      cursor: '1000000002~x~rename',
+    });
+    const health = (state: string) =>
+      `{"Type":"container","Action":"health_status: ${state}","Actor":{"ID":"x","Attributes":{"name":"n","image":"i"}},"time":1,"timeNano":1000000003}`;
+    expect(parseContainerEvent(health('healthy'))).toMatchObject({
+      type: 'container.health',
+      health: 'healthy',
+      cursor: '1000000003~x~health_status~healthy',
+    });
+    expect(parseContainerEvent(health('unhealthy'))?.health).toBe('unhealthy');
+    expect(parseContainerEvent(health('bogus'))).toBeUndefined();
+  });
+
+  it('round-trips its cursor through parseEventCursor and sinceOf', () => {
+    const parsed = parseContainerEvent(startLine);
+    const cursor = parseEventCursor(parsed?.cursor ?? '');
+    expect(sinceOf(cursor)).toBe('1715000000.123456789');
+    expect(() => parseEventCursor('1~x~start; rm -rf')).toThrow(/resumeFrom/);
   });
 
   it('ignores other actions and other types', () => {

@@ -1,30 +1,66 @@
 import { DockerRuntimeError } from './errors.js';
 
+/** The container health states a `container.health` event reports. */
+export type ContainerHealth = 'starting' | 'healthy' | 'unhealthy';
+
 /**
  * A container lifecycle event from the engine, past tense and dotted.
  *
  * `labels` are the container's labels as the engine attaches them to the event (its own `name`
- * and `image` attributes, and a `die`'s `exitCode`, are moved to their own fields).
+ * and `image` attributes, a `die`'s `exitCode` and a `rename`'s `oldName` are moved to their own
+ * fields).
  */
 export type ContainerEvent = {
-  type: 'container.created' | 'container.started' | 'container.died' | 'container.destroyed';
+  type:
+    | 'container.created'
+    | 'container.started'
+    | 'container.died'
+    | 'container.destroyed'
+    | 'container.renamed'
+    | 'container.health';
   /** Full container id. */
   id: string;
   /** When the engine emitted it, ms since the epoch. */
   at: number;
-  /**
-   * The engine's `timeNano`, exact, as a decimal string (a JSON number would lose precision).
-   * To resume after it, pass `since: \`${timeNano.slice(0, -9)}.${timeNano.slice(-9)}\``.
-   */
+  /** The engine's `timeNano`, exact, as a decimal string (a JSON number would lose precision). */
   timeNano: string;
+  /**
+   * Names this event exactly (time, container, action): pass the last one you handled as
+   * `resumeFrom` to resume after it with nothing lost or repeated. Opaque; not secret.
+   */
+  cursor: string;
   labels: Record<string, string>;
-  /** The container's name, without the leading `/`. */
+  /** The container's name, without the leading `/` (for `container.renamed`, the new name). */
   name: string;
   /** The image reference the container was created from. */
   image: string;
   /** For `container.died`: the main process's exit code. */
   exitCode?: number;
+  /** For `container.renamed`: the name before, without the leading `/`. */
+  oldName?: string;
+  /** For `container.health`: the state the healthcheck reached. */
+  health?: ContainerHealth;
 };
+
+/**
+ * Told by {@link DockerRuntime.events} when events may have been missed: the stream broke and
+ * the engine could no longer replay the gap (it keeps only its last 256 events, and none across
+ * its own restart), or nothing had been seen yet to resume after. Reconcile everything: list the
+ * containers and compare. Events after it are delivered as usual.
+ */
+export type EventsResync = {
+  type: 'resync';
+  /**
+   * `gap`: the last event seen is no longer in the engine's buffer; `unverifiable`: nothing had
+   * been seen to resume after (or the replay did not come), so continuity cannot be proven.
+   */
+  reason: 'gap' | 'unverifiable';
+  /** When the gap was detected, ms since the epoch. */
+  at: number;
+};
+
+/** What {@link DockerRuntime.events} yields. */
+export type RuntimeEvent = ContainerEvent | EventsResync;
 
 /** Engine actions we subscribe to, and the event type each becomes. */
 export const CONTAINER_ACTIONS = {
@@ -32,11 +68,18 @@ export const CONTAINER_ACTIONS = {
   start: 'container.started',
   die: 'container.died',
   destroy: 'container.destroyed',
+  rename: 'container.renamed',
+  health_status: 'container.health',
 } as const satisfies Record<string, ContainerEvent['type']>;
+
+const HEALTH_STATES = new Set<string>(['starting', 'healthy', 'unhealthy']);
 
 /** Attributes the engine adds to a container event that are not labels. */
 const ENGINE_ATTRIBUTES = new Set(['name', 'image']);
-const DIE_ATTRIBUTES = new Set(['exitCode', 'execDuration']);
+const ACTION_ATTRIBUTES: Record<string, Set<string>> = {
+  die: new Set(['exitCode', 'execDuration']),
+  rename: new Set(['oldName']),
+};
 
 /**
  * Longest line (in UTF-16 code units, about bytes for the engine's ASCII JSON) accepted from the
@@ -101,8 +144,13 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
   }
   if (typeof raw !== 'object' || raw === null) return undefined;
   if (raw.Type !== 'container' || typeof raw.Action !== 'string') return undefined;
-  const type = (CONTAINER_ACTIONS as Record<string, ContainerEvent['type']>)[raw.Action];
+  // `health_status: healthy` carries its state in the action itself.
+  const [action = '', detail] = raw.Action.split(': ', 2);
+  const type = (CONTAINER_ACTIONS as Record<string, ContainerEvent['type']>)[action];
   if (type === undefined) return undefined;
+  if (action === 'health_status' && (detail === undefined || !HEALTH_STATES.has(detail))) {
+    return undefined;
+  }
   const id = typeof raw.Actor?.ID === 'string' ? raw.Actor.ID : raw.id;
   if (typeof id !== 'string' || id === '') return undefined;
 
@@ -110,7 +158,8 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
   const timeNano =
     /"timeNano"\s*:\s*(\d+)/.exec(line)?.[1] ??
     (typeof raw.time === 'number' ? `${Math.trunc(raw.time)}000000000` : '0');
-  const at = Number(BigInt(timeNano) / 1_000_000n);
+  // ms since the epoch: the digits without their last six (no BigInt needed).
+  const at = timeNano.length > 6 ? Number(timeNano.slice(0, -6)) : 0;
 
   const attributes =
     typeof raw.Actor?.Attributes === 'object' && raw.Actor.Attributes !== null
@@ -119,7 +168,7 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
   const labels: Record<string, string> = {};
   for (const [key, value] of Object.entries(attributes)) {
     if (typeof value !== 'string' || ENGINE_ATTRIBUTES.has(key)) continue;
-    if (raw.Action === 'die' && DIE_ATTRIBUTES.has(key)) continue;
+    if (ACTION_ATTRIBUTES[action]?.has(key)) continue;
     labels[key] = value;
   }
   const event: ContainerEvent = {
@@ -127,15 +176,58 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
     id,
     at,
     timeNano,
+    cursor: formatCursor(timeNano, id, action, detail),
     labels,
     name: typeof attributes.name === 'string' ? attributes.name : '',
     image: typeof attributes.image === 'string' ? attributes.image : '',
   };
-  if (raw.Action === 'die' && typeof attributes.exitCode === 'string') {
+  if (action === 'die' && typeof attributes.exitCode === 'string') {
     const exitCode = Number(attributes.exitCode);
     if (Number.isInteger(exitCode)) event.exitCode = exitCode;
   }
+  if (action === 'rename' && typeof attributes.oldName === 'string') {
+    event.oldName = attributes.oldName.replace(/^\//, '');
+  }
+  if (action === 'health_status') event.health = detail as ContainerHealth;
   return event;
+}
+
+/** A parsed {@link ContainerEvent.cursor}. */
+export interface EventCursor {
+  timeNano: string;
+  /** The whole cursor, which is also the event's identity for de-duplication. */
+  key: string;
+}
+
+const CURSOR_PATTERN = /^(\d{1,20})~([A-Za-z0-9]{1,128})~([a-z_]{1,32})(?:~([a-z]{1,16}))?$/;
+
+function formatCursor(timeNano: string, id: string, action: string, detail?: string): string {
+  return detail === undefined
+    ? `${timeNano}~${id}~${action}`
+    : `${timeNano}~${id}~${action}~${detail}`;
+}
+
+/**
+ * Reads a cursor given back as `resumeFrom`.
+ *
+ * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST when it is not one this package made
+ */
+export function parseEventCursor(cursor: string): EventCursor {
+  const match = typeof cursor === 'string' ? CURSOR_PATTERN.exec(cursor) : null;
+  if (match === null) {
+    throw new DockerRuntimeError(
+      'DSO_DOCKER_INVALID_REQUEST',
+      'resumeFrom must be the cursor of an event this runtime delivered (event.cursor)',
+      { field: 'resumeFrom' },
+    );
+  }
+  return { timeNano: match[1] as string, key: cursor };
+}
+
+/** The engine's `since` value that replays from exactly this time on (inclusive). */
+export function sinceOf(cursor: EventCursor): string {
+  const digits = cursor.timeNano.padStart(10, '0');
+  return `${digits.slice(0, -9)}.${digits.slice(-9)}`;
 }
 
 /**

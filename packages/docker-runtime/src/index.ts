@@ -1,7 +1,9 @@
 /**
- * @dso/docker-runtime: the only part of DSO that speaks to the Docker Engine. Container events,
- * list and inspect, and atomic secret-file injection into a container's tmpfs through one
- * `docker exec` with a tar on its stdin (never the archive API, never argv, never host disk).
+ * @dso/docker-runtime: the only part of DSO that speaks to the Docker Engine. Container events
+ * that survive reconnects and engine restarts (resume, de-duplication, resync), list and
+ * inspect, atomic secret-file injection into a container's tmpfs through one `docker exec` with
+ * a tar on its stdin (never the archive API, never argv, never host disk) or into a host tmpfs
+ * bind-mounted read-only, exec with bounded output, signals, restart, and clone-and-replace.
  *
  * @example
  * import { createDockerRuntime } from '@dso/docker-runtime';
@@ -15,8 +17,9 @@
  *   });
  * }
  * const controller = new AbortController();
- * for await (const event of runtime.events({ signal: controller.signal })) {
- *   console.log(event.type, event.id);
+ * for await (const item of runtime.events({ signal: controller.signal })) {
+ *   if (item.type === 'resync') console.log('events may have been missed: list and compare');
+ *   else console.log(item.type, item.id);
  * }
  *
  * @packageDocumentation
@@ -28,9 +31,23 @@ export {
   MIN_DOCKER_API_VERSION,
   negotiateApiVersion,
 } from './api-version.js';
-export type { NumericOwner } from './container-user.js';
-export type { ExecRequest, ExecResult } from './control.js';
-export { DEFAULT_DOCKER_HOST, type DockerEndpoint, parseDockerHost } from './docker-host.js';
+export { MAX_USER_DATABASE_BYTES, type NumericOwner } from './container-user.js';
+export {
+  DEFAULT_STOP_TIMEOUT_MS,
+  type ExecRequest,
+  type ExecResult,
+  MAX_EXEC_ARG_BYTES,
+  MAX_EXEC_COMMAND_BYTES,
+  MAX_EXEC_OUTPUT_LIMIT_BYTES,
+  MAX_EXEC_STDIN_BYTES,
+  normaliseSignal,
+} from './control.js';
+export {
+  DEFAULT_DOCKER_HOST,
+  DEFAULT_DOCKER_TLS_HOST,
+  type DockerEndpoint,
+  parseDockerHost,
+} from './docker-host.js';
 export {
   type ContainerDetails,
   type ContainerSummary,
@@ -50,8 +67,44 @@ export {
   type DockerRuntimeErrorCode,
   isDockerRuntimeError,
 } from './errors.js';
-export { type ContainerEvent, MAX_EVENT_LINE_LENGTH } from './events.js';
-export type { ReplaceRecovery, ReplaceRequest, ReplaceResult } from './replace.js';
+export {
+  DEFAULT_EVENTS_MAX_RECONNECTS,
+  DEFAULT_EVENTS_RECONNECT_BASE_DELAY_MS,
+  DEFAULT_EVENTS_RECONNECT_MAX_DELAY_MS,
+  type EventsReconnecting,
+  type EventsReconnectOptions,
+} from './event-stream.js';
+export {
+  type ContainerEvent,
+  type ContainerHealth,
+  type EventsResync,
+  MAX_EVENT_LINE_LENGTH,
+  type RuntimeEvent,
+} from './events.js';
+export {
+  createHostSecretDirs,
+  DEFAULT_HOST_SECRETS_ROOT,
+  type HostSecretDirs,
+  type HostSecretDirsOptions,
+  type HostSecretMount,
+  type HostWriteRequest,
+  type HostWriteResult,
+} from './host-files.js';
+export {
+  DEFAULT_REPLACE_HEALTH_TIMEOUT_MS,
+  DEFAULT_REPLACE_HOOK_TIMEOUT_MS,
+  DEFAULT_REPLACE_LOG_TAIL_BYTES,
+  DEFAULT_REPLACE_RUNNING_FOR_MS,
+  DEFAULT_REPLACE_STOP_TIMEOUT_MS,
+  REPLACE_LABELS,
+  type RecoverReplacementsOptions,
+  type ReplaceFailureReason,
+  type ReplaceHealthOptions,
+  type ReplaceRecovery,
+  type ReplaceRequest,
+  type ReplaceResult,
+  type ReplaceStage,
+} from './replace.js';
 export {
   checkFileName,
   MAX_FILES_PER_WRITE,

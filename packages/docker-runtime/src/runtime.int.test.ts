@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
 import { isDockerRuntimeError } from './errors.js';
-import type { ContainerEvent } from './events.js';
+import type { RuntimeEvent } from './events.js';
 import { createContainerPool, ensureTestImage, TEST_LABEL } from './test-support/engine.js';
 
 const pool = createContainerPool();
@@ -139,7 +139,7 @@ describe('events', () => {
     const timeout = setTimeout(() => controller.abort(), 20_000);
     // since: replay from a second ago, so the subscription cannot miss the start below.
     const since = Math.floor(Date.now() / 1000) - 1;
-    const seen: ContainerEvent[] = [];
+    const seen: RuntimeEvent[] = [];
     const iterate = (async () => {
       for await (const event of runtime.events({ since, signal: controller.signal })) {
         seen.push(event);
@@ -174,7 +174,7 @@ describe('events', () => {
       for await (const event of runtime.events({ since, signal: controller.signal })) {
         count += 1;
         // Abort from inside, after a real event: the stream is connected and in use.
-        if (event.labels[TEST_LABEL] === pool.runId) controller.abort();
+        if (event.type !== 'resync' && event.labels[TEST_LABEL] === pool.runId) controller.abort();
       }
       return count;
     })();
@@ -182,7 +182,7 @@ describe('events', () => {
     expect(await iterate).toBeGreaterThan(0);
   });
 
-  it('ends with DSO_DOCKER_EVENTS_LOST when the engine ends the stream', async () => {
+  it('fails with DSO_DOCKER_RECONNECT_FAILED (cause: EVENTS_LOST) when the engine ends the stream and no reconnect is allowed', async () => {
     const line =
       '{"Type":"container","Action":"start","Actor":{"ID":"abc","Attributes":{"name":"n","image":"i"}},"time":1715000000,"timeNano":1715000000000000001}\n';
     const engine = await fakeEngine((request, response) => {
@@ -198,15 +198,21 @@ describe('events', () => {
     try {
       const seen: string[] = [];
       let code = 'completed silently';
+      let causeCode: unknown;
       try {
-        for await (const event of fake.events({ signal: new AbortController().signal })) {
-          seen.push(event.id);
+        for await (const event of fake.events({
+          signal: new AbortController().signal,
+          reconnect: { maxAttempts: 0 },
+        })) {
+          if (event.type !== 'resync') seen.push(event.id);
         }
       } catch (error) {
         code = isDockerRuntimeError(error) ? error.code : String(error);
+        causeCode = (error as { cause?: { code?: unknown } }).cause?.code;
       }
       expect(seen).toEqual(['abc']);
-      expect(code).toBe('DSO_DOCKER_EVENTS_LOST');
+      expect(code).toBe('DSO_DOCKER_RECONNECT_FAILED');
+      expect(causeCode).toBe('DSO_DOCKER_EVENTS_LOST');
     } finally {
       await fake.close();
       await engine.close();
@@ -219,7 +225,7 @@ describe('events', () => {
     const outcome = codeOf(
       (async () => {
         for await (const event of own.events({ since, signal: new AbortController().signal })) {
-          if (event.labels[TEST_LABEL] === pool.runId) await own.close();
+          if (event.type !== 'resync' && event.labels[TEST_LABEL] === pool.runId) await own.close();
         }
       })(),
     );

@@ -113,6 +113,17 @@ describe('writeFiles', () => {
     await expect(read(id, '/run/secrets/a', '2000:2000')).rejects.toThrow(/Permission denied/);
   });
 
+  it('skips its own inspect when given the containerUser, with the same result', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, user: 'app' });
+    const { user } = await runtime.inspectContainer(id);
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('x') }],
+      containerUser: user,
+    });
+    expect(await listing(id)).toBe('a 400 1000:1000 -> ..data/a\n');
+  });
+
   it('applies an explicit owner and mode', async () => {
     const { id } = await pool.create({ tmpfs: SECRETS });
     await runtime.writeFiles(id, {
@@ -321,6 +332,14 @@ describe('writeFiles', () => {
       'DSO_DOCKER_CONTAINER_NOT_RUNNING',
     );
     expect((await failureOf(runtime.writeFiles(`dso-test-${randomUUID()}`, request))).code).toBe(
+      'DSO_DOCKER_CONTAINER_NOT_FOUND',
+    );
+    // Without the inspect (owner or containerUser given), the exec says the same.
+    const trusted = { ...request, containerUser: '' };
+    expect((await failureOf(runtime.writeFiles(id, trusted))).code).toBe(
+      'DSO_DOCKER_CONTAINER_NOT_RUNNING',
+    );
+    expect((await failureOf(runtime.writeFiles(`dso-test-${randomUUID()}`, trusted))).code).toBe(
       'DSO_DOCKER_CONTAINER_NOT_FOUND',
     );
   });

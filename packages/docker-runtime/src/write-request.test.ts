@@ -55,6 +55,27 @@ describe('validateWriteRequest', () => {
     });
   });
 
+  it.each(['', '0', 'app', '1000:1000', 'app:staff', 'www-data', 'svc.user:grp_1'])(
+    'accepts containerUser %j',
+    (containerUser) => {
+      expect(
+        validateWriteRequest({ target: '/run/secrets', files: [file], containerUser })
+          .containerUser,
+      ).toBe(containerUser);
+    },
+  );
+
+  it.each([':1', 'a:', 'a b', 'a;id', '$(id)', 'a:b:c', 'x'.repeat(300)])(
+    'rejects containerUser %j',
+    (containerUser) => {
+      expect(
+        failure(() =>
+          validateWriteRequest({ target: '/run/secrets', files: [file], containerUser }),
+        ),
+      ).toMatchObject({ code: 'DSO_DOCKER_INVALID_REQUEST', field: 'containerUser' });
+    },
+  );
+
   it('accepts an empty set (it removes every file written before)', () => {
     expect(validateWriteRequest({ target: '/run/secrets', files: [] }).bytes).toBe(0);
   });

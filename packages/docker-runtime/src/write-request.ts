@@ -30,6 +30,13 @@ export interface WriteFilesRequest {
    */
   owner?: { uid: number; gid: number };
   /**
+   * The container's `Config.User` as {@link DockerRuntime.inspectContainer} reported it
+   * (`details.user`), for a caller that has just inspected the container. With it, or with
+   * `owner`, writeFiles skips its own inspect (one engine round trip, ~5 ms, less); a container
+   * that stopped meanwhile still fails cleanly with DSO_DOCKER_CONTAINER_NOT_RUNNING.
+   */
+  containerUser?: string;
+  /**
    * Deadline for the whole call in ms.
    * @default the runtime's `writeTimeoutMs` (30 000)
    */
@@ -59,6 +66,9 @@ export const MAX_WRITE_BYTES = 64 * 1024 * 1024;
 const MAX_MODE = 0o777;
 const MAX_ID = MAX_OWNER_ID;
 const TARGET_PATTERN = /^\/[A-Za-z0-9._\-/]+$/;
+/** `Config.User` forms: empty, a uid or name, optionally `:` a gid or group name. */
+const USER_PATTERN =
+  /^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,255})?)?$/;
 
 /** A request after validation: target normalised, totals counted. */
 export interface ValidatedWriteRequest {
@@ -66,6 +76,7 @@ export interface ValidatedWriteRequest {
   files: SecretFile[];
   mode: number;
   owner: { uid: number; gid: number } | undefined;
+  containerUser: string | undefined;
   bytes: number;
 }
 
@@ -110,7 +121,17 @@ export function validateWriteRequest(request: WriteFilesRequest): ValidatedWrite
   if (owner !== undefined && !(isId(owner.uid) && isId(owner.gid))) {
     throw invalid('owner', 'owner.uid and owner.gid must be integers from 0 to 2^31-1');
   }
-  return { target, files: request.files, mode, owner, bytes };
+  const containerUser = request.containerUser;
+  if (
+    containerUser !== undefined &&
+    (typeof containerUser !== 'string' || !USER_PATTERN.test(containerUser))
+  ) {
+    throw invalid(
+      'containerUser',
+      'containerUser must be a user as the engine takes it: "", uid, name, uid:gid or name:group',
+    );
+  }
+  return { target, files: request.files, mode, owner, containerUser, bytes };
 }
 
 function normaliseTarget(value: unknown): string {

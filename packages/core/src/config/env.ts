@@ -8,6 +8,10 @@ export type ConfigEnvOverride = {
   name: string;
   /** The setting it replaces, as keys from the root. */
   path: readonly string[];
+  /** Turns the variable's text into the setting's value; the text itself when absent. */
+  read?: (text: string) => unknown;
+  /** How the reference describes the variable's value, when `read` changes it. */
+  meaning?: string;
 };
 
 /**
@@ -20,6 +24,14 @@ export type ConfigEnvOverride = {
 export const CONFIG_ENV_OVERRIDES: readonly ConfigEnvOverride[] = Object.freeze([
   { name: 'DSO_LOG_LEVEL', path: ['log', 'level'] },
   { name: 'DOCKER_HOST', path: ['docker', 'host'] },
+  // As the docker CLI reads them: any non-empty DOCKER_TLS_VERIFY (even `0`) turns TLS on.
+  {
+    name: 'DOCKER_TLS_VERIFY',
+    path: ['docker', 'tlsVerify'],
+    read: () => true,
+    meaning: 'any non-empty value turns it on, as for the docker CLI',
+  },
+  { name: 'DOCKER_CERT_PATH', path: ['docker', 'tlsCertPath'] },
   { name: 'DSO_API_SOCKET', path: ['api', 'socket'] },
   { name: 'DSO_METRICS_ADDRESS', path: ['metrics', 'address'] },
   { name: 'DSO_CACHE_BACKEND', path: ['cache', 'backend'] },
@@ -61,7 +73,7 @@ export function applyEnvOverrides(
       }
     }
     if (parent === undefined) continue;
-    parent[override.path.at(-1)!] = text;
+    parent[override.path.at(-1)!] = override.read ? override.read(text) : text;
     applied.push(override);
   }
   return applied;

@@ -73,6 +73,7 @@ describe('parseConfig: defaults', () => {
       docker: {
         host: 'unix:///var/run/docker.sock',
         allowInsecureTcp: false,
+        tlsVerify: false,
         connectTimeoutMs: 5_000,
         requestTimeoutMs: 30_000,
         writeTimeoutMs: 30_000,
@@ -184,6 +185,8 @@ describe('parseConfig: a full file', () => {
         'docker:',
         '  host: tcp://127.0.0.1:2375',
         '  allowInsecureTcp: true',
+        '  tlsVerify: true',
+        '  tlsCertPath: /etc/dso/docker-tls',
         '  connectTimeoutMs: 1s',
         '  requestTimeoutMs: 2s',
         '  writeTimeoutMs: 3s',
@@ -239,6 +242,8 @@ describe('parseConfig: a full file', () => {
     expect(config.docker).toEqual({
       host: 'tcp://127.0.0.1:2375',
       allowInsecureTcp: true,
+      tlsVerify: true,
+      tlsCertPath: '/etc/dso/docker-tls',
       connectTimeoutMs: 1_000,
       requestTimeoutMs: 2_000,
       writeTimeoutMs: 3_000,
@@ -361,6 +366,17 @@ describe('parseConfig: each section is checked', () => {
       'docker: { allowInsecureTcp: "yes" }',
       'docker.allowInsecureTcp',
       'expected true or false, got a string',
+    ],
+    ['docker: { tlsVerify: true }', 'docker.tlsVerify', 'needs a `tcp://` host'],
+    [
+      'docker: { host: "tcp://10.0.0.5", tlsCertPath: /certs }',
+      'docker.tlsCertPath',
+      'is read only with `tlsVerify: true`',
+    ],
+    [
+      'docker: { host: "tcp://10.0.0.5", tlsVerify: true, tlsCertPath: certs }',
+      'docker.tlsCertPath',
+      'expected an absolute path',
     ],
     [
       'docker: { reconnect: { maxAttempts: 0 } }',
@@ -671,10 +687,30 @@ describe('parseConfig: environment overrides', () => {
   });
 
   it('covers a path that exists in the schema for every override', () => {
-    const env = Object.fromEntries(CONFIG_ENV_OVERRIDES.map((o) => [o.name, '¿']));
+    // A variable whose text is read into a value of its own (any DOCKER_TLS_VERIFY is `true`)
+    // cannot be wrong; every other one is, with `¿`, and is named as the source.
+    const free = CONFIG_ENV_OVERRIDES.filter((o) => o.read === undefined);
+    const env = Object.fromEntries(free.map((o) => [o.name, '¿']));
     const found = problems('', { ...ENV, ...env });
-    expect(found.map((p) => p.env).sort()).toEqual(CONFIG_ENV_OVERRIDES.map((o) => o.name).sort());
+    // One variable may bring two problems (a relative DOCKER_CERT_PATH, set without TLS).
+    expect([...new Set(found.map((p) => p.env))].sort()).toEqual(free.map((o) => o.name).sort());
     for (const p of found) expect(p.line).toBeUndefined();
+  });
+
+  it('reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as the docker CLI does', () => {
+    const config = parseConfig('', {
+      env: {
+        ...ENV,
+        DOCKER_HOST: 'tcp://10.0.0.5:2376',
+        DOCKER_TLS_VERIFY: '0',
+        DOCKER_CERT_PATH: '/etc/dso/docker-tls',
+      },
+    });
+    expect(config.docker).toMatchObject({
+      host: 'tcp://10.0.0.5:2376',
+      tlsVerify: true,
+      tlsCertPath: '/etc/dso/docker-tls',
+    });
   });
 
   it('names the variable a bad value came from, after the file problems', () => {

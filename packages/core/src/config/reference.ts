@@ -111,7 +111,8 @@ export function renderConfigReference(): string {
   out.push('| variable | setting |', '| --- | --- |');
   for (const override of CONFIG_ENV_OVERRIDES) {
     const heading = override.path.length === 1 ? 'top-level' : anchor(override.path[0]!);
-    out.push(`| \`${override.name}\` | [\`${override.path.join('.')}\`](#${heading}) |`);
+    const meaning = override.meaning === undefined ? '' : ` (${override.meaning})`;
+    out.push(`| \`${override.name}\` | [\`${override.path.join('.')}\`](#${heading})${meaning} |`);
   }
   out.push(ERRORS());
 

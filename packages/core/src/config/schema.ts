@@ -479,51 +479,92 @@ export const configSchema = z.strictObject({
   ),
   docker: section(
     'The Docker Engine connection.',
-    z.strictObject({
-      host: z
-        .string()
-        .refine((host) => /^(?:unix:\/\/\/|tcp:\/\/)\S+$/.test(host), {
-          error: 'expected unix:///path/to/docker.sock or tcp://host:port',
-        })
-        .default('unix:///var/run/docker.sock')
-        .meta(
-          meta({
-            description:
-              'Where the engine listens, in `DOCKER_HOST` syntax. Plain `tcp://` is refused for anything but loopback unless `allowInsecureTcp` is set.',
-          }),
+    z
+      .strictObject({
+        host: z
+          .string()
+          .refine((host) => /^(?:unix:\/\/\/|tcp:\/\/)\S+$/.test(host), {
+            error: 'expected unix:///path/to/docker.sock or tcp://host:port',
+          })
+          .default('unix:///var/run/docker.sock')
+          .meta(
+            meta({
+              description:
+                'Where the engine listens, in `DOCKER_HOST` syntax. Plain `tcp://` is refused for anything but loopback unless `allowInsecureTcp` is set.',
+            }),
+          ),
+        allowInsecureTcp: z
+          .boolean()
+          .default(false)
+          .meta(
+            meta({
+              description:
+                'Allow plain `tcp://` to a non-loopback engine. Secret files then cross the network unencrypted.',
+            }),
+          ),
+        tlsVerify: z
+          .boolean()
+          .default(false)
+          .meta(
+            meta({
+              description:
+                "Reach a `tcp://` engine over TLS (`dockerd --tlsverify`), verifying its certificate against `ca.pem` and presenting this agent's `cert.pem` and `key.pem` from `tlsCertPath`, as `DOCKER_TLS_VERIFY=1` does for the docker CLI. Any host is then allowed; the port defaults to 2376. Not for a `unix://` host.",
+            }),
+          ),
+        tlsCertPath: z
+          .string()
+          .refine(isAbsolutePath, { error: 'expected an absolute path' })
+          .optional()
+          .meta(
+            meta({
+              description:
+                "Directory holding `ca.pem` (the CA that signed the engine's certificate), `cert.pem` and `key.pem` (this agent's client certificate and unencrypted key), read once at start. Only with `tlsVerify`.",
+              defaultText: '`$DOCKER_CERT_PATH`, else `~/.docker`',
+            }),
+          ),
+        connectTimeoutMs: duration(
+          "Bound on reaching the engine: the first ping, and an events stream's first response.",
+          5_000,
+          { min: 100, max: 10 * MINUTE_MS },
         ),
-      allowInsecureTcp: z
-        .boolean()
-        .default(false)
-        .meta(
-          meta({
-            description:
-              'Allow plain `tcp://` to a non-loopback engine. Secret files then cross the network unencrypted.',
-          }),
+        requestTimeoutMs: duration(
+          'Bound on each list, inspect and exec-control request.',
+          30_000,
+          {
+            min: 100,
+            max: HOUR_MS,
+          },
         ),
-      connectTimeoutMs: duration(
-        "Bound on reaching the engine: the first ping, and an events stream's first response.",
-        5_000,
-        { min: 100, max: 10 * MINUTE_MS },
-      ),
-      requestTimeoutMs: duration('Bound on each list, inspect and exec-control request.', 30_000, {
-        min: 100,
-        max: HOUR_MS,
+        writeTimeoutMs: duration(
+          "Bound on writing one container's whole set of secret files.",
+          30_000,
+          {
+            min: 100,
+            max: HOUR_MS,
+          },
+        ),
+        reconnect: backoff(
+          'How a broken events stream is reconnected. After `maxAttempts` failures in a row the agent exits non-zero, for its supervisor to restart it.',
+          'reconnecting',
+          { maxAttempts: 100, baseDelayMs: 500, maxDelayMs: 30_000 },
+        ),
+      })
+      .superRefine((value, ctx) => {
+        if (value.tlsVerify && value.host.startsWith('unix://')) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['tlsVerify'],
+            message: 'needs a `tcp://` host: TLS does not apply to a unix socket',
+          });
+        }
+        if (value.tlsCertPath !== undefined && !value.tlsVerify) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['tlsCertPath'],
+            message: 'is read only with `tlsVerify: true`: set it, or drop `tlsCertPath`',
+          });
+        }
       }),
-      writeTimeoutMs: duration(
-        "Bound on writing one container's whole set of secret files.",
-        30_000,
-        {
-          min: 100,
-          max: HOUR_MS,
-        },
-      ),
-      reconnect: backoff(
-        'How a broken events stream is reconnected. After `maxAttempts` failures in a row the agent exits non-zero, for its supervisor to restart it.',
-        'reconnecting',
-        { maxAttempts: 100, baseDelayMs: 500, maxDelayMs: 30_000 },
-      ),
-    }),
   ),
   rotation: section(
     'What happens when a provider reports a new version of a secret. A container can choose its own policy in its labels.',

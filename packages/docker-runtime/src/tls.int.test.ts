@@ -1,0 +1,187 @@
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { tlsFailure } from './docker-host.js';
+import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
+import { isDockerRuntimeError } from './errors.js';
+import {
+  createContainerPool,
+  ensureTestImage,
+  startTlsEngineProxy,
+  TEST_LABEL,
+} from './test-support/engine.js';
+
+type Proxy = Awaited<ReturnType<typeof startTlsEngineProxy>>;
+
+const pool = createContainerPool();
+let proxy: Proxy;
+
+beforeAll(async () => {
+  await ensureTestImage();
+  proxy = await startTlsEngineProxy();
+});
+afterEach(async () => {
+  await pool.removeAll();
+});
+afterAll(async () => {
+  await pool.removeAll();
+  await proxy?.close();
+});
+
+async function failureOf(promise: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    const runtime = await promise;
+    await (runtime as DockerRuntime | undefined)?.close?.();
+  } catch (error) {
+    return {
+      code: isDockerRuntimeError(error) ? error.code : `not a DockerRuntimeError: ${error}`,
+      message: (error as Error).message,
+    };
+  }
+  return { code: 'resolved', message: '' };
+}
+
+describe('a tcp engine behind verified TLS', () => {
+  it('pings, lists, runs an exec and starts an events stream through the TLS proxy', async () => {
+    // A host that is not loopback would be allowed too; this one proves the TLS path end to end.
+    await using runtime = await createDockerRuntime({
+      host: proxy.host,
+      tlsVerify: true,
+      tlsCertPath: proxy.dirs.good,
+      env: {},
+    });
+    expect(runtime.apiVersion).toBe('1.41');
+    expect(runtime.host).toBe(proxy.host);
+
+    const controller = new AbortController();
+    const since = Math.floor(Date.now() / 1000) - 1;
+    const started = (async () => {
+      for await (const event of runtime.events({ since, signal: controller.signal })) {
+        if (event.type === 'container.started' && event.labels[TEST_LABEL] === pool.runId) {
+          return event.id;
+        }
+      }
+      return undefined;
+    })();
+    const container = await pool.create();
+    const timer = setTimeout(() => controller.abort(), 20_000);
+    expect(await started).toBe(container.id);
+    controller.abort();
+    clearTimeout(timer);
+
+    const listed = await runtime.listContainers({ label: `${TEST_LABEL}=${pool.runId}` });
+    expect(listed.map((summary) => summary.id)).toEqual([container.id]);
+
+    const result = await runtime.exec(container.id, {
+      argv: ['cat'],
+      stdin: new TextEncoder().encode('through tls'),
+    });
+    expect(result).toMatchObject({ exitCode: 0, stdout: 'through tls' });
+  });
+
+  it('reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH from the environment', async () => {
+    await using runtime = await createDockerRuntime({
+      env: {
+        DOCKER_HOST: proxy.host,
+        DOCKER_TLS_VERIFY: '1',
+        DOCKER_CERT_PATH: proxy.dirs.good,
+      },
+    });
+    expect(runtime.host).toBe(proxy.host);
+    expect(runtime.engineVersion).toMatch(/^20\.10\./);
+  });
+
+  it("rejects with DSO_DOCKER_TLS_INVALID when the engine's certificate is from another CA", async () => {
+    const failure = await failureOf(
+      createDockerRuntime({ host: proxy.host, tlsVerify: true, tlsCertPath: proxy.dirs.otherCa }),
+    );
+    expect(failure.code).toBe('DSO_DOCKER_TLS_INVALID');
+    expect(failure.message).toContain('did not verify');
+    expect(failure.message).toContain(`${proxy.dirs.otherCa}/ca.pem`);
+  });
+
+  it('rejects with a clear error when the engine refuses the client certificate', async () => {
+    // Node's TLS server (the proxy) drops a connection whose certificate it does not trust
+    // without an alert, so this is the reset form; dockerd's alert form is the next test's.
+    const failure = await failureOf(
+      createDockerRuntime({
+        host: proxy.host,
+        tlsVerify: true,
+        tlsCertPath: proxy.dirs.untrustedClient,
+      }),
+    );
+    expect(failure.code).toBe('DSO_DOCKER_UNREACHABLE');
+    expect(failure.message).toContain("this client's certificate");
+    expect(failure.message).toContain(`${proxy.dirs.untrustedClient}/cert.pem`);
+  });
+
+  it('refuses a client without a certificate with an alert, reported as DSO_DOCKER_TLS_INVALID', async () => {
+    const error = await new Promise<unknown>((resolve) => {
+      const socket = tlsConnect({ host: '127.0.0.1', port: proxy.port, ca: proxy.caPem });
+      // TLS 1.3: the server checks the client's (missing) certificate after the client's side
+      // of the handshake, so the refusal arrives on the first read.
+      socket.on('secureConnect', () => socket.write('GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n'));
+      socket.on('data', () => resolve(new Error('the proxy answered a client without a cert')));
+      socket.on('error', resolve);
+      socket.on('close', () => resolve(new Error('closed without an error')));
+    });
+    expect((error as NodeJS.ErrnoException).code).toBe('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED');
+    const mapped = tlsFailure(error, { display: proxy.host }, proxy.dirs.good);
+    expect(mapped?.code).toBe('DSO_DOCKER_TLS_INVALID');
+    expect(mapped?.message).toContain("this client's certificate");
+  });
+
+  it('rejects with DSO_DOCKER_TLS_INVALID naming key.pem when it is missing, before connecting', async () => {
+    const failure = await failureOf(
+      createDockerRuntime({ host: proxy.host, tlsVerify: true, tlsCertPath: proxy.dirs.noKey }),
+    );
+    expect(failure.code).toBe('DSO_DOCKER_TLS_INVALID');
+    expect(failure.message).toContain(`${proxy.dirs.noKey}/key.pem`);
+    expect(failure.message).toContain('ENOENT');
+    expect(failure.message).toContain('DOCKER_CERT_PATH');
+  });
+
+  it('rejects with DSO_DOCKER_TLS_INVALID when TLS meets a plain port', async () => {
+    // The engine's own unix socket has no TCP port here; a plain TCP listener that answers
+    // HTTP stands in for dockerd's 2375.
+    const { createServer } = await import('node:http');
+    const plain = createServer((_request, response) => response.end('OK'));
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    const port = (plain.address() as { port: number }).port;
+    try {
+      const failure = await failureOf(
+        createDockerRuntime({
+          host: `tcp://127.0.0.1:${port}`,
+          tlsVerify: true,
+          tlsCertPath: proxy.dirs.good,
+        }),
+      );
+      expect(failure.code).toBe('DSO_DOCKER_TLS_INVALID');
+      expect(failure.message).toContain('does not speak TLS');
+    } finally {
+      plain.closeAllConnections();
+      await new Promise((resolve) => plain.close(resolve));
+    }
+  });
+
+  it("turns docker-modem's own reading of a broken DOCKER_CERT_PATH into DSO_DOCKER_INVALID_HOST", async () => {
+    // docker-modem reads process.env for its defaults, whatever env the runtime is given.
+    const saved = { host: process.env.DOCKER_HOST, certPath: process.env.DOCKER_CERT_PATH };
+    process.env.DOCKER_HOST = proxy.host;
+    process.env.DOCKER_CERT_PATH = proxy.dirs.noKey;
+    try {
+      const failure = await failureOf(
+        createDockerRuntime({ host: 'unix:///var/run/docker.sock', env: {} }),
+      );
+      expect(failure.code).toBe('DSO_DOCKER_INVALID_HOST');
+      expect(failure.message).toContain('DOCKER_CERT_PATH');
+    } finally {
+      for (const [name, value] of [
+        ['DOCKER_HOST', saved.host],
+        ['DOCKER_CERT_PATH', saved.certPath],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+});
