@@ -1,3 +1,4 @@
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { tlsFailure } from './docker-host.js';
@@ -5,10 +6,15 @@ import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
 import { isDockerRuntimeError } from './errors.js';
 import {
   createContainerPool,
+  createTlsMaterial,
   ensureTestImage,
   startTlsEngineProxy,
+  TEST_IMAGE,
   TEST_LABEL,
+  type TlsMaterial,
+  waitFor,
 } from './test-support/engine.js';
+import { type PrivateEngine, startPrivateEngine } from './test-support/private-engine.js';
 
 type Proxy = Awaited<ReturnType<typeof startTlsEngineProxy>>;
 
@@ -185,3 +191,96 @@ describe('a tcp engine behind verified TLS', () => {
     }
   });
 });
+
+describe('a real dockerd --tlsverify', () => {
+  let engine: PrivateEngine | undefined;
+  let material: TlsMaterial;
+  let host: string;
+
+  beforeAll(async () => {
+    material = await createTlsMaterial();
+    const port = await freePort();
+    host = `tcp://127.0.0.1:${port}`;
+    engine = await startPrivateEngine({
+      extraArgs: [
+        '--tlsverify',
+        `--tlscacert=${material.server.caFile}`,
+        `--tlscert=${material.server.certFile}`,
+        `--tlskey=${material.server.keyFile}`,
+        `--host=${host}`,
+      ],
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await engine?.destroy();
+    await material?.dispose();
+  });
+
+  it('streams events, runs an exec with stdin, and writes secret files over TLS', async () => {
+    await using runtime = await createDockerRuntime({
+      host,
+      tlsVerify: true,
+      tlsCertPath: material.dirs.good,
+      env: {},
+    });
+    const controller = new AbortController();
+    const events: string[] = [];
+    const streaming = (async () => {
+      for await (const item of runtime.events({ signal: controller.signal })) {
+        if (item.type !== 'resync') events.push(`${item.type}:${item.id}`);
+      }
+    })();
+    const container = await engine?.docker.createContainer({
+      Image: TEST_IMAGE,
+      Cmd: ['sleep', '3600'],
+      Labels: { [TEST_LABEL]: 'tls' },
+      HostConfig: { NetworkMode: 'none', Tmpfs: { '/run/secrets': '' } },
+    });
+    if (container === undefined) throw new Error('no private engine');
+    await container.start();
+
+    // stdin is half-closed across TLS (close_notify): the exec must still return its output.
+    const canary = 'tls-canary-3f9c';
+    const echoed = await runtime.exec(container.id, {
+      argv: ['cat'],
+      stdin: new TextEncoder().encode(canary),
+    });
+    expect(echoed).toMatchObject({ exitCode: 0, stdout: canary });
+
+    await runtime.writeFiles(container.id, {
+      target: '/run/secrets',
+      files: [{ name: 'db', content: new TextEncoder().encode(canary) }],
+    });
+    const read = await runtime.exec(container.id, { argv: ['cat', '/run/secrets/db'] });
+    expect(read.stdout).toBe(canary);
+
+    await waitFor('the start event over TLS', () =>
+      events.includes(`container.started:${container.id}`) ? true : undefined,
+    );
+    controller.abort();
+    await streaming;
+    await container.remove({ force: true });
+  });
+
+  it('refuses a client whose certificate the engine does not trust', async () => {
+    const failure = await failureOf(
+      createDockerRuntime({
+        host,
+        tlsVerify: true,
+        tlsCertPath: material.dirs.untrustedClient,
+        env: {},
+      }),
+    );
+    expect(['DSO_DOCKER_TLS_INVALID', 'DSO_DOCKER_UNREACHABLE']).toContain(failure.code);
+    expect(failure.message).toMatch(/certificate/);
+  });
+});
+
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

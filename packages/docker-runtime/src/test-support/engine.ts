@@ -165,21 +165,23 @@ export interface TlsClientDirs {
   noKey: string;
 }
 
-/**
- * A TLS front for the local engine, as `dockerd --tlsverify` would be: a CA, a server
- * certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1) and client certificates made with
- * the `openssl` CLI in a fresh 0700 temp dir, and a `tls` server on 127.0.0.1 that demands a
- * client certificate from its CA and pipes each connection to /var/run/docker.sock. `close()`
- * stops it, destroys its connections and deletes the directory.
- */
-export async function startTlsEngineProxy(): Promise<{
-  host: string;
-  port: number;
+/** Certificates made for one test file: a CA, a server cert for 127.0.0.1, client dirs. */
+export interface TlsMaterial {
+  /** The 0700 temp dir holding everything; `dispose()` deletes it. */
+  root: string;
   dirs: TlsClientDirs;
-  /** The CA the proxy trusts and signs with, for a raw client in a test. */
+  /** Server side: the CA that clients must be signed by, and the server's cert and key. */
+  server: { caFile: string; certFile: string; keyFile: string };
   caPem: Buffer;
-  close(): Promise<void>;
-}> {
+  dispose(): Promise<void>;
+}
+
+/**
+ * Makes a CA, a server certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1) and client
+ * certificates with the `openssl` CLI in a fresh 0700 temp dir, and the client directories
+ * (`ca.pem`, `cert.pem`, `key.pem`) the runtime's `tlsCertPath` takes.
+ */
+export async function createTlsMaterial(): Promise<TlsMaterial> {
   const root = await mkdtemp(join(tmpdir(), 'dso-tls-'));
   await chmod(root, 0o700);
   const openssl = async (...args: string[]) => {
@@ -275,11 +277,41 @@ export async function startTlsEngineProxy(): Promise<{
     noKey: await clientDir('nokey', { 'ca.pem': 'ca.pem', 'cert.pem': 'client.pem' }),
   };
   const caPem = await read('ca.pem');
+  return {
+    root,
+    dirs,
+    server: {
+      caFile: join(root, 'ca.pem'),
+      certFile: join(root, 'server.pem'),
+      keyFile: join(root, 'server-key.pem'),
+    },
+    caPem,
+    dispose: () => rm(root, { recursive: true, force: true }),
+  };
+}
+
+/**
+ * A TLS front for the local engine, as `dockerd --tlsverify` would be: a `tls` server on
+ * 127.0.0.1 with {@link createTlsMaterial}'s certificates that demands a client certificate
+ * from its CA and pipes each connection to /var/run/docker.sock. `close()` stops it, destroys
+ * its connections and deletes the certificates.
+ */
+export async function startTlsEngineProxy(): Promise<{
+  host: string;
+  port: number;
+  dirs: TlsClientDirs;
+  /** The CA the proxy trusts and signs with, for a raw client in a test. */
+  caPem: Buffer;
+  close(): Promise<void>;
+}> {
+  const material = await createTlsMaterial();
+  const { dirs, caPem } = material;
+  const read = (file: string) => readFile(file);
   const sockets = new Set<Socket>();
   const server = createTlsServer(
     {
-      key: await read('server-key.pem'),
-      cert: await read('server.pem'),
+      key: await read(material.server.keyFile),
+      cert: await read(material.server.certFile),
       ca: caPem,
       requestCert: true,
       rejectUnauthorized: true,
@@ -317,7 +349,7 @@ export async function startTlsEngineProxy(): Promise<{
     caPem,
     async close() {
       // The keys go first: the server holds its own copies, and must not keep them on disk.
-      await rm(root, { recursive: true, force: true });
+      await material.dispose();
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -2,6 +2,7 @@
  * A second, private Docker Engine for tests that stop and start an engine: its own socket,
  * data root and exec root under /tmp, started exactly like the shared one (no bridge, no
  * iptables), so restarting it never disturbs other tests. Needs root and Debian's dockerd.
+ * It answers on its unix socket always, and on whatever else `extraArgs` adds.
  * Test-only.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -24,7 +25,14 @@ export interface PrivateEngine {
   destroy(): Promise<void>;
 }
 
-export async function startPrivateEngine(): Promise<PrivateEngine> {
+export interface PrivateEngineOptions {
+  /** More dockerd arguments, e.g. a TLS listener: `--tlsverify`, `--host=tcp://127.0.0.1:<port>`. */
+  extraArgs?: string[];
+}
+
+export async function startPrivateEngine(
+  options: PrivateEngineOptions = {},
+): Promise<PrivateEngine> {
   const dir = `/tmp/dso-engine-${randomUUID().slice(0, 8)}`;
   const socketPath = join(dir, 'docker.sock');
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -44,6 +52,7 @@ export async function startPrivateEngine(): Promise<PrivateEngine> {
         '--iptables=false',
         '--ip-masq=false',
         '--ip-forward=false',
+        ...(options.extraArgs ?? []),
       ],
       { stdio: ['ignore', log.fd, log.fd] },
     );
