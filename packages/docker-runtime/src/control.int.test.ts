@@ -115,7 +115,7 @@ describe('exec', () => {
       return ids[0];
     });
     await waitFor('stdin to be read', async () =>
-      (await shIn(id, 'cat /tmp/got 2>/dev/null')) === canary ? true : undefined,
+      (await shIn(id, 'cat /tmp/got 2>/dev/null; true')) === canary ? true : undefined,
     );
     const record = JSON.stringify(await docker.getExec(execId).inspect());
     expect(record).toContain('cat > /tmp/got');
@@ -224,17 +224,19 @@ describe('sendSignal', () => {
     const { id } = await createCommandContainer(pool, trapping);
     // PID 1 ignores a signal it has no handler for: wait until the traps are set.
     await waitFor('the traps', async () =>
-      (await shIn(id, 'test -f /tmp/ready && echo y')) === 'y\n' ? true : undefined,
+      (await shIn(id, 'test -f /tmp/ready && echo y; true')) === 'y\n' ? true : undefined,
     );
     await runtime.sendSignal(id, 'hup');
     await waitFor('the HUP trap', async () =>
-      (await shIn(id, 'cat /tmp/signals')).includes('got-hup') ? true : undefined,
+      (await shIn(id, 'cat /tmp/signals 2>/dev/null; true')).includes('got-hup') ? true : undefined,
     );
     await runtime.sendSignal(id, 10); // SIGUSR1 on Linux x86 and arm
     await waitFor('the USR1 trap', async () =>
-      (await shIn(id, 'cat /tmp/signals')).includes('got-usr1') ? true : undefined,
+      (await shIn(id, 'cat /tmp/signals 2>/dev/null; true')).includes('got-usr1')
+        ? true
+        : undefined,
     );
-    expect(await shIn(id, 'cat /tmp/signals')).toBe('got-hup\ngot-usr1\n');
+    expect(await shIn(id, 'cat /tmp/signals 2>/dev/null; true')).toBe('got-hup\ngot-usr1\n');
   });
 
   it('rejects an unknown signal with DSO_DOCKER_INVALID_REQUEST listing examples', async () => {
