@@ -344,6 +344,7 @@ const RETRYABLE_ENGINE_CODES = new Set([
   'DSO_DOCKER_TIMEOUT',
   'DSO_DOCKER_UNREACHABLE',
   'DSO_DOCKER_ENGINE_ERROR',
+  'DSO_DOCKER_TARGET_BUSY',
 ]);
 
 function isRetryable(error: unknown): boolean {

@@ -259,6 +259,7 @@ function fakeContext(
     host: 'unix:///fake.sock',
     settings: { connectTimeoutMs: 1000, requestTimeoutMs: 1000, writeTimeoutMs: 1000 },
     closed: new AbortController().signal,
+    replacing: new Set(),
     track: () => {
       tracked += 1;
       return () => {

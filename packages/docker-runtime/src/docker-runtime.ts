@@ -607,6 +607,7 @@ class EngineRuntime implements DockerRuntime {
       host: endpoint.display,
       settings,
       closed: this.#closed.signal,
+      replacing: new Set(),
       track: (stream) => {
         this.#streams.add(stream);
         return () => this.#streams.delete(stream);

@@ -19,6 +19,8 @@ export interface EngineContext {
   readonly settings: RuntimeSettings;
   /** Aborts when the runtime closes. */
   readonly closed: AbortSignal;
+  /** Ids of old containers with a replacement in flight in this runtime. */
+  readonly replacing: Set<string>;
   /** Keeps a socket or stream to destroy on close; call the returned function once done with it. */
   track(stream: Duplex | Readable): () => void;
   /** @throws DockerRuntimeError DSO_DOCKER_CLOSED once the runtime is closed */

@@ -237,6 +237,57 @@ describe('resilientEvents', () => {
     expect(sinces).toHaveLength(4);
   });
 
+  it('counts a connection the engine accepts and drops at once as a failure', async () => {
+    // An engine (or a proxy) that accepts every subscription, then breaks it before any event.
+    const flaky: Script = () => ({ events: [], ending: 'break' });
+    const { connect, sinces } = scripted(Array.from({ length: 10 }, () => flaky));
+    await expect(
+      take(
+        (signal) => resilientEvents({ signal, reconnect: { maxAttempts: 3 } }, deps(connect)),
+        1,
+      ),
+    ).rejects.toMatchObject({ code: 'DSO_DOCKER_RECONNECT_FAILED' });
+    expect(sinces).toHaveLength(4);
+  });
+
+  it('counts a connection that stayed up, quiet, for stableConnectionMs as restored', async () => {
+    const connect: ConnectEvents = (request) =>
+      (async function* () {
+        request.onConnected();
+        // Up long enough to count as restored, then dropped (an idle timeout somewhere).
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        yield* [];
+        throw new DockerRuntimeError('DSO_DOCKER_EVENTS_LOST', 'idle drop (scripted)');
+      })();
+    const controller = new AbortController();
+    let connections = 0;
+    const counting: ConnectEvents = (request) => {
+      connections += 1;
+      if (connections > 6) controller.abort();
+      return connect(request);
+    };
+    const items: RuntimeEvent[] = [];
+    for await (const item of resilientEvents(
+      { signal: controller.signal, reconnect: { maxAttempts: 2 }, stableConnectionMs: 10 },
+      deps(counting),
+    )) {
+      items.push(item);
+    }
+    // Six drops in a row with maxAttempts 2, and no failure: each had held long enough.
+    expect(connections).toBeGreaterThan(6);
+  });
+
+  it('reports a gap when the replay starts before the last event seen (a clock set back)', async () => {
+    const a = event('start', 'a', T0 + 100n);
+    const earlier = event('start', 'z', T0 + 5n);
+    const { connect } = scripted([
+      () => ({ events: [a], ending: 'break' }),
+      () => ({ events: [earlier], ending: 'hang' }),
+    ]);
+    const items = await take((signal) => resilientEvents({ signal }, deps(connect)), 3);
+    expect(items.map(label)).toEqual(['container.started:a', 'resync:gap', 'container.started:z']);
+  });
+
   it('ends quietly when aborted while waiting to reconnect', async () => {
     const controller = new AbortController();
     const { connect } = scripted([() => ({ events: [], ending: 'break', refuse: true })]);

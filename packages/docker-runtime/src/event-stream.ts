@@ -21,6 +21,12 @@ export const DEFAULT_EVENTS_RECONNECT_MAX_DELAY_MS = 30_000;
  */
 export const EVENTS_REPLAY_WAIT_MS = 1_000;
 /**
+ * How long a connection must stay up, delivering nothing, before it counts as restored (it
+ * resets the failure count at once when it delivers an event). An engine that accepts and then
+ * drops every connection is a failing engine, not a healthy quiet one.
+ */
+export const EVENTS_STABLE_CONNECTION_MS = 5_000;
+/**
  * Event identities remembered for de-duplication: four times the engine's replay buffer (256
  * events of every type), so every event a replay can repeat is still remembered.
  */
@@ -79,6 +85,8 @@ export interface ResilientEventsOptions {
   onReconnecting?: ((info: EventsReconnecting) => void) | undefined;
   /** @default EVENTS_REPLAY_WAIT_MS */
   replayWaitMs?: number;
+  /** @default EVENTS_STABLE_CONNECTION_MS */
+  stableConnectionMs?: number;
 }
 
 /** Engine failures a reconnect may cure; anything else (closed, bad request) ends the iteration. */
@@ -107,6 +115,7 @@ export async function* resilientEvents(
   const { signal } = options;
   const policy = reconnectPolicy(options.reconnect);
   const replayWaitMs = options.replayWaitMs ?? EVENTS_REPLAY_WAIT_MS;
+  const stableConnectionMs = options.stableConnectionMs ?? EVENTS_STABLE_CONNECTION_MS;
   let cursor: EventCursor | undefined =
     options.resumeFrom === undefined ? undefined : parseEventCursor(options.resumeFrom);
   const seen = new RecentKeys(EVENTS_DEDUP_WINDOW);
@@ -131,12 +140,17 @@ export async function* resilientEvents(
     const mailbox = new Mailbox<EventsResync>();
     let replay: 'none' | 'waiting' | 'done' = resumeAt === undefined ? 'none' : 'waiting';
     let replayTimer: ReturnType<typeof setTimeout> | undefined;
+    let stableTimer: ReturnType<typeof setTimeout> | undefined;
     try {
       const stream = deps.connect({
         since,
         signal: connection.signal,
         onConnected: () => {
-          failures = 0;
+          // Restored once it has stayed up a while or delivered an event, not merely accepted.
+          stableTimer = setTimeout(() => {
+            failures = 0;
+          }, stableConnectionMs);
+          stableTimer.unref?.();
           options.onConnected?.();
           if (unverifiable) mailbox.push(resync('unverifiable', deps.now()));
           if (replay === 'waiting') {
@@ -156,11 +170,14 @@ export async function* resilientEvents(
           yield event;
           continue;
         }
+        failures = 0;
         if (replay === 'waiting' && resumeAt !== undefined) {
           replay = 'done';
           clearTimeout(replayTimer);
-          // Sound replays start at the instant of the last event seen (inclusive `since`).
-          if (BigInt(event.timeNano) > BigInt(resumeAt.timeNano)) yield resync('gap', deps.now());
+          // Sound replays start at the instant of the last event seen (inclusive `since`). Later
+          // means it left the buffer; earlier can only be a clock set back across an engine
+          // restart: either way continuity is unproven.
+          if (event.timeNano !== resumeAt.timeNano) yield resync('gap', deps.now());
         }
         // The connection's callbacks have all run by now, and its replay is settled.
         if (replay !== 'waiting') mailbox.close();
@@ -181,6 +198,7 @@ export async function* resilientEvents(
       lastError = error;
     } finally {
       clearTimeout(replayTimer);
+      clearTimeout(stableTimer);
       signal.removeEventListener('abort', onAbort);
       connection.abort();
     }
@@ -281,7 +299,10 @@ async function* interleave<T>(
       // ends only once the owner aborts the connection, which it does after we return. Close
       // the stream when the read settles instead of waiting for it here.
       next.then(
-        () => iterator.return?.(),
+        () =>
+          iterator.return?.().catch(() => {
+            // Closing a stream that already failed: the failure was the abort, nothing to report.
+          }),
         () => {
           // The connection was aborted under the read; the error is the abort, nothing to report.
         },

@@ -658,6 +658,20 @@ describe('recoverReplacements', () => {
     expect(await recoverMine([newId])).toEqual([]);
   });
 
+  it('does not hand the name to a new container that is not serving when the old one is gone', async () => {
+    const old = await createOld();
+    const { newId } = await simulate(old, 'old-gone');
+    // It never passed its health wait: here it has stopped.
+    await docker.getContainer(newId).stop({ t: 0 });
+    expect(await recoverMine([newId])).toEqual([
+      { name: old.name, oldId: old.id, newId, action: 'blocked', reason: 'new-unproven' },
+    ]);
+    expect((await inspectOrUndefined(newId))?.Name).not.toBe(`/${old.name}`);
+    // Once it serves, recovery finishes.
+    await docker.getContainer(newId).start();
+    expect((await recoverMine([newId]))[0]?.action).toBe('finished');
+  });
+
   it('leaves both when the name it would restore is taken, and says so', async () => {
     const old = await createOld();
     const { newId } = await simulate(old, 'old-renamed');

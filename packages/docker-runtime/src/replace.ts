@@ -195,7 +195,11 @@ export interface ReplaceRecovery {
    * (see `reason`); both are left as they are.
    */
   action: 'finished' | 'undone' | 'blocked';
-  /** Why it is blocked: `name-taken`, `old-renamed`, `labels-invalid` or `engine-error`. */
+  /**
+   * Why it is blocked: `name-taken`, `old-renamed`, `labels-invalid`, `engine-error`, or
+   * `new-unproven` (the old container is gone and the new one is not running, or not healthy by
+   * its healthcheck: it never passed its health wait, so it is not given the name unasked).
+   */
   reason?: string;
   /** The engine failure behind `engine-error`. */
   error?: DockerRuntimeError;
@@ -602,16 +606,9 @@ export function decideRecovery(input: {
 // The engine side.
 // ---------------------------------------------------------------------------------------------
 
-/** Old container ids with a replacement running in this runtime (keyed by its context). */
-const IN_FLIGHT = new WeakMap<EngineContext, Set<string>>();
-
+/** Old container ids with a replacement running in this runtime (held by its context). */
 function inFlightOf(context: EngineContext): Set<string> {
-  let set = IN_FLIGHT.get(context);
-  if (set === undefined) {
-    set = new Set();
-    IN_FLIGHT.set(context, set);
-  }
-  return set;
+  return context.replacing;
 }
 
 /** A failure inside a stage, turned into the thrown error once the rollback has run. */
@@ -1524,10 +1521,17 @@ async function applyRecovery(
     case 'remove-old':
       await stopAndRemove(context, entry.oldId, stopTimeoutMs, old?.HostConfig, links);
       return { action: 'finished' };
-    case 'rename-new':
+    case 'rename-new': {
+      // Only a container that is serving gets the name: this one never passed its health wait.
+      const fresh = await inspectIfExists(context, entry.newId, links);
+      const health = fresh?.State?.Health?.Status;
+      if (fresh?.State?.Running !== true || (health !== undefined && health !== 'healthy')) {
+        return { action: 'blocked', reason: 'new-unproven' };
+      }
       return (await rename(entry.newId, entry.name))
         ? { action: 'finished' }
         : { action: 'blocked', reason: 'name-taken' };
+    }
     case 'undo':
       // The old one gets its name back first: if that fails, the new one (whose labels point
       // at the old one) stays, so the state remains recognisable.

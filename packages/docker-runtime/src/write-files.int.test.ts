@@ -11,6 +11,7 @@ import {
   ensureTestImage,
   execIn,
   shIn,
+  waitFor,
 } from './test-support/engine.js';
 import type { SecretFile } from './write-request.js';
 
@@ -260,6 +261,118 @@ describe('writeFiles', () => {
     expect((await read(id, '/run/secrets/b')).toString()).toBe('old-b');
     expect(await dsoEntries(id)).toEqual(['..data', `..dso_${first.generation}`]);
   });
+
+  it('lets a reader inside see all old or all new files while 10-file writes succeed and fail halfway', async () => {
+    const { id } = await pool.create({ tmpfs: { '/run/secrets': 'size=128k' } });
+    const names = Array.from({ length: 10 }, (_, index) => `f${index}`);
+    const set = (tag: string, big?: number) =>
+      names.map((name, index) => ({
+        name,
+        // In a failing set the sixth file does not fit: the write breaks halfway through.
+        content:
+          big !== undefined && index === big
+            ? new Uint8Array(256 * 1024).fill(65)
+            : text(`${tag}:${name}`),
+      }));
+    await runtime.writeFiles(id, { target: '/run/secrets', files: set('g0') });
+    // A reader inside the container: each round reads all ten through ..data resolved once
+    // and records which generations it saw (one line per round, the tags sorted uniquely).
+    const reader = execIn(id, [
+      'sh',
+      '-c',
+      'end=$(( $(date +%s) + 60 )); : > /tmp/rounds; ' +
+        'while [ ! -e /tmp/stop ] && [ "$(date +%s)" -lt "$end" ]; do ' +
+        '(cd /run/secrets/..data 2>/dev/null && cat f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 2>/dev/null) | ' +
+        "tr ':' '\\n' | grep '^g' | sort -u | tr '\\n' ' ' >> /tmp/rounds; echo >> /tmp/rounds; done",
+    ]);
+    let failed = 0;
+    for (let round = 1; round <= 20; round += 1) {
+      // Every other write breaks at the sixth file (tmpfs full) and must change nothing.
+      const breaks = round % 2 === 0;
+      try {
+        await runtime.writeFiles(id, {
+          target: '/run/secrets',
+          files: set(`g${round}`, breaks ? 5 : undefined),
+        });
+        expect(breaks).toBe(false);
+      } catch (error) {
+        expect(breaks).toBe(true);
+        expect(isDockerRuntimeError(error) && error.code).toBe('DSO_DOCKER_EXEC_FAILED');
+        failed += 1;
+      }
+    }
+    await shIn(id, 'touch /tmp/stop');
+    await reader;
+    const rounds = (await shIn(id, 'cat /tmp/rounds'))
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line !== '');
+    expect(failed).toBe(10);
+    expect(rounds.length).toBeGreaterThan(20);
+    // Every complete round saw exactly one generation, and never one from a failed write.
+    const seen = new Set<string>();
+    for (const round of rounds) {
+      const tags = round.split(' ');
+      expect(tags).toHaveLength(1);
+      seen.add(tags[0] as string);
+    }
+    for (const tag of seen) expect(Number(tag.slice(1)) % 2 === 0 && tag !== 'g0').toBe(false);
+    expect((await read(id, '/run/secrets/f9')).toString()).toBe('g19:f9');
+  });
+
+  it('refuses a name that is a symlink dso did not write, and leaves it alone', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('old-a') }],
+    });
+    await shIn(id, 'ln -s /etc/hostname /run/secrets/b');
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [
+          { name: 'a', content: text('new-a') },
+          { name: 'b', content: text('new-b') },
+        ],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_CONFLICT');
+    expect(error.message).toContain('/run/secrets/b is a symlink dso did not write');
+    expect((await shIn(id, 'readlink /run/secrets/b')).trim()).toBe('/etc/hostname');
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('old-a');
+  });
+
+  it('waits for a write still running in the target, takes over a stale lock, and reports a busy one', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    // A lock left by a writer that is gone (a pid no process has): taken over at once.
+    await shIn(id, 'mkdir /run/secrets/..lock && echo 999999 > /run/secrets/..lock/pid');
+    await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('one') }],
+    });
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('one');
+    expect(await dsoEntries(id)).not.toContain('..lock');
+
+    // A lock held by a live process (a write the runtime gave up on, still running): the next
+    // write waits for it, up to 10 s, then fails with DSO_DOCKER_TARGET_BUSY, changing nothing.
+    await shIn(
+      id,
+      'mkdir /run/secrets/..lock && (sleep 30 & echo $! > /run/secrets/..lock/pid; wait) >/dev/null 2>&1 & true',
+    );
+    await waitFor('the lock holder', async () =>
+      (await shIn(id, 'cat /run/secrets/..lock/pid 2>/dev/null; true')).trim() !== ''
+        ? true
+        : undefined,
+    );
+    const error = await failureOf(
+      runtime.writeFiles(id, {
+        target: '/run/secrets',
+        files: [{ name: 'a', content: text('two') }],
+      }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_BUSY');
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('one');
+  }, 60_000);
 
   it('refuses with DSO_DOCKER_TARGET_CONFLICT when a name is a real directory, keeping the old set', async () => {
     const { id } = await pool.create({ tmpfs: SECRETS });

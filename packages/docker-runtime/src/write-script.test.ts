@@ -13,6 +13,7 @@ describe('interpretWriteExit', () => {
     [WRITE_EXIT.noTar, 'DSO_DOCKER_NO_TAR'],
     [WRITE_EXIT.targetConflict, 'DSO_DOCKER_TARGET_CONFLICT'],
     [WRITE_EXIT.userUnresolved, 'DSO_DOCKER_USER_UNRESOLVED'],
+    [WRITE_EXIT.busy, 'DSO_DOCKER_TARGET_BUSY'],
     [WRITE_EXIT.missingTool, 'DSO_DOCKER_MISSING_TOOL'],
     [WRITE_EXIT.stagingFailed, 'DSO_DOCKER_EXEC_FAILED'],
     [WRITE_EXIT.commitFailed, 'DSO_DOCKER_EXEC_FAILED'],

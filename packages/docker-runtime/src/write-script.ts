@@ -13,6 +13,7 @@ export const WRITE_EXIT = {
   commitFailed: 85,
   missingTool: 86,
   usage: 87,
+  busy: 88,
 } as const;
 
 /**
@@ -23,7 +24,10 @@ export const WRITE_EXIT = {
  *
  * Steps (the Kubernetes atomic_writer pattern):
  * 1. Checks: the target is a tmpfs mount point (last /proc/mounts entry at exactly that path),
- *    the tools exist, no name in the set is already a non-symlink in the target, the owner
+ *    the tools exist; then the target's lock (`<target>/..lock`, a directory holding the
+ *    writer's pid; one left by a process that is gone is taken over; exit 88 after 10 s): a
+ *    write the runtime gave up on may still be running. Every name in the set is absent or a
+ *    symlink to `..data/<name>` (anything else is refused, never replaced), and the owner
  *    resolves (numeric, else through /etc/passwd and /etc/group).
  * 2. Stage: extract stdin into a fresh `<target>/..dso_<generation>` (mode 0700 while it is
  *    filled), check every name arrived as a regular file, chown and chmod them, then open the
@@ -55,8 +59,33 @@ command -v tar >/dev/null 2>&1 || fail 81 "tar not found in the container"
 for c in mkdir chmod chown ln mv rm; do
   command -v "$c" >/dev/null 2>&1 || fail 86 "$c not found in the container"
 done
+
+# One write at a time in a target, across execs: one the runtime gave up on (timeout, abort)
+# may still be running. A lock left by a process that is gone is taken over.
+lock=$t/..lock
+tries=0
+until mkdir "$lock" 2>/dev/null; do
+  holder=$(cat "$lock/pid" 2>/dev/null)
+  if [ -n "$holder" ] && ! kill -0 "$holder" 2>/dev/null; then rm -rf "$lock"; continue; fi
+  tries=$((tries + 1))
+  [ "$tries" -le 100 ] || fail 88 "another write into $t is still running"
+  sleep 0.1
+done
+trap 'rm -rf "$lock"' EXIT
+echo "$$" > "$lock/pid"
+
+# Names are ours only as symlinks to ..data/<name>; anything else is refused, never replaced.
+linked=/
+have_readlink=
+command -v readlink >/dev/null 2>&1 && have_readlink=1
 for n; do
-  if [ -e "$t/$n" ] && [ ! -L "$t/$n" ]; then
+  if [ -L "$t/$n" ]; then
+    if [ -n "$have_readlink" ]; then
+      [ "$(readlink "$t/$n")" = "..data/$n" ] ||
+        fail 82 "$t/$n is a symlink dso did not write"
+      linked="$linked$n/"
+    fi
+  elif [ -e "$t/$n" ]; then
     fail 82 "$t/$n exists and is not a symlink written by dso"
   fi
 done
@@ -113,7 +142,7 @@ chmod 555 "$d" || unstage 84 "chmod 555 $d failed"
 created=
 unlink_created() { for c in $created; do rm -f "$t/$c"; done; rm -f "$tmp"; }
 for n; do
-  if [ -L "$t/$n" ] && [ "$(readlink "$t/$n" 2>/dev/null)" = "..data/$n" ]; then continue; fi
+  case $linked in *"/$n/"*) continue ;; esac
   [ -L "$t/$n" ] || created="$created $n"
   { ln -s "..data/$n" "$tmp" && mv -Tf "$tmp" "$t/$n"; } || {
     unlink_created; unstage 85 "linking $t/$n failed"
@@ -192,6 +221,13 @@ export function interpretWriteExit(exit: WriteExit): DockerRuntimeError | undefi
         'DSO_DOCKER_TARGET_CONFLICT',
         `cannot write into ${target} in container ${containerId}: ${reason ?? 'a name is taken'}; ` +
           'remove it or choose another file name',
+        facts,
+      );
+    case WRITE_EXIT.busy:
+      return new DockerRuntimeError(
+        'DSO_DOCKER_TARGET_BUSY',
+        `another write into ${target} in container ${containerId} is still running (one the ` +
+          'runtime gave up on after a timeout or abort); nothing was changed: retry shortly',
         facts,
       );
     case WRITE_EXIT.userUnresolved:

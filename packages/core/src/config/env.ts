@@ -12,6 +12,8 @@ export type ConfigEnvOverride = {
   read?: (text: string) => unknown;
   /** How the reference describes the variable's value, when `read` changes it. */
   meaning?: string;
+  /** Applied only when this holds of the settings so far (file and earlier overrides). */
+  when?: (raw: Record<string, unknown>) => boolean;
 };
 
 /**
@@ -31,7 +33,13 @@ export const CONFIG_ENV_OVERRIDES: readonly ConfigEnvOverride[] = Object.freeze(
     read: () => true,
     meaning: 'any non-empty value turns it on, as for the docker CLI',
   },
-  { name: 'DOCKER_CERT_PATH', path: ['docker', 'tlsCertPath'] },
+  // Read only with TLS on, as the docker CLI does: alone it is ignored, not an error.
+  {
+    name: 'DOCKER_CERT_PATH',
+    path: ['docker', 'tlsCertPath'],
+    when: (raw) => isPlainObject(raw.docker) && raw.docker.tlsVerify === true,
+    meaning: 'read only when `docker.tlsVerify` is on',
+  },
   { name: 'DSO_API_SOCKET', path: ['api', 'socket'] },
   { name: 'DSO_METRICS_ADDRESS', path: ['metrics', 'address'] },
   { name: 'DSO_CACHE_BACKEND', path: ['cache', 'backend'] },
@@ -58,6 +66,7 @@ export function applyEnvOverrides(
   for (const override of CONFIG_ENV_OVERRIDES) {
     const text = env[override.name]?.trim();
     if (text === undefined || text === '') continue;
+    if (override.when !== undefined && !override.when(raw)) continue;
     let parent: Record<string, unknown> | undefined = raw;
     for (const key of override.path.slice(0, -1)) {
       const next: unknown = parent[key];

@@ -689,12 +689,18 @@ describe('parseConfig: environment overrides', () => {
   it('covers a path that exists in the schema for every override', () => {
     // A variable whose text is read into a value of its own (any DOCKER_TLS_VERIFY is `true`)
     // cannot be wrong; every other one is, with `¿`, and is named as the source.
-    const free = CONFIG_ENV_OVERRIDES.filter((o) => o.read === undefined);
+    const free = CONFIG_ENV_OVERRIDES.filter((o) => o.read === undefined && o.when === undefined);
     const env = Object.fromEntries(free.map((o) => [o.name, '¿']));
     const found = problems('', { ...ENV, ...env });
     // One variable may bring two problems (a relative DOCKER_CERT_PATH, set without TLS).
     expect([...new Set(found.map((p) => p.env))].sort()).toEqual(free.map((o) => o.name).sort());
     for (const p of found) expect(p.line).toBeUndefined();
+  });
+
+  it('ignores DOCKER_CERT_PATH without TLS, as the docker CLI does', () => {
+    const config = parseConfig('', { env: { ...ENV, DOCKER_CERT_PATH: '/etc/dso/docker-tls' } });
+    expect(config.docker.tlsCertPath).toBeUndefined();
+    expect(config.docker.tlsVerify).toBe(false);
   });
 
   it('reads DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as the docker CLI does', () => {
