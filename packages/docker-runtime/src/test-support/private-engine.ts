@@ -5,12 +5,15 @@
  * It answers on its unix socket always, and on whatever else `extraArgs` adds.
  * Test-only.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { docker as sharedEngine, TEST_IMAGE, waitFor } from './engine.js';
+
+const run = promisify(execFile);
 
 export interface PrivateEngine {
   /** `unix://…` for the runtime's host option. */
@@ -103,8 +106,25 @@ export async function startPrivateEngine(
     start,
     stop,
     async destroy() {
+      // Containers first (their layers are mounted while they exist), then the engine, then
+      // whatever mount is still left under the directory (a lazy unmount), then the files.
+      if (child !== undefined) {
+        try {
+          for (const info of await docker.listContainers({ all: true })) {
+            await docker.getContainer(info.Id).remove({ force: true });
+          }
+        } catch {
+          // The engine may already be gone: the unmount below still cleans up.
+        }
+      }
       await stop();
-      await rm(dir, { recursive: true, force: true });
+      const mounts = (await readFile('/proc/self/mounts', 'utf8'))
+        .split('\n')
+        .map((line) => line.split(' ')[1] ?? '')
+        .filter((path) => path.startsWith(`${dir}/`))
+        .sort((a, b) => b.length - a.length);
+      for (const path of mounts) await run('umount', ['-l', path]).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     },
   };
 }
