@@ -14,12 +14,30 @@
  *   async close() {},
  * };
  */
-export type {
-  CallOptions,
-  ProviderCapabilities,
-  ResolvedSecret,
-  SecretProvider,
-  SecretRequest,
+export {
+  type CreateProviderOptions,
+  checkSdkApiVersion,
+  createProvider,
+  defineProvider,
+  isProviderDefinition,
+  PROVIDER_SDK_API_VERSION,
+  type ProviderContext,
+  type ProviderDefinition,
+  type ProviderDefinitionInput,
+  type ProviderLogger,
+  SILENT_LOGGER,
+  SUPPORTED_PROVIDER_SDK_API_VERSIONS,
+} from './define-provider.js';
+export {
+  type CallOptions,
+  OPTIONAL_OPERATIONS,
+  type ProviderCapabilities,
+  type ProviderHealth,
+  type ResolvedSecret,
+  type SecretChange,
+  type SecretProvider,
+  type SecretRequest,
+  type SecretVersion,
 } from './provider.js';
 export {
   isProviderError,

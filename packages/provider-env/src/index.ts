@@ -1,0 +1,4 @@
+/**
+ * @dso/provider-env: being written (issue 5).
+ */
+export const PACKAGE_NAME = '@dso/provider-env';
