@@ -48,6 +48,7 @@ describe('parseConfig: defaults', () => {
           failureThreshold: 5,
           circuitOpenMs: 30_000,
           maxInFlight: 64,
+          env: [],
         },
       },
       cache: {
@@ -99,6 +100,7 @@ describe('parseConfig: defaults', () => {
       },
       log: { level: 'info' },
       shutdownGraceMs: 10_000,
+      pluginsDir: '/srv/dso/plugins',
     });
   });
 
@@ -167,6 +169,7 @@ describe('parseConfig: a full file', () => {
         '    failureThreshold: 3',
         '    circuitOpenMs: 1m',
         '    maxInFlight: 8',
+        '    env: [VAULT_ADDR, ACME_*]',
         '    config: { address: "https://127.0.0.1:8200", nested: { list: [1, 2] } }',
         '  acme:',
         '    type: "@acme/dso-provider-acme"',
@@ -205,9 +208,11 @@ describe('parseConfig: a full file', () => {
         'audit: { enabled: false, path: "-", maxFileBytes: 1MiB, maxFiles: 0 }',
         'log: { level: debug }',
         'shutdownGraceMs: 0',
+        'pluginsDir: /opt/dso/plugins',
       ),
       { env: ENV },
     );
+    expect(config.pluginsDir).toBe('/opt/dso/plugins');
     expect(config.defaultProvider).toBe('vault');
     expect(Object.keys(config.providers)).toEqual(['vault', 'acme', 'plain']);
     expect(config.providers.vault).toEqual({
@@ -217,6 +222,7 @@ describe('parseConfig: a full file', () => {
       failureThreshold: 3,
       circuitOpenMs: 60_000,
       maxInFlight: 8,
+      env: ['VAULT_ADDR', 'ACME_*'],
       config: { address: 'https://127.0.0.1:8200', nested: { list: [1, 2] } },
     });
     expect(config.cache).toEqual({

@@ -147,6 +147,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Dso
     providers,
     defaultProvider,
     audit: { ...parsed.audit, path: parsed.audit.path ?? join(paths.home, 'audit.jsonl') },
+    pluginsDir: parsed.pluginsDir ?? join(paths.home, 'plugins'),
   };
 }
 

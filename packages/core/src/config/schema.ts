@@ -321,6 +321,22 @@ export const providerSchema = z.strictObject({
     min: 1,
     max: 10_000,
   }),
+  env: z
+    .array(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {
+        error: 'expected a variable name, or a prefix ending in `*` such as `ACME_*`',
+      }),
+    )
+    .max(256)
+    .default([])
+    .meta(
+      meta({
+        description:
+          "Environment variables of the agent passed to the provider's process (names, or prefixes ending in `*`). Nothing else is: built-in types add only their own (`local`: `DSO_HOME`, `DSO_VAULT_*`; `vault`: `VAULT_*`; `aws`: `AWS_*`; `azure`: `AZURE_*`, `IDENTITY_*`, `MSI_*`; `env`: its `allow` list), plus `PATH` and `HOME`.",
+        type: 'list of names',
+        defaultText: '`[]`',
+      }),
+    ),
 });
 
 /**
@@ -711,6 +727,17 @@ export const configSchema = z.strictObject({
         .meta(meta({ description: 'The lowest level written.' })),
     }),
   ),
+  pluginsDir: z
+    .string()
+    .refine(isAbsolutePath, { error: 'expected an absolute path' })
+    .optional()
+    .meta(
+      meta({
+        description:
+          'Where third-party provider packages are installed (`npm install --prefix <pluginsDir> <package>`); a provider `type` that is not built in is loaded from there by its package name. Only the operator should be able to write it: the agent runs what it holds.',
+        defaultText: '`$DSO_HOME/plugins`',
+      }),
+    ),
   shutdownGraceMs: duration(
     'On SIGTERM, how long work in flight may finish before it is cancelled.',
     10_000,
@@ -726,9 +753,10 @@ export type ProviderConfig = ParsedConfig['providers'][string];
 
 /**
  * A complete, valid configuration: every default filled in, `providers` never empty,
- * `defaultProvider` naming one of them, `audit.path` resolved under `DSO_HOME`.
+ * `defaultProvider` naming one of them, `audit.path` and `pluginsDir` resolved under `DSO_HOME`.
  */
-export type DsoConfig = Omit<ParsedConfig, 'defaultProvider' | 'audit'> & {
+export type DsoConfig = Omit<ParsedConfig, 'defaultProvider' | 'audit' | 'pluginsDir'> & {
   defaultProvider: string;
   audit: Omit<ParsedConfig['audit'], 'path'> & { path: string };
+  pluginsDir: string;
 };
