@@ -112,7 +112,7 @@ const MANAGED = {
 function createProvider(values: Record<string, string>): SecretProvider {
   return {
     name: 'local',
-    capabilities: { list: false },
+    capabilities: { list: false, watch: false, probe: false, health: false },
     async resolve({ path }) {
       const value = values[path];
       if (value === undefined)
@@ -280,7 +280,7 @@ describe('createAgent', () => {
     let calls = 0;
     const flaky: SecretProvider = {
       name: 'local',
-      capabilities: { list: false },
+      capabilities: { list: false, watch: false, probe: false, health: false },
       async resolve() {
         calls += 1;
         if (calls === 1) throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'backend down');
@@ -321,7 +321,7 @@ describe('createAgent', () => {
     let down = false;
     const provider: SecretProvider = {
       name: 'local',
-      capabilities: { list: false },
+      capabilities: { list: false, watch: false, probe: false, health: false },
       async resolve() {
         if (down) throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'backend down');
         return { value: SecretValue.fromText(CANARY), version: '7' };
