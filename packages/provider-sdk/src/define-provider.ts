@@ -270,8 +270,8 @@ function guardProvider(
     run: () => Promise<T>,
   ) => {
     open(operation);
-    options?.signal?.throwIfAborted();
     try {
+      options?.signal?.throwIfAborted();
       return await run();
     } catch (error) {
       throw toProviderError(error, name);
