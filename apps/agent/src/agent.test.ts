@@ -80,6 +80,20 @@ function createFakeRuntime(containers: ContainerDetails[]) {
       });
       wake?.();
     },
+    /** The engine reports an event of another type (restart events, a destroy). */
+    emit(type: ContainerEvent['type'], id: string) {
+      pending.push({
+        type,
+        id,
+        at: Date.now(),
+        timeNano: '0',
+        cursor: `0~${id}~${type}`,
+        labels: byId.get(id)?.labels ?? {},
+        name: id,
+        image: 'x',
+      });
+      wake?.();
+    },
   };
 }
 
@@ -97,6 +111,7 @@ function container(id: string, labels: Record<string, string>): ContainerDetails
     labels,
     running: true,
     state: 'running',
+    startedAt: '2026-11-27T10:00:00.000000000Z',
     user: '',
     tmpfs: ['/run/secrets'],
     image: 'x',
@@ -157,6 +172,111 @@ function setup(containers: ContainerDetails[], overrides: Partial<AgentOptions> 
     output: () => output,
   };
 }
+
+describe('createAgent: reconciliation and the audit trail', () => {
+  it('has no second effect for a reconciliation of an unchanged container, but rewrites on a start', async () => {
+    const c1 = container('c1', MANAGED);
+    const { agent, fake, lines } = setup([c1], { reconcileIntervalMs: 20 });
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toHaveLength(1);
+    // Several periodic reconciliations pass: same versions, same run, nothing written.
+    await expect
+      .poll(() => lines().filter((line) => line.msg === 'secrets up to date').length)
+      .toBeGreaterThan(2);
+    expect(fake.writes).toHaveLength(1);
+    expect(
+      lines().find(
+        (line) => line.msg === 'managed containers found' && line.trigger === 'periodic',
+      ),
+    ).toBeDefined();
+    // A restart: the engine reports a start of a new run (its tmpfs is empty): written again.
+    fake.start({ ...c1, startedAt: '2026-11-27T11:00:00.000000000Z' });
+    await expect.poll(() => fake.writes.length).toBe(2);
+    // Even a start event for the same run writes (an event about a start is never skipped).
+    fake.start({ ...c1, startedAt: '2026-11-27T11:00:00.000000000Z' });
+    await expect.poll(() => fake.writes.length).toBe(3);
+    await agent.close();
+  });
+
+  it('writes again when a reconciliation finds a new version', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    let version = 1;
+    const provider: SecretProvider = {
+      ...createProvider(values),
+      async resolve({ path }) {
+        return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
+      },
+    };
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake } = setup([container('c1', MANAGED)], {
+      reconcileIntervalMs: 20,
+      providers: new Map([['local', provider]]),
+      cache,
+    });
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toHaveLength(1);
+    values['app/db'] = 'v2';
+    version = 2;
+    await expect.poll(() => fake.writes.length).toBe(2);
+    expect(fake.writes[1]?.contents[0]).toBe('v2');
+    await agent.close();
+    await cache.close();
+  });
+
+  it('records one audit line per file delivered, and the reference that failed', async () => {
+    const records: unknown[] = [];
+    const audit = {
+      record: (entry: unknown) => records.push(entry),
+      close: async () => {},
+      [Symbol.asyncDispose]: async () => {},
+    };
+    const { agent, output } = setup(
+      [
+        container('c1', MANAGED),
+        container('c2', { 'dso.enable': 'true', 'dso.file.gone': 'dsofile://app/missing' }),
+      ],
+      { audit },
+    );
+    await agent.start();
+    await agent.idle();
+    expect(records).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          action: 'inject',
+          reference: 'dsofile://app/db',
+          provider: 'local',
+          version: '1',
+          containerId: 'c1',
+          outcome: 'ok',
+          cacheHit: false,
+        }),
+        expect.objectContaining({
+          action: 'inject',
+          reference: 'dsofile://app/missing',
+          containerId: 'c2',
+          outcome: 'error',
+          code: 'DSO_PROVIDER_NOT_FOUND',
+        }),
+      ]),
+    );
+    expect(JSON.stringify(records)).not.toContain(CANARY);
+    expect(output()).not.toContain(CANARY);
+    await agent.close();
+  });
+
+  it('forgets a destroyed container', async () => {
+    const { agent, fake, lines } = setup([container('c1', MANAGED)]);
+    await agent.start();
+    await agent.idle();
+    fake.emit('container.destroyed', 'c1');
+    fake.start(container('c1', MANAGED));
+    await expect.poll(() => fake.writes.length).toBe(2);
+    expect(lines().some((line) => line.msg === 'secrets up to date')).toBe(false);
+    await agent.close();
+  });
+});
 
 describe('createAgent', () => {
   it('delivers to managed containers already running at start, with field selection', async () => {

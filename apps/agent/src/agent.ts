@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import {
+  type AuditLog,
   type Cache,
   type CacheResult,
   cacheKey,
@@ -15,7 +17,7 @@ import {
   parseManagedLabels,
   type Redactor,
 } from '@dso/core';
-import type { ContainerEvent, DockerRuntime, SecretFile } from '@dso/docker-runtime';
+import type { ContainerEvent, DockerRuntime } from '@dso/docker-runtime';
 import { type SecretProvider, selectField } from '@dso/provider-sdk';
 
 /** How many containers the agent delivers to at once. @default 4 */
@@ -26,6 +28,15 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_MAX_RECONNECTS = 100;
 /** Cap of the reconnect backoff. @default 30_000 */
 export const DEFAULT_RECONNECT_MAX_DELAY_MS = 30_000;
+/** Time between two full reconciliations. @default 600_000 (10 minutes) */
+export const DEFAULT_RECONCILE_INTERVAL_MS = 10 * 60_000;
+
+/**
+ * Why a container is being delivered to. A start (or restart) always writes: the container's
+ * tmpfs is new. A reconciliation writes only when what it would write differs from what was
+ * last delivered to the same run of the container.
+ */
+export type DeliveryTrigger = 'started' | 'startup' | 'periodic' | 'resync';
 
 /** What the agent is built from: long-lived objects the owner constructs and closes. */
 export interface AgentOptions {
@@ -47,12 +58,42 @@ export interface AgentOptions {
   retry?: EventQueueRetryOptions;
   /** @default DEFAULT_SHUTDOWN_GRACE_MS */
   shutdownGraceMs?: number;
+  /**
+   * Time between two full reconciliations (every managed container checked and repaired).
+   * @default DEFAULT_RECONCILE_INTERVAL_MS
+   */
+  reconcileIntervalMs?: number;
+  /** Where one line per secret delivered (or refused) goes; none when absent. */
+  audit?: AuditLog;
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
   reconnectBaseDelayMs?: number;
   /** @default DEFAULT_RECONNECT_MAX_DELAY_MS */
   reconnectMaxDelayMs?: number;
+}
+
+/** One resolved file, with what the audit trail and the delivered-state digest need. */
+interface ResolvedFile {
+  name: string;
+  content: Buffer;
+  reference: string;
+  provider: string;
+  version: string;
+  cacheHit: boolean;
+}
+
+/**
+ * A digest of what a delivery writes, minus the values: names, references, versions, target,
+ * mode and owner. Equal digests mean equal files (versions identify values).
+ */
+function digestOf(spec: ManagedSpec, files: ResolvedFile[], user: string): string {
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify([spec.target, spec.mode, spec.owner ?? user]));
+  for (const file of files) {
+    hash.update(JSON.stringify([file.name, file.reference, file.provider, file.version]));
+  }
+  return hash.digest('hex');
 }
 
 /** A running agent: start it once, await `done`, close it on shutdown. */
@@ -91,12 +132,17 @@ export function createAgent(options: AgentOptions): Agent {
   const baseDelayMs = options.reconnectBaseDelayMs ?? 500;
   const maxDelayMs = options.reconnectMaxDelayMs ?? DEFAULT_RECONNECT_MAX_DELAY_MS;
   const stopping = new AbortController();
+  const reconcileIntervalMs = options.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS;
+  const audit = options.audit;
 
-  const queue = createEventQueue({
+  const queue = createEventQueue<DeliveryTrigger>({
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
     ...(options.queueMaxSize === undefined ? {} : { maxSize: options.queueMaxSize }),
     retry: options.retry ?? DEFAULT_QUEUE_RETRY,
-    worker: (containerId, _item, { signal, attempt }) => deliver(containerId, signal, attempt),
+    worker: (containerId, trigger, { signal, attempt }) =>
+      deliver(containerId, trigger, signal, attempt),
+    // A start coalesced with a reconciliation is still a start: the tmpfs is new.
+    merge: (queued, next) => (queued === 'started' || next === 'started' ? 'started' : next),
     onFailed: (containerId, error, attempts) => {
       logger.error(
         { containerId: containerId.slice(0, 12), code: errorCode(error), attempts },
@@ -111,50 +157,95 @@ export function createAgent(options: AgentOptions): Agent {
       void queue.idle().then(() => {
         const ids = [...shed];
         shed.clear();
-        for (const id of ids) queue.add(id, undefined);
+        for (const id of ids) queue.add(id, 'resync');
       });
     },
   });
   const shed = new Set<string>();
+  /**
+   * What was last delivered to each container's current run: a digest of the set (names,
+   * references, versions, target, mode, owner) and the run's start time. Hashes and versions
+   * only: nothing here reveals a value.
+   */
+  const delivered = new Map<string, { digest: string; startedAt: string }>();
 
   /**
    * Delivers one container's files. Throws only for failures worth retrying (the queue backs
    * off and retries); anything else is reported here and left for the next start or reconcile.
    */
-  async function deliver(containerId: string, signal: AbortSignal, attempt: number): Promise<void> {
+  async function deliver(
+    containerId: string,
+    trigger: DeliveryTrigger,
+    signal: AbortSignal,
+    attempt: number,
+  ): Promise<void> {
     const started = performance.now();
     const log = logger.child({ containerId: containerId.slice(0, 12) });
     let spec: ManagedSpec | undefined;
+    let resolved: ResolvedFile[] = [];
     try {
       const details = await runtime.inspectContainer(containerId, { signal });
       if (!details.running) return;
       spec = parseManagedLabels(details.labels);
       if (!spec || spec.files.length === 0) return;
-      const files = await resolveFiles(spec, signal);
-      try {
-        const result = await runtime.writeFiles(containerId, {
-          target: spec.target,
-          files,
-          mode: spec.mode,
-          owner: spec.owner,
-          // Just inspected: the runtime need not inspect it again.
-          containerUser: details.user,
-          signal,
-        });
-        log.info(
-          {
-            files: result.files,
-            bytes: result.bytes,
-            durationMs: Math.round(performance.now() - started),
-          },
-          'secrets delivered',
-        );
-      } finally {
-        for (const file of files) file.content.fill(0);
+      resolved = await resolveFiles(spec, signal);
+      const digest = digestOf(spec, resolved, details.user);
+      const previous = delivered.get(containerId);
+      if (
+        trigger !== 'started' &&
+        previous !== undefined &&
+        previous.digest === digest &&
+        previous.startedAt === details.startedAt
+      ) {
+        // Already there, same versions, same run of the container: a second event or a
+        // reconciliation has no second effect.
+        log.debug({ trigger }, 'secrets up to date');
+        return;
       }
+      const files = resolved.map(({ name, content }) => ({ name, content }));
+      const result = await runtime.writeFiles(containerId, {
+        target: spec.target,
+        files,
+        mode: spec.mode,
+        owner: spec.owner,
+        // Just inspected: the runtime need not inspect it again.
+        containerUser: details.user,
+        signal,
+      });
+      delivered.set(containerId, { digest, startedAt: details.startedAt });
+      const durationMs = Math.round((performance.now() - started) * 100) / 100;
+      for (const file of resolved) {
+        audit?.record({
+          actor: { kind: 'agent' },
+          action: 'inject',
+          reference: file.reference,
+          provider: file.provider,
+          version: file.version,
+          containerId,
+          outcome: 'ok',
+          cacheHit: file.cacheHit,
+          durationMs,
+        });
+      }
+      log.info(
+        { files: result.files, bytes: result.bytes, trigger, durationMs: Math.round(durationMs) },
+        'secrets delivered',
+      );
     } catch (error) {
       if (signal.aborted) return;
       const retry = isRetryable(error);
+      const reference = (error as { details?: { reference?: unknown } }).details?.reference;
+      if (typeof reference === 'string') {
+        audit?.record({
+          actor: { kind: 'agent' },
+          action: 'inject',
+          reference,
+          provider: providerOf(reference),
+          containerId,
+          outcome: 'error',
+          code: errorCode((error as { cause?: unknown }).cause) ?? errorCode(error) ?? 'DSO_ERROR',
+        });
+      }
       log.warn(
         {
           err: error,
@@ -162,69 +253,84 @@ export function createAgent(options: AgentOptions): Agent {
           // The provider's own code (not found, unauthorized, …) under the agent's wrapper.
           causeCode: errorCode((error as { cause?: unknown }).cause),
           target: spec?.target,
+          trigger,
           attempt,
           retry,
         },
         'secrets not delivered',
       );
       if (retry) throw error;
+    } finally {
+      for (const file of resolved) file.content.fill(0);
     }
   }
 
-  async function resolveFiles(spec: ManagedSpec, signal: AbortSignal): Promise<SecretFile[]> {
-    const files: SecretFile[] = [];
+  /** The configured provider a reference names (or the default). */
+  function providerOf(reference: string): string {
+    const match = /^dso(?:file)?:\/\/([a-z][a-z0-9-]*):/.exec(reference);
+    return match?.[1] ?? defaultProvider;
+  }
+
+  async function resolveFiles(spec: ManagedSpec, signal: AbortSignal): Promise<ResolvedFile[]> {
+    const files: ResolvedFile[] = [];
     try {
       for (const { name, reference } of spec.files) {
         const providerName = reference.provider ?? defaultProvider;
         const provider = providers.get(providerName);
+        const formatted = formatReference(reference);
         if (!provider) {
           throw new DsoError(
             'DSO_AGENT_PROVIDER_UNKNOWN',
-            `${formatReference(reference)} names provider "${providerName}", which is not configured (configured: ${[...providers.keys()].join(', ')})`,
-            { reference: formatReference(reference) },
+            `${formatted} names provider "${providerName}", which is not configured (configured: ${[...providers.keys()].join(', ')})`,
+            { reference: formatted },
           );
         }
         const version = reference.version;
-        let resolved: CacheResult;
+        let result: CacheResult;
+        let loaded = false;
         try {
           // Through the cache: one provider call however many containers want this secret at
           // once, and the last-known-good value while the provider is down (stale-if-error).
-          resolved = await cache.getOrLoad(
+          result = await cache.getOrLoad(
             cacheKey(providerName, reference.path, version),
             async (loadSignal) => {
-              const loaded = await provider.resolve(
+              loaded = true;
+              const fetched = await provider.resolve(
                 { path: reference.path, ...(version ? { version } : {}) },
                 { signal: loadSignal },
               );
               // Registered before the value goes anywhere, so no later log line can carry it.
-              redactor.register(loaded.value.reveal());
-              return { value: loaded.value, version: loaded.version, provider: providerName };
+              redactor.register(fetched.value.reveal());
+              return { value: fetched.value, version: fetched.version, provider: providerName };
             },
             { signal },
           );
         } catch (error) {
-          throw new DsoError(
-            'DSO_AGENT_RESOLVE_FAILED',
-            `could not resolve ${formatReference(reference)}`,
-            {
-              cause: error,
-              reference: formatReference(reference),
-            },
-          );
+          throw new DsoError('DSO_AGENT_RESOLVE_FAILED', `could not resolve ${formatted}`, {
+            cause: error,
+            reference: formatted,
+          });
         }
-        if (resolved.stale) {
+        if (result.stale) {
           logger.warn(
-            { reference: formatReference(reference), version: resolved.version },
+            { reference: formatted, version: result.version },
             'provider unavailable, serving the last known value',
           );
         }
         const value = reference.field
-          ? selectField(resolved.value, reference.field, reference.path)
-          : resolved.value;
+          ? selectField(result.value, reference.field, reference.path)
+          : result.value;
         redactor.register(value.reveal());
-        files.push({ name, content: Buffer.from(value.reveal()) });
+        files.push({
+          name,
+          content: Buffer.from(value.reveal()),
+          reference: formatted,
+          provider: providerName,
+          version: result.version,
+          cacheHit: !loaded,
+        });
         value.dispose();
-        if (value !== resolved.value) resolved.value.dispose();
+        if (value !== result.value) result.value.dispose();
       }
       return files;
     } catch (error) {
@@ -233,16 +339,26 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
-  async function enqueueRunningManaged(signal: AbortSignal): Promise<void> {
+  async function enqueueRunningManaged(
+    signal: AbortSignal,
+    trigger: Exclude<DeliveryTrigger, 'started'>,
+  ): Promise<void> {
     const containers = await runtime.listContainers({ label: `${LABELS.enable}=true`, signal });
-    logger.info({ containers: containers.length }, 'managed containers found');
-    for (const container of containers) queue.add(container.id, undefined);
+    logger.info({ containers: containers.length, trigger }, 'managed containers found');
+    const running = new Set(containers.map((container) => container.id));
+    // Forget what was delivered to containers that are gone (a destroy event may be lost).
+    for (const id of delivered.keys()) if (!running.has(id)) delivered.delete(id);
+    for (const container of containers) queue.add(container.id, trigger);
   }
 
   function onEvent(event: ContainerEvent): void {
+    if (event.type === 'container.destroyed') {
+      delivered.delete(event.id);
+      return;
+    }
     if (event.type !== 'container.started') return;
     if (event.labels[LABELS.enable] !== 'true') return;
-    queue.add(event.id, undefined);
+    queue.add(event.id, 'started');
   }
 
   // Watches events until stopped. The runtime reconnects a broken stream itself, resumes after
@@ -267,7 +383,7 @@ export function createAgent(options: AgentOptions): Agent {
         if (item.type === 'resync') {
           logger.warn({ reason: item.reason }, 'events may have been missed, listing containers');
           // Not awaited: the stream must be drained promptly, the list runs beside it.
-          void enqueueRunningManaged(signal).catch((error: unknown) => {
+          void enqueueRunningManaged(signal, 'resync').catch((error: unknown) => {
             logger.warn(
               { err: error, code: errorCode(error) },
               'could not list managed containers',
@@ -292,12 +408,14 @@ export function createAgent(options: AgentOptions): Agent {
 
   let done: Promise<void> = Promise.resolve();
   let started = false;
+  let reconcileTimer: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
 
   async function shutdown(): Promise<void> {
     const { inFlight, depth } = queue.stats();
     logger.info({ graceMs, inFlight, waiting: depth }, 'agent stopping');
     stopping.abort(); // no more events or listing
+    clearInterval(reconcileTimer);
     // Deliveries in flight get the grace period, then the queue aborts their signal and waits
     // for them to unwind, so nothing runs on after the owner closes the runtime and providers.
     const undone = await queue.close({ graceMs });
@@ -321,7 +439,15 @@ export function createAgent(options: AgentOptions): Agent {
         // The owner awaits `done`; this only keeps the rejection from being reported as unhandled
         // before it does.
       });
-      await enqueueRunningManaged(stopping.signal);
+      await enqueueRunningManaged(stopping.signal, 'startup');
+      // The safety net behind the events: every managed container, checked on a timer.
+      reconcileTimer = setInterval(() => {
+        void enqueueRunningManaged(stopping.signal, 'periodic').catch((error: unknown) => {
+          if (stopping.signal.aborted) return;
+          logger.warn({ err: error, code: errorCode(error) }, 'could not list managed containers');
+        });
+      }, reconcileIntervalMs);
+      reconcileTimer.unref();
     },
     get done() {
       return done;

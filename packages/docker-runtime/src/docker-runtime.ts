@@ -190,6 +190,11 @@ export interface ContainerDetails {
   state: string;
   /** `Config.User` as given to the engine: `''` (root), `name`, `uid`, `uid:gid`, `name:group`. */
   user: string;
+  /**
+   * When the current run of the container started (`State.StartedAt`, RFC 3339), `''` if it
+   * never did: a restart changes it, and starts the container with an empty tmpfs.
+   */
+  startedAt: string;
   /** Destinations of its tmpfs mounts, from `HostConfig.Tmpfs` and mounts of type tmpfs. */
   tmpfs: string[];
   /** The image reference it was created from. */
@@ -983,6 +988,7 @@ function toDetails(info: Docker.ContainerInspectInfo): ContainerDetails {
     running: info.State?.Running === true,
     state: info.State?.Status ?? '',
     user: info.Config?.User ?? '',
+    startedAt: info.State?.StartedAt?.startsWith('0001-') ? '' : (info.State?.StartedAt ?? ''),
     tmpfs: [...tmpfs],
     image: info.Config?.Image ?? '',
   };
