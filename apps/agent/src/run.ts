@@ -1,4 +1,9 @@
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import {
+  type AuditLog,
+  createAuditLog,
   createLogger,
   createMemoryCache,
   createRedactor,
@@ -7,6 +12,7 @@ import {
   errorCode,
   type Logger,
   loadConfig,
+  type Redactor,
   resolveDsoPaths,
 } from '@dso/core';
 import { createDockerRuntime } from '@dso/docker-runtime';
@@ -100,6 +106,8 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       negativeTtlMs: config.cache.negativeTtlMs,
     });
     closers.push(() => cache.close());
+    const audit = await openAuditLog(config, redactor);
+    if (audit !== undefined) closers.push(() => audit.close());
     const providers = await createProviders(config, env);
     for (const provider of providers.values()) closers.push(() => provider.close());
     const runtime = await createDockerRuntime({
@@ -140,6 +148,8 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       reconnectBaseDelayMs: docker.reconnect.baseDelayMs,
       reconnectMaxDelayMs: docker.reconnect.maxDelayMs,
       shutdownGraceMs: config.shutdownGraceMs,
+      reconcileIntervalMs: config.reconcile.intervalMs,
+      ...(audit === undefined ? {} : { audit }),
     });
     closers.push(() => agent.close());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });
@@ -192,4 +202,33 @@ async function createProviders(
     providers.set(name, createLocalProvider({ name, vaultPath, key }));
   }
   return providers;
+}
+
+/**
+ * The audit trail: appended to `audit.path` (created 0600 in a 0700 folder if missing), or
+ * standard output for `-`. Not rotated by the agent yet: use logrotate with copytruncate.
+ */
+async function openAuditLog(config: DsoConfig, redactor: Redactor): Promise<AuditLog | undefined> {
+  if (!config.audit.enabled) return undefined;
+  if (config.audit.path === '-') {
+    return createAuditLog({
+      destination: { write: (line: string) => process.stdout.write(line) },
+      redactor,
+    });
+  }
+  await mkdir(dirname(config.audit.path), { recursive: true, mode: 0o700 });
+  const destination = createWriteStream(config.audit.path, { flags: 'a', mode: 0o600 });
+  await new Promise<void>((resolve, reject) => {
+    destination.once('open', () => resolve());
+    destination.once('error', (error) =>
+      reject(
+        new DsoError(
+          'DSO_AGENT_AUDIT_UNAVAILABLE',
+          `cannot open the audit trail ${config.audit.path}: fix its folder's permissions, set audit.path, or audit.enabled: false`,
+          { cause: error },
+        ),
+      ),
+    );
+  });
+  return createAuditLog({ destination, redactor });
 }
