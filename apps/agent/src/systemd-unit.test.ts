@@ -1,0 +1,42 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const unit = readFileSync(join(import.meta.dirname, '../systemd/dso-agent.service'), 'utf8');
+
+/** `key=value` lines of one section, comments and blank lines dropped. */
+function section(name: string): Map<string, string[]> {
+  const lines = unit.split('\n');
+  const start = lines.indexOf(`[${name}]`);
+  const entries = new Map<string, string[]>();
+  for (const line of lines.slice(start + 1)) {
+    if (line.startsWith('[')) break;
+    const match = /^([A-Za-z]+)=(.*)$/.exec(line);
+    if (match)
+      entries.set(match[1] as string, [
+        ...(entries.get(match[1] as string) ?? []),
+        match[2] as string,
+      ]);
+  }
+  return entries;
+}
+
+describe('systemd/dso-agent.service', () => {
+  it('restarts the agent when it exits non-zero, after the engine, and stops it gracefully', () => {
+    const service = section('Service');
+    expect(service.get('ExecStart')).toEqual(['/usr/local/bin/dso-agent']);
+    expect(service.get('Restart')).toEqual(['on-failure']);
+    expect(service.get('KillSignal')).toEqual(['SIGTERM']);
+    expect(section('Unit').get('After')?.[0]).toContain('docker.service');
+    expect(section('Install').get('WantedBy')).toEqual(['multi-user.target']);
+  });
+
+  it('keeps secrets out of core dumps and state private, and puts nothing secret on its command line', () => {
+    const service = section('Service');
+    expect(service.get('LimitCORE')).toEqual(['0']);
+    expect(service.get('UMask')).toEqual(['0077']);
+    expect(service.get('StateDirectoryMode')).toEqual(['0700']);
+    expect(service.get('NoNewPrivileges')).toEqual(['yes']);
+    expect(unit).not.toMatch(/PASSPHRASE=|TOKEN=|SECRET=/);
+  });
+});
