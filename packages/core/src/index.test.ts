@@ -29,6 +29,7 @@ describe('@dso/core', () => {
       'DEFAULT_REDACTION_MIN_LENGTH',
       'DEFAULT_SECRETS_DIR',
       'DEFAULT_STALE_IF_ERROR_MS',
+      'DEFAULT_WAIT_FOR_SECRETS_TIMEOUT_MS',
       'DsoError',
       'FORBIDDEN_LABEL_WORDS',
       'LABELS',
@@ -46,6 +47,7 @@ describe('@dso/core', () => {
       'REDACTION_PATTERN_IDS',
       'REFERENCE_SCHEMES',
       'ROTATION_POLICIES',
+      'WAIT_FOR_SECRETS_EXIT_CODE',
       'cacheKey',
       'cacheKeyPrefix',
       'checkSecretFileName',
@@ -78,6 +80,7 @@ describe('@dso/core', () => {
       'resolveDsoPaths',
       'systemClock',
       'toManagedLabels',
+      'waitForSecretsCommand',
     ]);
   });
 

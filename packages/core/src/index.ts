@@ -169,3 +169,9 @@ export {
   type ReferenceScheme,
   type SecretReference,
 } from './references.js';
+export {
+  DEFAULT_WAIT_FOR_SECRETS_TIMEOUT_MS,
+  WAIT_FOR_SECRETS_EXIT_CODE,
+  type WaitForSecretsOptions,
+  waitForSecretsCommand,
+} from './wait-for-secrets.js';
