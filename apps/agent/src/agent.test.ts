@@ -1,5 +1,11 @@
 import { Writable } from 'node:stream';
-import { createFakeClock, createLogger, createMemoryCache, createRedactor } from '@dso/core';
+import {
+  createFakeClock,
+  createLogger,
+  createMemoryCache,
+  createMetricsRegistry,
+  createRedactor,
+} from '@dso/core';
 import type {
   ContainerDetails,
   ContainerEvent,
@@ -9,6 +15,7 @@ import type {
 import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
 import { type AgentOptions, createAgent } from './agent.js';
+import { createAgentHealth, createAgentMetrics } from './observability.js';
 
 const CANARY = 'canary-agent-9b27e1';
 
@@ -264,6 +271,26 @@ describe('createAgent: reconciliation and the audit trail', () => {
     expect(JSON.stringify(records)).not.toContain(CANARY);
     expect(output()).not.toContain(CANARY);
     await agent.close();
+  });
+
+  it('counts deliveries, provider calls and reconciliations, and turns ready after the first', async () => {
+    const registry = createMetricsRegistry();
+    const metrics = createAgentMetrics(registry, { providers: ['local'] });
+    const health = createAgentHealth();
+    const { agent } = setup([container('c1', MANAGED)], { metrics, health });
+    expect(health.ready().ok).toBe(false);
+    await agent.start();
+    await agent.idle();
+    const text = await registry.metrics();
+    expect(text).toMatch(/dso_injection_writes_total\{method="exec",outcome="ok"\} 1/);
+    expect(text).toMatch(
+      /dso_provider_calls_total\{provider="local",operation="resolve",outcome="ok"\} 2/,
+    );
+    expect(text).toMatch(/dso_reconcile_runs_total\{trigger="startup",outcome="ok"\} 1/);
+    expect(text).toMatch(/dso_containers_managed_items 1/);
+    expect(text).not.toContain(CANARY);
+    await agent.close();
+    expect(health.ready().ok).toBe(false);
   });
 
   it('forgets a destroyed container', async () => {

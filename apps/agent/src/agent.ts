@@ -19,6 +19,7 @@ import {
 } from '@dso/core';
 import type { ContainerEvent, DockerRuntime } from '@dso/docker-runtime';
 import { type SecretProvider, selectField } from '@dso/provider-sdk';
+import type { AgentHealth, AgentMetrics } from './observability.js';
 
 /** How many containers the agent delivers to at once. @default 4 */
 export const DEFAULT_CONCURRENCY = 4;
@@ -65,6 +66,10 @@ export interface AgentOptions {
   reconcileIntervalMs?: number;
   /** Where one line per secret delivered (or refused) goes; none when absent. */
   audit?: AuditLog;
+  /** Counters and histograms for /metrics; none when absent. */
+  metrics?: AgentMetrics;
+  /** What /healthz and /readyz report; none when absent. */
+  health?: AgentHealth;
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
@@ -134,6 +139,8 @@ export function createAgent(options: AgentOptions): Agent {
   const stopping = new AbortController();
   const reconcileIntervalMs = options.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS;
   const audit = options.audit;
+  const metrics = options.metrics;
+  const health = options.health;
 
   const queue = createEventQueue<DeliveryTrigger>({
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
@@ -162,6 +169,8 @@ export function createAgent(options: AgentOptions): Agent {
     },
   });
   const shed = new Set<string>();
+  metrics?.trackQueue(() => queue.stats());
+  metrics?.trackCache(() => cache.stats());
   /**
    * What was last delivered to each container's current run: a digest of the set (names,
    * references, versions, target, mode, owner) and the run's start time. Hashes and versions
@@ -214,6 +223,7 @@ export function createAgent(options: AgentOptions): Agent {
       });
       delivered.set(containerId, { digest, startedAt: details.startedAt });
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
+      metrics?.injection('exec', 'ok', durationMs);
       for (const file of resolved) {
         audit?.record({
           actor: { kind: 'agent' },
@@ -234,6 +244,7 @@ export function createAgent(options: AgentOptions): Agent {
     } catch (error) {
       if (signal.aborted) return;
       const retry = isRetryable(error);
+      metrics?.injection('exec', 'error', performance.now() - started);
       const reference = (error as { details?: { reference?: unknown } }).details?.reference;
       if (typeof reference === 'string') {
         audit?.record({
@@ -295,10 +306,23 @@ export function createAgent(options: AgentOptions): Agent {
             cacheKey(providerName, reference.path, version),
             async (loadSignal) => {
               loaded = true;
-              const fetched = await provider.resolve(
-                { path: reference.path, ...(version ? { version } : {}) },
-                { signal: loadSignal },
-              );
+              const callStarted = performance.now();
+              let fetched: Awaited<ReturnType<SecretProvider['resolve']>>;
+              try {
+                fetched = await provider.resolve(
+                  { path: reference.path, ...(version ? { version } : {}) },
+                  { signal: loadSignal },
+                );
+              } catch (error) {
+                metrics?.providerCall(
+                  providerName,
+                  'resolve',
+                  performance.now() - callStarted,
+                  error,
+                );
+                throw error;
+              }
+              metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted);
               // Registered before the value goes anywhere, so no later log line can carry it.
               redactor.register(fetched.value.reveal());
               return { value: fetched.value, version: fetched.version, provider: providerName };
@@ -343,12 +367,23 @@ export function createAgent(options: AgentOptions): Agent {
     signal: AbortSignal,
     trigger: Exclude<DeliveryTrigger, 'started'>,
   ): Promise<void> {
-    const containers = await runtime.listContainers({ label: `${LABELS.enable}=true`, signal });
+    const listStarted = performance.now();
+    let containers: Awaited<ReturnType<DockerRuntime['listContainers']>>;
+    try {
+      containers = await runtime.listContainers({ label: `${LABELS.enable}=true`, signal });
+    } catch (error) {
+      metrics?.reconciliation(trigger, 'error', performance.now() - listStarted);
+      throw error;
+    }
+    metrics?.reconciliation(trigger, 'ok', performance.now() - listStarted);
+    metrics?.managedContainers(containers.length);
     logger.info({ containers: containers.length, trigger }, 'managed containers found');
     const running = new Set(containers.map((container) => container.id));
     // Forget what was delivered to containers that are gone (a destroy event may be lost).
     for (const id of delivered.keys()) if (!running.has(id)) delivered.delete(id);
     for (const container of containers) queue.add(container.id, trigger);
+    // Ready once every managed container has been looked at once (the deliveries follow).
+    health?.reconciled();
   }
 
   function onEvent(event: ContainerEvent): void {
@@ -373,13 +408,17 @@ export function createAgent(options: AgentOptions): Agent {
         since: firstSinceMs,
         signal,
         reconnect: { maxAttempts: maxReconnects, baseDelayMs, maxDelayMs },
+        onConnected: () => health?.eventsConnected(),
         onReconnecting: ({ attempt, delayMs, error }) => {
+          health?.eventsLost();
+          metrics?.eventsReconnecting();
           logger.warn(
             { err: error, code: error.code, attempt, delayMs },
             'events stream lost, reconnecting',
           );
         },
       })) {
+        metrics?.eventReceived(item.type);
         if (item.type === 'resync') {
           logger.warn({ reason: item.reason }, 'events may have been missed, listing containers');
           // Not awaited: the stream must be drained promptly, the list runs beside it.
@@ -414,6 +453,7 @@ export function createAgent(options: AgentOptions): Agent {
   async function shutdown(): Promise<void> {
     const { inFlight, depth } = queue.stats();
     logger.info({ graceMs, inFlight, waiting: depth }, 'agent stopping');
+    health?.stopping();
     stopping.abort(); // no more events or listing
     clearInterval(reconcileTimer);
     // Deliveries in flight get the grace period, then the queue aborts their signal and waits

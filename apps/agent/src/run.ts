@@ -3,9 +3,11 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
   type AuditLog,
+  collectProcessMetrics,
   createAuditLog,
   createLogger,
   createMemoryCache,
+  createMetricsRegistry,
   createRedactor,
   type DsoConfig,
   DsoError,
@@ -19,6 +21,11 @@ import { createDockerRuntime } from '@dso/docker-runtime';
 import { createLocalProvider, resolveVaultKey } from '@dso/provider-local';
 import type { SecretProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
+import {
+  createAgentHealth,
+  createAgentMetrics,
+  startObservabilityServer,
+} from './observability.js';
 
 const USAGE = `Usage: dso-agent
 
@@ -76,6 +83,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
   };
 
   const stopping = new AbortController();
+  const health = createAgentHealth();
   // `on`, not `once`: a second signal (a terminal's Ctrl-C reaches every process in the group,
   // and wrappers forward it too) must not fall back to the default handler and kill the agent
   // in the middle of its graceful stop.
@@ -85,6 +93,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       return;
     }
     logger.info({ signal }, 'signal received');
+    health.stopping();
     stopping.abort();
   };
   process.on('SIGTERM', onSignal);
@@ -108,8 +117,24 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     closers.push(() => cache.close());
     const audit = await openAuditLog(config, redactor);
     if (audit !== undefined) closers.push(() => audit.close());
+    // Metrics on an injected registry (never the global one), health and readiness.
+    const registry = createMetricsRegistry({ redactor });
+    collectProcessMetrics(registry);
     const providers = await createProviders(config, env);
     for (const provider of providers.values()) closers.push(() => provider.close());
+    const metrics = createAgentMetrics(registry, { providers: providers.keys() });
+    if (config.metrics.enabled) {
+      const server = await startObservabilityServer({
+        address: config.metrics.address,
+        registry,
+        health: () => health.health(),
+        ready: () => health.ready(),
+        logger,
+        redactor,
+      });
+      closers.push(() => server.close());
+      logger.info({ address: server.address }, 'metrics and health listening');
+    }
     const runtime = await createDockerRuntime({
       host: config.docker.host,
       allowInsecureTcp: config.docker.allowInsecureTcp,
@@ -150,6 +175,8 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       shutdownGraceMs: config.shutdownGraceMs,
       reconcileIntervalMs: config.reconcile.intervalMs,
       ...(audit === undefined ? {} : { audit }),
+      metrics,
+      health,
     });
     closers.push(() => agent.close());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });

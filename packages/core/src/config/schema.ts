@@ -683,7 +683,7 @@ export const configSchema = z.strictObject({
         .meta(
           meta({
             description:
-              'Address to listen on, `host:port`. Loopback by default; use `0.0.0.0:9464` to let a remote Prometheus scrape it.',
+              'Address to listen on, `host:port`, on loopback only (`127.0.0.1`, `[::1]`, `localhost`): the endpoints have no authentication. A remote Prometheus scrapes through a proxy with TLS and authentication, or a node exporter.',
           }),
         ),
     }),
