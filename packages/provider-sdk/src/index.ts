@@ -1,18 +1,33 @@
 /**
- * @dso/provider-sdk: the contract every DSO secret-store backend implements.
+ * @dso/provider-sdk: the contract every DSO secret-store backend implements, and the
+ * out-of-process protocol that runs one in a child process (PROTOCOL.md).
  *
  * @example
- * import { ProviderError, SecretValue, type SecretProvider } from '@dso/provider-sdk';
+ * import { createProcessProvider, createProvider, defineProvider, ProviderError, SecretValue } from '@dso/provider-sdk';
+ * import { z } from 'zod';
  *
- * const provider: SecretProvider = {
- *   name: 'static',
- *   capabilities: { list: false },
- *   async resolve({ path }) {
- *     if (path !== 'app/db') throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { provider: 'static', path });
- *     return { value: SecretValue.fromText('s3cret'), version: '1' };
- *   },
- *   async close() {},
- * };
+ * const staticProvider = defineProvider({
+ *   type: 'static',
+ *   configSchema: z.object({ secrets: z.record(z.string(), z.string()) }),
+ *   create: (config, { name }) => ({
+ *     name,
+ *     capabilities: { list: false, watch: false, probe: false, health: false },
+ *     async resolve({ path }) {
+ *       const text = config.secrets[path];
+ *       if (text === undefined) throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { provider: name, path });
+ *       return { value: SecretValue.fromText(text), version: '1' };
+ *     },
+ *     async close() {},
+ *   }),
+ * });
+ *
+ * // In process (embedded tooling):
+ * const inProcess = await createProvider(staticProvider, { secrets: { 'app/db': 's3cret' } }, { name: 'static' });
+ * (await inProcess.resolve({ path: 'app/db' })).value.revealText(); // 's3cret'
+ *
+ * // In a child process (the default for the agent): the runner imports the package by name.
+ * const child = await createProcessProvider({ name: 'acme', module: 'dso-provider-acme', resolveFrom: '/var/lib/dso/plugins', config: {} });
+ * await child.close();
  */
 export {
   type CreateProviderOptions,
@@ -28,6 +43,34 @@ export {
   SILENT_LOGGER,
   SUPPORTED_PROVIDER_SDK_API_VERSIONS,
 } from './define-provider.js';
+export {
+  type ServeProviderOptions,
+  type ServeResult,
+  serveProvider,
+} from './protocol/child.js';
+export {
+  createProcessProvider,
+  DEFAULT_CALL_TIMEOUT_MS,
+  DEFAULT_FAILURE_THRESHOLD,
+  DEFAULT_RESTART_BASE_DELAY_MS,
+  DEFAULT_RESTART_MAX_DELAY_MS,
+  MAX_STDERR_LINE_BYTES,
+  MIN_START_TIMEOUT_MS,
+  type ProcessProvider,
+  type ProcessProviderLogEntry,
+  type ProcessProviderOptions,
+  type ProcessProviderState,
+} from './protocol/host.js';
+export {
+  type LoadProviderModuleOptions,
+  loadProviderModule,
+  resolveProviderModule,
+} from './protocol/load-module.js';
+export {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  MIN_MAX_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+} from './protocol/messages.js';
 export {
   type CallOptions,
   OPTIONAL_OPERATIONS,
