@@ -19,7 +19,23 @@
  * `${value}`;          // '[REDACTED]'
  * value.revealText();  // 's3cret'
  * await provider.close();
+ *
+ * // Or as a provider type, the way the agent loads it (in process here):
+ * import { createProvider } from '@dso/provider-sdk';
+ * import local from '@dso/provider-local';
+ * const configured = await createProvider(local, { vaultPath: '/tmp/example.dso' }, {
+ *   name: 'local',
+ *   env: { DSO_VAULT_PASSPHRASE: process.env.DSO_VAULT_PASSPHRASE },
+ * });
+ * await configured.probe?.({ path: 'app/db/password' }); // { version: '1' }
+ * await configured.close();
  */
+export {
+  type LocalProviderConfig,
+  localProvider as default,
+  localProvider as provider,
+  localProviderConfigSchema,
+} from './definition.js';
 export { DEFAULT_LOCK_TIMEOUT_MS } from './file-lock.js';
 export { createLocalProvider, type LocalProviderOptions } from './local-provider.js';
 export { assertSecretPath, MAX_SECRET_PATH_LENGTH } from './secret-path.js';

@@ -58,8 +58,11 @@ async function providerError(promise: Promise<unknown>): Promise<ProviderError> 
 }
 
 describe('createLocalProvider', () => {
-  it('declares its name and the list capability', () => {
-    expect(provider()).toMatchObject({ name: 'local', capabilities: { list: true } });
+  it('declares its name and the list and probe capabilities', () => {
+    expect(provider()).toMatchObject({
+      name: 'local',
+      capabilities: { list: true, watch: false, probe: true, health: false },
+    });
     expect(provider({ name: 'home' }).name).toBe('home');
   });
 
@@ -104,6 +107,16 @@ describe('createLocalProvider', () => {
     const local = provider();
     expect(await local.list?.()).toEqual(['app/db/password', 'app/web/token', 'other']);
     expect(await local.list?.('app/db')).toEqual(['app/db/password']);
+  });
+
+  it('probes the newest version, and sees a write made after its last probe', async () => {
+    const vault = await seededVault();
+    const local = provider();
+    expect(await local.probe?.({ path: 'app/db/password' })).toEqual({ version: '2' });
+    await vault.set('app/db/password', SecretValue.fromText('third'));
+    expect(await local.probe?.({ path: 'app/db/password' })).toEqual({ version: '3' });
+    const error = await providerError(local.probe!({ path: 'app/missing' }));
+    expect(error).toMatchObject({ code: 'DSO_PROVIDER_NOT_FOUND', path: 'app/missing' });
   });
 
   it('sees secrets stored after it opened the vault', async () => {

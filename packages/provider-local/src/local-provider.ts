@@ -7,6 +7,7 @@ import {
   type SecretProvider,
   type SecretRequest,
   SecretValue,
+  type SecretVersion,
   toProviderError,
 } from '@dso/provider-sdk';
 import { openVault, type Vault } from './vault.js';
@@ -50,16 +51,32 @@ const PROVIDER_CODES: Record<VaultErrorCode, ProviderErrorCode> = {
 };
 
 /**
- * The local encrypted vault as a {@link SecretProvider} (capabilities `{ list: true }`). The
- * vault is opened on the first call and kept open; a failed open is retried on the next call,
- * so an agent started before `dso init` recovers without a restart.
+ * A vault failure as the provider contract sees it: the code mapped (a wrong key is
+ * UNAUTHORIZED, a missing vault INVALID_CONFIG, a lock or I/O failure UNAVAILABLE, …), the
+ * VaultError's message (built from paths, never values) kept, and the VaultError as `cause`.
+ * Anything else is normalised by `toProviderError`.
+ */
+export function toLocalProviderError(error: unknown, name: string, path?: string): ProviderError {
+  if (!isVaultError(error)) return toProviderError(error, name);
+  return new ProviderError(PROVIDER_CODES[error.code], error.message, {
+    provider: name,
+    path,
+    cause: error,
+  });
+}
+
+/**
+ * The local encrypted vault as a {@link SecretProvider}, with capabilities `list` and `probe`.
+ * The vault is opened on the first call and kept open; a failed open is retried on the next
+ * call, so an agent started before `dso init` recovers without a restart. `probe` answers
+ * without decrypting while the vault file is unchanged (see {@link Vault.currentVersion}).
  *
  * @example
  * const provider = createLocalProvider({ vaultPath: '/var/lib/dso/vault.dso', key: await resolveVaultKey() });
  * const { value, version } = await provider.resolve({ path: 'app/db/password' });
  * await provider.close();
  * @throws TypeError when `vaultPath` or `key` is missing
- * @throws ProviderError from `resolve` and `list`: DSO_PROVIDER_NOT_FOUND for a missing or
+ * @throws ProviderError from `resolve`, `list` and `probe`: DSO_PROVIDER_NOT_FOUND for a missing or
  *   malformed path or version; DSO_PROVIDER_UNAUTHORIZED for a wrong key;
  *   DSO_PROVIDER_INVALID_CONFIG for a missing vault or one with a wide mode; the VaultError is
  *   the `cause`
@@ -103,18 +120,12 @@ export function createLocalProvider(
     return untilAborted(opening, signal);
   };
 
-  const fail = (error: unknown, path?: string): ProviderError => {
-    if (!isVaultError(error)) return toProviderError(error, name);
-    return new ProviderError(PROVIDER_CODES[error.code], error.message, {
-      provider: name,
-      path,
-      cause: error,
-    });
-  };
+  const fail = (error: unknown, path?: string): ProviderError =>
+    toLocalProviderError(error, name, path);
 
   const provider: SecretProvider & AsyncDisposable = {
     name,
-    capabilities: { list: true },
+    capabilities: { list: true, watch: false, probe: true, health: false },
 
     async resolve(request: SecretRequest, callOptions: CallOptions = {}): Promise<ResolvedSecret> {
       try {
@@ -134,6 +145,15 @@ export function createLocalProvider(
         return await open.list(prefix, { signal: callOptions.signal });
       } catch (error) {
         throw fail(error);
+      }
+    },
+
+    async probe(request: SecretRequest, callOptions: CallOptions = {}): Promise<SecretVersion> {
+      try {
+        const open = await vault(callOptions.signal);
+        return { version: await open.currentVersion(request.path, { signal: callOptions.signal }) };
+      } catch (error) {
+        throw fail(error, request.path);
       }
     },
 

@@ -31,5 +31,8 @@ describe('VaultError', () => {
     expect(errnoCode(Object.assign(new Error('x'), { code: 'ENOENT' }))).toBe('ENOENT');
     expect(errnoCode(new VaultError('DSO_VAULT_IO', 'x'))).toBeUndefined();
     expect(errnoCode(new DOMException('aborted', 'AbortError'))).toBeUndefined();
+    // What an aborted fs call (readFile with a signal) rejects with.
+    const aborted = Object.assign(new Error('aborted'), { name: 'AbortError', code: 'ABORT_ERR' });
+    expect(errnoCode(aborted)).toBeUndefined();
   });
 });

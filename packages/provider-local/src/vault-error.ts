@@ -100,6 +100,9 @@ export function isVaultError(value: unknown): value is VaultError {
 /** The `code` of a Node.js system error (`ENOENT`, `EEXIST`, …), if it is one. */
 export function errnoCode(error: unknown): string | undefined {
   if (typeof error !== 'object' || error === null || isVaultError(error)) return undefined;
+  // An aborted fs call rejects with code ABORT_ERR: a cancellation, not an I/O failure, so it
+  // must reach the caller as the AbortError it is.
+  if ((error as { name?: unknown }).name === 'AbortError') return undefined;
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' ? code : undefined;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type FileHandle, open, realpath } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import {
@@ -121,6 +122,16 @@ export interface Vault {
    * @throws VaultError DSO_VAULT_SECRET_NOT_FOUND when nothing is stored at the path
    */
   versions(path: string, options?: CallOptions): Promise<SecretVersionInfo[]>;
+  /**
+   * The newest version of a secret, without its value. The format seals every secret in one
+   * authenticated ciphertext, so versions cannot be read without decrypting; instead the vault
+   * remembers each path's newest version from its last decryption, keyed by the SHA-256 of the
+   * file it decrypted. While the file is byte-for-byte unchanged this costs a read and a hash,
+   * with no decryption and no plaintext in memory; after any write it decrypts once.
+   * @throws VaultError DSO_VAULT_SECRET_NOT_FOUND when nothing is stored at the path;
+   *   DSO_VAULT_PATH_INVALID; and any error {@link openVault} lists for reading the file
+   */
+  currentVersion(path: string, options?: CallOptions): Promise<string>;
   /** Waits for pending writes, then zeroes the key material and derived key. Idempotent. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -240,6 +251,13 @@ type Payload = Map<string, SecretRecord>;
 interface Loaded {
   kdf: KdfParams;
   payload: Payload;
+  index: VersionIndex;
+}
+
+/** Each path's newest version as of the last decryption, and the digest of the file decrypted. */
+interface VersionIndex {
+  digest: string;
+  newest: Map<string, string>;
 }
 
 interface Change<T> {
@@ -256,6 +274,7 @@ class LocalVault implements Vault {
   #writes: Promise<unknown> = Promise.resolve();
   // Calls in flight, so close() lets them finish before it zeroes the key.
   readonly #pending = new Set<Promise<unknown>>();
+  #index: VersionIndex | undefined;
   #closed = false;
 
   constructor(path: string, key: VaultKey, settings: Settings) {
@@ -369,10 +388,26 @@ class LocalVault implements Vault {
     return record.versions.map(({ version, createdAt }) => ({ version, createdAt }));
   }
 
+  async currentVersion(path: string, options: CallOptions = {}): Promise<string> {
+    assertSecretPath(path);
+    const newest = await this.#track(async () => {
+      const file = await this.#readFile(options.signal);
+      const index = this.#index;
+      if (index !== undefined && index.digest === digestOf(file)) return index.newest;
+      // Changed since the last decryption (or never decrypted): decrypt these very bytes once,
+      // which refreshes the index.
+      return (await this.#decrypt(file, options.signal)).index.newest;
+    });
+    const version = newest.get(path);
+    if (version === undefined) throw this.#secretNotFound(path, undefined, undefined);
+    return version;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.allSettled([...this.#pending]);
+    this.#index = undefined;
     this.#keys.close();
   }
 
@@ -453,7 +488,10 @@ class LocalVault implements Vault {
   }
 
   async #load(signal: AbortSignal | undefined): Promise<Loaded> {
-    const file = await this.#readFile(signal);
+    return this.#decrypt(await this.#readFile(signal), signal);
+  }
+
+  async #decrypt(file: Buffer, signal: AbortSignal | undefined): Promise<Loaded> {
     const header = parseVaultHeader(file, this.path);
     const key = await this.#keys.get(header.kdf, signal);
     let plaintext: Buffer;
@@ -462,11 +500,21 @@ class LocalVault implements Vault {
     } finally {
       key.fill(0);
     }
+    let payload: Payload;
     try {
-      return { kdf: header.kdf, payload: parsePayload(plaintext, this.path) };
+      payload = parsePayload(plaintext, this.path);
     } finally {
       plaintext.fill(0);
     }
+    const newest = new Map<string, string>();
+    for (const [path, record] of payload) {
+      const last = record.versions.at(-1);
+      if (last !== undefined) newest.set(path, last.version);
+    }
+    // Versions only: no value is kept past the call that decrypted it.
+    const index = { digest: digestOf(file), newest };
+    this.#index = index;
+    return { kdf: header.kdf, payload, index };
   }
 
   async #readFile(signal: AbortSignal | undefined): Promise<Buffer> {
@@ -605,6 +653,10 @@ function parsePayload(plaintext: Buffer, vaultPath: string): Payload {
     payload.set(path, { lastVersion, versions });
   }
   return payload;
+}
+
+function digestOf(file: Buffer): string {
+  return createHash('sha256').update(file).digest('hex');
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
