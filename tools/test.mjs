@@ -10,7 +10,8 @@ import { assertNodeVersion, ensureDependencies, ROOT, run, say } from './lib.mjs
 
 /** Each project's `.reports/` folder, where vitest writes its JSON reports (vitest.shared.ts). */
 const reportDirs = () =>
-  ['packages', 'apps']
+  ['packages', 'apps', 'examples']
+    .filter((dir) => existsSync(join(ROOT, dir)))
     .flatMap((dir) => readdirSync(join(ROOT, dir)).map((name) => join(ROOT, dir, name)))
     .concat(join(ROOT, 'test-e2e'))
     .map((dir) => join(dir, '.reports'))
@@ -53,6 +54,26 @@ try {
   ]);
   const nx = ['nx', 'run-many', '--outputStyle=stream'];
   await run('npx', [...nx, '-t', 'build', 'typecheck', 'lint', 'test']);
+  // The third-party provider template, checked as its author would (not a workspace project).
+  const template = 'examples/provider-template';
+  await run('npx', ['biome', 'check', template]);
+  await run('npx', [
+    'tsc',
+    '-p',
+    `${template}/tsconfig.json`,
+    '--noEmit',
+    '--customConditions',
+    '@dso/source',
+  ]);
+  await run('npx', [
+    'vitest',
+    'run',
+    '--root',
+    template,
+    '--reporter=default',
+    '--reporter=json',
+    '--outputFile.json=.reports/test.json',
+  ]);
   // Engine tests share one daemon: one project at a time.
   await run('npx', [...nx, '-t', 'test:int', 'e2e', '--parallel=1']);
   await run('node', ['tools/check-packages.mjs']);
