@@ -18,14 +18,13 @@ import {
   resolveDsoPaths,
 } from '@dso/core';
 import { createDockerRuntime } from '@dso/docker-runtime';
-import { createLocalProvider, resolveVaultKey } from '@dso/provider-local';
-import type { SecretProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
 import {
   createAgentHealth,
   createAgentMetrics,
   startObservabilityServer,
 } from './observability.js';
+import { startProviders } from './providers.js';
 
 const USAGE = `Usage: dso-agent
 
@@ -120,7 +119,10 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     // Metrics on an injected registry (never the global one), health and readiness.
     const registry = createMetricsRegistry({ redactor });
     collectProcessMetrics(registry);
-    const providers = await createProviders(config, env);
+    const providers = await startProviders(config, {
+      env: withDefaultVaultKey(env),
+      logger,
+    });
     for (const provider of providers.values()) closers.push(() => provider.close());
     const metrics = createAgentMetrics(registry, { providers: providers.keys() });
     if (config.metrics.enabled) {
@@ -206,32 +208,6 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
 }
 
 /**
- * One provider per configured name. This agent hosts the local vault in process; the other
- * types arrive with the providers issue and are refused here with a clear error, not ignored.
- */
-async function createProviders(
-  config: DsoConfig,
-  env: NodeJS.ProcessEnv,
-): Promise<Map<string, SecretProvider>> {
-  const providers = new Map<string, SecretProvider>();
-  const paths = resolveDsoPaths(env);
-  for (const [name, provider] of Object.entries(config.providers)) {
-    if (provider.type !== 'local') {
-      throw new DsoError(
-        'DSO_AGENT_PROVIDER_UNSUPPORTED',
-        `provider "${name}" has type "${provider.type}", which this agent cannot run yet: only "local" is available`,
-        { provider: name },
-      );
-    }
-    const vaultPath =
-      typeof provider.config.vaultPath === 'string' ? provider.config.vaultPath : paths.vaultPath;
-    const key = await resolveVaultKey({ env, defaultKeyFile: paths.defaultKeyFile });
-    providers.set(name, createLocalProvider({ name, vaultPath, key }));
-  }
-  return providers;
-}
-
-/**
  * The audit trail: appended to `audit.path` (created 0600 in a 0700 folder if missing), or
  * standard output for `-`. Not rotated by the agent yet: use logrotate with copytruncate.
  */
@@ -258,4 +234,13 @@ async function openAuditLog(config: DsoConfig, redactor: Redactor): Promise<Audi
     );
   });
   return createAuditLog({ destination, redactor });
+}
+
+/**
+ * The agent's environment, plus `DSO_VAULT_KEY_FILE=$DSO_HOME/vault.key` when no vault key is
+ * set (the key `dso init` writes): the local provider reads its key only from its environment.
+ */
+function withDefaultVaultKey(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  if (env.DSO_VAULT_PASSPHRASE || env.DSO_VAULT_KEY_FILE) return env;
+  return { ...env, DSO_VAULT_KEY_FILE: resolveDsoPaths(env).defaultKeyFile };
 }

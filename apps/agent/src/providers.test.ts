@@ -1,0 +1,160 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { createLogger, createRedactor } from '@dso/core';
+import { isProviderError } from '@dso/provider-sdk';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { providerEnv, startProviders } from './providers.js';
+
+const CANARY = 'canary-plugins-51e0aa';
+// Inside the workspace, so a plugin's own `import '@dso/provider-sdk'` resolves.
+const pluginsDir = join(import.meta.dirname, '..', `.test-plugins-${process.pid}`);
+const TSX = ['--conditions=@dso/source', '--import', 'tsx'];
+
+/** A third-party provider package, as `npm install --prefix <pluginsDir>` would leave it. */
+async function installPlugin(name: string, source: string): Promise<void> {
+  const dir = join(pluginsDir, 'node_modules', name);
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    join(dir, 'package.json'),
+    JSON.stringify({ name, version: '1.0.0', type: 'module', main: 'index.js' }),
+  );
+  await writeFile(join(dir, 'index.js'), source);
+}
+
+const STATIC_PROVIDER = `
+import { defineProvider, SecretValue, ProviderError } from '@dso/provider-sdk';
+import { z } from 'zod';
+export default defineProvider({
+  type: 'acme',
+  configSchema: z.strictObject({ secrets: z.record(z.string(), z.string()) }),
+  create: (config, { name, env }) => ({
+    name,
+    capabilities: { list: false, watch: false, probe: false, health: false },
+    async resolve({ path }) {
+      if (path === 'env') return { value: SecretValue.fromText(Object.keys(env).sort().join(',')), version: '1' };
+      const text = config.secrets[path];
+      if (text === undefined) throw new ProviderError('DSO_PROVIDER_NOT_FOUND', 'no secret at ' + path, { provider: name, path });
+      return { value: SecretValue.fromText(text), version: '1' };
+    },
+    async close() {},
+  }),
+});
+`;
+
+function logger() {
+  const sink = new Writable({ write: (_chunk, _encoding, callback) => callback() });
+  return createLogger({ level: 'warn', redactor: createRedactor(), destination: sink });
+}
+
+beforeAll(async () => {
+  await installPlugin('dso-provider-acme', STATIC_PROVIDER);
+  await installPlugin(
+    'dso-provider-future',
+    `import def from 'dso-provider-acme';
+export default Object.freeze(Object.defineProperty({ ...def, sdkApiVersion: 99 }, Symbol.for('dso.provider-definition'), { value: true }));`,
+  );
+  await installPlugin('dso-provider-not-one', 'export default { type: "nope" };');
+});
+afterAll(() => rm(pluginsDir, { recursive: true, force: true }));
+
+const entry = (type: string, mode: 'inline' | 'process', config: Record<string, unknown> = {}) => ({
+  type,
+  mode,
+  config,
+  timeoutMs: 10_000,
+  failureThreshold: 5,
+  circuitOpenMs: 1_000,
+  maxInFlight: 64,
+  env: [] as string[],
+});
+
+describe('startProviders', () => {
+  it.each(['inline', 'process'] as const)(
+    'loads a third-party package from pluginsDir by its name (%s)',
+    async (mode) => {
+      const providers = await startProviders(
+        {
+          pluginsDir,
+          providers: { acme: entry('dso-provider-acme', mode, { secrets: { 'app/db': CANARY } }) },
+        },
+        {
+          env: { PATH: process.env.PATH, HOME: '/root', SECRET_ELSEWHERE: 'x' },
+          logger: logger(),
+          execArgv: TSX,
+        },
+      );
+      try {
+        const acme = providers.get('acme');
+        expect((await acme?.resolve({ path: 'app/db' }))?.value.revealText()).toBe(CANARY);
+        // It sees PATH and HOME only: not the agent's other variables.
+        expect((await acme?.resolve({ path: 'env' }))?.value.revealText()).toBe('HOME,PATH');
+      } finally {
+        for (const provider of providers.values()) await provider.close();
+      }
+    },
+    30_000,
+  );
+
+  it('says how to install a package that is not in pluginsDir', async () => {
+    const error = await startProviders(
+      { pluginsDir, providers: { x: entry('dso-provider-missing', 'process') } },
+      { env: {}, logger: logger() },
+    ).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'DSO_AGENT_PROVIDER_NOT_INSTALLED' });
+    expect((error as Error).message).toContain(
+      `npm install --prefix ${pluginsDir} dso-provider-missing`,
+    );
+  });
+
+  it('refuses a package built for an SDK API version it does not support, and one that is no provider', async () => {
+    const future = await startProviders(
+      { pluginsDir, providers: { f: entry('dso-provider-future', 'inline') } },
+      { env: {}, logger: logger() },
+    ).catch((caught: unknown) => caught);
+    expect(isProviderError(future) && future.code).toBe('DSO_PROVIDER_INVALID_CONFIG');
+    expect((future as Error).message).toMatch(/SDK API version 99/);
+    const notOne = await startProviders(
+      { pluginsDir, providers: { n: entry('dso-provider-not-one', 'inline') } },
+      { env: {}, logger: logger() },
+    ).catch((caught: unknown) => caught);
+    expect(notOne).toMatchObject({ code: 'DSO_AGENT_PROVIDER_INVALID' });
+  });
+
+  it('refuses a bad configuration without quoting it, and starts nothing', async () => {
+    const error = await startProviders(
+      {
+        pluginsDir,
+        providers: {
+          good: entry('dso-provider-acme', 'inline', { secrets: {} }),
+          bad: entry('dso-provider-acme', 'inline', { secrets: { a: 1 }, token: CANARY }),
+        },
+      },
+      { env: {}, logger: logger() },
+    ).catch((caught: unknown) => caught);
+    expect(isProviderError(error) && error.code).toBe('DSO_PROVIDER_INVALID_CONFIG');
+    expect((error as Error).message).not.toContain(CANARY);
+  });
+});
+
+describe('providerEnv', () => {
+  const env = {
+    PATH: '/bin',
+    HOME: '/root',
+    AWS_REGION: 'eu-west-1',
+    VAULT_TOKEN: 't',
+    DSO_VAULT_PASSPHRASE: 'p',
+    DB_PASSWORD: 'd',
+    ACME_KEY: 'k',
+    OTHER: 'o',
+  };
+  it.each([
+    ['aws', {}, [], ['AWS_REGION', 'HOME', 'PATH']],
+    ['vault', {}, [], ['HOME', 'PATH', 'VAULT_TOKEN']],
+    ['local', {}, [], ['DSO_VAULT_PASSPHRASE', 'HOME', 'PATH']],
+    ['env', { allow: ['DB_PASSWORD'] }, [], ['DB_PASSWORD', 'HOME', 'PATH']],
+    ['dso-provider-acme', {}, ['ACME_*'], ['ACME_KEY', 'HOME', 'PATH']],
+  ])('gives %s only what it reads', (type, config, extra, expected) => {
+    expect(Object.keys(providerEnv({ type, config, env: extra }, env)).sort()).toEqual(expected);
+  });
+});
