@@ -29,12 +29,21 @@ try {
   }
   const app = join(scratch, 'app');
   exec('mkdir', ['-p', app]);
+  // Peers the packages name are pinned as an author's project would pin them: vitest (the
+  // conformance suite runs inside it) at the workspace's own version, which npm has cached.
+  const rootManifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   writeFileSync(
     join(app, 'package.json'),
-    JSON.stringify({ name: 'scratch', private: true, type: 'module' }),
+    JSON.stringify({
+      name: 'scratch',
+      private: true,
+      type: 'module',
+      dependencies: { vitest: rootManifest.devDependencies.vitest },
+    }),
   );
-  // --offline: everything but the tarballs is in npm's cache since `npm ci`; no registry traffic.
-  exec('npm', ['install', '--no-audit', '--no-fund', '--offline', ...tarballs], app);
+  // --prefer-offline: npm's cache (filled by `npm ci`) first; the registry only for what a fresh
+  // resolution picks newer than the lockfile (transitive ranges of the SDKs).
+  exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
   for (const { manifest } of projects) {
     // The tarball's copy, not a registry package of the same name (the npm scope is not ours alone).
     const installed = JSON.parse(
