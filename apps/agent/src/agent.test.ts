@@ -293,6 +293,38 @@ describe('createAgent: reconciliation and the audit trail', () => {
     expect(health.ready().ok).toBe(false);
   });
 
+  it('reports each container with its references and versions, never values, and reconciles on request', async () => {
+    const { agent, fake } = setup([
+      container('c1', MANAGED),
+      container('c2', { 'dso.enable': 'true', 'dso.file.gone': 'dsofile://app/missing' }),
+    ]);
+    await expect(agent.reconcile()).rejects.toMatchObject({ code: 'DSO_AGENT_NOT_RUNNING' });
+    await agent.start();
+    await agent.idle();
+    const status = agent.status();
+    expect(status.startedAt).toBeTypeOf('number');
+    const c1 = status.containers.find((entry) => entry.id === 'c1');
+    expect(c1?.files).toEqual([
+      { name: 'db', reference: 'dsofile://app/db', provider: 'local', version: '1' },
+      { name: 'token', reference: 'dsofile://app/cfg#token', provider: 'local', version: '1' },
+    ]);
+    expect(c1?.lastAction).toMatchObject({ trigger: 'startup', outcome: 'delivered' });
+    expect(status.containers.find((entry) => entry.id === 'c2')?.lastAction).toMatchObject({
+      outcome: 'failed',
+      code: 'DSO_PROVIDER_NOT_FOUND',
+      reference: 'dsofile://app/missing',
+    });
+    expect(JSON.stringify(status)).not.toContain(CANARY);
+    expect(await agent.reconcile()).toEqual({ containers: 2 });
+    await agent.idle();
+    expect(agent.status().containers.find((entry) => entry.id === 'c1')?.lastAction).toMatchObject({
+      trigger: 'api',
+      outcome: 'up-to-date',
+    });
+    expect(fake.writes).toHaveLength(1);
+    await agent.close();
+  });
+
   it('forgets a destroyed container', async () => {
     const { agent, fake, lines } = setup([container('c1', MANAGED)]);
     await agent.start();

@@ -37,7 +37,7 @@ export const DEFAULT_RECONCILE_INTERVAL_MS = 10 * 60_000;
  * tmpfs is new. A reconciliation writes only when what it would write differs from what was
  * last delivered to the same run of the container.
  */
-export type DeliveryTrigger = 'started' | 'startup' | 'periodic' | 'resync';
+export type DeliveryTrigger = 'started' | 'startup' | 'periodic' | 'resync' | 'api';
 
 /** What the agent is built from: long-lived objects the owner constructs and closes. */
 export interface AgentOptions {
@@ -114,6 +114,46 @@ export interface Agent extends AsyncDisposable {
   idle(): Promise<void>;
   /** Stops taking work, waits up to the grace period for deliveries in flight, then returns. */
   close(): Promise<void>;
+  /** What the agent knows now: every managed container it has worked on, queue and cache. */
+  status(): AgentStatus;
+  /**
+   * Lists every managed container and queues each for a check now (a reconciliation with the
+   * `api` trigger); resolves with how many were queued.
+   */
+  reconcile(): Promise<{ containers: number }>;
+}
+
+/** One file as last delivered: never its value. */
+export interface DeliveredFile {
+  name: string;
+  reference: string;
+  provider: string;
+  version: string;
+}
+
+/** What the agent last did for one container. */
+export interface ContainerStatus {
+  id: string;
+  /** The files of the last successful delivery (absent before one). */
+  files?: DeliveredFile[];
+  /** When that delivery happened, ms since the epoch. */
+  deliveredAt?: number;
+  lastAction: {
+    trigger: DeliveryTrigger | 'api';
+    at: number;
+    outcome: 'delivered' | 'up-to-date' | 'failed';
+    /** For a failure: the code, and the reference it concerns (never a value). */
+    code?: string;
+    reference?: string;
+  };
+}
+
+/** {@link Agent.status}. */
+export interface AgentStatus {
+  startedAt: number | undefined;
+  containers: ContainerStatus[];
+  queue: { depth: number; inFlight: number; shed: number };
+  cache: { entries: number; hits: number; misses: number; staleServed: number };
 }
 
 /**
@@ -177,6 +217,8 @@ export function createAgent(options: AgentOptions): Agent {
    * only: nothing here reveals a value.
    */
   const delivered = new Map<string, { digest: string; startedAt: string }>();
+  /** The last action per container, for status(): references and versions, never values. */
+  const statuses = new Map<string, ContainerStatus>();
 
   /**
    * Delivers one container's files. Throws only for failures worth retrying (the queue backs
@@ -209,6 +251,12 @@ export function createAgent(options: AgentOptions): Agent {
         // Already there, same versions, same run of the container: a second event or a
         // reconciliation has no second effect.
         log.debug({ trigger }, 'secrets up to date');
+        const known = statuses.get(containerId);
+        statuses.set(containerId, {
+          ...known,
+          id: containerId,
+          lastAction: { trigger, at: Date.now(), outcome: 'up-to-date' },
+        });
         return;
       }
       const files = resolved.map(({ name, content }) => ({ name, content }));
@@ -222,6 +270,18 @@ export function createAgent(options: AgentOptions): Agent {
         signal,
       });
       delivered.set(containerId, { digest, startedAt: details.startedAt });
+      const now = Date.now();
+      statuses.set(containerId, {
+        id: containerId,
+        files: resolved.map(({ name, reference, provider, version }) => ({
+          name,
+          reference,
+          provider,
+          version,
+        })),
+        deliveredAt: now,
+        lastAction: { trigger, at: now, outcome: 'delivered' },
+      });
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
       metrics?.injection('exec', 'ok', durationMs);
       for (const file of resolved) {
@@ -246,6 +306,17 @@ export function createAgent(options: AgentOptions): Agent {
       const retry = isRetryable(error);
       metrics?.injection('exec', 'error', performance.now() - started);
       const reference = (error as { details?: { reference?: unknown } }).details?.reference;
+      statuses.set(containerId, {
+        ...statuses.get(containerId),
+        id: containerId,
+        lastAction: {
+          trigger,
+          at: Date.now(),
+          outcome: 'failed',
+          code: errorCode((error as { cause?: unknown }).cause) ?? errorCode(error) ?? 'DSO_ERROR',
+          ...(typeof reference === 'string' ? { reference } : {}),
+        },
+      });
       if (typeof reference === 'string') {
         audit?.record({
           actor: { kind: 'agent' },
@@ -366,7 +437,7 @@ export function createAgent(options: AgentOptions): Agent {
   async function enqueueRunningManaged(
     signal: AbortSignal,
     trigger: Exclude<DeliveryTrigger, 'started'>,
-  ): Promise<void> {
+  ): Promise<number> {
     const listStarted = performance.now();
     let containers: Awaited<ReturnType<DockerRuntime['listContainers']>>;
     try {
@@ -381,14 +452,17 @@ export function createAgent(options: AgentOptions): Agent {
     const running = new Set(containers.map((container) => container.id));
     // Forget what was delivered to containers that are gone (a destroy event may be lost).
     for (const id of delivered.keys()) if (!running.has(id)) delivered.delete(id);
+    for (const id of statuses.keys()) if (!running.has(id)) statuses.delete(id);
     for (const container of containers) queue.add(container.id, trigger);
     // Ready once every managed container has been looked at once (the deliveries follow).
     health?.reconciled();
+    return containers.length;
   }
 
   function onEvent(event: ContainerEvent): void {
     if (event.type === 'container.destroyed') {
       delivered.delete(event.id);
+      statuses.delete(event.id);
       return;
     }
     if (event.type !== 'container.started') return;
@@ -448,6 +522,7 @@ export function createAgent(options: AgentOptions): Agent {
   let done: Promise<void> = Promise.resolve();
   let started = false;
   let reconcileTimer: NodeJS.Timeout | undefined;
+  let startedAt: number | undefined;
   let closing: Promise<void> | undefined;
 
   async function shutdown(): Promise<void> {
@@ -471,6 +546,7 @@ export function createAgent(options: AgentOptions): Agent {
     async start() {
       if (started) throw new TypeError('agent already started');
       started = true;
+      startedAt = Date.now();
       // Subscribe before listing, from a moment before it, so a container that starts between
       // the two is seen by one or the other (twice is harmless: delivery is idempotent).
       const sinceMs = Date.now() - 1_000;
@@ -493,6 +569,30 @@ export function createAgent(options: AgentOptions): Agent {
       return done;
     },
     idle: () => queue.idle(),
+    status() {
+      const queued = queue.stats();
+      const cached = cache.stats();
+      return {
+        startedAt,
+        containers: [...statuses.values()].map((status) => structuredClone(status)),
+        queue: { depth: queued.depth, inFlight: queued.inFlight, shed: queued.shed },
+        cache: {
+          entries: cached.entries,
+          hits: cached.hits,
+          misses: cached.misses,
+          staleServed: cached.staleServed,
+        },
+      };
+    },
+    async reconcile() {
+      if (!started || stopping.signal.aborted) {
+        throw new DsoError(
+          'DSO_AGENT_NOT_RUNNING',
+          'the agent is not running: nothing to reconcile',
+        );
+      }
+      return { containers: await enqueueRunningManaged(stopping.signal, 'api') };
+    },
     close() {
       closing ??= shutdown();
       return closing;
