@@ -2,9 +2,9 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger, createRedactor } from '@dso/core';
-import { isProviderError } from '@dso/provider-sdk';
+import { isProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { providerEnv, startProviders } from './providers.js';
+import { limitProvider, providerEnv, startProviders } from './providers.js';
 
 const CANARY = 'canary-plugins-51e0aa';
 // Inside the workspace, so a plugin's own `import '@dso/provider-sdk'` resolves.
@@ -66,6 +66,7 @@ const entry = (type: string, mode: 'inline' | 'process', config: Record<string, 
   failureThreshold: 5,
   circuitOpenMs: 1_000,
   maxInFlight: 64,
+  maxMessageBytes: 1024 * 1024,
   env: [] as string[],
 });
 
@@ -118,7 +119,8 @@ describe('startProviders', () => {
       { pluginsDir, providers: { n: entry('dso-provider-not-one', 'inline') } },
       { env: {}, logger: logger() },
     ).catch((caught: unknown) => caught);
-    expect(notOne).toMatchObject({ code: 'DSO_AGENT_PROVIDER_INVALID' });
+    expect(notOne).toMatchObject({ code: 'DSO_PROVIDER_INVALID_CONFIG' });
+    expect((notOne as Error).message).toContain('dso-provider-not-one');
   });
 
   it('refuses a bad configuration without quoting it, and starts nothing', async () => {
@@ -154,7 +156,63 @@ describe('providerEnv', () => {
     ['local', {}, [], ['DSO_VAULT_PASSPHRASE', 'HOME', 'PATH']],
     ['env', { allow: ['DB_PASSWORD'] }, [], ['DB_PASSWORD', 'HOME', 'PATH']],
     ['dso-provider-acme', {}, ['ACME_*'], ['ACME_KEY', 'HOME', 'PATH']],
+    // A prefix never reaches DSO's own or a cloud provider's credentials; an exact name does.
+    ['env', { allow: ['D*'] }, [], ['DB_PASSWORD', 'HOME', 'PATH']],
+    ['env', { allow: ['DSO_VAULT_PASSPHRASE'] }, [], ['DSO_VAULT_PASSPHRASE', 'HOME', 'PATH']],
+    ['dso-provider-acme', {}, ['AWS_*', 'VAULT*'], ['AWS_REGION', 'HOME', 'PATH']],
   ])('gives %s only what it reads', (type, config, extra, expected) => {
     expect(Object.keys(providerEnv({ type, config, env: extra }, env)).sort()).toEqual(expected);
+  });
+});
+
+describe('limitProvider', () => {
+  function slowProvider() {
+    let inFlight = 0;
+    let most = 0;
+    const provider: SecretProvider = {
+      name: 'slow',
+      capabilities: { list: false, watch: false, probe: false, health: false },
+      async resolve(_request, options) {
+        inFlight += 1;
+        most = Math.max(most, inFlight);
+        try {
+          await new Promise((resolve, reject) => {
+            const timer = setTimeout(resolve, 50);
+            options?.signal?.addEventListener('abort', () => {
+              clearTimeout(timer);
+              reject(options.signal?.reason);
+            });
+          });
+          return { value: SecretValue.fromText('x'), version: '1' };
+        } finally {
+          inFlight -= 1;
+        }
+      },
+      close: async () => {},
+    };
+    return { provider, most: () => most };
+  }
+
+  it('lets at most maxInFlight calls through at once, the others in order', async () => {
+    const { provider, most } = slowProvider();
+    const limited = limitProvider(provider, { maxInFlight: 3 });
+    await Promise.all(Array.from({ length: 12 }, () => limited.resolve({ path: 'a' })));
+    expect(most()).toBe(3);
+  });
+
+  it('ends a call, its wait included, at timeoutMs with DSO_PROVIDER_TIMEOUT', async () => {
+    const { provider } = slowProvider();
+    const limited = limitProvider(provider, { maxInFlight: 1, timeoutMs: 70 });
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 3 }, () => limited.resolve({ path: 'a' })),
+    );
+    expect(outcomes[0]?.status).toBe('fulfilled');
+    const failed = outcomes.filter((outcome) => outcome.status === 'rejected');
+    expect(failed.length).toBeGreaterThan(0);
+    for (const outcome of failed) {
+      expect((outcome as PromiseRejectedResult).reason).toMatchObject({
+        code: 'DSO_PROVIDER_TIMEOUT',
+      });
+    }
   });
 });

@@ -1,14 +1,15 @@
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { type DsoConfig, DsoError, type Logger, type ProviderConfig } from '@dso/core';
+import { allowedEnvironment } from '@dso/provider-env';
 import {
-  checkSdkApiVersion,
+  type CallOptions,
   createProcessProvider,
   createProvider,
-  isProviderDefinition,
+  loadProviderModule,
+  ProviderError,
   type ProviderLogger,
+  resolveProviderModule,
   type SecretProvider,
 } from '@dso/provider-sdk';
 
@@ -83,58 +84,50 @@ async function startProvider(
   options: StartProvidersOptions,
 ): Promise<SecretProvider> {
   const builtin = BUILTIN_PROVIDER_PACKAGES[entry.type];
-  const modulePath = resolveProviderModule(
-    name,
-    builtin ?? entry.type,
-    builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname),
-    builtin === undefined,
-  );
+  const from = builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname);
+  const moduleUrl = resolveModule(name, builtin ?? entry.type, from, builtin === undefined);
   const env = providerEnv(entry, options.env);
   const log = options.logger.child({ provider: name });
   if (entry.mode === 'inline') {
-    const loaded = (await import(pathToFileURL(modulePath).href)) as Record<string, unknown>;
-    const definition = loaded.default ?? loaded.provider;
-    if (!isProviderDefinition(definition)) {
-      throw new DsoError(
-        'DSO_AGENT_PROVIDER_INVALID',
-        `provider "${name}": ${entry.type} does not export a provider definition (default or \`provider\`, made with defineProvider)`,
-        { provider: name },
-      );
-    }
-    checkSdkApiVersion(definition, name);
-    return createProvider(definition, entry.config, { name, env, log: providerLogger(log) });
+    // The SDK's loader: the same resolution as the runner's, the definition and SDK API
+    // version checked, then the in-process contract with its deadline and in-flight limit.
+    const definition = await loadProviderModule(moduleUrl);
+    const provider = await createProvider(definition, entry.config, {
+      name,
+      env,
+      log: providerLogger(log),
+    });
+    return limitProvider(provider, { maxInFlight: entry.maxInFlight, timeoutMs: entry.timeoutMs });
   }
-  return createProcessProvider({
+  const provider = await createProcessProvider({
     name,
-    module: modulePath,
+    module: fileURLToPath(moduleUrl),
     config: entry.config,
     env,
     ...(options.execArgv === undefined ? {} : { execArgv: options.execArgv }),
     callTimeoutMs: entry.timeoutMs,
     failureThreshold: entry.failureThreshold,
-    restart: { maxDelayMs: entry.circuitOpenMs },
+    restart: { baseDelayMs: Math.min(500, entry.circuitOpenMs), maxDelayMs: entry.circuitOpenMs },
+    maxMessageBytes: entry.maxMessageBytes,
     onLog: ({ level, message, fields, source }) => {
-      // The logger redacts every line; stderr text is the provider's own and stays bounded.
-      log[level]({ ...fields, source }, message);
+      // The logger redacts every line; the child's own fields stay under `child`, so they
+      // cannot overwrite the agent's (`provider`, `level`).
+      log[level]({ source, ...(fields === undefined ? {} : { child: fields }) }, message);
     },
   });
+  // The host has its own deadline; the limit keeps a burst from reaching the backend at once.
+  return limitProvider(provider, { maxInFlight: entry.maxInFlight });
 }
 
 /**
- * The file a provider type loads from: a package name resolved from `from` (the agent's own
- * folder for built-ins, `pluginsDir` for the rest).
+ * The module a provider type loads from, as a file: URL: a package name resolved from `from`
+ * (the agent's own folder for built-ins, `pluginsDir` for the rest), with the SDK's resolver
+ * (the runner uses the same one).
  */
-function resolveProviderModule(
-  name: string,
-  packageName: string,
-  from: string,
-  plugin: boolean,
-): string {
-  if (plugin && !existsSync(from)) {
-    throw notInstalled(name, packageName, from);
-  }
+function resolveModule(name: string, packageName: string, from: string, plugin: boolean): string {
+  if (plugin && !existsSync(from)) throw notInstalled(name, packageName, from);
   try {
-    return createRequire(join(from, 'noop.js')).resolve(packageName);
+    return resolveProviderModule(packageName, from);
   } catch (error) {
     if (plugin) throw notInstalled(name, packageName, from, error);
     throw new DsoError(
@@ -154,20 +147,120 @@ function notInstalled(name: string, packageName: string, dir: string, cause?: un
   );
 }
 
-/** `PATH`, `HOME`, what the type reads, and the entry's own list: nothing more. */
+/**
+ * At most `maxInFlight` calls reach the provider at once; the others wait in order. With
+ * `timeoutMs` (in process, where no host keeps a deadline) every call, its wait included, ends
+ * with DSO_PROVIDER_TIMEOUT at that deadline.
+ */
+export function limitProvider(
+  provider: SecretProvider,
+  limits: { maxInFlight: number; timeoutMs?: number },
+): SecretProvider {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  const release = () => {
+    active -= 1;
+    waiting.shift()?.();
+  };
+  async function run<T>(
+    options: CallOptions | undefined,
+    call: (options: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    const signals = [
+      options?.signal,
+      limits.timeoutMs === undefined ? undefined : AbortSignal.timeout(limits.timeoutMs),
+    ];
+    const present = signals.filter((signal): signal is AbortSignal => signal !== undefined);
+    const signal = present.length === 0 ? undefined : AbortSignal.any(present);
+    try {
+      if (active >= limits.maxInFlight) {
+        await new Promise<void>((resolve, reject) => {
+          const turn = () => {
+            signal?.removeEventListener('abort', give);
+            resolve();
+          };
+          const give = () => {
+            const index = waiting.indexOf(turn);
+            if (index >= 0) waiting.splice(index, 1);
+            reject(signal?.reason);
+          };
+          waiting.push(turn);
+          signal?.addEventListener('abort', give, { once: true });
+        });
+      }
+    } catch (error) {
+      throw timeoutOrAbort(provider.name, error, limits.timeoutMs);
+    }
+    active += 1;
+    try {
+      return await call(signal === undefined ? {} : { signal });
+    } catch (error) {
+      if (signal?.aborted && !options?.signal?.aborted)
+        throw timeoutOrAbort(provider.name, error, limits.timeoutMs);
+      throw error;
+    } finally {
+      release();
+    }
+  }
+  const limited: SecretProvider = {
+    name: provider.name,
+    capabilities: provider.capabilities,
+    resolve: (request, options) => run(options, (call) => provider.resolve(request, call)),
+    close: () => provider.close(),
+  };
+  if (provider.list) {
+    const list = provider.list.bind(provider);
+    limited.list = (prefix, options) => run(options, (call) => list(prefix, call));
+  }
+  if (provider.probe) {
+    const probe = provider.probe.bind(provider);
+    limited.probe = (request, options) => run(options, (call) => probe(request, call));
+  }
+  if (provider.health) {
+    const health = provider.health.bind(provider);
+    limited.health = (options) => run(options, (call) => health(call));
+  }
+  if (provider.watch) limited.watch = provider.watch.bind(provider);
+  const state = (provider as { state?: () => unknown }).state;
+  if (typeof state === 'function') Object.assign(limited, { state: state.bind(provider) });
+  return limited;
+}
+
+function timeoutOrAbort(
+  name: string,
+  cause: unknown,
+  timeoutMs: number | undefined,
+): ProviderError {
+  return new ProviderError(
+    'DSO_PROVIDER_TIMEOUT',
+    timeoutMs === undefined
+      ? `provider ${name} call was aborted`
+      : `provider ${name} did not answer within ${timeoutMs} ms (timeoutMs)`,
+    { provider: name, cause },
+  );
+}
+
+/**
+ * `PATH`, `HOME`, what the built-in type reads, and what the operator listed: nothing more.
+ * Operator patterns (`entry.env`, the env provider's `allow`) follow the env provider's rule:
+ * a prefix never matches DSO's own or the cloud providers' credential variables; only an exact
+ * name does.
+ */
 export function providerEnv(
   entry: Pick<ProviderConfig, 'type' | 'env' | 'config'>,
   env: NodeJS.ProcessEnv,
 ): Record<string, string> {
-  const patterns = ['PATH', 'HOME', ...(BUILTIN_ENV[entry.type] ?? []), ...entry.env];
-  if (entry.type === 'env' && Array.isArray(entry.config.allow)) {
-    for (const name of entry.config.allow) if (typeof name === 'string') patterns.push(name);
-  }
+  const builtin = ['PATH', 'HOME', ...(BUILTIN_ENV[entry.type] ?? [])];
   const picked: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
-    if (value === undefined) continue;
-    if (patterns.some((pattern) => matches(pattern, key))) picked[key] = value;
+    if (value !== undefined && builtin.some((pattern) => matches(pattern, key)))
+      picked[key] = value;
   }
+  const listed = [...entry.env];
+  if (entry.type === 'env' && Array.isArray(entry.config.allow)) {
+    for (const name of entry.config.allow) if (typeof name === 'string') listed.push(name);
+  }
+  if (listed.length > 0) Object.assign(picked, allowedEnvironment(listed, env));
   return picked;
 }
 

@@ -24,7 +24,28 @@ export const LABELS = {
   mode: 'dso.mode',
   owner: 'dso.owner',
   filePrefix: 'dso.file.',
+  rotate: 'dso.rotate',
+  rotateSignal: 'dso.rotate.signal',
+  rotateHook: 'dso.rotate.hook',
 } as const;
+
+/**
+ * What a running container does when a secret it uses changes, lightest first. The files are
+ * rewritten in every case; `signal` then sends a signal, `hook` runs a command in it, `restart`
+ * restarts it. (`replace`, the blue-green recreate for environment values, is the config's.)
+ */
+export const LABEL_ROTATION_POLICIES = ['files', 'signal', 'hook', 'restart'] as const;
+/** One of {@link LABEL_ROTATION_POLICIES}. */
+export type LabelRotationPolicy = (typeof LABEL_ROTATION_POLICIES)[number];
+
+/** A container's own rotation policy, from its `dso.rotate*` labels. */
+export type ManagedRotation = {
+  policy: LabelRotationPolicy;
+  /** For `signal`: the signal's name, e.g. `SIGHUP`; absent means the configured default. */
+  signal?: string;
+  /** For `hook`: the command run in the container (argv; never holds a value). */
+  hook?: string[];
+};
 
 /** Where a managed container's secret files go when `dso.target` is absent. */
 export const DEFAULT_SECRETS_DIR = '/run/secrets';
@@ -79,6 +100,8 @@ export type ManagedSpec = {
   owner?: { uid: number; gid: number };
   /** The files, sorted by name. */
   files: ManagedFile[];
+  /** Its rotation policy; absent means the configured default. */
+  rotation?: ManagedRotation;
 };
 
 const FILE_NAME = /^[A-Za-z0-9._-]+$/;
@@ -129,7 +152,80 @@ export function parseManagedLabels(
 
   const spec: ManagedSpec = { target, mode, files };
   if (owner !== undefined) spec.owner = owner;
+  const rotation = parseRotation(labels);
+  if (rotation !== undefined) spec.rotation = rotation;
   return spec;
+}
+
+const SIGNAL_NAME = /^(?:SIG)?[A-Z][A-Z0-9+]{1,10}$/;
+
+function parseRotation(labels: Readonly<Record<string, string>>): ManagedRotation | undefined {
+  const policy = labels[LABELS.rotate];
+  const signal = labels[LABELS.rotateSignal];
+  const hookText = labels[LABELS.rotateHook];
+  if (policy === undefined) {
+    if (signal !== undefined || hookText !== undefined) {
+      throw labelError(
+        signal !== undefined ? LABELS.rotateSignal : LABELS.rotateHook,
+        `has no effect without ${LABELS.rotate}`,
+        `add ${LABELS.rotate}=${signal !== undefined ? 'signal' : 'hook'}`,
+      );
+    }
+    return undefined;
+  }
+  if (!(LABEL_ROTATION_POLICIES as readonly string[]).includes(policy)) {
+    throw labelError(
+      LABELS.rotate,
+      `must be one of ${LABEL_ROTATION_POLICIES.join(', ')}`,
+      'choose how the container takes a rotated secret',
+    );
+  }
+  const rotation: ManagedRotation = { policy: policy as LabelRotationPolicy };
+  if (signal !== undefined) {
+    if (policy !== 'signal' || !SIGNAL_NAME.test(signal)) {
+      throw labelError(
+        LABELS.rotateSignal,
+        policy !== 'signal' ? `is read only with ${LABELS.rotate}=signal` : 'is not a signal name',
+        'write a name such as SIGHUP or USR1',
+      );
+    }
+    rotation.signal = signal.startsWith('SIG') ? signal : `SIG${signal}`;
+  }
+  if (policy === 'hook') {
+    if (hookText === undefined) {
+      throw labelError(
+        LABELS.rotateHook,
+        `is required with ${LABELS.rotate}=hook`,
+        'give the command as a JSON list, e.g. ["/app/reload","--quiet"]',
+      );
+    }
+    let hook: unknown;
+    try {
+      hook = JSON.parse(hookText);
+    } catch {
+      hook = undefined;
+    }
+    if (
+      !Array.isArray(hook) ||
+      hook.length === 0 ||
+      hook.length > 64 ||
+      hook.some((arg) => typeof arg !== 'string' || arg.length > 1024 || arg.includes('\0'))
+    ) {
+      throw labelError(
+        LABELS.rotateHook,
+        'must be a JSON list of 1 to 64 strings',
+        'e.g. ["/app/reload","--quiet"]; it runs in the container, and like any exec its argv is visible to every events subscriber: never put a value in it',
+      );
+    }
+    rotation.hook = hook as string[];
+  } else if (hookText !== undefined) {
+    throw labelError(
+      LABELS.rotateHook,
+      `is read only with ${LABELS.rotate}=hook`,
+      `add ${LABELS.rotate}=hook or remove it`,
+    );
+  }
+  return rotation;
 }
 
 /**
@@ -153,6 +249,12 @@ export function toManagedLabels(spec: ManagedSpec): Record<string, string> {
     [LABELS.mode]: formatMode(spec.mode),
   };
   if (spec.owner !== undefined) labels[LABELS.owner] = `${spec.owner.uid}:${spec.owner.gid}`;
+  if (spec.rotation !== undefined) {
+    labels[LABELS.rotate] = spec.rotation.policy;
+    if (spec.rotation.signal !== undefined) labels[LABELS.rotateSignal] = spec.rotation.signal;
+    if (spec.rotation.hook !== undefined)
+      labels[LABELS.rotateHook] = JSON.stringify(spec.rotation.hook);
+  }
   for (const file of spec.files) {
     const key = `${LABELS.filePrefix}${file.name}`;
     if (Object.hasOwn(labels, key)) {

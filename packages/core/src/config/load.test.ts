@@ -48,6 +48,7 @@ describe('parseConfig: defaults', () => {
           failureThreshold: 5,
           circuitOpenMs: 30_000,
           maxInFlight: 64,
+          maxMessageBytes: 1024 * 1024,
           env: [],
         },
       },
@@ -222,6 +223,7 @@ describe('parseConfig: a full file', () => {
       failureThreshold: 3,
       circuitOpenMs: 60_000,
       maxInFlight: 8,
+      maxMessageBytes: 1024 * 1024,
       env: ['VAULT_ADDR', 'ACME_*'],
       config: { address: 'https://127.0.0.1:8200', nested: { list: [1, 2] } },
     });

@@ -313,14 +313,23 @@ export const providerSchema = z.strictObject({
     { min: 1, max: 1_000 },
   ),
   circuitOpenMs: duration(
-    'How long calls fail fast after `failureThreshold` failures before one trial call is let through.',
+    "The longest time calls fail fast while a failing provider's process is restarted: restarts back off (jittered, doubling from 0.5 s) up to this, and one trial call closes the breaker. Only for `mode: process`.",
     30_000,
     { min: 100, max: DAY_MS },
   ),
-  maxInFlight: count('Calls sent to the provider at once; more wait their turn.', 64, {
-    min: 1,
-    max: 10_000,
-  }),
+  maxInFlight: count(
+    'Calls sent to the provider at once; more wait their turn (the wait counts against `timeoutMs`).',
+    64,
+    {
+      min: 1,
+      max: 10_000,
+    },
+  ),
+  maxMessageBytes: byteSize(
+    "Largest protocol message to and from the provider's process: a secret (base64) must fit in it; a larger one is refused with DSO_PROVIDER_TOO_LARGE. Only for `mode: process`.",
+    1 * MIB,
+    { min: 64 * 1024, max: 64 * MIB },
+  ),
   env: z
     .array(
       z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {

@@ -1,0 +1,494 @@
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { createLogger, createRedactor, DsoError, type Logger } from '@dso/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Agent, AgentStatus } from './agent.js';
+import {
+  API_MAX_BODY_BYTES,
+  type ApiServer,
+  type ApiServerOptions,
+  type ApiStatus,
+  startApiServer,
+} from './api-server.js';
+
+const CANARY = 'canary-api-server-7d2e91';
+
+let dir: string;
+let socketPath: string;
+let lines: string[];
+let logger: Logger;
+const servers: ApiServer[] = [];
+
+beforeEach(async () => {
+  // mkdtemp makes it 0700: whatever a test does to a socket's mode, nobody else reaches it.
+  dir = await mkdtemp(join(tmpdir(), 'dso-api-'));
+  socketPath = join(dir, 'run', 'agent.sock');
+  lines = [];
+  const redactor = createRedactor();
+  redactor.register(CANARY);
+  logger = createLogger({
+    level: 'debug',
+    redactor,
+    destination: new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    }),
+  });
+});
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+const STATUS: AgentStatus = {
+  startedAt: 1_700_000_000_000,
+  containers: [
+    {
+      id: 'a'.repeat(64),
+      files: [{ name: 'db', reference: 'dsofile://app/db', provider: 'local', version: '3' }],
+      deliveredAt: 1_700_000_001_000,
+      lastAction: { trigger: 'started', at: 1_700_000_001_000, outcome: 'delivered' },
+    },
+    {
+      id: 'b'.repeat(64),
+      lastAction: {
+        trigger: 'periodic',
+        at: 1_700_000_002_000,
+        outcome: 'failed',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+        reference: 'dsofile://app/missing',
+      },
+    },
+  ],
+  queue: { depth: 1, inFlight: 2, shed: 0 },
+  cache: { entries: 4, hits: 10, misses: 3, staleServed: 1 },
+};
+
+function fakeAgent(overrides: Partial<Pick<Agent, 'status' | 'reconcile'>> = {}) {
+  const calls = { status: 0, reconcile: 0 };
+  const agent: Pick<Agent, 'status' | 'reconcile'> = {
+    status: () => {
+      calls.status += 1;
+      return structuredClone(STATUS);
+    },
+    reconcile: async () => {
+      calls.reconcile += 1;
+      return { containers: 2 };
+    },
+    ...overrides,
+  };
+  return { agent, calls };
+}
+
+async function start(options: Partial<ApiServerOptions> = {}): Promise<ApiServer> {
+  const server = await startApiServer({
+    socketPath,
+    socketMode: 0o660,
+    agent: fakeAgent().agent,
+    logger,
+    ...options,
+  });
+  servers.push(server);
+  return server;
+}
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  json: unknown;
+}
+
+function call(
+  method: string,
+  path: string,
+  options: { body?: string | Buffer; headers?: Record<string, string>; chunked?: boolean } = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { socketPath, method, path, headers: options.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined; // the assertion on `text` or `json` then says what came back
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (options.chunked && options.body !== undefined) {
+      // Two writes without a Content-Length: node sends them chunked.
+      const body = Buffer.from(options.body);
+      req.write(body.subarray(0, body.length / 2));
+      req.end(body.subarray(body.length / 2));
+    } else {
+      req.end(options.body);
+    }
+  });
+}
+
+/** Waits for a condition with a deadline: the request log is written when a response closes. */
+async function eventually(check: () => boolean, deadlineMs = 2_000): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('startApiServer: the socket', () => {
+  it('creates a missing directory 0755 and a socket whose mode is exactly socketMode', async () => {
+    await start({ socketMode: 0o660 });
+    const socket = await lstat(socketPath);
+    expect(socket.isSocket()).toBe(true);
+    expect(socket.mode & 0o7777).toBe(0o660);
+    expect((await stat(join(dir, 'run'))).mode & 0o777).toBe(0o755);
+    // Nothing left of the staging directory.
+    expect(await readdir(join(dir, 'run'))).toEqual(['agent.sock']);
+  });
+
+  it('applies another mode exactly, and leaves an existing directory mode alone', async () => {
+    const existing = join(dir, 'private');
+    await mkdir(existing);
+    await chmod(existing, 0o700);
+    socketPath = join(existing, 'agent.sock');
+    await start({ socketMode: 0o600 });
+    expect((await lstat(socketPath)).mode & 0o7777).toBe(0o600);
+    expect((await stat(existing)).mode & 0o777).toBe(0o700);
+  });
+
+  it('gives the socket to a numeric group', async () => {
+    const gid = process.getgid!();
+    await start({ socketGroup: gid });
+    expect((await lstat(socketPath)).gid).toBe(gid);
+  });
+
+  it.runIf(process.getuid?.() === 0)(
+    'gives the socket to a group named in the group file (as root: any gid)',
+    async () => {
+      const groupFile = join(dir, 'group');
+      await writeFile(groupFile, 'root:x:0:\ndso-test:x:4242:alice,bob\n');
+      await start({ socketGroup: 'dso-test', groupFile });
+      expect((await lstat(socketPath)).gid).toBe(4242);
+    },
+  );
+
+  it('rejects an unknown group with DSO_AGENT_API_GROUP and leaves no socket', async () => {
+    const groupFile = join(dir, 'group');
+    await writeFile(groupFile, 'root:x:0:\n');
+    await expect(start({ socketGroup: 'no-such-group', groupFile })).rejects.toMatchObject({
+      code: 'DSO_AGENT_API_GROUP',
+      message: expect.stringContaining('no-such-group'),
+    });
+    await expect(lstat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it.skipIf(process.getuid?.() === 0)(
+    'rejects a group the agent is not in with DSO_AGENT_API_GROUP (not as root)',
+    async () => {
+      await expect(start({ socketGroup: 0 })).rejects.toMatchObject({
+        code: 'DSO_AGENT_API_GROUP',
+      });
+      expect(await readdir(join(dir, 'run'))).toEqual([]);
+    },
+  );
+
+  it('refuses a second server on the same path with DSO_AGENT_API_IN_USE; the first keeps serving', async () => {
+    await start();
+    const before = await lstat(socketPath);
+    await expect(start()).rejects.toMatchObject({ code: 'DSO_AGENT_API_IN_USE' });
+    const after = await lstat(socketPath);
+    expect(after.ino).toBe(before.ino);
+    expect((await call('GET', '/v1/health')).status).toBe(200);
+    expect(await readdir(join(dir, 'run'))).toEqual(['agent.sock']);
+  });
+
+  it('replaces a stale socket file nothing listens on', async () => {
+    // A socket file with no listener: bound elsewhere, renamed into place, then closed (node
+    // unlinks only the name it bound).
+    await mkdir(join(dir, 'run'));
+    const bound = join(dir, 'old.sock');
+    const old = createNetServer();
+    await new Promise<void>((resolve) => old.listen(bound, resolve));
+    await rename(bound, socketPath);
+    await new Promise<void>((resolve) => old.close(() => resolve()));
+    const stale = await lstat(socketPath);
+    expect(stale.isSocket()).toBe(true);
+
+    await start();
+    expect((await lstat(socketPath)).ino).not.toBe(stale.ino);
+    expect((await call('GET', '/v1/health')).json).toEqual({ ok: true });
+    expect(lines.some((line) => line.includes('stale api socket removed'))).toBe(true);
+  });
+
+  it('refuses a path that is a regular file, and leaves it alone', async () => {
+    await mkdir(join(dir, 'run'));
+    await writeFile(socketPath, 'not a socket');
+    await expect(start()).rejects.toMatchObject({ code: 'DSO_AGENT_API_PATH_TAKEN' });
+    expect((await lstat(socketPath)).isFile()).toBe(true);
+    expect(await readdir(join(dir, 'run'))).toEqual(['agent.sock']);
+  });
+
+  it('refuses a relative or overlong path with DSO_AGENT_API_SOCKET_PATH', async () => {
+    await expect(start({ socketPath: 'run/agent.sock' })).rejects.toMatchObject({
+      code: 'DSO_AGENT_API_SOCKET_PATH',
+    });
+    await expect(start({ socketPath: `/${'d'.repeat(100)}/a.sock` })).rejects.toMatchObject({
+      code: 'DSO_AGENT_API_SOCKET_PATH',
+    });
+  });
+
+  it('close() removes the socket file, stops answering, and is idempotent', async () => {
+    const server = await start();
+    expect(server.path).toBe(socketPath);
+    await Promise.all([server.close(), server.close()]);
+    await server.close();
+    await expect(lstat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(call('GET', '/v1/health')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('close() leaves a file that is no longer its own', async () => {
+    const server = await start();
+    await rm(socketPath);
+    await writeFile(socketPath, 'someone else');
+    await server.close();
+    expect((await lstat(socketPath)).isFile()).toBe(true);
+  });
+});
+
+describe('startApiServer: routes', () => {
+  it('GET /v1/status answers the status and the providers, field by field', async () => {
+    await start({
+      providers: () => [
+        {
+          name: 'local',
+          type: 'local',
+          state: { status: 'ready', breaker: 'closed', pid: 1234, restarts: 0, inFlight: 0 },
+        },
+        { name: 'env', type: 'env' },
+      ],
+    });
+    const answer = await call('GET', '/v1/status');
+    expect(answer.status).toBe(200);
+    expect(answer.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(answer.headers['cache-control']).toBe('no-store');
+    const expected: ApiStatus = {
+      ...STATUS,
+      startedAt: STATUS.startedAt ?? null,
+      providers: [
+        {
+          name: 'local',
+          type: 'local',
+          state: { status: 'ready', breaker: 'closed', pid: 1234, restarts: 0, inFlight: 0 },
+        },
+        { name: 'env', type: 'env' },
+      ],
+    };
+    expect(answer.json).toEqual(expected);
+  });
+
+  it('GET /v1/status says startedAt null before the agent started, and providers [] without a source', async () => {
+    const { agent } = fakeAgent({
+      status: () => ({ ...structuredClone(STATUS), startedAt: undefined, containers: [] }),
+    });
+    await start({ agent });
+    expect((await call('GET', '/v1/status')).json).toMatchObject({
+      startedAt: null,
+      containers: [],
+      providers: [],
+    });
+  });
+
+  it('POST /v1/reconcile queues through the agent and answers 202 with the count', async () => {
+    const { agent, calls } = fakeAgent();
+    await start({ agent });
+    const answer = await call('POST', '/v1/reconcile');
+    expect(answer).toMatchObject({ status: 202, json: { containers: 2 } });
+    expect(calls.reconcile).toBe(1);
+  });
+
+  it('runs one reconciliation for callers that ask at the same time', async () => {
+    let release: (value: { containers: number }) => void = () => {};
+    const { agent, calls } = fakeAgent({
+      reconcile: () => {
+        calls.reconcile += 1;
+        return new Promise((resolve) => {
+          release = resolve;
+        });
+      },
+    });
+    await start({ agent });
+    const answers = Promise.all([call('POST', '/v1/reconcile'), call('POST', '/v1/reconcile')]);
+    await eventually(() => lines.some((line) => line.includes('reconcile already running')));
+    release({ containers: 5 });
+    for (const answer of await answers) expect(answer).toMatchObject({ status: 202, json: { containers: 5 } });
+    expect(calls.reconcile).toBe(1);
+    // Once it settled, the next caller starts a new one.
+    const next = call('POST', '/v1/reconcile');
+    await eventually(() => calls.reconcile === 2);
+    release({ containers: 1 });
+    expect(await next).toMatchObject({ status: 202, json: { containers: 1 } });
+  });
+
+  it('answers 503 with the code when the agent is not running', async () => {
+    const { agent } = fakeAgent({
+      reconcile: async () => {
+        throw new DsoError('DSO_AGENT_NOT_RUNNING', 'the agent is not running: nothing to reconcile');
+      },
+    });
+    await start({ agent });
+    expect(await call('POST', '/v1/reconcile')).toMatchObject({
+      status: 503,
+      json: { code: 'DSO_AGENT_NOT_RUNNING', error: 'the agent is not running: nothing to reconcile' },
+    });
+  });
+
+  it('GET /v1/health answers { ok: true }', async () => {
+    await start();
+    expect(await call('GET', '/v1/health')).toMatchObject({ status: 200, json: { ok: true } });
+  });
+
+  it('answers 404 for an unknown path and 405 with Allow for a wrong method', async () => {
+    await start();
+    expect(await call('GET', '/v1/secrets')).toMatchObject({
+      status: 404,
+      json: { code: 'DSO_AGENT_API_NOT_FOUND' },
+    });
+    expect((await call('GET', '/')).status).toBe(404);
+    expect((await call('GET', '/v1/status/')).status).toBe(404);
+    const post = await call('POST', '/v1/status');
+    expect(post).toMatchObject({ status: 405, json: { code: 'DSO_AGENT_API_METHOD' } });
+    expect(post.headers.allow).toBe('GET');
+    const get = await call('GET', '/v1/reconcile');
+    expect(get.status).toBe(405);
+    expect(get.headers.allow).toBe('POST');
+    expect((await call('DELETE', '/v1/health')).status).toBe(405);
+  });
+
+  it('ignores a query string when routing', async () => {
+    await start();
+    expect((await call('GET', '/v1/health?verbose=1')).status).toBe(200);
+  });
+
+  it('answers 413 for a body over 1 KiB, announced or chunked, and does not act on it', async () => {
+    const { agent, calls } = fakeAgent();
+    await start({ agent });
+    const big = 'x'.repeat(API_MAX_BODY_BYTES + 1);
+    const announced = await call('POST', '/v1/reconcile', {
+      body: big,
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(announced).toMatchObject({ status: 413, json: { code: 'DSO_AGENT_API_BODY_TOO_LARGE' } });
+    expect(announced.headers.connection).toBe('close');
+    const chunked = await call('POST', '/v1/reconcile', { body: big, chunked: true });
+    expect(chunked.status).toBe(413);
+    // Node's client sends a GET body without a length unless told: say it.
+    const get = await call('GET', '/v1/status', {
+      body: big,
+      headers: { 'Content-Length': String(big.length) },
+    });
+    expect(get.status).toBe(413);
+    expect(calls.reconcile).toBe(0);
+  });
+
+  it('discards a small body unread and answers as without one', async () => {
+    const { agent, calls } = fakeAgent();
+    await start({ agent });
+    const body = JSON.stringify({ provider: { type: 'file', config: { path: '/etc/shadow' } } });
+    expect(await call('POST', '/v1/reconcile', { body })).toMatchObject({
+      status: 202,
+      json: { containers: 2 },
+    });
+    expect(calls.reconcile).toBe(1);
+  });
+
+  it('logs each request at debug with method, route, status and duration, never the URL', async () => {
+    await start();
+    await call('GET', '/v1/status?token=query-text-91');
+    await call('GET', '/private/path-text-92');
+    await eventually(() => lines.filter((line) => line.includes('"api request"')).length >= 2);
+    const requests = lines
+      .filter((line) => line.includes('"api request"'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(requests[0]).toMatchObject({ level: 20, method: 'GET', route: '/v1/status', status: 200 });
+    expect(typeof requests[0]!.durationMs).toBe('number');
+    expect(requests[1]).toMatchObject({ route: 'unknown', status: 404 });
+    const all = lines.join('');
+    expect(all).not.toContain('query-text-91');
+    expect(all).not.toContain('path-text-92');
+  });
+});
+
+describe('startApiServer: no secret value leaves', () => {
+  it('never sends or logs the canary, whatever the agent and providers hand it', async () => {
+    const redactor = createRedactor();
+    redactor.register(CANARY);
+    let reconcileError: Error = new Error(`engine said ${CANARY}`);
+    const agent: Pick<Agent, 'status' | 'reconcile'> = {
+      status: () => {
+        const status = structuredClone(STATUS) as AgentStatus & { secret?: string };
+        // Fields outside the contract are not sent, wherever they sit.
+        status.secret = CANARY;
+        Object.assign(status.containers[0]!, { value: CANARY });
+        Object.assign(status.containers[0]!.files![0]!, { content: CANARY });
+        Object.assign(status.queue, { last: CANARY });
+        // A contract field holding a registered value by mistake is redacted.
+        status.containers[1]!.lastAction.reference = `dsofile://app/${CANARY}`;
+        return status;
+      },
+      reconcile: async () => {
+        throw reconcileError;
+      },
+    };
+    await start({
+      agent,
+      redactor,
+      providers: () => [
+        {
+          name: 'vault',
+          type: 'vault',
+          state: {
+            breaker: 'open',
+            config: { token: CANARY },
+            token: CANARY,
+            list: [CANARY],
+            long: `${'y'.repeat(80)}`,
+          },
+        },
+      ],
+    });
+    const answers = [
+      await call('GET', '/v1/status'),
+      await call('POST', '/v1/reconcile'),
+      await call('GET', `/v1/${CANARY}`),
+    ];
+    reconcileError = new DsoError('DSO_DOCKER_UNREACHABLE', `cannot reach ${CANARY}`);
+    answers.push(await call('POST', '/v1/reconcile'));
+
+    for (const answer of answers) expect(answer.text).not.toContain(CANARY);
+    const status = answers[0]!.json as ApiStatus;
+    expect(status.providers[0]!.state).toEqual({ breaker: 'open', token: '[REDACTED]' });
+    expect(status.containers[1]!.lastAction.reference).toBe('dsofile://app/[REDACTED]');
+    expect(answers[1]).toMatchObject({ status: 500, json: { code: 'DSO_AGENT_API_INTERNAL' } });
+    expect(answers[3]).toMatchObject({
+      status: 500,
+      json: { code: 'DSO_DOCKER_UNREACHABLE', error: 'cannot reach [REDACTED]' },
+    });
+    await eventually(() => lines.filter((line) => line.includes('"api request"')).length >= 4);
+    expect(lines.join('')).not.toContain(CANARY);
+  });
+});

@@ -1,0 +1,733 @@
+import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { dirname, isAbsolute, join } from 'node:path';
+import { DsoError, errorCode, isDsoError, type Logger, type Redactor } from '@dso/core';
+import type { Agent, AgentStatus, ContainerStatus } from './agent.js';
+
+// ---------------------------------------------------------------------------------------------
+// The agent's API for the `dso` CLI: HTTP/1.1 over a unix socket. The socket's file permissions
+// are the whole access control (owner root, group `api.socketGroup`, mode `api.socketMode`):
+// anyone who can connect can call every route. Hence the issue's rule, "a caller can never make
+// the agent load a provider or read a path with configuration of the caller's choosing": no
+// route takes provider configuration, a file path, or a reference to resolve. The routes report
+// what the agent already knows (references, versions, counts: never a value) and ask it to do
+// what it does on its own anyway (reconcile).
+//
+// Not offered here: "resolve for `dso up`" (the CLI asking the agent for `dso://` values to put
+// in a container's environment). Answering it over this socket would hand every secret the agent
+// can read to every member of the socket's group, whatever compose project they deploy. It needs
+// the caller's identity first: the peer's uid/gid/pid from SO_PEERCRED (which Node does not
+// expose without a native addon), a policy saying which references each caller may read, and an
+// audit line naming that caller. Until then `dso up` resolves with the operator's own access.
+// ---------------------------------------------------------------------------------------------
+
+/** The longest wait for a request's headers. */
+export const API_HEADERS_TIMEOUT_MS = 5_000;
+/** The longest a whole request may take to arrive. */
+export const API_REQUEST_TIMEOUT_MS = 10_000;
+/** How long an idle kept-alive connection stays open. */
+export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** Connections open at once; more are refused. */
+export const API_MAX_CONNECTIONS = 32;
+/** How long `close()` lets a response in progress finish before cutting its connection. */
+export const API_CLOSE_GRACE_MS = 2_000;
+/** The largest request body tolerated (and discarded): no route takes one. Larger is a 413. */
+export const API_MAX_BODY_BYTES = 1024;
+/** How long start-up waits for an answer on an existing socket before calling it in use. */
+export const API_PROBE_TIMEOUT_MS = 1_000;
+/** The default place the group name of `api.socketGroup` is looked up. */
+export const DEFAULT_GROUP_FILE = '/etc/group';
+
+// sockaddr_un.sun_path is 108 bytes with its terminating NUL.
+const MAX_SOCKET_PATH_BYTES = 107;
+// The staged socket's path is `<dir>/.api-XXXXXX/s`: this many bytes after the directory.
+const STAGED_SUFFIX_BYTES = '/.api-XXXXXX/s'.length;
+// A provider's state is reported as at most this many scalar fields.
+const MAX_STATE_FIELDS = 16;
+const MAX_STATE_STRING = 64;
+const STATE_KEY = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
+const MAX_NAME_CHARS = 214;
+
+/** A provider as the agent's owner describes it to {@link startApiServer}. */
+export interface ApiProviderInfo {
+  /** The configured name, e.g. `local` or `prod-vault`. */
+  name: string;
+  /** The configured type: a built-in type or a package name. */
+  type: string;
+  /**
+   * What the provider reports about itself (a process provider's `state()`: status, breaker,
+   * pid, restarts, …). Only scalar fields with short names are passed on; anything nested is
+   * dropped, so a config object handed in by mistake cannot reach a caller.
+   */
+  state?: unknown;
+}
+
+/** One provider in {@link ApiStatus}. */
+export interface ApiProvider {
+  name: string;
+  type: string;
+  state?: Record<string, string | number | boolean | null>;
+}
+
+/** One container in {@link ApiStatus}: references and versions, never a value. */
+export interface ApiContainer {
+  id: string;
+  files?: Array<{ name: string; reference: string; provider: string; version: string }>;
+  deliveredAt?: number;
+  lastAction: ContainerStatus['lastAction'];
+}
+
+/**
+ * The body of `GET /v1/status`. A contract of its own (`v1`), built field by field from
+ * {@link AgentStatus}: a field added to the agent's status reaches callers only when it is
+ * added here too.
+ */
+export interface ApiStatus {
+  /** When the agent started, ms since the epoch; null before it did. */
+  startedAt: number | null;
+  containers: ApiContainer[];
+  queue: AgentStatus['queue'];
+  cache: AgentStatus['cache'];
+  providers: ApiProvider[];
+}
+
+/** The body of `POST /v1/reconcile` (202). */
+export interface ApiReconcileResult {
+  /** Managed containers queued for a check. */
+  containers: number;
+}
+
+/** The body of every answer that is not 2xx. */
+export interface ApiErrorBody {
+  error: string;
+  code: string;
+}
+
+/** Options of {@link startApiServer}. */
+export interface ApiServerOptions {
+  /** Absolute path of the socket (`api.socket`). Its directory is created 0755 if missing. */
+  socketPath: string;
+  /** Permission bits of the socket (`api.socketMode`), e.g. `0o660`. */
+  socketMode: number;
+  /** Group that owns the socket (`api.socketGroup`): a name from the group file or a gid. */
+  socketGroup?: string | number;
+  /** What the routes read and call. */
+  agent: Pick<Agent, 'status' | 'reconcile'>;
+  /** The configured providers, read at each `GET /v1/status`. */
+  providers?: () => ApiProviderInfo[];
+  /** Requests are logged at debug (method, route, status, duration); failures at warn. */
+  logger: Logger;
+  /** Every string sent passes through it. */
+  redactor?: Redactor;
+  /** Where a group name is looked up. @default DEFAULT_GROUP_FILE */
+  groupFile?: string;
+}
+
+/** A listening API server. */
+export interface ApiServer extends AsyncDisposable {
+  /** The socket's path. */
+  readonly path: string;
+  /**
+   * Stops accepting, removes the socket file if it is still this server's (same inode), lets
+   * responses in progress finish (then cuts them). Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the agent's API on a unix socket:
+ * - `GET /v1/status` → {@link ApiStatus} (200)
+ * - `POST /v1/reconcile` → {@link ApiReconcileResult} (202): every managed container queued
+ * - `GET /v1/health` → `{ ok: true }` (200)
+ *
+ * and 404 for another path, 405 for another method, 413 for a body over
+ * {@link API_MAX_BODY_BYTES} (smaller ones are discarded unread). Errors are
+ * {@link ApiErrorBody}. No route takes configuration, a path or a reference.
+ *
+ * The socket is never reachable with other permissions than `socketMode` and `socketGroup`: it
+ * is bound inside a fresh 0700 directory beside its final path, given its mode and group there,
+ * then hard-linked into place (a link fails when the name exists, so an agent already serving
+ * the path is never replaced), and the staging directory removed. A socket file nothing answers
+ * on (left by a crash) is removed first; one something answers on is refused.
+ *
+ * @example
+ * const api = await startApiServer({
+ *   socketPath: config.api.socket,
+ *   socketMode: config.api.socketMode,
+ *   socketGroup: config.api.socketGroup,
+ *   agent,
+ *   logger,
+ *   redactor,
+ * });
+ * // on shutdown
+ * await api.close();
+ * @throws DsoError DSO_AGENT_API_IN_USE when something answers on the socket (another agent)
+ * @throws DsoError DSO_AGENT_API_GROUP when the group is unknown or the agent may not give the socket to it
+ * @throws DsoError DSO_AGENT_API_PATH_TAKEN when the path exists and is not a socket
+ * @throws DsoError DSO_AGENT_API_SOCKET_PATH when the path is relative or too long
+ * @throws DsoError DSO_AGENT_API_LISTEN_FAILED when the directory or socket cannot be created
+ */
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const { socketPath, socketMode, logger } = options;
+  checkSocketPath(socketPath);
+  if (!Number.isInteger(socketMode) || socketMode < 0 || socketMode > 0o777) {
+    throw new RangeError(`socketMode must be permission bits 0..0o777, got ${String(socketMode)}`);
+  }
+  const gid =
+    options.socketGroup === undefined
+      ? undefined
+      : await resolveGroup(options.socketGroup, options.groupFile ?? DEFAULT_GROUP_FILE);
+
+  const directory = dirname(socketPath);
+  // Created 0755 (less under a stricter umask) when missing; an existing one is left as it is.
+  await mkdir(directory, { recursive: true, mode: 0o755 }).catch((error: unknown) => {
+    throw listenFailed(socketPath, `cannot create its directory ${directory}`, error);
+  });
+
+  const server = createApiHttpServer(options);
+  // Why a staging directory rather than `listen` then `chmod`: between the two the socket would
+  // exist with the umask's permissions, and a umask of 0 makes it world-writable. Changing the
+  // process umask around `listen` would also change it for file writes running meanwhile on
+  // libuv's threads. Inside a fresh 0700 directory nobody else can reach the socket whatever its
+  // mode, and the link below publishes it with its final mode and group already set.
+  const staging = await mkdtemp(join(directory, '.api-')).catch((error: unknown) => {
+    throw listenFailed(socketPath, `cannot create a staging directory in ${directory}`, error);
+  });
+  const staged = join(staging, 's');
+  let identity: FileIdentity;
+  try {
+    await listen(server, staged).catch((error: unknown) => {
+      throw listenFailed(socketPath, 'cannot listen', error);
+    });
+    await chmod(staged, socketMode).catch((error: unknown) => {
+      throw listenFailed(socketPath, 'cannot set the socket mode', error);
+    });
+    if (gid !== undefined) {
+      await chown(staged, -1, gid).catch((error: unknown) => {
+        throw new DsoError(
+          'DSO_AGENT_API_GROUP',
+          `cannot give the API socket to group ${String(options.socketGroup)} (gid ${gid}): the agent must run as root or be a member of that group`,
+          { cause: error, group: options.socketGroup, gid },
+        );
+      });
+    }
+    identity = identityOf(await lstat(staged));
+    await publish(staged, socketPath, logger);
+  } catch (error) {
+    await stopServer(server);
+    throw error;
+  } finally {
+    // Removes the staged name only: a published socket lives on under its final name.
+    await rm(staging, { recursive: true, force: true }).catch((error: unknown) => {
+      logger.warn({ err: error, directory: staging }, 'could not remove the api staging directory');
+    });
+  }
+  server.on('error', (error) => {
+    logger.warn({ err: error, code: errorCode(error) }, 'api server error');
+  });
+  logger.info(
+    {
+      socket: socketPath,
+      mode: `0${socketMode.toString(8)}`,
+      ...(gid === undefined ? {} : { gid }),
+    },
+    'api listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      const stopped = stopServer(server);
+      // Listening stopped with server.close(): remove the name now, so that a caller meanwhile
+      // reads "not running" and a new agent can take the path while these responses finish.
+      await removeIfOurs(socketPath, identity, logger);
+      await stopped;
+    })();
+    return closing;
+  };
+  return {
+    path: socketPath,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+const ROUTES: ReadonlyMap<string, 'GET' | 'POST'> = new Map([
+  ['/v1/status', 'GET'],
+  ['/v1/reconcile', 'POST'],
+  ['/v1/health', 'GET'],
+]);
+const JSON_TYPE = 'application/json; charset=utf-8';
+const INTERNAL: ApiErrorBody = {
+  error: 'internal error: see the agent log',
+  code: 'DSO_AGENT_API_INTERNAL',
+};
+
+function createApiHttpServer(options: ApiServerOptions): Server {
+  const { agent, logger, redactor } = options;
+  const clean = (text: string) => (redactor ? redactor.redact(text) : text);
+  // One reconciliation at a time, however many callers ask: each lists every container.
+  let reconciling: Promise<ApiReconcileResult> | undefined;
+
+  const server = createServer(
+    {
+      requestTimeout: API_REQUEST_TIMEOUT_MS,
+      headersTimeout: API_HEADERS_TIMEOUT_MS,
+      // How often node checks the two timeouts above (its default is 30 s).
+      connectionsCheckingInterval: 1_000,
+      maxHeaderSize: 8 * 1024,
+    },
+    (request, response) => {
+      const started = performance.now();
+      const route = routeOf(request.url);
+      response.once('close', () => {
+        // The route, never the URL: a query string or an unknown path is the caller's text.
+        logger.debug(
+          {
+            method: request.method,
+            route: route ?? 'unknown',
+            status: response.statusCode,
+            durationMs: Math.round((performance.now() - started) * 100) / 100,
+          },
+          'api request',
+        );
+      });
+      void handle(request, response, route).catch((error: unknown) => {
+        logger.warn({ err: error, code: errorCode(error) }, 'api request failed');
+        if (!response.headersSent) send(response, 500, INTERNAL, clean);
+        else response.destroy();
+      });
+    },
+  );
+  server.keepAliveTimeout = API_KEEP_ALIVE_TIMEOUT_MS;
+  server.timeout = API_REQUEST_TIMEOUT_MS;
+  server.maxHeadersCount = 64;
+  server.maxRequestsPerSocket = 100;
+  server.maxConnections = API_MAX_CONNECTIONS;
+
+  async function handle(
+    request: IncomingMessage,
+    response: ServerResponse,
+    route: string | undefined,
+  ): Promise<void> {
+    if (!(await discardBody(request))) {
+      response.shouldKeepAlive = false;
+      send(
+        response,
+        413,
+        {
+          error: `request body over ${API_MAX_BODY_BYTES} bytes: no route takes a body`,
+          code: 'DSO_AGENT_API_BODY_TOO_LARGE',
+        },
+        clean,
+      );
+      return;
+    }
+    const method = route === undefined ? undefined : ROUTES.get(route);
+    if (route === undefined || method === undefined) {
+      send(response, 404, { error: 'not found', code: 'DSO_AGENT_API_NOT_FOUND' }, clean);
+      return;
+    }
+    if (request.method !== method) {
+      response.setHeader('Allow', method);
+      send(
+        response,
+        405,
+        { error: `method not allowed: use ${method}`, code: 'DSO_AGENT_API_METHOD' },
+        clean,
+      );
+      return;
+    }
+    if (route === '/v1/health') {
+      send(response, 200, { ok: true }, clean);
+      return;
+    }
+    if (route === '/v1/status') {
+      send(response, 200, toApiStatus(agent.status(), readProviders()), clean);
+      return;
+    }
+    try {
+      if (reconciling !== undefined) logger.debug('reconcile already running, joined');
+      reconciling ??= Promise.resolve()
+        .then(() => agent.reconcile())
+        .then(({ containers }) => ({ containers }))
+        .finally(() => {
+          reconciling = undefined;
+        });
+      send(response, 202, await reconciling, clean);
+    } catch (error) {
+      const code = errorCode(error);
+      logger.warn({ err: error, code }, 'reconcile on request failed');
+      if (isDsoError(error) && code !== undefined) {
+        // A DsoError's message names references and ids and says what to do, never a value;
+        // it is redacted all the same. Anything else stays in the log.
+        send(
+          response,
+          code === 'DSO_AGENT_NOT_RUNNING' ? 503 : 500,
+          { error: error.message, code },
+          clean,
+        );
+      } else {
+        send(response, 500, INTERNAL, clean);
+      }
+    }
+  }
+
+  function readProviders(): ApiProviderInfo[] {
+    if (options.providers === undefined) return [];
+    try {
+      return options.providers();
+    } catch (error) {
+      logger.warn({ err: error, code: errorCode(error) }, 'provider states unavailable');
+      return [];
+    }
+  }
+
+  return server;
+}
+
+/** The known route a request's URL names (query string ignored), or undefined. */
+function routeOf(url: string | undefined): string | undefined {
+  const raw = url ?? '/';
+  const query = raw.indexOf('?');
+  const pathname = query === -1 ? raw : raw.slice(0, query);
+  return ROUTES.has(pathname) ? pathname : undefined;
+}
+
+/**
+ * Reads and drops a request's body. False when it is (or announces it is) larger than
+ * {@link API_MAX_BODY_BYTES}: then it is left unread and the connection is not reused.
+ */
+function discardBody(request: IncomingMessage): Promise<boolean> {
+  const length = request.headers['content-length'];
+  if (length === undefined && request.headers['transfer-encoding'] === undefined) {
+    return Promise.resolve(true);
+  }
+  if (length !== undefined && Number(length) > API_MAX_BODY_BYTES) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let bytes = 0;
+    const done = (ok: boolean) => {
+      request.off('data', onData);
+      request.off('end', onEnd);
+      request.off('error', onEnd);
+      resolve(ok);
+    };
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.byteLength;
+      if (bytes > API_MAX_BODY_BYTES) {
+        request.pause();
+        done(false);
+      }
+    };
+    // An aborted request ends here too; its answer then goes nowhere.
+    const onEnd = () => done(bytes <= API_MAX_BODY_BYTES);
+    request.on('data', onData);
+    request.once('end', onEnd);
+    request.once('error', onEnd);
+  });
+}
+
+function send(
+  response: ServerResponse,
+  status: number,
+  payload: unknown,
+  clean: (text: string) => string,
+): void {
+  // Every string goes through the redactor one by one, so the JSON stays valid.
+  const body = JSON.stringify(payload, (_key, value: unknown) =>
+    typeof value === 'string' ? clean(value) : value,
+  );
+  response.writeHead(status, {
+    'Content-Type': JSON_TYPE,
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  });
+  response.end(body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The status as sent
+// ---------------------------------------------------------------------------------------------
+
+function toApiStatus(status: AgentStatus, providers: ApiProviderInfo[]): ApiStatus {
+  return {
+    startedAt: status.startedAt ?? null,
+    containers: status.containers.map(toApiContainer),
+    queue: {
+      depth: status.queue.depth,
+      inFlight: status.queue.inFlight,
+      shed: status.queue.shed,
+    },
+    cache: {
+      entries: status.cache.entries,
+      hits: status.cache.hits,
+      misses: status.cache.misses,
+      staleServed: status.cache.staleServed,
+    },
+    providers: providers.map(toApiProvider),
+  };
+}
+
+function toApiContainer(container: ContainerStatus): ApiContainer {
+  const { lastAction } = container;
+  return {
+    id: container.id,
+    ...(container.files === undefined
+      ? {}
+      : {
+          files: container.files.map(({ name, reference, provider, version }) => ({
+            name,
+            reference,
+            provider,
+            version,
+          })),
+        }),
+    ...(container.deliveredAt === undefined ? {} : { deliveredAt: container.deliveredAt }),
+    lastAction: {
+      trigger: lastAction.trigger,
+      at: lastAction.at,
+      outcome: lastAction.outcome,
+      ...(lastAction.code === undefined ? {} : { code: lastAction.code }),
+      ...(lastAction.reference === undefined ? {} : { reference: lastAction.reference }),
+    },
+  };
+}
+
+function toApiProvider(provider: ApiProviderInfo): ApiProvider {
+  const state = scalarFields(provider.state);
+  return {
+    name: String(provider.name).slice(0, MAX_NAME_CHARS),
+    type: String(provider.type).slice(0, MAX_NAME_CHARS),
+    ...(state === undefined ? {} : { state }),
+  };
+}
+
+/** Up to {@link MAX_STATE_FIELDS} scalar fields with short names; anything else is dropped. */
+function scalarFields(value: unknown): ApiProvider['state'] {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const fields: Record<string, string | number | boolean | null> = {};
+  let count = 0;
+  for (const [key, field] of Object.entries(value)) {
+    if (count >= MAX_STATE_FIELDS) break;
+    if (!STATE_KEY.test(key)) continue;
+    if (
+      field === null ||
+      typeof field === 'boolean' ||
+      (typeof field === 'number' && Number.isFinite(field))
+    ) {
+      fields[key] = field;
+    } else if (typeof field === 'string' && field.length <= MAX_STATE_STRING) {
+      fields[key] = field;
+    } else {
+      continue;
+    }
+    count += 1;
+  }
+  return fields;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The socket file
+// ---------------------------------------------------------------------------------------------
+
+interface FileIdentity {
+  dev: number;
+  ino: number;
+}
+
+function identityOf(stats: { dev: number; ino: number }): FileIdentity {
+  return { dev: stats.dev, ino: stats.ino };
+}
+
+function checkSocketPath(path: string): void {
+  if (typeof path !== 'string' || !isAbsolute(path)) {
+    throw new DsoError(
+      'DSO_AGENT_API_SOCKET_PATH',
+      `api.socket must be an absolute path, got ${JSON.stringify(path)}`,
+      { socket: path },
+    );
+  }
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new DsoError(
+      'DSO_AGENT_API_SOCKET_PATH',
+      `api.socket ${path} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the limit of a unix socket path`,
+      { socket: path },
+    );
+  }
+  if (Buffer.byteLength(dirname(path)) + STAGED_SUFFIX_BYTES > MAX_SOCKET_PATH_BYTES) {
+    throw new DsoError(
+      'DSO_AGENT_API_SOCKET_PATH',
+      `api.socket ${path} is in a directory too deep to stage the socket safely (its path must be at most ${MAX_SOCKET_PATH_BYTES - STAGED_SUFFIX_BYTES} bytes): choose a shorter path`,
+      { socket: path },
+    );
+  }
+}
+
+/** A gid from a number, a numeric string, or a name in the group file. */
+async function resolveGroup(group: string | number, groupFile: string): Promise<number> {
+  if (typeof group === 'number' || /^\d+$/.test(group)) {
+    const gid = Number(group);
+    if (!Number.isSafeInteger(gid) || gid < 0 || gid > 4_294_967_294) {
+      throw new DsoError('DSO_AGENT_API_GROUP', `api.socketGroup ${String(group)} is not a gid`, {
+        group,
+      });
+    }
+    return gid;
+  }
+  let text: string;
+  try {
+    text = await readFile(groupFile, 'utf8');
+  } catch (error) {
+    throw new DsoError(
+      'DSO_AGENT_API_GROUP',
+      `cannot read ${groupFile} to find group "${group}": give api.socketGroup as a numeric gid`,
+      { cause: error, group },
+    );
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  // Only the group file: a group from LDAP or another NSS source is given by its gid.
+  throw new DsoError(
+    'DSO_AGENT_API_GROUP',
+    `group "${group}" (api.socketGroup) is not in ${groupFile}: create it (groupadd ${group}) or give its numeric gid`,
+    { group },
+  );
+}
+
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ path }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function stopServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) {
+      resolve();
+      return;
+    }
+    const force = setTimeout(() => server.closeAllConnections(), API_CLOSE_GRACE_MS);
+    force.unref();
+    server.close(() => {
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+/**
+ * Gives the staged socket its final name. `link` fails when the name exists, so of two agents
+ * starting at once exactly one gets it; a name nothing answers on is removed and tried once more.
+ */
+async function publish(staged: string, target: string, logger: Logger): Promise<void> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await link(staged, target);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw listenFailed(target, 'cannot place the socket', error);
+      }
+      // Cleared once already and taken again meanwhile: another agent won the race.
+      if (attempt > 0) throw inUse(target, 'another agent took it while this one started');
+    }
+    await removeStale(target, logger);
+  }
+}
+
+/** Removes the socket at `path` when nothing answers on it; refuses anything else. */
+async function removeStale(path: string, logger: Logger): Promise<void> {
+  let before: Awaited<ReturnType<typeof lstat>>;
+  try {
+    before = await lstat(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw listenFailed(path, 'cannot inspect the existing file', error);
+  }
+  if (!before.isSocket()) {
+    throw new DsoError(
+      'DSO_AGENT_API_PATH_TAKEN',
+      `${path} exists and is not a socket: move it away or set api.socket to another path`,
+      { socket: path },
+    );
+  }
+  const answer = await probe(path);
+  if (answer === 'gone') return;
+  if (answer === 'alive') throw inUse(path, 'an agent answers on it');
+  if (answer === 'denied') {
+    throw inUse(path, 'this agent may not connect to it to check whether another agent answers');
+  }
+  // Nothing listens: left behind by an agent that did not stop cleanly. Removed only if it is
+  // still the file that was probed.
+  const now = await lstat(path).catch(() => undefined);
+  if (now === undefined || now.dev !== before.dev || now.ino !== before.ino) return;
+  await unlink(path).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw listenFailed(path, 'cannot remove the stale socket', error);
+    }
+  });
+  logger.info({ socket: path }, 'stale api socket removed');
+}
+
+/** Whether something accepts connections on the socket at `path`. */
+function probe(path: string): Promise<'alive' | 'dead' | 'gone' | 'denied'> {
+  return new Promise((resolve) => {
+    const socket = connect({ path });
+    const finish = (answer: 'alive' | 'dead' | 'gone' | 'denied') => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(answer);
+    };
+    // No answer in time (a full backlog, a stuck process) still means something holds it.
+    const timer = setTimeout(() => finish('alive'), API_PROBE_TIMEOUT_MS);
+    socket.once('connect', () => finish('alive'));
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ECONNREFUSED') finish('dead');
+      else if (error.code === 'ENOENT') finish('gone');
+      else if (error.code === 'EACCES' || error.code === 'EPERM') finish('denied');
+      // EAGAIN (backlog full) and anything unknown: assume a listener rather than steal it.
+      else finish('alive');
+    });
+  });
+}
+
+async function removeIfOurs(path: string, identity: FileIdentity, logger: Logger): Promise<void> {
+  try {
+    const now = await lstat(path);
+    if (now.dev !== identity.dev || now.ino !== identity.ino) return; // another agent's now
+    await unlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    logger.warn({ err: error, socket: path }, 'could not remove the api socket');
+  }
+}
+
+function inUse(path: string, why: string): DsoError {
+  return new DsoError(
+    'DSO_AGENT_API_IN_USE',
+    `the API socket ${path} is in use (${why}): stop the other agent, or set api.socket to another path`,
+    { socket: path },
+  );
+}
+
+function listenFailed(path: string, what: string, cause: unknown): DsoError {
+  const reason = (cause as NodeJS.ErrnoException | undefined)?.code ?? String(cause);
+  return new DsoError(
+    'DSO_AGENT_API_LISTEN_FAILED',
+    `${what} for the API socket ${path} (${reason}): check the directory's permissions or set api.socket`,
+    { cause, socket: path },
+  );
+}
