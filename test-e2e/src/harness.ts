@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -207,4 +208,300 @@ export async function filesContaining(needle: string, dirs: string[]): Promise<s
     throw new Error(`grep exited ${result.code}`);
   }
   return result.stdout.split('\n').filter(Boolean);
+}
+
+// ---- Many containers at once, metrics, files seen from the host, provider processes ----
+
+/** A TCP port on 127.0.0.1 that nothing listens on at the moment (for DSO_METRICS_ADDRESS). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** `docker` CLI arguments that address `host` (a private engine), or none for the shared one. */
+function engineArgs(host: string | undefined): string[] {
+  return host === undefined ? [] : ['-H', host];
+}
+
+/** Runs the docker CLI against `host` (a private engine's `unix://…`); output trimmed. */
+export async function dockerOn(host: string, ...args: string[]): Promise<string> {
+  return docker(...engineArgs(host), ...args);
+}
+
+export interface StartedContainers {
+  /** Full ids of the containers `docker run -d` reported started, in the order they started. */
+  ids: string[];
+  /** What `docker run` said for each container it could not start (an engine going down, say). */
+  failures: string[];
+}
+
+/**
+ * Starts `count` labelled, network-less test containers, `concurrency` `docker run -d` at a
+ * time. A container that cannot be started is listed in `failures`, never thrown: a test that
+ * restarts the engine expects some. `onStarted` is told each start as it happens, with how many
+ * have started so far.
+ */
+export async function runManyContainers(
+  count: number,
+  args: string[],
+  options: {
+    host?: string;
+    concurrency?: number;
+    command?: string[];
+    onStarted?: (id: string, started: number) => void;
+  } = {},
+): Promise<StartedContainers> {
+  const ids: string[] = [];
+  const failures: string[] = [];
+  let next = 0;
+  const lane = async () => {
+    while (next < count) {
+      next += 1;
+      const result = await runCommand('docker', [
+        ...engineArgs(options.host),
+        'run',
+        '-d',
+        '--name',
+        `dso-test-${randomUUID()}`,
+        '--network',
+        'none',
+        '--label',
+        `${TEST_LABEL}=${RUN_ID}`,
+        ...args,
+        TEST_IMAGE,
+        ...(options.command ?? ['sleep', '600']),
+      ]);
+      if (result.code === 0) {
+        const id = result.stdout.trim();
+        ids.push(id);
+        options.onStarted?.(id, ids.length);
+      } else {
+        failures.push(result.stderr.trim() || `docker run exited ${result.code}`);
+      }
+    }
+  };
+  const lanes = Math.max(1, Math.min(options.concurrency ?? 20, count));
+  await Promise.all(Array.from({ length: lanes }, lane));
+  return { ids, failures };
+}
+
+/** Full ids of this run's labelled containers on `host` (the shared engine when absent). */
+export async function runContainerIds(
+  options: { host?: string; running?: boolean } = {},
+): Promise<string[]> {
+  const output = await docker(
+    ...engineArgs(options.host),
+    'ps',
+    ...(options.running ? [] : ['-a']),
+    '-q',
+    '--no-trunc',
+    '--filter',
+    `label=${TEST_LABEL}=${RUN_ID}`,
+  );
+  return output.split('\n').filter(Boolean);
+}
+
+/** Removes containers (and their anonymous volumes) by id; ones already gone are ignored. */
+export async function removeContainers(ids: string[], options: { host?: string } = {}) {
+  // In slices: one docker CLI removes its arguments in parallel, and argv stays short.
+  for (let start = 0; start < ids.length; start += 50) {
+    await runCommand(
+      'docker',
+      [...engineArgs(options.host), 'rm', '-f', '-v', ...ids.slice(start, start + 50)],
+      { timeoutMs: 120_000 },
+    );
+  }
+}
+
+const sha256 = (content: string | Buffer) => createHash('sha256').update(content).digest('hex');
+
+/**
+ * What each container's file at `path` holds, seen from the host: the sha256 of its content,
+ * or why there is none (`not running`, `no such container`, `no file`). As root the file is
+ * read through `/proc/<pid>/root` (the container's own mounts, its tmpfs included: no exec, so
+ * polling adds no load to the engine nor events to its stream); otherwise with `docker exec`.
+ */
+export async function containerFileDigests(
+  ids: string[],
+  path: string,
+  options: { host?: string } = {},
+): Promise<Map<string, string>> {
+  const states = new Map<string, string>(ids.map((id) => [id, 'no such container']));
+  if (ids.length === 0) return states;
+  // One inspect for all; a container that is gone fails the command but not the others' lines.
+  const inspected = await runCommand('docker', [
+    ...engineArgs(options.host),
+    'inspect',
+    '--format',
+    '{{.Id}} {{.State.Running}} {{.State.Pid}}',
+    ...ids,
+  ]);
+  const asRoot = process.getuid?.() === 0;
+  await Promise.all(
+    inspected.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map(async (line) => {
+        const [fullId = '', running, pid] = line.split(' ');
+        const id = ids.find((candidate) => fullId.startsWith(candidate));
+        if (id === undefined) return;
+        if (running !== 'true') {
+          states.set(id, 'not running');
+          return;
+        }
+        if (asRoot) {
+          try {
+            states.set(id, sha256(await readFile(`/proc/${pid}/root${path}`)));
+          } catch (error) {
+            const code = (error as NodeJS.ErrnoException).code;
+            states.set(id, code === 'ENOENT' ? 'no file' : `unreadable (${code})`);
+          }
+          return;
+        }
+        const read = await runCommand('docker', [
+          ...engineArgs(options.host),
+          'exec',
+          id,
+          'cat',
+          path,
+        ]);
+        states.set(id, read.code === 0 ? sha256(read.stdout) : 'no file');
+      }),
+  );
+  return states;
+}
+
+/**
+ * Waits until every container in `ids` has `expected` at `path`, polling the host's view every
+ * `intervalMs`. On timeout the error names each container that lacks it and what it has
+ * instead (never the content: a digest only says "other content").
+ */
+export async function waitForContainerFiles(
+  ids: string[],
+  path: string,
+  expected: string,
+  {
+    host,
+    timeoutMs = 60_000,
+    intervalMs = 200,
+  }: { host?: string; timeoutMs?: number; intervalMs?: number } = {},
+): Promise<void> {
+  const want = sha256(expected);
+  const deadline = Date.now() + timeoutMs;
+  let lacking: Array<[string, string]> = [];
+  for (;;) {
+    const states = await containerFileDigests(ids, path, host === undefined ? {} : { host });
+    lacking = [...states].filter(([, state]) => state !== want);
+    if (lacking.length === 0) return;
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  const described = lacking.map(
+    ([id, state]) =>
+      `${id.slice(0, 12)}: ${/^[0-9a-f]{64}$/.test(state) ? 'other content' : state}`,
+  );
+  throw new Error(
+    `${lacking.length} of ${ids.length} containers lack ${path} with the expected content after ` +
+      `${timeoutMs} ms:\n  ${described.slice(0, 40).join('\n  ')}` +
+      (described.length > 40 ? `\n  … and ${described.length - 40} more` : ''),
+  );
+}
+
+/** The agent's /metrics exposition, from `address` (`host:port`). */
+export async function readMetrics(address: string): Promise<string> {
+  const response = await fetch(`http://${address}/metrics`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (!response.ok) throw new Error(`GET http://${address}/metrics answered ${response.status}`);
+  return response.text();
+}
+
+/**
+ * The value of the one series named `name` whose labels include `labels`, from a Prometheus
+ * text exposition; undefined when there is none. Throws when several series match.
+ */
+export function metricValue(
+  exposition: string,
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
+  const matches: number[] = [];
+  for (const line of exposition.split('\n')) {
+    const sample = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (sample === null || sample[1] !== name) continue;
+    const found: Record<string, string> = {};
+    for (const [, key = '', value = ''] of (sample[2] ?? '').matchAll(
+      /(\w+)="((?:[^"\\]|\\.)*)"/g,
+    )) {
+      found[key] = value;
+    }
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) {
+      matches.push(Number(sample[3]));
+    }
+  }
+  if (matches.length > 1) {
+    throw new Error(`${matches.length} series of ${name} match ${JSON.stringify(labels)}`);
+  }
+  return matches[0];
+}
+
+/** The audit trail's lines (`$DSO_HOME/audit.jsonl` unless `path`), parsed; none when missing. */
+export async function readAuditTrail(
+  home: string,
+  path = join(home, 'audit.jsonl'),
+): Promise<Array<Record<string, unknown>>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  // A line still being appended has no newline yet: only complete lines count.
+  return text
+    .split('\n')
+    .slice(0, -1)
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+export interface ProviderProcess {
+  pid: number;
+  /** Its parent now: the agent, or whatever adopted it after the agent died. */
+  ppid: number;
+  /** The kernel's state letter (`R`, `S`, … `Z` for exited but not yet reaped). */
+  state: string;
+  command: string;
+}
+
+/**
+ * Provider processes (the provider SDK's runner, `…/runner.js <module>`) that serve the DSO
+ * home `home`, found in /proc by their command line and the `DSO_HOME` in their environment
+ * (the local provider is given it). Linux only; reading other processes' environments needs
+ * root or the same user. Exited-but-unreaped processes are listed with state `Z`.
+ */
+export async function providerProcesses(home: string): Promise<ProviderProcess[]> {
+  const found: ProviderProcess[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+      if (!argv.some((argument) => /[/\\]runner\.[jt]s$/.test(argument))) continue;
+      const environ = (await readFile(`/proc/${entry}/environ`, 'utf8')).split('\0');
+      if (!environ.includes(`DSO_HOME=${home}`)) continue;
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      // `pid (comm) state ppid …`: comm may hold spaces, so split after its closing parenthesis.
+      const [state = '?', ppid = '0'] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      found.push({ pid: Number(entry), ppid: Number(ppid), state, command: argv.join(' ') });
+    } catch {
+      // The process exited while we looked: it is not there, which is what is being counted.
+    }
+  }
+  return found;
 }

@@ -1,4 +1,14 @@
-import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -335,7 +345,8 @@ describe('startApiServer: routes', () => {
     const answers = Promise.all([call('POST', '/v1/reconcile'), call('POST', '/v1/reconcile')]);
     await eventually(() => lines.some((line) => line.includes('reconcile already running')));
     release({ containers: 5 });
-    for (const answer of await answers) expect(answer).toMatchObject({ status: 202, json: { containers: 5 } });
+    for (const answer of await answers)
+      expect(answer).toMatchObject({ status: 202, json: { containers: 5 } });
     expect(calls.reconcile).toBe(1);
     // Once it settled, the next caller starts a new one.
     const next = call('POST', '/v1/reconcile');
@@ -347,13 +358,19 @@ describe('startApiServer: routes', () => {
   it('answers 503 with the code when the agent is not running', async () => {
     const { agent } = fakeAgent({
       reconcile: async () => {
-        throw new DsoError('DSO_AGENT_NOT_RUNNING', 'the agent is not running: nothing to reconcile');
+        throw new DsoError(
+          'DSO_AGENT_NOT_RUNNING',
+          'the agent is not running: nothing to reconcile',
+        );
       },
     });
     await start({ agent });
     expect(await call('POST', '/v1/reconcile')).toMatchObject({
       status: 503,
-      json: { code: 'DSO_AGENT_NOT_RUNNING', error: 'the agent is not running: nothing to reconcile' },
+      json: {
+        code: 'DSO_AGENT_NOT_RUNNING',
+        error: 'the agent is not running: nothing to reconcile',
+      },
     });
   });
 
@@ -392,7 +409,10 @@ describe('startApiServer: routes', () => {
       body: big,
       headers: { 'Content-Type': 'application/json' },
     });
-    expect(announced).toMatchObject({ status: 413, json: { code: 'DSO_AGENT_API_BODY_TOO_LARGE' } });
+    expect(announced).toMatchObject({
+      status: 413,
+      json: { code: 'DSO_AGENT_API_BODY_TOO_LARGE' },
+    });
     expect(announced.headers.connection).toBe('close');
     const chunked = await call('POST', '/v1/reconcile', { body: big, chunked: true });
     expect(chunked.status).toBe(413);
@@ -424,7 +444,12 @@ describe('startApiServer: routes', () => {
     const requests = lines
       .filter((line) => line.includes('"api request"'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
-    expect(requests[0]).toMatchObject({ level: 20, method: 'GET', route: '/v1/status', status: 200 });
+    expect(requests[0]).toMatchObject({
+      level: 20,
+      method: 'GET',
+      route: '/v1/status',
+      status: 200,
+    });
     expect(typeof requests[0]!.durationMs).toBe('number');
     expect(requests[1]).toMatchObject({ route: 'unknown', status: 404 });
     const all = lines.join('');

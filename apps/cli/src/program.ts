@@ -12,6 +12,8 @@ import {
 } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
+import { registerReconcileCommand } from './commands/reconcile.js';
+import { registerStatusCommand } from './commands/status.js';
 import { readHiddenLine, readSecretFromStream } from './read-secret.js';
 
 /** What the CLI reads and writes besides its arguments; injected so tests need no process. */
@@ -121,6 +123,10 @@ export function createProgram(io: CliIo): Command {
       await vault.delete(path);
       print(`deleted ${path}`);
     });
+
+  // Commands that talk to the running agent over its socket.
+  registerStatusCommand(program, io);
+  registerReconcileCommand(program, io);
 
   return program;
 }

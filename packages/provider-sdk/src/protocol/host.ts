@@ -26,6 +26,9 @@ import {
 } from './messages.js';
 
 /** A call's deadline unless configured: 30 s. */
+/** How long a restarted child must serve before its restart backoff starts over. */
+const STABLE_CHILD_MS = 30_000;
+
 export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
 /** Consecutive failed calls after which the child is killed and replaced. */
 export const DEFAULT_FAILURE_THRESHOLD = 5;
@@ -177,6 +180,8 @@ class ProcessHost {
   #probeConnection: Connection | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
   #restartAttempt = 0;
+  /** When the breaker last closed: the backoff resets only once a child has held a while. */
+  #recoveredAt: number | undefined;
   #nextAttemptAt = 0;
   #restarts = 0;
   #consecutiveFailures = 0;
@@ -442,7 +447,9 @@ class ProcessHost {
     this.#consecutiveFailures = 0;
     if (this.#breaker === 'half-open') {
       this.#breaker = 'closed';
-      this.#restartAttempt = 0;
+      // Not `#restartAttempt = 0` yet: a child that answers one call and then fails again
+      // (a malformed frame, a crash on the next request) must keep backing off.
+      this.#recoveredAt = Date.now();
       this.#log.host('info', 'provider recovered', { provider: this.#o.name, pid: connection.pid });
     }
   }
@@ -792,6 +799,11 @@ class ProcessHost {
     this.#endWatches(connection, this.#restartedError());
     const dying = connection.kill().finally(() => this.#dying.delete(dying));
     this.#dying.add(dying);
+    // The backoff starts over only after the previous child served for a good while.
+    if (this.#recoveredAt !== undefined && Date.now() - this.#recoveredAt >= STABLE_CHILD_MS) {
+      this.#restartAttempt = 0;
+    }
+    this.#recoveredAt = undefined;
     const ceiling = Math.min(
       this.#o.maxDelayMs,
       this.#o.baseDelayMs * 2 ** Math.min(this.#restartAttempt, 30),
