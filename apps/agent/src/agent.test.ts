@@ -23,6 +23,8 @@ const CANARY = 'canary-agent-9b27e1';
 function createFakeRuntime(containers: ContainerDetails[]) {
   const byId = new Map(containers.map((container) => [container.id, container]));
   const writes: Array<{ id: string; request: WriteFilesRequest; contents: string[] }> = [];
+  /** Rotation actions the agent took: `signal <id> <SIG>`, `exec <id> <argv>`, `restart <id>`. */
+  const actions: string[] = [];
   const pending: ContainerEvent[] = [];
   let wake: (() => void) | undefined;
   const runtime: DockerRuntime = {
@@ -61,9 +63,24 @@ function createFakeRuntime(containers: ContainerDetails[]) {
       });
       return { files: request.files.length, bytes: 0, durationMs: 1, generation: 'g1' };
     },
-    exec: unused('exec'),
-    sendSignal: unused('sendSignal'),
-    restartContainer: unused('restartContainer'),
+    async exec(id, request) {
+      actions.push(`exec ${id} ${request.argv.join(' ')}`);
+      return {
+        exitCode: 0,
+        stdout: '',
+        stderr: '',
+        stdoutBytes: 0,
+        stderrBytes: 0,
+        truncated: false,
+        durationMs: 1,
+      };
+    },
+    async sendSignal(id, unixSignal) {
+      actions.push(`signal ${id} ${unixSignal}`);
+    },
+    async restartContainer(id) {
+      actions.push(`restart ${id}`);
+    },
     replaceContainer: unused('replaceContainer'),
     recoverReplacements: unused('recoverReplacements'),
     resolveUser: unused('resolveUser'),
@@ -73,6 +90,7 @@ function createFakeRuntime(containers: ContainerDetails[]) {
   return {
     runtime,
     writes,
+    actions,
     start(container: ContainerDetails) {
       byId.set(container.id, container);
       pending.push({
@@ -231,6 +249,45 @@ describe('createAgent: reconciliation and the audit trail', () => {
     await agent.close();
     await cache.close();
   });
+
+  it.each([
+    ['signal', { 'dso.rotate': 'signal', 'dso.rotate.signal': 'USR1' }, 'signal c1 SIGUSR1'],
+    [
+      'hook',
+      { 'dso.rotate': 'hook', 'dso.rotate.hook': '["/app/reload","-q"]' },
+      'exec c1 /app/reload -q',
+    ],
+    ['restart', { 'dso.rotate': 'restart' }, 'restart c1'],
+  ])(
+    'applies the %s policy once when a running container gets a new version, never on a first delivery',
+    async (_policy, labels, action) => {
+      const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+      let version = 1;
+      const provider: SecretProvider = {
+        ...createProvider(values),
+        async resolve({ path }) {
+          return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
+        },
+      };
+      const cache = createMemoryCache({ ttlMs: 0 });
+      const { agent, fake } = setup([container('c1', { ...MANAGED, ...labels })], {
+        reconcileIntervalMs: 20,
+        providers: new Map([['local', provider]]),
+        cache,
+        rotation: { jitterMs: 0 },
+      });
+      await agent.start();
+      await agent.idle();
+      expect(fake.writes).toHaveLength(1);
+      expect(fake.actions).toEqual([]);
+      values['app/db'] = 'v2';
+      version = 2;
+      await expect.poll(() => fake.actions).toEqual([action]);
+      expect(fake.writes.at(-1)?.contents[0]).toBe('v2');
+      await agent.close();
+      await cache.close();
+    },
+  );
 
   it('records one audit line per file delivered, and the reference that failed', async () => {
     const records: unknown[] = [];

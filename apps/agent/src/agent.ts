@@ -12,6 +12,7 @@ import {
   errorCode,
   formatReference,
   LABELS,
+  type LabelRotationPolicy,
   type Logger,
   type ManagedSpec,
   parseManagedLabels,
@@ -68,6 +69,11 @@ export interface AgentOptions {
   audit?: AuditLog;
   /** Counters and histograms for /metrics; none when absent. */
   metrics?: AgentMetrics;
+  /**
+   * What a running container does after its files change (a new version): the default for
+   * containers without `dso.rotate` labels, the signal the `signal` policy sends, and bounds.
+   */
+  rotation?: RotationOptions;
   /** What /healthz and /readyz report; none when absent. */
   health?: AgentHealth;
   /** @default DEFAULT_MAX_RECONNECTS */
@@ -76,6 +82,22 @@ export interface AgentOptions {
   reconnectBaseDelayMs?: number;
   /** @default DEFAULT_RECONNECT_MAX_DELAY_MS */
   reconnectMaxDelayMs?: number;
+}
+
+/** {@link AgentOptions.rotation}. */
+export interface RotationOptions {
+  /** @default 'files' */
+  defaultPolicy?: LabelRotationPolicy;
+  /** @default 'SIGHUP' */
+  signal?: string;
+  /** Containers running their rotation action at once. @default 16 */
+  maxInFlight?: number;
+  /** Each action starts after a random delay up to this. @default 5000 */
+  jitterMs?: number;
+  /** Bound on a `hook` command. @default 30000 */
+  hookTimeoutMs?: number;
+  /** SIGTERM-to-SIGKILL grace of the `restart` policy. @default 10000 */
+  stopTimeoutMs?: number;
 }
 
 /** One resolved file, with what the audit trail and the delivered-state digest need. */
@@ -178,6 +200,16 @@ export function createAgent(options: AgentOptions): Agent {
   const maxDelayMs = options.reconnectMaxDelayMs ?? DEFAULT_RECONNECT_MAX_DELAY_MS;
   const stopping = new AbortController();
   const reconcileIntervalMs = options.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS;
+  const rotation = {
+    defaultPolicy: options.rotation?.defaultPolicy ?? 'files',
+    signal: options.rotation?.signal ?? 'SIGHUP',
+    maxInFlight: options.rotation?.maxInFlight ?? 16,
+    jitterMs: options.rotation?.jitterMs ?? 5_000,
+    hookTimeoutMs: options.rotation?.hookTimeoutMs ?? 30_000,
+    stopTimeoutMs: options.rotation?.stopTimeoutMs ?? 10_000,
+  };
+  let rotating = 0;
+  const rotationTurns: Array<() => void> = [];
   const audit = options.audit;
   const metrics = options.metrics;
   const health = options.health;
@@ -270,6 +302,14 @@ export function createAgent(options: AgentOptions): Agent {
         signal,
       });
       delivered.set(containerId, { digest, startedAt: details.startedAt });
+      // New versions reached a container that was already running with the old ones: the
+      // files are in place; now its policy tells it (a first delivery, a restart's, or an
+      // agent restart with nothing changed is no rotation).
+      const rotated =
+        previous !== undefined &&
+        previous.startedAt === details.startedAt &&
+        previous.digest !== digest;
+      if (rotated) void rotate(containerId, spec, resolved, signal);
       const now = Date.now();
       statuses.set(containerId, {
         id: containerId,
@@ -344,6 +384,93 @@ export function createAgent(options: AgentOptions): Agent {
       if (retry) throw error;
     } finally {
       for (const file of resolved) file.content.fill(0);
+    }
+  }
+
+  /**
+   * Applies a container's rotation policy after its files changed: `files` does nothing more,
+   * `signal` signals it, `hook` runs its command in it, `restart` restarts it (its next start
+   * writes the files again). Actions across containers are bounded (maxInFlight) and spread
+   * (jitter), so many consumers of one secret do not all restart at once.
+   */
+  async function rotate(
+    containerId: string,
+    spec: ManagedSpec,
+    files: ResolvedFile[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    const policy = spec.rotation?.policy ?? rotation.defaultPolicy;
+    const log = logger.child({ containerId: containerId.slice(0, 12), policy });
+    const references = files.map((file) => ({
+      reference: file.reference,
+      provider: file.provider,
+      version: file.version,
+    }));
+    const record = (outcome: 'ok' | 'error', code?: string) => {
+      for (const file of references) {
+        audit?.record({
+          actor: { kind: 'agent' },
+          action: 'rotate',
+          ...file,
+          containerId,
+          outcome,
+          ...(code === undefined ? {} : { code }),
+        });
+      }
+    };
+    if (policy === 'files') {
+      metrics?.rotation('files', 'ok', 0);
+      record('ok');
+      log.info('secrets rotated');
+      return;
+    }
+    const started = performance.now();
+    try {
+      await sleep(Math.random() * rotation.jitterMs, signal);
+      if (rotating >= rotation.maxInFlight) {
+        await new Promise<void>((resolve) => rotationTurns.push(resolve));
+      }
+      rotating += 1;
+      try {
+        signal.throwIfAborted();
+        if (policy === 'signal') {
+          await runtime.sendSignal(containerId, spec.rotation?.signal ?? rotation.signal, {
+            signal,
+          });
+        } else if (policy === 'hook') {
+          const result = await runtime.exec(containerId, {
+            argv: spec.rotation?.hook ?? [],
+            timeoutMs: rotation.hookTimeoutMs,
+            maxOutputBytes: 4_096,
+            signal,
+          });
+          if (result.exitCode !== 0) {
+            throw new DsoError(
+              'DSO_AGENT_HOOK_FAILED',
+              `the rotation hook of container ${containerId.slice(0, 12)} exited ${result.exitCode}`,
+              { exitCode: result.exitCode },
+            );
+          }
+        } else if (policy === 'restart') {
+          await runtime.restartContainer(containerId, {
+            stopTimeoutMs: rotation.stopTimeoutMs,
+            signal,
+          });
+        }
+      } finally {
+        rotating -= 1;
+        rotationTurns.shift()?.();
+      }
+      metrics?.rotation(policy, 'ok', performance.now() - started);
+      record('ok');
+      log.info('secrets rotated');
+    } catch (error) {
+      if (signal.aborted) return;
+      metrics?.rotation(policy, 'error', performance.now() - started);
+      record('error', errorCode(error) ?? 'DSO_ERROR');
+      // The files already hold the new versions: the container picks them up at its next
+      // start or reload. Said loudly, not retried in a loop.
+      log.warn({ err: error, code: errorCode(error) }, 'rotation action failed');
     }
   }
 
@@ -622,4 +749,18 @@ function isRetryable(error: unknown): boolean {
     current = candidate.cause;
   }
   return false;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

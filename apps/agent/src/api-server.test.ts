@@ -260,6 +260,11 @@ describe('startApiServer: the socket', () => {
     await expect(start({ socketPath: `/${'d'.repeat(100)}/a.sock` })).rejects.toMatchObject({
       code: 'DSO_AGENT_API_SOCKET_PATH',
     });
+    // Short enough itself, but its staging path (`<dir>/.api-XXXXXX/s`) would not be.
+    await expect(start({ socketPath: `/${'d'.repeat(94)}/a` })).rejects.toMatchObject({
+      code: 'DSO_AGENT_API_SOCKET_PATH',
+      message: expect.stringContaining('too deep'),
+    });
   });
 
   it('close() removes the socket file, stops answering, and is idempotent', async () => {

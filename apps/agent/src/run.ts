@@ -179,6 +179,17 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       ...(audit === undefined ? {} : { audit }),
       metrics,
       health,
+      rotation: {
+        // `replace` recreates a container for new environment values (dso://), which this
+        // agent does not set yet: for files it means what `restart` does.
+        defaultPolicy:
+          config.rotation.defaultPolicy === 'replace' ? 'restart' : config.rotation.defaultPolicy,
+        signal: config.rotation.signal,
+        maxInFlight: config.rotation.maxInFlight,
+        jitterMs: config.rotation.jitterMs,
+        hookTimeoutMs: config.rotation.hookTimeoutMs,
+        stopTimeoutMs: config.rotation.stopTimeoutMs,
+      },
     });
     closers.push(() => agent.close());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });

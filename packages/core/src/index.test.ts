@@ -33,6 +33,7 @@ describe('@dso/core', () => {
       'DsoError',
       'FORBIDDEN_LABEL_WORDS',
       'LABELS',
+      'LABEL_ROTATION_POLICIES',
       'LOG_LEVELS',
       'MAX_CONFIG_FILE_BYTES',
       'MAX_FILE_NAME_LENGTH',

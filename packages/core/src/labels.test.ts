@@ -42,6 +42,9 @@ describe('LABELS', () => {
       mode: 'dso.mode',
       owner: 'dso.owner',
       filePrefix: 'dso.file.',
+      rotate: 'dso.rotate',
+      rotateSignal: 'dso.rotate.signal',
+      rotateHook: 'dso.rotate.hook',
     });
     expect(DEFAULT_SECRETS_DIR).toBe('/run/secrets');
     expect(DEFAULT_FILE_MODE).toBe(0o400);
@@ -422,5 +425,37 @@ describe('toManagedLabels', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('rotation labels', () => {
+  const base = { 'dso.enable': 'true', 'dso.file.db': 'dsofile://app/db' };
+  it('reads a policy, its signal and its hook, and writes them back', () => {
+    expect(
+      parseManagedLabels({ ...base, 'dso.rotate': 'signal', 'dso.rotate.signal': 'HUP' })?.rotation,
+    ).toEqual({
+      policy: 'signal',
+      signal: 'SIGHUP',
+    });
+    const hooked = parseManagedLabels({
+      ...base,
+      'dso.rotate': 'hook',
+      'dso.rotate.hook': '["/app/reload","--quiet"]',
+    });
+    expect(hooked?.rotation).toEqual({ policy: 'hook', hook: ['/app/reload', '--quiet'] });
+    expect(parseManagedLabels(toManagedLabels(hooked as ManagedSpec))).toEqual(hooked);
+    expect(parseManagedLabels(base)?.rotation).toBeUndefined();
+  });
+
+  it.each([
+    [{ 'dso.rotate': 'reboot' }, /must be one of files, signal, hook, restart/],
+    [{ 'dso.rotate.signal': 'HUP' }, /has no effect without dso.rotate/],
+    [{ 'dso.rotate': 'files', 'dso.rotate.signal': 'HUP' }, /only with dso.rotate=signal/],
+    [{ 'dso.rotate': 'signal', 'dso.rotate.signal': 'hup; rm' }, /not a signal name/],
+    [{ 'dso.rotate': 'hook' }, /is required with dso.rotate=hook/],
+    [{ 'dso.rotate': 'hook', 'dso.rotate.hook': '/app/reload' }, /JSON list/],
+    [{ 'dso.rotate': 'restart', 'dso.rotate.hook': '["x"]' }, /only with dso.rotate=hook/],
+  ])('refuses %j', (labels, message) => {
+    expect(() => parseManagedLabels({ ...base, ...labels })).toThrow(message);
   });
 });
