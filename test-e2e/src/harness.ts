@@ -91,7 +91,12 @@ export async function createWorkspace() {
     DSO_VAULT_PATH: _path,
     ...inherited
   } = process.env;
-  const env: NodeJS.ProcessEnv = { ...inherited, DSO_HOME: home };
+  // Each workspace's agent has its own API socket, so no two agents of a run share one.
+  const env: NodeJS.ProcessEnv = {
+    ...inherited,
+    DSO_HOME: home,
+    DSO_API_SOCKET: join(home, 'agent.sock'),
+  };
   const cli = (args: string[], input?: string) =>
     runCommand(process.execPath, [CLI_BIN, ...args], { env, input });
   return {

@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import {
   type AuditLog,
   collectProcessMetrics,
@@ -18,13 +18,18 @@ import {
   resolveDsoPaths,
 } from '@dso/core';
 import { createDockerRuntime } from '@dso/docker-runtime';
+import type { ProcessProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
+import { startApiServer } from './api-server.js';
 import {
   createAgentHealth,
   createAgentMetrics,
   startObservabilityServer,
 } from './observability.js';
 import { startProviders } from './providers.js';
+
+/** The configured default of `api.socket` (root's runtime folder). */
+const DEFAULT_API_SOCKET = '/run/dso/agent.sock';
 
 const USAGE = `Usage: dso-agent
 
@@ -192,6 +197,23 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       },
     });
     closers.push(() => agent.close());
+    // The CLI's socket: up before start() so `dso status` answers during start-up; closers run
+    // in reverse, so it closes before the agent does.
+    const api = await startApiServer({
+      socketPath: apiSocketPath(config, env),
+      socketMode: config.api.socketMode,
+      ...(config.api.socketGroup === undefined ? {} : { socketGroup: config.api.socketGroup }),
+      agent,
+      providers: () =>
+        [...providers].map(([name, provider]) => ({
+          name,
+          type: config.providers[name]?.type ?? 'unknown',
+          state: (provider as Partial<ProcessProvider>).state?.(),
+        })),
+      logger,
+      redactor,
+    });
+    closers.push(() => api.close());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });
     if (stopping.signal.aborted) return 0;
     await agent.start();
@@ -254,4 +276,16 @@ async function openAuditLog(config: DsoConfig, redactor: Redactor): Promise<Audi
 function withDefaultVaultKey(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   if (env.DSO_VAULT_PASSPHRASE || env.DSO_VAULT_KEY_FILE) return env;
   return { ...env, DSO_VAULT_KEY_FILE: resolveDsoPaths(env).defaultKeyFile };
+}
+
+/**
+ * The API socket: as configured, except that a non-root agent on the default path (under
+ * /run, root's) listens in its own DSO_HOME instead; `DSO_API_SOCKET` tells the CLI.
+ */
+function apiSocketPath(config: DsoConfig, env: NodeJS.ProcessEnv): string {
+  const runningAsRoot = process.getuid?.() === 0;
+  if (runningAsRoot || config.api.socket !== DEFAULT_API_SOCKET || env.DSO_API_SOCKET) {
+    return config.api.socket;
+  }
+  return join(resolveDsoPaths(env).home, 'agent.sock');
 }

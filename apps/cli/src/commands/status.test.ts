@@ -1,0 +1,235 @@
+import { spawn } from 'node:child_process';
+import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { AgentApiStatus } from '../agent-client.js';
+import { runCli } from '../program.js';
+import { formatAge, formatStatus } from './status.js';
+
+const NOW = Date.UTC(2025, 0, 2, 12, 0, 0);
+
+const STATUS: AgentApiStatus = {
+  startedAt: NOW - (2 * 3_600_000 + 5 * 60_000),
+  containers: [
+    {
+      id: 'a1'.repeat(32),
+      files: [
+        { name: 'db', reference: 'dsofile://app/db', provider: 'local', version: '3' },
+        { name: 'api', reference: 'dsofile://vault:app/api', provider: 'vault', version: '7' },
+      ],
+      deliveredAt: NOW - 3 * 60_000,
+      lastAction: { trigger: 'periodic', at: NOW - 3 * 60_000, outcome: 'up-to-date' },
+    },
+    {
+      id: 'b2'.repeat(32),
+      lastAction: {
+        trigger: 'started',
+        at: NOW - 42_000,
+        outcome: 'failed',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+        reference: 'dsofile://app/missing',
+      },
+    },
+  ],
+  queue: { depth: 1, inFlight: 2, shed: 0 },
+  cache: { entries: 1, hits: 10, misses: 3, staleServed: 0 },
+  providers: [
+    {
+      name: 'local',
+      type: 'local',
+      state: { status: 'ready', breaker: 'closed', pid: 4321, restarts: 0 },
+    },
+    { name: 'vault', type: 'vault' },
+  ],
+};
+
+describe('formatStatus', () => {
+  it('prints the agent, a container table (newest first), queue, cache and providers', () => {
+    expect(formatStatus(STATUS, NOW)).toBe(
+      [
+        'agent: running since 2025-01-02T09:55:00.000Z (up 2h 5m)',
+        '',
+        'CONTAINER     FILES  LAST ACTION  OUTCOME     WHEN     DETAIL',
+        'b2b2b2b2b2b2  -      started      failed      42s ago  DSO_PROVIDER_NOT_FOUND dsofile://app/missing',
+        'a1a1a1a1a1a1  2      periodic     up-to-date  3m ago',
+        '',
+        'queue: 1 waiting, 2 in flight, 0 shed',
+        'cache: 1 entry, 10 hits, 3 misses, 0 stale served',
+        '',
+        'PROVIDER  TYPE   STATE',
+        'local     local  status=ready breaker=closed pid=4321 restarts=0',
+        'vault     vault  -',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('says so when nothing was handled yet, the agent is starting, or no provider is reported', () => {
+    const text = formatStatus({ ...STATUS, startedAt: null, containers: [], providers: [] }, NOW);
+    expect(text).toContain('agent: starting\n');
+    expect(text).toContain('no managed container handled yet\n');
+    expect(text).toContain('providers: none reported\n');
+  });
+
+  it('prints control characters from the agent (labels are anyone-with-docker text) as ?', () => {
+    const status = structuredClone(STATUS);
+    status.containers[1]!.lastAction.reference = 'dsofile://app/\u001b]0;owned\u0007x';
+    const text = formatStatus(status, NOW);
+    expect(text).not.toContain('\u001b');
+    expect(text).not.toContain('\u0007');
+    expect(text).toContain('dsofile://app/?]0;owned?x');
+  });
+
+  it('rounds ages for people', () => {
+    expect(
+      [0, 59_999, 60_000, 3_599_999, 3_600_000, 5_400_000, 48 * 3_600_000].map(formatAge),
+    ).toEqual(['0s', '59s', '1m', '59m', '1h', '1h 30m', '2d']);
+  });
+});
+
+let dir: string;
+let socketPath: string;
+const closers: Array<() => Promise<void>> = [];
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dso-cli-status-'));
+  socketPath = join(dir, 'agent.sock');
+});
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A stand-in for the agent's API on a unix socket. */
+async function stubAgent(answer: (response: ServerResponse) => void): Promise<string[]> {
+  const seen: string[] = [];
+  const server = createServer((request, response) => {
+    seen.push(`${request.method} ${request.url}`);
+    answer(response);
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return seen;
+}
+
+async function dso(args: string[], env: NodeJS.ProcessEnv = { DSO_API_SOCKET: socketPath }) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (chunk) => {
+    out += chunk;
+  });
+  stderr.on('data', (chunk) => {
+    err += chunk;
+  });
+  const stdin = Readable.from([]) as unknown as NodeJS.ReadStream;
+  const code = await runCli(args, { env, stdin, stdout, stderr });
+  return { code, stdout: out, stderr: err };
+}
+
+describe('dso status', () => {
+  it('prints the table from GET /v1/status', async () => {
+    const seen = await stubAgent((response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify(STATUS));
+    });
+    const result = await dso(['status']);
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(seen).toEqual(['GET /v1/status']);
+    expect(result.stdout).toMatch(/^agent: running since 2025-01-02T09:55:00.000Z \(up \d+/);
+    expect(result.stdout).toMatch(
+      /^b2b2b2b2b2b2 {2}- {6}started {6}failed {6}\S+ ago {2}DSO_PROVIDER_NOT_FOUND dsofile:\/\/app\/missing$/m,
+    );
+    expect(result.stdout).toContain('queue: 1 waiting, 2 in flight, 0 shed\n');
+    expect(result.stdout).toContain(
+      'local     local  status=ready breaker=closed pid=4321 restarts=0\n',
+    );
+  });
+
+  it('prints the JSON with --json', async () => {
+    await stubAgent((response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify(STATUS));
+    });
+    const result = await dso(['status', '--json']);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual(STATUS);
+  });
+
+  it('says how to start the agent when it is not running, exit 1', async () => {
+    const result = await dso(['status']);
+    expect(result).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `dso: the agent is not running (no socket at ${socketPath}): start it with dso-agent or systemctl start dso-agent (DSO_CLI_AGENT_UNREACHABLE)\n`,
+    });
+  });
+
+  it('uses /run/dso/agent.sock without DSO_API_SOCKET', async () => {
+    const result = await dso(['status'], {});
+    // Whatever this machine has there, the CLI looked at the default path.
+    expect(result.stderr === '' || result.stderr.includes('/run/dso/agent.sock')).toBe(true);
+  });
+
+  it('names the group to join when the socket refuses the user, exit 1', async () => {
+    await stubAgent((response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify(STATUS));
+    });
+    if (process.getuid?.() !== 0) {
+      // Not root: a socket with no permission bits refuses its owner too.
+      await chmod(socketPath, 0o000);
+      const result = await dso(['status']);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(
+        /permission denied on the agent's socket .*DSO_CLI_AGENT_DENIED/,
+      );
+      expect(result.stderr).toMatch(
+        /join (its group: sudo usermod -aG \S+|the group with gid \d+)/,
+      );
+      return;
+    }
+    // Root passes every permission check: run the CLI as nobody against a root:root 0660 socket.
+    await chmod(dir, 0o755);
+    await chmod(socketPath, 0o660);
+    await chown(socketPath, 0, 0);
+    const result = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--conditions=@dso/source',
+          '--import',
+          'tsx',
+          join(import.meta.dirname, '..', 'main.ts'),
+          'status',
+        ],
+        {
+          uid: 65_534,
+          gid: 65_534,
+          cwd: join(import.meta.dirname, '..', '..'),
+          env: { PATH: process.env.PATH, DSO_API_SOCKET: socketPath },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let stderr = '';
+      child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+      });
+      child.once('error', reject);
+      child.once('close', (code) => resolve({ code, stderr }));
+    });
+    expect(result).toEqual({
+      code: 1,
+      stderr: `dso: permission denied on the agent's socket ${socketPath}: join its group: sudo usermod -aG root "$USER", then log in again (or run dso as root) (DSO_CLI_AGENT_DENIED)\n`,
+    });
+  }, 30_000);
+
+  it('lists status and reconcile in the help', async () => {
+    const result = await dso(['--help']);
+    expect(result.stdout).toMatch(/^ {2}status \[options\]/m);
+    expect(result.stdout).toMatch(/^ {2}reconcile/m);
+  });
+});
