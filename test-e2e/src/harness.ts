@@ -315,10 +315,10 @@ export async function runContainerIds(
 /** Removes containers (and their anonymous volumes) by id; ones already gone are ignored. */
 export async function removeContainers(ids: string[], options: { host?: string } = {}) {
   // In slices: one docker CLI removes its arguments in parallel, and argv stays short.
-  for (let start = 0; start < ids.length; start += 50) {
+  for (let start = 0; start < ids.length; start += 25) {
     await runCommand(
       'docker',
-      [...engineArgs(options.host), 'rm', '-f', '-v', ...ids.slice(start, start + 50)],
+      [...engineArgs(options.host), 'rm', '-f', '-v', ...ids.slice(start, start + 25)],
       { timeoutMs: 120_000 },
     );
   }

@@ -223,10 +223,24 @@ export function createAgent(options: AgentOptions): Agent {
     // A start coalesced with a reconciliation is still a start: the tmpfs is new.
     merge: (queued, next) => (queued === 'started' || next === 'started' ? 'started' : next),
     onFailed: (containerId, error, attempts) => {
+      // Not forgotten until the next periodic check: tried again later, backing off per
+      // container (30 s doubling to 10 min), as long as it runs and the agent does.
+      const rounds = (gaveUp.get(containerId) ?? 0) + 1;
+      gaveUp.set(containerId, rounds);
+      const delayMs = Math.min(10 * 60_000, 30_000 * 2 ** Math.min(rounds - 1, 10));
       logger.error(
-        { containerId: containerId.slice(0, 12), code: errorCode(error), attempts },
+        {
+          containerId: containerId.slice(0, 12),
+          code: errorCode(error),
+          attempts,
+          retryInMs: delayMs,
+        },
         'secrets delivery gave up',
       );
+      const timer = setTimeout(() => {
+        if (!stopping.signal.aborted && gaveUp.has(containerId)) queue.add(containerId, 'resync');
+      }, delayMs);
+      timer.unref();
     },
     onShed: (containerIds) => {
       // Too much work at once: the oldest waiting containers were dropped from the queue. They
@@ -241,6 +255,8 @@ export function createAgent(options: AgentOptions): Agent {
     },
   });
   const shed = new Set<string>();
+  /** Containers whose delivery gave up, with how many times in a row: retried later. */
+  const gaveUp = new Map<string, number>();
   metrics?.trackQueue(() => queue.stats());
   metrics?.trackCache(() => cache.stats());
   /**
@@ -302,6 +318,7 @@ export function createAgent(options: AgentOptions): Agent {
         signal,
       });
       delivered.set(containerId, { digest, startedAt: details.startedAt });
+      gaveUp.delete(containerId);
       // New versions reached a container that was already running with the old ones: the
       // files are in place; now its policy tells it (a first delivery, a restart's, or an
       // agent restart with nothing changed is no rotation).
@@ -589,6 +606,7 @@ export function createAgent(options: AgentOptions): Agent {
   function onEvent(event: ContainerEvent): void {
     if (event.type === 'container.destroyed') {
       delivered.delete(event.id);
+      gaveUp.delete(event.id);
       statuses.delete(event.id);
       return;
     }

@@ -137,10 +137,16 @@ export function openerFor(
       env,
       execArgv: [...(options.execArgv ?? DEFAULT_EXEC_ARGV)],
       callTimeoutMs: CONFORMANCE_CALL_TIMEOUT_MS,
+      // A child that loads a cloud SDK under tsx on a loaded two-core machine may take many
+      // seconds to start: slow, not broken. Calls keep their short deadline.
+      startTimeoutMs: CONFORMANCE_START_TIMEOUT_MS,
       ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),
       onLog: (entry) => log({ ...entry }),
     });
 }
+
+/** How long a provider child may take to start and answer the handshake in the suite. */
+export const CONFORMANCE_START_TIMEOUT_MS = 25_000;
 
 /** A {@link ProviderLogger} that hands each line to `sink`. */
 export function loggerInto(sink: (line: ConformanceLogLine) => void): ProviderLogger {
