@@ -4,6 +4,7 @@ import {
   type Cache,
   type CacheResult,
   cacheKey,
+  cacheKeyPrefix,
   createEventQueue,
   createMemoryCache,
   DEFAULT_QUEUE_RETRY,
@@ -17,9 +18,10 @@ import {
   type ManagedSpec,
   parseManagedLabels,
   type Redactor,
+  type SecretReference,
 } from '@dso/core';
 import type { ContainerEvent, DockerRuntime } from '@dso/docker-runtime';
-import { type SecretProvider, selectField } from '@dso/provider-sdk';
+import { type SecretProvider, type SecretValue, selectField } from '@dso/provider-sdk';
 import type { AgentHealth, AgentMetrics } from './observability.js';
 
 /** How many containers the agent delivers to at once. @default 4 */
@@ -76,6 +78,12 @@ export interface AgentOptions {
   rotation?: RotationOptions;
   /** What /healthz and /readyz report; none when absent. */
   health?: AgentHealth;
+  /**
+   * Per provider, how long past its expiry a cached value may still be served while the
+   * provider fails; a stale value older than this fails the delivery instead (retried with
+   * backoff). Providers absent here are bounded by the cache's own stale window only.
+   */
+  maxStalenessMs?: ReadonlyMap<string, number>;
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
@@ -143,6 +151,35 @@ export interface Agent extends AsyncDisposable {
    * `api` trigger); resolves with how many were queued.
    */
   reconcile(): Promise<{ containers: number }>;
+  /**
+   * Asks the providers again now, past the cache, for every secret the selected running
+   * containers use (all managed containers when `containerId` is absent), then checks those
+   * containers: any that gets a new version is rotated by its policy. Resolves with how many
+   * containers and secrets were selected.
+   * @throws DsoError DSO_AGENT_NOT_RUNNING before start or after close
+   * @throws DsoError DSO_AGENT_CONTAINER_UNKNOWN when `containerId` names no managed container
+   */
+  rotate(selector?: { containerId?: string }): Promise<{ containers: number; secrets: number }>;
+  /**
+   * Resolves `dso://` references for a container about to be created (`dso up`), through the
+   * cache and the configured providers, as a delivery would. The caller owns (and disposes) the
+   * values. Every value is registered with the redactor first.
+   * @throws DsoError DSO_AGENT_RESOLVE_FAILED naming the reference (never a value)
+   */
+  resolveEnvironment(
+    references: readonly SecretReference[],
+    options?: { signal?: AbortSignal },
+  ): Promise<ResolvedEnvironmentValue[]>;
+}
+
+/** One value {@link Agent.resolveEnvironment} resolved. */
+export interface ResolvedEnvironmentValue {
+  /** The reference as written (formatted). */
+  reference: string;
+  provider: string;
+  version: string;
+  /** The caller's to dispose. */
+  value: SecretValue;
 }
 
 /** One file as last delivered: never its value. */
@@ -210,6 +247,7 @@ export function createAgent(options: AgentOptions): Agent {
   };
   let rotating = 0;
   const rotationTurns: Array<() => void> = [];
+  const maxStaleness: ReadonlyMap<string, number> = options.maxStalenessMs ?? new Map();
   const audit = options.audit;
   const metrics = options.metrics;
   const health = options.health;
@@ -497,79 +535,106 @@ export function createAgent(options: AgentOptions): Agent {
     return match?.[1] ?? defaultProvider;
   }
 
+  /**
+   * One secret through the cache: one provider call however many containers want it at once,
+   * and the last-known-good value while the provider is down (stale-if-error, within the
+   * provider's maximum staleness). The value, field selected, is the caller's to dispose.
+   */
+  async function resolveOne(
+    reference: SecretReference,
+    signal: AbortSignal,
+  ): Promise<{
+    formatted: string;
+    provider: string;
+    version: string;
+    value: SecretValue;
+    cacheHit: boolean;
+  }> {
+    const providerName = reference.provider ?? defaultProvider;
+    const provider = providers.get(providerName);
+    const formatted = formatReference(reference);
+    if (!provider) {
+      throw new DsoError(
+        'DSO_AGENT_PROVIDER_UNKNOWN',
+        `${formatted} names provider "${providerName}", which is not configured (configured: ${[...providers.keys()].join(', ')})`,
+        { reference: formatted },
+      );
+    }
+    const version = reference.version;
+    let result: CacheResult;
+    let loaded = false;
+    try {
+      result = await cache.getOrLoad(
+        cacheKey(providerName, reference.path, version),
+        async (loadSignal) => {
+          loaded = true;
+          const callStarted = performance.now();
+          let fetched: Awaited<ReturnType<SecretProvider['resolve']>>;
+          try {
+            fetched = await provider.resolve(
+              { path: reference.path, ...(version ? { version } : {}) },
+              { signal: loadSignal },
+            );
+          } catch (error) {
+            metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted, error);
+            throw error;
+          }
+          metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted);
+          // Registered before the value goes anywhere, so no later log line can carry it.
+          redactor.register(fetched.value.reveal());
+          return { value: fetched.value, version: fetched.version, provider: providerName };
+        },
+        { signal },
+      );
+    } catch (error) {
+      throw new DsoError('DSO_AGENT_RESOLVE_FAILED', `could not resolve ${formatted}`, {
+        cause: error,
+        reference: formatted,
+      });
+    }
+    if (result.stale) {
+      const maxStalenessMs = maxStaleness.get(providerName);
+      if (maxStalenessMs !== undefined && Date.now() - result.expiresAt > maxStalenessMs) {
+        result.value.dispose();
+        throw new DsoError(
+          'DSO_AGENT_RESOLVE_FAILED',
+          `could not resolve ${formatted}: its provider is unavailable and the last known value is older than the provider's maxStalenessMs (${maxStalenessMs} ms)`,
+          { reference: formatted, retryable: true },
+        );
+      }
+      logger.warn(
+        { reference: formatted, version: result.version },
+        'provider unavailable, serving the last known value',
+      );
+    }
+    const value = reference.field
+      ? selectField(result.value, reference.field, reference.path)
+      : result.value;
+    redactor.register(value.reveal());
+    if (value !== result.value) result.value.dispose();
+    return {
+      formatted,
+      provider: providerName,
+      version: result.version,
+      value,
+      cacheHit: !loaded,
+    };
+  }
+
   async function resolveFiles(spec: ManagedSpec, signal: AbortSignal): Promise<ResolvedFile[]> {
     const files: ResolvedFile[] = [];
     try {
       for (const { name, reference } of spec.files) {
-        const providerName = reference.provider ?? defaultProvider;
-        const provider = providers.get(providerName);
-        const formatted = formatReference(reference);
-        if (!provider) {
-          throw new DsoError(
-            'DSO_AGENT_PROVIDER_UNKNOWN',
-            `${formatted} names provider "${providerName}", which is not configured (configured: ${[...providers.keys()].join(', ')})`,
-            { reference: formatted },
-          );
-        }
-        const version = reference.version;
-        let result: CacheResult;
-        let loaded = false;
-        try {
-          // Through the cache: one provider call however many containers want this secret at
-          // once, and the last-known-good value while the provider is down (stale-if-error).
-          result = await cache.getOrLoad(
-            cacheKey(providerName, reference.path, version),
-            async (loadSignal) => {
-              loaded = true;
-              const callStarted = performance.now();
-              let fetched: Awaited<ReturnType<SecretProvider['resolve']>>;
-              try {
-                fetched = await provider.resolve(
-                  { path: reference.path, ...(version ? { version } : {}) },
-                  { signal: loadSignal },
-                );
-              } catch (error) {
-                metrics?.providerCall(
-                  providerName,
-                  'resolve',
-                  performance.now() - callStarted,
-                  error,
-                );
-                throw error;
-              }
-              metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted);
-              // Registered before the value goes anywhere, so no later log line can carry it.
-              redactor.register(fetched.value.reveal());
-              return { value: fetched.value, version: fetched.version, provider: providerName };
-            },
-            { signal },
-          );
-        } catch (error) {
-          throw new DsoError('DSO_AGENT_RESOLVE_FAILED', `could not resolve ${formatted}`, {
-            cause: error,
-            reference: formatted,
-          });
-        }
-        if (result.stale) {
-          logger.warn(
-            { reference: formatted, version: result.version },
-            'provider unavailable, serving the last known value',
-          );
-        }
-        const value = reference.field
-          ? selectField(result.value, reference.field, reference.path)
-          : result.value;
-        redactor.register(value.reveal());
+        const one = await resolveOne(reference, signal);
         files.push({
           name,
-          content: Buffer.from(value.reveal()),
-          reference: formatted,
-          provider: providerName,
-          version: result.version,
-          cacheHit: !loaded,
+          content: Buffer.from(one.value.reveal()),
+          reference: one.formatted,
+          provider: one.provider,
+          version: one.version,
+          cacheHit: one.cacheHit,
         });
-        value.dispose();
-        if (value !== result.value) result.value.dispose();
+        one.value.dispose();
       }
       return files;
     } catch (error) {
@@ -738,6 +803,72 @@ export function createAgent(options: AgentOptions): Agent {
       }
       return { containers: await enqueueRunningManaged(stopping.signal, 'api') };
     },
+    async rotate(selector = {}) {
+      if (!started || stopping.signal.aborted) {
+        throw new DsoError('DSO_AGENT_NOT_RUNNING', 'the agent is not running: nothing to rotate');
+      }
+      const containers = await runtime.listContainers({
+        label: `${LABELS.enable}=true`,
+        signal: stopping.signal,
+      });
+      const selected = containers.filter(
+        (container) =>
+          selector.containerId === undefined ||
+          container.id === selector.containerId ||
+          (selector.containerId.length >= 12 && container.id.startsWith(selector.containerId)),
+      );
+      if (selector.containerId !== undefined && selected.length === 0) {
+        throw new DsoError(
+          'DSO_AGENT_CONTAINER_UNKNOWN',
+          `no running managed container has the id ${selector.containerId}: see \`dso status\` for the ids (12 characters at least)`,
+          { containerId: selector.containerId },
+        );
+      }
+      // Past the cache: every version of every secret these containers use is asked again.
+      const prefixes = new Set<string>();
+      for (const container of selected) {
+        let spec: ManagedSpec | undefined;
+        try {
+          spec = parseManagedLabels(container.labels);
+        } catch {
+          continue; // reported by its delivery
+        }
+        for (const { reference } of [...(spec?.files ?? []), ...(spec?.env ?? [])]) {
+          prefixes.add(cacheKeyPrefix(reference.provider ?? defaultProvider, reference.path));
+        }
+      }
+      for (const prefix of prefixes) await cache.invalidatePrefix(prefix);
+      for (const container of selected) queue.add(container.id, 'api');
+      logger.info(
+        { containers: selected.length, secrets: prefixes.size },
+        'rotation requested: secrets asked again',
+      );
+      return { containers: selected.length, secrets: prefixes.size };
+    },
+    async resolveEnvironment(references, options = {}) {
+      if (!started || stopping.signal.aborted) {
+        throw new DsoError('DSO_AGENT_NOT_RUNNING', 'the agent is not running');
+      }
+      const signal = options.signal
+        ? AbortSignal.any([options.signal, stopping.signal])
+        : stopping.signal;
+      const values: ResolvedEnvironmentValue[] = [];
+      try {
+        for (const reference of references) {
+          const one = await resolveOne(reference, signal);
+          values.push({
+            reference: one.formatted,
+            provider: one.provider,
+            version: one.version,
+            value: one.value,
+          });
+        }
+        return values;
+      } catch (error) {
+        for (const one of values) one.value.dispose();
+        throw error;
+      }
+    },
     close() {
       closing ??= shutdown();
       return closing;
@@ -762,6 +893,8 @@ function isRetryable(error: unknown): boolean {
   for (let current = error, depth = 0; current && depth < 5; depth += 1) {
     const candidate = current as { retryable?: unknown; code?: unknown; cause?: unknown };
     if (candidate.retryable === true) return true;
+    if ((candidate as { details?: { retryable?: unknown } }).details?.retryable === true)
+      return true;
     if (typeof candidate.code === 'string' && RETRYABLE_ENGINE_CODES.has(candidate.code))
       return true;
     current = candidate.cause;

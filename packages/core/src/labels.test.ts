@@ -42,9 +42,11 @@ describe('LABELS', () => {
       mode: 'dso.mode',
       owner: 'dso.owner',
       filePrefix: 'dso.file.',
+      envPrefix: 'dso.env.',
       rotate: 'dso.rotate',
       rotateSignal: 'dso.rotate.signal',
       rotateHook: 'dso.rotate.hook',
+      rotateEscalate: 'dso.rotate.escalate',
     });
     expect(DEFAULT_SECRETS_DIR).toBe('/run/secrets');
     expect(DEFAULT_FILE_MODE).toBe(0o400);
@@ -76,6 +78,7 @@ describe('parseManagedLabels', () => {
       target: '/run/secrets',
       mode: 0o400,
       files: [],
+      env: [],
     });
   });
 
@@ -87,6 +90,7 @@ describe('parseManagedLabels', () => {
         'dso.mode': '0440',
         'dso.owner': '1000:2000',
         'dso.file.db_password': 'dsofile://vault:app/db#password@3',
+        'dso.env.API_TOKEN': 'dso://app/token',
         'com.example.other': 'ignored',
       }),
     ).toStrictEqual({
@@ -105,6 +109,7 @@ describe('parseManagedLabels', () => {
           },
         },
       ],
+      env: [{ name: 'API_TOKEN', reference: { scheme: 'dso', path: 'app/token' } }],
     });
   });
 
@@ -127,6 +132,57 @@ describe('parseManagedLabels', () => {
       target: DEFAULT_SECRETS_DIR,
       mode: DEFAULT_FILE_MODE,
       files: [],
+      env: [],
+    });
+  });
+
+  describe('dso.env.*', () => {
+    it('sorts variables by name and writes them back', () => {
+      const spec = parseManagedLabels({
+        ...ENABLED,
+        'dso.env.b': 'dso://x',
+        'dso.env.A_1': 'dso://vault:y#f@2',
+      });
+      expect(spec?.env.map((variable) => variable.name)).toEqual(['A_1', 'b']);
+      expect(parseManagedLabels(toManagedLabels(spec!))).toStrictEqual(spec);
+    });
+
+    it.each([
+      ['dso.env.1X', 'dso://x', 'does not name an environment variable'],
+      ['dso.env.A-B', 'dso://x', 'does not name an environment variable'],
+      ['dso.env.A', 'dsofile://x', 'needs dso://'],
+      ['dso.env.A', 'hunter2-canary', 'its value is not shown'],
+    ])('refuses %s=%s', (key, value, message) => {
+      let caught: unknown;
+      try {
+        parseManagedLabels({ ...ENABLED, [key]: value });
+      } catch (error) {
+        caught = error;
+      }
+      expect((caught as { code?: string }).code).toBe('DSO_LABEL_INVALID');
+      expect((caught as Error).message).toContain(message);
+      expect((caught as Error).message).not.toContain('hunter2-canary');
+    });
+  });
+
+  describe('dso.rotate.escalate', () => {
+    it('reads a heavier policy', () => {
+      expect(
+        parseManagedLabels({
+          ...ENABLED,
+          'dso.rotate': 'signal',
+          'dso.rotate.escalate': 'replace',
+        })?.rotation,
+      ).toEqual({ policy: 'signal', escalateTo: 'replace' });
+    });
+
+    it.each([
+      [{ 'dso.rotate.escalate': 'restart' }, 'has no effect without dso.rotate'],
+      [{ 'dso.rotate': 'restart', 'dso.rotate.escalate': 'signal' }, 'heavier than restart'],
+      [{ 'dso.rotate': 'replace', 'dso.rotate.escalate': 'replace' }, 'there is none'],
+      [{ 'dso.rotate': 'files', 'dso.rotate.escalate': 'reboot' }, 'heavier than files'],
+    ])('refuses %j', (labels, message) => {
+      expect(() => parseManagedLabels({ ...ENABLED, ...labels })).toThrow(message);
     });
   });
 
@@ -420,7 +476,7 @@ describe('toManagedLabels', () => {
     );
     fc.assert(
       fc.property(spec, (generated) => {
-        const expected: ManagedSpec = { ...generated };
+        const expected: ManagedSpec = { ...generated, env: [] };
         expect(parseManagedLabels(toManagedLabels(expected))).toStrictEqual(expected);
       }),
       { numRuns: 300 },

@@ -17,6 +17,11 @@ import {
  * | `dso.target` | the absolute directory the files go in |
  * | `dso.mode` | the files' octal mode |
  * | `dso.owner` | the files' numeric `uid[:gid]` |
+ * | `dso.env.<NAME>` | the `dso://` reference the environment variable `<NAME>` was created from (the value itself is in the container's environment) |
+ * | `dso.rotate` | the rotation policy: `files`, `signal`, `hook`, `restart`, `replace` |
+ * | `dso.rotate.signal` | the signal of `signal` |
+ * | `dso.rotate.hook` | the command of `hook`, a JSON list |
+ * | `dso.rotate.escalate` | the heaviest policy tried when a lighter one fails |
  */
 export const LABELS = {
   enable: 'dso.enable',
@@ -24,17 +29,20 @@ export const LABELS = {
   mode: 'dso.mode',
   owner: 'dso.owner',
   filePrefix: 'dso.file.',
+  envPrefix: 'dso.env.',
   rotate: 'dso.rotate',
   rotateSignal: 'dso.rotate.signal',
   rotateHook: 'dso.rotate.hook',
+  rotateEscalate: 'dso.rotate.escalate',
 } as const;
 
 /**
  * What a running container does when a secret it uses changes, lightest first. The files are
  * rewritten in every case; `signal` then sends a signal, `hook` runs a command in it, `restart`
- * restarts it. (`replace`, the blue-green recreate for environment values, is the config's.)
+ * restarts it, `replace` creates a new container beside it (with its `dso://` environment values
+ * resolved again), hands it the name once healthy, and rolls back otherwise.
  */
-export const LABEL_ROTATION_POLICIES = ['files', 'signal', 'hook', 'restart'] as const;
+export const LABEL_ROTATION_POLICIES = ['files', 'signal', 'hook', 'restart', 'replace'] as const;
 /** One of {@link LABEL_ROTATION_POLICIES}. */
 export type LabelRotationPolicy = (typeof LABEL_ROTATION_POLICIES)[number];
 
@@ -45,6 +53,16 @@ export type ManagedRotation = {
   signal?: string;
   /** For `hook`: the command run in the container (argv; never holds a value). */
   hook?: string[];
+  /** The heaviest policy tried when a lighter one fails; absent means the configured default. */
+  escalateTo?: LabelRotationPolicy;
+};
+
+/** One environment variable of a managed container that holds a resolved `dso://` secret. */
+export type ManagedEnv = {
+  /** The variable's name. */
+  name: string;
+  /** Where its value came from; always a `dso` reference. */
+  reference: SecretReference;
 };
 
 /** Where a managed container's secret files go when `dso.target` is absent. */
@@ -100,6 +118,8 @@ export type ManagedSpec = {
   owner?: { uid: number; gid: number };
   /** The files, sorted by name. */
   files: ManagedFile[];
+  /** Environment variables created from `dso://` references (`dso.env.*`), sorted by name. */
+  env: ManagedEnv[];
   /** Its rotation policy; absent means the configured default. */
   rotation?: ManagedRotation;
 };
@@ -150,7 +170,22 @@ export function parseManagedLabels(
   // Code-unit order, not localeCompare: the same labels give the same order on every host.
   files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
-  const spec: ManagedSpec = { target, mode, files };
+  const env: ManagedEnv[] = [];
+  for (const [key, value] of Object.entries(labels)) {
+    if (!key.startsWith(LABELS.envPrefix)) continue;
+    const name = key.slice(LABELS.envPrefix.length);
+    if (!ENV_NAME.test(name)) {
+      throw labelError(
+        key,
+        'does not name an environment variable',
+        `write ${LABELS.envPrefix}<NAME> with NAME made of A-Z a-z 0-9 _ (not starting with a digit)`,
+      );
+    }
+    env.push({ name, reference: parseEnvReference(key, value) });
+  }
+  env.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+
+  const spec: ManagedSpec = { target, mode, files, env };
   if (owner !== undefined) spec.owner = owner;
   const rotation = parseRotation(labels);
   if (rotation !== undefined) spec.rotation = rotation;
@@ -158,12 +193,21 @@ export function parseManagedLabels(
 }
 
 const SIGNAL_NAME = /^(?:SIG)?[A-Z][A-Z0-9+]{1,10}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,254}$/;
 
 function parseRotation(labels: Readonly<Record<string, string>>): ManagedRotation | undefined {
   const policy = labels[LABELS.rotate];
   const signal = labels[LABELS.rotateSignal];
   const hookText = labels[LABELS.rotateHook];
+  const escalate = labels[LABELS.rotateEscalate];
   if (policy === undefined) {
+    if (escalate !== undefined) {
+      throw labelError(
+        LABELS.rotateEscalate,
+        `has no effect without ${LABELS.rotate}`,
+        `add ${LABELS.rotate}=<the first policy to try>`,
+      );
+    }
     if (signal !== undefined || hookText !== undefined) {
       throw labelError(
         signal !== undefined ? LABELS.rotateSignal : LABELS.rotateHook,
@@ -181,6 +225,17 @@ function parseRotation(labels: Readonly<Record<string, string>>): ManagedRotatio
     );
   }
   const rotation: ManagedRotation = { policy: policy as LabelRotationPolicy };
+  if (escalate !== undefined) {
+    const order = LABEL_ROTATION_POLICIES as readonly string[];
+    if (!order.includes(escalate) || order.indexOf(escalate) <= order.indexOf(policy)) {
+      throw labelError(
+        LABELS.rotateEscalate,
+        `must be a policy heavier than ${policy} (${order.slice(order.indexOf(policy) + 1).join(', ') || 'there is none'})`,
+        `e.g. ${LABELS.rotateEscalate}=restart, or remove it`,
+      );
+    }
+    rotation.escalateTo = escalate as LabelRotationPolicy;
+  }
   if (signal !== undefined) {
     if (policy !== 'signal' || !SIGNAL_NAME.test(signal)) {
       throw labelError(
@@ -242,7 +297,9 @@ function parseRotation(labels: Readonly<Record<string, string>>): ManagedRotatio
  * @throws DsoError DSO_LABEL_INVALID when the spec could not be read back from its labels
  *   (a bad name, target, mode or owner, a `dso` reference, or two files with one name)
  */
-export function toManagedLabels(spec: ManagedSpec): Record<string, string> {
+export function toManagedLabels(
+  spec: Omit<ManagedSpec, 'env'> & { env?: ManagedEnv[] },
+): Record<string, string> {
   const labels: Record<string, string> = {
     [LABELS.enable]: 'true',
     [LABELS.target]: spec.target,
@@ -254,6 +311,19 @@ export function toManagedLabels(spec: ManagedSpec): Record<string, string> {
     if (spec.rotation.signal !== undefined) labels[LABELS.rotateSignal] = spec.rotation.signal;
     if (spec.rotation.hook !== undefined)
       labels[LABELS.rotateHook] = JSON.stringify(spec.rotation.hook);
+    if (spec.rotation.escalateTo !== undefined)
+      labels[LABELS.rotateEscalate] = spec.rotation.escalateTo;
+  }
+  for (const variable of spec.env ?? []) {
+    const key = `${LABELS.envPrefix}${variable.name}`;
+    if (Object.hasOwn(labels, key)) {
+      throw labelError(
+        key,
+        `two variables are named ${JSON.stringify(variable.name)}`,
+        'give each variable its own name',
+      );
+    }
+    labels[key] = formatFileReference(key, variable.reference);
   }
   for (const file of spec.files) {
     const key = `${LABELS.filePrefix}${file.name}`;
@@ -357,6 +427,29 @@ function parseFileReference(key: string, value: string): SecretReference {
       key,
       `holds a ${reference.scheme}:// reference, but a file needs dsofile://`,
       `write ${key}=${formatReference({ ...reference, scheme: 'dsofile' })}`,
+    );
+  }
+  return reference;
+}
+
+function parseEnvReference(key: string, value: string): SecretReference {
+  const fix = `write a reference such as ${key}=dso://app/db/password`;
+  if (!isReference(value)) {
+    // Not shown: a value put where a reference belongs may be the secret itself.
+    throw labelError(key, 'does not hold a dso:// reference (its value is not shown)', fix);
+  }
+  let reference: SecretReference;
+  try {
+    reference = parseReference(value);
+  } catch (error) {
+    if (!isDsoError(error)) throw error;
+    throw labelError(key, `holds an ${error.message}`, fix, error);
+  }
+  if (reference.scheme !== 'dso') {
+    throw labelError(
+      key,
+      `holds a ${reference.scheme}:// reference, but an environment value needs dso://`,
+      `write ${key}=${formatReference({ ...reference, scheme: 'dso' })}, or deliver it as a file with ${LABELS.filePrefix}<name>`,
     );
   }
   return reference;

@@ -128,6 +128,19 @@ const SIZE: Quantity = {
 
 /** A whole, non-negative number of the quantity's unit, or a string the quantity parses. */
 function quantity(kind: Quantity, description: string, defaultValue: number, range: Range) {
+  return quantityValue(kind, range)
+    .default(defaultValue)
+    .meta(meta({ description, type: kind.noun }));
+}
+
+/** {@link quantity} without a default: absent means "use the setting it overrides". */
+function optionalQuantity(kind: Quantity, description: string, range: Range) {
+  return quantityValue(kind, range)
+    .optional()
+    .meta(meta({ description, type: kind.noun, defaultText: 'unset' }));
+}
+
+function quantityValue(kind: Quantity, range: Range) {
   return z
     .union([z.number(), z.string()], {
       error: (issue) =>
@@ -152,14 +165,17 @@ function quantity(kind: Quantity, description: string, defaultValue: number, ran
         return z.NEVER;
       }
       return amount;
-    })
-    .default(defaultValue)
-    .meta(meta({ description, type: kind.noun }));
+    });
 }
 
 /** A duration in ms: a whole number, or a string {@link parseDuration} reads. */
 function duration(description: string, defaultMs: number, range: Range) {
   return quantity(DURATION, description, defaultMs, range);
+}
+
+/** An optional duration in ms that overrides another setting when present. */
+function optionalDuration(description: string, range: Range) {
+  return optionalQuantity(DURATION, description, range);
 }
 
 /** A size in bytes: a whole number, or a string {@link parseByteSize} reads. */
@@ -329,6 +345,14 @@ export const providerSchema = z.strictObject({
     "Largest protocol message to and from the provider's process: a secret (base64) must fit in it; a larger one is refused with DSO_PROVIDER_TOO_LARGE. Only for `mode: process`.",
     1 * MIB,
     { min: 64 * 1024, max: 64 * MIB },
+  ),
+  pollIntervalMs: optionalDuration(
+    'How often this provider is asked for the current version of each secret in use, when it can neither push nor watch. Unset: `rotation.pollIntervalMs`.',
+    { min: 1_000, max: 7 * DAY_MS },
+  ),
+  maxStalenessMs: optionalDuration(
+    'While this provider fails, how long past its expiry a cached (last known good) value is still served to new containers. Unset: `cache.staleIfErrorMs`. `0`: never serve a stale value of this provider.',
+    { min: 0, max: 30 * DAY_MS },
   ),
   env: z
     .array(
@@ -603,6 +627,16 @@ export const configSchema = z.strictObject({
               "`files`: rewrite the files only. `signal`: rewrite, then send `signal`. `hook`: rewrite, then run the container's hook. `restart`: restart the container. `replace`: start a new container beside it, switch once healthy, roll back otherwise.",
           }),
         ),
+      escalateTo: z
+        .enum(ROTATION_POLICIES)
+        .optional()
+        .meta(
+          meta({
+            description:
+              "When a policy's action fails, the next heavier one is tried, up to this one (`signal` → `hook` when the container has one → `restart` → `replace`). A container's `dso.rotate.escalate` label overrides it. Unset: no escalation.",
+            defaultText: 'unset',
+          }),
+        ),
       pollIntervalMs: duration(
         'How often a provider that cannot push or watch is asked for the current version of each secret in use.',
         5 * MINUTE_MS,
@@ -674,6 +708,51 @@ export const configSchema = z.strictObject({
             description:
               "Group that owns the socket; its members can use the CLI. Unset: the agent's own group.",
             type: 'group name or gid',
+          }),
+        ),
+      resolveAllow: z
+        .array(
+          z
+            .string()
+            .min(1)
+            .max(512)
+            .regex(/^dso:\/\/\S+$/, {
+              error:
+                'expected a dso:// reference pattern such as `dso://app/*` or `dso://vault:team/db`',
+            }),
+        )
+        .max(1_000)
+        .default([])
+        .meta(
+          meta({
+            description:
+              'The `dso://` references `dso up` may have the agent resolve over the socket, for environment values (`*` matches within one path segment, `**` across segments). Empty: the API resolves nothing. Every member of `socketGroup` can read what these patterns allow.',
+            type: 'list of reference patterns',
+            defaultText: '`[]`',
+          }),
+        ),
+    }),
+  ),
+  hostPath: section(
+    'Files written straight into a host tmpfs folder bind-mounted into the container: no exec, no shell and no tar in the image. Used only when the agent shares the host with the engine (a local socket) and the container bind-mounts its secrets folder from under `root`.',
+    z.strictObject({
+      enabled: z
+        .boolean()
+        .default(true)
+        .meta(
+          meta({
+            description:
+              'Use the host path for containers that bind-mount it. `false`: always write by exec.',
+          }),
+        ),
+      root: z
+        .string()
+        .refine(isAbsolutePath, { error: 'expected an absolute path' })
+        .default('/run/dso/containers')
+        .meta(
+          meta({
+            description:
+              "The host folder (on a tmpfs: checked) holding one folder per container's secrets, bind-mounted read-only at the container's `dso.target`.",
           }),
         ),
     }),
