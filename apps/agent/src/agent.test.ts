@@ -22,6 +22,21 @@ const CANARY = 'canary-agent-9b27e1';
 /** An engine of our own: containers in a map, events pushed by the test. */
 function createFakeRuntime(containers: ContainerDetails[]) {
   const byId = new Map(containers.map((container) => [container.id, container]));
+  /** Action kinds (`signal`, `exec`, `restart`, `replace`) that fail, as the engine would. */
+  const failing = new Set<string>();
+  /** What replaceContainer was asked to set, by variable (the test reads values back). */
+  const replacedEnv: Array<Record<string, string | null>> = [];
+  /** What recoverReplacements reports at the agent's start. */
+  const recoveries: Awaited<ReturnType<DockerRuntime['recoverReplacements']>> = [];
+  const fail = (kind: string) => {
+    if (failing.has(kind)) {
+      throw Object.assign(new Error(`${kind} failed`), {
+        code: kind === 'replace' ? 'DSO_DOCKER_REPLACE_FAILED' : 'DSO_DOCKER_ENGINE_ERROR',
+        details:
+          kind === 'replace' ? { stage: 'health', reason: 'unhealthy', rollback: 'done' } : {},
+      });
+    }
+  };
   const writes: Array<{ id: string; request: WriteFilesRequest; contents: string[] }> = [];
   /** Rotation actions the agent took: `signal <id> <SIG>`, `exec <id> <argv>`, `restart <id>`. */
   const actions: string[] = [];
@@ -65,6 +80,7 @@ function createFakeRuntime(containers: ContainerDetails[]) {
     },
     async exec(id, request) {
       actions.push(`exec ${id} ${request.argv.join(' ')}`);
+      fail('exec');
       return {
         exitCode: 0,
         stdout: '',
@@ -77,12 +93,36 @@ function createFakeRuntime(containers: ContainerDetails[]) {
     },
     async sendSignal(id, unixSignal) {
       actions.push(`signal ${id} ${unixSignal}`);
+      fail('signal');
     },
     async restartContainer(id) {
       actions.push(`restart ${id}`);
+      fail('restart');
     },
-    replaceContainer: unused('replaceContainer'),
-    recoverReplacements: unused('recoverReplacements'),
+    async replaceContainer(id, request) {
+      actions.push(`replace ${id}`);
+      replacedEnv.push({ ...request.env });
+      fail('replace');
+      const old = byId.get(id);
+      const newId = `${id}-next`;
+      if (old) {
+        byId.delete(id);
+        byId.set(newId, { ...old, id: newId });
+        await request.onStarted?.(newId, new AbortController().signal);
+      }
+      return {
+        oldId: id,
+        newId,
+        name: id,
+        generation: 1,
+        health: 'running',
+        oldRemoved: true,
+        durationMs: 1,
+      };
+    },
+    async recoverReplacements() {
+      return recoveries;
+    },
     resolveUser: unused('resolveUser'),
     async close() {},
     async [Symbol.asyncDispose]() {},
@@ -91,6 +131,9 @@ function createFakeRuntime(containers: ContainerDetails[]) {
     runtime,
     writes,
     actions,
+    failing,
+    replacedEnv,
+    recoveries,
     start(container: ContainerDetails) {
       byId.set(container.id, container);
       pending.push({
@@ -139,6 +182,7 @@ function container(id: string, labels: Record<string, string>): ContainerDetails
     startedAt: '2026-11-27T10:00:00.000000000Z',
     user: '',
     tmpfs: ['/run/secrets'],
+    binds: [],
     image: 'x',
   };
 }
@@ -584,5 +628,312 @@ describe('createAgent', () => {
     });
     await agent.close();
     expect(output()).not.toContain(CANARY);
+  });
+});
+
+describe('createAgent: rotation policies, escalation and replacement', () => {
+  /** A provider whose values and version the test changes. */
+  function versioned(values: Record<string, string>) {
+    const state = { version: 1, calls: 0 };
+    const provider: SecretProvider = {
+      ...createProvider(values),
+      async resolve({ path }) {
+        state.calls += 1;
+        const value = values[path];
+        if (value === undefined)
+          throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
+        return { value: SecretValue.fromText(value), version: String(state.version) };
+      },
+    };
+    return { provider, state };
+  }
+
+  it('escalates to the next heavier policy when an action fails, and audits each action', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    const { provider, state } = versioned(values);
+    const records: Array<Record<string, unknown>> = [];
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake } = setup(
+      [container('c1', { ...MANAGED, 'dso.rotate': 'signal', 'dso.rotate.escalate': 'restart' })],
+      {
+        reconcileIntervalMs: 20,
+        providers: new Map([['local', provider]]),
+        cache,
+        rotation: { jitterMs: 0 },
+        audit: {
+          record: (entry) => records.push(entry as Record<string, unknown>),
+          close: async () => {},
+          [Symbol.asyncDispose]: async () => {},
+        },
+      },
+    );
+    fake.failing.add('signal');
+    await agent.start();
+    await agent.idle();
+    values['app/db'] = 'v2';
+    state.version = 2;
+    // No hook label: hook is skipped on the way up.
+    await expect.poll(() => fake.actions).toEqual(['signal c1 SIGHUP', 'restart c1']);
+    const rotations = records.filter((record) => record.action === 'rotate');
+    expect(rotations.map((record) => [record.policy, record.outcome])).toEqual([
+      ['signal', 'error'],
+      ['signal', 'error'],
+      ['restart', 'ok'],
+      ['restart', 'ok'],
+    ]);
+    await agent.close();
+    await cache.close();
+  });
+
+  it('stops at the policy itself without an escalation limit', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    const { provider, state } = versioned(values);
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake, lines } = setup(
+      [container('c1', { ...MANAGED, 'dso.rotate': 'signal' })],
+      {
+        reconcileIntervalMs: 20,
+        providers: new Map([['local', provider]]),
+        cache,
+        rotation: { jitterMs: 0 },
+      },
+    );
+    fake.failing.add('signal');
+    await agent.start();
+    await agent.idle();
+    state.version = 2;
+    await expect
+      .poll(() => lines().some((line) => line.msg === 'rotation action failed'))
+      .toBe(true);
+    expect(fake.actions).toEqual(['signal c1 SIGHUP']);
+    await agent.close();
+    await cache.close();
+  });
+
+  it('replaces a container whose dso:// environment value changed, with the new value only in the request', async () => {
+    const values: Record<string, string> = {
+      'app/db': 'v1',
+      'app/cfg': '{"token":"t"}',
+      'app/api': `${CANARY}-1`,
+    };
+    const { provider, state } = versioned(values);
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake, output } = setup(
+      [container('c1', { ...MANAGED, 'dso.env.API_KEY': 'dso://app/api' })],
+      {
+        reconcileIntervalMs: 20,
+        providers: new Map([['local', provider]]),
+        cache,
+        rotation: { jitterMs: 0 },
+      },
+    );
+    await agent.start();
+    await agent.idle();
+    expect(fake.actions).toEqual([]);
+    expect(agent.status().containers[0]?.env).toEqual([
+      { name: 'API_KEY', reference: 'dso://app/api', provider: 'local', version: '1' },
+    ]);
+    values['app/api'] = `${CANARY}-2`;
+    state.version = 2;
+    // Default policy is files, but a new environment value can only arrive by a replacement.
+    await expect.poll(() => fake.actions).toContain('replace c1');
+    expect(fake.replacedEnv[0]).toEqual({ API_KEY: `${CANARY}-2` });
+    // The new container gets its files before its health wait, then is what the agent tracks.
+    await expect.poll(() => fake.writes.some((write) => write.id === 'c1-next')).toBe(true);
+    await expect
+      .poll(() => agent.status().containers.map((status) => status.id))
+      .toEqual(['c1-next']);
+    expect(output()).not.toContain(CANARY);
+    await agent.close();
+    await cache.close();
+  });
+
+  it('keeps the old container when a replacement is rolled back, and counts it', async () => {
+    const values: Record<string, string> = {
+      'app/db': 'v1',
+      'app/cfg': '{"token":"t"}',
+      'app/api': 'a1',
+    };
+    const { provider, state } = versioned(values);
+    const registry = createMetricsRegistry({ redactor: createRedactor() });
+    const metrics = createAgentMetrics(registry, { providers: ['local'] });
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake, lines } = setup(
+      [
+        container('c1', {
+          ...MANAGED,
+          'dso.env.API_KEY': 'dso://app/api',
+          'dso.rotate': 'replace',
+        }),
+      ],
+      {
+        reconcileIntervalMs: 20,
+        providers: new Map([['local', provider]]),
+        cache,
+        metrics,
+        rotation: { jitterMs: 0 },
+      },
+    );
+    fake.failing.add('replace');
+    await agent.start();
+    await agent.idle();
+    state.version = 2;
+    await expect
+      .poll(() =>
+        lines().find(
+          (line) => line.msg === 'replacement rolled back: the old container keeps serving',
+        ),
+      )
+      .toMatchObject({ stage: 'health', reason: 'unhealthy', code: 'DSO_DOCKER_REPLACE_FAILED' });
+    expect(agent.status().containers.map((status) => status.id)).toEqual(['c1']);
+    expect(await registry.metrics()).toContain(
+      'dso_rotation_runs_total{policy="replace",outcome="rolled_back"} 1',
+    );
+    await agent.close();
+    await cache.close();
+  });
+
+  it('finishes or undoes interrupted replacements at start, and reports the blocked ones', async () => {
+    const { agent, fake, lines } = setup([]);
+    fake.recoveries.push(
+      { name: 'web', oldId: 'a'.repeat(64), newId: 'b'.repeat(64), action: 'finished' },
+      {
+        name: 'api',
+        oldId: 'c'.repeat(64),
+        newId: 'd'.repeat(64),
+        action: 'blocked',
+        reason: 'name-taken',
+      },
+    );
+    await agent.start();
+    expect(lines().filter((line) => line.msg === 'interrupted replacement recovered')).toHaveLength(
+      1,
+    );
+    expect(
+      lines().find((line) =>
+        String(line.msg).startsWith('an interrupted replacement needs a decision'),
+      ),
+    ).toMatchObject({ name: 'api', reason: 'name-taken' });
+    await agent.close();
+  });
+});
+
+describe('createAgent: host path, rotate on request, environment for dso up, staleness', () => {
+  it('writes a container that bind-mounts its folder from the host root there, without exec', async () => {
+    const { createHostSecretDirs } = await import('@dso/docker-runtime');
+    const { mkdtempSync, readFileSync, rmSync, existsSync } = await import('node:fs');
+    const root = mkdtempSync('/dev/shm/dso-agent-test-');
+    try {
+      const hostDirs = createHostSecretDirs({ root });
+      const c1 = {
+        ...container('c1', MANAGED),
+        user: `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
+        binds: [{ source: `${root}/web-1`, target: '/run/secrets', readOnly: true }],
+      };
+      const { agent, fake } = setup([c1], { hostDirs });
+      await agent.start();
+      await agent.idle();
+      expect(fake.writes).toEqual([]);
+      expect(readFileSync(`${root}/web-1/db`, 'utf8')).toBe(CANARY);
+      expect(existsSync(`${root}/web-1/..data`)).toBe(true);
+      // Stopped: its folder is emptied (no ..data: a wait holds its next start until rewritten).
+      fake.emit('container.died', 'c1');
+      await expect.poll(() => existsSync(`${root}/web-1/..data`)).toBe(false);
+      expect(existsSync(`${root}/web-1`)).toBe(true);
+      fake.emit('container.destroyed', 'c1');
+      await expect.poll(() => existsSync(`${root}/web-1`)).toBe(false);
+      await agent.close();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('asks the provider again past the cache on rotate(), for the selected container only', async () => {
+    let calls = 0;
+    const base = createProvider({ 'app/db': 'x', 'app/cfg': '{"token":"t"}', 'app/other': 'o' });
+    const provider: SecretProvider = {
+      ...base,
+      async resolve(request, options) {
+        calls += 1;
+        return base.resolve(request, options);
+      },
+    };
+    const { agent } = setup(
+      [
+        container('c1'.padEnd(64, '1'), MANAGED),
+        container('c2'.padEnd(64, '2'), {
+          'dso.enable': 'true',
+          'dso.file.o': 'dsofile://app/other',
+        }),
+      ],
+      { providers: new Map([['local', provider]]) },
+    );
+    await agent.start();
+    await agent.idle();
+    const before = calls;
+    await expect(agent.rotate({ containerId: 'c1'.padEnd(12, '1') })).resolves.toEqual({
+      containers: 1,
+      secrets: 2,
+    });
+    await agent.idle();
+    expect(calls - before).toBe(2);
+    await expect(agent.rotate({ containerId: 'f'.repeat(12) })).rejects.toMatchObject({
+      code: 'DSO_AGENT_CONTAINER_UNKNOWN',
+    });
+    await agent.close();
+    await expect(agent.rotate()).rejects.toMatchObject({ code: 'DSO_AGENT_NOT_RUNNING' });
+  });
+
+  it('resolves dso:// references for dso up, registering each value with the redactor', async () => {
+    const { agent, redactor } = setup([]);
+    await agent.start();
+    const values = await agent.resolveEnvironment([
+      { scheme: 'dso', path: 'app/db' },
+      { scheme: 'dso', path: 'app/cfg', field: 'token' },
+    ]);
+    expect(values.map((value) => [value.reference, value.provider, value.version])).toEqual([
+      ['dso://app/db', 'local', '1'],
+      ['dso://app/cfg#token', 'local', '1'],
+    ]);
+    expect(values[1]?.value.reveal().toString()).toBe(`${CANARY}-t`);
+    expect(redactor.redact(`x ${CANARY}-t`)).not.toContain(CANARY);
+    for (const value of values) value.value.dispose();
+    await expect(
+      agent.resolveEnvironment([{ scheme: 'dso', path: 'app/missing' }]),
+    ).rejects.toMatchObject({ code: 'DSO_AGENT_RESOLVE_FAILED' });
+    await agent.close();
+  });
+
+  it("refuses a stale value older than its provider's maximum staleness", async () => {
+    const clock = createFakeClock();
+    let down = false;
+    const base = createProvider({ 'app/db': 'x', 'app/cfg': '{"token":"t"}' });
+    const provider: SecretProvider = {
+      ...base,
+      async resolve(request, options) {
+        if (down) throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'down', { retryable: true });
+        return base.resolve(request, options);
+      },
+    };
+    const cache = createMemoryCache({ ttlMs: 1_000, staleIfErrorMs: 3_600_000, clock });
+    const { agent } = setup([], {
+      providers: new Map([['local', provider]]),
+      cache,
+      maxStalenessMs: new Map([['local', 60_000]]),
+      clock,
+    });
+    await agent.start();
+    const fresh = await agent.resolveEnvironment([{ scheme: 'dso', path: 'app/db' }]);
+    for (const value of fresh) value.value.dispose();
+    down = true;
+    clock.advance(30_000); // stale by 29 s: served
+    const stale = await agent.resolveEnvironment([{ scheme: 'dso', path: 'app/db' }]);
+    for (const value of stale) value.value.dispose();
+    clock.advance(60_000); // stale by 89 s: refused
+    await expect(agent.resolveEnvironment([{ scheme: 'dso', path: 'app/db' }])).rejects.toThrow(
+      /maxStalenessMs/,
+    );
+    await agent.close();
+    await cache.close();
   });
 });

@@ -3,6 +3,7 @@ import {
   type AuditLog,
   type Cache,
   type CacheResult,
+  type Clock,
   cacheKey,
   cacheKeyPrefix,
   createEventQueue,
@@ -12,6 +13,7 @@ import {
   type EventQueueRetryOptions,
   errorCode,
   formatReference,
+  LABEL_ROTATION_POLICIES,
   LABELS,
   type LabelRotationPolicy,
   type Logger,
@@ -19,8 +21,15 @@ import {
   parseManagedLabels,
   type Redactor,
   type SecretReference,
+  systemClock,
 } from '@dso/core';
-import type { ContainerEvent, DockerRuntime } from '@dso/docker-runtime';
+import type {
+  ContainerDetails,
+  ContainerEvent,
+  DockerRuntime,
+  HostSecretDirs,
+  NumericOwner,
+} from '@dso/docker-runtime';
 import { type SecretProvider, type SecretValue, selectField } from '@dso/provider-sdk';
 import type { AgentHealth, AgentMetrics } from './observability.js';
 
@@ -52,6 +61,12 @@ export interface AgentOptions {
   logger: Logger;
   /** Every resolved value is registered here before anything could log it. */
   redactor: Redactor;
+  /**
+   * The host tmpfs folders for the host path: a container that bind-mounts `<root>/<key>` at
+   * its `dso.target` gets its files written there directly (no exec). Absent: exec only. Give
+   * it only when the agent shares the host with the engine.
+   */
+  hostDirs?: HostSecretDirs;
   /** Where resolved secrets are cached. @default createMemoryCache() with its defaults */
   cache?: Cache;
   /** Deliveries at once (1-32). @default DEFAULT_CONCURRENCY */
@@ -84,6 +99,8 @@ export interface AgentOptions {
    * backoff). Providers absent here are bounded by the cache's own stale window only.
    */
   maxStalenessMs?: ReadonlyMap<string, number>;
+  /** The cache's clock, for the staleness check. @default systemClock */
+  clock?: Clock;
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
@@ -104,8 +121,12 @@ export interface RotationOptions {
   jitterMs?: number;
   /** Bound on a `hook` command. @default 30000 */
   hookTimeoutMs?: number;
-  /** SIGTERM-to-SIGKILL grace of the `restart` policy. @default 10000 */
+  /** SIGTERM-to-SIGKILL grace of the `restart` policy and of a replaced container. @default 10000 */
   stopTimeoutMs?: number;
+  /** Under `replace`, how long the new container has to prove healthy. @default 60000 */
+  healthTimeoutMs?: number;
+  /** The heaviest policy tried when a lighter one fails, unless a container's label says otherwise. @default none */
+  escalateTo?: LabelRotationPolicy;
 }
 
 /** One resolved file, with what the audit trail and the delivered-state digest need. */
@@ -195,6 +216,8 @@ export interface ContainerStatus {
   id: string;
   /** The files of the last successful delivery (absent before one). */
   files?: DeliveredFile[];
+  /** Its `dso://` environment variables (`name` is the variable) and their current versions. */
+  env?: DeliveredFile[];
   /** When that delivery happened, ms since the epoch. */
   deliveredAt?: number;
   lastAction: {
@@ -244,10 +267,16 @@ export function createAgent(options: AgentOptions): Agent {
     jitterMs: options.rotation?.jitterMs ?? 5_000,
     hookTimeoutMs: options.rotation?.hookTimeoutMs ?? 30_000,
     stopTimeoutMs: options.rotation?.stopTimeoutMs ?? 10_000,
+    healthTimeoutMs: options.rotation?.healthTimeoutMs ?? 60_000,
+    escalateTo: options.rotation?.escalateTo,
   };
   let rotating = 0;
   const rotationTurns: Array<() => void> = [];
   const maxStaleness: ReadonlyMap<string, number> = options.maxStalenessMs ?? new Map();
+  const clock = options.clock ?? systemClock;
+  const hostDirs = options.hostDirs;
+  /** Containers delivered to by the host path, with their key (the bind mount's folder). */
+  const hostKeys = new Map<string, string>();
   const audit = options.audit;
   const metrics = options.metrics;
   const health = options.health;
@@ -302,7 +331,7 @@ export function createAgent(options: AgentOptions): Agent {
    * references, versions, target, mode, owner) and the run's start time. Hashes and versions
    * only: nothing here reveals a value.
    */
-  const delivered = new Map<string, { digest: string; startedAt: string }>();
+  const delivered = new Map<string, { digest: string; envDigest: string; startedAt: string }>();
   /** The last action per container, for status(): references and versions, never values. */
   const statuses = new Map<string, ContainerStatus>();
 
@@ -320,18 +349,24 @@ export function createAgent(options: AgentOptions): Agent {
     const log = logger.child({ containerId: containerId.slice(0, 12) });
     let spec: ManagedSpec | undefined;
     let resolved: ResolvedFile[] = [];
+    let method: 'exec' | 'host' = 'exec';
     try {
       const details = await runtime.inspectContainer(containerId, { signal });
       if (!details.running) return;
       spec = parseManagedLabels(details.labels);
-      if (!spec || spec.files.length === 0) return;
+      if (!spec || (spec.files.length === 0 && spec.env.length === 0)) return;
       resolved = await resolveFiles(spec, signal);
+      // The versions its dso:// environment values have now (set when it was created): a new
+      // one can only reach it by a replacement.
+      const env = await envVersions(spec, signal);
       const digest = digestOf(spec, resolved, details.user);
+      const envDigest = JSON.stringify(env.map((entry) => [entry.name, entry.version]));
       const previous = delivered.get(containerId);
       if (
         trigger !== 'started' &&
         previous !== undefined &&
         previous.digest === digest &&
+        previous.envDigest === envDigest &&
         previous.startedAt === details.startedAt
       ) {
         // Already there, same versions, same run of the container: a second event or a
@@ -346,25 +381,39 @@ export function createAgent(options: AgentOptions): Agent {
         return;
       }
       const files = resolved.map(({ name, content }) => ({ name, content }));
-      const result = await runtime.writeFiles(containerId, {
-        target: spec.target,
-        files,
-        mode: spec.mode,
-        owner: spec.owner,
-        // Just inspected: the runtime need not inspect it again.
-        containerUser: details.user,
-        signal,
-      });
-      delivered.set(containerId, { digest, startedAt: details.startedAt });
+      const hostKey = hostKeyOf(details, spec.target);
+      let result: { files: number; bytes: number };
+      if (files.length === 0) {
+        result = { files: 0, bytes: 0 };
+      } else if (hostKey !== undefined && hostDirs !== undefined) {
+        // The container bind-mounts its folder from the host tmpfs: written in place, no exec.
+        const owner = spec.owner ?? (await ownerOf(containerId, details.user, signal));
+        signal.throwIfAborted();
+        result = hostDirs.write(hostKey, { files, mode: spec.mode, owner });
+        hostKeys.set(containerId, hostKey);
+      } else {
+        result = await runtime.writeFiles(containerId, {
+          target: spec.target,
+          files,
+          mode: spec.mode,
+          owner: spec.owner,
+          // Just inspected: the runtime need not inspect it again.
+          containerUser: details.user,
+          signal,
+        });
+      }
+      method = hostKey === undefined ? 'exec' : 'host';
+      delivered.set(containerId, { digest, envDigest, startedAt: details.startedAt });
       gaveUp.delete(containerId);
       // New versions reached a container that was already running with the old ones: the
       // files are in place; now its policy tells it (a first delivery, a restart's, or an
-      // agent restart with nothing changed is no rotation).
-      const rotated =
-        previous !== undefined &&
-        previous.startedAt === details.startedAt &&
-        previous.digest !== digest;
-      if (rotated) void rotate(containerId, spec, resolved, signal);
+      // agent restart with nothing changed is no rotation). A new environment value needs a
+      // new container: a replacement, whatever the policy.
+      const sameRun = previous !== undefined && previous.startedAt === details.startedAt;
+      const envChanged = sameRun && previous.envDigest !== envDigest;
+      if (envChanged || (sameRun && previous.digest !== digest)) {
+        void rotate(containerId, spec, [...resolved, ...env], envChanged, signal);
+      }
       const now = Date.now();
       statuses.set(containerId, {
         id: containerId,
@@ -374,11 +423,21 @@ export function createAgent(options: AgentOptions): Agent {
           provider,
           version,
         })),
+        ...(env.length === 0
+          ? {}
+          : {
+              env: env.map(({ name, reference, provider, version }) => ({
+                name,
+                reference,
+                provider,
+                version,
+              })),
+            }),
         deliveredAt: now,
         lastAction: { trigger, at: now, outcome: 'delivered' },
       });
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
-      metrics?.injection('exec', 'ok', durationMs);
+      metrics?.injection(method, 'ok', durationMs);
       for (const file of resolved) {
         audit?.record({
           actor: { kind: 'agent' },
@@ -399,7 +458,7 @@ export function createAgent(options: AgentOptions): Agent {
     } catch (error) {
       if (signal.aborted) return;
       const retry = isRetryable(error);
-      metrics?.injection('exec', 'error', performance.now() - started);
+      metrics?.injection(method, 'error', performance.now() - started);
       const reference = (error as { details?: { reference?: unknown } }).details?.reference;
       statuses.set(containerId, {
         ...statuses.get(containerId),
@@ -443,43 +502,49 @@ export function createAgent(options: AgentOptions): Agent {
   }
 
   /**
-   * Applies a container's rotation policy after its files changed: `files` does nothing more,
+   * Applies a container's rotation policy after its secrets changed: `files` does nothing more,
    * `signal` signals it, `hook` runs its command in it, `restart` restarts it (its next start
-   * writes the files again). Actions across containers are bounded (maxInFlight) and spread
-   * (jitter), so many consumers of one secret do not all restart at once.
+   * writes the files again), `replace` starts a new container beside it with its `dso://`
+   * environment values resolved again, hands it the name once healthy, and rolls back
+   * otherwise (the old container keeps serving). A new environment value always takes
+   * `replace`. When an action fails, the next heavier one is tried, up to the container's
+   * `dso.rotate.escalate` (or `rotation.escalateTo`). Actions across containers are bounded
+   * (maxInFlight) and spread (jitter), so many consumers of one secret do not all restart at
+   * once.
    */
   async function rotate(
     containerId: string,
     spec: ManagedSpec,
-    files: ResolvedFile[],
+    secrets: ReadonlyArray<{ reference: string; provider: string; version: string }>,
+    envChanged: boolean,
     signal: AbortSignal,
   ): Promise<void> {
-    const policy = spec.rotation?.policy ?? rotation.defaultPolicy;
-    const log = logger.child({ containerId: containerId.slice(0, 12), policy });
-    const references = files.map((file) => ({
-      reference: file.reference,
-      provider: file.provider,
-      version: file.version,
+    const chain = policyChain(spec, envChanged);
+    const log = logger.child({ containerId: containerId.slice(0, 12) });
+    const references = secrets.map(({ reference, provider, version }) => ({
+      reference,
+      provider,
+      version,
     }));
-    const record = (outcome: 'ok' | 'error', code?: string) => {
-      for (const file of references) {
+    const record = (policy: LabelRotationPolicy, outcome: 'ok' | 'error', code?: string) => {
+      for (const secret of references) {
         audit?.record({
           actor: { kind: 'agent' },
           action: 'rotate',
-          ...file,
+          ...secret,
           containerId,
           outcome,
+          policy,
           ...(code === undefined ? {} : { code }),
         });
       }
     };
-    if (policy === 'files') {
+    if (chain[0] === 'files') {
       metrics?.rotation('files', 'ok', 0);
-      record('ok');
-      log.info('secrets rotated');
+      record('files', 'ok');
+      log.info({ policy: 'files' }, 'secrets rotated');
       return;
     }
-    const started = performance.now();
     try {
       await sleep(Math.random() * rotation.jitterMs, signal);
       if (rotating >= rotation.maxInFlight) {
@@ -487,45 +552,251 @@ export function createAgent(options: AgentOptions): Agent {
       }
       rotating += 1;
       try {
-        signal.throwIfAborted();
-        if (policy === 'signal') {
-          await runtime.sendSignal(containerId, spec.rotation?.signal ?? rotation.signal, {
-            signal,
-          });
-        } else if (policy === 'hook') {
-          const result = await runtime.exec(containerId, {
-            argv: spec.rotation?.hook ?? [],
-            timeoutMs: rotation.hookTimeoutMs,
-            maxOutputBytes: 4_096,
-            signal,
-          });
-          if (result.exitCode !== 0) {
-            throw new DsoError(
-              'DSO_AGENT_HOOK_FAILED',
-              `the rotation hook of container ${containerId.slice(0, 12)} exited ${result.exitCode}`,
-              { exitCode: result.exitCode },
+        for (const [index, policy] of chain.entries()) {
+          signal.throwIfAborted();
+          const started = performance.now();
+          try {
+            await runAction(policy, containerId, spec, signal);
+            metrics?.rotation(policy, 'ok', performance.now() - started);
+            record(policy, 'ok');
+            log.info({ policy }, 'secrets rotated');
+            return;
+          } catch (error) {
+            if (signal.aborted) return;
+            const code = errorCode(error) ?? 'DSO_ERROR';
+            const rolledBack =
+              code === 'DSO_DOCKER_REPLACE_FAILED' &&
+              (error as { details?: { rollback?: unknown } }).details?.rollback === 'done';
+            metrics?.rotation(
+              policy,
+              rolledBack ? 'rolled_back' : 'error',
+              performance.now() - started,
+            );
+            record(policy, 'error', code);
+            const next = chain[index + 1];
+            const details = (error as { details?: Record<string, unknown> }).details ?? {};
+            // The files already hold the new versions: a container left as it is picks them up
+            // at its next start or reload. Said loudly, not retried in a loop.
+            log.warn(
+              {
+                err: error,
+                code,
+                policy,
+                ...(rolledBack
+                  ? { stage: details.stage, reason: details.reason, rollback: 'done' }
+                  : {}),
+                ...(next === undefined ? {} : { escalatingTo: next }),
+              },
+              rolledBack
+                ? 'replacement rolled back: the old container keeps serving'
+                : 'rotation action failed',
             );
           }
-        } else if (policy === 'restart') {
-          await runtime.restartContainer(containerId, {
-            stopTimeoutMs: rotation.stopTimeoutMs,
-            signal,
-          });
         }
       } finally {
         rotating -= 1;
         rotationTurns.shift()?.();
       }
-      metrics?.rotation(policy, 'ok', performance.now() - started);
-      record('ok');
-      log.info('secrets rotated');
     } catch (error) {
       if (signal.aborted) return;
-      metrics?.rotation(policy, 'error', performance.now() - started);
-      record('error', errorCode(error) ?? 'DSO_ERROR');
-      // The files already hold the new versions: the container picks them up at its next
-      // start or reload. Said loudly, not retried in a loop.
-      log.warn({ err: error, code: errorCode(error) }, 'rotation action failed');
+      log.warn({ err: error, code: errorCode(error) }, 'rotation could not run');
+    }
+  }
+
+  /**
+   * The actions a rotation may take, lightest first: the container's policy (or the default;
+   * `replace` for a new environment value), then each heavier one up to its escalation limit,
+   * `hook` only when it has a hook.
+   */
+  function policyChain(spec: ManagedSpec, envChanged: boolean): LabelRotationPolicy[] {
+    const first: LabelRotationPolicy = envChanged
+      ? 'replace'
+      : (spec.rotation?.policy ?? rotation.defaultPolicy);
+    const last = spec.rotation?.escalateTo ?? rotation.escalateTo ?? first;
+    const from = LABEL_ROTATION_POLICIES.indexOf(first);
+    const to = Math.max(from, LABEL_ROTATION_POLICIES.indexOf(last));
+    return LABEL_ROTATION_POLICIES.slice(from, to + 1).filter(
+      (policy, index) =>
+        index === 0 || (policy !== 'files' && (policy !== 'hook' || spec.rotation?.hook)),
+    );
+  }
+
+  /** One rotation action on one container; throws when it failed. */
+  async function runAction(
+    policy: LabelRotationPolicy,
+    containerId: string,
+    spec: ManagedSpec,
+    signal: AbortSignal,
+  ): Promise<void> {
+    switch (policy) {
+      case 'files':
+        return;
+      case 'signal':
+        await runtime.sendSignal(containerId, spec.rotation?.signal ?? rotation.signal, { signal });
+        return;
+      case 'hook': {
+        const hook = spec.rotation?.hook;
+        if (hook === undefined) {
+          throw new DsoError(
+            'DSO_AGENT_HOOK_FAILED',
+            `container ${containerId.slice(0, 12)} has no ${LABELS.rotateHook} label: the hook policy has no command to run`,
+          );
+        }
+        const result = await runtime.exec(containerId, {
+          argv: hook,
+          timeoutMs: rotation.hookTimeoutMs,
+          maxOutputBytes: 4_096,
+          signal,
+        });
+        if (result.exitCode !== 0) {
+          throw new DsoError(
+            'DSO_AGENT_HOOK_FAILED',
+            `the rotation hook of container ${containerId.slice(0, 12)} exited ${result.exitCode}`,
+            { exitCode: result.exitCode },
+          );
+        }
+        return;
+      }
+      case 'restart':
+        await runtime.restartContainer(containerId, {
+          stopTimeoutMs: rotation.stopTimeoutMs,
+          signal,
+        });
+        return;
+      case 'replace':
+        await replace(containerId, spec, signal);
+        return;
+    }
+  }
+
+  /**
+   * Blue-green: a new container from the old one's configuration, its `dso://` variables
+   * resolved again (values only in the create request's body), its files written once it
+   * starts, named as the old one once healthy; any failure before that removes it and leaves the
+   * old one serving (the runtime's replaceContainer). The old one is stopped and removed after.
+   */
+  async function replace(
+    containerId: string,
+    spec: ManagedSpec,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const values = await resolveValues(spec.env, signal);
+    const env: Record<string, string> = {};
+    try {
+      for (const { name, value } of values)
+        env[name] = Buffer.from(value.reveal()).toString('utf8');
+    } finally {
+      for (const { value } of values) value.dispose();
+    }
+    const result = await runtime.replaceContainer(containerId, {
+      env,
+      health: { timeoutMs: rotation.healthTimeoutMs },
+      stopTimeoutMs: rotation.stopTimeoutMs,
+      hookTimeoutMs: rotation.hookTimeoutMs,
+      // Its files before the health wait (the start event queues the same delivery; a second
+      // one changes nothing).
+      onStarted: async (newId, hookSignal) => {
+        if (spec.files.length === 0) return;
+        queue.add(newId, 'started');
+        await waitDelivered(newId, hookSignal);
+      },
+      signal,
+    });
+    // The old container is gone: its state with it.
+    delivered.delete(containerId);
+    statuses.delete(containerId);
+    logger.info(
+      {
+        containerId: containerId.slice(0, 12),
+        newContainerId: result.newId.slice(0, 12),
+        health: result.health,
+        oldRemoved: result.oldRemoved,
+        durationMs: Math.round(result.durationMs),
+      },
+      'container replaced',
+    );
+    if (!result.oldRemoved) {
+      logger.warn(
+        { err: result.cleanupError, containerId: containerId.slice(0, 12) },
+        'the old container could not be removed: the next start of the agent finishes it',
+      );
+    }
+  }
+
+  /** Resolves when `containerId` has had a delivery in its current run, or throws on abort. */
+  async function waitDelivered(containerId: string, signal: AbortSignal): Promise<void> {
+    while (!delivered.has(containerId)) {
+      signal.throwIfAborted();
+      const failure = statuses.get(containerId)?.lastAction;
+      if (failure?.outcome === 'failed') {
+        throw new DsoError(
+          'DSO_AGENT_RESOLVE_FAILED',
+          `the new container's files could not be written (${failure.code ?? 'unknown'})`,
+          { reference: failure.reference },
+        );
+      }
+      await sleep(50, signal);
+    }
+  }
+
+  /** Values of `dso://` references, by variable name; the caller disposes them. */
+  async function resolveValues(
+    entries: ManagedSpec['env'],
+    signal: AbortSignal,
+  ): Promise<Array<{ name: string; value: SecretValue }>> {
+    const values: Array<{ name: string; value: SecretValue }> = [];
+    try {
+      for (const { name, reference } of entries) {
+        values.push({ name, value: (await resolveOne(reference, signal)).value });
+      }
+      return values;
+    } catch (error) {
+      for (const { value } of values) value.dispose();
+      throw error;
+    }
+  }
+
+  /**
+   * The host path key of a container that bind-mounts `<hostDirs.root>/<key>` at its target,
+   * or undefined (exec path).
+   */
+  function hostKeyOf(details: ContainerDetails, target: string): string | undefined {
+    if (hostDirs === undefined) return undefined;
+    const bind = details.binds.find((mount) => mount.target === target);
+    if (bind === undefined) return undefined;
+    const prefix = `${hostDirs.root}/`;
+    if (!bind.source.startsWith(prefix)) return undefined;
+    const key = bind.source.slice(prefix.length);
+    return HOST_KEY.test(key) ? key : undefined;
+  }
+
+  /** The numeric owner of a container's files: its user as the container itself maps it. */
+  async function ownerOf(
+    containerId: string,
+    user: string,
+    signal: AbortSignal,
+  ): Promise<NumericOwner> {
+    if (user === '' || user === 'root') return { uid: 0, gid: 0 };
+    const numeric = /^(\d+):(\d+)$/.exec(user);
+    if (numeric) return { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+    // A name, or a uid whose primary group is in the image's /etc/passwd.
+    return runtime.resolveUser(containerId, { signal });
+  }
+
+  /** Empties a container's host folder when it stops, so no secret outlives its run in it. */
+  function clearHostFiles(containerId: string, destroyed: boolean): void {
+    const key = hostKeys.get(containerId);
+    if (key === undefined || hostDirs === undefined) return;
+    if (destroyed) hostKeys.delete(containerId);
+    // Another container sharing the folder keeps it.
+    for (const [other, otherKey] of hostKeys) if (other !== containerId && otherKey === key) return;
+    try {
+      hostDirs.remove(key);
+      // A stopped container keeps an empty folder (its bind mount needs it to start again,
+      // and without `..data` its wait holds the application until the files are back).
+      if (!destroyed) hostDirs.ensure(key);
+    } catch (error) {
+      logger.warn({ err: error, code: errorCode(error) }, 'could not clear a host secrets folder');
     }
   }
 
@@ -594,7 +865,7 @@ export function createAgent(options: AgentOptions): Agent {
     }
     if (result.stale) {
       const maxStalenessMs = maxStaleness.get(providerName);
-      if (maxStalenessMs !== undefined && Date.now() - result.expiresAt > maxStalenessMs) {
+      if (maxStalenessMs !== undefined && clock.now() - result.expiresAt > maxStalenessMs) {
         result.value.dispose();
         throw new DsoError(
           'DSO_AGENT_RESOLVE_FAILED',
@@ -619,6 +890,22 @@ export function createAgent(options: AgentOptions): Agent {
       value,
       cacheHit: !loaded,
     };
+  }
+
+  /** Each `dso.env.*` variable's reference and current version (values disposed at once). */
+  async function envVersions(spec: ManagedSpec, signal: AbortSignal): Promise<DeliveredFile[]> {
+    const versions: DeliveredFile[] = [];
+    for (const { name, reference } of spec.env) {
+      const one = await resolveOne(reference, signal);
+      one.value.dispose();
+      versions.push({
+        name,
+        reference: one.formatted,
+        provider: one.provider,
+        version: one.version,
+      });
+    }
+    return versions;
   }
 
   async function resolveFiles(spec: ManagedSpec, signal: AbortSignal): Promise<ResolvedFile[]> {
@@ -669,7 +956,12 @@ export function createAgent(options: AgentOptions): Agent {
   }
 
   function onEvent(event: ContainerEvent): void {
+    if (event.type === 'container.died') {
+      clearHostFiles(event.id, false);
+      return;
+    }
     if (event.type === 'container.destroyed') {
+      clearHostFiles(event.id, true);
       delivered.delete(event.id);
       gaveUp.delete(event.id);
       statuses.delete(event.id);
@@ -729,6 +1021,44 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
+  /**
+   * Finishes or undoes replacements a crash interrupted (the runtime's decision table: never
+   * both containers removed, a new container that never proved itself never given the name).
+   * A failure here is reported and the agent goes on: what is left stays recognisable and is
+   * tried again at the next start.
+   */
+  async function recoverReplacements(): Promise<void> {
+    try {
+      const entries = await runtime.recoverReplacements({
+        stopTimeoutMs: rotation.stopTimeoutMs,
+        signal: stopping.signal,
+      });
+      for (const entry of entries) {
+        const fields = {
+          name: entry.name,
+          oldContainerId: entry.oldId.slice(0, 12),
+          newContainerId: entry.newId.slice(0, 12),
+          action: entry.action,
+          ...(entry.reason === undefined ? {} : { reason: entry.reason }),
+        };
+        if (entry.action === 'blocked') {
+          logger.warn(
+            { ...fields, err: entry.error },
+            'an interrupted replacement needs a decision: both containers are left as they are',
+          );
+        } else {
+          logger.info(fields, 'interrupted replacement recovered');
+        }
+      }
+    } catch (error) {
+      if (stopping.signal.aborted) return;
+      logger.warn(
+        { err: error, code: errorCode(error) },
+        'could not check for interrupted replacements; tried again at the next start',
+      );
+    }
+  }
+
   let done: Promise<void> = Promise.resolve();
   let started = false;
   let reconcileTimer: NodeJS.Timeout | undefined;
@@ -765,6 +1095,7 @@ export function createAgent(options: AgentOptions): Agent {
         // The owner awaits `done`; this only keeps the rejection from being reported as unhandled
         // before it does.
       });
+      await recoverReplacements();
       await enqueueRunningManaged(stopping.signal, 'startup');
       // The safety net behind the events: every managed container, checked on a timer.
       reconcileTimer = setInterval(() => {
@@ -879,6 +1210,9 @@ export function createAgent(options: AgentOptions): Agent {
   };
   return agent;
 }
+
+/** A host path key: the runtime's own rule for a key folder's name. */
+const HOST_KEY = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 // Worth retrying: what may pass on its own (a provider's retryable error, an engine that timed
 // out or could not be reached). A missing secret or a bad label waits for the next start.

@@ -17,7 +17,11 @@ import {
   type Redactor,
   resolveDsoPaths,
 } from '@dso/core';
-import { createDockerRuntime } from '@dso/docker-runtime';
+import {
+  createDockerRuntime,
+  createHostSecretDirs,
+  type HostSecretDirs,
+} from '@dso/docker-runtime';
 import type { ProcessProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
 import { startApiServer } from './api-server.js';
@@ -111,11 +115,19 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
         `cache backend "${config.cache.backend}" is not available in this agent yet: use cache.backend: memory`,
       );
     }
+    // Each provider's maximum staleness (its own, else the cache's): the cache keeps stale
+    // entries as long as the longest of them, the agent refuses any older than its provider's.
+    const maxStalenessMs = new Map(
+      Object.entries(config.providers).map(([name, entry]) => [
+        name,
+        entry.maxStalenessMs ?? config.cache.staleIfErrorMs,
+      ]),
+    );
     const cache = createMemoryCache({
       ttlMs: config.cache.ttlMs,
       maxEntries: config.cache.maxEntries,
       maxBytes: config.cache.maxBytes,
-      staleIfErrorMs: config.cache.staleIfErrorMs,
+      staleIfErrorMs: Math.max(config.cache.staleIfErrorMs, ...maxStalenessMs.values()),
       negativeTtlMs: config.cache.negativeTtlMs,
     });
     closers.push(() => cache.close());
@@ -165,11 +177,14 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       'agent starting',
     );
 
+    const hostDirs = openHostDirs(config, logger);
     const { queue, docker } = config;
     const agent = createAgent({
       runtime,
       providers,
       cache,
+      maxStalenessMs,
+      ...(hostDirs === undefined ? {} : { hostDirs }),
       defaultProvider: config.defaultProvider,
       logger,
       redactor,
@@ -185,10 +200,11 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       metrics,
       health,
       rotation: {
-        // `replace` recreates a container for new environment values (dso://), which this
-        // agent does not set yet: for files it means what `restart` does.
-        defaultPolicy:
-          config.rotation.defaultPolicy === 'replace' ? 'restart' : config.rotation.defaultPolicy,
+        defaultPolicy: config.rotation.defaultPolicy,
+        ...(config.rotation.escalateTo === undefined
+          ? {}
+          : { escalateTo: config.rotation.escalateTo }),
+        healthTimeoutMs: config.rotation.healthTimeoutMs,
         signal: config.rotation.signal,
         maxInFlight: config.rotation.maxInFlight,
         jitterMs: config.rotation.jitterMs,
@@ -237,6 +253,33 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     process.removeListener('SIGTERM', onSignal);
     process.removeListener('SIGINT', onSignal);
     logger.flush();
+  }
+}
+
+/**
+ * The host path's folders when the agent shares the host with the engine (a unix socket) and
+ * `hostPath.enabled`; undefined (exec only) otherwise, or when the root cannot be used (not a
+ * tmpfs, no permission), which is said once at start.
+ */
+function openHostDirs(config: DsoConfig, logger: Logger): HostSecretDirs | undefined {
+  if (!config.hostPath.enabled) return undefined;
+  if (!config.docker.host.startsWith('unix://')) {
+    logger.info(
+      { host: config.docker.host },
+      'host path off: the engine is remote, files are written by exec',
+    );
+    return undefined;
+  }
+  try {
+    const dirs = createHostSecretDirs({ root: config.hostPath.root });
+    logger.info({ root: dirs.root }, 'host path on for containers that bind-mount it');
+    return dirs;
+  } catch (error) {
+    logger.warn(
+      { err: error, code: errorCode(error), root: config.hostPath.root },
+      'host path off: files are written by exec',
+    );
+    return undefined;
   }
 }
 

@@ -73,6 +73,8 @@ export type AuditRecord = {
   cacheHit?: boolean;
   /** How long the operation took, in milliseconds. */
   durationMs?: number;
+  /** For `rotate`: the policy whose action this was (`files`, `signal`, `hook`, `restart`, `replace`). */
+  policy?: 'files' | 'signal' | 'hook' | 'restart' | 'replace';
 };
 
 /** What {@link AuditLog.record} takes: a record without its time, the reference parsed or not. */
@@ -155,6 +157,7 @@ const fields = {
   code: z.string().regex(CODE).optional(),
   cacheHit: z.boolean().optional(),
   durationMs: z.number().min(0).optional(),
+  policy: z.enum(['files', 'signal', 'hook', 'restart', 'replace']).optional(),
 };
 
 const entrySchema = z.strictObject({
@@ -289,6 +292,7 @@ function toRecord(entry: AuditEntry, now: number): AuditRecord {
     ...(checked.code === undefined ? {} : { code: checked.code }),
     ...(checked.cacheHit === undefined ? {} : { cacheHit: checked.cacheHit }),
     ...(checked.durationMs === undefined ? {} : { durationMs: checked.durationMs }),
+    ...(checked.policy === undefined ? {} : { policy: checked.policy }),
   };
   return record;
 }

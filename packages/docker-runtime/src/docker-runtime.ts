@@ -197,6 +197,11 @@ export interface ContainerDetails {
   startedAt: string;
   /** Destinations of its tmpfs mounts, from `HostConfig.Tmpfs` and mounts of type tmpfs. */
   tmpfs: string[];
+  /**
+   * Its bind mounts (`-v /host:/in` and `--mount type=bind`): where each comes from on the host
+   * and where the container sees it. The host path delivery looks for a secrets folder here.
+   */
+  binds: Array<{ source: string; target: string; readOnly: boolean }>;
   /** The image reference it was created from. */
   image: string;
 }
@@ -981,6 +986,22 @@ function toDetails(info: Docker.ContainerInspectInfo): ContainerDetails {
   for (const mount of info.Mounts ?? []) {
     if ((mount as { Type?: string }).Type === 'tmpfs') add(mount.Destination);
   }
+  const binds: ContainerDetails['binds'] = [];
+  for (const mount of info.Mounts ?? []) {
+    const { Type, Source, Destination, RW } = mount as {
+      Type?: string;
+      Source?: string;
+      Destination?: string;
+      RW?: boolean;
+    };
+    if (Type === 'bind' && typeof Source === 'string' && typeof Destination === 'string') {
+      binds.push({
+        source: Source,
+        target: Destination.length > 1 ? Destination.replace(/\/+$/, '') : Destination,
+        readOnly: RW === false,
+      });
+    }
+  }
   return {
     id: info.Id,
     name: (info.Name ?? '').replace(/^\//, ''),
@@ -990,6 +1011,7 @@ function toDetails(info: Docker.ContainerInspectInfo): ContainerDetails {
     user: info.Config?.User ?? '',
     startedAt: info.State?.StartedAt?.startsWith('0001-') ? '' : (info.State?.StartedAt ?? ''),
     tmpfs: [...tmpfs],
+    binds,
     image: info.Config?.Image ?? '',
   };
 }
