@@ -109,6 +109,23 @@ export async function createWorkspace() {
   };
 }
 
+/**
+ * The agent's environment: the workspace's (its own API socket included) and metrics on a free
+ * loopback port, so that no two agents (of one file or another) ever share either.
+ */
+export async function agentEnv(
+  workspace: { env: NodeJS.ProcessEnv },
+  extra: NodeJS.ProcessEnv = {},
+) {
+  const metricsAddress = `127.0.0.1:${await freePort()}`;
+  const env: NodeJS.ProcessEnv = {
+    ...workspace.env,
+    DSO_METRICS_ADDRESS: metricsAddress,
+    ...extra,
+  };
+  return { env, metricsAddress };
+}
+
 /** The built agent, its whole output kept for the canary checks. */
 export function startAgent(env: NodeJS.ProcessEnv) {
   const child: ChildProcess = spawn(process.execPath, [AGENT_BIN], {

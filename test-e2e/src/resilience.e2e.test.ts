@@ -13,10 +13,10 @@ import {
   startPrivateEngine,
 } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
+  agentEnv,
   createWorkspace,
   dockerOn,
   dockerRaw,
-  freePort,
   metricValue,
   providerProcesses,
   readAuditTrail,
@@ -82,20 +82,6 @@ async function workspaceWith(secrets: Record<string, string>): Promise<Workspace
     await workspace[Symbol.asyncDispose]();
     throw error;
   }
-}
-
-/**
- * The agent's environment: the workspace's (its own API socket included) and metrics on a free
- * loopback port, so that no two agents (of this file or another) ever share either.
- */
-async function agentEnv(workspace: Workspace, extra: NodeJS.ProcessEnv = {}) {
-  const metricsAddress = `127.0.0.1:${await freePort()}`;
-  const env: NodeJS.ProcessEnv = {
-    ...workspace.env,
-    DSO_METRICS_ADDRESS: metricsAddress,
-    ...extra,
-  };
-  return { env, metricsAddress };
 }
 
 /** The pid the agent logs in its own lines (pino's `pid`), from its `agent ready` line. */

@@ -1,0 +1,200 @@
+/**
+ * Rotation with the built agent and the real engine: a container created with a `dso://`
+ * environment value is replaced blue-green when the secret changes, and kept as it is (rolled
+ * back, still serving under its name) when the new container fails its health check. Also the
+ * host path: a container that bind-mounts its folder from `hostPath.root` gets its files there,
+ * without an exec, and the folder is emptied when it stops.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  agentEnv,
+  createWorkspace,
+  docker,
+  metricValue,
+  RUN_ID,
+  readAuditTrail,
+  readMetrics,
+  removeRunContainers,
+  runCommand,
+  runContainer,
+  startAgent,
+  TEST_IMAGE,
+  TEST_LABEL,
+  waitFor,
+} from './harness.js';
+
+afterAll(removeRunContainers);
+
+/** Environment variable values of a container, by name (from `docker inspect`). */
+async function envOf(nameOrId: string): Promise<Record<string, string>> {
+  const entries = JSON.parse(
+    await docker('inspect', '--format', '{{json .Config.Env}}', nameOrId),
+  ) as string[];
+  return Object.fromEntries(
+    entries.map((entry) => [
+      entry.slice(0, entry.indexOf('=')),
+      entry.slice(entry.indexOf('=') + 1),
+    ]),
+  );
+}
+
+describe('rotation of a dso:// environment value by replacement', () => {
+  it('replaces the container when the secret changes, and rolls back when the new one is unhealthy', async () => {
+    const canary = randomUUID();
+    await using workspace = await createWorkspace();
+    expect((await workspace.cli(['init'])).code).toBe(0);
+    expect(await workspace.cli(['secret', 'set', 'app/token'], `good-1-${canary}`)).toMatchObject({
+      code: 0,
+    });
+    await writeFile(
+      join(workspace.home, 'dso.yaml'),
+      [
+        'cache: { ttlMs: 0 }',
+        'reconcile: { intervalMs: 1s }',
+        'rotation: { jitterMs: 0, healthTimeoutMs: 30s, stopTimeoutMs: 1s }',
+      ].join('\n'),
+    );
+    const { env } = await agentEnv(workspace);
+    await using agent = startAgent(env);
+    await agent.waitForLog('agent ready');
+
+    // Created as `dso up` creates it: the value in its environment (from the docker CLI's own
+    // environment, never argv), the reference in a label. Healthy unless its value is a bad one.
+    const name = `dso-test-${randomUUID()}`;
+    const created = await runCommand(
+      'docker',
+      [
+        'run',
+        '-d',
+        '--name',
+        name,
+        '--network',
+        'none',
+        '--label',
+        `${TEST_LABEL}=${RUN_ID}`,
+        '--label',
+        'dso.enable=true',
+        '--label',
+        'dso.env.TOKEN=dso://app/token',
+        '--label',
+        'dso.rotate=replace',
+        '-e',
+        'TOKEN',
+        '--health-cmd',
+        'case "$TOKEN" in bad-*) exit 1;; esac',
+        '--health-interval',
+        '1s',
+        '--health-retries',
+        '1',
+        '--health-timeout',
+        '2s',
+        TEST_IMAGE,
+        'sleep',
+        '600',
+      ],
+      { env: { ...process.env, TOKEN: `good-1-${canary}` } },
+    );
+    expect(created.code).toBe(0);
+    const firstId = created.stdout.trim();
+    await waitFor('the agent to see the container', async () =>
+      agent
+        .lines()
+        .find(
+          (line) => line.msg === 'secrets delivered' && line.containerId === firstId.slice(0, 12),
+        ),
+    );
+
+    // A new version: a new container with the new value takes the name; the old one is gone.
+    expect(await workspace.cli(['secret', 'set', 'app/token'], `good-2-${canary}`)).toMatchObject({
+      code: 0,
+    });
+    await agent.waitForLog('container replaced', 60_000);
+    const secondId = await docker('inspect', '--format', '{{.Id}}', name);
+    expect(secondId).not.toBe(firstId);
+    expect((await envOf(name)).TOKEN).toBe(`good-2-${canary}`);
+    expect(await docker('inspect', '--format', '{{.State.Running}}', name)).toBe('true');
+    expect(await docker('ps', '-aq', '--filter', `id=${firstId}`)).toBe('');
+
+    // A version the new container fails its health check with: rolled back, the serving
+    // container keeps its name, its value and its run; no half-made container is left.
+    expect(await workspace.cli(['secret', 'set', 'app/token'], `bad-${canary}`)).toMatchObject({
+      code: 0,
+    });
+    const rolledBack = await agent.waitForLog(
+      'replacement rolled back: the old container keeps serving',
+      60_000,
+    );
+    expect(rolledBack).toMatchObject({ code: 'DSO_DOCKER_REPLACE_FAILED', stage: 'health' });
+    expect(await docker('inspect', '--format', '{{.Id}}', name)).toBe(secondId);
+    expect(await docker('inspect', '--format', '{{.State.Running}}', name)).toBe('true');
+    expect((await envOf(name)).TOKEN).toBe(`good-2-${canary}`);
+    expect(await docker('ps', '-aq', '--filter', `name=${name}-dso-next`)).toBe('');
+
+    expect(await agent.stop()).toBe(0);
+    const rotations = (await readAuditTrail(workspace.home)).filter(
+      (line) => line.action === 'rotate',
+    );
+    expect(rotations.map((line) => [line.policy, line.outcome])).toEqual([
+      ['replace', 'ok'],
+      ['replace', 'error'],
+    ]);
+    // Values only where dso:// puts them (the container's environment): never in the agent's
+    // output or the audit trail.
+    expect(agent.output).not.toContain(canary);
+    expect(JSON.stringify(rotations)).not.toContain(canary);
+  });
+});
+
+describe('the host path', () => {
+  it('writes a container that bind-mounts its folder from hostPath.root there, without exec', async () => {
+    const canary = `canary-${randomUUID()}`;
+    const root = `/dev/shm/dso-e2e-${randomUUID()}`;
+    await mkdir(root, { recursive: true });
+    try {
+      await using workspace = await createWorkspace();
+      expect((await workspace.cli(['init'])).code).toBe(0);
+      expect(await workspace.cli(['secret', 'set', 'app/db'], canary)).toMatchObject({ code: 0 });
+      await writeFile(join(workspace.home, 'dso.yaml'), `hostPath: { root: ${root} }\n`);
+      const { env, metricsAddress } = await agentEnv(workspace);
+      await using agent = startAgent(env);
+      await agent.waitForLog('agent ready');
+      const folder = join(root, `web-${RUN_ID.slice(0, 8)}`);
+      await mkdir(folder);
+      await using container = await runContainer([
+        '--user',
+        `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
+        '--label',
+        'dso.enable=true',
+        '--label',
+        'dso.file.db=dsofile://app/db',
+        '--mount',
+        `type=bind,source=${folder},target=/run/secrets,readonly`,
+      ]);
+      const content = await waitFor('the file through the bind mount', async () => {
+        const text = await container.readFile('/run/secrets/db').catch(() => '');
+        return text.length > 0 ? text : undefined;
+      });
+      expect(content).toBe(canary);
+      const metrics = await readMetrics(metricsAddress);
+      expect(
+        metricValue(metrics, 'dso_injection_writes_total', { method: 'host', outcome: 'ok' }),
+      ).toBe(1);
+      expect(
+        metricValue(metrics, 'dso_injection_writes_total', { method: 'exec', outcome: 'ok' }),
+      ).toBe(0);
+      // Stopped: the folder stays (the bind mount needs it) but holds no secret.
+      await docker('stop', '-t', '0', container.id);
+      await waitFor('the folder to be emptied', async () =>
+        existsSync(join(folder, '..data')) ? undefined : true,
+      );
+      expect(await agent.stop()).toBe(0);
+      expect(agent.output).not.toContain(canary);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
