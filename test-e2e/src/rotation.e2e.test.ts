@@ -149,6 +149,97 @@ describe('rotation of a dso:// environment value by replacement', () => {
   });
 });
 
+describe('an agent killed in the middle of a replacement', () => {
+  it('undoes the half-made replacement at its next start: the old container keeps its name', async () => {
+    const canary = randomUUID();
+    await using workspace = await createWorkspace();
+    expect((await workspace.cli(['init'])).code).toBe(0);
+    expect(await workspace.cli(['secret', 'set', 'app/token'], `good-${canary}`)).toMatchObject({
+      code: 0,
+    });
+    await writeFile(
+      join(workspace.home, 'dso.yaml'),
+      [
+        'cache: { ttlMs: 0 }',
+        'reconcile: { intervalMs: 1s }',
+        'rotation: { jitterMs: 0, healthTimeoutMs: 60s, stopTimeoutMs: 1s }',
+      ].join('\n'),
+    );
+    const { env } = await agentEnv(workspace);
+    const first = startAgent(env);
+    try {
+      await first.waitForLog('agent ready');
+      // A `slow-` value keeps the new container `starting` (100 retries) far past the kill.
+      const name = `dso-test-${randomUUID()}`;
+      const created = await runCommand(
+        'docker',
+        [
+          'run',
+          '-d',
+          '--name',
+          name,
+          '--network',
+          'none',
+          '--label',
+          `${TEST_LABEL}=${RUN_ID}`,
+          '--label',
+          'dso.enable=true',
+          '--label',
+          'dso.env.TOKEN=dso://app/token',
+          '--label',
+          'dso.rotate=replace',
+          '-e',
+          'TOKEN',
+          '--health-cmd',
+          'case "$TOKEN" in slow-*) exit 1;; esac',
+          '--health-interval',
+          '1s',
+          '--health-retries',
+          '100',
+          TEST_IMAGE,
+          'sleep',
+          '600',
+        ],
+        { env: { ...process.env, TOKEN: `good-${canary}` } },
+      );
+      expect(created.code).toBe(0);
+      const oldId = created.stdout.trim();
+      await waitFor('the agent to see the container', async () =>
+        first
+          .lines()
+          .find(
+            (line) => line.msg === 'secrets delivered' && line.containerId === oldId.slice(0, 12),
+          ),
+      );
+      expect(await workspace.cli(['secret', 'set', 'app/token'], `slow-${canary}`)).toMatchObject({
+        code: 0,
+      });
+      const nextId = await waitFor(
+        'the new container of the replacement',
+        async () => (await docker('ps', '-aq', '--filter', `name=${name}-dso-next`)) || undefined,
+        { timeoutMs: 30_000 },
+      );
+      await first[Symbol.asyncDispose](); // SIGKILL: no rollback of its own
+      // Both exist now: the old one serving under its name, the new one half-made.
+      expect(await docker('inspect', '--format', '{{.Name}}', oldId)).toBe(`/${name}`);
+
+      await using second = startAgent(env);
+      const recovered = await second.waitForLog('interrupted replacement recovered');
+      expect(recovered).toMatchObject({ name, action: 'undone' });
+      await second.waitForLog('agent ready');
+      expect(await docker('ps', '-aq', '--filter', `id=${nextId}`)).toBe('');
+      expect(await docker('inspect', '--format', '{{.Id}} {{.State.Running}}', name)).toBe(
+        `${oldId} true`,
+      );
+      expect((await envOf(name)).TOKEN).toBe(`good-${canary}`);
+      expect(await second.stop()).toBe(0);
+      expect(first.output + second.output).not.toContain(canary);
+    } finally {
+      await first[Symbol.asyncDispose]();
+    }
+  });
+});
+
 describe('the host path', () => {
   it('writes a container that bind-mounts its folder from hostPath.root there, without exec', async () => {
     const canary = `canary-${randomUUID()}`;

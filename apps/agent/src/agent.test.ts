@@ -107,7 +107,12 @@ function createFakeRuntime(containers: ContainerDetails[]) {
       const newId = `${id}-next`;
       if (old) {
         byId.delete(id);
-        byId.set(newId, { ...old, id: newId });
+        const labels = { ...old.labels };
+        for (const [key, value] of Object.entries(request.labels ?? {})) {
+          if (value === null) delete labels[key];
+          else labels[key] = value;
+        }
+        byId.set(newId, { ...old, id: newId, labels });
         await request.onStarted?.(newId, new AbortController().signal);
       }
       return {
@@ -748,6 +753,25 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
     await cache.close();
   });
 
+  it('replaces once, at first sight, a container created with an older version than the current one', async () => {
+    const { agent, fake } = setup(
+      [
+        container('c1', {
+          'dso.enable': 'true',
+          'dso.env.API_KEY': 'dso://app/db',
+          'dso.env-version.API_KEY': '0',
+        }),
+      ],
+      { reconcileIntervalMs: 20, rotation: { jitterMs: 0 } },
+    );
+    await agent.start();
+    await expect.poll(() => fake.actions).toEqual(['replace c1']);
+    // Several reconciliations later: the new container is not replaced again.
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(fake.actions).toEqual(['replace c1']);
+    await agent.close();
+  });
+
   it('keeps the old container when a replacement is rolled back, and counts it', async () => {
     const values: Record<string, string> = {
       'app/db': 'v1',
@@ -935,5 +959,48 @@ describe('createAgent: host path, rotate on request, environment for dso up, sta
     );
     await agent.close();
     await cache.close();
+  });
+});
+
+describe('createAgent: change detection', () => {
+  it('rotates when a probe reports a new version, without waiting for a reconciliation', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    const versions: Record<string, number> = { 'app/db': 1, 'app/cfg': 1 };
+    let probes = 0;
+    const provider: SecretProvider = {
+      ...createProvider(values),
+      capabilities: { list: false, watch: false, probe: true, health: false },
+      async resolve({ path }) {
+        return { value: SecretValue.fromText(values[path] ?? ''), version: String(versions[path]) };
+      },
+      async probe({ path }) {
+        probes += 1;
+        return { version: String(versions[path]) };
+      },
+    };
+    const { agent, fake, lines } = setup(
+      [container('c1', { ...MANAGED, 'dso.rotate': 'signal' })],
+      {
+        // The reconciliation alone would take an hour, the cache ten minutes.
+        reconcileIntervalMs: 3_600_000,
+        providers: new Map([['local', provider]]),
+        changeDetection: { pollIntervalMs: 50 },
+        rotation: { jitterMs: 0 },
+      },
+    );
+    await agent.start();
+    await agent.idle();
+    await expect.poll(() => probes).toBeGreaterThan(0);
+    values['app/db'] = 'v2';
+    versions['app/db'] = 2;
+    await expect.poll(() => fake.actions).toEqual(['signal c1 SIGHUP']);
+    expect(fake.writes.at(-1)?.contents[0]).toBe('v2');
+    expect(lines().find((line) => line.msg === 'new secret version detected')).toMatchObject({
+      reference: 'local:app/db',
+      version: '2',
+      source: 'probe',
+      containers: 1,
+    });
+    await agent.close();
   });
 });

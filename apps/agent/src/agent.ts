@@ -31,6 +31,11 @@ import type {
   NumericOwner,
 } from '@dso/docker-runtime';
 import { type SecretProvider, type SecretValue, selectField } from '@dso/provider-sdk';
+import {
+  type ChangeDetector,
+  createChangeDetector,
+  type TrackedSecret,
+} from './change-detector.js';
 import type { AgentHealth, AgentMetrics } from './observability.js';
 
 /** How many containers the agent delivers to at once. @default 4 */
@@ -49,7 +54,7 @@ export const DEFAULT_RECONCILE_INTERVAL_MS = 10 * 60_000;
  * tmpfs is new. A reconciliation writes only when what it would write differs from what was
  * last delivered to the same run of the container.
  */
-export type DeliveryTrigger = 'started' | 'startup' | 'periodic' | 'resync' | 'api';
+export type DeliveryTrigger = 'started' | 'startup' | 'periodic' | 'resync' | 'api' | 'changed';
 
 /** What the agent is built from: long-lived objects the owner constructs and closes. */
 export interface AgentOptions {
@@ -101,6 +106,16 @@ export interface AgentOptions {
   maxStalenessMs?: ReadonlyMap<string, number>;
   /** The cache's clock, for the staleness check. @default systemClock */
   clock?: Clock;
+  /**
+   * Noticing new versions between reconciliations: a provider's watch where it declares one,
+   * else its version probe, else a resolve, every interval (see change-detector.ts). Absent:
+   * new versions are noticed by the periodic reconciliation only.
+   */
+  changeDetection?: {
+    pollIntervalMs: number;
+    /** Per provider intervals overriding `pollIntervalMs`. */
+    pollIntervalByProvider?: ReadonlyMap<string, number>;
+  };
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
@@ -275,6 +290,69 @@ export function createAgent(options: AgentOptions): Agent {
   const maxStaleness: ReadonlyMap<string, number> = options.maxStalenessMs ?? new Map();
   const clock = options.clock ?? systemClock;
   const hostDirs = options.hostDirs;
+  /**
+   * The secrets each container was last given (provider, path, version; never a pinned
+   * version): what the change detector tracks, and who consumes a secret that changed.
+   */
+  const consumed = new Map<string, TrackedSecret[]>();
+  const detector: ChangeDetector | undefined =
+    options.changeDetection === undefined
+      ? undefined
+      : createChangeDetector({
+          providers,
+          logger,
+          redactor,
+          ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+          pollIntervalMs: options.changeDetection.pollIntervalMs,
+          ...(options.changeDetection.pollIntervalByProvider === undefined
+            ? {}
+            : { pollIntervalByProvider: options.changeDetection.pollIntervalByProvider }),
+          onChange: (change) => {
+            // The cached value first, so the deliveries that follow ask the provider.
+            void cache
+              .invalidatePrefix(cacheKeyPrefix(change.provider, change.path))
+              .catch(() => 0)
+              .then(() => {
+                if (stopping.signal.aborted) return;
+                let containers = 0;
+                for (const [id, secrets] of consumed) {
+                  if (
+                    secrets.some((s) => s.provider === change.provider && s.path === change.path)
+                  ) {
+                    queue.add(id, 'changed');
+                    containers += 1;
+                  }
+                }
+                logger.info(
+                  {
+                    reference: `${change.provider}:${change.path}`,
+                    version: change.version,
+                    source: change.source,
+                    containers,
+                  },
+                  'new secret version detected',
+                );
+              });
+          },
+        });
+  let trackTimer: NodeJS.Timeout | undefined;
+  /** Records what a container consumes and hands the whole set to the detector (coalesced). */
+  function consume(containerId: string, secrets: TrackedSecret[] | undefined): void {
+    if (detector === undefined) return;
+    if (secrets === undefined) consumed.delete(containerId);
+    else consumed.set(containerId, secrets);
+    if (trackTimer !== undefined) return;
+    trackTimer = setTimeout(() => {
+      trackTimer = undefined;
+      if (stopping.signal.aborted) return;
+      const latest = new Map<string, TrackedSecret>();
+      for (const secrets of consumed.values()) {
+        for (const secret of secrets) latest.set(`${secret.provider}:${secret.path}`, secret);
+      }
+      detector.track(latest.values());
+    }, 100);
+    trackTimer.unref();
+  }
   /** Containers delivered to by the host path, with their key (the bind mount's folder). */
   const hostKeys = new Map<string, string>();
   const audit = options.audit;
@@ -404,13 +482,36 @@ export function createAgent(options: AgentOptions): Agent {
       }
       method = hostKey === undefined ? 'exec' : 'host';
       delivered.set(containerId, { digest, envDigest, startedAt: details.startedAt });
+      consume(containerId, [
+        ...spec.files.flatMap((file, index) => {
+          const got = resolved[index];
+          return file.reference.version || got === undefined
+            ? []
+            : [{ provider: got.provider, path: file.reference.path, version: got.version }];
+        }),
+        ...spec.env.flatMap((variable, index) => {
+          const got = env[index];
+          return variable.reference.version || got === undefined
+            ? []
+            : [{ provider: got.provider, path: variable.reference.path, version: got.version }];
+        }),
+      ]);
       gaveUp.delete(containerId);
       // New versions reached a container that was already running with the old ones: the
       // files are in place; now its policy tells it (a first delivery, a restart's, or an
       // agent restart with nothing changed is no rotation). A new environment value needs a
       // new container: a replacement, whatever the policy.
       const sameRun = previous !== undefined && previous.startedAt === details.startedAt;
-      const envChanged = sameRun && previous.envDigest !== envDigest;
+      // Created with an older version than the current one (its dso.env-version.* labels):
+      // replaced once, at first sight or when the versions move again, never in a loop.
+      const createdStale =
+        (previous === undefined || previous.envDigest !== envDigest) &&
+        spec.env.some(
+          (variable, index) =>
+            variable.createdVersion !== undefined &&
+            variable.createdVersion !== env[index]?.version,
+        );
+      const envChanged = createdStale || (sameRun && previous.envDigest !== envDigest);
       if (envChanged || (sameRun && previous.digest !== digest)) {
         void rotate(containerId, spec, [...resolved, ...env], envChanged, signal);
       }
@@ -682,14 +783,19 @@ export function createAgent(options: AgentOptions): Agent {
   ): Promise<void> {
     const values = await resolveValues(spec.env, signal);
     const env: Record<string, string> = {};
+    // Which version each value has: the next check (of this agent or the next) compares them.
+    const labels: Record<string, string> = {};
     try {
-      for (const { name, value } of values)
+      for (const { name, value, version } of values) {
         env[name] = Buffer.from(value.reveal()).toString('utf8');
+        labels[`${LABELS.envVersionPrefix}${name}`] = version;
+      }
     } finally {
       for (const { value } of values) value.dispose();
     }
     const result = await runtime.replaceContainer(containerId, {
       env,
+      labels,
       health: { timeoutMs: rotation.healthTimeoutMs },
       stopTimeoutMs: rotation.stopTimeoutMs,
       hookTimeoutMs: rotation.hookTimeoutMs,
@@ -704,6 +810,7 @@ export function createAgent(options: AgentOptions): Agent {
     });
     // The old container is gone: its state with it.
     delivered.delete(containerId);
+    consume(containerId, undefined);
     statuses.delete(containerId);
     logger.info(
       {
@@ -743,11 +850,12 @@ export function createAgent(options: AgentOptions): Agent {
   async function resolveValues(
     entries: ManagedSpec['env'],
     signal: AbortSignal,
-  ): Promise<Array<{ name: string; value: SecretValue }>> {
-    const values: Array<{ name: string; value: SecretValue }> = [];
+  ): Promise<Array<{ name: string; value: SecretValue; version: string }>> {
+    const values: Array<{ name: string; value: SecretValue; version: string }> = [];
     try {
       for (const { name, reference } of entries) {
-        values.push({ name, value: (await resolveOne(reference, signal)).value });
+        const one = await resolveOne(reference, signal);
+        values.push({ name, value: one.value, version: one.version });
       }
       return values;
     } catch (error) {
@@ -932,7 +1040,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   async function enqueueRunningManaged(
     signal: AbortSignal,
-    trigger: Exclude<DeliveryTrigger, 'started'>,
+    trigger: Exclude<DeliveryTrigger, 'started' | 'changed'>,
   ): Promise<number> {
     const listStarted = performance.now();
     let containers: Awaited<ReturnType<DockerRuntime['listContainers']>>;
@@ -947,7 +1055,11 @@ export function createAgent(options: AgentOptions): Agent {
     logger.info({ containers: containers.length, trigger }, 'managed containers found');
     const running = new Set(containers.map((container) => container.id));
     // Forget what was delivered to containers that are gone (a destroy event may be lost).
-    for (const id of delivered.keys()) if (!running.has(id)) delivered.delete(id);
+    for (const id of delivered.keys()) {
+      if (running.has(id)) continue;
+      delivered.delete(id);
+      consume(id, undefined);
+    }
     for (const id of statuses.keys()) if (!running.has(id)) statuses.delete(id);
     for (const container of containers) queue.add(container.id, trigger);
     // Ready once every managed container has been looked at once (the deliveries follow).
@@ -963,6 +1075,7 @@ export function createAgent(options: AgentOptions): Agent {
     if (event.type === 'container.destroyed') {
       clearHostFiles(event.id, true);
       delivered.delete(event.id);
+      consume(event.id, undefined);
       gaveUp.delete(event.id);
       statuses.delete(event.id);
       return;
@@ -1071,6 +1184,8 @@ export function createAgent(options: AgentOptions): Agent {
     health?.stopping();
     stopping.abort(); // no more events or listing
     clearInterval(reconcileTimer);
+    clearTimeout(trackTimer);
+    await detector?.close();
     // Deliveries in flight get the grace period, then the queue aborts their signal and waits
     // for them to unwind, so nothing runs on after the owner closes the runtime and providers.
     const undone = await queue.close({ graceMs });

@@ -185,6 +185,14 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       cache,
       maxStalenessMs,
       ...(hostDirs === undefined ? {} : { hostDirs }),
+      changeDetection: {
+        pollIntervalMs: config.rotation.pollIntervalMs,
+        pollIntervalByProvider: new Map(
+          Object.entries(config.providers).flatMap(([name, entry]) =>
+            entry.pollIntervalMs === undefined ? [] : [[name, entry.pollIntervalMs] as const],
+          ),
+        ),
+      },
       defaultProvider: config.defaultProvider,
       logger,
       redactor,

@@ -43,6 +43,7 @@ describe('LABELS', () => {
       owner: 'dso.owner',
       filePrefix: 'dso.file.',
       envPrefix: 'dso.env.',
+      envVersionPrefix: 'dso.env-version.',
       rotate: 'dso.rotate',
       rotateSignal: 'dso.rotate.signal',
       rotateHook: 'dso.rotate.hook',
@@ -142,7 +143,9 @@ describe('parseManagedLabels', () => {
         ...ENABLED,
         'dso.env.b': 'dso://x',
         'dso.env.A_1': 'dso://vault:y#f@2',
+        'dso.env-version.b': 'v7',
       });
+      expect(spec?.env[1]?.createdVersion).toBe('v7');
       expect(spec?.env.map((variable) => variable.name)).toEqual(['A_1', 'b']);
       expect(parseManagedLabels(toManagedLabels(spec!))).toStrictEqual(spec);
     });

@@ -18,6 +18,7 @@ import {
  * | `dso.mode` | the files' octal mode |
  * | `dso.owner` | the files' numeric `uid[:gid]` |
  * | `dso.env.<NAME>` | the `dso://` reference the environment variable `<NAME>` was created from (the value itself is in the container's environment) |
+ * | `dso.env-version.<NAME>` | the version of that secret the container was created with |
  * | `dso.rotate` | the rotation policy: `files`, `signal`, `hook`, `restart`, `replace` |
  * | `dso.rotate.signal` | the signal of `signal` |
  * | `dso.rotate.hook` | the command of `hook`, a JSON list |
@@ -30,6 +31,7 @@ export const LABELS = {
   owner: 'dso.owner',
   filePrefix: 'dso.file.',
   envPrefix: 'dso.env.',
+  envVersionPrefix: 'dso.env-version.',
   rotate: 'dso.rotate',
   rotateSignal: 'dso.rotate.signal',
   rotateHook: 'dso.rotate.hook',
@@ -63,6 +65,8 @@ export type ManagedEnv = {
   name: string;
   /** Where its value came from; always a `dso` reference. */
   reference: SecretReference;
+  /** The version its value had when the container was created (`dso.env-version.<NAME>`), when known. */
+  createdVersion?: string;
 };
 
 /** Where a managed container's secret files go when `dso.target` is absent. */
@@ -181,7 +185,20 @@ export function parseManagedLabels(
         `write ${LABELS.envPrefix}<NAME> with NAME made of A-Z a-z 0-9 _ (not starting with a digit)`,
       );
     }
-    env.push({ name, reference: parseEnvReference(key, value) });
+    const variable: ManagedEnv = { name, reference: parseEnvReference(key, value) };
+    const versionKey = `${LABELS.envVersionPrefix}${name}`;
+    const createdVersion = labels[versionKey];
+    if (createdVersion !== undefined) {
+      if (!VERSION_TEXT.test(createdVersion)) {
+        throw labelError(
+          versionKey,
+          'is not a version (1 to 256 printable characters)',
+          'remove it: the agent then takes the version it first sees as the current one',
+        );
+      }
+      variable.createdVersion = createdVersion;
+    }
+    env.push(variable);
   }
   env.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 
@@ -194,6 +211,7 @@ export function parseManagedLabels(
 
 const SIGNAL_NAME = /^(?:SIG)?[A-Z][A-Z0-9+]{1,10}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,254}$/;
+const VERSION_TEXT = /^[\x21-\x7e]{1,256}$/;
 
 function parseRotation(labels: Readonly<Record<string, string>>): ManagedRotation | undefined {
   const policy = labels[LABELS.rotate];
@@ -324,6 +342,9 @@ export function toManagedLabels(
       );
     }
     labels[key] = formatFileReference(key, variable.reference);
+    if (variable.createdVersion !== undefined) {
+      labels[`${LABELS.envVersionPrefix}${variable.name}`] = variable.createdVersion;
+    }
   }
   for (const file of spec.files) {
     const key = `${LABELS.filePrefix}${file.name}`;

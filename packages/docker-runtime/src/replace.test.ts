@@ -145,6 +145,9 @@ describe('resolveReplaceRequest', () => {
     [{ env: { 'A\0': 'v' } }, 'env'],
     [{ env: { A: 1 as unknown as string } }, 'env'],
     [{ env: ['A=1'] as unknown as Record<string, string> }, 'env'],
+    [{ labels: { 'dso.replace.of': 'x' } }, 'labels'],
+    [{ labels: { '': 'x' } }, 'labels'],
+    [{ labels: { a: 1 as unknown as string } }, 'labels'],
     [{ health: { timeoutMs: 0 } }, 'health.timeoutMs'],
     [{ health: { runningForMs: -1 } }, 'health.runningForMs'],
     [{ stopTimeoutMs: Number.NaN }, 'stopTimeoutMs'],
@@ -199,6 +202,21 @@ describe('planReplacement', () => {
       generation: 1,
       healthcheck: false,
     });
+  });
+
+  it('applies label changes, never to its own dso.replace.* labels', () => {
+    const old = inspect({ config: { Labels: { keep: '1', drop: '2', change: '3' } } });
+    const result = planReplacement(old, {
+      env: [],
+      labels: [
+        ['drop', null],
+        ['change', 'new'],
+        ['added', 'a'],
+      ],
+      image: 'app:1',
+    });
+    expect(result.body.Labels).toMatchObject({ keep: '1', change: 'new', added: 'a' });
+    expect(result.body.Labels).not.toHaveProperty('drop');
   });
 
   it('does not change the inspect it was given', () => {

@@ -82,6 +82,12 @@ export interface ReplaceRequest {
    * @default no change
    */
   env?: Record<string, string | null>;
+  /**
+   * Label changes for the new container: a string sets it, `null` removes it. Labels are
+   * visible to anyone who can inspect: never a value. `dso.replace.*` are the runtime's own.
+   * @default no change
+   */
+  labels?: Record<string, string | null>;
   health?: ReplaceHealthOptions;
   /**
    * Grace given to the old container's main process between its stop signal and SIGKILL.
@@ -212,6 +218,7 @@ export interface ReplaceRecovery {
 /** A replacement request, validated, with defaults applied. */
 export interface ResolvedReplaceRequest {
   env: Array<[name: string, value: string | null]>;
+  labels: Array<[key: string, value: string | null]>;
   healthTimeoutMs: number;
   runningForMs: number;
   stopTimeoutMs: number;
@@ -252,6 +259,28 @@ export function resolveReplaceRequest(request: ReplaceRequest): ResolvedReplaceR
       env.push([name, value]);
     }
   }
+  const labels: Array<[string, string | null]> = [];
+  if (request.labels !== undefined) {
+    if (
+      typeof request.labels !== 'object' ||
+      request.labels === null ||
+      Array.isArray(request.labels)
+    ) {
+      throw invalid('labels', 'labels must be an object of label keys to a string or null');
+    }
+    for (const [key, value] of Object.entries(request.labels)) {
+      if (key === '' || key.startsWith('dso.replace.') || key.includes('\0')) {
+        throw invalid(
+          'labels',
+          `label ${JSON.stringify(key)} cannot be set: empty, holding NUL, or one of the runtime's own dso.replace.* labels`,
+        );
+      }
+      if (value !== null && (typeof value !== 'string' || value.includes('\0'))) {
+        throw invalid('labels', `label ${key} must be a string without NUL, or null`);
+      }
+      labels.push([key, value]);
+    }
+  }
   for (const hook of ['onCreated', 'onStarted'] as const) {
     if (request[hook] !== undefined && typeof request[hook] !== 'function') {
       throw invalid(hook, `${hook} must be a function`);
@@ -259,6 +288,7 @@ export function resolveReplaceRequest(request: ReplaceRequest): ResolvedReplaceR
   }
   return {
     env,
+    labels,
     healthTimeoutMs: duration(
       request.health?.timeoutMs,
       DEFAULT_REPLACE_HEALTH_TIMEOUT_MS,
@@ -340,6 +370,8 @@ export function hasHealthcheck(healthcheck: Docker.HealthConfig | null | undefin
 /** What {@link planReplacement} needs beside the old container's inspect. */
 export interface PlanInput {
   env: ReadonlyArray<readonly [string, string | null]>;
+  /** Label changes: a string sets, `null` removes (never `dso.replace.*`). */
+  labels?: ReadonlyArray<readonly [string, string | null]>;
   /** The image to create from: the old `Config.Image` if it still names the old image id, else that id. */
   image: string;
   /** Names of containers that share the old one's network namespace. */
@@ -480,6 +512,10 @@ export function planReplacement(old: Docker.ContainerInspectInfo, input: PlanInp
   );
   const primary = primaryIndex === -1 ? undefined : endpoints.splice(primaryIndex, 1)[0];
 
+  for (const [key, value] of input.labels ?? []) {
+    if (value === null) delete labels[key];
+    else labels[key] = value;
+  }
   for (const key of Object.keys(labels)) if (key.startsWith('dso.replace.')) delete labels[key];
   const previous = Number.parseInt(old.Config?.Labels?.[REPLACE_LABELS.generation] ?? '0', 10);
   const generation = (Number.isSafeInteger(previous) && previous > 0 ? previous : 0) + 1;
@@ -713,7 +749,12 @@ class Replacement {
       const image = await this.#imageFor(old);
 
       this.#stage = 'plan';
-      const plan = planReplacement(old, { env: this.#options.env, image, networkDependents });
+      const plan = planReplacement(old, {
+        env: this.#options.env,
+        labels: this.#options.labels,
+        image,
+        networkDependents,
+      });
       this.#plan = plan;
       this.#redactor = redactorFor(plan.body.Env ?? [], this.#options.env, 'strict');
       this.#engineRedactor = redactorFor(plan.body.Env ?? [], this.#options.env, 'usual');
