@@ -978,9 +978,12 @@ describe('createAgent: change detection', () => {
         return { version: String(versions[path]) };
       },
     };
+    const registry = createMetricsRegistry({ redactor: createRedactor() });
+    const metrics = createAgentMetrics(registry, { providers: ['local'] });
     const { agent, fake, lines } = setup(
       [container('c1', { ...MANAGED, 'dso.rotate': 'signal' })],
       {
+        metrics,
         // The reconciliation alone would take an hour, the cache ten minutes.
         reconcileIntervalMs: 3_600_000,
         providers: new Map([['local', provider]]),
@@ -1001,6 +1004,9 @@ describe('createAgent: change detection', () => {
       source: 'probe',
       containers: 1,
     });
+    const exposition = await registry.metrics();
+    expect(exposition).toContain('dso_rotation_changes_detected_total{source="probe"} 1');
+    expect(exposition).toContain('dso_rotation_tracked_items{mode="probed"} 2');
     await agent.close();
   });
 });

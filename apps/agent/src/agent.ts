@@ -308,6 +308,7 @@ export function createAgent(options: AgentOptions): Agent {
             ? {}
             : { pollIntervalByProvider: options.changeDetection.pollIntervalByProvider }),
           onChange: (change) => {
+            options.metrics?.changeDetected(change.source);
             // The cached value first, so the deliveries that follow ask the provider.
             void cache
               .invalidatePrefix(cacheKeyPrefix(change.provider, change.path))
@@ -335,6 +336,7 @@ export function createAgent(options: AgentOptions): Agent {
               });
           },
         });
+  if (detector !== undefined) options.metrics?.trackChangeDetector(() => detector.stats());
   let trackTimer: NodeJS.Timeout | undefined;
   /** Records what a container consumes and hands the whole set to the detector (coalesced). */
   function consume(containerId: string, secrets: TrackedSecret[] | undefined): void {

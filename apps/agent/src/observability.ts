@@ -121,6 +121,8 @@ export const AGENT_METRIC_NAMES = [
   'dso_cache_size_bytes',
   'dso_rotation_runs_total',
   'dso_rotation_duration_ms',
+  'dso_rotation_changes_detected_total',
+  'dso_rotation_tracked_items',
   'dso_reconcile_runs_total',
   'dso_reconcile_duration_ms',
   'dso_containers_managed_items',
@@ -145,6 +147,18 @@ export type CacheSample = Pick<
   CacheStats,
   'hits' | 'misses' | 'evictions' | 'expirations' | 'staleServed' | 'entries' | 'bytes'
 >;
+
+/** How a new version was noticed: a provider's watch, its version probe, or a resolve. */
+export const CHANGE_SOURCES = ['watch', 'probe', 'poll'] as const;
+/** One of {@link CHANGE_SOURCES}. */
+export type ChangeSource = (typeof CHANGE_SOURCES)[number];
+
+/** What {@link AgentMetrics.trackChangeDetector} reads at each scrape. */
+export interface ChangeDetectorSample {
+  watched: number;
+  probed: number;
+  polled: number;
+}
 
 /** Options of {@link createAgentMetrics}. */
 export interface AgentMetricsOptions {
@@ -192,6 +206,10 @@ export interface AgentMetrics {
   breakerState(provider: string, state: BreakerState): void;
   /** One container rotated under `policy`, and how long it took. */
   rotation(policy: RotationPolicy, outcome: RotationOutcome, durationMs: number): void;
+  /** A new version of a secret in use was noticed, and how. */
+  changeDetected(source: ChangeSource): void;
+  /** Reads the change detector's `stats()` at each scrape: secrets watched, probed, polled. */
+  trackChangeDetector(stats: () => ChangeDetectorSample): void;
   /** One reconciliation of every managed container, and how long it took. */
   reconciliation(trigger: ReconcileTrigger, outcome: Outcome, durationMs: number): void;
   /** How many running containers the agent manages now (the last reconciliation's count). */
@@ -344,6 +362,16 @@ export function createAgentMetrics(
     labelNames: ['policy'],
     buckets: LONG_DURATION_BUCKETS_MS,
   });
+  const changesDetected = defineCounter(registry, {
+    name: 'dso_rotation_changes_detected_total',
+    help: 'New versions of secrets in use noticed between reconciliations, by how: watch, probe or poll.',
+    labelNames: ['source'],
+  });
+  const tracked = defineGauge(registry, {
+    name: 'dso_rotation_tracked_items',
+    help: 'Secrets in use checked for new versions, by mode: watched, probed, polled.',
+    labelNames: ['mode'],
+  });
   const reconciles = defineCounter(registry, {
     name: 'dso_reconcile_runs_total',
     help: 'Reconciliations of every managed container, by trigger and outcome.',
@@ -377,6 +405,17 @@ export function createAgentMetrics(
     outcomes: bindAll(OUTCOMES, (outcome) => zeroed(reconciles.labels(trigger, outcome))),
     duration: reconcileDuration.labels(trigger),
   }));
+  const changeChildren = bindAll(CHANGE_SOURCES, (source) =>
+    zeroed(changesDetected.labels(source)),
+  );
+  let detectorSource: (() => ChangeDetectorSample) | undefined;
+  onCollect(tracked, () => {
+    const stats = sample(detectorSource);
+    if (!stats) return;
+    tracked.labels('watched').set(stats.watched);
+    tracked.labels('probed').set(stats.probed);
+    tracked.labels('polled').set(stats.polled);
+  });
   const evictedCapacity = cacheEvictions.labels('capacity');
   const evictedExpired = cacheEvictions.labels('expired');
 
@@ -463,6 +502,13 @@ export function createAgentMetrics(
     },
     eventsReconnecting() {
       eventsReconnects.inc();
+    },
+    changeDetected(source) {
+      const child: Inc | undefined = changeChildren[source];
+      child?.inc();
+    },
+    trackChangeDetector(stats) {
+      detectorSource = stats;
     },
     trackQueue(stats) {
       queueSource = stats;
