@@ -77,7 +77,7 @@ start_engine() {
   if engine_answers; then
     # An engine we did not start may have the default bridge. Tests never use it (every test
     # container runs with --network none), but say so rather than hide it.
-    if docker network inspect bridge >/dev/null 2>&1; then
+    if timeout 10 docker network inspect bridge >/dev/null 2>&1; then
       log "warning: the running engine has a bridge network; DSO's tests use --network none only"
     fi
     return 0
@@ -92,7 +92,7 @@ start_engine() {
       --host="unix://$DOCKER_SOCK"
   fi
   wait_for "the Docker engine" engine_answers "$STATE_DIR/dockerd.log"
-  log "engine answers: $(docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')"
+  log "engine answers: $(timeout 10 docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')"
 }
 
 start_redis() {
