@@ -1,6 +1,4 @@
-import { createWriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import {
   type AuditLog,
   collectProcessMetrics,
@@ -25,6 +23,7 @@ import {
 import type { ProcessProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
 import { startApiServer } from './api-server.js';
+import { type AuditFile, openAuditFile } from './audit-file.js';
 import {
   createAgentHealth,
   createAgentMetrics,
@@ -106,6 +105,11 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // SIGHUP reopens the audit trail's file; without one it is logged and ignored (never the
+  // default action, which would kill the agent).
+  let onReload = () => logger.info('SIGHUP received: nothing to reopen');
+  const onHangup = () => onReload();
+  process.on('SIGHUP', onHangup);
 
   const closers: Array<() => Promise<void>> = [];
   try {
@@ -131,8 +135,28 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       negativeTtlMs: config.cache.negativeTtlMs,
     });
     closers.push(() => cache.close());
-    const audit = await openAuditLog(config, redactor);
-    if (audit !== undefined) closers.push(() => audit.close());
+    const opened = await openAuditLog(config, redactor);
+    const audit = opened?.log;
+    if (opened !== undefined) {
+      closers.push(async () => {
+        await opened.log.close();
+        await opened.file?.close();
+      });
+    }
+    if (opened?.file !== undefined) {
+      const file = opened.file;
+      // logrotate's postrotate (or `systemctl reload dso-agent`) sends SIGHUP: a new file.
+      onReload = () => {
+        file.reopen().then(
+          () => logger.info({ path: config.audit.path }, 'audit trail reopened'),
+          (error: unknown) =>
+            logger.error(
+              { err: error, code: errorCode(error) },
+              'could not reopen the audit trail; still writing the previous file',
+            ),
+        );
+      };
+    }
     // Metrics on an injected registry (never the global one), health and readiness.
     const registry = createMetricsRegistry({ redactor });
     collectProcessMetrics(registry);
@@ -260,6 +284,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     }
     process.removeListener('SIGTERM', onSignal);
     process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGHUP', onHangup);
     logger.flush();
   }
 }
@@ -293,31 +318,23 @@ function openHostDirs(config: DsoConfig, logger: Logger): HostSecretDirs | undef
 
 /**
  * The audit trail: appended to `audit.path` (created 0600 in a 0700 folder if missing), or
- * standard output for `-`. Not rotated by the agent yet: use logrotate with copytruncate.
+ * standard output for `-`. The file is opened again on SIGHUP, for logrotate (see the README).
  */
-async function openAuditLog(config: DsoConfig, redactor: Redactor): Promise<AuditLog | undefined> {
+async function openAuditLog(
+  config: DsoConfig,
+  redactor: Redactor,
+): Promise<{ log: AuditLog; file?: AuditFile } | undefined> {
   if (!config.audit.enabled) return undefined;
   if (config.audit.path === '-') {
-    return createAuditLog({
-      destination: { write: (line: string) => process.stdout.write(line) },
-      redactor,
-    });
+    return {
+      log: createAuditLog({
+        destination: { write: (line: string) => process.stdout.write(line) },
+        redactor,
+      }),
+    };
   }
-  await mkdir(dirname(config.audit.path), { recursive: true, mode: 0o700 });
-  const destination = createWriteStream(config.audit.path, { flags: 'a', mode: 0o600 });
-  await new Promise<void>((resolve, reject) => {
-    destination.once('open', () => resolve());
-    destination.once('error', (error) =>
-      reject(
-        new DsoError(
-          'DSO_AGENT_AUDIT_UNAVAILABLE',
-          `cannot open the audit trail ${config.audit.path}: fix its folder's permissions, set audit.path, or audit.enabled: false`,
-          { cause: error },
-        ),
-      ),
-    );
-  });
-  return createAuditLog({ destination, redactor });
+  const file = await openAuditFile(config.audit.path);
+  return { log: createAuditLog({ destination: file.sink, redactor }), file };
 }
 
 /**

@@ -27,6 +27,7 @@ describe('systemd/dso-agent.service', () => {
     expect(service.get('ExecStart')).toEqual(['/usr/local/bin/dso-agent']);
     expect(service.get('Restart')).toEqual(['on-failure']);
     expect(service.get('KillSignal')).toEqual(['SIGTERM']);
+    expect(service.get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
     expect(section('Unit').get('After')?.[0]).toContain('docker.service');
     expect(section('Install').get('WantedBy')).toEqual(['multi-user.target']);
   });
