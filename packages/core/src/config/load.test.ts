@@ -91,7 +91,8 @@ describe('parseConfig: defaults', () => {
         stopTimeoutMs: 10_000,
         healthTimeoutMs: 60_000,
       },
-      api: { socket: '/run/dso/agent.sock', socketMode: 0o660 },
+      api: { socket: '/run/dso/agent.sock', socketMode: 0o660, resolveAllow: [] },
+      hostPath: { enabled: true, root: '/run/dso/containers' },
       metrics: { enabled: true, address: '127.0.0.1:9464' },
       audit: {
         enabled: true,
@@ -153,6 +154,7 @@ describe('parseConfig: a full file', () => {
       socket: '/run/dso/agent.sock',
       socketMode: 0o660,
       socketGroup: 'dso',
+      resolveAllow: [],
     });
     expect(config.shutdownGraceMs).toBe(10_000);
   });
@@ -170,6 +172,8 @@ describe('parseConfig: a full file', () => {
         '    failureThreshold: 3',
         '    circuitOpenMs: 1m',
         '    maxInFlight: 8',
+        '    pollIntervalMs: 30s',
+        '    maxStalenessMs: 5m',
         '    env: [VAULT_ADDR, ACME_*]',
         '    config: { address: "https://127.0.0.1:8200", nested: { list: [1, 2] } }',
         '  acme:',
@@ -204,7 +208,9 @@ describe('parseConfig: a full file', () => {
         '  hookTimeoutMs: 5s',
         '  stopTimeoutMs: 0',
         '  healthTimeoutMs: 2m',
-        'api: { socket: /tmp/dso.sock, socketMode: "0600", socketGroup: 999 }',
+        '  escalateTo: restart',
+        'api: { socket: /tmp/dso.sock, socketMode: "0600", socketGroup: 999, resolveAllow: ["dso://app/*"] }',
+        'hostPath: { enabled: false, root: /dev/shm/dso }',
         'metrics: { enabled: false, address: "[::1]:9100" }',
         'audit: { enabled: false, path: "-", maxFileBytes: 1MiB, maxFiles: 0 }',
         'log: { level: debug }',
@@ -224,6 +230,8 @@ describe('parseConfig: a full file', () => {
       circuitOpenMs: 60_000,
       maxInFlight: 8,
       maxMessageBytes: 1024 * 1024,
+      pollIntervalMs: 30_000,
+      maxStalenessMs: 300_000,
       env: ['VAULT_ADDR', 'ACME_*'],
       config: { address: 'https://127.0.0.1:8200', nested: { list: [1, 2] } },
     });
@@ -266,8 +274,15 @@ describe('parseConfig: a full file', () => {
       hookTimeoutMs: 5_000,
       stopTimeoutMs: 0,
       healthTimeoutMs: 120_000,
+      escalateTo: 'restart',
     });
-    expect(config.api).toEqual({ socket: '/tmp/dso.sock', socketMode: 0o600, socketGroup: 999 });
+    expect(config.api).toEqual({
+      socket: '/tmp/dso.sock',
+      socketMode: 0o600,
+      socketGroup: 999,
+      resolveAllow: ['dso://app/*'],
+    });
+    expect(config.hostPath).toEqual({ enabled: false, root: '/dev/shm/dso' });
     expect(config.metrics).toEqual({ enabled: false, address: '[::1]:9100' });
     expect(config.audit).toEqual({
       enabled: false,
