@@ -1,14 +1,23 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import {
+  createWriteStream,
+  existsSync,
+  openSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  type WriteStream,
+} from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { type AuditLineSink, DsoError } from '@dso/core';
 
 /**
- * The audit trail's file, reopened on request so that logrotate can move it away: after a
- * rename, `reopen()` (the agent's SIGHUP, `systemctl reload dso-agent`) starts a new file at
- * the same path and closes the old one once its lines are flushed. No line is lost or split
- * across the two: lines written before the swap go to the old file, after it to the new one.
+ * The audit trail's file. It rotates itself by size (`audit.jsonl` → `audit.jsonl.1` → … up
+ * to `maxFiles`, the oldest deleted) and is reopened on request so that an external logrotate
+ * can move it away instead: after a rename, `reopen()` (the agent's SIGHUP, `systemctl reload
+ * dso-agent`) starts a new file at the same path and closes the old one once its lines are
+ * flushed. No line is lost or split across two files.
  */
 export interface AuditFile {
   /** Where the audit log writes its lines. */
@@ -32,9 +41,15 @@ export interface AuditFile {
  * const audit = createAuditLog({ destination: file.sink, redactor });
  * process.on('SIGHUP', () => void file.reopen());
  */
-export async function openAuditFile(path: string): Promise<AuditFile> {
+export async function openAuditFile(
+  path: string,
+  options: { maxFileBytes?: number; maxFiles?: number } = {},
+): Promise<AuditFile> {
+  const maxFileBytes = options.maxFileBytes ?? Number.POSITIVE_INFINITY;
+  const maxFiles = options.maxFiles ?? 5;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   let current = await open(path);
+  let bytes = sizeOf(path);
   let failure: Error | undefined;
   const watch = (stream: WriteStream) =>
     stream.on('error', (error) => {
@@ -42,6 +57,38 @@ export async function openAuditFile(path: string): Promise<AuditFile> {
     });
   watch(current);
   let closed: Promise<void> | undefined;
+  /** Shifts the rotated files up by one, moves the current one to `.1`, starts a new one. */
+  function rotate(): void {
+    const previous = current;
+    try {
+      if (maxFiles === 0) {
+        unlinkSync(path);
+      } else {
+        if (existsSync(`${path}.${maxFiles}`)) unlinkSync(`${path}.${maxFiles}`);
+        for (let index = maxFiles - 1; index >= 1; index -= 1) {
+          if (existsSync(`${path}.${index}`))
+            renameSync(`${path}.${index}`, `${path}.${index + 1}`);
+        }
+        renameSync(path, `${path}.1`);
+      }
+    } catch {
+      // Not rotated (a file in the way, permissions): keep appending to the current file and
+      // try again at the next line, rather than lose one.
+      return;
+    }
+    // Lines already handed to the previous stream land in the renamed file (same descriptor).
+    // Opened synchronously, so the path exists again before the next line could rotate it.
+    let fd: number;
+    try {
+      fd = openSync(path, 'a', 0o600);
+    } catch (error) {
+      failure ??= error as Error;
+      return;
+    }
+    current = watch(createWriteStream(path, { fd }));
+    bytes = 0;
+    previous.end();
+  }
   return {
     sink: {
       write(line: string) {
@@ -54,7 +101,10 @@ export async function openAuditFile(path: string): Promise<AuditFile> {
             },
           );
         }
+        const size = Buffer.byteLength(line);
+        if (bytes > 0 && bytes + size > maxFileBytes) rotate();
         current.write(line);
+        bytes += size;
       },
     },
     async reopen() {
@@ -62,6 +112,7 @@ export async function openAuditFile(path: string): Promise<AuditFile> {
       const next = await open(path);
       const previous = current;
       current = watch(next);
+      bytes = sizeOf(path);
       failure = undefined;
       previous.end();
       await finished(previous).catch(() => undefined);
@@ -74,6 +125,14 @@ export async function openAuditFile(path: string): Promise<AuditFile> {
       return closed;
     },
   };
+}
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
 }
 
 async function open(path: string): Promise<WriteStream> {

@@ -318,7 +318,8 @@ function openHostDirs(config: DsoConfig, logger: Logger): HostSecretDirs | undef
 
 /**
  * The audit trail: appended to `audit.path` (created 0600 in a 0700 folder if missing), or
- * standard output for `-`. The file is opened again on SIGHUP, for logrotate (see the README).
+ * standard output for `-`. The file rotates itself at `audit.maxFileBytes`, keeping
+ * `audit.maxFiles`, and is opened again on SIGHUP for an external logrotate (see the README).
  */
 async function openAuditLog(
   config: DsoConfig,
@@ -333,7 +334,10 @@ async function openAuditLog(
       }),
     };
   }
-  const file = await openAuditFile(config.audit.path);
+  const file = await openAuditFile(config.audit.path, {
+    maxFileBytes: config.audit.maxFileBytes,
+    maxFiles: config.audit.maxFiles,
+  });
   return { log: createAuditLog({ destination: file.sink, redactor }), file };
 }
 
