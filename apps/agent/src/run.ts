@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import {
   type AuditLog,
+  type Cache,
   collectProcessMetrics,
   createAuditLog,
   createLogger,
@@ -8,7 +9,6 @@ import {
   createMetricsRegistry,
   createRedactor,
   type DsoConfig,
-  DsoError,
   errorCode,
   type Logger,
   loadConfig,
@@ -21,6 +21,7 @@ import {
   type HostSecretDirs,
 } from '@dso/docker-runtime';
 import type { ProcessProvider } from '@dso/provider-sdk';
+import { createRedisCache, loadCacheEncryptionKey } from '@dso/cache-redis';
 import { createAgent } from './agent.js';
 import { startApiServer } from './api-server.js';
 import { type AuditFile, openAuditFile } from './audit-file.js';
@@ -113,12 +114,6 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
 
   const closers: Array<() => Promise<void>> = [];
   try {
-    if (config.cache.backend !== 'memory') {
-      throw new DsoError(
-        'DSO_AGENT_CACHE_UNSUPPORTED',
-        `cache backend "${config.cache.backend}" is not available in this agent yet: use cache.backend: memory`,
-      );
-    }
     // Each provider's maximum staleness (its own, else the cache's): the cache keeps stale
     // entries as long as the longest of them, the agent refuses any older than its provider's.
     const maxStalenessMs = new Map(
@@ -127,13 +122,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
         entry.maxStalenessMs ?? config.cache.staleIfErrorMs,
       ]),
     );
-    const cache = createMemoryCache({
-      ttlMs: config.cache.ttlMs,
-      maxEntries: config.cache.maxEntries,
-      maxBytes: config.cache.maxBytes,
-      staleIfErrorMs: Math.max(config.cache.staleIfErrorMs, ...maxStalenessMs.values()),
-      negativeTtlMs: config.cache.negativeTtlMs,
-    });
+    const cache = await openCache(config, maxStalenessMs, env, logger);
     closers.push(() => cache.close());
     const opened = await openAuditLog(config, redactor);
     const audit = opened?.log;
@@ -286,6 +275,48 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGHUP', onHangup);
     logger.flush();
+  }
+}
+
+/**
+ * The configured cache: in this process's memory, or Redis shared by several agents (values
+ * sealed with the key from `DSO_CACHE_KEY`, `DSO_CACHE_KEY_FILE` or `$DSO_HOME/cache.key`
+ * before they leave the process). Stale entries are kept as long as the longest maximum
+ * staleness of any provider.
+ */
+async function openCache(
+  config: DsoConfig,
+  maxStalenessMs: ReadonlyMap<string, number>,
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): Promise<Cache> {
+  const staleIfErrorMs = Math.max(config.cache.staleIfErrorMs, ...maxStalenessMs.values());
+  if (config.cache.backend === 'memory') {
+    return createMemoryCache({
+      ttlMs: config.cache.ttlMs,
+      maxEntries: config.cache.maxEntries,
+      maxBytes: config.cache.maxBytes,
+      staleIfErrorMs,
+      negativeTtlMs: config.cache.negativeTtlMs,
+    });
+  }
+  const { key, source } = await loadCacheEncryptionKey({
+    env,
+    keyFile: join(resolveDsoPaths(env).home, 'cache.key'),
+  });
+  try {
+    const cache = createRedisCache({
+      ...config.cache.redis,
+      ttlMs: config.cache.ttlMs,
+      staleIfErrorMs,
+      negativeTtlMs: config.cache.negativeTtlMs,
+      encryptionKey: key,
+      logger,
+    });
+    logger.info({ keyPrefix: config.cache.redis.keyPrefix, key: source }, 'cache on redis');
+    return cache;
+  } finally {
+    key.dispose();
   }
 }
 
