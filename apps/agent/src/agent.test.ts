@@ -14,7 +14,7 @@ import type {
 } from '@dso/docker-runtime';
 import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
-import { type AgentOptions, createAgent } from './agent.js';
+import { type AgentEvent, type AgentOptions, createAgent } from './agent.js';
 import { createAgentHealth, createAgentMetrics } from './observability.js';
 
 const CANARY = 'canary-agent-9b27e1';
@@ -1007,6 +1007,40 @@ describe('createAgent: change detection', () => {
     const exposition = await registry.metrics();
     expect(exposition).toContain('dso_rotation_changes_detected_total{source="probe"} 1');
     expect(exposition).toContain('dso_rotation_tracked_items{mode="probed"} 2');
+    await agent.close();
+  });
+});
+
+describe('createAgent: events for subscribers', () => {
+  it('reports deliveries and failures by id, reference and code, never a value', async () => {
+    const { agent, fake } = setup([container('c1', MANAGED)]);
+    const events: AgentEvent[] = [];
+    const unsubscribe = agent.subscribe((event) => events.push(event));
+    // A listener that throws is dropped, and does not stop the others.
+    agent.subscribe(() => {
+      throw new Error('broken listener');
+    });
+    await agent.start();
+    await agent.idle();
+    fake.start(container('c2', { 'dso.enable': 'true', 'dso.file.x': 'dsofile://app/missing' }));
+    await expect.poll(() => events.length).toBe(2);
+    expect(events[0]).toMatchObject({
+      type: 'delivered',
+      containerId: 'c1',
+      trigger: 'startup',
+      files: 2,
+      method: 'exec',
+    });
+    expect(events[1]).toMatchObject({
+      type: 'delivery-failed',
+      containerId: 'c2',
+      trigger: 'started',
+      code: 'DSO_PROVIDER_NOT_FOUND',
+      reference: 'dsofile://app/missing',
+      retry: false,
+    });
+    expect(JSON.stringify(events)).not.toContain(CANARY);
+    unsubscribe();
     await agent.close();
   });
 });

@@ -206,7 +206,34 @@ export interface Agent extends AsyncDisposable {
     references: readonly SecretReference[],
     options?: { signal?: AbortSignal },
   ): Promise<ResolvedEnvironmentValue[]>;
+  /**
+   * Calls `listener` with every {@link AgentEvent} from now on, synchronously (a listener must
+   * not block; one that throws is dropped). Returns the unsubscribe function.
+   */
+  subscribe(listener: (event: AgentEvent) => void): () => void;
 }
+
+/**
+ * Something the agent did to a container, as {@link Agent.subscribe} reports it (and the API's
+ * `GET /v1/events` streams it): ids, references, versions, policies and codes, never a value.
+ */
+export type AgentEvent = {
+  /** ms since the epoch. */
+  at: number;
+  containerId: string;
+} & (
+  | { type: 'delivered'; trigger: DeliveryTrigger; files: number; method: 'exec' | 'host' }
+  | {
+      type: 'delivery-failed';
+      trigger: DeliveryTrigger;
+      code: string;
+      reference?: string;
+      retry: boolean;
+    }
+  | { type: 'rotated'; policy: LabelRotationPolicy }
+  | { type: 'rotation-failed'; policy: LabelRotationPolicy; code: string; rolledBack: boolean }
+  | { type: 'replaced'; newContainerId: string }
+);
 
 /** One value {@link Agent.resolveEnvironment} resolved. */
 export interface ResolvedEnvironmentValue {
@@ -290,6 +317,17 @@ export function createAgent(options: AgentOptions): Agent {
   const maxStaleness: ReadonlyMap<string, number> = options.maxStalenessMs ?? new Map();
   const clock = options.clock ?? systemClock;
   const hostDirs = options.hostDirs;
+  const listeners = new Set<(event: AgentEvent) => void>();
+  /** Tells every subscriber (the API's event streams). */
+  function emit(event: AgentEvent): void {
+    for (const listener of listeners) {
+      try {
+        listener(event);
+      } catch {
+        listeners.delete(listener);
+      }
+    }
+  }
   /**
    * The secrets each container was last given (provider, path, version; never a pinned
    * version): what the change detector tracks, and who consumes a secret that changed.
@@ -541,6 +579,7 @@ export function createAgent(options: AgentOptions): Agent {
       });
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
       metrics?.injection(method, 'ok', durationMs);
+      emit({ type: 'delivered', at: now, containerId, trigger, files: files.length, method });
       for (const file of resolved) {
         audit?.record({
           actor: { kind: 'agent' },
@@ -573,6 +612,15 @@ export function createAgent(options: AgentOptions): Agent {
           code: errorCode((error as { cause?: unknown }).cause) ?? errorCode(error) ?? 'DSO_ERROR',
           ...(typeof reference === 'string' ? { reference } : {}),
         },
+      });
+      emit({
+        type: 'delivery-failed',
+        at: Date.now(),
+        containerId,
+        trigger,
+        code: errorCode((error as { cause?: unknown }).cause) ?? errorCode(error) ?? 'DSO_ERROR',
+        ...(typeof reference === 'string' ? { reference } : {}),
+        retry,
       });
       if (typeof reference === 'string') {
         audit?.record({
@@ -645,6 +693,7 @@ export function createAgent(options: AgentOptions): Agent {
     if (chain[0] === 'files') {
       metrics?.rotation('files', 'ok', 0);
       record('files', 'ok');
+      emit({ type: 'rotated', at: Date.now(), containerId, policy: 'files' });
       log.info({ policy: 'files' }, 'secrets rotated');
       return;
     }
@@ -662,6 +711,7 @@ export function createAgent(options: AgentOptions): Agent {
             await runAction(policy, containerId, spec, signal);
             metrics?.rotation(policy, 'ok', performance.now() - started);
             record(policy, 'ok');
+            emit({ type: 'rotated', at: Date.now(), containerId, policy });
             log.info({ policy }, 'secrets rotated');
             return;
           } catch (error) {
@@ -676,6 +726,14 @@ export function createAgent(options: AgentOptions): Agent {
               performance.now() - started,
             );
             record(policy, 'error', code);
+            emit({
+              type: 'rotation-failed',
+              at: Date.now(),
+              containerId,
+              policy,
+              code,
+              rolledBack,
+            });
             const next = chain[index + 1];
             const details = (error as { details?: Record<string, unknown> }).details ?? {};
             // The files already hold the new versions: a container left as it is picks them up
@@ -810,6 +868,7 @@ export function createAgent(options: AgentOptions): Agent {
       },
       signal,
     });
+    emit({ type: 'replaced', at: Date.now(), containerId, newContainerId: result.newId });
     // The old container is gone: its state with it.
     delivered.delete(containerId);
     consume(containerId, undefined);
@@ -1316,6 +1375,10 @@ export function createAgent(options: AgentOptions): Agent {
         for (const one of values) one.value.dispose();
         throw error;
       }
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
     },
     close() {
       closing ??= shutdown();

@@ -18,11 +18,24 @@
  */
 export {
   type Agent,
+  type AgentEvent,
   type AgentOptions,
+  type AgentStatus,
+  type ContainerStatus,
   createAgent,
   DEFAULT_CONCURRENCY,
   DEFAULT_MAX_RECONNECTS,
   DEFAULT_RECONNECT_MAX_DELAY_MS,
   DEFAULT_SHUTDOWN_GRACE_MS,
+  type DeliveredFile,
+  type DeliveryTrigger,
+  type ResolvedEnvironmentValue,
+  type RotationOptions,
 } from './agent.js';
+export {
+  type ChangeDetector,
+  type ChangeDetectorOptions,
+  createChangeDetector,
+  type DetectedChange,
+} from './change-detector.js';
 export { runAgentMain } from './run.js';
