@@ -46,6 +46,9 @@ export function runCommand(
     });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // A command that exits without reading its stdin (grep with paths, a failing docker exec)
+    // makes this write fail with EPIPE: its exit code and output already say what happened.
+    child.stdin.on('error', () => {});
     child.stdin.end(options.input ?? '');
   });
 }

@@ -2,24 +2,39 @@ import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, rm, unlink } from 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
-import { DsoError, errorCode, isDsoError, type Logger, type Redactor } from '@dso/core';
-import type { Agent, AgentStatus, ContainerStatus } from './agent.js';
+import {
+  DsoError,
+  errorCode,
+  formatReference,
+  isDsoError,
+  type Logger,
+  MAX_REFERENCE_LENGTH,
+  parseReference,
+  type Redactor,
+  type SecretReference,
+} from '@dso/core';
+import { z } from 'zod';
+import type { Agent, AgentStatus, ContainerStatus, ResolvedEnvironmentValue } from './agent.js';
+import { compileResolveAllow, type ResolveAllow } from './resolve-allow.js';
 
 // ---------------------------------------------------------------------------------------------
 // The agent's API for the `dso` CLI: HTTP/1.1 over a unix socket. The socket's file permissions
 // are the whole access control (owner root, group `api.socketGroup`, mode `api.socketMode`):
-// anyone who can connect can call every route. Hence the issue's rule, "a caller can never make
-// the agent load a provider or read a path with configuration of the caller's choosing": no
-// route takes provider configuration, a file path, or a reference to resolve. The routes report
-// what the agent already knows (references, versions, counts: never a value) and ask it to do
-// what it does on its own anyway (reconcile).
+// anyone who can connect can call every route. Hence the rule "a caller can never make the agent
+// load a provider or read a path with configuration of the caller's choosing": no route takes
+// provider configuration or a file path. Most routes report what the agent already knows
+// (references, versions, counts: never a value) or ask it to do what it does on its own anyway
+// (reconcile, rotate).
 //
-// Not offered here: "resolve for `dso up`" (the CLI asking the agent for `dso://` values to put
-// in a container's environment). Answering it over this socket would hand every secret the agent
-// can read to every member of the socket's group, whatever compose project they deploy. It needs
-// the caller's identity first: the peer's uid/gid/pid from SO_PEERCRED (which Node does not
-// expose without a native addon), a policy saying which references each caller may read, and an
-// audit line naming that caller. Until then `dso up` resolves with the operator's own access.
+// One route answers with values: `POST /v1/resolve`, for `dso up`, which must put `dso://`
+// values into a container's environment when it creates it. A caller names references only, in
+// the one grammar (`parseReference`): it picks among the providers the agent's owner configured
+// and can pass neither a provider's configuration nor a path outside a provider's store. What it
+// may read is `api.resolveAllow`, checked for every reference before anything is resolved;
+// empty (the default) resolves nothing. Who the caller is is not checked: the peer's uid/gid/pid
+// would come from SO_PEERCRED, which Node does not expose without a native addon, so every member
+// of `socketGroup` can read everything the allow list matches. The allow list is the policy, and
+// the agent's owner writes it knowing that (the config's documentation says so).
 // ---------------------------------------------------------------------------------------------
 
 /** The longest wait for a request's headers. */
@@ -32,8 +47,18 @@ export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const API_MAX_CONNECTIONS = 32;
 /** How long `close()` lets a response in progress finish before cutting its connection. */
 export const API_CLOSE_GRACE_MS = 2_000;
-/** The largest request body tolerated (and discarded): no route takes one. Larger is a 413. */
+/** The largest request body of a route other than `POST /v1/resolve`. Larger is a 413. */
 export const API_MAX_BODY_BYTES = 1024;
+/** The most references one `POST /v1/resolve` may name. */
+export const API_MAX_RESOLVE_REFERENCES = 256;
+/** The largest body of `POST /v1/resolve`: its most references at their longest, and room for JSON. */
+export const API_MAX_RESOLVE_BODY_BYTES =
+  API_MAX_RESOLVE_REFERENCES * (MAX_REFERENCE_LENGTH + 8) + 1024;
+/**
+ * How long `POST /v1/resolve` may take once its request arrived: the providers' own deadline
+ * (30 s by default) with room to spare. The socket is kept open that long for it.
+ */
+export const API_RESOLVE_TIMEOUT_MS = 60_000;
 /** How long start-up waits for an answer on an existing socket before calling it in use. */
 export const API_PROBE_TIMEOUT_MS = 1_000;
 /** The default place the group name of `api.socketGroup` is looked up. */
@@ -98,6 +123,31 @@ export interface ApiReconcileResult {
   containers: number;
 }
 
+/** The body of `POST /v1/rotate` (200). */
+export interface ApiRotateResult {
+  /** Running managed containers selected (all of them without a `containerId`). */
+  containers: number;
+  /** Distinct secrets they use, each asked from its provider again, past the cache. */
+  secrets: number;
+}
+
+/** One value in {@link ApiResolveResult}. */
+export interface ApiResolvedValue {
+  /** The reference as asked, formatted. */
+  reference: string;
+  /** The provider that answered (the default one for a reference without a provider). */
+  provider: string;
+  /** The version it answered with. */
+  version: string;
+  /** The value's bytes, base64. */
+  value: string;
+}
+
+/** The body of `POST /v1/resolve` (200): one value per reference asked, in the same order. */
+export interface ApiResolveResult {
+  values: ApiResolvedValue[];
+}
+
 /** The body of every answer that is not 2xx. */
 export interface ApiErrorBody {
   error: string;
@@ -113,7 +163,15 @@ export interface ApiServerOptions {
   /** Group that owns the socket (`api.socketGroup`): a name from the group file or a gid. */
   socketGroup?: string | number;
   /** What the routes read and call. */
-  agent: Pick<Agent, 'status' | 'reconcile'>;
+  agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment'>;
+  /**
+   * `api.resolveAllow`: the `dso://` reference patterns `POST /v1/resolve` may resolve (grammar
+   * in `resolve-allow.ts`). Empty: that route resolves nothing.
+   * @default []
+   */
+  resolveAllow?: readonly string[];
+  /** The provider a reference (or pattern) without one means. @default 'local' */
+  defaultProvider?: string;
   /** The configured providers, read at each `GET /v1/status`. */
   providers?: () => ApiProviderInfo[];
   /** Requests are logged at debug (method, route, status, duration); failures at warn. */
@@ -139,11 +197,23 @@ export interface ApiServer extends AsyncDisposable {
  * Serves the agent's API on a unix socket:
  * - `GET /v1/status` → {@link ApiStatus} (200)
  * - `POST /v1/reconcile` → {@link ApiReconcileResult} (202): every managed container queued
+ * - `POST /v1/rotate` with `{ "containerId"?: string }` → {@link ApiRotateResult} (200): the
+ *   secrets of the selected containers asked again past the cache, each rotated by its policy
+ *   when its version changed; 404 `DSO_AGENT_CONTAINER_UNKNOWN` for an id no running managed
+ *   container has
+ * - `POST /v1/resolve` with `{ "references": ["dso://…", …] }` (1 to
+ *   {@link API_MAX_RESOLVE_REFERENCES}) → {@link ApiResolveResult} (200, `Cache-Control:
+ *   no-store`): 403 `DSO_AGENT_RESOLVE_DISABLED` while `resolveAllow` is empty, 403
+ *   `DSO_AGENT_RESOLVE_DENIED` naming every reference no pattern allows (then nothing is
+ *   resolved), 502 with the agent's code when a provider cannot answer. The values are written
+ *   once and disposed; neither they nor the body are ever logged.
  * - `GET /v1/health` → `{ ok: true }` (200)
  *
- * and 404 for another path, 405 for another method, 413 for a body over
- * {@link API_MAX_BODY_BYTES} (smaller ones are discarded unread). Errors are
- * {@link ApiErrorBody}. No route takes configuration, a path or a reference.
+ * and 400 `DSO_AGENT_API_BAD_REQUEST` (or `DSO_REFERENCE_INVALID`) for a body that is not what
+ * the route takes, 404 for another path, 405 for another method, 413 for a body over
+ * {@link API_MAX_BODY_BYTES} ({@link API_MAX_RESOLVE_BODY_BYTES} for `/v1/resolve`); a route
+ * that takes no body discards a small one unread. Errors are {@link ApiErrorBody}. No route takes
+ * provider configuration or a path.
  *
  * The socket is never reachable with other permissions than `socketMode` and `socketGroup`: it
  * is bound inside a fresh 0700 directory beside its final path, given its mode and group there,
@@ -167,10 +237,13 @@ export interface ApiServer extends AsyncDisposable {
  * @throws DsoError DSO_AGENT_API_PATH_TAKEN when the path exists and is not a socket
  * @throws DsoError DSO_AGENT_API_SOCKET_PATH when the path is relative or too long
  * @throws DsoError DSO_AGENT_API_LISTEN_FAILED when the directory or socket cannot be created
+ * @throws DsoError DSO_AGENT_RESOLVE_ALLOW_INVALID when a `resolveAllow` pattern is malformed
  */
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { socketPath, socketMode, logger } = options;
   checkSocketPath(socketPath);
+  // Compiled before anything is created: a bad pattern stops the start, with its fix.
+  const allow = compileResolveAllow(options.resolveAllow ?? [], options.defaultProvider ?? 'local');
   if (!Number.isInteger(socketMode) || socketMode < 0 || socketMode > 0o777) {
     throw new RangeError(`socketMode must be permission bits 0..0o777, got ${String(socketMode)}`);
   }
@@ -185,7 +258,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     throw listenFailed(socketPath, `cannot create its directory ${directory}`, error);
   });
 
-  const server = createApiHttpServer(options);
+  const server = createApiHttpServer(options, allow);
   // Why a staging directory rather than `listen` then `chmod`: between the two the socket would
   // exist with the umask's permissions, and a umask of 0 makes it world-writable. Changing the
   // process umask around `listen` would also change it for file writes running meanwhile on
@@ -260,15 +333,45 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
 const ROUTES: ReadonlyMap<string, 'GET' | 'POST'> = new Map([
   ['/v1/status', 'GET'],
   ['/v1/reconcile', 'POST'],
+  ['/v1/rotate', 'POST'],
+  ['/v1/resolve', 'POST'],
   ['/v1/health', 'GET'],
 ]);
+/** The routes that read their body; every other one discards it. */
+const BODY_ROUTES = new Set(['/v1/rotate', '/v1/resolve']);
+/** Statuses of the agent's own codes; any other DsoError is a 500 (a 502 for `/v1/resolve`). */
+const STATUS_OF_CODE: ReadonlyMap<string, number> = new Map([
+  ['DSO_AGENT_NOT_RUNNING', 503],
+  ['DSO_AGENT_CONTAINER_UNKNOWN', 404],
+]);
+const CONTAINER_ID = /^[0-9a-f]{12,64}$/;
+const RotateBody = z.strictObject({
+  containerId: z
+    .string()
+    .regex(CONTAINER_ID, {
+      error: 'must be a container id: 12 to 64 lowercase hex characters (see `dso status`)',
+    })
+    .optional(),
+});
+const ResolveBody = z.strictObject({
+  references: z
+    .array(
+      z.string().max(MAX_REFERENCE_LENGTH, {
+        error: `must be at most ${MAX_REFERENCE_LENGTH} characters`,
+      }),
+    )
+    .min(1, { error: 'must name at least one reference' })
+    .max(API_MAX_RESOLVE_REFERENCES, {
+      error: `must name at most ${API_MAX_RESOLVE_REFERENCES} references: split the call`,
+    }),
+});
 const JSON_TYPE = 'application/json; charset=utf-8';
 const INTERNAL: ApiErrorBody = {
   error: 'internal error: see the agent log',
   code: 'DSO_AGENT_API_INTERNAL',
 };
 
-function createApiHttpServer(options: ApiServerOptions): Server {
+function createApiHttpServer(options: ApiServerOptions, allow: ResolveAllow): Server {
   const { agent, logger, redactor } = options;
   const clean = (text: string) => (redactor ? redactor.redact(text) : text);
   // One reconciliation at a time, however many callers ask: each lists every container.
@@ -315,13 +418,16 @@ function createApiHttpServer(options: ApiServerOptions): Server {
     response: ServerResponse,
     route: string | undefined,
   ): Promise<void> {
-    if (!(await discardBody(request))) {
+    const takesBody = route !== undefined && BODY_ROUTES.has(route);
+    const limit = route === '/v1/resolve' ? API_MAX_RESOLVE_BODY_BYTES : API_MAX_BODY_BYTES;
+    const body = await readBody(request, limit, takesBody);
+    if (body === undefined) {
       response.shouldKeepAlive = false;
       send(
         response,
         413,
         {
-          error: `request body over ${API_MAX_BODY_BYTES} bytes: no route takes a body`,
+          error: `request body over ${limit} bytes${takesBody ? '' : ': this route takes no body'}`,
           code: 'DSO_AGENT_API_BODY_TOO_LARGE',
         },
         clean,
@@ -351,6 +457,14 @@ function createApiHttpServer(options: ApiServerOptions): Server {
       send(response, 200, toApiStatus(agent.status(), readProviders()), clean);
       return;
     }
+    if (route === '/v1/rotate') {
+      await handleRotate(body, response);
+      return;
+    }
+    if (route === '/v1/resolve') {
+      await handleResolve(body, response);
+      return;
+    }
     try {
       if (reconciling !== undefined) logger.debug('reconcile already running, joined');
       reconciling ??= Promise.resolve()
@@ -378,6 +492,151 @@ function createApiHttpServer(options: ApiServerOptions): Server {
     }
   }
 
+  async function handleRotate(body: Buffer, response: ServerResponse): Promise<void> {
+    const parsed = parseBody(body, RotateBody, '{ "containerId"?: "<id>" }', true);
+    if (!parsed.ok) {
+      send(response, 400, parsed.error, clean);
+      return;
+    }
+    const { containerId } = parsed.value;
+    try {
+      const result = await agent.rotate(containerId === undefined ? {} : { containerId });
+      send(response, 200, { containers: result.containers, secrets: result.secrets }, clean);
+    } catch (error) {
+      sendAgentError(response, error, 'rotate on request failed', 500);
+    }
+  }
+
+  async function handleResolve(body: Buffer, response: ServerResponse): Promise<void> {
+    const parsed = parseBody(body, ResolveBody, '{ "references": ["dso://…"] }', false);
+    if (!parsed.ok) {
+      send(response, 400, parsed.error, clean);
+      return;
+    }
+    const references: SecretReference[] = [];
+    for (const [index, text] of parsed.value.references.entries()) {
+      let reference: SecretReference;
+      try {
+        reference = parseReference(text);
+      } catch (error) {
+        if (!isDsoError(error)) throw error;
+        // The parser's message quotes a reference, never text that does not look like one.
+        send(
+          response,
+          400,
+          { error: `references[${index}]: ${error.message}`, code: error.code },
+          clean,
+        );
+        return;
+      }
+      if (reference.scheme !== 'dso') {
+        send(
+          response,
+          400,
+          {
+            error: `references[${index}] ${formatReference(reference)} is a file reference: the agent delivers dsofile:// references itself (container label dso.file.<name>); only dso:// references are resolved here`,
+            code: 'DSO_AGENT_API_BAD_REQUEST',
+          },
+          clean,
+        );
+        return;
+      }
+      references.push(reference);
+    }
+    // The policy, before anything is resolved: all allowed, or nothing happens.
+    if (allow.empty) {
+      send(
+        response,
+        403,
+        {
+          error:
+            'the agent resolves no dso:// reference for callers until api.resolveAllow lists what they may read: add patterns such as "dso://app/**" to api.resolveAllow in dso.yaml and restart the agent, or use dsofile:// references (delivered as files, no resolve needed)',
+          code: 'DSO_AGENT_RESOLVE_DISABLED',
+        },
+        clean,
+      );
+      return;
+    }
+    const denied = [
+      ...new Set(references.filter((reference) => !allow.allows(reference)).map(formatReference)),
+    ];
+    if (denied.length > 0) {
+      const shown =
+        denied.slice(0, 10).join(', ') +
+        (denied.length > 10 ? ` and ${denied.length - 10} more` : '');
+      logger.warn(
+        { denied: denied.slice(0, 10), count: denied.length },
+        'resolve refused by api.resolveAllow',
+      );
+      send(
+        response,
+        403,
+        {
+          error: `api.resolveAllow allows no pattern for ${shown}: add a pattern to api.resolveAllow in dso.yaml (e.g. "${denied[0]}") and restart the agent`,
+          code: 'DSO_AGENT_RESOLVE_DENIED',
+        },
+        clean,
+      );
+      return;
+    }
+    // Cancelled when the caller goes away, and bounded: a provider that hangs must not hold the
+    // connection forever. The socket's idle timeout is raised to match for this request only.
+    const gone = new AbortController();
+    response.once('close', () => gone.abort());
+    response.setTimeout(API_RESOLVE_TIMEOUT_MS + 5_000);
+    const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(API_RESOLVE_TIMEOUT_MS)]);
+    let values: ResolvedEnvironmentValue[];
+    try {
+      values = await agent.resolveEnvironment(references, { signal });
+    } catch (error) {
+      sendAgentError(response, error, 'resolve on request failed', 502);
+      return;
+    }
+    try {
+      if (response.destroyed) return;
+      sendValues(response, values, clean);
+      logger.info(
+        {
+          count: values.length,
+          references: values.slice(0, 20).map(({ reference }) => reference),
+          providers: [...new Set(values.map(({ provider }) => provider))],
+        },
+        'environment values resolved for a caller',
+      );
+    } finally {
+      for (const { value } of values) value.dispose();
+    }
+  }
+
+  /** Answers a failed agent call: its own code and message when it is a DsoError, else 500. */
+  function sendAgentError(
+    response: ServerResponse,
+    error: unknown,
+    message: string,
+    otherStatus: number,
+  ): void {
+    const code = errorCode(error);
+    logger.warn({ err: error, code }, message);
+    if (response.destroyed) return;
+    if (isDsoError(error) && code !== undefined) {
+      // A DsoError's message names references and ids and says what to do, never a value; it is
+      // redacted all the same. A cause with a code of its own (a provider's) is named after it.
+      const causeCode = errorCode(error.cause);
+      const causeText =
+        causeCode !== undefined && error.cause instanceof Error && error.cause.message !== ''
+          ? `: ${error.cause.message} (${causeCode})`
+          : '';
+      send(
+        response,
+        STATUS_OF_CODE.get(code) ?? otherStatus,
+        { error: `${error.message}${causeText}`, code },
+        clean,
+      );
+    } else {
+      send(response, 500, INTERNAL, clean);
+    }
+  }
+
   function readProviders(): ApiProviderInfo[] {
     if (options.providers === undefined) return [];
     try {
@@ -400,36 +659,106 @@ function routeOf(url: string | undefined): string | undefined {
 }
 
 /**
- * Reads and drops a request's body. False when it is (or announces it is) larger than
- * {@link API_MAX_BODY_BYTES}: then it is left unread and the connection is not reused.
+ * Reads a request's body up to `limit` bytes: its bytes when `keep`, else an empty buffer (read
+ * and dropped). Undefined when it is (or announces it is) larger: then it is left unread and the
+ * connection is not reused.
  */
-function discardBody(request: IncomingMessage): Promise<boolean> {
+function readBody(
+  request: IncomingMessage,
+  limit: number,
+  keep: boolean,
+): Promise<Buffer | undefined> {
   const length = request.headers['content-length'];
   if (length === undefined && request.headers['transfer-encoding'] === undefined) {
-    return Promise.resolve(true);
+    return Promise.resolve(Buffer.alloc(0));
   }
-  if (length !== undefined && Number(length) > API_MAX_BODY_BYTES) return Promise.resolve(false);
+  if (length !== undefined && Number(length) > limit) return Promise.resolve(undefined);
   return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
     let bytes = 0;
     const done = (ok: boolean) => {
       request.off('data', onData);
       request.off('end', onEnd);
       request.off('error', onEnd);
-      resolve(ok);
+      resolve(ok ? Buffer.concat(chunks) : undefined);
     };
     const onData = (chunk: Buffer) => {
       bytes += chunk.byteLength;
-      if (bytes > API_MAX_BODY_BYTES) {
+      if (bytes > limit) {
         request.pause();
         done(false);
+        return;
       }
+      if (keep) chunks.push(chunk);
     };
     // An aborted request ends here too; its answer then goes nowhere.
-    const onEnd = () => done(bytes <= API_MAX_BODY_BYTES);
+    const onEnd = () => done(bytes <= limit);
     request.on('data', onData);
     request.once('end', onEnd);
     request.once('error', onEnd);
   });
+}
+
+type Parsed<T> = { ok: true; value: T } | { ok: false; error: ApiErrorBody };
+
+/**
+ * A route's JSON body checked against its schema. The 400's message lists what is wrong by
+ * field, never the caller's text (which may be anything, even a value sent by mistake).
+ */
+function parseBody<T>(
+  body: Buffer,
+  schema: z.ZodType<T>,
+  shape: string,
+  emptyIsObject: boolean,
+): Parsed<T> {
+  const bad = (problem: string): Parsed<T> => ({
+    ok: false,
+    error: { error: `${problem}; send ${shape}`, code: 'DSO_AGENT_API_BAD_REQUEST' },
+  });
+  let json: unknown;
+  if (body.byteLength === 0) {
+    if (!emptyIsObject) return bad('the request has no body');
+    json = {};
+  } else {
+    try {
+      json = JSON.parse(body.toString('utf8'));
+    } catch {
+      return bad('the request body is not JSON');
+    }
+  }
+  const result = schema.safeParse(json);
+  if (result.success) return { ok: true, value: result.data };
+  const problems = result.error.issues.slice(0, 5).map((issue) => {
+    const where = issue.path.length === 0 ? 'the body' : issue.path.map(String).join('.');
+    return `${where}: ${issue.message}`;
+  });
+  return bad(`the request body is not what this route takes (${problems.join('; ')})`);
+}
+
+/**
+ * Writes the values of `POST /v1/resolve`. The values skip the redactor (they are the answer:
+ * the redactor knows them, so it would blank them); every other string passes through it. The
+ * body is one buffer, zeroed once written. (The base64 text made on the way is a V8 string,
+ * which cannot be zeroed: it is dropped at once and left to the collector.)
+ */
+function sendValues(
+  response: ServerResponse,
+  values: readonly ResolvedEnvironmentValue[],
+  clean: (text: string) => string,
+): void {
+  const parts = values.map(
+    ({ reference, provider, version, value }) =>
+      `{"reference":${JSON.stringify(clean(reference))},"provider":${JSON.stringify(clean(provider))},"version":${JSON.stringify(clean(version))},"value":"${value.reveal().toString('base64')}"}`,
+  );
+  const body = Buffer.from(`{"values":[${parts.join(',')}]}`, 'utf8');
+  parts.length = 0;
+  response.writeHead(200, {
+    'Content-Type': JSON_TYPE,
+    'Content-Length': body.byteLength,
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  });
+  response.end(body, () => body.fill(0));
 }
 
 function send(

@@ -241,6 +241,8 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       socketMode: config.api.socketMode,
       ...(config.api.socketGroup === undefined ? {} : { socketGroup: config.api.socketGroup }),
       agent,
+      resolveAllow: config.api.resolveAllow,
+      defaultProvider: config.defaultProvider,
       providers: () =>
         [...providers].map(([name, provider]) => ({
           name,

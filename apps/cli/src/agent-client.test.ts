@@ -9,6 +9,7 @@ import {
   createAgentClient,
   DEFAULT_API_SOCKET,
   MAX_AGENT_RESPONSE_BYTES,
+  MAX_RESOLVE_REFERENCES,
   resolveApiSocket,
 } from './agent-client.js';
 
@@ -163,5 +164,162 @@ describe('createAgentClient', () => {
     const call = createAgentClient({ socketPath }).status({ signal: controller.signal });
     controller.abort();
     await expect(call).rejects.toMatchObject({ code: 'DSO_CLI_AGENT_ABORTED' });
+  });
+});
+
+/** The request's body, read in full (the stub's handler runs before it arrives). */
+function bodyOf(request: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    request.setEncoding('utf8').on('data', (chunk: string) => {
+      text += chunk;
+    });
+    request.on('end', () => resolve(text));
+  });
+}
+
+describe('createAgentClient: rotate', () => {
+  it('POSTs /v1/rotate with the selector as JSON and returns the counts', async () => {
+    const bodies: Array<{ body: string; type: string | undefined }> = [];
+    const requests = await stub(async (request, response) => {
+      bodies.push({ body: await bodyOf(request), type: request.headers['content-type'] });
+      json(response, 200, { containers: 2, secrets: 4 });
+    });
+    const client = createAgentClient({ socketPath });
+    expect(await client.rotate()).toEqual({ containers: 2, secrets: 4 });
+    expect(await client.rotate({ containerId: 'abcdefabcdef' })).toEqual({
+      containers: 2,
+      secrets: 4,
+    });
+    expect(requests).toEqual([
+      { method: 'POST', url: '/v1/rotate' },
+      { method: 'POST', url: '/v1/rotate' },
+    ]);
+    expect(bodies).toEqual([
+      { body: '{}', type: 'application/json' },
+      { body: '{"containerId":"abcdefabcdef"}', type: 'application/json' },
+    ]);
+  });
+
+  it("passes the agent's 404 on with its code", async () => {
+    await stub((_request, response) =>
+      json(response, 404, {
+        error: 'no running managed container has the id x',
+        code: 'DSO_AGENT_CONTAINER_UNKNOWN',
+      }),
+    );
+    await expect(
+      createAgentClient({ socketPath }).rotate({ containerId: 'x' }),
+    ).rejects.toMatchObject({
+      code: 'DSO_AGENT_CONTAINER_UNKNOWN',
+      message: 'no running managed container has the id x',
+    });
+  });
+
+  it('rejects an answer without the counts', async () => {
+    await stub((_request, response) => json(response, 200, { containers: 1 }));
+    await expect(createAgentClient({ socketPath }).rotate()).rejects.toMatchObject({
+      code: 'DSO_CLI_AGENT_RESPONSE',
+    });
+  });
+});
+
+describe('createAgentClient: resolve', () => {
+  const CANARY = 'canary-agent-client-3a9f';
+  const encoded = Buffer.from(CANARY).toString('base64');
+
+  it('POSTs the references and returns each value as bytes, in order', async () => {
+    const bodies: string[] = [];
+    const requests = await stub(async (request, response) => {
+      bodies.push(await bodyOf(request));
+      json(response, 200, {
+        values: [
+          { reference: 'dso://app/a', provider: 'local', version: '1', value: encoded },
+          { reference: 'dso://vault:b', provider: 'vault', version: '9', value: '' },
+        ],
+      });
+    });
+    const values = await createAgentClient({ socketPath }).resolve([
+      'dso://app/a',
+      'dso://vault:b',
+    ]);
+    expect(requests).toEqual([{ method: 'POST', url: '/v1/resolve' }]);
+    expect(JSON.parse(bodies[0] as string)).toEqual({
+      references: ['dso://app/a', 'dso://vault:b'],
+    });
+    expect(
+      values.map(({ value, ...rest }) => ({ ...rest, value: value.toString('utf8') })),
+    ).toEqual([
+      { reference: 'dso://app/a', provider: 'local', version: '1', value: CANARY },
+      { reference: 'dso://vault:b', provider: 'vault', version: '9', value: '' },
+    ]);
+  });
+
+  it('calls nothing for no reference, and refuses more than the agent takes', async () => {
+    const requests = await stub((_request, response) => json(response, 200, { values: [] }));
+    const client = createAgentClient({ socketPath });
+    expect(await client.resolve([])).toEqual([]);
+    await expect(
+      client.resolve(Array.from({ length: MAX_RESOLVE_REFERENCES + 1 }, () => 'dso://a')),
+    ).rejects.toMatchObject({ code: 'DSO_CLI_RESOLVE_TOO_MANY' });
+    expect(requests).toEqual([]);
+  });
+
+  it("passes the agent's 403 on with its code and fix", async () => {
+    const error =
+      'api.resolveAllow allows no pattern for dso://app/a: add a pattern to api.resolveAllow in dso.yaml (e.g. "dso://app/a") and restart the agent';
+    await stub((_request, response) =>
+      json(response, 403, { error, code: 'DSO_AGENT_RESOLVE_DENIED' }),
+    );
+    await expect(createAgentClient({ socketPath }).resolve(['dso://app/a'])).rejects.toMatchObject({
+      code: 'DSO_AGENT_RESOLVE_DENIED',
+      message: error,
+    });
+  });
+
+  it('never puts a value of a malformed answer into the error, its cause included', async () => {
+    const answers = [
+      // Not JSON: a JSON syntax error would quote the text.
+      `{"values":[${CANARY}]}`,
+      // Another reference than asked.
+      JSON.stringify({
+        values: [{ reference: 'dso://other', provider: 'l', version: '1', value: encoded }],
+      }),
+      // A value that is not base64.
+      JSON.stringify({
+        values: [{ reference: 'dso://app/a', provider: 'l', version: '1', value: `${CANARY}!` }],
+      }),
+      // One value short.
+      JSON.stringify({ values: [] }),
+    ];
+    let next = 0;
+    await stub((_request, response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(answers[next++]);
+    });
+    const client = createAgentClient({ socketPath });
+    for (let i = 0; i < answers.length; i += 1) {
+      const error = await client.resolve(['dso://app/a']).catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ code: 'DSO_CLI_AGENT_RESPONSE' });
+      const seen =
+        JSON.stringify(error, Object.getOwnPropertyNames(error as object)) +
+        String((error as Error).cause);
+      // V8 quotes a few characters around a JSON syntax error: look for the start of the value.
+      expect(seen).not.toContain(CANARY.slice(0, 6));
+      expect(seen).not.toContain(encoded.slice(0, 8));
+    }
+  });
+
+  it('waits longer than other calls: providers may take their time', async () => {
+    await stub((request, response) => {
+      setTimeout(() => {
+        void bodyOf(request);
+        json(response, 200, {
+          values: [{ reference: 'dso://app/a', provider: 'local', version: '1', value: encoded }],
+        });
+      }, 300);
+    });
+    const values = await createAgentClient({ socketPath, timeoutMs: 100 }).resolve(['dso://app/a']);
+    expect(values).toHaveLength(1);
   });
 });

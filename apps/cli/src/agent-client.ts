@@ -11,6 +11,13 @@ export const API_SOCKET_ENV = 'DSO_API_SOCKET';
 export const DEFAULT_AGENT_TIMEOUT_MS = 5_000;
 /** The largest answer read from the agent; a status of thousands of containers fits easily. */
 export const MAX_AGENT_RESPONSE_BYTES = 16 * 1024 * 1024;
+/**
+ * How long `resolve` waits: the agent gives its providers up to 60 s for it (their own deadline
+ * is 30 s by default), so the CLI waits a little longer than that. @default 65_000
+ */
+export const DEFAULT_RESOLVE_TIMEOUT_MS = 65_000;
+/** The most references one `resolve` call may name (the agent's limit). */
+export const MAX_RESOLVE_REFERENCES = 256;
 
 /**
  * The agent's socket: `DSO_API_SOCKET`, else {@link DEFAULT_API_SOCKET}.
@@ -73,6 +80,25 @@ export interface AgentApiReconcile {
   containers: number;
 }
 
+/** The answer of `POST /v1/rotate`. */
+export interface AgentApiRotate {
+  /** Running managed containers selected. */
+  containers: number;
+  /** Distinct secrets they use, asked from their providers again. */
+  secrets: number;
+}
+
+/**
+ * One value of `POST /v1/resolve`. `value` is the secret's bytes: the caller's to use once and
+ * zero (`value.fill(0)`); never print it.
+ */
+export interface AgentResolvedValue {
+  reference: string;
+  provider: string;
+  version: string;
+  value: Buffer;
+}
+
 /** Options of {@link createAgentClient}. */
 export interface AgentClientOptions {
   /** The agent's socket (see {@link resolveApiSocket}). */
@@ -97,6 +123,22 @@ export interface AgentClient {
   status(options?: AgentCallOptions): Promise<AgentApiStatus>;
   /** Asks the agent to check every managed container now; resolves with how many it queued. */
   reconcile(options?: AgentCallOptions): Promise<AgentApiReconcile>;
+  /**
+   * Asks the agent to fetch the secrets of every running managed container again, past its
+   * cache (of one container with `containerId`: its full id or at least 12 characters of it),
+   * and rotate any that changed by the container's policy.
+   * @throws DsoError DSO_AGENT_CONTAINER_UNKNOWN when no running managed container has the id
+   */
+  rotate(selector?: { containerId?: string }, options?: AgentCallOptions): Promise<AgentApiRotate>;
+  /**
+   * Has the agent resolve `dso://` references (1 to {@link MAX_RESOLVE_REFERENCES}), for values
+   * a container is created with. One value per reference, in order. Waits up to
+   * {@link DEFAULT_RESOLVE_TIMEOUT_MS} (or `timeoutMs` when longer).
+   * @throws DsoError DSO_AGENT_RESOLVE_DISABLED, DSO_AGENT_RESOLVE_DENIED when the agent's
+   *   `api.resolveAllow` does not allow them (the message says what to add)
+   * @throws DsoError DSO_AGENT_RESOLVE_FAILED when a provider cannot answer
+   */
+  resolve(references: readonly string[], options?: AgentCallOptions): Promise<AgentResolvedValue[]>;
 }
 
 /**
@@ -134,8 +176,68 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
       }
       return { containers: body.containers };
     },
+    async rotate(selector = {}, call = {}) {
+      const request =
+        selector.containerId === undefined ? {} : { containerId: selector.containerId };
+      const body = await callAgent(settings, 'POST', '/v1/rotate', 200, call.signal, {
+        body: JSON.stringify(request),
+      });
+      if (
+        !isRecord(body) ||
+        typeof body.containers !== 'number' ||
+        typeof body.secrets !== 'number'
+      ) {
+        throw badAnswer(settings.socketPath, 'a rotate answer without container and secret counts');
+      }
+      return { containers: body.containers, secrets: body.secrets };
+    },
+    async resolve(references, call = {}) {
+      if (references.length === 0) return [];
+      if (references.length > MAX_RESOLVE_REFERENCES) {
+        throw new DsoError(
+          'DSO_CLI_RESOLVE_TOO_MANY',
+          `${references.length} dso:// references in one go; the agent resolves at most ${MAX_RESOLVE_REFERENCES}: split the compose project`,
+        );
+      }
+      const body = await callAgent(settings, 'POST', '/v1/resolve', 200, call.signal, {
+        body: JSON.stringify({ references }),
+        timeoutMs: Math.max(settings.timeoutMs, DEFAULT_RESOLVE_TIMEOUT_MS),
+        secret: true,
+      });
+      const values = isRecord(body) ? body.values : undefined;
+      if (!Array.isArray(values) || values.length !== references.length) {
+        throw badAnswer(settings.socketPath, 'a resolve answer without one value per reference');
+      }
+      const resolved: AgentResolvedValue[] = [];
+      for (const [index, entry] of values.entries()) {
+        if (
+          !isRecord(entry) ||
+          entry.reference !== references[index] ||
+          typeof entry.provider !== 'string' ||
+          typeof entry.version !== 'string' ||
+          typeof entry.value !== 'string' ||
+          !BASE64.test(entry.value)
+        ) {
+          for (const done of resolved) done.value.fill(0);
+          // Never quoted: the entry holds a value.
+          throw badAnswer(
+            settings.socketPath,
+            `a resolve answer whose value ${index + 1} is malformed`,
+          );
+        }
+        resolved.push({
+          reference: entry.reference as string,
+          provider: entry.provider,
+          version: entry.version,
+          value: Buffer.from(entry.value, 'base64'),
+        });
+      }
+      return resolved;
+    },
   };
 }
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 interface Settings {
   socketPath: string;
@@ -149,8 +251,16 @@ async function callAgent(
   path: string,
   expected: number,
   signal: AbortSignal | undefined,
+  extra: {
+    /** A JSON request body. */
+    body?: string;
+    timeoutMs?: number;
+    /** The answer holds values: no error may carry any of its text. */
+    secret?: boolean;
+  } = {},
 ): Promise<unknown> {
-  const { socketPath, timeoutMs } = settings;
+  const { socketPath } = settings;
+  const timeoutMs = extra.timeoutMs ?? settings.timeoutMs;
   const timeout = AbortSignal.timeout(timeoutMs);
   const combined = signal === undefined ? timeout : AbortSignal.any([timeout, signal]);
   let answer: { status: number; text: string };
@@ -163,7 +273,15 @@ async function callAgent(
           path,
           // One connection per call: nothing kept alive to hold the CLI's process open.
           agent: false,
-          headers: { Accept: 'application/json' },
+          headers: {
+            Accept: 'application/json',
+            ...(extra.body === undefined
+              ? {}
+              : {
+                  'Content-Type': 'application/json',
+                  'Content-Length': String(Buffer.byteLength(extra.body)),
+                }),
+          },
           signal: combined,
         },
         (response) => {
@@ -189,7 +307,7 @@ async function callAgent(
         },
       );
       request.once('error', reject);
-      request.end();
+      request.end(extra.body);
     });
   } catch (error) {
     if (timeout.aborted) {
@@ -216,7 +334,12 @@ async function callAgent(
   try {
     body = JSON.parse(answer.text);
   } catch (error) {
-    throw badAnswer(socketPath, `HTTP ${answer.status} with a body that is not JSON`, error);
+    // A JSON syntax error quotes the text it choked on: not kept when the text holds values.
+    throw badAnswer(
+      socketPath,
+      `HTTP ${answer.status} with a body that is not JSON`,
+      extra.secret ? undefined : error,
+    );
   }
   if (answer.status !== expected) throw refusal(answer.status, body, socketPath);
   return body;

@@ -13,7 +13,9 @@ import {
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
 import { registerReconcileCommand } from './commands/reconcile.js';
+import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
+import { registerUpCommand } from './commands/up.js';
 import { readHiddenLine, readSecretFromStream } from './read-secret.js';
 
 /** What the CLI reads and writes besides its arguments; injected so tests need no process. */
@@ -127,6 +129,8 @@ export function createProgram(io: CliIo): Command {
   // Commands that talk to the running agent over its socket.
   registerStatusCommand(program, io);
   registerReconcileCommand(program, io);
+  registerRotateCommand(program, io);
+  registerUpCommand(program, io);
 
   return program;
 }

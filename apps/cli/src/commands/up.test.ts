@@ -1,0 +1,383 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { DsoError } from '@dso/core';
+import { Command } from 'commander';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { createAgentClient } from '../agent-client.js';
+import { variableFor } from '../compose.js';
+import type { ComposeRun } from '../docker-cli.js';
+import type { CliIo } from '../program.js';
+import { registerUpCommand, runUp, type UpDependencies, type UpOptions } from './up.js';
+
+// A value with characters compose would otherwise interpolate or a shell would split.
+const CANARY = 'canary-up-$HOME-`id` "q" 91c3';
+const FILE_CANARY = 'canary-up-file-value-7e1d';
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'dso-cli-up-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function makeIo(env: NodeJS.ProcessEnv = {}) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const output = { stdout: '', stderr: '' };
+  stdout.on('data', (chunk) => {
+    output.stdout += chunk;
+  });
+  stderr.on('data', (chunk) => {
+    output.stderr += chunk;
+  });
+  const stdin = Readable.from([]) as unknown as NodeJS.ReadStream;
+  const io: CliIo = { env, stdin, stdout, stderr };
+  return { io, output };
+}
+
+/** Fake engine, compose and agent; `files` are the readable paths and their text. */
+function fakes(files: Record<string, string>, values: Record<string, string> = {}) {
+  const calls = {
+    resolve: [] as string[][],
+    inspect: [] as string[],
+    runs: [] as ComposeRun[],
+    returned: [] as Buffer[],
+  };
+  const dependencies: UpDependencies = {
+    cwd: '/project/sub',
+    agent: () => ({
+      resolve: async (references) => {
+        calls.resolve.push([...references]);
+        return references.map((reference) => {
+          const value = Buffer.from(values[reference] ?? `value-of-${reference}`);
+          calls.returned.push(value);
+          return { reference, provider: 'local', version: '1', value };
+        });
+      },
+    }),
+    detectCompose: async () => ({ argv: ['docker-compose'], override: 'fifo' }),
+    inspectImage: async (image) => {
+      calls.inspect.push(image);
+      return { entrypoint: [], cmd: ['sleep', '600'] };
+    },
+    runCompose: async (run) => {
+      calls.runs.push(run);
+      return 0;
+    },
+    readText: async (path) => {
+      const text = files[path];
+      if (text === undefined) {
+        throw Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' });
+      }
+      return text;
+    },
+  };
+  return { dependencies, calls };
+}
+
+const COMPOSE = `
+version: "3.8"
+services:
+  app:
+    image: dso-test/busybox:\${TAG}
+    network_mode: none
+    environment:
+      API_TOKEN: dso://app/api/token
+      DB_PASSWORD_FILE: dsofile://app/db/password
+      PLAIN: \${HOME}
+    labels: [ "team=core" ]
+  worker:
+    image: dso-test/busybox:1
+    entrypoint: [ "sleep" ]
+    command: [ "600" ]
+    environment: [ "API_TOKEN=dso://app/api/token" ]
+  db:
+    image: dso-test/busybox:1
+`;
+
+const options = (extra: Partial<UpOptions> = {}): UpOptions => ({
+  file: [],
+  composeArgs: [],
+  ...extra,
+});
+
+describe('dso up', () => {
+  it('resolves every dso:// reference in one call and gives compose the values in its environment only', async () => {
+    const { io, output } = makeIo({ PATH: '/usr/bin', HOME: '/root' });
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': COMPOSE, '/project/.env': 'TAG=1\n' },
+      { 'dso://app/api/token': CANARY },
+    );
+    const code = await runUp(
+      options({ detach: true, composeArgs: ['--no-color'] }),
+      io,
+      dependencies,
+    );
+    expect(code).toBe(0);
+
+    expect(calls.resolve).toEqual([['dso://app/api/token']]);
+    // The image's name interpolated from the project's .env, the way compose does.
+    expect(calls.inspect).toEqual(['dso-test/busybox:1']);
+    expect(calls.runs).toHaveLength(1);
+    const run = calls.runs[0] as ComposeRun;
+    expect(run.compose.argv).toEqual(['docker-compose']);
+    expect(run.args).toEqual(['-f', '/project/compose.yaml']);
+    expect(run.upArgs).toEqual(['up', '-d', '--no-color']);
+    const carrier = variableFor('dso://app/api/token');
+    expect(run.env).toEqual({ PATH: '/usr/bin', HOME: '/root', [carrier]: CANARY });
+
+    const override = parse(run.override as string);
+    expect(override.version).toBe('3.8');
+    expect(override.services.app).toMatchObject({
+      environment: {
+        API_TOKEN: `\${${carrier}}`,
+        DB_PASSWORD_FILE: '/run/secrets/db_password_file',
+      },
+      labels: {
+        'dso.enable': 'true',
+        'dso.env.API_TOKEN': 'dso://app/api/token',
+        // The version it is created with: the agent replaces it once that is no longer current.
+        'dso.env-version.API_TOKEN': '1',
+        'dso.file.db_password_file': 'dsofile://app/db/password',
+        'dso.target': '/run/secrets',
+      },
+      tmpfs: ['/run/secrets'],
+      command: ['sleep', '600'],
+    });
+    expect(override.services.worker.environment).toEqual({ API_TOKEN: `\${${carrier}}` });
+    expect(override.services).not.toHaveProperty('db');
+
+    // The value is nowhere but compose's environment.
+    for (const text of [
+      run.override,
+      [...run.args, ...run.upArgs].join(' '),
+      output.stdout,
+      output.stderr,
+    ]) {
+      expect(text).not.toContain(CANARY);
+    }
+    // The agent's bytes are zeroed once decoded.
+    expect(calls.returned.every((value) => value.every((byte) => byte === 0))).toBe(true);
+
+    expect(output.stderr).toContain(
+      "dso up: app: files /run/secrets/db_password_file (the service waits for them; its image's command is run after the wait); environment API_TOKEN\n",
+    );
+    expect(output.stderr).toContain(
+      "dso up: warning: app.API_TOKEN, worker.API_TOKEN are dso:// values in the container's environment, which docker inspect shows to anyone who can use the engine: prefer dsofile://",
+    );
+  });
+
+  it('finds the compose file in a parent folder with its override file, as compose does', async () => {
+    const { io } = makeIo();
+    const { dependencies, calls } = fakes({
+      '/project/docker-compose.yml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n',
+      '/project/docker-compose.override.yml': 'services:\n  a: { environment: { U: dso://u } }\n',
+    });
+    await runUp(options(), io, dependencies);
+    expect(calls.runs[0]?.args).toEqual([
+      '-f',
+      '/project/docker-compose.yml',
+      '-f',
+      '/project/docker-compose.override.yml',
+    ]);
+    expect(calls.runs[0]?.override).toContain('services:');
+    expect(calls.resolve).toEqual([
+      ['dso://t', 'dso://u'].sort((a, b) => (variableFor(a) < variableFor(b) ? -1 : 1)),
+    ]);
+  });
+
+  it('takes -f files relative to the folder, COMPOSE_FILE, and -p', async () => {
+    const files = {
+      '/project/sub/a.yaml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n',
+      '/project/b.yaml': 'services: {}\n',
+    };
+    const { io } = makeIo();
+    const given = fakes(files);
+    await runUp(
+      options({ file: ['a.yaml', '../b.yaml'], projectName: 'demo' }),
+      io,
+      given.dependencies,
+    );
+    expect(given.calls.runs[0]?.args.slice(0, 6)).toEqual([
+      '-p',
+      'demo',
+      '-f',
+      '/project/sub/a.yaml',
+      '-f',
+      '/project/b.yaml',
+    ]);
+    const fromEnv = fakes(files);
+    await runUp(options(), makeIo({ COMPOSE_FILE: 'a.yaml:../b.yaml' }).io, fromEnv.dependencies);
+    expect(fromEnv.calls.runs[0]?.args.slice(0, 4)).toEqual([
+      '-f',
+      '/project/sub/a.yaml',
+      '-f',
+      '/project/b.yaml',
+    ]);
+  });
+
+  it('prints the additions with <dso:reference> placeholders for --dry-run, and calls nothing', async () => {
+    const { io, output } = makeIo();
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': COMPOSE,
+      '/project/.env': 'TAG=1',
+    });
+    expect(await runUp(options({ dryRun: true }), io, dependencies)).toBe(0);
+    expect(calls.resolve).toEqual([]);
+    expect(calls.runs).toEqual([]);
+    expect(output.stdout).toMatch(
+      /^# dso up --dry-run: compose would read \/project\/compose\.yaml, then this on its stdin\.\n/,
+    );
+    const document = parse(output.stdout);
+    expect(document.services.app.environment.API_TOKEN).toBe('<dso:dso://app/api/token>');
+    expect(output.stdout).not.toContain('DSO_UP_');
+  });
+
+  it('runs compose as it is when no service uses a reference', async () => {
+    const { io, output } = makeIo();
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': 'services:\n  a: { image: x }\n',
+    });
+    await runUp(options(), io, dependencies);
+    expect(calls.resolve).toEqual([]);
+    expect(calls.runs[0]).toMatchObject({ args: ['-f', '/project/compose.yaml'], upArgs: ['up'] });
+    expect(calls.runs[0]).not.toHaveProperty('override');
+    expect(output.stderr).toContain(
+      'no dso:// or dsofile:// reference in compose.yaml: running compose as is',
+    );
+  });
+
+  it('says where it looked when there is no compose file', async () => {
+    const { dependencies } = fakes({});
+    await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_NOT_FOUND',
+      message:
+        "no compose file: looked for compose.yaml, compose.yml, docker-compose.yml, docker-compose.yaml in /project/sub and its parents: run dso up in the project's folder, or name the file with -f",
+    });
+    await expect(
+      runUp(options({ file: ['x.yaml'] }), makeIo().io, dependencies),
+    ).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_NOT_FOUND',
+      message: 'cannot read the compose file /project/sub/x.yaml (ENOENT): check the path',
+    });
+  });
+
+  it('refuses -f - (stdin is where its own additions go)', async () => {
+    const { dependencies } = fakes({});
+    await expect(runUp(options({ file: ['-'] }), makeIo().io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_UP_STDIN',
+    });
+  });
+
+  it('reports invalid YAML with its line', async () => {
+    const { dependencies } = fakes({ '/project/compose.yaml': 'services:\n  a: [\n' });
+    await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_INVALID',
+      message: expect.stringMatching(/^\/project\/compose\.yaml:3:1: not valid YAML/),
+    });
+  });
+
+  it('says what to do for a built service without an image, or an image variable that is unset', async () => {
+    const built = fakes({
+      '/project/compose.yaml': 'services:\n  web: { build: ., environment: { K: dsofile://k } }\n',
+    });
+    await expect(runUp(options(), makeIo().io, built.dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_UP_NO_COMMAND',
+      message: expect.stringContaining('service web is built (build:) and names no image'),
+    });
+    const unset = fakes({ '/project/compose.yaml': COMPOSE });
+    await expect(runUp(options(), makeIo().io, unset.dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_UP_NO_COMMAND',
+      message: expect.stringContaining('uses the variable TAG, which is not set'),
+    });
+  });
+
+  it("passes the agent's refusal on, and runs no compose", async () => {
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': COMPOSE,
+      '/project/.env': 'TAG=1',
+    });
+    dependencies.agent = () => ({
+      resolve: async () => {
+        throw new DsoError(
+          'DSO_AGENT_RESOLVE_DENIED',
+          'api.resolveAllow allows no pattern for dso://app/api/token: add a pattern to api.resolveAllow in dso.yaml (e.g. "dso://app/api/token") and restart the agent',
+        );
+      },
+    });
+    await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_AGENT_RESOLVE_DENIED',
+    });
+    expect(calls.runs).toEqual([]);
+  });
+
+  it('says how to start the agent when it is not running', async () => {
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': COMPOSE,
+      '/project/.env': 'TAG=1',
+    });
+    const socketPath = join(dir, 'agent.sock');
+    dependencies.agent = () => createAgentClient({ socketPath });
+    await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_AGENT_UNREACHABLE',
+      message: `the agent is not running (no socket at ${socketPath}): start it with dso-agent or systemctl start dso-agent`,
+    });
+    expect(calls.runs).toEqual([]);
+  });
+
+  it('refuses a value an environment variable cannot carry, without showing it', async () => {
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n' },
+      { 'dso://t': `${FILE_CANARY}\0` },
+    );
+    let message = '';
+    await runUp(options(), makeIo().io, dependencies).catch((error: Error) => {
+      expect(error).toMatchObject({ code: 'DSO_CLI_UP_VALUE_BINARY' });
+      message = error.message;
+    });
+    expect(message).toBe(
+      'the value of dso://t is not UTF-8 text without NUL bytes, which an environment variable cannot carry: deliver it as a file with dsofile://',
+    );
+    expect(calls.runs).toEqual([]);
+    expect(calls.returned.every((value) => value.every((byte) => byte === 0))).toBe(true);
+  });
+
+  it('fails with DSO_CLI_COMPOSE_FAILED when compose exits non-zero, and DSO_CLI_COMPOSE_MISSING without compose', async () => {
+    const { io, output } = makeIo();
+    const { dependencies } = fakes({
+      '/project/compose.yaml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n',
+    });
+    dependencies.runCompose = async () => 3;
+    const program = new Command('dso').exitOverride();
+    registerUpCommand(program, io, () => dependencies);
+    await expect(program.parseAsync(['up'], { from: 'user' })).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_FAILED',
+      message: 'compose up exited 3: see its output above',
+    });
+    dependencies.detectCompose = async () => {
+      throw new DsoError('DSO_CLI_COMPOSE_MISSING', 'install compose');
+    };
+    await expect(runUp(options(), io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_MISSING',
+    });
+    expect(output.stdout + output.stderr).not.toContain('value-of');
+  });
+
+  it('passes the arguments after -- to compose up', async () => {
+    const { io } = makeIo();
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': 'services:\n  a: { image: x }\n',
+    });
+    const program = new Command('dso').exitOverride();
+    registerUpCommand(program, io, () => dependencies);
+    await program.parseAsync(['up', '-d', '-p', 'demo', '--', '--build', 'a'], { from: 'user' });
+    expect(calls.runs[0]).toMatchObject({
+      args: ['-p', 'demo', '-f', '/project/compose.yaml'],
+      upArgs: ['up', '-d', '--build', 'a'],
+    });
+  });
+});

@@ -1,0 +1,387 @@
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { DsoError, LABELS } from '@dso/core';
+import type { Command } from 'commander';
+import { type AgentClient, createAgentClient, resolveApiSocket } from '../agent-client.js';
+import {
+  COMPOSE_FILE_NAMES,
+  COMPOSE_OVERRIDE_FILE_NAMES,
+  type ComposeFile,
+  type ComposeUpPlan,
+  composeSearchDirectories,
+  composeServiceViews,
+  composeVersion,
+  extendedFiles,
+  type ImageCommand,
+  interpolate,
+  parseComposeText,
+  parseDotEnv,
+  planComposeUp,
+  renderOverride,
+  servicesNeedingImage,
+} from '../compose.js';
+import {
+  type ComposeCommand,
+  type ComposeRun,
+  detectCompose,
+  inspectImageCommand,
+  runCompose,
+} from '../docker-cli.js';
+import type { CliIo } from '../program.js';
+
+/** The options of `dso up`. */
+export interface UpOptions {
+  /** `-f`: compose files in order; none means compose's own lookup. */
+  file: string[];
+  /** `-p`: compose's project name. */
+  projectName?: string;
+  /** Print the override (references only) instead of running compose. */
+  dryRun?: boolean;
+  /** `-d`: pass `-d` to `compose up`. */
+  detach?: boolean;
+  /** Arguments after `--`, passed to `compose up`. */
+  composeArgs: string[];
+}
+
+/** What `dso up` reads and runs; injected so tests need no engine, compose or agent. */
+export interface UpDependencies {
+  /** Where a default compose file is looked for (then in each parent). */
+  cwd: string;
+  agent: () => Pick<AgentClient, 'resolve'>;
+  detectCompose: (env: NodeJS.ProcessEnv) => Promise<ComposeCommand>;
+  inspectImage: (image: string, service: string, env: NodeJS.ProcessEnv) => Promise<ImageCommand>;
+  runCompose: (run: ComposeRun) => Promise<number>;
+  readText: (path: string) => Promise<string>;
+}
+
+/** The real ones. */
+export function defaultUpDependencies(io: CliIo): UpDependencies {
+  return {
+    cwd: process.cwd(),
+    agent: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }),
+    detectCompose,
+    inspectImage: inspectImageCommand,
+    runCompose,
+    readText: (path) => readFile(path, 'utf8'),
+  };
+}
+
+/** Adds `dso up`: compose up with the project's `dso://` and `dsofile://` references wired in. */
+export function registerUpCommand(
+  program: Command,
+  io: CliIo,
+  dependencies: () => UpDependencies = () => defaultUpDependencies(io),
+): void {
+  program
+    .command('up')
+    .description(
+      "docker compose up, with the dso:// and dsofile:// references in the services' environment wired in: files delivered by the agent into a tmpfs (the service waits for them), dso:// values resolved by the agent and given to compose in its environment, never on disk or in argv",
+    )
+    .option(
+      '-f, --file <path>',
+      'a compose file (repeat for several, as with compose)',
+      collect,
+      [],
+    )
+    .option('-p, --project-name <name>', "compose's project name")
+    .option('-d, --detach', 'run the containers in the background (compose up -d)')
+    .option(
+      '--dry-run',
+      'print what dso up adds to the compose project (references, never values) and run nothing',
+    )
+    .argument('[compose-args...]', 'more arguments for compose up, after --')
+    .action(
+      async (
+        composeArgs: string[],
+        options: { file: string[]; projectName?: string; detach?: boolean; dryRun?: boolean },
+      ) => {
+        const code = await runUp(
+          {
+            file: options.file,
+            composeArgs,
+            ...(options.projectName === undefined ? {} : { projectName: options.projectName }),
+            ...(options.detach ? { detach: true } : {}),
+            ...(options.dryRun ? { dryRun: true } : {}),
+          },
+          io,
+          dependencies(),
+        );
+        if (code !== 0) {
+          throw new DsoError(
+            'DSO_CLI_COMPOSE_FAILED',
+            `compose up exited ${code}: see its output above`,
+            { exitCode: code },
+          );
+        }
+      },
+    );
+}
+
+/**
+ * `dso up`. Reads the compose files, plans what DSO adds (`planComposeUp`), has the agent
+ * resolve every `dso://` reference in one call, and runs `compose -f <files>… -f <override> up`
+ * with the override on stdin (or a named pipe) and the values in compose's environment. Returns compose's exit code (0 for
+ * `--dry-run`).
+ *
+ * @throws DsoError DSO_CLI_COMPOSE_NOT_FOUND, DSO_CLI_COMPOSE_INVALID for the files;
+ *   DSO_REFERENCE_INVALID, DSO_CLI_UP_* for what the services ask; DSO_CLI_AGENT_* and the
+ *   agent's DSO_AGENT_RESOLVE_* when values cannot be had; DSO_CLI_COMPOSE_MISSING
+ */
+export async function runUp(
+  options: UpOptions,
+  io: CliIo,
+  dependencies: UpDependencies,
+): Promise<number> {
+  const out = (line: string) => io.stdout.write(`${line}\n`);
+  const err = (line: string) => io.stderr.write(`${line}\n`);
+
+  const paths = await composeFilePaths(options.file, io.env, dependencies);
+  const files = await Promise.all(paths.map((path) => readCompose(path, dependencies)));
+  const extra: ComposeFile[] = [];
+  for (let next = extendedFiles(files); next.length > 0; ) {
+    extra.push(...(await Promise.all(next.map((path) => readCompose(path, dependencies)))));
+    next = extendedFiles([...files, ...extra]).filter(
+      (path) => !extra.some((file) => file.path === path),
+    );
+  }
+  const views = composeServiceViews(files, extra);
+
+  const images = new Map<string, ImageCommand>();
+  const needing = servicesNeedingImage(views);
+  if (needing.length > 0) {
+    const variables = await interpolationVariables(
+      dirname(paths[0] as string),
+      io.env,
+      dependencies,
+    );
+    for (const { service, image, build } of needing) {
+      if (image === undefined) {
+        throw new DsoError(
+          'DSO_CLI_UP_NO_COMMAND',
+          `service ${service} ${build ? 'is built (build:) and names no image' : 'names no image'}, so dso up cannot read the entrypoint it must run after the wait for the secret files: give it an image name (and build it first: docker compose build ${service}) or an entrypoint in the compose file`,
+          { service },
+        );
+      }
+      const name = interpolate(image, variables);
+      if ('missing' in name) {
+        throw new DsoError(
+          'DSO_CLI_UP_NO_COMMAND',
+          `service ${service}: its image ${image} uses the variable ${name.missing}, which is not set: set it (in the environment or the project's .env), or give the service an entrypoint`,
+          { service },
+        );
+      }
+      images.set(service, await dependencies.inspectImage(name.value, service, io.env));
+    }
+  }
+
+  const plan = planComposeUp(views, { images });
+  const version = composeVersion(files);
+  const shownFiles = paths.map((path) => basename(path)).join(', ');
+
+  if (options.dryRun) {
+    if (plan.services.length === 0) {
+      out(`# dso up: no dso:// or dsofile:// reference in ${shownFiles}: compose would run as is`);
+      return 0;
+    }
+    out(`# dso up --dry-run: compose would read ${paths.join(', ')}, then this on its stdin.`);
+    out('# <dso:…> stands for the value the agent resolves; values are never printed.');
+    io.stdout.write(
+      renderOverride(plan, { dryRun: true, ...(version === undefined ? {} : { version }) }),
+    );
+    return 0;
+  }
+
+  const compose = await dependencies.detectCompose(io.env);
+  const args = [
+    ...(options.projectName === undefined ? [] : ['-p', options.projectName]),
+    ...paths.flatMap((path) => ['-f', path]),
+  ];
+  const upArgs = ['up', ...(options.detach ? ['-d'] : []), ...options.composeArgs];
+  if (plan.services.length === 0) {
+    err(`dso up: no dso:// or dsofile:// reference in ${shownFiles}: running compose as is`);
+    return dependencies.runCompose({
+      compose,
+      args,
+      upArgs,
+      env: io.env,
+      stdout: io.stdout,
+      stderr: io.stderr,
+    });
+  }
+
+  const { values, versions } = await resolveValues(plan, dependencies);
+  recordVersions(plan, versions);
+  describe(plan, err);
+  return dependencies.runCompose({
+    compose,
+    args,
+    override: renderOverride(plan, version === undefined ? {} : { version }),
+    upArgs,
+    env: { ...io.env, ...values },
+    stdout: io.stdout,
+    stderr: io.stderr,
+  });
+}
+
+/** The values of every `dso://` variable, by variable name, from one call to the agent. */
+async function resolveValues(
+  plan: ComposeUpPlan,
+  dependencies: UpDependencies,
+): Promise<{ values: Record<string, string>; versions: Map<string, string> }> {
+  const versions = new Map<string, string>();
+  if (plan.variables.length === 0) return { values: {}, versions };
+  const resolved = await dependencies
+    .agent()
+    .resolve(plan.variables.map(({ reference }) => reference));
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const values: Record<string, string> = {};
+  try {
+    for (const [index, { name, reference }] of plan.variables.entries()) {
+      const bytes = (resolved[index] as (typeof resolved)[number]).value;
+      let text: string | undefined;
+      try {
+        text = decoder.decode(bytes);
+      } catch {
+        text = undefined; // not UTF-8: refused just below, without the bytes
+      }
+      if (text === undefined || text.includes('\0')) {
+        throw new DsoError(
+          'DSO_CLI_UP_VALUE_BINARY',
+          `the value of ${reference} is not UTF-8 text without NUL bytes, which an environment variable cannot carry: deliver it as a file with dsofile://`,
+          { reference },
+        );
+      }
+      values[name] = text;
+      versions.set(name, (resolved[index] as (typeof resolved)[number]).version);
+    }
+    return { values, versions };
+  } finally {
+    // The strings handed to compose cannot be zeroed (V8 strings); the bytes can.
+    for (const { value } of resolved) value.fill(0);
+  }
+}
+
+/**
+ * Adds `dso.env-version.<NAME>` (the version each `dso://` value was created with) to each
+ * service's labels, so the agent replaces a container whose value has since changed, once,
+ * even across its own restarts.
+ */
+function recordVersions(plan: ComposeUpPlan, versions: ReadonlyMap<string, string>): void {
+  for (const service of plan.services) {
+    const override = plan.override.services[service.name];
+    if (override === undefined) continue;
+    const labels = { ...(override.labels as Record<string, string> | undefined) };
+    for (const { variable, carrier } of service.env) {
+      const version = versions.get(carrier);
+      if (version !== undefined) labels[`${LABELS.envVersionPrefix}${variable}`] = version;
+    }
+    override.labels = Object.fromEntries(
+      Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
+  }
+}
+
+/** What dso up wires in, and the warning DESIGN.md asks for whenever `dso://` values are used. */
+function describe(plan: ComposeUpPlan, err: (line: string) => void): void {
+  for (const service of plan.services) {
+    const parts: string[] = [];
+    if (service.files.length > 0) {
+      parts.push(
+        `files ${service.files.map(({ path }) => path).join(', ')} (the service waits for them${service.commandFromImage ? "; its image's command is run after the wait" : ''})`,
+      );
+    }
+    if (service.env.length > 0) {
+      parts.push(`environment ${service.env.map(({ variable }) => variable).join(', ')}`);
+    }
+    err(`dso up: ${service.name}: ${parts.join('; ')}`);
+  }
+  const names = plan.services.flatMap((service) =>
+    service.env.map(({ variable }) => `${service.name}.${variable}`),
+  );
+  if (names.length > 0) {
+    err(
+      `dso up: warning: ${names.join(', ')} ${names.length === 1 ? 'is a dso:// value' : 'are dso:// values'} in the container's environment, which docker inspect shows to anyone who can use the engine: prefer dsofile:// (a file in a tmpfs, never in docker inspect) where the application can read a file`,
+    );
+  }
+}
+
+/** `-f` paths made absolute; else `COMPOSE_FILE`; else compose's lookup (with its override file). */
+async function composeFilePaths(
+  given: readonly string[],
+  env: NodeJS.ProcessEnv,
+  dependencies: UpDependencies,
+): Promise<string[]> {
+  if (given.includes('-')) {
+    throw new DsoError(
+      'DSO_CLI_UP_STDIN',
+      'dso up reads the compose files itself and gives compose its additions on stdin, so it cannot take a file from stdin: pass the file by path with -f',
+    );
+  }
+  if (given.length > 0) return given.map((path) => resolve(dependencies.cwd, path));
+  const fromEnv = env.COMPOSE_FILE;
+  if (fromEnv !== undefined && fromEnv !== '') {
+    return fromEnv
+      .split(env.COMPOSE_PATH_SEPARATOR || ':')
+      .filter(Boolean)
+      .map((path) => resolve(dependencies.cwd, path));
+  }
+  for (const directory of composeSearchDirectories(dependencies.cwd)) {
+    for (const name of COMPOSE_FILE_NAMES) {
+      const path = join(directory, name);
+      if (!(await exists(path, dependencies))) continue;
+      // Compose reads the first override file beside it too when no file is given.
+      for (const overrideName of COMPOSE_OVERRIDE_FILE_NAMES) {
+        const override = join(directory, overrideName);
+        if (await exists(override, dependencies)) return [path, override];
+      }
+      return [path];
+    }
+  }
+  throw new DsoError(
+    'DSO_CLI_COMPOSE_NOT_FOUND',
+    `no compose file: looked for ${COMPOSE_FILE_NAMES.join(', ')} in ${dependencies.cwd} and its parents: run dso up in the project's folder, or name the file with -f`,
+  );
+}
+
+async function exists(path: string, dependencies: UpDependencies): Promise<boolean> {
+  try {
+    await dependencies.readText(path);
+    return true;
+  } catch {
+    return false; // missing or unreadable: not the file compose would pick either
+  }
+}
+
+async function readCompose(path: string, dependencies: UpDependencies): Promise<ComposeFile> {
+  let text: string;
+  try {
+    text = await dependencies.readText(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_NOT_FOUND',
+      `cannot read the compose file ${path} (${code ?? String(error)}): check the path${code === 'EACCES' ? ' and its permissions' : ''}`,
+      { cause: error, file: path },
+    );
+  }
+  return parseComposeText(text, path);
+}
+
+/** What compose interpolates with: the project's `.env`, overridden by the environment. */
+async function interpolationVariables(
+  projectDirectory: string,
+  env: NodeJS.ProcessEnv,
+  dependencies: UpDependencies,
+): Promise<Record<string, string | undefined>> {
+  let dotEnv: Record<string, string> = {};
+  try {
+    dotEnv = parseDotEnv(await dependencies.readText(join(projectDirectory, '.env')));
+  } catch {
+    dotEnv = {}; // no .env: the environment alone, as for compose
+  }
+  return { ...dotEnv, ...env };
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}

@@ -1,0 +1,842 @@
+import { createHash } from 'node:crypto';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import {
+  checkSecretFileName,
+  DEFAULT_SECRETS_DIR,
+  DsoError,
+  formatReference,
+  isDsoError,
+  isReference,
+  LABELS,
+  parseManagedLabels,
+  parseReference,
+  type SecretReference,
+  waitForSecretsCommand,
+} from '@dso/core';
+import { LineCounter, parseDocument, stringify } from 'yaml';
+
+// ---------------------------------------------------------------------------------------------
+// What `dso up` does to a compose project, as pure functions over parsed YAML.
+//
+// The user's compose files are never rewritten nor copied: compose reads them itself, by path,
+// with everything it knows (interpolation, relative paths, anchors, `extends`, profiles), and
+// then one more file, an override that `dso up` writes on compose's stdin. The override holds
+// only what DSO adds to a service that uses references:
+//
+// - `dsofile://` in `environment`: the variable's value becomes the file's path
+//   (`<target>/<name>`, name = the variable's name lowercased), plus the labels
+//   `dso.enable=true`, `dso.target`, `dso.file.<name>=<reference>`, a tmpfs at the target, and
+//   an entrypoint that waits for the files before it runs the service's own command
+//   (`waitForSecretsCommand`);
+// - `dso://` in `environment`: the value becomes `${DSO_UP_<hash of the reference>}`, which
+//   compose fills from its own process environment (where `dso up` puts the value the agent
+//   resolved), plus `dso.enable=true` and `dso.env.<NAME>=<reference>` so the agent can create
+//   the container again with fresh values when the secret rotates.
+//
+// Compose merges the override into the service: `environment` and `labels` key by key (map and
+// list forms alike), `tmpfs` as a union, `entrypoint`/`command` replaced. Hence no value is ever
+// in a file, in argv, or in the YAML text: only references and `${…}` names.
+//
+// The decisions (does the service have a command, which labels does it already carry) need the
+// service as compose will see it, so the files given are merged here for the few keys read
+// (`image`, `build`, `command`, `entrypoint`, `environment`, `labels`, `tmpfs`, `volumes`),
+// `extends` followed, with compose's rules for those keys: a later file replaces `image`,
+// `command` and `entrypoint`, and merges `environment` and `labels` by key.
+// ---------------------------------------------------------------------------------------------
+
+/** The file names compose looks for, in its order, when no `-f` is given. */
+export const COMPOSE_FILE_NAMES = [
+  'compose.yaml',
+  'compose.yml',
+  'docker-compose.yml',
+  'docker-compose.yaml',
+] as const;
+
+/** The override files compose reads beside the one it found, first found only, in its order. */
+export const COMPOSE_OVERRIDE_FILE_NAMES = [
+  'compose.override.yml',
+  'compose.override.yaml',
+  'docker-compose.override.yml',
+  'docker-compose.override.yaml',
+] as const;
+
+/** The prefix of the variables that carry resolved `dso://` values into compose's environment. */
+export const DSO_UP_VARIABLE_PREFIX = 'DSO_UP_';
+
+/** A compose file, parsed. */
+export interface ComposeFile {
+  /** Absolute path. */
+  path: string;
+  /** The document as plain data (anchors and merge keys resolved). */
+  document: Record<string, unknown>;
+}
+
+/** What an image runs when a container gives no command: `docker image inspect` `.Config`. */
+export interface ImageCommand {
+  entrypoint: string[];
+  cmd: string[];
+}
+
+/** The parts of a service `dso up` reads, merged over every file and `extends`. */
+export interface ServiceView {
+  name: string;
+  /** `image` as written (before interpolation). */
+  image?: string;
+  /** Whether the service has a `build` section. */
+  build: boolean;
+  /** `command` as written: compose splits a string itself. */
+  command?: string | string[];
+  /** `entrypoint` as written. */
+  entrypoint?: string | string[];
+  /** `environment`, by name; null for a name given without a value (taken from the shell). */
+  environment: Map<string, string | null>;
+  labels: Map<string, string>;
+  /** Container paths of `tmpfs` entries. */
+  tmpfs: string[];
+  /** Container paths of `volumes` entries. */
+  volumeTargets: string[];
+}
+
+/** One variable `dso up` fills: its name and the `dso://` reference whose value it carries. */
+export interface UpVariable {
+  name: string;
+  reference: string;
+}
+
+/** What one service gets. */
+export interface ServicePlan {
+  name: string;
+  /** `dsofile://` variables: file name → reference. */
+  files: Array<{ variable: string; name: string; path: string; reference: string }>;
+  /** `dso://` variables. */
+  env: Array<{ variable: string; reference: string; carrier: string }>;
+  /** The labels dso up adds (the service's own are kept by compose). */
+  labels: Record<string, string>;
+  /** Whether its entrypoint was wrapped to wait for the files. */
+  waits: boolean;
+  /** Whether its command came from the image (neither `command` nor `entrypoint` was given). */
+  commandFromImage: boolean;
+}
+
+/** The result of {@link planComposeUp}. */
+export interface ComposeUpPlan {
+  /** The override compose reads after the user's files: references and `${…}` names only. */
+  override: { version?: string; services: Record<string, Record<string, unknown>> };
+  /** Every variable to fill, one per distinct `dso://` reference, sorted by name. */
+  variables: UpVariable[];
+  /** The services that use references, sorted by name. */
+  services: ServicePlan[];
+}
+
+/** Options of {@link planComposeUp}. */
+export interface PlanOptions {
+  /** The image command of each service listed by {@link servicesNeedingImage}, by service name. */
+  images?: ReadonlyMap<string, ImageCommand>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Parses a compose file's text. Anchors, aliases and `<<` merge keys are resolved (at most 100
+ * aliases, against "billion laughs" files).
+ *
+ * @throws DsoError DSO_CLI_COMPOSE_INVALID with the file, line and column of the first error
+ */
+export function parseComposeText(text: string, path: string): ComposeFile {
+  const lineCounter = new LineCounter();
+  // prettyErrors off: its messages quote the offending line, and a compose file may hold a
+  // credential that is none of DSO's business. Line and column say where to look.
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
+  const [error] = document.errors;
+  if (error !== undefined) {
+    const { line, col } = lineCounter.linePos(error.pos[0]);
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_INVALID',
+      `${path}:${line}:${col}: not valid YAML (${error.message.split('\n')[0]}): fix the compose file`,
+      { file: path, line },
+    );
+  }
+  let data: unknown;
+  try {
+    data = document.toJS({ maxAliasCount: 100 });
+  } catch (cause) {
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_INVALID',
+      `${path}: cannot read it (${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)}): fix the compose file`,
+      { file: path, cause },
+    );
+  }
+  if (!isRecord(data)) {
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_INVALID',
+      `${path}: a compose file is a mapping with a services section; this one is ${data === null || data === undefined ? 'empty' : `a ${Array.isArray(data) ? 'list' : typeof data}`}`,
+      { file: path },
+    );
+  }
+  if (data.services !== undefined && !isRecord(data.services)) {
+    throw invalidKey(path, 'services', 'must be a mapping of service names to services');
+  }
+  return { path, document: data };
+}
+
+/**
+ * The files `extends: { file }` entries name, relative to the file that names them, that are
+ * not among `known` paths: read them before {@link composeServiceViews}.
+ */
+export function extendedFiles(files: readonly ComposeFile[]): string[] {
+  const found = new Set<string>();
+  for (const file of files) {
+    for (const service of Object.values(servicesOf(file))) {
+      const target =
+        isRecord(service) && isRecord(service.extends) ? service.extends.file : undefined;
+      if (typeof target === 'string') found.add(resolve(dirname(file.path), target));
+    }
+  }
+  for (const file of files) found.delete(file.path);
+  return [...found];
+}
+
+/**
+ * Every service of the project as compose will see it, for the keys `dso up` reads: `files`
+ * merged in order, `extends` followed (in `files` or `extra`, the files {@link extendedFiles}
+ * named). Sorted by name.
+ *
+ * @throws DsoError DSO_CLI_COMPOSE_INVALID for a key of the wrong shape or an `extends` that
+ *   names a missing service, a missing file or itself
+ */
+export function composeServiceViews(
+  files: readonly ComposeFile[],
+  extra: readonly ComposeFile[] = [],
+): ServiceView[] {
+  const byPath = new Map([...extra, ...files].map((file) => [file.path, file]));
+  const names = new Set(files.flatMap((file) => Object.keys(servicesOf(file))));
+  const views: ServiceView[] = [];
+  for (const name of [...names].sort()) {
+    let view: ServiceView | undefined;
+    for (const file of files) {
+      const raw = servicesOf(file)[name];
+      if (raw === undefined) continue;
+      const layer = serviceLayer(file, name, raw, byPath, []);
+      view = view === undefined ? layer : mergeViews(view, layer);
+    }
+    if (view !== undefined) views.push(view);
+  }
+  return views;
+}
+
+function serviceLayer(
+  file: ComposeFile,
+  name: string,
+  raw: unknown,
+  byPath: ReadonlyMap<string, ComposeFile>,
+  chain: string[],
+): ServiceView {
+  const where = `${file.path}: services.${name}`;
+  if (raw === null) return readService(file.path, name, {});
+  if (!isRecord(raw)) throw invalidKey(file.path, `services.${name}`, 'must be a mapping');
+  const own = readService(file.path, name, raw);
+  if (raw.extends === undefined) return own;
+  const link = `${file.path}#${name}`;
+  if (chain.includes(link)) {
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_INVALID',
+      `${where}.extends goes round in a circle (${[...chain, link].join(' → ')}): fix the compose file`,
+      { file: file.path },
+    );
+  }
+  let baseName: unknown = raw.extends;
+  let baseFile = file;
+  if (isRecord(raw.extends)) {
+    baseName = raw.extends.service;
+    if (raw.extends.file !== undefined) {
+      if (typeof raw.extends.file !== 'string') {
+        throw invalidKey(file.path, `services.${name}.extends.file`, 'must be a path');
+      }
+      const path = resolve(dirname(file.path), raw.extends.file);
+      const found = byPath.get(path);
+      if (found === undefined) {
+        throw new DsoError(
+          'DSO_CLI_COMPOSE_INVALID',
+          `${where}.extends names the file ${path}, which cannot be read: fix the path`,
+          { file: file.path },
+        );
+      }
+      baseFile = found;
+    }
+  }
+  if (typeof baseName !== 'string' || baseName === '') {
+    throw invalidKey(file.path, `services.${name}.extends`, 'must name a service');
+  }
+  const baseRaw = servicesOf(baseFile)[baseName];
+  if (baseRaw === undefined) {
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_INVALID',
+      `${where}.extends names the service ${baseName}, which ${baseFile.path} does not define: fix the name`,
+      { file: file.path },
+    );
+  }
+  const base = serviceLayer(baseFile, baseName, baseRaw, byPath, [...chain, link]);
+  return { ...mergeViews(base, own), name };
+}
+
+function readService(path: string, name: string, raw: Record<string, unknown>): ServiceView {
+  const key = (field: string) => `services.${name}.${field}`;
+  const view: ServiceView = {
+    name,
+    build: raw.build !== undefined && raw.build !== null,
+    environment: readMapping(path, key('environment'), raw.environment, true) as Map<
+      string,
+      string | null
+    >,
+    labels: readMapping(path, key('labels'), raw.labels, false) as Map<string, string>,
+    tmpfs: readTmpfs(path, key('tmpfs'), raw.tmpfs),
+    volumeTargets: readVolumeTargets(path, key('volumes'), raw.volumes),
+  };
+  if (raw.image !== undefined && raw.image !== null) {
+    if (typeof raw.image !== 'string') throw invalidKey(path, key('image'), 'must be a string');
+    view.image = raw.image;
+  }
+  for (const field of ['command', 'entrypoint'] as const) {
+    const value = raw[field];
+    if (value === undefined || value === null) continue;
+    if (typeof value === 'string') view[field] = value;
+    else if (Array.isArray(value) && value.every((arg) => isScalar(arg))) {
+      view[field] = value.map((arg) => String(arg));
+    } else throw invalidKey(path, key(field), 'must be a string or a list of strings');
+  }
+  return view;
+}
+
+/** Compose's merge of two layers of a service, for the keys read. */
+function mergeViews(base: ServiceView, over: ServiceView): ServiceView {
+  const merged: ServiceView = {
+    name: over.name,
+    build: base.build || over.build,
+    environment: new Map([...base.environment, ...over.environment]),
+    labels: new Map([...base.labels, ...over.labels]),
+    tmpfs: [...new Set([...base.tmpfs, ...over.tmpfs])],
+    volumeTargets: [...new Set([...base.volumeTargets, ...over.volumeTargets])],
+  };
+  const image = over.image ?? base.image;
+  if (image !== undefined) merged.image = image;
+  const command = over.command ?? base.command;
+  if (command !== undefined) merged.command = command;
+  const entrypoint = over.entrypoint ?? base.entrypoint;
+  if (entrypoint !== undefined) merged.entrypoint = entrypoint;
+  return merged;
+}
+
+/** `environment` or `labels`, map or list form, as a map of strings (null: no value given). */
+function readMapping(
+  path: string,
+  key: string,
+  raw: unknown,
+  allowNull: boolean,
+): Map<string, string | null> {
+  const map = new Map<string, string | null>();
+  if (raw === undefined || raw === null) return map;
+  if (Array.isArray(raw)) {
+    for (const entry of raw) {
+      if (typeof entry !== 'string') throw invalidKey(path, key, 'must list NAME=value strings');
+      const equals = entry.indexOf('=');
+      if (equals === -1) {
+        // `- NAME` takes the value from the shell; a label without "=" is an empty label.
+        map.set(entry, allowNull ? null : '');
+      } else {
+        map.set(entry.slice(0, equals), entry.slice(equals + 1));
+      }
+    }
+    return map;
+  }
+  if (!isRecord(raw)) throw invalidKey(path, key, 'must be a mapping or a list of NAME=value');
+  for (const [name, value] of Object.entries(raw)) {
+    if (value === null || value === undefined) map.set(name, allowNull ? null : '');
+    else if (isScalar(value)) map.set(name, String(value));
+    else throw invalidKey(path, `${key}.${name}`, 'must be a string, a number or a boolean');
+  }
+  return map;
+}
+
+function readTmpfs(path: string, key: string, raw: unknown): string[] {
+  if (raw === undefined || raw === null) return [];
+  const entries = Array.isArray(raw) ? raw : [raw];
+  return entries.map((entry) => {
+    if (typeof entry !== 'string') throw invalidKey(path, key, 'must be a path or a list of paths');
+    return trimSlash(entry.split(':')[0] as string);
+  });
+}
+
+function readVolumeTargets(path: string, key: string, raw: unknown): string[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw invalidKey(path, key, 'must be a list');
+  const targets: string[] = [];
+  for (const entry of raw) {
+    if (typeof entry === 'string') {
+      // `target`, `source:target` or `source:target:mode`.
+      const parts = entry.split(':');
+      const target = parts.length === 1 ? parts[0] : parts[1];
+      if (target) targets.push(trimSlash(target));
+    } else if (isRecord(entry) && typeof entry.target === 'string') {
+      targets.push(trimSlash(entry.target));
+    }
+  }
+  return targets;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The services whose command must come from their image to be wrapped in the wait for their
+ * files: those with a `dsofile://` variable and no `entrypoint` (Docker runs the image's
+ * Entrypoint before a `command`, so even a service with a `command` needs it).
+ */
+export function servicesNeedingImage(
+  views: readonly ServiceView[],
+): Array<{ service: string; image: string | undefined; build: boolean }> {
+  return views
+    .filter(
+      (view) =>
+        view.entrypoint === undefined &&
+        [...view.environment.values()].some((value) => value?.startsWith('dsofile://') === true),
+    )
+    .map((view) => ({ service: view.name, image: view.image, build: view.build }));
+}
+
+/**
+ * What `dso up` adds to each service that uses references (see the module comment): the
+ * override document, the variables to fill, and a summary per service. Pure: no value passes
+ * through it, and the override holds references and `${…}` names only.
+ *
+ * @example
+ * const plan = planComposeUp(composeServiceViews([parseComposeText(text, path)]), { images });
+ * stringify(plan.override); // services: { web: { environment: { DB: ${DSO_UP_…} }, labels: … } }
+ * @throws DsoError DSO_REFERENCE_INVALID (with the service and variable) for a malformed reference
+ * @throws DsoError DSO_CLI_UP_CONFLICT when the service's own `dso.*` labels say otherwise
+ * @throws DsoError DSO_CLI_UP_FILE_NAME when a variable's name makes no valid file name, or two do the same
+ * @throws DsoError DSO_CLI_UP_NO_COMMAND when a service with files has no command to wrap
+ * @throws DsoError DSO_LABEL_INVALID when the labels together break the label contract
+ */
+export function planComposeUp(
+  views: readonly ServiceView[],
+  options: PlanOptions = {},
+): ComposeUpPlan {
+  const services: ServicePlan[] = [];
+  const overrides: Record<string, Record<string, unknown>> = {};
+  const variables = new Map<string, string>();
+
+  for (const view of views) {
+    const files: ServicePlan['files'] = [];
+    const env: ServicePlan['env'] = [];
+    for (const [variable, value] of view.environment) {
+      if (value === null || !isReference(value)) continue;
+      const reference = parseServiceReference(view.name, variable, value);
+      const formatted = formatReference(reference);
+      if (reference.scheme === 'dso') {
+        const carrier = variableFor(formatted);
+        variables.set(carrier, formatted);
+        env.push({ variable, reference: formatted, carrier });
+      } else {
+        files.push({
+          variable,
+          name: fileNameFor(view.name, variable),
+          path: '',
+          reference: formatted,
+        });
+      }
+    }
+    if (files.length === 0 && env.length === 0) continue;
+
+    const own = view.labels;
+    const labels: Record<string, string> = {};
+    const add = (key: string, value: string) => {
+      const existing = own.get(key);
+      if (existing !== undefined && existing !== value) {
+        throw new DsoError(
+          'DSO_CLI_UP_CONFLICT',
+          `service ${view.name} has the label ${key}=${JSON.stringify(existing)}, but dso up must set it to ${JSON.stringify(value)} for the references in its environment: remove the label (dso up writes it)`,
+          { service: view.name, label: key },
+        );
+      }
+      if (existing === undefined) labels[key] = value;
+    };
+    add(LABELS.enable, 'true');
+
+    const override: Record<string, unknown> = {};
+    const environment: Record<string, string> = {};
+    let target = own.get(LABELS.target) ?? DEFAULT_SECRETS_DIR;
+    let waits = false;
+    let commandFromImage = false;
+    if (files.length > 0) {
+      // The service's own dso.target is policy, not a conflict: the files go there.
+      add(LABELS.target, target);
+      target = trimSlash(target);
+      const seen = new Map<string, string>();
+      for (const file of files) {
+        const other = seen.get(file.name);
+        if (other !== undefined) {
+          throw new DsoError(
+            'DSO_CLI_UP_FILE_NAME',
+            `service ${view.name}: the variables ${other} and ${file.variable} both make the file ${file.name} (names are lowercased): rename one`,
+            { service: view.name },
+          );
+        }
+        seen.set(file.name, file.variable);
+        file.path = `${target}/${file.name}`;
+        add(`${LABELS.filePrefix}${file.name}`, file.reference);
+        environment[file.variable] = escapeCompose(file.path);
+      }
+      if (!view.tmpfs.includes(target) && !view.volumeTargets.includes(target)) {
+        override.tmpfs = [escapeCompose(target)];
+      }
+      const wrapped = wrapCommand(view, target, options.images?.get(view.name));
+      override.entrypoint = wrapped.entrypoint;
+      if (wrapped.command !== undefined) override.command = wrapped.command;
+      commandFromImage = wrapped.fromImage;
+      waits = true;
+    }
+    for (const entry of env) {
+      add(`${LABELS.envPrefix}${entry.variable}`, entry.reference);
+      environment[entry.variable] = `\${${entry.carrier}}`;
+    }
+    checkLabels(view, own, labels);
+    override.environment = sortKeys(environment);
+    override.labels = sortKeys(labels);
+    overrides[view.name] = override;
+    services.push({ name: view.name, files, env, labels, waits, commandFromImage });
+  }
+
+  return {
+    override: { services: overrides },
+    variables: [...variables]
+      .map(([name, reference]) => ({ name, reference }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    services,
+  };
+}
+
+/**
+ * The override as compose reads it, or for `--dry-run` with each `${DSO_UP_…}` shown as
+ * `<dso:reference>`. `version` is copied from the user's first file that has one: compose 1.x
+ * refuses files of different versions.
+ */
+export function renderOverride(
+  plan: ComposeUpPlan,
+  options: { dryRun?: boolean; version?: string } = {},
+): string {
+  const document: Record<string, unknown> = {};
+  if (options.version !== undefined) document.version = options.version;
+  const services: Record<string, Record<string, unknown>> = {};
+  const references = new Map(
+    plan.variables.map(({ name, reference }) => [`\${${name}}`, reference]),
+  );
+  for (const [name, service] of Object.entries(plan.override.services)) {
+    if (!options.dryRun) {
+      services[name] = service;
+      continue;
+    }
+    const environment = Object.fromEntries(
+      Object.entries(service.environment as Record<string, string>).map(([key, value]) => {
+        const reference = references.get(value);
+        return [key, reference === undefined ? value : `<dso:${reference}>`];
+      }),
+    );
+    services[name] = { ...service, environment };
+  }
+  document.services = services;
+  // lineWidth 0: never fold the wait script across lines.
+  return stringify(document, { lineWidth: 0 });
+}
+
+/** The `version` of the first file that has one. */
+export function composeVersion(files: readonly ComposeFile[]): string | undefined {
+  for (const file of files) {
+    const version = file.document.version;
+    if (isScalar(version)) return String(version);
+  }
+  return undefined;
+}
+
+/** The variable that carries the value of `reference` (formatted): stable, names nothing secret. */
+export function variableFor(reference: string): string {
+  const hash = createHash('sha256').update(reference).digest('hex').slice(0, 16).toUpperCase();
+  return `${DSO_UP_VARIABLE_PREFIX}${hash}`;
+}
+
+function parseServiceReference(service: string, variable: string, value: string): SecretReference {
+  try {
+    return parseReference(value);
+  } catch (error) {
+    if (!isDsoError(error)) throw error;
+    throw new DsoError(
+      error.code,
+      `service ${service}, environment ${variable}: ${error.message}`,
+      { cause: error, service, variable },
+    );
+  }
+}
+
+function fileNameFor(service: string, variable: string): string {
+  const name = variable.toLowerCase();
+  const problem = checkSecretFileName(name);
+  if (problem !== undefined) {
+    throw new DsoError(
+      'DSO_CLI_UP_FILE_NAME',
+      `service ${service}, environment ${variable}: a dsofile:// variable names its file (${JSON.stringify(name)}), and that name ${problem}: rename the variable`,
+      { service, variable },
+    );
+  }
+  return name;
+}
+
+/**
+ * The wait for the files put in front of what the service runs. Docker runs `entrypoint` +
+ * `command`; setting an entrypoint drops the image's Cmd, so the image's command is written out
+ * when the service gives none.
+ */
+function wrapCommand(
+  view: ServiceView,
+  target: string,
+  image: ImageCommand | undefined,
+): { entrypoint: string[]; command?: string[]; fromImage: boolean } {
+  let entrypoint: string[];
+  let command: string[] | undefined;
+  let shown: string[];
+  let fromImage = false;
+  if (view.entrypoint !== undefined) {
+    // As written: compose interpolates it (its `$$` stay escaped). A string is split the way
+    // compose splits it; only an interpolated variable holding spaces would split otherwise.
+    entrypoint =
+      typeof view.entrypoint === 'string' ? splitCommandLine(view.entrypoint) : view.entrypoint;
+    shown = [
+      ...entrypoint,
+      ...(typeof view.command === 'string' ? splitCommandLine(view.command) : (view.command ?? [])),
+    ];
+  } else {
+    if (image === undefined) {
+      throw new DsoError(
+        'DSO_CLI_UP_NO_COMMAND',
+        `service ${view.name}: dso up needs the image's entrypoint to make the service wait for its secret files, and it was not given: give the service an entrypoint in the compose file`,
+        { service: view.name },
+      );
+    }
+    // From the image: literal text, so every "$" is escaped for compose.
+    entrypoint = image.entrypoint.map(escapeCompose);
+    if (view.command === undefined) {
+      command = image.cmd.map(escapeCompose);
+      fromImage = true;
+    }
+    shown = [
+      ...image.entrypoint,
+      ...(view.command === undefined
+        ? image.cmd
+        : typeof view.command === 'string'
+          ? splitCommandLine(view.command)
+          : view.command),
+    ];
+  }
+  if (shown.length === 0) {
+    throw new DsoError(
+      'DSO_CLI_UP_NO_COMMAND',
+      `service ${view.name}: neither the service nor its image says what to run, so there is nothing to start once its secret files exist: give it a command`,
+      { service: view.name },
+    );
+  }
+  // The wait's own argv (sh, -c, script, target), then the service's entrypoint: the script
+  // `exec`s "$@", which is that entrypoint followed by the command.
+  const wait = waitForSecretsCommand(target, shown).slice(0, 4).map(escapeCompose);
+  return {
+    entrypoint: [...wait, ...entrypoint],
+    ...(command === undefined ? {} : { command }),
+    fromImage,
+  };
+}
+
+/** Checks the labels the container will carry, its own and dso up's, against the contract. */
+function checkLabels(
+  view: ServiceView,
+  own: ReadonlyMap<string, string>,
+  added: Readonly<Record<string, string>>,
+): void {
+  try {
+    parseManagedLabels({ ...Object.fromEntries(own), ...added });
+  } catch (error) {
+    if (!isDsoError(error)) throw error;
+    throw new DsoError(error.code, `service ${view.name}: ${error.message}`, {
+      cause: error,
+      service: view.name,
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compose's text rules
+// ---------------------------------------------------------------------------------------------
+
+/** `text` with every `$` doubled: compose then reads it literally, without interpolation. */
+export function escapeCompose(text: string): string {
+  return text.replaceAll('$', '$$$$');
+}
+
+/**
+ * Splits a command line the way compose splits a string `command` or `entrypoint` (POSIX shell
+ * words without expansion, like Python's `shlex.split`): whitespace separates words, single
+ * quotes keep everything, double quotes keep everything but `\"` and `\\`, a backslash outside
+ * quotes keeps the next character.
+ *
+ * @throws DsoError DSO_CLI_COMPOSE_INVALID for an unclosed quote or a trailing backslash
+ */
+export function splitCommandLine(text: string): string[] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false;
+  let quote: '"' | "'" | undefined;
+  for (let i = 0; i < text.length; i += 1) {
+    const char = text[i] as string;
+    if (quote === "'") {
+      if (char === "'") quote = undefined;
+      else word += char;
+    } else if (quote === '"') {
+      if (char === '"') quote = undefined;
+      else if (char === '\\' && (text[i + 1] === '"' || text[i + 1] === '\\')) {
+        word += text[i + 1];
+        i += 1;
+      } else word += char;
+    } else if (char === "'" || char === '"') {
+      quote = char;
+      inWord = true;
+    } else if (char === '\\') {
+      if (i + 1 >= text.length) throw badCommandLine(text, 'ends with a backslash');
+      word += text[i + 1];
+      i += 1;
+      inWord = true;
+    } else if (/\s/.test(char)) {
+      if (inWord) words.push(word);
+      word = '';
+      inWord = false;
+    } else {
+      word += char;
+      inWord = true;
+    }
+  }
+  if (quote !== undefined) throw badCommandLine(text, `has an unclosed ${quote}`);
+  if (inWord) words.push(word);
+  return words;
+}
+
+/**
+ * Compose's interpolation of `text` (for an image name): `$$`, `$NAME`, `${NAME}`,
+ * `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`, `${NAME?message}`. `missing` names
+ * the first variable it needs that is unset: the caller says what to do.
+ */
+export function interpolate(
+  text: string,
+  variables: Readonly<Record<string, string | undefined>>,
+): { value: string } | { missing: string } {
+  let missing: string | undefined;
+  const value = text.replace(
+    /\$(?:(\$)|([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\})/g,
+    (
+      _match,
+      dollar: string | undefined,
+      bare: string | undefined,
+      name: string | undefined,
+      operator: string | undefined,
+      argument: string | undefined,
+    ) => {
+      if (dollar !== undefined) return '$';
+      const key = (bare ?? name) as string;
+      const found = variables[key];
+      const unsetOrEmpty =
+        found === undefined || (operator?.startsWith(':') === true && found === '');
+      if (operator === undefined) {
+        if (found === undefined) missing ??= key;
+        return found ?? '';
+      }
+      if (!unsetOrEmpty) return found as string;
+      if (operator.endsWith('-')) return argument ?? '';
+      missing ??= key;
+      return '';
+    },
+  );
+  return missing === undefined ? { value } : { missing };
+}
+
+/**
+ * Reads a `.env` file's `NAME=value` lines (compose's own variables for interpolation): `#`
+ * comments, optional `export `, values in single or double quotes.
+ */
+export function parseDotEnv(text: string): Record<string, string> {
+  const variables: Record<string, string> = {};
+  for (const rawLine of text.split(/\r?\n/)) {
+    const line = rawLine.trim().replace(/^export\s+/, '');
+    if (line === '' || line.startsWith('#')) continue;
+    const equals = line.indexOf('=');
+    if (equals <= 0) continue;
+    const name = line.slice(0, equals).trim();
+    let value = line.slice(equals + 1).trim();
+    const quoted = /^(['"])(.*)\1$/.exec(value);
+    if (quoted) value = quoted[2] as string;
+    else value = value.replace(/\s+#.*$/, '');
+    variables[name] = value;
+  }
+  return variables;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function servicesOf(file: ComposeFile): Record<string, unknown> {
+  const services = file.document.services;
+  return isRecord(services) ? services : {};
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isScalar(value: unknown): value is string | number | boolean {
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean';
+}
+
+function trimSlash(path: string): string {
+  return path.length > 1 && path.endsWith('/') ? path.replace(/\/+$/, '') : path;
+}
+
+function sortKeys<T>(record: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(
+    Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
+}
+
+function invalidKey(path: string, key: string, problem: string): DsoError {
+  return new DsoError(
+    'DSO_CLI_COMPOSE_INVALID',
+    `${path}: ${key} ${problem}: fix the compose file`,
+    {
+      file: path,
+      key,
+    },
+  );
+}
+
+function badCommandLine(text: string, problem: string): DsoError {
+  return new DsoError(
+    'DSO_CLI_COMPOSE_INVALID',
+    `the command line ${JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text)} ${problem}: fix it, or write it as a list`,
+  );
+}
+
+/** Where compose looks for a project's files, from `cwd` up to the root (as compose does). */
+export function composeSearchDirectories(cwd: string): string[] {
+  const directories: string[] = [];
+  let current = isAbsolute(cwd) ? cwd : resolve(cwd);
+  for (;;) {
+    directories.push(current);
+    const parent = dirname(current);
+    if (parent === current) return directories;
+    current = parent;
+  }
+}
