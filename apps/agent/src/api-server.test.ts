@@ -24,7 +24,7 @@ import {
 } from '@dso/core';
 import { SecretValue } from '@dso/provider-sdk';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { AgentStatus, ResolvedEnvironmentValue } from './agent.js';
+import type { AgentEvent, AgentStatus, ResolvedEnvironmentValue } from './agent.js';
 import {
   API_MAX_BODY_BYTES,
   API_MAX_RESOLVE_BODY_BYTES,
@@ -96,6 +96,7 @@ type ApiAgent = ApiServerOptions['agent'];
 
 /** What the fake agent resolves each path to, as text. */
 const VALUES: Record<string, string> = {};
+const CANARY_EVENTS = 'canary-events-4b1d';
 
 function fakeAgent(overrides: Partial<ApiAgent> = {}) {
   const calls = {
@@ -106,6 +107,7 @@ function fakeAgent(overrides: Partial<ApiAgent> = {}) {
     signals: [] as AbortSignal[],
     resolved: [] as SecretValue[],
   };
+  const listeners = new Set<(event: AgentEvent) => void>();
   const agent: ApiAgent = {
     status: () => {
       calls.status += 1;
@@ -133,9 +135,13 @@ function fakeAgent(overrides: Partial<ApiAgent> = {}) {
         };
       });
     },
+    subscribe: (listener) => {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     ...overrides,
   };
-  return { agent, calls };
+  return { agent, calls, listeners };
 }
 
 async function start(options: Partial<ApiServerOptions> = {}): Promise<ApiServer> {
@@ -898,5 +904,55 @@ describe('startApiServer: no secret value leaves', () => {
     });
     await eventually(() => lines.filter((line) => line.includes('"api request"')).length >= 4);
     expect(lines.join('')).not.toContain(CANARY);
+  });
+});
+
+describe('startApiServer: GET /v1/events', () => {
+  it('streams one JSON line per agent event until the server closes, never a value', async () => {
+    const fake = fakeAgent();
+    const redactor = createRedactor();
+    redactor.register(`${CANARY_EVENTS}`);
+    const server = await start({ agent: fake.agent, redactor });
+    const lines: Array<Record<string, unknown>> = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      const req = httpRequest(
+        { socketPath, method: 'GET', path: '/v1/events', agent: false },
+        (res) => {
+          expect(res.statusCode).toBe(200);
+          expect(res.headers['content-type']).toContain('application/x-ndjson');
+          let buffered = '';
+          res.setEncoding('utf8').on('data', (text: string) => {
+            buffered += text;
+            for (let index = buffered.indexOf('\n'); index >= 0; index = buffered.indexOf('\n')) {
+              lines.push(JSON.parse(buffered.slice(0, index)) as Record<string, unknown>);
+              buffered = buffered.slice(index + 1);
+            }
+          });
+          res.on('end', () => resolve());
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    await eventually(() => lines.length === 1);
+    expect(lines[0]).toMatchObject({ type: 'subscribed' });
+    for (const listener of fake.listeners) {
+      listener({
+        type: 'delivery-failed',
+        at: 1,
+        containerId: 'c1',
+        trigger: 'started',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+        // A reference never holds a value; if something did, the redactor still blanks it.
+        reference: `dsofile://app/${CANARY_EVENTS}`,
+        retry: false,
+      });
+    }
+    await eventually(() => lines.length === 2);
+    expect(lines[1]).toMatchObject({ type: 'delivery-failed', code: 'DSO_PROVIDER_NOT_FOUND' });
+    expect(JSON.stringify(lines)).not.toContain(CANARY_EVENTS);
+    await server.close();
+    await ended;
+    expect(fake.listeners.size).toBe(0);
   });
 });

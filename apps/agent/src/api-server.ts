@@ -45,6 +45,10 @@ export const API_REQUEST_TIMEOUT_MS = 10_000;
 export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** Connections open at once; more are refused. */
 export const API_MAX_CONNECTIONS = 32;
+/** Between two `heartbeat` lines of `GET /v1/events` (under the socket's idle timeout). */
+export const API_EVENTS_HEARTBEAT_MS = 5_000;
+/** Unread bytes of an events stream past which its reader is dropped. */
+export const API_EVENTS_MAX_BUFFERED_BYTES = 1024 * 1024;
 /** How long `close()` lets a response in progress finish before cutting its connection. */
 export const API_CLOSE_GRACE_MS = 2_000;
 /** The largest request body of a route other than `POST /v1/resolve`. Larger is a 413. */
@@ -163,7 +167,7 @@ export interface ApiServerOptions {
   /** Group that owns the socket (`api.socketGroup`): a name from the group file or a gid. */
   socketGroup?: string | number;
   /** What the routes read and call. */
-  agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment'>;
+  agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment' | 'subscribe'>;
   /**
    * `api.resolveAllow`: the `dso://` reference patterns `POST /v1/resolve` may resolve (grammar
    * in `resolve-allow.ts`). Empty: that route resolves nothing.
@@ -336,6 +340,7 @@ const ROUTES: ReadonlyMap<string, 'GET' | 'POST'> = new Map([
   ['/v1/rotate', 'POST'],
   ['/v1/resolve', 'POST'],
   ['/v1/health', 'GET'],
+  ['/v1/events', 'GET'],
 ]);
 /** The routes that read their body; every other one discards it. */
 const BODY_ROUTES = new Set(['/v1/rotate', '/v1/resolve']);
@@ -376,6 +381,8 @@ function createApiHttpServer(options: ApiServerOptions, allow: ResolveAllow): Se
   const clean = (text: string) => (redactor ? redactor.redact(text) : text);
   // One reconciliation at a time, however many callers ask: each lists every container.
   let reconciling: Promise<ApiReconcileResult> | undefined;
+  /** Open `GET /v1/events` responses: ended first when the server closes. */
+  const eventStreams = new Set<ServerResponse>();
 
   const server = createServer(
     {
@@ -407,6 +414,7 @@ function createApiHttpServer(options: ApiServerOptions, allow: ResolveAllow): Se
       });
     },
   );
+  EVENT_STREAMS.set(server, eventStreams);
   server.keepAliveTimeout = API_KEEP_ALIVE_TIMEOUT_MS;
   server.timeout = API_REQUEST_TIMEOUT_MS;
   server.maxHeadersCount = 64;
@@ -465,6 +473,10 @@ function createApiHttpServer(options: ApiServerOptions, allow: ResolveAllow): Se
       await handleResolve(body, response);
       return;
     }
+    if (route === '/v1/events') {
+      streamEvents(response);
+      return;
+    }
     try {
       if (reconciling !== undefined) logger.debug('reconcile already running, joined');
       reconciling ??= Promise.resolve()
@@ -505,6 +517,42 @@ function createApiHttpServer(options: ApiServerOptions, allow: ResolveAllow): Se
     } catch (error) {
       sendAgentError(response, error, 'rotate on request failed', 500);
     }
+  }
+
+  /**
+   * `GET /v1/events`: one JSON line per {@link AgentEvent} from now on (deliveries, failures
+   * with their code and reference, rotations, replacements), a `heartbeat` line every
+   * {@link API_EVENTS_HEARTBEAT_MS}, until the caller hangs up or the agent stops. A caller that
+   * reads too slowly (over {@link API_EVENTS_MAX_BUFFERED_BYTES} unread) gets a `dropped` line
+   * and the end of the stream, never a growing buffer. No event holds a value.
+   */
+  function streamEvents(response: ServerResponse): void {
+    response.writeHead(200, {
+      'Content-Type': 'application/x-ndjson; charset=utf-8',
+      'Cache-Control': 'no-store',
+    });
+    const line = (event: object) => `${clean(JSON.stringify(event))}\n`;
+    const stop = () => {
+      unsubscribe();
+      clearInterval(heartbeat);
+      eventStreams.delete(response);
+    };
+    const unsubscribe = agent.subscribe((event) => {
+      if (response.writableLength > API_EVENTS_MAX_BUFFERED_BYTES) {
+        stop();
+        response.end(line({ type: 'dropped', at: Date.now(), reason: 'reader too slow' }));
+        return;
+      }
+      response.write(line(event));
+    });
+    const heartbeat = setInterval(
+      () => response.write(line({ type: 'heartbeat', at: Date.now() })),
+      API_EVENTS_HEARTBEAT_MS,
+    );
+    heartbeat.unref();
+    eventStreams.add(response);
+    response.once('close', stop);
+    response.write(line({ type: 'subscribed', at: Date.now() }));
   }
 
   async function handleResolve(body: Buffer, response: ServerResponse): Promise<void> {
@@ -941,12 +989,17 @@ function listen(server: Server, path: string): Promise<void> {
   });
 }
 
+/** Each server's open events streams, which never end by themselves. */
+const EVENT_STREAMS = new WeakMap<Server, Set<ServerResponse>>();
+
 function stopServer(server: Server): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) {
       resolve();
       return;
     }
+    // An events stream has no end of its own: ended first, so close need not cut it.
+    for (const stream of EVENT_STREAMS.get(server) ?? []) stream.end();
     const force = setTimeout(() => server.closeAllConnections(), API_CLOSE_GRACE_MS);
     force.unref();
     server.close(() => {

@@ -66,6 +66,33 @@ describe('resolveApiSocket', () => {
 });
 
 describe('createAgentClient', () => {
+  it('follows GET /v1/events line by line until the agent ends the stream, or the caller stops', async () => {
+    const requests = await stub((_request, response) => {
+      response.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+      response.write('{"type":"subscribed","at":1}\n{"type":"delivered",');
+      setTimeout(() => response.end('"at":2,"containerId":"c1"}\n'), 20);
+    });
+    const events: unknown[] = [];
+    await createAgentClient({ socketPath }).events((event) => events.push(event));
+    expect(events).toEqual([
+      { type: 'subscribed', at: 1 },
+      { type: 'delivered', at: 2, containerId: 'c1' },
+    ]);
+    expect(requests).toEqual([{ method: 'GET', url: '/v1/events' }]);
+  });
+
+  it('ends a followed stream quietly when the caller aborts', async () => {
+    await stub((_request, response) => {
+      response.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+      response.write('{"type":"subscribed","at":1}\n');
+    });
+    const controller = new AbortController();
+    const following = createAgentClient({ socketPath }).events(() => controller.abort(), {
+      signal: controller.signal,
+    });
+    await expect(following).resolves.toBeUndefined();
+  });
+
   it('reads GET /v1/status', async () => {
     const requests = await stub((_request, response) => json(response, 200, STATUS));
     expect(await createAgentClient({ socketPath }).status()).toEqual(STATUS);

@@ -139,7 +139,16 @@ export interface AgentClient {
    * @throws DsoError DSO_AGENT_RESOLVE_FAILED when a provider cannot answer
    */
   resolve(references: readonly string[], options?: AgentCallOptions): Promise<AgentResolvedValue[]>;
+  /**
+   * Follows the agent's events (`GET /v1/events`): `onEvent` gets each line as sent (its `type`
+   * and fields; heartbeats included), until the agent closes the stream (resolves), the
+   * caller's signal aborts (resolves), or the connection fails (rejects).
+   */
+  events(onEvent: (event: AgentApiEvent) => void, options?: AgentCallOptions): Promise<void>;
 }
+
+/** One line of `GET /v1/events`: ids, references, versions, policies and codes, never a value. */
+export type AgentApiEvent = { type: string; at: number } & Record<string, unknown>;
 
 /**
  * A client of the agent's API on its unix socket. Every failure is a DsoError whose message
@@ -162,6 +171,9 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
     groupFile: options.groupFile ?? '/etc/group',
   };
   return {
+    events(onEvent, call = {}) {
+      return followEvents(settings, onEvent, call.signal);
+    },
     async status(call = {}) {
       const body = await callAgent(settings, 'GET', '/v1/status', 200, call.signal);
       if (!isRecord(body) || !Array.isArray(body.containers) || !isRecord(body.queue)) {
@@ -343,6 +355,74 @@ async function callAgent(
   }
   if (answer.status !== expected) throw refusal(answer.status, body, socketPath);
   return body;
+}
+
+async function followEvents(
+  settings: Settings,
+  onEvent: (event: AgentApiEvent) => void,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const { socketPath } = settings;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const request = httpRequest(
+        {
+          socketPath,
+          method: 'GET',
+          path: '/v1/events',
+          agent: false,
+          headers: { Accept: 'application/x-ndjson' },
+          ...(signal === undefined ? {} : { signal }),
+        },
+        (response) => {
+          if (response.statusCode !== 200) {
+            const chunks: Buffer[] = [];
+            response.on('data', (chunk: Buffer) => chunks.push(chunk));
+            response.once('end', () => {
+              let body: unknown;
+              try {
+                body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+              } catch {
+                body = undefined;
+              }
+              reject(refusal(response.statusCode ?? 0, body, socketPath));
+            });
+            return;
+          }
+          let buffered = '';
+          response.setEncoding('utf8');
+          response.on('data', (text: string) => {
+            buffered += text;
+            for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+              const line = buffered.slice(0, end);
+              buffered = buffered.slice(end + 1);
+              let event: unknown;
+              try {
+                event = JSON.parse(line);
+              } catch {
+                response.destroy(badAnswer(socketPath, 'an events line that is not JSON'));
+                return;
+              }
+              if (typeof (event as { type?: unknown })?.type === 'string') {
+                onEvent(event as AgentApiEvent);
+              }
+            }
+            if (buffered.length > MAX_AGENT_RESPONSE_BYTES) {
+              response.destroy(badAnswer(socketPath, 'an events line that never ends'));
+            }
+          });
+          response.once('error', reject);
+          response.once('end', () => resolve());
+        },
+      );
+      request.once('error', reject);
+      request.end();
+    });
+  } catch (error) {
+    if (signal?.aborted) return;
+    if (isDsoError(error)) throw error;
+    throw await connectionError(error, settings);
+  }
 }
 
 /** What a failed connection means for the operator, and what to do about it. */

@@ -12,6 +12,7 @@ import {
 } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
+import { registerEventsCommand } from './commands/events.js';
 import { registerReconcileCommand } from './commands/reconcile.js';
 import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
@@ -129,6 +130,7 @@ export function createProgram(io: CliIo): Command {
   // Commands that talk to the running agent over its socket.
   registerStatusCommand(program, io);
   registerReconcileCommand(program, io);
+  registerEventsCommand(program, io);
   registerRotateCommand(program, io);
   registerUpCommand(program, io);
 
