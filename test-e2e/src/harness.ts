@@ -172,10 +172,18 @@ export function startAgent(env: NodeJS.ProcessEnv) {
   };
 }
 
-/** Runs a labelled, network-less test container in the background; removed on dispose. */
-export async function runContainer(args: string[], command: string[] = ['sleep', '600']) {
+/**
+ * Runs a labelled, network-less test container in the background; removed on dispose. `env`
+ * is the docker CLI's own environment: with `-e NAME` in `args` a value reaches the container
+ * the way `dso up` passes one, never through argv.
+ */
+export async function runContainer(
+  args: string[],
+  command: string[] = ['sleep', '600'],
+  options: { env?: NodeJS.ProcessEnv } = {},
+) {
   const name = `dso-test-${randomUUID()}`;
-  const id = await docker(
+  const argv = [
     'run',
     '-d',
     '--name',
@@ -187,7 +195,15 @@ export async function runContainer(args: string[], command: string[] = ['sleep',
     ...args,
     TEST_IMAGE,
     ...command,
-  );
+  ];
+  let id: string;
+  if (options.env === undefined) {
+    id = await docker(...argv);
+  } else {
+    const created = await runCommand('docker', argv, { env: { ...process.env, ...options.env } });
+    if (created.code !== 0) throw new Error(`docker run failed: ${created.stderr}`);
+    id = created.stdout.trim();
+  }
   return {
     id,
     name,

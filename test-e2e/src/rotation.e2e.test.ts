@@ -19,11 +19,8 @@ import {
   readAuditTrail,
   readMetrics,
   removeRunContainers,
-  runCommand,
   runContainer,
   startAgent,
-  TEST_IMAGE,
-  TEST_LABEL,
   waitFor,
 } from './harness.js';
 
@@ -42,71 +39,73 @@ async function envOf(nameOrId: string): Promise<Record<string, string>> {
   );
 }
 
+/**
+ * A DSO home whose vault holds `app/token` = `value`, with an agent configuration that asks
+ * the provider at every check (each second) and rotates at once.
+ */
+async function tokenWorkspace(value: string, healthTimeout: string) {
+  const workspace = await createWorkspace();
+  expect((await workspace.cli(['init'])).code).toBe(0);
+  expect(await workspace.cli(['secret', 'set', 'app/token'], value)).toMatchObject({ code: 0 });
+  await writeFile(
+    join(workspace.home, 'dso.yaml'),
+    [
+      'cache: { ttlMs: 0 }',
+      'reconcile: { intervalMs: 1s }',
+      `rotation: { jitterMs: 0, healthTimeoutMs: ${healthTimeout}, stopTimeoutMs: 1s }`,
+    ].join('\n'),
+  );
+  return workspace;
+}
+
+/**
+ * A container created as `dso up` creates one: `TOKEN`'s value in its environment (from the
+ * docker CLI's own environment, never argv), its reference in a label, `dso.rotate=replace`,
+ * and a health check that fails while the value starts with `unhealthyPrefix`, after `retries`.
+ */
+function tokenContainer(value: string, unhealthyPrefix: string, retries: number) {
+  return runContainer(
+    [
+      '--label',
+      'dso.enable=true',
+      '--label',
+      'dso.env.TOKEN=dso://app/token',
+      '--label',
+      'dso.rotate=replace',
+      '-e',
+      'TOKEN',
+      '--health-cmd',
+      `case "$TOKEN" in ${unhealthyPrefix}*) exit 1;; esac`,
+      '--health-interval',
+      '1s',
+      '--health-retries',
+      String(retries),
+      '--health-timeout',
+      '2s',
+    ],
+    ['sleep', '600'],
+    { env: { TOKEN: value } },
+  );
+}
+
+/** Waits for the agent's first delivery to a container (its `dso://` versions noted). */
+function delivered(agent: ReturnType<typeof startAgent>, id: string) {
+  return waitFor('the agent to see the container', async () =>
+    agent
+      .lines()
+      .find((line) => line.msg === 'secrets delivered' && line.containerId === id.slice(0, 12)),
+  );
+}
+
 describe('rotation of a dso:// environment value by replacement', () => {
   it('replaces the container when the secret changes, and rolls back when the new one is unhealthy', async () => {
     const canary = randomUUID();
-    await using workspace = await createWorkspace();
-    expect((await workspace.cli(['init'])).code).toBe(0);
-    expect(await workspace.cli(['secret', 'set', 'app/token'], `good-1-${canary}`)).toMatchObject({
-      code: 0,
-    });
-    await writeFile(
-      join(workspace.home, 'dso.yaml'),
-      [
-        'cache: { ttlMs: 0 }',
-        'reconcile: { intervalMs: 1s }',
-        'rotation: { jitterMs: 0, healthTimeoutMs: 30s, stopTimeoutMs: 1s }',
-      ].join('\n'),
-    );
+    await using workspace = await tokenWorkspace(`good-1-${canary}`, '30s');
     const { env } = await agentEnv(workspace);
     await using agent = startAgent(env);
     await agent.waitForLog('agent ready');
-
-    // Created as `dso up` creates it: the value in its environment (from the docker CLI's own
-    // environment, never argv), the reference in a label. Healthy unless its value is a bad one.
-    const name = `dso-test-${randomUUID()}`;
-    const created = await runCommand(
-      'docker',
-      [
-        'run',
-        '-d',
-        '--name',
-        name,
-        '--network',
-        'none',
-        '--label',
-        `${TEST_LABEL}=${RUN_ID}`,
-        '--label',
-        'dso.enable=true',
-        '--label',
-        'dso.env.TOKEN=dso://app/token',
-        '--label',
-        'dso.rotate=replace',
-        '-e',
-        'TOKEN',
-        '--health-cmd',
-        'case "$TOKEN" in bad-*) exit 1;; esac',
-        '--health-interval',
-        '1s',
-        '--health-retries',
-        '1',
-        '--health-timeout',
-        '2s',
-        TEST_IMAGE,
-        'sleep',
-        '600',
-      ],
-      { env: { ...process.env, TOKEN: `good-1-${canary}` } },
-    );
-    expect(created.code).toBe(0);
-    const firstId = created.stdout.trim();
-    await waitFor('the agent to see the container', async () =>
-      agent
-        .lines()
-        .find(
-          (line) => line.msg === 'secrets delivered' && line.containerId === firstId.slice(0, 12),
-        ),
-    );
+    const { id: firstId, name } = await tokenContainer(`good-1-${canary}`, 'bad-', 1);
+    await delivered(agent, firstId);
 
     // A new version: a new container with the new value takes the name; the old one is gone.
     expect(await workspace.cli(['secret', 'set', 'app/token'], `good-2-${canary}`)).toMatchObject({
@@ -152,65 +151,14 @@ describe('rotation of a dso:// environment value by replacement', () => {
 describe('an agent killed in the middle of a replacement', () => {
   it('undoes the half-made replacement at its next start: the old container keeps its name', async () => {
     const canary = randomUUID();
-    await using workspace = await createWorkspace();
-    expect((await workspace.cli(['init'])).code).toBe(0);
-    expect(await workspace.cli(['secret', 'set', 'app/token'], `good-${canary}`)).toMatchObject({
-      code: 0,
-    });
-    await writeFile(
-      join(workspace.home, 'dso.yaml'),
-      [
-        'cache: { ttlMs: 0 }',
-        'reconcile: { intervalMs: 1s }',
-        'rotation: { jitterMs: 0, healthTimeoutMs: 60s, stopTimeoutMs: 1s }',
-      ].join('\n'),
-    );
+    await using workspace = await tokenWorkspace(`good-${canary}`, '60s');
     const { env } = await agentEnv(workspace);
     const first = startAgent(env);
     try {
       await first.waitForLog('agent ready');
       // A `slow-` value keeps the new container `starting` (100 retries) far past the kill.
-      const name = `dso-test-${randomUUID()}`;
-      const created = await runCommand(
-        'docker',
-        [
-          'run',
-          '-d',
-          '--name',
-          name,
-          '--network',
-          'none',
-          '--label',
-          `${TEST_LABEL}=${RUN_ID}`,
-          '--label',
-          'dso.enable=true',
-          '--label',
-          'dso.env.TOKEN=dso://app/token',
-          '--label',
-          'dso.rotate=replace',
-          '-e',
-          'TOKEN',
-          '--health-cmd',
-          'case "$TOKEN" in slow-*) exit 1;; esac',
-          '--health-interval',
-          '1s',
-          '--health-retries',
-          '100',
-          TEST_IMAGE,
-          'sleep',
-          '600',
-        ],
-        { env: { ...process.env, TOKEN: `good-${canary}` } },
-      );
-      expect(created.code).toBe(0);
-      const oldId = created.stdout.trim();
-      await waitFor('the agent to see the container', async () =>
-        first
-          .lines()
-          .find(
-            (line) => line.msg === 'secrets delivered' && line.containerId === oldId.slice(0, 12),
-          ),
-      );
+      const { id: oldId, name } = await tokenContainer(`good-${canary}`, 'slow-', 100);
+      await delivered(first, oldId);
       expect(await workspace.cli(['secret', 'set', 'app/token'], `slow-${canary}`)).toMatchObject({
         code: 0,
       });

@@ -169,7 +169,7 @@ export function parseManagedLabels(
     if (!key.startsWith(LABELS.filePrefix)) continue;
     const name = key.slice(LABELS.filePrefix.length);
     checkFileName(key, name);
-    files.push({ name, reference: parseFileReference(key, value) });
+    files.push({ name, reference: parseLabelReference(key, value, 'dsofile') });
   }
   // Code-unit order, not localeCompare: the same labels give the same order on every host.
   files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -185,7 +185,7 @@ export function parseManagedLabels(
         `write ${LABELS.envPrefix}<NAME> with NAME made of A-Z a-z 0-9 _ (not starting with a digit)`,
       );
     }
-    const variable: ManagedEnv = { name, reference: parseEnvReference(key, value) };
+    const variable: ManagedEnv = { name, reference: parseLabelReference(key, value, 'dso') };
     const versionKey = `${LABELS.envVersionPrefix}${name}`;
     const createdVersion = labels[versionKey];
     if (createdVersion !== undefined) {
@@ -430,11 +430,19 @@ function checkFileName(key: string, name: string): void {
   if (problem) throw labelError(key, `names a file that ${problem}`, fix);
 }
 
-function parseFileReference(key: string, value: string): SecretReference {
-  const fix = `write a reference such as ${key}=dsofile://app/db/password`;
+/**
+ * The reference in a label: `dsofile://` for a file (`dso.file.*`), `dso://` for an
+ * environment variable (`dso.env.*`). A value that is not a reference is never quoted: it may be
+ * the secret itself, put where a reference belongs.
+ */
+function parseLabelReference(
+  key: string,
+  value: string,
+  scheme: SecretReference['scheme'],
+): SecretReference {
+  const fix = `write a reference such as ${key}=${scheme}://app/db/password`;
   if (!isReference(value)) {
-    // Not shown: a value put where a reference belongs may be the secret itself.
-    throw labelError(key, 'does not hold a dsofile:// reference (its value is not shown)', fix);
+    throw labelError(key, `does not hold a ${scheme}:// reference (its value is not shown)`, fix);
   }
   let reference: SecretReference;
   try {
@@ -443,34 +451,15 @@ function parseFileReference(key: string, value: string): SecretReference {
     if (!isDsoError(error)) throw error;
     throw labelError(key, `holds an ${error.message}`, fix, error);
   }
-  if (reference.scheme !== 'dsofile') {
+  if (reference.scheme !== scheme) {
     throw labelError(
       key,
-      `holds a ${reference.scheme}:// reference, but a file needs dsofile://`,
-      `write ${key}=${formatReference({ ...reference, scheme: 'dsofile' })}`,
-    );
-  }
-  return reference;
-}
-
-function parseEnvReference(key: string, value: string): SecretReference {
-  const fix = `write a reference such as ${key}=dso://app/db/password`;
-  if (!isReference(value)) {
-    // Not shown: a value put where a reference belongs may be the secret itself.
-    throw labelError(key, 'does not hold a dso:// reference (its value is not shown)', fix);
-  }
-  let reference: SecretReference;
-  try {
-    reference = parseReference(value);
-  } catch (error) {
-    if (!isDsoError(error)) throw error;
-    throw labelError(key, `holds an ${error.message}`, fix, error);
-  }
-  if (reference.scheme !== 'dso') {
-    throw labelError(
-      key,
-      `holds a ${reference.scheme}:// reference, but an environment value needs dso://`,
-      `write ${key}=${formatReference({ ...reference, scheme: 'dso' })}, or deliver it as a file with ${LABELS.filePrefix}<name>`,
+      scheme === 'dsofile'
+        ? `holds a ${reference.scheme}:// reference, but a file needs dsofile://`
+        : `holds a ${reference.scheme}:// reference, but an environment value needs dso://`,
+      scheme === 'dsofile'
+        ? `write ${key}=${formatReference({ ...reference, scheme })}`
+        : `write ${key}=${formatReference({ ...reference, scheme })}, or deliver it as a file with ${LABELS.filePrefix}<name>`,
     );
   }
   return reference;
