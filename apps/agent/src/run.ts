@@ -148,7 +148,9 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     }
     // Metrics on an injected registry (never the global one), health and readiness.
     const registry = createMetricsRegistry({ redactor });
-    collectProcessMetrics(registry);
+    // 100 ms event-loop-delay sampling: the default 10 ms alone costs ~0.5 % of a core while
+    // idle (BENCHMARKS.md), ten times what the rest of the idle agent does.
+    collectProcessMetrics(registry, { eventLoopMonitoringPrecision: 100 });
     const providers = await startProviders(config, {
       env: withDefaultVaultKey(env),
       logger,

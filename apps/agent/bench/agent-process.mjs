@@ -1,0 +1,320 @@
+// Helpers shared by the agent's benchmarks (apps/agent/bench/*.bench.mjs): a DSO home with a
+// local vault and its key file, the BUILT agent as a child process (as test-e2e's harness starts
+// it: own DSO_HOME, own API socket, metrics on a free loopback port), its /metrics, the RSS and
+// CPU time of a process from /proc, labelled containers and their removal, and Ctrl-C handling.
+// Generic figures and printing (medians, tables, BENCH_JSON) come from tools/bench-lib.mjs.
+// Not a benchmark itself: tools/bench.mjs runs only `*.bench.mjs`.
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateKeyFile, initVault, resolveVaultKey } from '@dso/provider-local';
+import { SecretValue } from '@dso/provider-sdk';
+import { log } from '../../../tools/bench-lib.mjs';
+
+export const ROOT = join(import.meta.dirname, '..', '..', '..');
+/** The built agent's command, as an operator runs it. */
+export const AGENT_BIN = join(ROOT, 'apps/agent/bin/dso-agent.js');
+export const testImage = JSON.parse(readFileSync(join(ROOT, 'tools/test-image.json'), 'utf8'));
+/** dockerode as @dso/docker-runtime resolves it: the copy that ships with the agent. */
+export const Docker = createRequire(import.meta.resolve('@dso/docker-runtime'))('dockerode');
+
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+// ---- Ctrl-C ----------------------------------------------------------------------------------
+
+let interrupted = false;
+/**
+ * Makes SIGINT/SIGTERM/SIGHUP set a flag that {@link checkpoint} turns into an error, so the
+ * program's `finally` blocks remove what it created. `cleanupHint` is printed should cleanup
+ * hang for 30 s.
+ */
+export function handleInterrupts(cleanupHint) {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(signal, () => {
+      // Ctrl-C may arrive twice (the terminal's and the one tools/bench.mjs forwards).
+      if (interrupted) return;
+      interrupted = true;
+      log(`${signal}: stopping after the current step, then cleaning up`);
+      setTimeout(() => {
+        log(`still busy after 30 s: exiting; clean up by hand with`);
+        log(`  ${cleanupHint}`);
+        process.exit(130);
+      }, 30_000).unref();
+    });
+  }
+}
+
+/** Whether a signal arrived (a child that died of the same Ctrl-C is then no failure). */
+export const wasInterrupted = () => interrupted;
+
+/** Throws (an error marked `interrupted`) once a signal arrived. */
+export function checkpoint() {
+  if (interrupted) throw Object.assign(new Error('interrupted'), { interrupted: true });
+}
+
+/** Resolves after `ms`, or rejects early (as {@link checkpoint}) when a signal arrives. */
+export async function pause(ms) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    checkpoint();
+    await new Promise((resolve) => setTimeout(resolve, Math.min(100, until - Date.now())));
+  }
+  checkpoint();
+}
+
+// ---- A DSO home and the built agent ----------------------------------------------------------
+
+/** A TCP port on 127.0.0.1 that nothing listens on at the moment. */
+export async function freePort() {
+  const server = createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * A DSO home of the benchmark's own in a temporary folder: a key file (mode 0600) and a local
+ * vault holding `secrets` (path → bytes), as `dso init` + `dso secret set` make them, and a
+ * `dso.yaml` from `configYaml` when given. `env` is the agent's environment: the inherited one
+ * without the operator's own DSO settings, plus DSO_HOME, its own API socket and metrics on a
+ * free loopback port. `remove()` deletes the folder.
+ */
+export async function createBenchHome(secrets, { configYaml } = {}) {
+  const home = mkdtempSync(join(tmpdir(), 'dso-bench-'));
+  try {
+    const keyFile = join(home, 'vault.key');
+    await generateKeyFile(keyFile);
+    const key = await resolveVaultKey({ env: { DSO_VAULT_KEY_FILE: keyFile } });
+    const vault = await initVault({ path: join(home, 'vault.dso'), key });
+    try {
+      for (const [path, bytes] of Object.entries(secrets)) {
+        const value = SecretValue.fromBytes(bytes);
+        await vault.set(path, value);
+        value.dispose();
+      }
+    } finally {
+      await vault.close();
+    }
+    if (configYaml !== undefined) {
+      writeFileSync(join(home, 'dso.yaml'), configYaml, { mode: 0o600 });
+      chmodSync(join(home, 'dso.yaml'), 0o600);
+    }
+    const inherited = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => !name.startsWith('DSO_')),
+    );
+    const metricsAddress = `127.0.0.1:${await freePort()}`;
+    const env = {
+      ...inherited,
+      DSO_HOME: home,
+      DSO_API_SOCKET: join(home, 'agent.sock'),
+      DSO_METRICS_ADDRESS: metricsAddress,
+      DSO_LOG_LEVEL: 'info',
+    };
+    return {
+      home,
+      env,
+      metricsAddress,
+      remove: () => rmSync(home, { recursive: true, force: true }),
+    };
+  } catch (error) {
+    rmSync(home, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/**
+ * Starts the built agent (`apps/agent/bin/dso-agent.js`) with `env`. Its JSON log lines are kept
+ * (the last 2,000) for `waitForLog`. `stop()` sends SIGTERM and waits for the exit (SIGKILL
+ * after 15 s).
+ */
+export function startAgentProcess(env) {
+  const child = spawn(process.execPath, [AGENT_BIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = [];
+  let partial = '';
+  const keep = (text) => {
+    const parts = (partial + text).split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) {
+      if (!line.startsWith('{')) continue;
+      try {
+        lines.push(JSON.parse(line));
+      } catch {
+        // Not one of the agent's JSON lines (a stray write): nothing to look for in it.
+      }
+      if (lines.length > 2_000) lines.shift();
+    }
+  };
+  child.stdout.setEncoding('utf8').on('data', keep);
+  child.stderr.setEncoding('utf8').on('data', keep);
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? signal)),
+  );
+  return {
+    pid: child.pid,
+    lines,
+    get exitCode() {
+      return child.exitCode;
+    },
+    /** Resolves with the first log line whose `msg` is `message`; rejects on exit or timeout. */
+    async waitForLog(message, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = lines.find((line) => line.msg === message);
+        if (found) return found;
+        if (child.exitCode !== null) {
+          const last = lines.slice(-5).map((line) => `${line.msg} ${line.code ?? ''}`);
+          throw new Error(
+            `the agent exited (${child.exitCode}) before "${message}": ${last.join('; ')}`,
+          );
+        }
+        if (Date.now() > deadline)
+          throw new Error(`no "${message}" from the agent in ${timeoutMs} ms`);
+        await pause(50);
+      }
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        const code = await exited;
+        clearTimeout(timer);
+        return code;
+      }
+      return exited;
+    },
+  };
+}
+
+/** The agent's /metrics exposition from `address` (`host:port`). */
+export async function readMetrics(address) {
+  const response = await fetch(`http://${address}/metrics`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (!response.ok) throw new Error(`GET http://${address}/metrics answered ${response.status}`);
+  return response.text();
+}
+
+/**
+ * The sum of the series named `name` whose labels include `labels`, from a Prometheus text
+ * exposition (0 when none): `dso_injection_writes_total{method="host"}` sums its outcomes.
+ */
+export function metricSum(exposition, name, labels = {}) {
+  let sum = 0;
+  for (const line of exposition.split('\n')) {
+    const sample = /^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (sample === null || sample[1] !== name) continue;
+    const found = {};
+    for (const [, key, value] of (sample[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      found[key] = value;
+    }
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) {
+      sum += Number(sample[3]);
+    }
+  }
+  return sum;
+}
+
+// ---- /proc -----------------------------------------------------------------------------------
+
+/** Resident set size of process `pid` in bytes (VmRSS), or undefined once it is gone. */
+export function rssBytes(pid) {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((entry) => entry.startsWith('VmRSS:'));
+    return line === undefined ? undefined : Number(line.split(/\s+/)[1]) * 1024;
+  } catch {
+    // The process exited: no figure, which the caller reports.
+    return undefined;
+  }
+}
+
+/** CPU time (user + system) process `pid` has used, in clock ticks; undefined once it is gone. */
+export function cpuTicks(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // `pid (comm) state ppid …`: comm may hold spaces, so split after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    // The process exited: no figure, which the caller reports.
+    return undefined;
+  }
+}
+
+/** The pids whose parent is `pid` (the agent's provider processes), from /proc. */
+export function childPids(pid) {
+  const children = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // It exited while we looked: not a child any more.
+    }
+  }
+  return children;
+}
+
+/**
+ * Starts `node <args>` (a baseline process) in the workspace root, so `-e` code can import the
+ * workspace's packages; `stop()` kills it and waits.
+ */
+export function startNode(args) {
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  return {
+    pid: child.pid,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+export const mib = (bytes) => bytes / 2 ** 20;
+
+// ---- Containers ------------------------------------------------------------------------------
+
+/** A label value for this run's containers: `dso.test=bench-<uuid>`. */
+export const newRunLabel = () => `bench-${randomUUID()}`;
+
+/** Removes every container labelled `dso.test=<runLabel>` (and their anonymous volumes). */
+export async function removeRunContainers(docker, runLabel) {
+  let listed = [];
+  try {
+    listed = await docker.listContainers({
+      all: true,
+      filters: { label: [`${testImage.label}=${runLabel}`] },
+    });
+  } catch (error) {
+    log(`could not list containers labelled ${testImage.label}=${runLabel}: ${error.message}`);
+    process.exitCode = 1;
+    return;
+  }
+  for (const info of listed) {
+    try {
+      await docker.getContainer(info.Id).remove({ force: true, v: true });
+    } catch (error) {
+      if (error.statusCode !== 404) {
+        log(`could not remove container ${info.Id.slice(0, 12)}: ${error.message}`);
+        process.exitCode = 1;
+      }
+    }
+  }
+  if (listed.length > 0) log(`${listed.length} container(s) labelled ${runLabel} removed`);
+}
