@@ -1044,3 +1044,126 @@ describe('createAgent: events for subscribers', () => {
     await agent.close();
   });
 });
+
+describe('createAgent: failures that must not spread', () => {
+  it('goes on delivering and rotating when the audit trail cannot be written', async () => {
+    const { agent, fake, lines } = setup([container('c1', MANAGED)], {
+      audit: {
+        record: () => {
+          throw Object.assign(new Error('disk full'), { code: 'DSO_AUDIT_WRITE_FAILED' });
+        },
+        close: async () => {},
+        [Symbol.asyncDispose]: async () => {},
+      },
+    });
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toHaveLength(1);
+    expect(agent.status().containers[0]?.lastAction.outcome).toBe('delivered');
+    expect(
+      lines().filter((line) => String(line.msg).startsWith('audit trail cannot be written')),
+    ).toHaveLength(1);
+    await agent.close();
+  });
+
+  it('does not track a secret whose provider reports an empty version', async () => {
+    const provider: SecretProvider = {
+      ...createProvider({}),
+      capabilities: { list: false, watch: false, probe: true, health: false },
+      async resolve() {
+        return { value: SecretValue.fromText('x'), version: '' };
+      },
+      async probe() {
+        return { version: '' };
+      },
+    };
+    const { agent, fake, lines } = setup(
+      [container('c1', { 'dso.enable': 'true', 'dso.file.a': 'dsofile://app/a' })],
+      { providers: new Map([['local', provider]]), changeDetection: { pollIntervalMs: 50 } },
+    );
+    await agent.start();
+    await agent.idle();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(fake.writes).toHaveLength(1);
+    expect(lines().some((line) => line.msg === 'change detection could not track')).toBe(false);
+    await agent.close();
+  });
+
+  it('reports a field that is missing with its reference, as a resolve failure', async () => {
+    const { agent, fake } = setup([
+      container('c1', { 'dso.enable': 'true', 'dso.file.a': 'dsofile://app/cfg#nope' }),
+    ]);
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toEqual([]);
+    expect(agent.status().containers[0]?.lastAction).toMatchObject({
+      outcome: 'failed',
+      reference: 'dsofile://app/cfg#nope',
+    });
+    await agent.close();
+  });
+
+  it('refuses a host path folder mounted writable, with the fix', async () => {
+    const { createHostSecretDirs } = await import('@dso/docker-runtime');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const root = mkdtempSync('/dev/shm/dso-agent-test-');
+    try {
+      const c1 = {
+        ...container('c1', MANAGED),
+        binds: [{ source: `${root}/web`, target: '/run/secrets', readOnly: false }],
+      };
+      const { agent, fake } = setup([c1], { hostDirs: createHostSecretDirs({ root }) });
+      await agent.start();
+      await agent.idle();
+      expect(fake.writes).toEqual([]);
+      expect(agent.status().containers[0]?.lastAction).toMatchObject({
+        outcome: 'failed',
+        code: 'DSO_AGENT_HOST_PATH_WRITABLE',
+      });
+      await agent.close();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('delivers the files of a container whose dso:// version cannot be checked', async () => {
+    const { agent, fake, lines } = setup([
+      container('c1', { ...MANAGED, 'dso.env.API_KEY': 'dso://app/missing' }),
+    ]);
+    await agent.start();
+    await agent.idle();
+    expect(fake.writes).toHaveLength(1);
+    expect(
+      lines().some((line) => String(line.msg).startsWith('could not check the versions')),
+    ).toBe(true);
+    await agent.close();
+  });
+
+  it('aborts a rotation still running when the grace period ends, and waits for it', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    let version = 1;
+    const provider: SecretProvider = {
+      ...createProvider(values),
+      async resolve({ path }) {
+        return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
+      },
+    };
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake } = setup([container('c1', { ...MANAGED, 'dso.rotate': 'restart' })], {
+      reconcileIntervalMs: 20,
+      providers: new Map([['local', provider]]),
+      cache,
+      // The rotation sits in its jitter far past the grace period.
+      rotation: { jitterMs: 60_000 },
+      shutdownGraceMs: 50,
+    });
+    await agent.start();
+    await agent.idle();
+    version = 2;
+    await expect.poll(() => fake.writes.length).toBe(2);
+    // Without the abort, close would wait out the minute of jitter (past the test's timeout).
+    await agent.close();
+    expect(fake.actions).toEqual([]);
+    await cache.close();
+  });
+});

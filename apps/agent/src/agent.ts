@@ -314,6 +314,13 @@ export function createAgent(options: AgentOptions): Agent {
   };
   let rotating = 0;
   const rotationTurns: Array<() => void> = [];
+  /**
+   * Rotations run beside the queue (a restart or a replacement can take a minute): tracked so
+   * that shutdown waits for them within its grace period, then aborts them (a replacement
+   * aborted before its swap rolls back), and never lets two run on one container.
+   */
+  const rotations = new Map<string, Promise<void>>();
+  const rotationsAbort = new AbortController();
   const maxStaleness: ReadonlyMap<string, number> = options.maxStalenessMs ?? new Map();
   const clock = options.clock ?? systemClock;
   const hostDirs = options.hostDirs;
@@ -379,23 +386,75 @@ export function createAgent(options: AgentOptions): Agent {
   /** Records what a container consumes and hands the whole set to the detector (coalesced). */
   function consume(containerId: string, secrets: TrackedSecret[] | undefined): void {
     if (detector === undefined) return;
-    if (secrets === undefined) consumed.delete(containerId);
-    else consumed.set(containerId, secrets);
+    if (secrets === undefined) {
+      consumed.delete(containerId);
+      consumedAt.delete(containerId);
+    } else {
+      // A provider that reports no version gives nothing to compare: not tracked.
+      consumed.set(
+        containerId,
+        secrets.filter((secret) => secret.version !== ''),
+      );
+      consumeClock += 1;
+      consumedAt.set(containerId, consumeClock);
+    }
     if (trackTimer !== undefined) return;
     trackTimer = setTimeout(() => {
       trackTimer = undefined;
       if (stopping.signal.aborted) return;
-      const latest = new Map<string, TrackedSecret>();
-      for (const secrets of consumed.values()) {
-        for (const secret of secrets) latest.set(`${secret.provider}:${secret.path}`, secret);
+      // The baseline of a secret is the version most recently delivered (a consumer that lags,
+      // its delivery failing, must not move it back and make the detector report it again).
+      const latest = new Map<string, { secret: TrackedSecret; at: number }>();
+      for (const [id, secrets] of consumed) {
+        const at = consumedAt.get(id) ?? 0;
+        for (const secret of secrets) {
+          const key = `${secret.provider}:${secret.path}`;
+          const known = latest.get(key);
+          if (known === undefined || known.at < at) latest.set(key, { secret, at });
+        }
       }
-      detector.track(latest.values());
+      try {
+        detector.track([...latest.values()].map(({ secret }) => secret));
+      } catch (error) {
+        logger.error({ err: error, code: errorCode(error) }, 'change detection could not track');
+      }
     }, 100);
     trackTimer.unref();
   }
+  /** When each container last consumed (a counter, not a clock: only the order matters). */
+  const consumedAt = new Map<string, number>();
+  let consumeClock = 0;
   /** Containers delivered to by the host path, with their key (the bind mount's folder). */
   const hostKeys = new Map<string, string>();
-  const audit = options.audit;
+  const auditLog = options.audit;
+  let auditFailing = false;
+  /**
+   * The audit trail, never throwing: a trail that cannot be written (disk full) is logged once
+   * per outage and counted as an error there, and never turns a delivery or a rotation that
+   * happened into a failure (nor a successful action into an escalation).
+   */
+  const audit =
+    auditLog === undefined
+      ? undefined
+      : {
+          record(entry: Parameters<AuditLog['record']>[0]): void {
+            try {
+              auditLog.record(entry);
+              if (auditFailing) {
+                auditFailing = false;
+                logger.info('audit trail written again');
+              }
+            } catch (error) {
+              if (!auditFailing) {
+                auditFailing = true;
+                logger.error(
+                  { err: error, code: errorCode(error) },
+                  'audit trail cannot be written: fix it (disk space, permissions); the agent goes on',
+                );
+              }
+            }
+          },
+        };
   const metrics = options.metrics;
   const health = options.health;
 
@@ -476,10 +535,29 @@ export function createAgent(options: AgentOptions): Agent {
       resolved = await resolveFiles(spec, signal);
       // The versions its dso:// environment values have now (set when it was created): a new
       // one can only reach it by a replacement.
-      const env = await envVersions(spec, signal);
-      const digest = digestOf(spec, resolved, details.user);
-      const envDigest = JSON.stringify(env.map((entry) => [entry.name, entry.version]));
       const previous = delivered.get(containerId);
+      // Only for noticing a new version: a failure here never keeps the files from a container
+      // (they are written, the check is logged, and the next one tries again).
+      let env: DeliveredFile[] = [];
+      let envUnknown = false;
+      try {
+        env = await envVersions(spec, signal);
+      } catch (error) {
+        if (signal.aborted || spec.files.length === 0) throw error;
+        envUnknown = true;
+        log.warn(
+          {
+            err: error,
+            code: errorCode(error),
+            causeCode: errorCode((error as { cause?: unknown }).cause),
+          },
+          'could not check the versions of its dso:// environment values; its files are delivered',
+        );
+      }
+      const digest = digestOf(spec, resolved, details.user);
+      const envDigest = envUnknown
+        ? (previous?.envDigest ?? '')
+        : JSON.stringify(env.map((entry) => [entry.name, entry.version]));
       if (
         trigger !== 'started' &&
         previous !== undefined &&
@@ -545,6 +623,7 @@ export function createAgent(options: AgentOptions): Agent {
       // Created with an older version than the current one (its dso.env-version.* labels):
       // replaced once, at first sight or when the versions move again, never in a loop.
       const createdStale =
+        !envUnknown &&
         (previous === undefined || previous.envDigest !== envDigest) &&
         spec.env.some(
           (variable, index) =>
@@ -553,7 +632,20 @@ export function createAgent(options: AgentOptions): Agent {
         );
       const envChanged = createdStale || (sameRun && previous.envDigest !== envDigest);
       if (envChanged || (sameRun && previous.digest !== digest)) {
-        void rotate(containerId, spec, [...resolved, ...env], envChanged, signal);
+        if (rotations.has(containerId)) {
+          // One at a time per container: the running one acts on files that now hold the new
+          // versions too, and a replacement's new container is checked again on its own.
+          log.info('rotation already running for this container; not started twice');
+        } else {
+          const running = rotate(
+            containerId,
+            spec,
+            [...resolved, ...env],
+            envChanged,
+            rotationsAbort.signal,
+          ).finally(() => rotations.delete(containerId));
+          rotations.set(containerId, running);
+        }
       }
       const now = Date.now();
       statuses.set(containerId, {
@@ -578,7 +670,7 @@ export function createAgent(options: AgentOptions): Agent {
         lastAction: { trigger, at: now, outcome: 'delivered' },
       });
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
-      metrics?.injection(method, 'ok', durationMs);
+      if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
       emit({ type: 'delivered', at: now, containerId, trigger, files: files.length, method });
       for (const file of resolved) {
         audit?.record({
@@ -699,9 +791,14 @@ export function createAgent(options: AgentOptions): Agent {
     }
     try {
       await sleep(Math.random() * rotation.jitterMs, signal);
-      if (rotating >= rotation.maxInFlight) {
-        await new Promise<void>((resolve) => rotationTurns.push(resolve));
+      while (rotating >= rotation.maxInFlight) {
+        signal.throwIfAborted();
+        await new Promise<void>((resolve) => {
+          rotationTurns.push(resolve);
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
       }
+      signal.throwIfAborted();
       rotating += 1;
       try {
         for (const [index, policy] of chain.entries()) {
@@ -891,18 +988,14 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
-  /** Resolves when `containerId` has had a delivery in its current run, or throws on abort. */
+  /**
+   * Resolves when `containerId` has had a delivery in its current run; throws when `signal`
+   * aborts (the replacement's hook deadline): a delivery that failed may still be retried by
+   * the queue within it.
+   */
   async function waitDelivered(containerId: string, signal: AbortSignal): Promise<void> {
     while (!delivered.has(containerId)) {
       signal.throwIfAborted();
-      const failure = statuses.get(containerId)?.lastAction;
-      if (failure?.outcome === 'failed') {
-        throw new DsoError(
-          'DSO_AGENT_RESOLVE_FAILED',
-          `the new container's files could not be written (${failure.code ?? 'unknown'})`,
-          { reference: failure.reference },
-        );
-      }
       await sleep(50, signal);
     }
   }
@@ -936,7 +1029,17 @@ export function createAgent(options: AgentOptions): Agent {
     const prefix = `${hostDirs.root}/`;
     if (!bind.source.startsWith(prefix)) return undefined;
     const key = bind.source.slice(prefix.length);
-    return HOST_KEY.test(key) ? key : undefined;
+    if (!HOST_KEY.test(key)) return undefined;
+    if (!bind.readOnly) {
+      // Writable, root in the container could swap the folder's entries under the agent's
+      // writes (and so steer them): refused, with the fix.
+      throw new DsoError(
+        'DSO_AGENT_HOST_PATH_WRITABLE',
+        `container ${details.id.slice(0, 12)} mounts its secrets folder ${bind.source} writable: mount it read-only (--mount type=bind,source=${bind.source},target=${target},readonly)`,
+        { containerId: details.id },
+      );
+    }
+    return key;
   }
 
   /** The numeric owner of a container's files: its user as the container itself maps it. */
@@ -1047,9 +1150,19 @@ export function createAgent(options: AgentOptions): Agent {
         'provider unavailable, serving the last known value',
       );
     }
-    const value = reference.field
-      ? selectField(result.value, reference.field, reference.path)
-      : result.value;
+    let value: SecretValue;
+    try {
+      value = reference.field
+        ? selectField(result.value, reference.field, reference.path)
+        : result.value;
+    } catch (error) {
+      // Not JSON, or no such field: said with the reference, the value zeroed.
+      result.value.dispose();
+      throw new DsoError('DSO_AGENT_RESOLVE_FAILED', `could not resolve ${formatted}`, {
+        cause: error,
+        reference: formatted,
+      });
+    }
     redactor.register(value.reveal());
     if (value !== result.value) result.value.dispose();
     return {
@@ -1249,9 +1362,21 @@ export function createAgent(options: AgentOptions): Agent {
     await detector?.close();
     // Deliveries in flight get the grace period, then the queue aborts their signal and waits
     // for them to unwind, so nothing runs on after the owner closes the runtime and providers.
+    const closeStarted = Date.now();
     const undone = await queue.close({ graceMs });
     if (undone.length > 0)
       logger.info({ containers: undone.length }, 'deliveries left for the next start');
+    // Rotations get what is left of the grace period, then are aborted (a replacement before
+    // its swap rolls back: the old container keeps serving) and awaited.
+    if (rotations.size > 0) {
+      const left = Math.max(0, graceMs - (Date.now() - closeStarted));
+      logger.info({ rotations: rotations.size, graceMs: left }, 'waiting for rotations');
+      const settled = Promise.allSettled([...rotations.values()]);
+      await Promise.race([settled, sleep(left, new AbortController().signal)]);
+      rotationsAbort.abort();
+      await settled;
+    }
+    rotationsAbort.abort();
     await done.catch(() => {
       // Already reported through `done` to whoever awaits it.
     });
@@ -1369,10 +1494,31 @@ export function createAgent(options: AgentOptions): Agent {
             version: one.version,
             value: one.value,
           });
+          audit?.record({
+            actor: { kind: 'api' },
+            action: 'env-resolve',
+            reference: one.formatted,
+            provider: one.provider,
+            version: one.version,
+            outcome: 'ok',
+            cacheHit: one.cacheHit,
+          });
         }
         return values;
       } catch (error) {
         for (const one of values) one.value.dispose();
+        const reference = (error as { details?: { reference?: unknown } }).details?.reference;
+        if (typeof reference === 'string') {
+          audit?.record({
+            actor: { kind: 'api' },
+            action: 'env-resolve',
+            reference,
+            provider: providerOf(reference),
+            outcome: 'error',
+            code:
+              errorCode((error as { cause?: unknown }).cause) ?? errorCode(error) ?? 'DSO_ERROR',
+          });
+        }
         throw error;
       }
     },

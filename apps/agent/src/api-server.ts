@@ -103,6 +103,8 @@ export interface ApiProvider {
 export interface ApiContainer {
   id: string;
   files?: Array<{ name: string; reference: string; provider: string; version: string }>;
+  /** Its `dso://` environment variables (`name` is the variable) with their current versions. */
+  env?: Array<{ name: string; reference: string; provider: string; version: string }>;
   deliveredAt?: number;
   lastAction: ContainerStatus['lastAction'];
 }
@@ -859,6 +861,16 @@ function toApiContainer(container: ContainerStatus): ApiContainer {
       ? {}
       : {
           files: container.files.map(({ name, reference, provider, version }) => ({
+            name,
+            reference,
+            provider,
+            version,
+          })),
+        }),
+    ...(container.env === undefined
+      ? {}
+      : {
+          env: container.env.map(({ name, reference, provider, version }) => ({
             name,
             reference,
             provider,

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { createRedisCache, loadCacheEncryptionKey } from '@dso/cache-redis';
 import {
   type AuditLog,
   type Cache,
@@ -21,7 +22,6 @@ import {
   type HostSecretDirs,
 } from '@dso/docker-runtime';
 import type { ProcessProvider } from '@dso/provider-sdk';
-import { createRedisCache, loadCacheEncryptionKey } from '@dso/cache-redis';
 import { createAgent } from './agent.js';
 import { startApiServer } from './api-server.js';
 import { type AuditFile, openAuditFile } from './audit-file.js';

@@ -49,6 +49,8 @@ export interface AgentApiFile {
 export interface AgentApiContainer {
   id: string;
   files?: AgentApiFile[];
+  /** Its `dso://` environment variables (`name` is the variable). */
+  env?: AgentApiFile[];
   deliveredAt?: number;
   lastAction: {
     trigger: string;

@@ -52,9 +52,9 @@ describe('formatStatus', () => {
       [
         'agent: running since 2025-01-02T09:55:00.000Z (up 2h 5m)',
         '',
-        'CONTAINER     FILES  LAST ACTION  OUTCOME     WHEN     DETAIL',
-        'b2b2b2b2b2b2  -      started      failed      42s ago  DSO_PROVIDER_NOT_FOUND dsofile://app/missing',
-        'a1a1a1a1a1a1  2      periodic     up-to-date  3m ago',
+        'CONTAINER     FILES  ENV  LAST ACTION  OUTCOME     WHEN     DETAIL',
+        'b2b2b2b2b2b2  -      -    started      failed      42s ago  DSO_PROVIDER_NOT_FOUND dsofile://app/missing',
+        'a1a1a1a1a1a1  2      -    periodic     up-to-date  3m ago',
         '',
         'queue: 1 waiting, 2 in flight, 0 shed',
         'cache: 1 entry, 10 hits, 3 misses, 0 stale served',
@@ -141,7 +141,7 @@ describe('dso status', () => {
     expect(seen).toEqual(['GET /v1/status']);
     expect(result.stdout).toMatch(/^agent: running since 2025-01-02T09:55:00.000Z \(up \d+/);
     expect(result.stdout).toMatch(
-      /^b2b2b2b2b2b2 {2}- {6}started {6}failed {6}\S+ ago {2}DSO_PROVIDER_NOT_FOUND dsofile:\/\/app\/missing$/m,
+      /^b2b2b2b2b2b2 {2}- {6}- {4}started {6}failed {6}\S+ ago {2}DSO_PROVIDER_NOT_FOUND dsofile:\/\/app\/missing$/m,
     );
     expect(result.stdout).toContain('queue: 1 waiting, 2 in flight, 0 shed\n');
     expect(result.stdout).toContain(

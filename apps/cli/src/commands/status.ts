@@ -47,7 +47,7 @@ export function formatStatus(status: AgentApiStatus, now: number): string {
     const containers = [...status.containers].sort((a, b) => b.lastAction.at - a.lastAction.at);
     lines.push(
       ...table([
-        ['CONTAINER', 'FILES', 'LAST ACTION', 'OUTCOME', 'WHEN', 'DETAIL'],
+        ['CONTAINER', 'FILES', 'ENV', 'LAST ACTION', 'OUTCOME', 'WHEN', 'DETAIL'],
         ...containers.map((container) => containerRow(container, now)),
       ]),
     );
@@ -78,6 +78,7 @@ function containerRow(container: AgentApiContainer, now: number): string[] {
   return [
     container.id.slice(0, 12),
     container.files === undefined ? '-' : String(container.files.length),
+    container.env === undefined ? '-' : String(container.env.length),
     lastAction.trigger,
     lastAction.outcome,
     `${formatAge(now - lastAction.at)} ago`,
