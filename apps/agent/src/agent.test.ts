@@ -1167,3 +1167,100 @@ describe('createAgent: failures that must not spread', () => {
     await cache.close();
   });
 });
+
+describe('createAgent: what was delivered survives a restart', () => {
+  async function withStateFile(run: (path: string) => Promise<void>) {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'dso-agent-state-'));
+    try {
+      await run(join(dir, 'agent-state.json'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('rotates nothing after a restart with nothing changed, and rotates what changed while it was down', async () => {
+    await withStateFile(async (statePath) => {
+      const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+      let version = 1;
+      const provider: SecretProvider = {
+        ...createProvider(values),
+        async resolve({ path }) {
+          return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
+        },
+      };
+      const c1 = container('c1'.padEnd(64, 'a'), { ...MANAGED, 'dso.rotate': 'signal' });
+      const run = async () => {
+        const { agent, fake } = setup([c1], {
+          providers: new Map([['local', provider]]),
+          statePath,
+          rotation: { jitterMs: 0 },
+        });
+        await agent.start();
+        await agent.idle();
+        return { agent, fake };
+      };
+      const first = await run();
+      expect(first.fake.writes).toHaveLength(1);
+      await first.agent.close();
+      const { statSync, readFileSync } = await import('node:fs');
+      expect(statSync(statePath).mode & 0o777).toBe(0o600);
+      expect(readFileSync(statePath, 'utf8')).not.toContain('v1');
+
+      // Restarted, nothing changed: nothing written, nothing done.
+      const second = await run();
+      expect(second.fake.writes).toEqual([]);
+      expect(second.fake.actions).toEqual([]);
+      await second.agent.close();
+
+      // Changed while no agent ran: written and rotated at the next start.
+      values['app/db'] = 'v2';
+      version = 2;
+      const third = await run();
+      await expect.poll(() => third.fake.actions).toEqual([`signal ${c1.id} SIGHUP`]);
+      expect(third.fake.writes).toHaveLength(1);
+      await third.agent.close();
+    });
+  });
+
+  it('redoes a rotation that an agent stop interrupted', async () => {
+    await withStateFile(async (statePath) => {
+      const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+      let version = 1;
+      const provider: SecretProvider = {
+        ...createProvider(values),
+        async resolve({ path }) {
+          return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
+        },
+      };
+      const cache = createMemoryCache({ ttlMs: 0 });
+      const c1 = container('c1'.padEnd(64, 'b'), { ...MANAGED, 'dso.rotate': 'restart' });
+      const first = setup([c1], {
+        providers: new Map([['local', provider]]),
+        cache,
+        statePath,
+        reconcileIntervalMs: 20,
+        rotation: { jitterMs: 60_000 },
+        shutdownGraceMs: 10,
+      });
+      await first.agent.start();
+      await first.agent.idle();
+      version = 2;
+      await expect.poll(() => first.fake.writes.length).toBe(2);
+      await first.agent.close(); // the restart was still waiting out its jitter
+      expect(first.fake.actions).toEqual([]);
+
+      const second = setup([c1], {
+        providers: new Map([['local', provider]]),
+        statePath,
+        rotation: { jitterMs: 0 },
+      });
+      await second.agent.start();
+      await expect.poll(() => second.fake.actions).toEqual([`restart ${c1.id}`]);
+      await second.agent.close();
+      await cache.close();
+    });
+  });
+});

@@ -36,6 +36,7 @@ import {
   createChangeDetector,
   type TrackedSecret,
 } from './change-detector.js';
+import { type DeliveredState, loadDeliveredState, saveDeliveredState } from './delivered-state.js';
 import type { AgentHealth, AgentMetrics } from './observability.js';
 
 /** How many containers the agent delivers to at once. @default 4 */
@@ -116,6 +117,13 @@ export interface AgentOptions {
     /** Per provider intervals overriding `pollIntervalMs`. */
     pollIntervalByProvider?: ReadonlyMap<string, number>;
   };
+  /**
+   * Where what was delivered is kept across restarts (digests of names, references and
+   * versions per container run: nothing a value can be recovered from), so a version that
+   * changed while the agent was down, or a rotation a crash interrupted, is rotated at the next
+   * start. Absent: kept in memory only.
+   */
+  statePath?: string;
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
@@ -508,7 +516,38 @@ export function createAgent(options: AgentOptions): Agent {
    * references, versions, target, mode, owner) and the run's start time. Hashes and versions
    * only: nothing here reveals a value.
    */
-  const delivered = new Map<string, { digest: string; envDigest: string; startedAt: string }>();
+  const delivered = new Map<string, DeliveredState>();
+  /**
+   * While a container's rotation runs, what the state file keeps for it is the state before
+   * (undefined: nothing): a crash before the action finished leaves it to redo at the next start.
+   */
+  const persistBefore = new Map<string, DeliveredState | undefined>();
+  let saveTimer: NodeJS.Timeout | undefined;
+  let saving: Promise<void> = Promise.resolve();
+  /** Writes the state file soon (coalesced), when there is one. */
+  function scheduleSave(): void {
+    if (options.statePath === undefined || saveTimer !== undefined) return;
+    saveTimer = setTimeout(() => {
+      saveTimer = undefined;
+      void flushState();
+    }, 500);
+    saveTimer.unref();
+  }
+  function flushState(): Promise<void> {
+    const path = options.statePath;
+    if (path === undefined) return Promise.resolve();
+    const snapshot: Array<[string, DeliveredState]> = [];
+    for (const [id, state] of delivered) {
+      const kept = persistBefore.has(id) ? persistBefore.get(id) : state;
+      if (kept !== undefined) snapshot.push([id, kept]);
+    }
+    saving = saving
+      .then(() => saveDeliveredState(path, snapshot))
+      .catch((error: unknown) => {
+        logger.warn({ err: error, path }, 'could not save what was delivered; tried again later');
+      });
+    return saving;
+  }
   /** The last action per container, for status(): references and versions, never values. */
   const statuses = new Map<string, ContainerStatus>();
 
@@ -557,7 +596,9 @@ export function createAgent(options: AgentOptions): Agent {
       const digest = digestOf(spec, resolved, details.user);
       const envDigest = envUnknown
         ? (previous?.envDigest ?? '')
-        : JSON.stringify(env.map((entry) => [entry.name, entry.version]));
+        : createHash('sha256')
+            .update(JSON.stringify(env.map((entry) => [entry.name, entry.version])))
+            .digest('hex');
       if (
         trigger !== 'started' &&
         previous !== undefined &&
@@ -566,7 +607,10 @@ export function createAgent(options: AgentOptions): Agent {
         previous.startedAt === details.startedAt
       ) {
         // Already there, same versions, same run of the container: a second event or a
-        // reconciliation has no second effect.
+        // reconciliation has no second effect. (A restarted agent still learns which host
+        // folder is this container's, to empty it when the container stops.)
+        const hostKey = hostKeyOf(details, spec.target);
+        if (hostKey !== undefined) hostKeys.set(containerId, hostKey);
         log.debug({ trigger }, 'secrets up to date');
         const known = statuses.get(containerId);
         statuses.set(containerId, {
@@ -600,6 +644,7 @@ export function createAgent(options: AgentOptions): Agent {
       }
       method = hostKey === undefined ? 'exec' : 'host';
       delivered.set(containerId, { digest, envDigest, startedAt: details.startedAt });
+      scheduleSave();
       consume(containerId, [
         ...spec.files.flatMap((file, index) => {
           const got = resolved[index];
@@ -637,13 +682,19 @@ export function createAgent(options: AgentOptions): Agent {
           // versions too, and a replacement's new container is checked again on its own.
           log.info('rotation already running for this container; not started twice');
         } else {
+          persistBefore.set(containerId, previous);
           const running = rotate(
             containerId,
             spec,
             [...resolved, ...env],
             envChanged,
             rotationsAbort.signal,
-          ).finally(() => rotations.delete(containerId));
+          ).finally(() => {
+            rotations.delete(containerId);
+            // Done, failed or rolled back: either way not to be redone by the next agent.
+            if (!rotationsAbort.signal.aborted) persistBefore.delete(containerId);
+            scheduleSave();
+          });
           rotations.set(containerId, running);
         }
       }
@@ -1234,6 +1285,7 @@ export function createAgent(options: AgentOptions): Agent {
       delivered.delete(id);
       consume(id, undefined);
     }
+    scheduleSave();
     for (const id of statuses.keys()) if (!running.has(id)) statuses.delete(id);
     for (const container of containers) queue.add(container.id, trigger);
     // Ready once every managed container has been looked at once (the deliveries follow).
@@ -1249,6 +1301,7 @@ export function createAgent(options: AgentOptions): Agent {
     if (event.type === 'container.destroyed') {
       clearHostFiles(event.id, true);
       delivered.delete(event.id);
+      scheduleSave();
       consume(event.id, undefined);
       gaveUp.delete(event.id);
       statuses.delete(event.id);
@@ -1377,6 +1430,8 @@ export function createAgent(options: AgentOptions): Agent {
       await settled;
     }
     rotationsAbort.abort();
+    clearTimeout(saveTimer);
+    await flushState();
     await done.catch(() => {
       // Already reported through `done` to whoever awaits it.
     });
@@ -1388,6 +1443,14 @@ export function createAgent(options: AgentOptions): Agent {
       if (started) throw new TypeError('agent already started');
       started = true;
       startedAt = Date.now();
+      if (options.statePath !== undefined) {
+        const path = options.statePath;
+        for (const [id, state] of await loadDeliveredState(path, (problem, error) =>
+          logger.warn({ err: error, path, problem }, 'state file ignored: every container is new'),
+        )) {
+          delivered.set(id, state);
+        }
+      }
       // Subscribe before listing, from a moment before it, so a container that starts between
       // the two is seen by one or the other (twice is harmless: delivery is idempotent).
       const sinceMs = Date.now() - 1_000;

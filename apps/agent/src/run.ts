@@ -199,6 +199,8 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       providers,
       cache,
       maxStalenessMs,
+      // Digests of what each container run was given (no value): rotations survive restarts.
+      statePath: join(resolveDsoPaths(env).home, 'agent-state.json'),
       ...(hostDirs === undefined ? {} : { hostDirs }),
       changeDetection: {
         pollIntervalMs: config.rotation.pollIntervalMs,
