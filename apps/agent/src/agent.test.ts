@@ -1264,3 +1264,35 @@ describe('createAgent: what was delivered survives a restart', () => {
     });
   });
 });
+
+describe('createAgent: rotate on request during an outage', () => {
+  it('keeps the cached value when the provider cannot answer', async () => {
+    let down = false;
+    const base = createProvider({ 'app/db': CANARY, 'app/cfg': '{"token":"t"}' });
+    const provider: SecretProvider = {
+      ...base,
+      async resolve(request, options) {
+        if (down) throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'down', { retryable: true });
+        return base.resolve(request, options);
+      },
+    };
+    const { agent, lines } = setup([container('c1'.padEnd(64, 'c'), MANAGED)], {
+      providers: new Map([['local', provider]]),
+    });
+    await agent.start();
+    await agent.idle();
+    down = true;
+    await agent.rotate();
+    await agent.idle();
+    expect(
+      lines().filter(
+        (line) => line.msg === 'could not ask the provider again; the cached value stays',
+      ),
+    ).toHaveLength(2);
+    // A new container still gets the last known value.
+    const [value] = await agent.resolveEnvironment([{ scheme: 'dso', path: 'app/db' }]);
+    expect(value?.value.reveal().toString()).toBe(CANARY);
+    value?.value.dispose();
+    await agent.close();
+  });
+});

@@ -363,30 +363,25 @@ export function createAgent(options: AgentOptions): Agent {
           onChange: (change) => {
             options.metrics?.changeDetected(change.source);
             // The cached value first, so the deliveries that follow ask the provider.
-            void cache
-              .invalidatePrefix(cacheKeyPrefix(change.provider, change.path))
-              .catch(() => 0)
-              .then(() => {
-                if (stopping.signal.aborted) return;
-                let containers = 0;
-                for (const [id, secrets] of consumed) {
-                  if (
-                    secrets.some((s) => s.provider === change.provider && s.path === change.path)
-                  ) {
-                    queue.add(id, 'changed');
-                    containers += 1;
-                  }
+            void refresh(change.provider, change.path, stopping.signal).then(() => {
+              if (stopping.signal.aborted) return;
+              let containers = 0;
+              for (const [id, secrets] of consumed) {
+                if (secrets.some((s) => s.provider === change.provider && s.path === change.path)) {
+                  queue.add(id, 'changed');
+                  containers += 1;
                 }
-                logger.info(
-                  {
-                    reference: `${change.provider}:${change.path}`,
-                    version: change.version,
-                    source: change.source,
-                    containers,
-                  },
-                  'new secret version detected',
-                );
-              });
+              }
+              logger.info(
+                {
+                  reference: `${change.provider}:${change.path}`,
+                  version: change.version,
+                  source: change.source,
+                  containers,
+                },
+                'new secret version detected',
+              );
+            });
           },
         });
   if (detector !== undefined) options.metrics?.trackChangeDetector(() => detector.stats());
@@ -1160,23 +1155,9 @@ export function createAgent(options: AgentOptions): Agent {
     try {
       result = await cache.getOrLoad(
         cacheKey(providerName, reference.path, version),
-        async (loadSignal) => {
+        (loadSignal) => {
           loaded = true;
-          const callStarted = performance.now();
-          let fetched: Awaited<ReturnType<SecretProvider['resolve']>>;
-          try {
-            fetched = await provider.resolve(
-              { path: reference.path, ...(version ? { version } : {}) },
-              { signal: loadSignal },
-            );
-          } catch (error) {
-            metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted, error);
-            throw error;
-          }
-          metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted);
-          // Registered before the value goes anywhere, so no later log line can carry it.
-          redactor.register(fetched.value.reveal());
-          return { value: fetched.value, version: fetched.version, provider: providerName };
+          return fetchSecret(providerName, provider, reference.path, version, loadSignal);
         },
         { signal },
       );
@@ -1239,6 +1220,58 @@ export function createAgent(options: AgentOptions): Agent {
       });
     }
     return versions;
+  }
+
+  /** One call to a provider, counted, its value registered with the redactor at once. */
+  async function fetchSecret(
+    providerName: string,
+    provider: SecretProvider,
+    path: string,
+    version: string | undefined,
+    signal: AbortSignal,
+  ): Promise<{ value: SecretValue; version: string; provider: string }> {
+    const callStarted = performance.now();
+    let fetched: Awaited<ReturnType<SecretProvider['resolve']>>;
+    try {
+      fetched = await provider.resolve({ path, ...(version ? { version } : {}) }, { signal });
+    } catch (error) {
+      metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted, error);
+      throw error;
+    }
+    metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted);
+    // Registered before the value goes anywhere, so no later log line can carry it.
+    redactor.register(fetched.value.reveal());
+    return { value: fetched.value, version: fetched.version, provider: providerName };
+  }
+
+  /**
+   * Asks the provider for a secret's current value past the cache and stores it there. A
+   * provider that fails leaves the cached (last known good) value in place: rotating on
+   * request never leaves new containers with nothing during an outage.
+   * @returns whether the provider answered
+   */
+  async function refresh(
+    providerName: string,
+    path: string,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const provider = providers.get(providerName);
+    if (provider === undefined) return false;
+    try {
+      const fetched = await fetchSecret(providerName, provider, path, undefined, signal);
+      try {
+        await cache.set(cacheKey(providerName, path), fetched);
+      } finally {
+        fetched.value.dispose();
+      }
+      return true;
+    } catch (error) {
+      logger.warn(
+        { err: error, code: errorCode(error), reference: `${providerName}:${path}` },
+        'could not ask the provider again; the cached value stays',
+      );
+      return false;
+    }
   }
 
   async function resolveFiles(spec: ManagedSpec, signal: AbortSignal): Promise<ResolvedFile[]> {
@@ -1519,8 +1552,10 @@ export function createAgent(options: AgentOptions): Agent {
           { containerId: selector.containerId },
         );
       }
-      // Past the cache: every version of every secret these containers use is asked again.
+      // Past the cache: every secret these containers use (not pinned to a version) is asked
+      // again, and the answer replaces the cached value (a failure keeps it).
       const prefixes = new Set<string>();
+      const secrets = new Map<string, { provider: string; path: string }>();
       for (const container of selected) {
         let spec: ManagedSpec | undefined;
         try {
@@ -1529,10 +1564,16 @@ export function createAgent(options: AgentOptions): Agent {
           continue; // reported by its delivery
         }
         for (const { reference } of [...(spec?.files ?? []), ...(spec?.env ?? [])]) {
-          prefixes.add(cacheKeyPrefix(reference.provider ?? defaultProvider, reference.path));
+          const provider = reference.provider ?? defaultProvider;
+          prefixes.add(cacheKeyPrefix(provider, reference.path));
+          if (reference.version === undefined) {
+            secrets.set(`${provider}:${reference.path}`, { provider, path: reference.path });
+          }
         }
       }
-      for (const prefix of prefixes) await cache.invalidatePrefix(prefix);
+      await Promise.all(
+        [...secrets.values()].map(({ provider, path }) => refresh(provider, path, stopping.signal)),
+      );
       for (const container of selected) queue.add(container.id, 'api');
       logger.info(
         { containers: selected.length, secrets: prefixes.size },
