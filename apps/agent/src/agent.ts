@@ -989,8 +989,25 @@ export function createAgent(options: AgentOptions): Agent {
     // Which version each value has: the next check (of this agent or the next) compares them.
     const labels: Record<string, string> = {};
     try {
+      const decoder = new TextDecoder('utf-8', { fatal: true });
       for (const { name, value, version } of values) {
-        env[name] = Buffer.from(value.reveal()).toString('utf8');
+        let text: string | undefined;
+        try {
+          text = decoder.decode(value.reveal());
+        } catch {
+          text = undefined;
+        }
+        if (text === undefined || text.includes('\0')) {
+          // As `dso up` refuses it: an environment variable cannot carry these bytes.
+          const entry = spec.env.find((variable) => variable.name === name);
+          const reference = entry === undefined ? name : formatReference(entry.reference);
+          throw new DsoError(
+            'DSO_AGENT_ENV_VALUE_BINARY',
+            `the new value of ${name} (${reference}) is not UTF-8 text without NUL bytes, which an environment variable cannot carry: deliver it as a file with dsofile://`,
+            { variable: name, reference },
+          );
+        }
+        env[name] = text;
         labels[`${LABELS.envVersionPrefix}${name}`] = version;
       }
     } finally {
