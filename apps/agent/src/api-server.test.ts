@@ -956,3 +956,32 @@ describe('startApiServer: GET /v1/events', () => {
     expect(fake.listeners.size).toBe(0);
   });
 });
+
+describe('startApiServer: GET /v1/events limits', () => {
+  it('refuses a ninth stream with 503, so followers cannot take every connection', async () => {
+    const server = await start();
+    const open = await Promise.all(
+      Array.from(
+        { length: 8 },
+        () =>
+          new Promise<void>((resolve, reject) => {
+            const req = httpRequest(
+              { socketPath, method: 'GET', path: '/v1/events', agent: false },
+              (res) => {
+                res.resume();
+                resolve();
+              },
+            );
+            req.on('error', reject);
+            req.end();
+          }),
+      ),
+    );
+    expect(open).toHaveLength(8);
+    const refused = await call('GET', '/v1/events');
+    expect(refused.status).toBe(503);
+    expect(refused.json).toMatchObject({ code: 'DSO_AGENT_API_BUSY' });
+    expect((await call('GET', '/v1/status')).status).toBe(200);
+    await server.close();
+  });
+});

@@ -47,6 +47,8 @@ export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const API_MAX_CONNECTIONS = 32;
 /** Between two `heartbeat` lines of `GET /v1/events` (under the socket's idle timeout). */
 export const API_EVENTS_HEARTBEAT_MS = 5_000;
+/** Event streams open at once (each holds one of the {@link API_MAX_CONNECTIONS}). */
+export const API_MAX_EVENT_STREAMS = 8;
 /** Unread bytes of an events stream past which its reader is dropped. */
 export const API_EVENTS_MAX_BUFFERED_BYTES = 1024 * 1024;
 /** How long `close()` lets a response in progress finish before cutting its connection. */
@@ -529,6 +531,19 @@ function createApiHttpServer(options: ApiServerOptions, allow: ResolveAllow): Se
    * and the end of the stream, never a growing buffer. No event holds a value.
    */
   function streamEvents(response: ServerResponse): void {
+    if (eventStreams.size >= API_MAX_EVENT_STREAMS) {
+      // Each stream holds a connection: followers must not starve status, rotate or dso up.
+      send(
+        response,
+        503,
+        {
+          error: `${API_MAX_EVENT_STREAMS} event streams are open already: stop one (dso events) and try again`,
+          code: 'DSO_AGENT_API_BUSY',
+        },
+        clean,
+      );
+      return;
+    }
     response.writeHead(200, {
       'Content-Type': 'application/x-ndjson; charset=utf-8',
       'Cache-Control': 'no-store',
