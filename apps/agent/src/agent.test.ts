@@ -212,6 +212,22 @@ function createProvider(values: Record<string, string>): SecretProvider {
   };
 }
 
+/** A provider whose values and version the test changes (`state.version`), counting calls. */
+function versioned(values: Record<string, string>) {
+  const state = { version: 1, calls: 0 };
+  const provider: SecretProvider = {
+    ...createProvider(values),
+    async resolve({ path }) {
+      state.calls += 1;
+      const value = values[path];
+      if (value === undefined)
+        throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
+      return { value: SecretValue.fromText(value), version: String(state.version) };
+    },
+  };
+  return { provider, state };
+}
+
 function setup(containers: ContainerDetails[], overrides: Partial<AgentOptions> = {}) {
   let output = '';
   const destination = new Writable({
@@ -275,13 +291,7 @@ describe('createAgent: reconciliation and the audit trail', () => {
 
   it('writes again when a reconciliation finds a new version', async () => {
     const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
-    let version = 1;
-    const provider: SecretProvider = {
-      ...createProvider(values),
-      async resolve({ path }) {
-        return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
-      },
-    };
+    const { provider, state } = versioned(values);
     const cache = createMemoryCache({ ttlMs: 0 });
     const { agent, fake } = setup([container('c1', MANAGED)], {
       reconcileIntervalMs: 20,
@@ -292,7 +302,7 @@ describe('createAgent: reconciliation and the audit trail', () => {
     await agent.idle();
     expect(fake.writes).toHaveLength(1);
     values['app/db'] = 'v2';
-    version = 2;
+    state.version = 2;
     await expect.poll(() => fake.writes.length).toBe(2);
     expect(fake.writes[1]?.contents[0]).toBe('v2');
     await agent.close();
@@ -311,13 +321,7 @@ describe('createAgent: reconciliation and the audit trail', () => {
     'applies the %s policy once when a running container gets a new version, never on a first delivery',
     async (_policy, labels, action) => {
       const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
-      let version = 1;
-      const provider: SecretProvider = {
-        ...createProvider(values),
-        async resolve({ path }) {
-          return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
-        },
-      };
+      const { provider, state } = versioned(values);
       const cache = createMemoryCache({ ttlMs: 0 });
       const { agent, fake } = setup([container('c1', { ...MANAGED, ...labels })], {
         reconcileIntervalMs: 20,
@@ -330,7 +334,7 @@ describe('createAgent: reconciliation and the audit trail', () => {
       expect(fake.writes).toHaveLength(1);
       expect(fake.actions).toEqual([]);
       values['app/db'] = 'v2';
-      version = 2;
+      state.version = 2;
       await expect.poll(() => fake.actions).toEqual([action]);
       expect(fake.writes.at(-1)?.contents[0]).toBe('v2');
       await agent.close();
@@ -637,22 +641,6 @@ describe('createAgent', () => {
 });
 
 describe('createAgent: rotation policies, escalation and replacement', () => {
-  /** A provider whose values and version the test changes. */
-  function versioned(values: Record<string, string>) {
-    const state = { version: 1, calls: 0 };
-    const provider: SecretProvider = {
-      ...createProvider(values),
-      async resolve({ path }) {
-        state.calls += 1;
-        const value = values[path];
-        if (value === undefined)
-          throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
-        return { value: SecretValue.fromText(value), version: String(state.version) };
-      },
-    };
-    return { provider, state };
-  }
-
   it('escalates to the next heavier policy when an action fails, and audits each action', async () => {
     const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
     const { provider, state } = versioned(values);
@@ -1141,13 +1129,7 @@ describe('createAgent: failures that must not spread', () => {
 
   it('aborts a rotation still running when the grace period ends, and waits for it', async () => {
     const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
-    let version = 1;
-    const provider: SecretProvider = {
-      ...createProvider(values),
-      async resolve({ path }) {
-        return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
-      },
-    };
+    const { provider, state } = versioned(values);
     const cache = createMemoryCache({ ttlMs: 0 });
     const { agent, fake } = setup([container('c1', { ...MANAGED, 'dso.rotate': 'restart' })], {
       reconcileIntervalMs: 20,
@@ -1159,7 +1141,7 @@ describe('createAgent: failures that must not spread', () => {
     });
     await agent.start();
     await agent.idle();
-    version = 2;
+    state.version = 2;
     await expect.poll(() => fake.writes.length).toBe(2);
     // Without the abort, close would wait out the minute of jitter (past the test's timeout).
     await agent.close();
@@ -1184,13 +1166,7 @@ describe('createAgent: what was delivered survives a restart', () => {
   it('rotates nothing after a restart with nothing changed, and rotates what changed while it was down', async () => {
     await withStateFile(async (statePath) => {
       const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
-      let version = 1;
-      const provider: SecretProvider = {
-        ...createProvider(values),
-        async resolve({ path }) {
-          return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
-        },
-      };
+      const { provider, state } = versioned(values);
       const c1 = container('c1'.padEnd(64, 'a'), { ...MANAGED, 'dso.rotate': 'signal' });
       const run = async () => {
         const { agent, fake } = setup([c1], {
@@ -1217,7 +1193,7 @@ describe('createAgent: what was delivered survives a restart', () => {
 
       // Changed while no agent ran: written and rotated at the next start.
       values['app/db'] = 'v2';
-      version = 2;
+      state.version = 2;
       const third = await run();
       await expect.poll(() => third.fake.actions).toEqual([`signal ${c1.id} SIGHUP`]);
       expect(third.fake.writes).toHaveLength(1);
@@ -1228,13 +1204,7 @@ describe('createAgent: what was delivered survives a restart', () => {
   it('redoes a rotation that an agent stop interrupted', async () => {
     await withStateFile(async (statePath) => {
       const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
-      let version = 1;
-      const provider: SecretProvider = {
-        ...createProvider(values),
-        async resolve({ path }) {
-          return { value: SecretValue.fromText(values[path] ?? ''), version: String(version) };
-        },
-      };
+      const { provider, state } = versioned(values);
       const cache = createMemoryCache({ ttlMs: 0 });
       const c1 = container('c1'.padEnd(64, 'b'), { ...MANAGED, 'dso.rotate': 'restart' });
       const first = setup([c1], {
@@ -1247,7 +1217,7 @@ describe('createAgent: what was delivered survives a restart', () => {
       });
       await first.agent.start();
       await first.agent.idle();
-      version = 2;
+      state.version = 2;
       await expect.poll(() => first.fake.writes.length).toBe(2);
       await first.agent.close(); // the restart was still waiting out its jitter
       expect(first.fake.actions).toEqual([]);
