@@ -237,3 +237,47 @@ describe('the host path', () => {
     }
   });
 });
+
+describe('change detection', () => {
+  it("rewrites a file when the provider's version probe sees a new version, long before a reconciliation", async () => {
+    const canary = `canary-${randomUUID()}`;
+    await using workspace = await createWorkspace();
+    expect((await workspace.cli(['init'])).code).toBe(0);
+    expect(await workspace.cli(['secret', 'set', 'app/db'], `${canary}-1`)).toMatchObject({
+      code: 0,
+    });
+    // Reconciliation hourly and the cache for ten minutes: only the probe can notice in time.
+    await writeFile(
+      join(workspace.home, 'dso.yaml'),
+      'reconcile: { intervalMs: 1h }\nrotation: { pollIntervalMs: 1s, jitterMs: 0 }\n',
+    );
+    const { env } = await agentEnv(workspace);
+    await using agent = startAgent(env);
+    await agent.waitForLog('agent ready');
+    await using container = await runContainer([
+      '--label',
+      'dso.enable=true',
+      '--label',
+      'dso.file.db=dsofile://app/db',
+      '--tmpfs',
+      '/run/secrets',
+    ]);
+    const read = () => container.readFile('/run/secrets/db').catch(() => '');
+    await waitFor('the first version', async () =>
+      (await read()) === `${canary}-1` ? true : undefined,
+    );
+    expect(await workspace.cli(['secret', 'set', 'app/db'], `${canary}-2`)).toMatchObject({
+      code: 0,
+    });
+    await waitFor('the second version', async () =>
+      (await read()) === `${canary}-2` ? true : undefined,
+    );
+    expect(agent.lines().find((line) => line.msg === 'new secret version detected')).toMatchObject({
+      reference: 'local:app/db',
+      source: 'probe',
+      containers: 1,
+    });
+    expect(await agent.stop()).toBe(0);
+    expect(agent.output).not.toContain(canary);
+  });
+});
