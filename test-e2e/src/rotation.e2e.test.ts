@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import {
   agentEnv,
   createWorkspace,
@@ -279,5 +279,70 @@ describe('change detection', () => {
     });
     expect(await agent.stop()).toBe(0);
     expect(agent.output).not.toContain(canary);
+  });
+});
+
+describe('rotation across agent restarts', () => {
+  it('runs no hook after a restart with nothing changed, and runs it once for a version that changed while no agent ran', async () => {
+    const canary = `canary-${randomUUID()}`;
+    await using workspace = await createWorkspace();
+    expect((await workspace.cli(['init'])).code).toBe(0);
+    expect(await workspace.cli(['secret', 'set', 'app/db'], `${canary}-1`)).toMatchObject({
+      code: 0,
+    });
+    await writeFile(join(workspace.home, 'dso.yaml'), 'rotation: { jitterMs: 0 }\n');
+    const { env } = await agentEnv(workspace);
+    await using container = await runContainer([
+      '--label',
+      'dso.enable=true',
+      '--label',
+      'dso.file.db=dsofile://app/db',
+      '--label',
+      'dso.rotate=hook',
+      '--label',
+      'dso.rotate.hook=["sh","-c","echo ran >> /tmp/hook-runs"]',
+      '--tmpfs',
+      '/run/secrets',
+    ]);
+    const hookRuns = async () =>
+      (await container.exec('sh', '-c', 'cat /tmp/hook-runs 2>/dev/null || true'))
+        .split('\n')
+        .filter(Boolean).length;
+    const started: Array<ReturnType<typeof startAgent>> = [];
+    onTestFinished(async () => {
+      for (const agent of started) await agent[Symbol.asyncDispose]();
+    });
+    const runAgent = async () => {
+      const agent = startAgent(env);
+      started.push(agent);
+      await agent.waitForLog('agent ready');
+      await waitFor('the agent to look at the container', async () =>
+        agent
+          .lines()
+          .find(
+            (line) =>
+              (line.msg === 'secrets delivered' || line.msg === 'secrets up to date') &&
+              line.containerId === container.id.slice(0, 12),
+          ),
+      );
+      return agent;
+    };
+
+    const first = await runAgent();
+    expect(await first.stop()).toBe(0);
+    const second = await runAgent();
+    expect(second.lines().some((line) => line.msg === 'secrets up to date')).toBe(true);
+    expect(await second.stop()).toBe(0);
+    expect(await hookRuns()).toBe(0);
+
+    expect(await workspace.cli(['secret', 'set', 'app/db'], `${canary}-2`)).toMatchObject({
+      code: 0,
+    });
+    const third = await runAgent();
+    await waitFor('the hook to run', async () => ((await hookRuns()) === 1 ? true : undefined));
+    expect(await container.readFile('/run/secrets/db')).toBe(`${canary}-2`);
+    expect(await third.stop()).toBe(0);
+    expect(await hookRuns()).toBe(1);
+    for (const agent of [first, second, third]) expect(agent.output).not.toContain(canary);
   });
 });
