@@ -59,10 +59,17 @@ function createFakeRuntime(containers: ContainerDetails[]) {
         });
       }
     },
-    async listContainers() {
+    async listContainers({ all }) {
       return [...byId.values()]
-        .filter((c) => c.running && c.labels['dso.enable'] === 'true')
-        .map(({ id, name, labels, state, image }) => ({ id, name, labels, state, image }));
+        .filter((c) => (all || c.running) && c.labels['dso.enable'] === 'true')
+        .map(({ id, name, labels, state, image, binds }) => ({
+          id,
+          name,
+          labels,
+          state,
+          image,
+          binds,
+        }));
     },
     async inspectContainer(id) {
       const container = byId.get(id);
@@ -1264,5 +1271,29 @@ describe('createAgent: rotate on request during an outage', () => {
     expect(value?.value.reveal().toString()).toBe(CANARY);
     value?.value.dispose();
     await agent.close();
+  });
+});
+
+describe('createAgent: host folders of removed containers', () => {
+  it('deletes the folders no container binds any more, and keeps the others', async () => {
+    const { createHostSecretDirs } = await import('@dso/docker-runtime');
+    const { existsSync, mkdtempSync, rmSync } = await import('node:fs');
+    const root = mkdtempSync('/dev/shm/dso-agent-test-');
+    try {
+      const hostDirs = createHostSecretDirs({ root });
+      hostDirs.ensure('gone'); // its container was removed while no agent ran
+      const c1 = {
+        ...container('c1', MANAGED),
+        binds: [{ source: `${root}/kept`, target: '/run/secrets', readOnly: true }],
+      };
+      const { agent } = setup([c1], { hostDirs, hostFolderMinAgeMs: 0 });
+      await agent.start();
+      await agent.idle();
+      await expect.poll(() => existsSync(`${root}/gone`)).toBe(false);
+      expect(existsSync(`${root}/kept/..data`)).toBe(true);
+      await agent.close();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

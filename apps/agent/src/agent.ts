@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import {
   type AuditLog,
   type Cache,
@@ -73,6 +74,11 @@ export interface AgentOptions {
    * it only when the agent shares the host with the engine.
    */
   hostDirs?: HostSecretDirs;
+  /**
+   * How old (since its last change) a host folder no container binds must be before it is
+   * removed: a container being created may be about to bind a new one. @default 60000
+   */
+  hostFolderMinAgeMs?: number;
   /** Where resolved secrets are cached. @default createMemoryCache() with its defaults */
   cache?: Cache;
   /** Deliveries at once (1-32). @default DEFAULT_CONCURRENCY */
@@ -332,6 +338,7 @@ export function createAgent(options: AgentOptions): Agent {
   const maxStaleness: ReadonlyMap<string, number> = options.maxStalenessMs ?? new Map();
   const clock = options.clock ?? systemClock;
   const hostDirs = options.hostDirs;
+  const hostFolderMinAgeMs = options.hostFolderMinAgeMs ?? 60_000;
   const listeners = new Set<(event: AgentEvent) => void>();
   /** Tells every subscriber (the API's event streams). */
   function emit(event: AgentEvent): void {
@@ -1118,6 +1125,42 @@ export function createAgent(options: AgentOptions): Agent {
     return runtime.resolveUser(containerId, { signal });
   }
 
+  /**
+   * Removes the host folders no container binds any more (removed while the agent was down, or
+   * a destroy event lost), so no secret outlives its container on the host. A folder changed in
+   * the last minute is left alone: a container being created may be about to bind it.
+   */
+  async function sweepHostFolders(signal: AbortSignal): Promise<void> {
+    if (hostDirs === undefined) return;
+    try {
+      const all = await runtime.listContainers({
+        label: `${LABELS.enable}=true`,
+        all: true,
+        signal,
+      });
+      const used = new Set<string>();
+      const prefix = `${hostDirs.root}/`;
+      for (const container of all) {
+        for (const bind of container.binds ?? []) {
+          if (bind.source.startsWith(prefix)) used.add(bind.source.slice(prefix.length));
+        }
+      }
+      let removed = 0;
+      for (const key of hostDirs.keys()) {
+        if (used.has(key)) continue;
+        const changedAt = statSync(hostDirs.pathOf(key), { throwIfNoEntry: false })?.ctimeMs;
+        if (changedAt === undefined || Date.now() - changedAt < hostFolderMinAgeMs) continue;
+        hostDirs.remove(key);
+        removed += 1;
+      }
+      if (removed > 0)
+        logger.info({ folders: removed }, 'host folders of removed containers deleted');
+    } catch (error) {
+      if (signal.aborted) return;
+      logger.warn({ err: error, code: errorCode(error) }, 'could not clean the host path folders');
+    }
+  }
+
   /** Empties a container's host folder when it stops, so no secret outlives its run in it. */
   function clearHostFiles(containerId: string, destroyed: boolean): void {
     const key = hostKeys.get(containerId);
@@ -1338,6 +1381,7 @@ export function createAgent(options: AgentOptions): Agent {
     scheduleSave();
     for (const id of statuses.keys()) if (!running.has(id)) statuses.delete(id);
     for (const container of containers) queue.add(container.id, trigger);
+    void sweepHostFolders(signal);
     // Ready once every managed container has been looked at once (the deliveries follow).
     health?.reconciled();
     return containers.length;

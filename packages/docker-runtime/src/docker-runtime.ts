@@ -176,6 +176,8 @@ export interface ContainerSummary {
   state: string;
   /** The image reference it was created from. */
   image: string;
+  /** Host folders it bind-mounts, and where: what the host path's clean-up must not remove. */
+  binds?: Array<{ source: string; target: string }>;
 }
 
 /** What DSO needs to know about one container. */
@@ -757,6 +759,9 @@ class EngineRuntime implements DockerRuntime {
       labels: { ...(info.Labels ?? {}) },
       state: info.State ?? '',
       image: info.Image ?? '',
+      binds: (info.Mounts ?? [])
+        .filter((mount) => mount.Type === 'bind' && typeof mount.Source === 'string')
+        .map((mount) => ({ source: mount.Source, target: mount.Destination })),
     }));
   }
 
