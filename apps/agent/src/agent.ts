@@ -1149,7 +1149,9 @@ export function createAgent(options: AgentOptions): Agent {
       for (const key of hostDirs.keys()) {
         if (used.has(key)) continue;
         const changedAt = statSync(hostDirs.pathOf(key), { throwIfNoEntry: false })?.ctimeMs;
-        if (changedAt === undefined || Date.now() - changedAt < hostFolderMinAgeMs) continue;
+        // Whole ms, as Date.now(): a folder made in this very millisecond is 0 ms old, not less.
+        const ageMs = Date.now() - Math.floor(changedAt ?? Number.POSITIVE_INFINITY);
+        if (!(ageMs >= hostFolderMinAgeMs)) continue;
         hostDirs.remove(key);
         removed += 1;
       }
