@@ -6,7 +6,6 @@ import {
   type CacheResult,
   type Clock,
   cacheKey,
-  cacheKeyPrefix,
   createEventQueue,
   createMemoryCache,
   DEFAULT_QUEUE_RETRY,
@@ -991,7 +990,7 @@ export function createAgent(options: AgentOptions): Agent {
     spec: ManagedSpec,
     signal: AbortSignal,
   ): Promise<void> {
-    const values = await resolveValues(spec.env, signal);
+    const values = await resolveEach(spec.env, signal);
     const env: Record<string, string> = {};
     // Which version each value has: the next check (of this agent or the next) compares them.
     const labels: Record<string, string> = {};
@@ -1070,24 +1069,6 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
-  /** Values of `dso://` references, by variable name; the caller disposes them. */
-  async function resolveValues(
-    entries: ManagedSpec['env'],
-    signal: AbortSignal,
-  ): Promise<Array<{ name: string; value: SecretValue; version: string }>> {
-    const values: Array<{ name: string; value: SecretValue; version: string }> = [];
-    try {
-      for (const { name, reference } of entries) {
-        const one = await resolveOne(reference, signal);
-        values.push({ name, value: one.value, version: one.version });
-      }
-      return values;
-    } catch (error) {
-      for (const { value } of values) value.dispose();
-      throw error;
-    }
-  }
-
   /**
    * The host path key of a container that bind-mounts `<hostDirs.root>/<key>` at its target,
    * or undefined (exec path).
@@ -1099,7 +1080,7 @@ export function createAgent(options: AgentOptions): Agent {
     const prefix = `${hostDirs.root}/`;
     if (!bind.source.startsWith(prefix)) return undefined;
     const key = bind.source.slice(prefix.length);
-    if (!HOST_KEY.test(key)) return undefined;
+    if (!isHostKey(hostDirs, key)) return undefined;
     if (!bind.readOnly) {
       // Writable, root in the container could swap the folder's entries under the agent's
       // writes (and so steer them): refused, with the fix.
@@ -1270,18 +1251,35 @@ export function createAgent(options: AgentOptions): Agent {
 
   /** Each `dso.env.*` variable's reference and current version (values disposed at once). */
   async function envVersions(spec: ManagedSpec, signal: AbortSignal): Promise<DeliveredFile[]> {
-    const versions: DeliveredFile[] = [];
-    for (const { name, reference } of spec.env) {
-      const one = await resolveOne(reference, signal);
+    return (await resolveEach(spec.env, signal)).map((one) => {
       one.value.dispose();
-      versions.push({
-        name,
+      return {
+        name: one.name,
         reference: one.formatted,
         provider: one.provider,
         version: one.version,
-      });
+      };
+    });
+  }
+
+  /**
+   * Resolves each entry's reference in order through {@link resolveOne}; the values are the
+   * caller's to dispose, and all are disposed when one fails.
+   */
+  async function resolveEach<T extends { name: string; reference: SecretReference }>(
+    entries: readonly T[],
+    signal: AbortSignal,
+  ): Promise<Array<Awaited<ReturnType<typeof resolveOne>> & { name: string }>> {
+    const resolved: Array<Awaited<ReturnType<typeof resolveOne>> & { name: string }> = [];
+    try {
+      for (const { name, reference } of entries) {
+        resolved.push({ ...(await resolveOne(reference, signal)), name });
+      }
+      return resolved;
+    } catch (error) {
+      for (const one of resolved) one.value.dispose();
+      throw error;
     }
-    return versions;
   }
 
   /** One call to a provider, counted, its value registered with the redactor at once. */
@@ -1337,25 +1335,18 @@ export function createAgent(options: AgentOptions): Agent {
   }
 
   async function resolveFiles(spec: ManagedSpec, signal: AbortSignal): Promise<ResolvedFile[]> {
-    const files: ResolvedFile[] = [];
-    try {
-      for (const { name, reference } of spec.files) {
-        const one = await resolveOne(reference, signal);
-        files.push({
-          name,
-          content: Buffer.from(one.value.reveal()),
-          reference: one.formatted,
-          provider: one.provider,
-          version: one.version,
-          cacheHit: one.cacheHit,
-        });
-        one.value.dispose();
-      }
-      return files;
-    } catch (error) {
-      for (const file of files) file.content.fill(0);
-      throw error;
-    }
+    return (await resolveEach(spec.files, signal)).map((one) => {
+      const file = {
+        name: one.name,
+        content: Buffer.from(one.value.reveal()),
+        reference: one.formatted,
+        provider: one.provider,
+        version: one.version,
+        cacheHit: one.cacheHit,
+      };
+      one.value.dispose();
+      return file;
+    });
   }
 
   async function enqueueRunningManaged(
@@ -1617,8 +1608,7 @@ export function createAgent(options: AgentOptions): Agent {
       }
       // Past the cache: every secret these containers use (not pinned to a version) is asked
       // again, and the answer replaces the cached value (a failure keeps it).
-      const prefixes = new Set<string>();
-      const secrets = new Map<string, { provider: string; path: string }>();
+      const secrets = new Map<string, { provider: string; path: string; pinned: boolean }>();
       for (const container of selected) {
         let spec: ManagedSpec | undefined;
         try {
@@ -1628,21 +1618,22 @@ export function createAgent(options: AgentOptions): Agent {
         }
         for (const { reference } of [...(spec?.files ?? []), ...(spec?.env ?? [])]) {
           const provider = reference.provider ?? defaultProvider;
-          prefixes.add(cacheKeyPrefix(provider, reference.path));
-          if (reference.version === undefined) {
-            secrets.set(`${provider}:${reference.path}`, { provider, path: reference.path });
-          }
+          const key = `${provider}:${reference.path}`;
+          const pinned = reference.version !== undefined && (secrets.get(key)?.pinned ?? true);
+          secrets.set(key, { provider, path: reference.path, pinned });
         }
       }
       await Promise.all(
-        [...secrets.values()].map(({ provider, path }) => refresh(provider, path, stopping.signal)),
+        [...secrets.values()]
+          .filter(({ pinned }) => !pinned)
+          .map(({ provider, path }) => refresh(provider, path, stopping.signal)),
       );
       for (const container of selected) queue.add(container.id, 'api');
       logger.info(
-        { containers: selected.length, secrets: prefixes.size },
+        { containers: selected.length, secrets: secrets.size },
         'rotation requested: secrets asked again',
       );
-      return { containers: selected.length, secrets: prefixes.size };
+      return { containers: selected.length, secrets: secrets.size };
     },
     async resolveEnvironment(references, options = {}) {
       if (!started || stopping.signal.aborted) {
@@ -1704,8 +1695,15 @@ export function createAgent(options: AgentOptions): Agent {
   return agent;
 }
 
-/** A host path key: the runtime's own rule for a key folder's name. */
-const HOST_KEY = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** Whether `key` names a key folder, by the runtime's own rule (`pathOf` refuses any other). */
+function isHostKey(dirs: HostSecretDirs, key: string): boolean {
+  try {
+    dirs.pathOf(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // Worth retrying: what may pass on its own (a provider's retryable error, an engine that timed
 // out or could not be reached). A missing secret or a bad label waits for the next start.
