@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { DsoError, errorCode, isDsoError } from './errors.js';
+import { DsoError, errorCode, isDsoError, isRetryable } from './errors.js';
 
 class DockerRuntimeError extends DsoError {
   override name = 'DockerRuntimeError';
@@ -48,7 +48,7 @@ describe('DsoError', () => {
 
   it('does not show its brand as an enumerable property', () => {
     const error = new DsoError('DSO_TEST_FAILED', 'test failed');
-    expect(Object.keys(error).sort()).toEqual(['code', 'details', 'name']);
+    expect(Object.keys(error).sort()).toEqual(['code', 'details', 'name', 'retryable']);
     expect(Object.getOwnPropertySymbols(error)).toEqual([Symbol.for('dso.error')]);
   });
 });
@@ -84,5 +84,24 @@ describe('errorCode', () => {
     expect(errorCode(Object.assign(new Error('m'), { code: 'ENOENT' }))).toBeUndefined();
     expect(errorCode('DSO_X')).toBeUndefined();
     expect(errorCode(null)).toBeUndefined();
+  });
+});
+
+describe('isRetryable', () => {
+  it('asks the error: retryable only when built so', () => {
+    expect(isRetryable(new DsoError('DSO_X_Y', 'm', { retryable: true }))).toBe(true);
+    expect(isRetryable(new DsoError('DSO_X_Y', 'm'))).toBe(false);
+    expect(new DsoError('DSO_X_Y', 'm', { retryable: true }).details).toEqual({});
+  });
+
+  it('finds a retryable error wrapped as a cause, and ignores codes alone', () => {
+    const provider = Object.assign(new Error('unavailable'), { retryable: true });
+    const wrapped = new DsoError('DSO_AGENT_RESOLVE_FAILED', 'could not resolve', {
+      cause: new DsoError('DSO_X_Y', 'middle', { cause: provider }),
+    });
+    expect(isRetryable(wrapped)).toBe(true);
+    expect(isRetryable({ code: 'DSO_DOCKER_TIMEOUT' })).toBe(false);
+    expect(isRetryable(undefined)).toBe(false);
+    expect(isRetryable('DSO_DOCKER_TIMEOUT')).toBe(false);
   });
 });

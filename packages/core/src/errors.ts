@@ -9,6 +9,12 @@ const DSO_ERROR = Symbol.for('dso.error');
 export interface DsoErrorOptions {
   /** The error this one wraps; kept as the standard `error.cause`. */
   cause?: unknown;
+  /**
+   * Whether the same operation may succeed if tried again later (an engine or provider that
+   * was unavailable, a timeout); kept as {@link DsoError.retryable}, not in `details`.
+   * @default false
+   */
+  retryable?: boolean;
   /** Any other fact, kept on {@link DsoError.details}. */
   [fact: string]: unknown;
 }
@@ -32,8 +38,13 @@ export interface DsoErrorOptions {
 export class DsoError extends Error {
   /** A stable code, `DSO_<AREA>_<WHAT>`, that callers and tests branch on. */
   readonly code: string;
-  /** Every option except `cause`: the facts behind the failure. Empty when none were given. */
+  /** Every option except `cause` and `retryable`: the facts behind the failure. Empty when none were given. */
   readonly details: Readonly<Record<string, unknown>>;
+  /**
+   * Whether trying the same operation again later may succeed. The error says so, so that
+   * callers keep no lists of codes: see {@link isRetryable}.
+   */
+  readonly retryable: boolean;
 
   /**
    * @param code a stable `DSO_<AREA>_<WHAT>` code
@@ -41,11 +52,12 @@ export class DsoError extends Error {
    * @param options `cause`, plus facts kept on `details`
    */
   constructor(code: string, message: string, options: DsoErrorOptions = {}) {
-    const { cause, ...details } = options;
+    const { cause, retryable, ...details } = options;
     super(message, 'cause' in options ? { cause } : undefined);
     this.name = 'DsoError';
     this.code = code;
     this.details = Object.freeze(details);
+    this.retryable = retryable === true;
     Object.defineProperty(this, DSO_ERROR, { value: true });
   }
 }
@@ -79,4 +91,25 @@ export function errorCode(error: unknown): string | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && code.startsWith('DSO_') ? code : undefined;
+}
+
+/**
+ * Whether an operation that failed with `error` is worth trying again: true when the error, or
+ * one of the errors it wraps (`cause`, five deep), says `retryable: true` (a {@link DsoError}
+ * built so, a retryable `ProviderError`, a `DockerRuntimeError` whose code means the engine may
+ * answer later). The errors decide; callers keep no lists of codes.
+ *
+ * @example
+ * } catch (error) {
+ *   if (isRetryable(error)) queue.retryLater(id);
+ *   else report(error);
+ * }
+ */
+export function isRetryable(error: unknown): boolean {
+  let current = error;
+  for (let depth = 0; depth < 6 && typeof current === 'object' && current !== null; depth += 1) {
+    if ((current as { retryable?: unknown }).retryable === true) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
 }

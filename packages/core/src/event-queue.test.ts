@@ -1,6 +1,6 @@
+import { createFakeClock, type FakeClock } from '@dso/async';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createFakeClock, type FakeClock } from './clock.js';
 import { isDsoError } from './errors.js';
 import {
   createEventQueue,

@@ -1,4 +1,4 @@
-import { type Clock, type ClockTimer, systemClock } from './clock.js';
+import { type Clock, type ClockTimer, systemClock } from '@dso/async';
 import { DsoError } from './errors.js';
 
 // The model is client-go's util/workqueue: a line of waiting keys (its "queue" + "dirty" set),

@@ -20,6 +20,14 @@
  */
 
 export {
+  type Clock,
+  type ClockTimer,
+  createFakeClock,
+  type FakeClock,
+  type FakeClockOptions,
+  systemClock,
+} from '@dso/async';
+export {
   AUDIT_ACTIONS,
   AUDIT_ACTOR_KINDS,
   AUDIT_OUTCOMES,
@@ -63,14 +71,6 @@ export {
   DEFAULT_STALE_IF_ERROR_MS,
   type MemoryCacheOptions,
 } from './cache/memory-cache.js';
-export {
-  type Clock,
-  type ClockTimer,
-  createFakeClock,
-  type FakeClock,
-  type FakeClockOptions,
-  systemClock,
-} from './clock.js';
 export { CONFIG_ENV_OVERRIDES, type ConfigEnvOverride } from './config/env.js';
 export {
   DEFAULT_CONFIG_FILE_NAME,
@@ -92,7 +92,7 @@ export {
   type RotationPolicy,
 } from './config/schema.js';
 export { formatByteSize, formatDuration, parseByteSize, parseDuration } from './config/units.js';
-export { DsoError, type DsoErrorOptions, errorCode, isDsoError } from './errors.js';
+export { DsoError, type DsoErrorOptions, errorCode, isDsoError, isRetryable } from './errors.js';
 export {
   createEventQueue,
   DEFAULT_QUEUE_CLOSE_GRACE_MS,

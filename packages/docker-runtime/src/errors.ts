@@ -30,6 +30,19 @@ export const DOCKER_RUNTIME_ERROR_CODES = [
   'DSO_DOCKER_REPLACE_FAILED',
 ] as const;
 
+/**
+ * The codes that may pass on their own (the engine timed out, could not be reached, answered
+ * with a server error, or another writer held the target for a moment): a
+ * {@link DockerRuntimeError} with one of them is `retryable`. Anything else (a missing
+ * container, no shell in the image, a target that is no tmpfs) waits for a change.
+ */
+export const RETRYABLE_DOCKER_CODES: ReadonlySet<string> = new Set([
+  'DSO_DOCKER_TIMEOUT',
+  'DSO_DOCKER_UNREACHABLE',
+  'DSO_DOCKER_ENGINE_ERROR',
+  'DSO_DOCKER_TARGET_BUSY',
+]);
+
 /** A stable `DSO_DOCKER_*` code; see the errors table in the README for causes and fixes. */
 export type DockerRuntimeErrorCode = (typeof DOCKER_RUNTIME_ERROR_CODES)[number];
 
@@ -53,10 +66,11 @@ export class DockerRuntimeError extends DsoError {
   /**
    * @param code a `DSO_DOCKER_*` code
    * @param message what went wrong and what to do, never a secret value
-   * @param options `cause`, plus facts kept on `details`
+   * @param options `cause`, `retryable` (by default whether the code is one of
+   *   {@link RETRYABLE_DOCKER_CODES}), plus facts kept on `details`
    */
   constructor(code: DockerRuntimeErrorCode, message: string, options: DsoErrorOptions = {}) {
-    super(code, message, options);
+    super(code, message, { retryable: RETRYABLE_DOCKER_CODES.has(code), ...options });
     this.name = 'DockerRuntimeError';
     Object.defineProperty(this, DOCKER_RUNTIME_ERROR, { value: true });
   }

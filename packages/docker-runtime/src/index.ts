@@ -66,6 +66,7 @@ export {
   DockerRuntimeError,
   type DockerRuntimeErrorCode,
   isDockerRuntimeError,
+  RETRYABLE_DOCKER_CODES,
 } from './errors.js';
 export {
   DEFAULT_EVENTS_MAX_RECONNECTS,

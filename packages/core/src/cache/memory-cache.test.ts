@@ -1,7 +1,7 @@
+import { createFakeClock } from '@dso/async';
 import { ProviderError, SecretValue } from '@dso/provider-sdk';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createFakeClock } from '../clock.js';
 import { runCacheConformance } from '../testing/cache-conformance.js';
 import {
   type Cache,

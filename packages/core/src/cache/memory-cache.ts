@@ -1,5 +1,5 @@
+import { type Clock, type ClockTimer, systemClock } from '@dso/async';
 import { isProviderError, isSecretValue, SecretValue } from '@dso/provider-sdk';
-import { type Clock, type ClockTimer, systemClock } from '../clock.js';
 import {
   type Cache,
   type CacheCallOptions,

@@ -1,8 +1,8 @@
+import { createFakeClock, type FakeClock } from '@dso/async';
 import { isProviderError, ProviderError, SecretValue } from '@dso/provider-sdk';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Cache, CacheLoader, LoadedSecret } from '../cache/cache.js';
 import { cacheKey, cacheKeyPrefix } from '../cache/cache.js';
-import { createFakeClock, type FakeClock } from '../clock.js';
 import { isDsoError } from '../errors.js';
 
 /**

@@ -1,0 +1,3 @@
+import { definePackageBuild } from '../../tools/config/tsup.base.ts';
+
+export default definePackageBuild();
