@@ -1,4 +1,10 @@
-import { type Clock, type ClockTimer, systemClock } from '@dso/async';
+import {
+  type BackoffJitter,
+  backoffDelay,
+  type Clock,
+  type ClockTimer,
+  systemClock,
+} from '@dso/async';
 import { DsoError } from './errors.js';
 
 // The model is client-go's util/workqueue: a line of waiting keys (its "queue" + "dirty" set),
@@ -47,7 +53,7 @@ export type EventQueueWorker<T> = (
  * How the delay before a retry is drawn from its backoff `b = min(maxDelayMs, baseDelayMs ×
  * 2^(attempt−1))`: `'full'` anywhere in [0, b), `'equal'` in [b/2, b), `'none'` exactly b.
  */
-export type RetryJitter = 'full' | 'equal' | 'none';
+export type RetryJitter = BackoffJitter;
 
 /** When and how often failed work is tried again. */
 export interface EventQueueRetryOptions {
@@ -356,12 +362,8 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     waiting.set(key, entry);
   };
 
-  const retryDelay = (failedAttempt: number) => {
-    const backoff = Math.min(maxDelayMs, baseDelayMs * 2 ** (failedAttempt - 1));
-    if (jitter === 'none') return backoff;
-    if (jitter === 'full') return random() * backoff;
-    return backoff / 2 + (random() * backoff) / 2;
-  };
+  const retryDelay = (failedAttempt: number) =>
+    backoffDelay(failedAttempt, { baseMs: baseDelayMs, maxMs: maxDelayMs, jitter, random });
 
   const pump = () => {
     while (running.size < concurrency && line.size > 0) {

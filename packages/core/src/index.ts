@@ -71,6 +71,7 @@ export {
   DEFAULT_STALE_IF_ERROR_MS,
   type MemoryCacheOptions,
 } from './cache/memory-cache.js';
+export { Flight, SingleFlight, type SingleFlightOptions } from './cache/single-flight.js';
 export { CONFIG_ENV_OVERRIDES, type ConfigEnvOverride } from './config/env.js';
 export {
   DEFAULT_CONFIG_FILE_NAME,

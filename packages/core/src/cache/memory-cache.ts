@@ -13,6 +13,7 @@ import {
   type GetOrLoadOptions,
   type LoadedSecret,
 } from './cache.js';
+import { Flight, SingleFlight } from './single-flight.js';
 
 /** Default bound on the number of entries of a memory cache. */
 export const DEFAULT_CACHE_MAX_ENTRIES = 10_000;
@@ -125,21 +126,14 @@ type Slot = ValueSlot | NegativeSlot;
 /** What is stored beside a value's bytes. */
 type SecretFacts = Pick<LoadedSecret, 'version' | 'provider' | 'fetchedAt'>;
 
-interface Waiter {
-  resolve(result: CacheResult): void;
-  reject(error: unknown): void;
-  /** Removes the waiter's abort listener. */
-  release(): void;
-}
+/** One load of a key, and the TTL its result is stored with. */
+class LoadFlight extends Flight<CacheResult> {
+  readonly ttlMs: number;
 
-interface Flight {
-  key: string;
-  controller: AbortController;
-  waiters: Set<Waiter>;
-  ttlMs: number;
-  /** Set when the key was written, deleted or invalidated meanwhile, or the cache closed: the
-   * result still reaches its waiters but is not stored. */
-  detached: boolean;
+  constructor(key: string, ttlMs: number) {
+    super(key);
+    this.ttlMs = ttlMs;
+  }
 }
 
 type Counters = Omit<CacheStats, 'entries' | 'bytes'>;
@@ -152,7 +146,7 @@ class MemoryCache implements Cache {
   readonly #slots = new Map<string, Slot>();
   #oldest: Slot | undefined;
   #newest: Slot | undefined;
-  readonly #flights = new Map<string, Flight>();
+  readonly #flights = new SingleFlight<CacheResult, LoadFlight>();
   readonly #clock: Clock;
   readonly #ttlMs: number;
   readonly #maxEntries: number;
@@ -225,13 +219,13 @@ class MemoryCache implements Cache {
     const ttlMs = nonNegative('ttlMs', options.ttlMs ?? this.#ttlMs);
     checkSecret(secret);
     // A load started before this write carries older news: let it answer its callers only.
-    this.#detach(key);
+    this.#flights.detach(key);
     this.#store(key, new Uint8Array(secret.value.reveal()), secret, ttlMs);
   }
 
   async delete(key: string) {
     this.#assertOpen();
-    this.#detach(key);
+    this.#flights.detach(key);
     const slot = this.#live(key, this.#clock.now());
     if (slot === undefined) return false;
     this.#remove(key, slot);
@@ -240,7 +234,9 @@ class MemoryCache implements Cache {
 
   async invalidatePrefix(prefix: string) {
     this.#assertOpen();
-    for (const key of this.#flights.keys()) if (key.startsWith(prefix)) this.#detach(key);
+    for (const { key } of this.#flights.values()) {
+      if (key.startsWith(prefix)) this.#flights.detach(key);
+    }
     const now = this.#clock.now();
     let removed = 0;
     for (const [key, slot] of this.#slots) {
@@ -255,7 +251,7 @@ class MemoryCache implements Cache {
 
   async clear() {
     this.#assertOpen();
-    for (const key of [...this.#flights.keys()]) this.#detach(key);
+    for (const { key } of [...this.#flights.values()]) this.#flights.detach(key);
     this.#removeAll();
   }
 
@@ -279,7 +275,7 @@ class MemoryCache implements Cache {
     let flight = this.#flights.get(key);
     if (flight === undefined) flight = this.#startLoad(key, loader, ttlMs);
     else this.#counters.coalesced++;
-    return this.#wait(flight, signal);
+    return this.#flights.wait(flight, signal);
   }
 
   stats(): CacheStats {
@@ -292,16 +288,7 @@ class MemoryCache implements Cache {
     if (this.#sweepTimer !== undefined) this.#clock.clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;
     const closed = closedError();
-    for (const flight of this.#flights.values()) {
-      flight.detached = true;
-      flight.controller.abort(closed);
-      for (const waiter of flight.waiters) {
-        waiter.release();
-        waiter.reject(closed);
-      }
-      flight.waiters.clear();
-    }
-    this.#flights.clear();
+    for (const flight of this.#flights.closeAll(closed)) flight.rejectEach(closed);
     this.#removeAll();
   }
 
@@ -461,23 +448,8 @@ class MemoryCache implements Cache {
     }
   }
 
-  /** Stops a load in flight for `key` from being joined or stored; its waiters still get it. */
-  #detach(key: string) {
-    const flight = this.#flights.get(key);
-    if (flight === undefined) return;
-    flight.detached = true;
-    this.#flights.delete(key);
-  }
-
-  #startLoad(key: string, loader: CacheLoader, ttlMs: number): Flight {
-    const flight: Flight = {
-      key,
-      controller: new AbortController(),
-      waiters: new Set(),
-      ttlMs,
-      detached: false,
-    };
-    this.#flights.set(key, flight);
+  #startLoad(key: string, loader: CacheLoader, ttlMs: number): LoadFlight {
+    const flight = this.#flights.start(new LoadFlight(key, ttlMs));
     this.#counters.loads++;
     let loading: Promise<LoadedSecret>;
     try {
@@ -492,31 +464,7 @@ class MemoryCache implements Cache {
     return flight;
   }
 
-  #wait(flight: Flight, signal: AbortSignal | undefined): Promise<CacheResult> {
-    return new Promise<CacheResult>((resolve, reject) => {
-      const onAbort = () => {
-        flight.waiters.delete(waiter);
-        reject(signal?.reason);
-        if (flight.waiters.size === 0) this.#abandon(flight);
-      };
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        release: () => signal?.removeEventListener('abort', onAbort),
-      };
-      flight.waiters.add(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  /** Every caller gave up: abort the load and let the next caller start a fresh one. */
-  #abandon(flight: Flight) {
-    if (this.#flights.get(flight.key) === flight) this.#flights.delete(flight.key);
-    flight.detached = true;
-    flight.controller.abort();
-  }
-
-  #loaded(flight: Flight, loaded: LoadedSecret) {
+  #loaded(flight: LoadFlight, loaded: LoadedSecret) {
     let bytes: Uint8Array;
     try {
       checkSecret(loaded);
@@ -527,7 +475,7 @@ class MemoryCache implements Cache {
       this.#failed(flight, error);
       return;
     }
-    if (this.#flights.get(flight.key) === flight) this.#flights.delete(flight.key);
+    this.#flights.retire(flight);
     const now = this.#clock.now();
     const { version, provider } = loaded;
     const fetchedAt = loaded.fetchedAt ?? now;
@@ -535,20 +483,22 @@ class MemoryCache implements Cache {
     const store = !flight.detached && !this.#closed;
     // Copies are made synchronously for every waiter before anything else can run, so an
     // eviction cannot zero the stored bytes under a waiter.
-    for (const waiter of flight.waiters) {
-      waiter.release();
-      const value = SecretValue.fromBytes(bytes);
-      waiter.resolve({ value, version, provider, fetchedAt, expiresAt, stale: false });
-    }
-    flight.waiters.clear();
+    flight.resolveEach(() => ({
+      value: SecretValue.fromBytes(bytes),
+      version,
+      provider,
+      fetchedAt,
+      expiresAt,
+      stale: false,
+    }));
     if (store) this.#store(flight.key, bytes, { version, provider, fetchedAt }, flight.ttlMs);
     else bytes.fill(0);
   }
 
-  #failed(flight: Flight, error: unknown) {
-    if (this.#flights.get(flight.key) === flight) this.#flights.delete(flight.key);
+  #failed(flight: LoadFlight, error: unknown) {
+    this.#flights.retire(flight);
     this.#counters.loadErrors++;
-    if (flight.waiters.size === 0 && flight.detached) return;
+    if (flight.waiting === 0 && flight.detached) return;
     const store = !flight.detached && !this.#closed;
     const notFound = isProviderError(error) && error.code === 'DSO_PROVIDER_NOT_FOUND';
     if (notFound && store) this.#storeNotFound(flight.key, error);
@@ -557,18 +507,16 @@ class MemoryCache implements Cache {
       !notFound && isProviderError(error) && error.retryable && !this.#closed
         ? this.#live(flight.key, now)
         : undefined;
-    for (const waiter of flight.waiters) {
-      waiter.release();
-      if (fallback?.kind !== 'value') {
-        waiter.reject(error);
-      } else {
-        // Inside the stale window (the slot is live). Fresh only if a `set` landed meanwhile.
-        const stale = now >= fallback.expiresAt;
-        if (stale) this.#counters.staleServed++;
-        waiter.resolve(resultOf(fallback, stale));
-      }
+    if (fallback?.kind !== 'value') {
+      flight.rejectEach(error);
+      return;
     }
-    flight.waiters.clear();
+    // Inside the stale window (the slot is live). Fresh only if a `set` landed meanwhile.
+    const stale = now >= fallback.expiresAt;
+    flight.resolveEach(() => {
+      if (stale) this.#counters.staleServed++;
+      return resultOf(fallback, stale);
+    });
   }
 }
 
