@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { abortable, backoffDelay, sleep } from '@dso/async';
 import {
   type Cache,
   type CacheCallOptions,
@@ -13,9 +13,11 @@ import {
   DEFAULT_CACHE_TTL_MS,
   DEFAULT_NEGATIVE_TTL_MS,
   DEFAULT_STALE_IF_ERROR_MS,
+  Flight,
   type GetOrLoadOptions,
   type LoadedSecret,
   type Logger,
+  SingleFlight,
   systemClock,
 } from '@dso/core';
 import { isProviderError, isSecretValue, ProviderError, SecretValue } from '@dso/provider-sdk';
@@ -55,10 +57,12 @@ export const DEFAULT_REDIS_LEASE_MS = 30_000;
 
 /** Shortest lease accepted: renewals run every third of it. */
 const MIN_LEASE_MS = 300;
-/** Waiting for another agent's load: first poll after this, doubling… */
-const LEASE_POLL_MIN_MS = 10;
-/** …up to this. A value stored by the holder reaches the waiters within about this long. */
-const LEASE_POLL_MAX_MS = 100;
+/**
+ * Waiting for another agent's load: first poll after 10 ms, doubling up to 100 ms (each wait
+ * jittered between half that and that). A value stored by the holder reaches the waiters within
+ * about 100 ms.
+ */
+const LEASE_POLL = { baseMs: 10, maxMs: 100 } as const;
 /** During an outage, one command per this interval tries Redis; the rest fail at once. */
 const OUTAGE_PROBE_INTERVAL_MS = 1_000;
 /** Entries deleted per INVALIDATE script run, so one run never blocks Redis for long. */
@@ -176,25 +180,19 @@ interface StoredEntry {
   times: Times;
 }
 
-interface Waiter {
-  resolve(result: CacheResult): void;
-  reject(error: unknown): void;
-  /** Removes the waiter's abort listener. */
-  release(): void;
-}
-
-interface Flight {
-  key: string;
-  names: EntryNames;
-  controller: AbortController;
-  waiters: Set<Waiter>;
-  ttlMs: number;
-  /** Set when the key was written, deleted or invalidated meanwhile, every caller left, or the
-   * cache closed: the result still reaches its waiters but is not stored. */
-  detached: boolean;
+/** One load of a key: its Redis names, the TTL its result is stored with, and its lease. */
+class LoadFlight extends Flight<CacheResult> {
+  readonly names: EntryNames;
+  readonly ttlMs: number;
   /** The lease token while this flight holds the key's lease in Redis. */
   token: string | undefined;
   renewTimer: NodeJS.Timeout | undefined;
+
+  constructor(key: string, names: EntryNames, ttlMs: number) {
+    super(key);
+    this.names = names;
+    this.ttlMs = ttlMs;
+  }
 }
 
 /** How a flight ends for its waiters. */
@@ -235,7 +233,10 @@ class RedisBackedCache implements RedisCache {
   readonly #maxBytes: number;
   readonly #leaseMs: number;
   readonly #commandTimeoutMs: number;
-  readonly #flights = new Map<string, Flight>();
+  // Every caller gave up: the load is aborted; free its lease so the next one need not wait.
+  readonly #flights = new SingleFlight<CacheResult, LoadFlight>({
+    onAbandon: (flight) => this.#releaseLease(flight),
+  });
   #closed = false;
   #outage = false;
   #probeAfter = 0;
@@ -309,8 +310,7 @@ class RedisBackedCache implements RedisCache {
       maxRetriesPerRequest: 0,
       enableOfflineQueue: true,
       // Reconnect for ever (the agent outlives outages), capped and jittered.
-      retryStrategy: (attempt) =>
-        Math.round(Math.min(50 * 2 ** Math.min(attempt, 6), 2_000) * (0.5 + Math.random() / 2)),
+      retryStrategy: (attempt) => Math.round(backoffDelay(attempt, { baseMs: 100, maxMs: 2_000 })),
       connectionName: 'dso-cache',
     }) as ScriptedRedis;
     this.#client.defineCommand('dsoAcquire', { lua: ACQUIRE, numberOfKeys: 2 });
@@ -395,7 +395,8 @@ class RedisBackedCache implements RedisCache {
     // Loads in flight here: detached now, and their leases deleted below (no entry may exist yet
     // to find them by), so none of them stores what it loaded.
     const leases: string[] = [];
-    for (const [key, flight] of this.#flights) {
+    for (const flight of this.#flights.values()) {
+      const { key } = flight;
       if (!key.startsWith(prefix)) continue;
       leases.push(flight.names.lease);
       this.#detach(key);
@@ -421,7 +422,7 @@ class RedisBackedCache implements RedisCache {
 
   async clear(): Promise<void> {
     this.#assertOpen();
-    for (const key of [...this.#flights.keys()]) this.#detach(key);
+    for (const { key } of [...this.#flights.values()]) this.#detach(key);
     // Every name this cache writes under its prefix: entries, indexes, `all`, and the leases of
     // every agent, so no load in flight anywhere stores its result.
     const match = `${escapeGlob(this.#keyPrefix)}*`;
@@ -451,7 +452,7 @@ class RedisBackedCache implements RedisCache {
       // A load of this key is under way here: its result is what a read would wait for.
       this.#counters.misses++;
       this.#counters.coalesced++;
-      return this.#wait(flight, signal);
+      return this.#flights.wait(flight, signal);
     }
     const names = this.#namer.names(key);
     let stored: StoredEntry | undefined;
@@ -478,7 +479,7 @@ class RedisBackedCache implements RedisCache {
     flight = this.#flights.get(key);
     if (flight === undefined) flight = this.#startFlight(key, names, loader, ttlMs);
     else this.#counters.coalesced++;
-    return this.#wait(flight, signal);
+    return this.#flights.wait(flight, signal);
   }
 
   stats(): RedisCacheStats {
@@ -493,18 +494,14 @@ class RedisBackedCache implements RedisCache {
     // Waiters are taken off their flights now (so no late result reaches them) but rejected
     // only once close() is done with Redis: a caller that awaits close() and then its call
     // must not see its rejection reported as unhandled meanwhile.
-    const waiters: Waiter[] = [];
-    for (const flight of this.#flights.values()) {
-      flight.detached = true;
-      flight.controller.abort(closed);
-      waiters.push(...flight.waiters);
-      flight.waiters.clear();
+    const rejects: Array<(error: unknown) => void> = [];
+    for (const flight of this.#flights.closeAll(closed)) {
+      rejects.push(flight.takeWaiters());
       const token = this.#dropLease(flight);
       if (token !== undefined) {
         leases.push(this.#client.dsoRelease(flight.names.lease, token));
       }
     }
-    this.#flights.clear();
     // Let other agents take over our leases at once rather than when they expire. Best effort.
     await withTimeout(Promise.allSettled(leases), this.#commandTimeoutMs, 'close').catch(() => {
       // Unreleased leases expire on their own within leaseMs: nothing is lost.
@@ -515,10 +512,7 @@ class RedisBackedCache implements RedisCache {
       // Redis did not answer QUIT (down, or gone): drop the connection without it.
       this.#client.disconnect();
     }
-    for (const waiter of waiters) {
-      waiter.release();
-      waiter.reject(closed);
-    }
+    for (const reject of rejects) reject(closed);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -748,25 +742,12 @@ class RedisBackedCache implements RedisCache {
 
   /** Stops a load in flight for `key` from being joined or stored; its waiters still get it. */
   #detach(key: string) {
-    const flight = this.#flights.get(key);
-    if (flight === undefined) return;
-    flight.detached = true;
-    this.#flights.delete(key);
-    this.#releaseLease(flight);
+    const flight = this.#flights.detach(key);
+    if (flight !== undefined) this.#releaseLease(flight);
   }
 
-  #startFlight(key: string, names: EntryNames, loader: CacheLoader, ttlMs: number): Flight {
-    const flight: Flight = {
-      key,
-      names,
-      controller: new AbortController(),
-      waiters: new Set(),
-      ttlMs,
-      detached: false,
-      token: undefined,
-      renewTimer: undefined,
-    };
-    this.#flights.set(key, flight);
+  #startFlight(key: string, names: EntryNames, loader: CacheLoader, ttlMs: number): LoadFlight {
+    const flight = this.#flights.start(new LoadFlight(key, names, ttlMs));
     this.#fly(flight, loader).catch((error: unknown) => {
       // #fly settles its waiters itself; this is only reached through a bug in it.
       this.#releaseLease(flight);
@@ -780,11 +761,11 @@ class RedisBackedCache implements RedisCache {
    * agent on the Redis: take the lease or find the value another agent stored meanwhile; wait
    * while another agent holds the lease; load (without Redis when it fails); store; answer.
    */
-  async #fly(flight: Flight, loader: CacheLoader) {
+  async #fly(flight: LoadFlight, loader: CacheLoader) {
     const { signal } = flight.controller;
     const { key, names } = flight;
     const waitUntil = performance.now() + this.#leaseMs;
-    let delayMs = LEASE_POLL_MIN_MS;
+    let polls = 0;
     let shared = true;
     let waited = false;
     let unreadable = 0;
@@ -839,16 +820,16 @@ class RedisBackedCache implements RedisCache {
         waited = true;
         this.#counters.leaseWaits++;
       }
-      if (performance.now() + delayMs > waitUntil) {
+      polls += 1;
+      if (performance.now() + backoffDelay(polls, { ...LEASE_POLL, jitter: 'none' }) > waitUntil) {
         shared = false; // its holder is slow or stuck: load ourselves, store nothing
         break;
       }
       try {
-        await sleep(delayMs * (0.5 + Math.random() / 2), undefined, { signal });
+        await sleep(backoffDelay(polls, LEASE_POLL), { signal });
       } catch {
         return; // every waiter left, or the cache closed: they were answered already
       }
-      delayMs = Math.min(delayMs * 2, LEASE_POLL_MAX_MS);
     }
 
     if (!shared) this.#counters.fallbackLoads++;
@@ -884,7 +865,7 @@ class RedisBackedCache implements RedisCache {
     this.#settle(flight, { kind: 'value', bytes, facts, stale: false });
   }
 
-  async #loadFailed(flight: Flight, error: unknown) {
+  async #loadFailed(flight: LoadFlight, error: unknown) {
     this.#counters.loadErrors++;
     const { key, names } = flight;
     const notFound = isProviderError(error) && error.code === 'DSO_PROVIDER_NOT_FOUND';
@@ -897,7 +878,7 @@ class RedisBackedCache implements RedisCache {
         this.#releaseToken(names.lease, token);
       }
     }
-    if (flight.waiters.size === 0) {
+    if (flight.waiting === 0) {
       this.#settle(flight, { kind: 'error', error });
       return;
     }
@@ -927,48 +908,21 @@ class RedisBackedCache implements RedisCache {
   }
 
   /** Answers every waiter of `flight` (each its own copy) and retires the flight. */
-  #settle(flight: Flight, outcome: Outcome) {
-    if (this.#flights.get(flight.key) === flight) this.#flights.delete(flight.key);
+  #settle(flight: LoadFlight, outcome: Outcome) {
+    this.#flights.retire(flight);
     this.#stopRenewing(flight);
-    for (const waiter of flight.waiters) {
-      waiter.release();
-      if (outcome.kind === 'error') {
-        waiter.reject(outcome.error);
-      } else {
-        if (outcome.stale) this.#counters.staleServed++;
-        waiter.resolve(resultOf(outcome.bytes, outcome.facts, outcome.stale, false));
-      }
+    if (outcome.kind === 'error') {
+      flight.rejectEach(outcome.error);
+      return;
     }
-    flight.waiters.clear();
-    if (outcome.kind === 'value') outcome.bytes.fill(0);
-  }
-
-  #wait(flight: Flight, signal: AbortSignal | undefined): Promise<CacheResult> {
-    return new Promise<CacheResult>((resolve, reject) => {
-      const onAbort = () => {
-        flight.waiters.delete(waiter);
-        reject(signal?.reason);
-        if (flight.waiters.size === 0) this.#abandon(flight);
-      };
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        release: () => signal?.removeEventListener('abort', onAbort),
-      };
-      flight.waiters.add(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
+    flight.resolveEach(() => {
+      if (outcome.stale) this.#counters.staleServed++;
+      return resultOf(outcome.bytes, outcome.facts, outcome.stale, false);
     });
+    outcome.bytes.fill(0);
   }
 
-  /** Every caller gave up: abort the load, free the lease, let the next caller start afresh. */
-  #abandon(flight: Flight) {
-    if (this.#flights.get(flight.key) === flight) this.#flights.delete(flight.key);
-    flight.detached = true;
-    flight.controller.abort();
-    this.#releaseLease(flight);
-  }
-
-  #renewWhileLoading(flight: Flight) {
+  #renewWhileLoading(flight: LoadFlight) {
     const timer = setInterval(() => {
       const token = flight.token;
       if (token === undefined || this.#closed) return;
@@ -982,13 +936,13 @@ class RedisBackedCache implements RedisCache {
     flight.renewTimer = timer;
   }
 
-  #stopRenewing(flight: Flight) {
+  #stopRenewing(flight: LoadFlight) {
     if (flight.renewTimer !== undefined) clearInterval(flight.renewTimer);
     flight.renewTimer = undefined;
   }
 
   /** Takes the flight's lease token away from it (stopping renewal) and returns it. */
-  #dropLease(flight: Flight): string | undefined {
+  #dropLease(flight: LoadFlight): string | undefined {
     this.#stopRenewing(flight);
     const token = flight.token;
     flight.token = undefined;
@@ -996,7 +950,7 @@ class RedisBackedCache implements RedisCache {
   }
 
   /** Gives the flight's lease back now, so the next load (here or elsewhere) need not wait. */
-  #releaseLease(flight: Flight) {
+  #releaseLease(flight: LoadFlight) {
     const token = this.#dropLease(flight);
     if (token !== undefined) this.#releaseToken(flight.names.lease, token);
   }
@@ -1030,25 +984,6 @@ class RedisBackedCache implements RedisCache {
  */
 export function createRedisCache(options: RedisCacheOptions): RedisCache {
   return new RedisBackedCache(options);
-}
-
-/** Rejects with the signal's reason as soon as it aborts; the operation itself runs on. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function withTimeout<T>(promise: Promise<T>, timeoutMs: number, operation: string): Promise<T> {
