@@ -52,6 +52,9 @@ try {
     'package.json',
     'biome.json',
   ]);
+  // Package boundaries (the dependency direction in README.md): the check's tests, then the check.
+  await run('node', ['--test', 'tools/check-boundaries.test.mjs']);
+  await run('node', ['tools/check-boundaries.mjs']);
   const nx = ['nx', 'run-many', '--outputStyle=stream'];
   await run('npx', [...nx, '-t', 'build', 'typecheck', 'lint', 'test']);
   // The third-party provider template, checked as its author would (not a workspace project).
