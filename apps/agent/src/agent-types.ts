@@ -1,0 +1,251 @@
+import type {
+  AuditLog,
+  Cache,
+  Clock,
+  EventQueueRetryOptions,
+  LabelRotationPolicy,
+  Logger,
+  Redactor,
+  SecretReference,
+} from '@dso/core';
+import type { DockerRuntime, HostSecretDirs } from '@dso/docker-runtime';
+import type { SecretProvider, SecretValue } from '@dso/provider-sdk';
+import type { AgentHealth, AgentMetrics } from './observability.js';
+
+// The agent's public surface: its options, what it reports, and its defaults. The parts that
+// implement it are listed in agent.ts.
+
+/** How many containers the agent delivers to at once. @default 4 */
+export const DEFAULT_CONCURRENCY = 4;
+/** How long SIGTERM waits for deliveries in flight. @default 10_000 */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** Consecutive failed reconnects of the events stream before the agent gives up (the seed's figure). @default 100 */
+export const DEFAULT_MAX_RECONNECTS = 100;
+/** Cap of the reconnect backoff. @default 30_000 */
+export const DEFAULT_RECONNECT_MAX_DELAY_MS = 30_000;
+/** Time between two full reconciliations. @default 600_000 (10 minutes) */
+export const DEFAULT_RECONCILE_INTERVAL_MS = 10 * 60_000;
+
+/**
+ * Why a container is being delivered to. A start (or restart) always writes: the container's
+ * tmpfs is new. A reconciliation writes only when what it would write differs from what was
+ * last delivered to the same run of the container.
+ */
+export type DeliveryTrigger = 'started' | 'startup' | 'periodic' | 'resync' | 'api' | 'changed';
+
+/** What the agent is built from: long-lived objects the owner constructs and closes. */
+export interface AgentOptions {
+  runtime: DockerRuntime;
+  /** Providers by name; a reference without a provider uses `defaultProvider`. */
+  providers: ReadonlyMap<string, SecretProvider>;
+  /** @default 'local' */
+  defaultProvider?: string;
+  logger: Logger;
+  /** Every resolved value is registered here before anything could log it. */
+  redactor: Redactor;
+  /**
+   * The host tmpfs folders for the host path: a container that bind-mounts `<root>/<key>` at
+   * its `dso.target` gets its files written there directly (no exec). Absent: exec only. Give
+   * it only when the agent shares the host with the engine.
+   */
+  hostDirs?: HostSecretDirs;
+  /**
+   * How old (since its last change) a host folder no container binds must be before it is
+   * removed: a container being created may be about to bind a new one. @default 60000
+   */
+  hostFolderMinAgeMs?: number;
+  /** Where resolved secrets are cached. @default createMemoryCache() with its defaults */
+  cache?: Cache;
+  /** Deliveries at once (1-32). @default DEFAULT_CONCURRENCY */
+  concurrency?: number;
+  /** Containers waiting for delivery before the oldest is shed (and redone once idle). @default DEFAULT_QUEUE_MAX_SIZE */
+  queueMaxSize?: number;
+  /** Retries of a delivery that failed for a reason that may pass (engine or provider unavailable). @default DEFAULT_QUEUE_RETRY */
+  retry?: EventQueueRetryOptions;
+  /** @default DEFAULT_SHUTDOWN_GRACE_MS */
+  shutdownGraceMs?: number;
+  /**
+   * Time between two full reconciliations (every managed container checked and repaired).
+   * @default DEFAULT_RECONCILE_INTERVAL_MS
+   */
+  reconcileIntervalMs?: number;
+  /** Where one line per secret delivered (or refused) goes; none when absent. */
+  audit?: AuditLog;
+  /** Counters and histograms for /metrics; none when absent. */
+  metrics?: AgentMetrics;
+  /**
+   * What a running container does after its files change (a new version): the default for
+   * containers without `dso.rotate` labels, the signal the `signal` policy sends, and bounds.
+   */
+  rotation?: RotationOptions;
+  /** What /healthz and /readyz report; none when absent. */
+  health?: AgentHealth;
+  /**
+   * Per provider, how long past its expiry a cached value may still be served while the
+   * provider fails; a stale value older than this fails the delivery instead (retried with
+   * backoff). Providers absent here are bounded by the cache's own stale window only.
+   */
+  maxStalenessMs?: ReadonlyMap<string, number>;
+  /**
+   * The agent's time: every timer it sets (reconciliation, the delivery queue's retries, coalesced
+   * saves and tracking, rotation jitter, retries after giving up) and the staleness check. Give
+   * the cache the same clock. @default systemClock
+   */
+  clock?: Clock;
+  /**
+   * Noticing new versions between reconciliations: a provider's watch where it declares one,
+   * else its version probe, else a resolve, every interval (see change-detector.ts). Absent:
+   * new versions are noticed by the periodic reconciliation only.
+   */
+  changeDetection?: {
+    pollIntervalMs: number;
+    /** Per provider intervals overriding `pollIntervalMs`. */
+    pollIntervalByProvider?: ReadonlyMap<string, number>;
+  };
+  /**
+   * Where what was delivered is kept across restarts (digests of names, references and
+   * versions per container run: nothing a value can be recovered from), so a version that
+   * changed while the agent was down, or a rotation a crash interrupted, is rotated at the next
+   * start. Absent: kept in memory only.
+   */
+  statePath?: string;
+  /** @default DEFAULT_MAX_RECONNECTS */
+  maxReconnects?: number;
+  /** @default 500 */
+  reconnectBaseDelayMs?: number;
+  /** @default DEFAULT_RECONNECT_MAX_DELAY_MS */
+  reconnectMaxDelayMs?: number;
+}
+
+/** {@link AgentOptions.rotation}. */
+export interface RotationOptions {
+  /** @default 'files' */
+  defaultPolicy?: LabelRotationPolicy;
+  /** @default 'SIGHUP' */
+  signal?: string;
+  /** Containers running their rotation action at once. @default 16 */
+  maxInFlight?: number;
+  /** Each action starts after a random delay up to this. @default 5000 */
+  jitterMs?: number;
+  /** Bound on a `hook` command. @default 30000 */
+  hookTimeoutMs?: number;
+  /** SIGTERM-to-SIGKILL grace of the `restart` policy and of a replaced container. @default 10000 */
+  stopTimeoutMs?: number;
+  /** Under `replace`, how long the new container has to prove healthy. @default 60000 */
+  healthTimeoutMs?: number;
+  /** The heaviest policy tried when a lighter one fails, unless a container's label says otherwise. @default none */
+  escalateTo?: LabelRotationPolicy;
+}
+
+/** A running agent: start it once, await `done`, close it on shutdown. */
+export interface Agent extends AsyncDisposable {
+  /**
+   * Starts watching the engine, then delivers to every managed container already running.
+   * Resolves once both are under way; `done` settles when the agent stops.
+   */
+  start(): Promise<void>;
+  /** Settles when the agent stops: resolves after close(), rejects when the events stream cannot be restored. */
+  readonly done: Promise<void>;
+  /** Resolves when no delivery waits or runs (for tests and tools). */
+  idle(): Promise<void>;
+  /** Stops taking work, waits up to the grace period for deliveries in flight, then returns. */
+  close(): Promise<void>;
+  /** What the agent knows now: every managed container it has worked on, queue and cache. */
+  status(): AgentStatus;
+  /**
+   * Lists every managed container and queues each for a check now (a reconciliation with the
+   * `api` trigger); resolves with how many were queued.
+   */
+  reconcile(): Promise<{ containers: number }>;
+  /**
+   * Asks the providers again now, past the cache, for every secret the selected running
+   * containers use (all managed containers when `containerId` is absent), then checks those
+   * containers: any that gets a new version is rotated by its policy. Resolves with how many
+   * containers and secrets were selected.
+   * @throws DsoError DSO_AGENT_NOT_RUNNING before start or after close
+   * @throws DsoError DSO_AGENT_CONTAINER_UNKNOWN when `containerId` names no managed container
+   */
+  rotate(selector?: { containerId?: string }): Promise<{ containers: number; secrets: number }>;
+  /**
+   * Resolves `dso://` references for a container about to be created (`dso up`), through the
+   * cache and the configured providers, as a delivery would. The caller owns (and disposes) the
+   * values. Every value is registered with the redactor first.
+   * @throws DsoError DSO_AGENT_RESOLVE_FAILED naming the reference (never a value)
+   */
+  resolveEnvironment(
+    references: readonly SecretReference[],
+    options?: { signal?: AbortSignal },
+  ): Promise<ResolvedEnvironmentValue[]>;
+  /**
+   * Calls `listener` with every {@link AgentEvent} from now on, synchronously (a listener must
+   * not block; one that throws is dropped). Returns the unsubscribe function.
+   */
+  subscribe(listener: (event: AgentEvent) => void): () => void;
+}
+
+/**
+ * Something the agent did to a container, as {@link Agent.subscribe} reports it (and the API's
+ * `GET /v1/events` streams it): ids, references, versions, policies and codes, never a value.
+ */
+export type AgentEvent = {
+  /** ms since the epoch. */
+  at: number;
+  containerId: string;
+} & (
+  | { type: 'delivered'; trigger: DeliveryTrigger; files: number; method: 'exec' | 'host' }
+  | {
+      type: 'delivery-failed';
+      trigger: DeliveryTrigger;
+      code: string;
+      reference?: string;
+      retry: boolean;
+    }
+  | { type: 'rotated'; policy: LabelRotationPolicy }
+  | { type: 'rotation-failed'; policy: LabelRotationPolicy; code: string; rolledBack: boolean }
+  | { type: 'replaced'; newContainerId: string }
+);
+
+/** One value {@link Agent.resolveEnvironment} resolved. */
+export interface ResolvedEnvironmentValue {
+  /** The reference as written (formatted). */
+  reference: string;
+  provider: string;
+  version: string;
+  /** The caller's to dispose. */
+  value: SecretValue;
+}
+
+/** One file as last delivered: never its value. */
+export interface DeliveredFile {
+  name: string;
+  reference: string;
+  provider: string;
+  version: string;
+}
+
+/** What the agent last did for one container. */
+export interface ContainerStatus {
+  id: string;
+  /** The files of the last successful delivery (absent before one). */
+  files?: DeliveredFile[];
+  /** Its `dso://` environment variables (`name` is the variable) and their current versions. */
+  env?: DeliveredFile[];
+  /** When that delivery happened, ms since the epoch. */
+  deliveredAt?: number;
+  lastAction: {
+    trigger: DeliveryTrigger | 'api';
+    at: number;
+    outcome: 'delivered' | 'up-to-date' | 'failed';
+    /** For a failure: the code, and the reference it concerns (never a value). */
+    code?: string;
+    reference?: string;
+  };
+}
+
+/** {@link Agent.status}. */
+export interface AgentStatus {
+  startedAt: number | undefined;
+  containers: ContainerStatus[];
+  queue: { depth: number; inFlight: number; shed: number };
+  cache: { entries: number; hits: number; misses: number; staleServed: number };
+}

@@ -1,0 +1,339 @@
+import { createHash } from 'node:crypto';
+import {
+  type Clock,
+  errorCode,
+  isRetryable,
+  type Logger,
+  type ManagedSpec,
+  parseManagedLabels,
+} from '@dso/core';
+import type { DockerRuntime, NumericOwner } from '@dso/docker-runtime';
+import type { ContainerStatus, DeliveredFile, DeliveryTrigger } from './agent-types.js';
+import type { Consumption } from './consumption.js';
+import type { DeliveredState } from './delivered-state.js';
+import type { DeliveredStore } from './delivered-store.js';
+import type { HostFolders } from './host-folders.js';
+import type { AgentMetrics } from './observability.js';
+import type { AuditSink, EventBus } from './reporting.js';
+import type { Rotations } from './rotation.js';
+import { failedReference, failureCode, type ResolvedFile, type SecretResolver } from './secrets.js';
+
+/**
+ * A digest of what a delivery writes, minus the values: names, references, versions, target,
+ * mode and owner. Equal digests mean equal files (versions identify values).
+ */
+export function digestOf(
+  spec: Pick<ManagedSpec, 'target' | 'mode' | 'owner'>,
+  files: ReadonlyArray<Pick<ResolvedFile, 'name' | 'reference' | 'provider' | 'version'>>,
+  user: string,
+): string {
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify([spec.target, spec.mode, spec.owner ?? user]));
+  for (const file of files) {
+    hash.update(JSON.stringify([file.name, file.reference, file.provider, file.version]));
+  }
+  return hash.digest('hex');
+}
+
+/** A digest of the `dso://` variables' names and versions. */
+export function envDigestOf(env: ReadonlyArray<Pick<DeliveredFile, 'name' | 'version'>>): string {
+  return createHash('sha256')
+    .update(JSON.stringify(env.map((entry) => [entry.name, entry.version])))
+    .digest('hex');
+}
+
+/** What {@link rotationNeeded} compares. */
+export interface DeliveryFacts {
+  /** What was delivered before to this container (undefined: never, as far as the agent knows). */
+  previous: DeliveredState | undefined;
+  /** This run's start time and the digests of what is delivered now. */
+  current: DeliveredState;
+  /** The variables' versions could not be checked this time. */
+  envUnknown: boolean;
+  /** Each `dso.env.*` variable's version when the container was created (its labels). */
+  createdVersions: ReadonlyArray<string | undefined>;
+  /** Each variable's current version, in the same order. */
+  envVersions: ReadonlyArray<string | undefined>;
+}
+
+/**
+ * Whether a delivery follows new versions into a container that was already running with the
+ * old ones (then its policy must tell it), and whether a `dso://` value changed (then only a
+ * replacement can reach it). A first delivery, a restart's, or an agent restart with nothing
+ * changed is no rotation. A container created with an older version than the current one (its
+ * `dso.env-version.*` labels) is replaced once, at first sight or when the versions move
+ * again, never in a loop.
+ */
+export function rotationNeeded(facts: DeliveryFacts): { rotate: boolean; envChanged: boolean } {
+  const { previous, current } = facts;
+  const sameRun = previous !== undefined && previous.startedAt === current.startedAt;
+  const createdStale =
+    !facts.envUnknown &&
+    (previous === undefined || previous.envDigest !== current.envDigest) &&
+    facts.createdVersions.some(
+      (created, index) => created !== undefined && created !== facts.envVersions[index],
+    );
+  const envChanged = createdStale || (sameRun && previous.envDigest !== current.envDigest);
+  return { rotate: envChanged || (sameRun && previous.digest !== current.digest), envChanged };
+}
+
+/** What delivery needs from the agent. */
+export interface DeliveryContext {
+  runtime: Pick<DockerRuntime, 'inspectContainer' | 'writeFiles' | 'resolveUser'>;
+  secrets: SecretResolver;
+  hostFolders: HostFolders;
+  store: DeliveredStore;
+  consumption: Pick<Consumption, 'record'>;
+  rotations: Pick<Rotations, 'start'>;
+  /** The last action per container, for status(): references and versions, never values. */
+  statuses: Map<string, ContainerStatus>;
+  /** A delivery succeeded: the container's give-up count starts over. */
+  onDelivered(containerId: string): void;
+  logger: Logger;
+  audit: AuditSink;
+  bus: EventBus;
+  metrics?: AgentMetrics | undefined;
+  clock: Clock;
+}
+
+/**
+ * Delivers one container's files: inspect, resolve, compare with what was delivered to this
+ * run, write (host folder or exec), record, and hand new versions to rotation. Throws only for
+ * failures worth retrying (the queue backs off and retries); anything else is reported here
+ * and left for the next start or reconciliation.
+ */
+export type Deliver = (
+  containerId: string,
+  trigger: DeliveryTrigger,
+  signal: AbortSignal,
+  attempt: number,
+) => Promise<void>;
+
+/**
+ * @example
+ * const deliver = createDelivery({ runtime, secrets, hostFolders, store, … });
+ * await deliver(containerId, 'started', signal, 1);
+ */
+export function createDelivery(context: DeliveryContext): Deliver {
+  const { runtime, secrets, hostFolders, store, statuses, logger, audit, bus, metrics, clock } =
+    context;
+  const now = () => Math.floor(clock.now());
+
+  /** The numeric owner of a container's files: its user as the container itself maps it. */
+  async function ownerOf(
+    containerId: string,
+    user: string,
+    signal: AbortSignal,
+  ): Promise<NumericOwner> {
+    if (user === '' || user === 'root') return { uid: 0, gid: 0 };
+    const numeric = /^(\d+):(\d+)$/.exec(user);
+    if (numeric) return { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+    // A name, or a uid whose primary group is in the image's /etc/passwd.
+    return runtime.resolveUser(containerId, { signal });
+  }
+
+  /**
+   * The versions its dso:// environment values have now (set when it was created): only for
+   * noticing a new version. A failure never keeps the files from a container: they are
+   * written, the check is logged, and the next one tries again.
+   */
+  async function envVersionsOf(
+    spec: ManagedSpec,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<DeliveredFile[] | undefined> {
+    try {
+      return await secrets.versionsOf(spec.env, signal);
+    } catch (error) {
+      if (signal.aborted || spec.files.length === 0) throw error;
+      log.warn(
+        {
+          err: error,
+          code: errorCode(error),
+          causeCode: errorCode((error as { cause?: unknown }).cause),
+        },
+        'could not check the versions of its dso:// environment values; its files are delivered',
+      );
+      return undefined;
+    }
+  }
+
+  return async function deliver(containerId, trigger, signal, attempt) {
+    const started = performance.now();
+    const log = logger.child({ containerId: containerId.slice(0, 12) });
+    let spec: ManagedSpec | undefined;
+    let resolved: ResolvedFile[] = [];
+    let method: 'exec' | 'host' = 'exec';
+    try {
+      const details = await runtime.inspectContainer(containerId, { signal });
+      if (!details.running) return;
+      spec = parseManagedLabels(details.labels);
+      if (!spec || (spec.files.length === 0 && spec.env.length === 0)) return;
+      resolved = await secrets.resolveFiles(spec.files, signal);
+      const previous = store.get(containerId);
+      const checked = await envVersionsOf(spec, signal, log);
+      const env = checked ?? [];
+      const current: DeliveredState = {
+        digest: digestOf(spec, resolved, details.user),
+        envDigest: checked === undefined ? (previous?.envDigest ?? '') : envDigestOf(env),
+        startedAt: details.startedAt,
+      };
+      const hostKey = hostFolders.keyOf(details, spec.target);
+      if (
+        trigger !== 'started' &&
+        previous !== undefined &&
+        previous.digest === current.digest &&
+        previous.envDigest === current.envDigest &&
+        previous.startedAt === current.startedAt
+      ) {
+        // Already there, same versions, same run of the container: a second event or a
+        // reconciliation has no second effect. (A restarted agent still learns which host
+        // folder is this container's, to empty it when the container stops.)
+        if (hostKey !== undefined) hostFolders.remember(containerId, hostKey);
+        log.debug({ trigger }, 'secrets up to date');
+        statuses.set(containerId, {
+          ...statuses.get(containerId),
+          id: containerId,
+          lastAction: { trigger, at: now(), outcome: 'up-to-date' },
+        });
+        return;
+      }
+      const files = resolved.map(({ name, content }) => ({ name, content }));
+      let result: { files: number; bytes: number };
+      if (files.length === 0) {
+        result = { files: 0, bytes: 0 };
+      } else if (hostKey !== undefined) {
+        // The container bind-mounts its folder from the host tmpfs: written in place, no exec.
+        const owner = spec.owner ?? (await ownerOf(containerId, details.user, signal));
+        signal.throwIfAborted();
+        result = hostFolders.write(containerId, hostKey, { files, mode: spec.mode, owner });
+      } else {
+        result = await runtime.writeFiles(containerId, {
+          target: spec.target,
+          files,
+          mode: spec.mode,
+          owner: spec.owner,
+          // Just inspected: the runtime need not inspect it again.
+          containerUser: details.user,
+          signal,
+        });
+      }
+      method = hostKey === undefined ? 'exec' : 'host';
+      store.set(containerId, current);
+      context.consumption.record(containerId, [
+        ...spec.files.flatMap((file, index) => {
+          const got = resolved[index];
+          return file.reference.version || got === undefined
+            ? []
+            : [{ provider: got.provider, path: file.reference.path, version: got.version }];
+        }),
+        ...spec.env.flatMap((variable, index) => {
+          const got = env[index];
+          return variable.reference.version || got === undefined
+            ? []
+            : [{ provider: got.provider, path: variable.reference.path, version: got.version }];
+        }),
+      ]);
+      context.onDelivered(containerId);
+      const { rotate, envChanged } = rotationNeeded({
+        previous,
+        current,
+        envUnknown: checked === undefined,
+        createdVersions: spec.env.map((variable) => variable.createdVersion),
+        envVersions: spec.env.map((_, index) => env[index]?.version),
+      });
+      if (rotate) {
+        context.rotations.start(containerId, spec, [...resolved, ...env], envChanged, previous);
+      }
+      const at = now();
+      const described = ({ name, reference, provider, version }: DeliveredFile) => ({
+        name,
+        reference,
+        provider,
+        version,
+      });
+      statuses.set(containerId, {
+        id: containerId,
+        files: resolved.map(described),
+        ...(env.length === 0 ? {} : { env: env.map(described) }),
+        deliveredAt: at,
+        lastAction: { trigger, at, outcome: 'delivered' },
+      });
+      const durationMs = Math.round((performance.now() - started) * 100) / 100;
+      if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
+      bus.emit({ type: 'delivered', at, containerId, trigger, files: files.length, method });
+      for (const file of resolved) {
+        audit.record({
+          actor: { kind: 'agent' },
+          action: 'inject',
+          reference: file.reference,
+          provider: file.provider,
+          version: file.version,
+          containerId,
+          outcome: 'ok',
+          cacheHit: file.cacheHit,
+          durationMs,
+        });
+      }
+      log.info(
+        { files: result.files, bytes: result.bytes, trigger, durationMs: Math.round(durationMs) },
+        'secrets delivered',
+      );
+    } catch (error) {
+      if (signal.aborted) return;
+      // The error says whether it may pass (an engine or provider that was unavailable).
+      const retry = isRetryable(error);
+      metrics?.injection(method, 'error', performance.now() - started);
+      const reference = failedReference(error);
+      const code = failureCode(error);
+      const at = now();
+      statuses.set(containerId, {
+        ...statuses.get(containerId),
+        id: containerId,
+        lastAction: {
+          trigger,
+          at,
+          outcome: 'failed',
+          code,
+          ...(reference === undefined ? {} : { reference }),
+        },
+      });
+      bus.emit({
+        type: 'delivery-failed',
+        at,
+        containerId,
+        trigger,
+        code,
+        ...(reference === undefined ? {} : { reference }),
+        retry,
+      });
+      if (reference !== undefined) {
+        audit.record({
+          actor: { kind: 'agent' },
+          action: 'inject',
+          reference,
+          provider: secrets.providerOf(reference),
+          containerId,
+          outcome: 'error',
+          code,
+        });
+      }
+      log.warn(
+        {
+          err: error,
+          code: errorCode(error),
+          // The provider's own code (not found, unauthorized, …) under the agent's wrapper.
+          causeCode: errorCode((error as { cause?: unknown }).cause),
+          target: spec?.target,
+          trigger,
+          attempt,
+          retry,
+        },
+        'secrets not delivered',
+      );
+      if (retry) throw error;
+    } finally {
+      for (const file of resolved) file.content.fill(0);
+    }
+  };
+}

@@ -1,0 +1,443 @@
+import { createLimiter, pause, sleep } from '@dso/async';
+import {
+  type Clock,
+  DsoError,
+  errorCode,
+  formatReference,
+  LABEL_ROTATION_POLICIES,
+  LABELS,
+  type LabelRotationPolicy,
+  type Logger,
+  type ManagedSpec,
+} from '@dso/core';
+import type { DockerRuntime } from '@dso/docker-runtime';
+import type { RotationOptions } from './agent-types.js';
+import type { DeliveredState } from './delivered-state.js';
+import type { DeliveredStore } from './delivered-store.js';
+import type { AgentMetrics } from './observability.js';
+import type { AuditSink, EventBus } from './reporting.js';
+import type { SecretResolver } from './secrets.js';
+
+/** {@link RotationOptions} with every default applied. */
+export type RotationSettings = Required<Omit<RotationOptions, 'escalateTo'>> &
+  Pick<RotationOptions, 'escalateTo'>;
+
+/** Applies the defaults of {@link RotationOptions}. */
+export function rotationSettings(options: RotationOptions = {}): RotationSettings {
+  return {
+    defaultPolicy: options.defaultPolicy ?? 'files',
+    signal: options.signal ?? 'SIGHUP',
+    maxInFlight: options.maxInFlight ?? 16,
+    jitterMs: options.jitterMs ?? 5_000,
+    hookTimeoutMs: options.hookTimeoutMs ?? 30_000,
+    stopTimeoutMs: options.stopTimeoutMs ?? 10_000,
+    healthTimeoutMs: options.healthTimeoutMs ?? 60_000,
+    escalateTo: options.escalateTo,
+  };
+}
+
+/**
+ * The actions a rotation may take, lightest first: the container's policy (or the default;
+ * `replace` for a new environment value), then each heavier one up to its escalation limit
+ * (the container's `dso.rotate.escalate`, else `rotation.escalateTo`), `hook` only when it has
+ * a hook, `files` never as an escalation.
+ */
+export function policyChain(
+  spec: ManagedSpec,
+  envChanged: boolean,
+  settings: Pick<RotationSettings, 'defaultPolicy' | 'escalateTo'>,
+): LabelRotationPolicy[] {
+  const first: LabelRotationPolicy = envChanged
+    ? 'replace'
+    : (spec.rotation?.policy ?? settings.defaultPolicy);
+  const last = spec.rotation?.escalateTo ?? settings.escalateTo ?? first;
+  const from = LABEL_ROTATION_POLICIES.indexOf(first);
+  const to = Math.max(from, LABEL_ROTATION_POLICIES.indexOf(last));
+  return LABEL_ROTATION_POLICIES.slice(from, to + 1).filter(
+    (policy, index) =>
+      index === 0 || (policy !== 'files' && (policy !== 'hook' || spec.rotation?.hook)),
+  );
+}
+
+/** A secret a rotation concerns, as the audit trail records it. */
+export interface RotatedSecret {
+  reference: string;
+  provider: string;
+  version: string;
+}
+
+/** What rotation needs from the agent. */
+export interface RotationContext {
+  runtime: Pick<
+    DockerRuntime,
+    'sendSignal' | 'exec' | 'restartContainer' | 'replaceContainer' | 'recoverReplacements'
+  >;
+  secrets: Pick<SecretResolver, 'resolveEach'>;
+  store: Pick<
+    DeliveredStore,
+    'waitFor' | 'holdForRotation' | 'releaseRotation' | 'scheduleSave' | 'delete'
+  >;
+  settings: RotationSettings;
+  /** Queues a delivery to a replacement's new container once it starts. */
+  requestDelivery(containerId: string): void;
+  /** A replaced container is gone: forget what the agent knew of it. */
+  onReplaced(oldContainerId: string): void;
+  logger: Logger;
+  audit: AuditSink;
+  bus: EventBus;
+  metrics?: AgentMetrics | undefined;
+  clock: Clock;
+  /** A number in [0, 1), for the jitter. @default Math.random */
+  random?: () => number;
+}
+
+/** Runs containers' rotation policies beside the delivery queue. */
+export interface Rotations {
+  /**
+   * Starts a container's rotation after its files changed (a new version), unless one runs for
+   * it already (the running one acts on files that now hold the new versions too). `before` is
+   * what the state file keeps for the container until the action finishes.
+   */
+  start(
+    containerId: string,
+    spec: ManagedSpec,
+    secrets: readonly RotatedSecret[],
+    envChanged: boolean,
+    before: DeliveredState | undefined,
+  ): void;
+  /** Rotations running or waiting for their turn. */
+  readonly size: number;
+  /**
+   * Waits up to `graceMs` for the running rotations, then aborts them (a replacement before its
+   * swap rolls back: the old container keeps serving) and waits for them to unwind.
+   */
+  close(graceMs: number): Promise<void>;
+  /**
+   * Finishes or undoes replacements a crash interrupted (the runtime's decision table). Never
+   * throws: what is left stays recognisable and is tried again at the next start.
+   */
+  recoverInterrupted(signal: AbortSignal): Promise<void>;
+}
+
+/**
+ * Rotation: `files` does nothing more, `signal` signals the container, `hook` runs its command
+ * in it, `restart` restarts it (its next start writes the files again), `replace` starts a new
+ * container beside it with its `dso://` values resolved again and hands it the name once
+ * healthy (rolled back otherwise). A failed action is followed by the next heavier one in its
+ * {@link policyChain}. Actions across containers are bounded (`maxInFlight`) and spread
+ * (`jitterMs`), so many consumers of one secret do not all restart at once.
+ *
+ * @example
+ * const rotations = createRotations({ runtime, secrets, store, settings: rotationSettings(), … });
+ * rotations.start(containerId, spec, secrets, false, previous);
+ */
+export function createRotations(context: RotationContext): Rotations {
+  const { runtime, settings, logger, audit, bus, metrics, clock, store } = context;
+  const random = context.random ?? Math.random;
+  /** Whole ms since the epoch, for events. */
+  const now = () => Math.floor(clock.now());
+  const limiter = createLimiter(settings.maxInFlight);
+  const running = new Map<string, Promise<void>>();
+  const aborting = new AbortController();
+
+  async function rotate(
+    containerId: string,
+    spec: ManagedSpec,
+    secrets: readonly RotatedSecret[],
+    envChanged: boolean,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const chain = policyChain(spec, envChanged, settings);
+    const log = logger.child({ containerId: containerId.slice(0, 12) });
+    const record = (policy: LabelRotationPolicy, outcome: 'ok' | 'error', code?: string) => {
+      for (const { reference, provider, version } of secrets) {
+        audit.record({
+          actor: { kind: 'agent' },
+          action: 'rotate',
+          reference,
+          provider,
+          version,
+          containerId,
+          outcome,
+          policy,
+          ...(code === undefined ? {} : { code }),
+        });
+      }
+    };
+    if (chain[0] === 'files') {
+      metrics?.rotation('files', 'ok', 0);
+      record('files', 'ok');
+      bus.emit({ type: 'rotated', at: now(), containerId, policy: 'files' });
+      log.info({ policy: 'files' }, 'secrets rotated');
+      return;
+    }
+    try {
+      await sleep(random() * settings.jitterMs, { signal, clock });
+      await limiter.run(
+        async () => {
+          for (const [index, policy] of chain.entries()) {
+            signal.throwIfAborted();
+            const started = performance.now();
+            try {
+              await runAction(policy, containerId, spec, signal);
+              metrics?.rotation(policy, 'ok', performance.now() - started);
+              record(policy, 'ok');
+              bus.emit({ type: 'rotated', at: now(), containerId, policy });
+              log.info({ policy }, 'secrets rotated');
+              return;
+            } catch (error) {
+              if (signal.aborted) return;
+              const code = errorCode(error) ?? 'DSO_ERROR';
+              const details = (error as { details?: Record<string, unknown> }).details ?? {};
+              const rolledBack =
+                code === 'DSO_DOCKER_REPLACE_FAILED' && details.rollback === 'done';
+              metrics?.rotation(
+                policy,
+                rolledBack ? 'rolled_back' : 'error',
+                performance.now() - started,
+              );
+              record(policy, 'error', code);
+              bus.emit({
+                type: 'rotation-failed',
+                at: now(),
+                containerId,
+                policy,
+                code,
+                rolledBack,
+              });
+              const next = chain[index + 1];
+              // The files already hold the new versions: a container left as it is picks them
+              // up at its next start or reload. Said loudly, not retried in a loop.
+              log.warn(
+                {
+                  err: error,
+                  code,
+                  policy,
+                  ...(rolledBack
+                    ? { stage: details.stage, reason: details.reason, rollback: 'done' }
+                    : {}),
+                  ...(next === undefined ? {} : { escalatingTo: next }),
+                },
+                rolledBack
+                  ? 'replacement rolled back: the old container keeps serving'
+                  : 'rotation action failed',
+              );
+            }
+          }
+        },
+        { signal },
+      );
+    } catch (error) {
+      if (signal.aborted) return;
+      log.warn({ err: error, code: errorCode(error) }, 'rotation could not run');
+    }
+  }
+
+  /** One rotation action on one container; throws when it failed. */
+  async function runAction(
+    policy: LabelRotationPolicy,
+    containerId: string,
+    spec: ManagedSpec,
+    signal: AbortSignal,
+  ): Promise<void> {
+    switch (policy) {
+      case 'files':
+        return;
+      case 'signal':
+        await runtime.sendSignal(containerId, spec.rotation?.signal ?? settings.signal, {
+          signal,
+        });
+        return;
+      case 'hook': {
+        const hook = spec.rotation?.hook;
+        if (hook === undefined) {
+          throw new DsoError(
+            'DSO_AGENT_HOOK_FAILED',
+            `container ${containerId.slice(0, 12)} has no ${LABELS.rotateHook} label: the hook policy has no command to run`,
+          );
+        }
+        const result = await runtime.exec(containerId, {
+          argv: hook,
+          timeoutMs: settings.hookTimeoutMs,
+          maxOutputBytes: 4_096,
+          signal,
+        });
+        if (result.exitCode !== 0) {
+          throw new DsoError(
+            'DSO_AGENT_HOOK_FAILED',
+            `the rotation hook of container ${containerId.slice(0, 12)} exited ${result.exitCode}`,
+            { exitCode: result.exitCode },
+          );
+        }
+        return;
+      }
+      case 'restart':
+        await runtime.restartContainer(containerId, {
+          stopTimeoutMs: settings.stopTimeoutMs,
+          signal,
+        });
+        return;
+      case 'replace':
+        await replace(containerId, spec, signal);
+        return;
+    }
+  }
+
+  /**
+   * Blue-green: a new container from the old one's configuration, its `dso://` variables
+   * resolved again (values only in the create request's body), its files written once it
+   * starts, named as the old one once healthy; any failure before that removes it and leaves
+   * the old one serving (the runtime's replaceContainer). The old one is stopped and removed.
+   */
+  async function replace(
+    containerId: string,
+    spec: ManagedSpec,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { env, labels } = await environmentFor(spec, signal);
+    const result = await runtime.replaceContainer(containerId, {
+      env,
+      labels,
+      health: { timeoutMs: settings.healthTimeoutMs },
+      stopTimeoutMs: settings.stopTimeoutMs,
+      hookTimeoutMs: settings.hookTimeoutMs,
+      // Its files before the health wait (the start event queues the same delivery; a second
+      // one changes nothing).
+      onStarted: async (newId, hookSignal) => {
+        if (spec.files.length === 0) return;
+        context.requestDelivery(newId);
+        await store.waitFor(newId, hookSignal);
+      },
+      signal,
+    });
+    bus.emit({ type: 'replaced', at: now(), containerId, newContainerId: result.newId });
+    // The old container is gone: its state with it.
+    context.onReplaced(containerId);
+    logger.info(
+      {
+        containerId: containerId.slice(0, 12),
+        newContainerId: result.newId.slice(0, 12),
+        health: result.health,
+        oldRemoved: result.oldRemoved,
+        durationMs: Math.round(result.durationMs),
+      },
+      'container replaced',
+    );
+    if (!result.oldRemoved) {
+      logger.warn(
+        { err: result.cleanupError, containerId: containerId.slice(0, 12) },
+        'the old container could not be removed: the next start of the agent finishes it',
+      );
+    }
+  }
+
+  /**
+   * A replacement's environment: each `dso://` variable's new value, and a
+   * `dso.env-version.<NAME>` label with its version (the next check, of this agent or the
+   * next, compares them).
+   * @throws DsoError DSO_AGENT_ENV_VALUE_BINARY for a value an environment variable cannot carry
+   */
+  async function environmentFor(
+    spec: ManagedSpec,
+    signal: AbortSignal,
+  ): Promise<{ env: Record<string, string>; labels: Record<string, string> }> {
+    const values = await context.secrets.resolveEach(spec.env, signal);
+    const env: Record<string, string> = {};
+    const labels: Record<string, string> = {};
+    try {
+      const decoder = new TextDecoder('utf-8', { fatal: true });
+      for (const { name, value, version } of values) {
+        let text: string | undefined;
+        try {
+          text = decoder.decode(value.reveal());
+        } catch {
+          text = undefined; // not UTF-8: refused below, as a NUL byte is
+        }
+        if (text === undefined || text.includes('\0')) {
+          // As `dso up` refuses it: an environment variable cannot carry these bytes.
+          const entry = spec.env.find((variable) => variable.name === name);
+          const reference = entry === undefined ? name : formatReference(entry.reference);
+          throw new DsoError(
+            'DSO_AGENT_ENV_VALUE_BINARY',
+            `the new value of ${name} (${reference}) is not UTF-8 text without NUL bytes, which an environment variable cannot carry: deliver it as a file with dsofile://`,
+            { variable: name, reference },
+          );
+        }
+        env[name] = text;
+        labels[`${LABELS.envVersionPrefix}${name}`] = version;
+      }
+    } finally {
+      for (const { value } of values) value.dispose();
+    }
+    return { env, labels };
+  }
+
+  return {
+    start(containerId, spec, secrets, envChanged, before) {
+      if (running.has(containerId)) {
+        // One at a time per container: the running one acts on files that now hold the new
+        // versions too, and a replacement's new container is checked again on its own.
+        logger.info(
+          { containerId: containerId.slice(0, 12) },
+          'rotation already running for this container; not started twice',
+        );
+        return;
+      }
+      store.holdForRotation(containerId, before);
+      const run = rotate(containerId, spec, secrets, envChanged, aborting.signal).finally(() => {
+        running.delete(containerId);
+        // Done, failed or rolled back: not to be redone by the next agent. Aborted by a
+        // shutdown: left for the next agent to redo.
+        if (!aborting.signal.aborted) store.releaseRotation(containerId);
+        else store.scheduleSave();
+      });
+      running.set(containerId, run);
+    },
+    get size() {
+      return running.size;
+    },
+    async close(graceMs) {
+      if (running.size > 0) {
+        logger.info({ rotations: running.size, graceMs }, 'waiting for rotations');
+        const settled = Promise.allSettled([...running.values()]);
+        const grace = new AbortController();
+        await Promise.race([settled, pause(graceMs, { signal: grace.signal, clock })]);
+        grace.abort();
+        aborting.abort();
+        await settled;
+      }
+      aborting.abort();
+    },
+    async recoverInterrupted(signal) {
+      try {
+        const entries = await runtime.recoverReplacements({
+          stopTimeoutMs: settings.stopTimeoutMs,
+          signal,
+        });
+        for (const entry of entries) {
+          const fields = {
+            name: entry.name,
+            oldContainerId: entry.oldId.slice(0, 12),
+            newContainerId: entry.newId.slice(0, 12),
+            action: entry.action,
+            ...(entry.reason === undefined ? {} : { reason: entry.reason }),
+          };
+          if (entry.action === 'blocked') {
+            logger.warn(
+              { ...fields, err: entry.error },
+              'an interrupted replacement needs a decision: both containers are left as they are',
+            );
+          } else {
+            logger.info(fields, 'interrupted replacement recovered');
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        logger.warn(
+          { err: error, code: errorCode(error) },
+          'could not check for interrupted replacements; tried again at the next start',
+        );
+      }
+    },
+  };
+}
