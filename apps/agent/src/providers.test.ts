@@ -1,6 +1,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { createFakeClock, type FakeClock } from '@dso/async';
 import { createLogger, createRedactor } from '@dso/core';
 import { isProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -166,20 +167,40 @@ describe('providerEnv', () => {
 });
 
 describe('limitProvider', () => {
-  function slowProvider() {
+  /** Moves the fake clock 10 ms at a time, letting callbacks run between steps, until `work` settles. */
+  async function driveUntilSettled<T>(clock: FakeClock, work: Promise<T>): Promise<T> {
+    let settled = false;
+    void work.then(
+      () => {
+        settled = true;
+      },
+      () => {
+        settled = true;
+      },
+    );
+    for (let passed = 0; !settled && passed < 10_000; passed += 10) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      clock.advance(10);
+    }
+    return work;
+  }
+
+  function slowProvider(clock: FakeClock) {
     let inFlight = 0;
     let most = 0;
+    let calls = 0;
     const provider: SecretProvider = {
       name: 'slow',
       capabilities: { list: false, watch: false, probe: false, health: false },
       async resolve(_request, options) {
+        calls += 1;
         inFlight += 1;
         most = Math.max(most, inFlight);
         try {
           await new Promise((resolve, reject) => {
-            const timer = setTimeout(resolve, 50);
+            const timer = clock.setTimeout(() => resolve(undefined), 50);
             options?.signal?.addEventListener('abort', () => {
-              clearTimeout(timer);
+              clock.clearTimeout(timer);
               reject(options.signal?.reason);
             });
           });
@@ -190,21 +211,27 @@ describe('limitProvider', () => {
       },
       close: async () => {},
     };
-    return { provider, most: () => most };
+    return { provider, most: () => most, calls: () => calls };
   }
 
   it('lets at most maxInFlight calls through at once, the others in order', async () => {
-    const { provider, most } = slowProvider();
-    const limited = limitProvider(provider, { maxInFlight: 3 });
-    await Promise.all(Array.from({ length: 12 }, () => limited.resolve({ path: 'a' })));
+    const clock = createFakeClock();
+    const { provider, most } = slowProvider(clock);
+    const limited = limitProvider(provider, { maxInFlight: 3, clock });
+    await driveUntilSettled(
+      clock,
+      Promise.all(Array.from({ length: 12 }, () => limited.resolve({ path: 'a' }))),
+    );
     expect(most()).toBe(3);
   });
 
   it('ends a call, its wait included, at timeoutMs with DSO_PROVIDER_TIMEOUT', async () => {
-    const { provider } = slowProvider();
-    const limited = limitProvider(provider, { maxInFlight: 1, timeoutMs: 70 });
-    const outcomes = await Promise.allSettled(
-      Array.from({ length: 3 }, () => limited.resolve({ path: 'a' })),
+    const clock = createFakeClock();
+    const { provider } = slowProvider(clock);
+    const limited = limitProvider(provider, { maxInFlight: 1, timeoutMs: 70, clock });
+    const outcomes = await driveUntilSettled(
+      clock,
+      Promise.allSettled(Array.from({ length: 3 }, () => limited.resolve({ path: 'a' }))),
     );
     expect(outcomes[0]?.status).toBe('fulfilled');
     const failed = outcomes.filter((outcome) => outcome.status === 'rejected');
@@ -214,5 +241,32 @@ describe('limitProvider', () => {
         code: 'DSO_PROVIDER_TIMEOUT',
       });
     }
+  });
+
+  it('clears each deadline once its call is over', async () => {
+    const clock = createFakeClock();
+    const { provider } = slowProvider(clock);
+    const limited = limitProvider(provider, { maxInFlight: 2, timeoutMs: 1_000, clock });
+    await driveUntilSettled(
+      clock,
+      Promise.all(Array.from({ length: 4 }, () => limited.resolve({ path: 'a' }))),
+    );
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('gives up a wait for a turn when the caller aborts, and the turn passes on', async () => {
+    const clock = createFakeClock();
+    const { provider, calls } = slowProvider(clock);
+    const limited = limitProvider(provider, { maxInFlight: 1, clock });
+    const first = limited.resolve({ path: 'a' });
+    const caller = new AbortController();
+    const second = limited.resolve({ path: 'a' }, { signal: caller.signal });
+    const third = limited.resolve({ path: 'a' });
+    caller.abort(new Error('caller left'));
+    await expect(second).rejects.toMatchObject({ code: 'DSO_PROVIDER_TIMEOUT' });
+    const [one, three] = await driveUntilSettled(clock, Promise.all([first, third]));
+    expect([one.version, three.version]).toEqual(['1', '1']);
+    // The caller that left never reached the provider.
+    expect(calls()).toBe(2);
   });
 });

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { type Clock, createLimiter, systemClock } from '@dso/async';
 import { type DsoConfig, DsoError, type Logger, type ProviderConfig } from '@dso/core';
 import { allowedEnvironment } from '@dso/provider-env';
 import {
@@ -147,59 +148,50 @@ function notInstalled(name: string, packageName: string, dir: string, cause?: un
   );
 }
 
+/** {@link limitProvider}'s bounds. */
+export interface ProviderLimits {
+  /** Calls reaching the provider at once; the others wait their turn, in order. */
+  maxInFlight: number;
+  /** A deadline for each call, its wait included (in process, where no host keeps one). */
+  timeoutMs?: number;
+  /** Where the deadlines are timed. @default systemClock */
+  clock?: Clock;
+}
+
 /**
  * At most `maxInFlight` calls reach the provider at once; the others wait in order. With
  * `timeoutMs` (in process, where no host keeps a deadline) every call, its wait included, ends
  * with DSO_PROVIDER_TIMEOUT at that deadline.
  */
-export function limitProvider(
-  provider: SecretProvider,
-  limits: { maxInFlight: number; timeoutMs?: number },
-): SecretProvider {
-  let active = 0;
-  const waiting: Array<() => void> = [];
-  const release = () => {
-    active -= 1;
-    waiting.shift()?.();
-  };
+export function limitProvider(provider: SecretProvider, limits: ProviderLimits): SecretProvider {
+  const limiter = createLimiter(limits.maxInFlight);
+  const clock = limits.clock ?? systemClock;
   async function run<T>(
     options: CallOptions | undefined,
     call: (options: CallOptions) => Promise<T>,
   ): Promise<T> {
-    const signals = [
-      options?.signal,
-      limits.timeoutMs === undefined ? undefined : AbortSignal.timeout(limits.timeoutMs),
-    ];
-    const present = signals.filter((signal): signal is AbortSignal => signal !== undefined);
+    const deadline =
+      limits.timeoutMs === undefined ? undefined : startDeadline(clock, limits.timeoutMs);
+    const present = [options?.signal, deadline?.signal].filter(
+      (signal): signal is AbortSignal => signal !== undefined,
+    );
     const signal = present.length === 0 ? undefined : AbortSignal.any(present);
+    let started = false;
     try {
-      if (active >= limits.maxInFlight) {
-        await new Promise<void>((resolve, reject) => {
-          const turn = () => {
-            signal?.removeEventListener('abort', give);
-            resolve();
-          };
-          const give = () => {
-            const index = waiting.indexOf(turn);
-            if (index >= 0) waiting.splice(index, 1);
-            reject(signal?.reason);
-          };
-          waiting.push(turn);
-          signal?.addEventListener('abort', give, { once: true });
-        });
-      }
+      return await limiter.run(
+        () => {
+          started = true;
+          return call(signal === undefined ? {} : { signal });
+        },
+        { signal },
+      );
     } catch (error) {
-      throw timeoutOrAbort(provider.name, error, limits.timeoutMs);
-    }
-    active += 1;
-    try {
-      return await call(signal === undefined ? {} : { signal });
-    } catch (error) {
-      if (signal?.aborted && !options?.signal?.aborted)
+      // Gave up waiting for a turn (either signal), or the deadline cut the call short.
+      if (!started || (signal?.aborted && !options?.signal?.aborted))
         throw timeoutOrAbort(provider.name, error, limits.timeoutMs);
       throw error;
     } finally {
-      release();
+      deadline?.clear();
     }
   }
   const limited: SecretProvider = {
@@ -224,6 +216,20 @@ export function limitProvider(
   const state = (provider as { state?: () => unknown }).state;
   if (typeof state === 'function') Object.assign(limited, { state: state.bind(provider) });
   return limited;
+}
+
+/**
+ * A signal that aborts `ms` from now on `clock`, with the reason `AbortSignal.timeout()` gives
+ * (a `TimeoutError`); `clear()` stops its timer once the call is over.
+ */
+function startDeadline(clock: Clock, ms: number): { signal: AbortSignal; clear(): void } {
+  const controller = new AbortController();
+  const timer = clock.setTimeout(() => {
+    controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+  }, ms);
+  // Like AbortSignal.timeout(): a deadline does not keep the process alive.
+  (timer as { unref?: () => void }).unref?.();
+  return { signal: controller.signal, clear: () => clock.clearTimeout(timer) };
 }
 
 function timeoutOrAbort(
