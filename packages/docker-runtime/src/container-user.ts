@@ -6,6 +6,7 @@
  */
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
+import { onAbort } from '@dso/async';
 import { MAX_OWNER_ID } from '@dso/core';
 import { extract as tarExtract } from 'tar-stream';
 import { assertContainerId } from './container-id.js';
@@ -292,14 +293,13 @@ async function fetchArchiveEntry(
     throw error;
   }
   const untrack = context.track(stream);
-  const destroy = () => stream.destroy(signal.reason);
-  signal.addEventListener('abort', destroy, { once: true });
+  const stopDestroying = onAbort(signal, () => stream.destroy(signal.reason));
   try {
     const archive = await readBounded(stream, MAX_USER_DATABASE_BYTES + TAR_OVERHEAD_BYTES);
     if (archive === undefined) return { kind: 'too-large' };
     return await readArchiveEntry(archive, MAX_USER_DATABASE_BYTES);
   } finally {
-    signal.removeEventListener('abort', destroy);
+    stopDestroying();
     untrack();
     stream.destroy();
   }

@@ -1,3 +1,5 @@
+import { onAbort } from '@dso/async';
+
 /** Why a {@link Deadline} fired. */
 export type DeadlineCause = 'timeout' | 'caller' | 'closed';
 
@@ -48,14 +50,7 @@ export class Deadline {
   }
 
   #link(source: AbortSignal | undefined, cause: DeadlineCause): void {
-    if (source === undefined) return;
-    if (source.aborted) {
-      this.#fire(cause);
-      return;
-    }
-    const onAbort = () => this.#fire(cause);
-    source.addEventListener('abort', onAbort, { once: true });
-    this.#cleanups.push(() => source.removeEventListener('abort', onAbort));
+    this.#cleanups.push(onAbort(source, () => this.#fire(cause)));
   }
 
   #fire(cause: DeadlineCause): void {

@@ -3,6 +3,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Duplex, Readable } from 'node:stream';
+import { onAbort, pause } from '@dso/async';
 import Docker from 'dockerode';
 import { negotiateApiVersion } from './api-version.js';
 import { assertContainerId } from './container-id.js';
@@ -696,8 +697,7 @@ class EngineRuntime implements DockerRuntime {
     deadline.clearTimeout();
     options.onConnected();
     this.#streams.add(stream);
-    const destroy = () => stream.destroy();
-    deadline.signal.addEventListener('abort', destroy, { once: true });
+    const stopDestroying = onAbort(deadline.signal, () => stream.destroy());
     const lines = new LineSplitter();
     const decoder = new TextDecoder();
     try {
@@ -729,7 +729,7 @@ class EngineRuntime implements DockerRuntime {
         { reason: 'error', endpoint: this.host, cause: error },
       );
     } finally {
-      deadline.signal.removeEventListener('abort', destroy);
+      stopDestroying();
       deadline.dispose();
       stream.destroy();
       this.#streams.delete(stream);
@@ -1091,17 +1091,16 @@ function positive(value: number | undefined, fallback: number, field: string): n
 }
 
 /** Waits `ms`, returning early (without an error) when either signal aborts. */
-function sleepUnlessAborted(ms: number, signal: AbortSignal, closed: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const finish = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', finish);
-      closed.removeEventListener('abort', finish);
-      resolve();
-    };
-    const timer = setTimeout(finish, ms);
-    if (signal.aborted || closed.aborted) return finish();
-    signal.addEventListener('abort', finish, { once: true });
-    closed.addEventListener('abort', finish, { once: true });
-  });
+async function sleepUnlessAborted(
+  ms: number,
+  signal: AbortSignal,
+  closed: AbortSignal,
+): Promise<void> {
+  const either = new AbortController();
+  const stop = onAbort([signal, closed], () => either.abort());
+  try {
+    await pause(ms, { signal: either.signal });
+  } finally {
+    stop();
+  }
 }

@@ -1,3 +1,4 @@
+import { backoffDelay, onAbort } from '@dso/async';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 import {
   type ContainerEvent,
@@ -135,8 +136,7 @@ export async function* resilientEvents(
     firstConnection = false;
     let lastError: DockerRuntimeError | undefined;
     const connection = new AbortController();
-    const onAbort = () => connection.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
+    const stopLinking = onAbort(signal, () => connection.abort());
     const mailbox = new Mailbox<EventsResync>();
     let replay: 'none' | 'waiting' | 'done' = resumeAt === undefined ? 'none' : 'waiting';
     let replayTimer: ReturnType<typeof setTimeout> | undefined;
@@ -199,7 +199,7 @@ export async function* resilientEvents(
     } finally {
       clearTimeout(replayTimer);
       clearTimeout(stableTimer);
-      signal.removeEventListener('abort', onAbort);
+      stopLinking();
       connection.abort();
     }
 
@@ -213,12 +213,15 @@ export async function* resilientEvents(
         { attempts: failures - 1, cause: lastError },
       );
     }
-    const ceiling = Math.min(
-      policy.maxDelayMs,
-      policy.baseDelayMs * 2 ** Math.min(failures - 1, 30),
-    );
     // Equal jitter: never below half the step, so a fleet of agents spreads out but still backs off.
-    const delayMs = Math.round(ceiling / 2 + (deps.random() * ceiling) / 2);
+    const delayMs = Math.round(
+      backoffDelay(failures, {
+        baseMs: policy.baseDelayMs,
+        maxMs: policy.maxDelayMs,
+        jitter: 'equal',
+        random: deps.random,
+      }),
+    );
     options.onReconnecting?.({ attempt: failures, delayMs, error: lastError });
     await deps.sleep(delayMs, signal);
   }

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { setTimeout as delay } from 'node:timers/promises';
+import { backoffDelay, onAbort, sleep } from '@dso/async';
 import type Docker from 'dockerode';
 import type { Deadline } from './deadline.js';
 import { DockerStreamDemuxer, TailBuffer } from './demux.js';
@@ -68,7 +68,7 @@ export async function runExec(
   const stdout = new TailBuffer(spec.maxOutputBytes);
   const stderr = new TailBuffer(spec.maxOutputBytes);
   const demuxer = new DockerStreamDemuxer(stdout, stderr);
-  const destroy = () => socket.destroy();
+  let stopDestroying = () => {};
   try {
     await new Promise<void>((resolve) => {
       socket.on('data', (chunk: Buffer) => demuxer.push(chunk));
@@ -77,17 +77,14 @@ export async function runExec(
       socket.on('error', () => resolve());
       socket.once('end', () => resolve());
       socket.once('close', () => resolve());
-      if (deadline.signal.aborted) {
-        socket.destroy();
-        return;
-      }
-      deadline.signal.addEventListener('abort', destroy, { once: true });
+      stopDestroying = onAbort(deadline.signal, () => socket.destroy());
+      if (deadline.signal.aborted) return;
       if (spec.stdin !== undefined && spec.stdin.byteLength > 0) socket.write(spec.stdin);
       // Half-close: the process sees EOF on stdin; the engine keeps sending output until exit.
       socket.end();
     });
   } finally {
-    deadline.signal.removeEventListener('abort', destroy);
+    stopDestroying();
     socket.destroy();
     untrack();
   }
@@ -104,9 +101,11 @@ export async function runExec(
 
 /** The exec's exit code; the engine may record it a moment after the stream closes. */
 async function exitCodeOf(exec: Docker.Exec, deadline: Deadline): Promise<number> {
-  for (let attempt = 0; ; attempt += 1) {
+  for (let attempt = 1; ; attempt += 1) {
     const info = await exec.inspect({ abortSignal: deadline.signal });
     if (!info.Running && typeof info.ExitCode === 'number') return info.ExitCode;
-    await delay(Math.min(5 * 2 ** attempt, 100), undefined, { signal: deadline.signal });
+    await sleep(backoffDelay(attempt, { baseMs: 5, maxMs: 100, jitter: 'none' }), {
+      signal: deadline.signal,
+    });
   }
 }

@@ -19,6 +19,7 @@
  * passes through rows of this table.
  */
 import { setTimeout as delay } from 'node:timers/promises';
+import { abortable } from '@dso/async';
 import { createRedactor, DEFAULT_REDACTION_MIN_LENGTH, type Redactor } from '@dso/core';
 import type Docker from 'dockerode';
 import { assertContainerId } from './container-id.js';
@@ -893,7 +894,7 @@ class Replacement {
     try {
       const image = await this.#call('inspect image', undefined, (signal) =>
         // dockerode's image inspect takes no signal: stop waiting for it instead.
-        untilAborted(this.#context.docker.getImage(reference).inspect(), signal),
+        abortable(this.#context.docker.getImage(reference).inspect(), signal),
       );
       return image.Id === old.Image ? reference : old.Image;
     } catch (error) {
@@ -930,7 +931,7 @@ class Replacement {
     if (hook === undefined) return;
     const deadline = new Deadline({ caller: this.#operation.signal }, this.#options.hookTimeoutMs);
     try {
-      await untilAborted(
+      await abortable(
         Promise.resolve().then(() => hook(newId, deadline.signal)),
         deadline.signal,
       );
@@ -1435,25 +1436,6 @@ async function stopAndRemove(
     }
   }
   await removeContainer(context, id, false, links);
-}
-
-/** Resolves or rejects with `promise`, or rejects as soon as `signal` aborts. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /**
