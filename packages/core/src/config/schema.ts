@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { DEFAULT_API_SOCKET } from '../agent-api/contract.js';
 import { DEFAULT_QUEUE_CONCURRENCY, MAX_QUEUE_CONCURRENCY } from '../event-queue.js';
 import { LOG_LEVELS } from '../logger.js';
 import { closestMatch } from './suggest.js';
@@ -680,7 +681,7 @@ export const configSchema = z.strictObject({
         .refine((path) => Buffer.byteLength(path) <= MAX_SOCKET_PATH_BYTES, {
           error: `a unix socket path must be at most ${MAX_SOCKET_PATH_BYTES} bytes long`,
         })
-        .default('/run/dso/agent.sock')
+        .default(DEFAULT_API_SOCKET)
         .meta(meta({ description: 'Path of the socket the agent listens on.' })),
       socketMode: fileMode.default(0o660).meta(
         meta({
