@@ -1,5 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import { inspect } from 'node:util';
+import { onAbort, pause } from '@dso/async';
 import {
   createProvider,
   type ProviderDefinition,
@@ -223,15 +224,8 @@ export function serveProviderFrom(
   input.on('data', onData);
   input.on('end', onEnd);
   input.on('error', onEnd);
-  if (options.signal) {
-    if (options.signal.aborted) void finish({ exitCode: 0, reason: 'signal' });
-    else
-      options.signal.addEventListener(
-        'abort',
-        () => void finish({ exitCode: 0, reason: 'signal' }),
-        { once: true },
-      );
-  }
+  // For the child's whole life: never stopped.
+  onAbort(options.signal, () => void finish({ exitCode: 0, reason: 'signal' }));
 
   function handleNotification(method: string, params: unknown) {
     if (method === '$/cancelRequest') {
@@ -596,13 +590,10 @@ function cancelReason(): Error {
 }
 
 async function withDeadline(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise,
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms);
-      timer.unref?.();
-    }),
-  ]);
-  clearTimeout(timer);
+  const done = new AbortController();
+  try {
+    await Promise.race([promise, pause(ms, { signal: done.signal, ref: false })]);
+  } finally {
+    done.abort();
+  }
 }

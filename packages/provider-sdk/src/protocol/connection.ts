@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { onAbort, sleep } from '@dso/async';
 import { createLineReader, createTextLineSplitter, OVERSIZED_HEAD_BYTES } from './framing.js';
 import {
   classifyMessage,
@@ -174,11 +175,7 @@ export class Connection {
       return Promise.resolve({ type: 'too-large', bytes, direction: 'request' });
     }
     return new Promise<Outcome>((resolve) => {
-      const { signal } = options;
-      const onAbort = () => {
-        this.#abandon(id);
-        settle({ type: 'aborted', reason: signal?.reason });
-      };
+      let stopListening = () => {};
       const timer = setTimeout(() => {
         this.#abandon(id);
         settle({ type: 'timeout' });
@@ -186,12 +183,15 @@ export class Connection {
       const settle = (outcome: Outcome) => {
         if (!this.#pending.delete(id)) return;
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        stopListening();
         options.onSettled?.(outcome);
         resolve(outcome);
       };
       this.#pending.set(id, { method, settle });
-      signal?.addEventListener('abort', onAbort, { once: true });
+      stopListening = onAbort(options.signal, (reason) => {
+        this.#abandon(id);
+        settle({ type: 'aborted', reason });
+      });
       this.#write(line);
     });
   }
@@ -234,7 +234,7 @@ export class Connection {
     }
     this.#lose('the provider was closed');
     this.child.stdin?.end();
-    await Promise.race([this.exited, delay(graceMs)]);
+    await Promise.race([this.exited, sleep(graceMs, { ref: false })]);
     await this.kill();
   }
 
@@ -346,11 +346,4 @@ export class Connection {
   #protocolError(reason: string): void {
     this.#options.events.onProtocolError(this, reason);
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    timer.unref();
-  });
 }

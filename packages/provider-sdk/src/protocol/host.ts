@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { backoffDelay, onAbort } from '@dso/async';
 import { SUPPORTED_PROVIDER_SDK_API_VERSIONS } from '../define-provider.js';
 import {
   type CallOptions,
@@ -545,8 +546,7 @@ class ProcessHost {
             }
             throw host.#restartedError();
           }
-          const onAbort = () => state.wake();
-          signal?.addEventListener('abort', onAbort, { once: true });
+          const stopWaking = onAbort(signal, () => state.wake());
           try {
             for (;;) {
               if (signal?.aborted) return;
@@ -566,7 +566,7 @@ class ProcessHost {
               });
             }
           } finally {
-            signal?.removeEventListener('abort', onAbort);
+            stopWaking();
             if (host.#watches.get(key) === state) host.#watches.delete(key);
             if (!state.ended && !state.connection.isLost) {
               // Best effort: if the child is gone its subscription went with it.
@@ -804,13 +804,15 @@ class ProcessHost {
       this.#restartAttempt = 0;
     }
     this.#recoveredAt = undefined;
-    const ceiling = Math.min(
-      this.#o.maxDelayMs,
-      this.#o.baseDelayMs * 2 ** Math.min(this.#restartAttempt, 30),
-    );
-    // Jitter in [ceiling/2, ceiling]: many hosts restarting at once do not move in step.
-    const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
     this.#restartAttempt++;
+    // Equal jitter: many hosts restarting at once do not move in step.
+    const delayMs = Math.round(
+      backoffDelay(this.#restartAttempt, {
+        baseMs: this.#o.baseDelayMs,
+        maxMs: this.#o.maxDelayMs,
+        jitter: 'equal',
+      }),
+    );
     this.#nextAttemptAt = Date.now() + delayMs;
     this.#log.host('warn', 'provider process restarting', {
       provider: this.#o.name,
