@@ -277,7 +277,7 @@ describe('createFileProvider: cancellation and close', () => {
         seen.push(change);
       }
     })();
-    await waitFor(() => seen.length > 0);
+    await expect.poll(() => seen.length, { timeout: 5_000, interval: 10 }).toBeGreaterThan(0);
     await files.close();
     await consumed;
     expect((await providerError(files.resolve({ path: 'certs/token' }))).message).toContain(
@@ -337,11 +337,3 @@ describe('fsError', () => {
     expect(fsError(new TypeError('bug'), ref, root, 'open').code).toBe('DSO_PROVIDER_INTERNAL');
   });
 });
-
-async function waitFor(condition: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { SecretChange } from '@dso/provider-sdk';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { contentVersion } from './contained-file.js';
 import { createFileProvider } from './file-provider.js';
 
@@ -62,14 +62,15 @@ function watch(paths: string[], watchPollIntervalMs = NO_POLL_MS) {
     controller,
     done,
     failure: () => failure,
+    /** Waits until the watch has reported `version` of `path`. */
     async until(path: string, version: string, ms = 5_000) {
-      const deadline = Date.now() + ms;
-      while (!seen(path, version)) {
-        if (Date.now() > deadline) {
+      await vi.waitFor(
+        () => {
+          if (seen(path, version)) return;
           throw new Error(`no change ${path}@${version}; saw ${JSON.stringify(changes)}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+        },
+        { timeout: ms, interval: 10 },
+      );
     },
   };
 }
@@ -91,8 +92,10 @@ describe('watch', () => {
   });
 
   it('reports an in-place write, and a file created after the watch began', async () => {
-    const watcher = watch(['root/new', 'root/sub/later']);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const ready = await atomicWrite('ready', 'r');
+    const watcher = watch(['root/new', 'root/sub/later', 'root/ready']);
+    // The first pass reports a file that exists, and starts once the directories are watched.
+    await watcher.until('root/ready', ready);
     await writeFile(join(root, 'new'), 'created');
     await watcher.until('root/new', contentVersion(Buffer.from('created')));
     await writeFile(join(root, 'new'), 'rewritten');
@@ -100,8 +103,10 @@ describe('watch', () => {
   });
 
   it('reports a file in a directory created after the watch began, at the next re-check', async () => {
-    const watcher = watch(['root/sub/later'], 100);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const ready = await atomicWrite('ready', 'r');
+    const watcher = watch(['root/sub/later', 'root/ready'], 100);
+    // The first pass reports a file that exists, and starts once the directories are watched.
+    await watcher.until('root/ready', ready);
     const version = await atomicWrite('sub/later', 'late');
     await watcher.until('root/sub/later', version);
   });
@@ -133,10 +138,14 @@ describe('watch', () => {
 
   it('survives its directory going away and coming back', async () => {
     await atomicWrite('sub/token', 'one');
-    const watcher = watch(['root/sub/token'], 100);
+    const watcher = watch(['root/sub/token', 'root/marker'], 100);
     await watcher.until('root/sub/token', contentVersion(Buffer.from('one')));
     await rm(join(root, 'sub'), { recursive: true });
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    // Each pass checks the targets in order, sub/token before the marker, and reports a version
+    // once. The pass that reports the marker's first version read the marker after the removal;
+    // the pass that reports its second one started after that, so it found sub/token missing.
+    await watcher.until('root/marker', await atomicWrite('marker', 'gone'));
+    await watcher.until('root/marker', await atomicWrite('marker', 'still gone'));
     const version = await atomicWrite('sub/token', 'two');
     await watcher.until('root/sub/token', version);
   });
