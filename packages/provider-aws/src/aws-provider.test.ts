@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it, vi } from 'vites
 import { awsProvider } from './index.js';
 import { type AwsFixture, createAwsFixture } from './test-support/aws-fixture.js';
 import type { FakeFault } from './test-support/fake-secrets-manager.js';
-import { canary, dump, waitFor } from './test-support/helpers.js';
+import { canary, dump } from './test-support/helpers.js';
 import { guardLoopback } from './test-support/loopback-guard.js';
 
 const text = (value: string) => new TextEncoder().encode(value);
@@ -536,22 +536,25 @@ describe('cancellation', () => {
     const provider = await open();
     const controller = new AbortController();
     const pending = provider.resolve({ path: 'app/db' }, { signal: controller.signal });
-    await waitFor(
-      () => fixture.fake.requests.some((r) => r.operation === 'GetSecretValue'),
-      5_000,
-      'the request',
-    );
+    await expect
+      .poll(() => fixture.fake.requests.some((r) => r.operation === 'GetSecretValue'), {
+        timeout: 5_000,
+        message: 'the request',
+      })
+      .toBe(true);
     const started = Date.now();
     controller.abort();
     const error = await failure(pending);
     expect(Date.now() - started).toBeLessThan(2_000);
     expect(error.code).toBe('DSO_PROVIDER_TIMEOUT');
     // The SDK aborted the HTTP request: the fake sees its client go away.
-    await waitFor(
-      () => fixture.fake.requests.some((r) => r.operation === 'GetSecretValue' && r.status === -1),
-      5_000,
-      'the fake to see the connection close',
-    );
+    await expect
+      .poll(
+        () =>
+          fixture.fake.requests.some((r) => r.operation === 'GetSecretValue' && r.status === -1),
+        { timeout: 5_000, message: 'the fake to see the connection close' },
+      )
+      .toBe(true);
   });
 
   it('returns promptly when aborted while the SDK waits to retry', async () => {
@@ -564,7 +567,9 @@ describe('cancellation', () => {
       { path: 'app/db' },
       { signal: controller.signal },
     ) as Promise<unknown>;
-    await waitFor(() => fixture.fake.requests.length > before, 5_000, 'the first attempt');
+    await expect
+      .poll(() => fixture.fake.requests.length, { timeout: 5_000, message: 'the first attempt' })
+      .toBeGreaterThan(before);
     const started = Date.now();
     controller.abort();
     const error = await failure(pending);

@@ -23,16 +23,3 @@ export function dump(error: unknown): string {
   }
   return parts.join('\n');
 }
-
-/** Waits for `condition` to hold, polling, until `timeoutMs`. */
-export async function waitFor(
-  condition: () => boolean,
-  timeoutMs = 5_000,
-  what = 'condition',
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
