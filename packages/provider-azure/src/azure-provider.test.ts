@@ -18,7 +18,7 @@ import {
   FIXTURE_SECRET_ENV,
   startAzureFixture,
 } from './test-support/azure-fixture.js';
-import type { FakeFault } from './test-support/fake-key-vault.js';
+import type { FakeFault, FakeRequest } from './test-support/fake-key-vault.js';
 
 // Every HTTP request any part of this process makes (the SDK, MSAL, the fixture) is recorded,
 // so the file can prove that nothing but 127.0.0.1 was ever contacted.
@@ -79,6 +79,19 @@ async function withFault<T>(fault: FakeFault, body: () => Promise<T>): Promise<T
   } finally {
     end();
   }
+}
+
+/**
+ * Waits until the fake has received `count` requests of `kind` since `mark` (its request count
+ * before the call): a request the fake hangs is then in flight, not yet to be sent.
+ */
+async function received(kind: FakeRequest['kind'], mark: number, count = 1): Promise<void> {
+  await expect
+    .poll(() => fixture.fake.requests.slice(mark).filter((r) => r.kind === kind).length, {
+      timeout: 5_000,
+      message: `${count} ${kind} request(s) to reach the fake`,
+    })
+    .toBeGreaterThanOrEqual(count);
 }
 
 async function rejection(promise: Promise<unknown>): Promise<ProviderError> {
@@ -298,9 +311,11 @@ describe('list', () => {
     await provider.list!(); // the token is fetched; now only pages are requested
     await withFault({ kind: 'hang', skip: 1 }, async () => {
       const controller = new AbortController();
+      const mark = fixture.fake.requests.length;
       const listing = provider.list!(undefined, { signal: controller.signal });
+      await received('vault', mark, 2); // the first page answered, the second one hanging
       const started = Date.now();
-      setTimeout(() => controller.abort(), 200);
+      controller.abort();
       const error = await rejection(listing);
       expect(error.code).toBe('DSO_PROVIDER_TIMEOUT');
       expect(Date.now() - started).toBeLessThan(1_500);
@@ -529,9 +544,11 @@ describe('timeouts and cancellation', () => {
     await provider.resolve({ path });
     await withFault({ kind: 'hang', count: 1 }, async () => {
       const controller = new AbortController();
+      const mark = fixture.fake.requests.length;
       const call = provider.resolve({ path }, { signal: controller.signal });
-      setTimeout(() => controller.abort(), 100);
+      await received('vault', mark);
       const started = Date.now();
+      controller.abort();
       const error = await rejection(call);
       expect(error.code).toBe('DSO_PROVIDER_TIMEOUT');
       expect(Date.now() - started).toBeLessThan(1_000);
@@ -543,9 +560,11 @@ describe('timeouts and cancellation', () => {
     const provider = await open();
     await withFault({ kind: 'hang', target: 'token' }, async () => {
       const controller = new AbortController();
+      const mark = fixture.fake.requests.length;
       const call = provider.resolve({ path: 'anything' }, { signal: controller.signal });
-      setTimeout(() => controller.abort(), 300);
+      await received('token', mark);
       const started = Date.now();
+      controller.abort();
       const error = await rejection(call);
       expect(error.code).toBe('DSO_PROVIDER_TIMEOUT');
       expect(Date.now() - started).toBeLessThan(1_000);
@@ -566,8 +585,9 @@ describe('timeouts and cancellation', () => {
     const provider = await open();
     await provider.resolve({ path });
     await withFault({ kind: 'hang', count: 1 }, async () => {
+      const mark = fixture.fake.requests.length;
       const call = provider.resolve({ path });
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await received('vault', mark);
       const started = Date.now();
       await provider.close();
       const error = await rejection(call);
