@@ -52,19 +52,6 @@ function deferred<T>() {
   return { promise, resolve, reject };
 }
 
-/** Waits, in small real steps, until `condition` holds; fails after `deadlineMs`. */
-async function until(
-  what: string,
-  condition: () => boolean | Promise<boolean>,
-  deadlineMs = 5_000,
-) {
-  const deadline = performance.now() + deadlineMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
   try {
     await promise;
@@ -120,8 +107,13 @@ describe('redis cache across agents', () => {
     let calls = 0;
     const loader: CacheLoader = async () => {
       calls++;
-      // Long enough that the other agent finds the lease taken, not the value stored.
-      await new Promise((resolve) => setTimeout(resolve, 150));
+      // The lease is held until the other agent has found it taken (not the value stored).
+      await expect
+        .poll(() => agents[0]!.stats().leaseWaits + agents[1]!.stats().leaseWaits, {
+          timeout: 5_000,
+          message: 'the other agent to wait on the lease',
+        })
+        .toBe(1);
       return secret('shared', '7');
     };
     const key = cacheKey('vault', 'app/db');
@@ -182,10 +174,12 @@ describe('redis cache across agents', () => {
       return gate.promise;
     };
     const held = holder.getOrLoad('k', loader);
-    await until('the holder to load', () => calls === 1);
+    await expect.poll(() => calls, { timeout: 5_000, message: 'the holder to load' }).toBe(1);
     const controller = new AbortController();
     const waiting = waiter.getOrLoad('k', loader, { signal: controller.signal });
-    await until('the waiter to wait', () => waiter.stats().leaseWaits === 1);
+    await expect
+      .poll(() => waiter.stats().leaseWaits, { timeout: 5_000, message: 'the waiter to wait' })
+      .toBe(1);
     const reason = new Error('caller gave up');
     controller.abort(reason);
     await expect(waiting).rejects.toBe(reason);
@@ -207,7 +201,7 @@ describe('redis cache across agents', () => {
       calls++;
       return gate.promise;
     });
-    await until('the load to start', () => calls === 1);
+    await expect.poll(() => calls, { timeout: 5_000, message: 'the load to start' }).toBe(1);
     await deleting.delete('k');
     gate.resolve(secret('from before the delete'));
     expect((await pending).value.revealText()).toBe('from before the delete');
@@ -360,7 +354,9 @@ describe('an entry that fails authentication', () => {
 
     expect(await cache.get('k')).toBeUndefined();
     expect(cache.stats().decryptFailures).toBe(1);
-    await until('the entry to be dropped', async () => (await admin.exists(entry)) === 0);
+    await expect
+      .poll(() => admin.exists(entry), { timeout: 5_000, message: 'the entry to be dropped' })
+      .toBe(0);
     const logged = lines.map((line) => JSON.parse(line));
     expect(logged).toContainEqual(
       expect.objectContaining({ code: 'DSO_CACHE_ENTRY_UNREADABLE', key: 'k' }),
@@ -512,10 +508,12 @@ describe('when Redis fails', () => {
       expect(during.value.revealText()).toBe('direct');
       expect(lines.filter((line) => line.includes('redis cache unavailable'))).toHaveLength(1);
       await proxy.resume();
-      await until(
-        'the cache to answer from Redis again',
-        async () => (await cache.get('k'))?.value.revealText() === 'before',
-      );
+      await expect
+        .poll(async () => (await cache.get('k'))?.value.revealText(), {
+          timeout: 5_000,
+          message: 'the cache to answer from Redis again',
+        })
+        .toBe('before');
       expect(lines.filter((line) => line.includes('redis cache available again'))).toHaveLength(1);
     } finally {
       await proxy.close();
