@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 import { type ConnectEvents, type ResilientEventsDeps, resilientEvents } from './event-stream.js';
 import { type ContainerEvent, parseContainerEvent, type RuntimeEvent } from './events.js';
@@ -251,30 +251,36 @@ describe('resilientEvents', () => {
   });
 
   it('counts a connection that stayed up, quiet, for stableConnectionMs as restored', async () => {
-    const connect: ConnectEvents = (request) =>
-      (async function* () {
-        request.onConnected();
-        // Up long enough to count as restored, then dropped (an idle timeout somewhere).
-        await new Promise((resolve) => setTimeout(resolve, 30));
-        yield* [];
-        throw new DockerRuntimeError('DSO_DOCKER_EVENTS_LOST', 'idle drop (scripted)');
-      })();
-    const controller = new AbortController();
-    let connections = 0;
-    const counting: ConnectEvents = (request) => {
-      connections += 1;
-      if (connections > 6) controller.abort();
-      return connect(request);
-    };
-    const items: RuntimeEvent[] = [];
-    for await (const item of resilientEvents(
-      { signal: controller.signal, reconnect: { maxAttempts: 2 }, stableConnectionMs: 10 },
-      deps(counting),
-    )) {
-      items.push(item);
+    // The stable-connection timer is a plain timer: vitest's fake timers move it, not real time.
+    vi.useFakeTimers();
+    try {
+      const connect: ConnectEvents = (request) =>
+        (async function* () {
+          request.onConnected();
+          // Up long enough to count as restored, then dropped (an idle timeout somewhere).
+          await vi.advanceTimersByTimeAsync(10);
+          yield* [];
+          throw new DockerRuntimeError('DSO_DOCKER_EVENTS_LOST', 'idle drop (scripted)');
+        })();
+      const controller = new AbortController();
+      let connections = 0;
+      const counting: ConnectEvents = (request) => {
+        connections += 1;
+        if (connections > 6) controller.abort();
+        return connect(request);
+      };
+      const items: RuntimeEvent[] = [];
+      for await (const item of resilientEvents(
+        { signal: controller.signal, reconnect: { maxAttempts: 2 }, stableConnectionMs: 10 },
+        deps(counting),
+      )) {
+        items.push(item);
+      }
+      // Six drops in a row with maxAttempts 2, and no failure: each had held long enough.
+      expect(connections).toBeGreaterThan(6);
+    } finally {
+      vi.useRealTimers();
     }
-    // Six drops in a row with maxAttempts 2, and no failure: each had held long enough.
-    expect(connections).toBeGreaterThan(6);
   });
 
   it('reports a gap when the replay starts before the last event seen (a clock set back)', async () => {

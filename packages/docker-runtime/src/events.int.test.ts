@@ -4,7 +4,7 @@
  * events flow. Nothing may be missed without a resync, and nothing delivered twice.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { EventsOptions } from './docker-runtime.js';
 import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
 import type { RuntimeEvent } from './events.js';
@@ -252,8 +252,9 @@ describe('events across an engine restart', () => {
           });
           created.push(container.id);
         } catch {
-          // The engine is restarting: this create did not happen, and nothing expects it.
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          // The engine is restarting: this create did not happen, and nothing expects it. The
+          // next one is tried once the engine answers again.
+          await vi.waitFor(() => engine.docker.ping(), { timeout: 60_000, interval: 20 });
         }
       }
     })();

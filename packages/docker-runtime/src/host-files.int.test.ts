@@ -185,7 +185,9 @@ describe('the host path, through a real container', () => {
     );
     for (let generation = 1; generation <= 200; generation += 1) {
       dirs.write(key, setOf(generation));
-      // Pacing, not waiting for a condition: spread the swaps over the reader's rounds.
+      // Pacing, not a wait for a condition: it spreads the swaps over the reader's rounds. No
+      // assertion is about a moment: the reader was seen reading before the first swap, and
+      // what it read is judged from its whole log once it has stopped.
       await delay(2);
     }
     dirs.write(key, setOf(201, ['stop']));

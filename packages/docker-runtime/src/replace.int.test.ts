@@ -572,19 +572,17 @@ describe('replaceContainer', () => {
   it('refuses a second replacement of the same container while one runs', async () => {
     const old = await createOld();
     let release: () => void = () => {};
+    let entered: () => void = () => {};
+    const inHook = new Promise<void>((resolve) => (entered = resolve));
     const first = runtime.replaceContainer(old.id, {
       ...FAST,
-      onStarted: () => new Promise<void>((resolve) => (release = resolve)),
+      onStarted: () => {
+        entered();
+        return new Promise<void>((resolve) => (release = resolve));
+      },
     });
-    // Wait until the first is inside its hook.
-    for (let i = 0; i < 100; i += 1) {
-      const listed = await docker.listContainers({
-        all: true,
-        filters: { label: [`${REPLACE_LABELS.of}=${old.id}`], status: ['running'] },
-      });
-      if (listed.length > 0) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    // The first is inside its hook (or failed before it, which fails the test here).
+    await Promise.race([inHook, first]);
     const second = await failureOf(runtime.replaceContainer(old.id, FAST));
     expect(second.details).toMatchObject({ reason: 'replace-pending' });
     // Recovery leaves a replacement running in this runtime alone.

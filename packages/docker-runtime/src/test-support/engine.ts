@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
+import { vi } from 'vitest';
 import testImage from '../../../../tools/test-image.json' with { type: 'json' };
 
 const run = promisify(execFile);
@@ -115,20 +116,32 @@ export async function shIn(id: string, script: string, user = '0'): Promise<stri
   return (await execIn(id, ['sh', '-c', script], { user })).stdout.toString();
 }
 
-/** Polls `check` until it returns a value other than undefined, or fails at the deadline. */
+/**
+ * Waits, with vitest's `vi.waitFor` (every 25 ms), until `check` returns a value other than
+ * undefined, and returns it; fails at the deadline naming `what`. An error thrown by `check`
+ * ends the wait at once: a failure is not "not yet".
+ */
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined> | T | undefined,
   timeoutMs = 10_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  const outcome = await vi.waitFor(
+    async (): Promise<{ value: T } | { error: unknown }> => {
+      let value: T | undefined;
+      try {
+        value = await check();
+      } catch (error) {
+        return { error };
+      }
+      if (value === undefined)
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      return { value };
+    },
+    { timeout: timeoutMs, interval: 25 },
+  );
+  if ('error' in outcome) throw outcome.error;
+  return outcome.value;
 }
 
 /**
