@@ -1,8 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, link, open, unlink } from 'node:fs/promises';
-import { SecretValue } from '@dso/provider-sdk';
+import {
+  createPrivateFile,
+  isPrivateFileError,
+  type PrivateFileError,
+  readPrivateFile,
+  SecretValue,
+} from '@dso/provider-sdk';
 import { CACHE_KEY_BYTES } from './crypto.js';
-import { errnoCode, RedisCacheError } from './errors.js';
+import { RedisCacheError } from './errors.js';
 
 /** The environment variable holding the cache key itself: 64 hex digits or base64 of 32 bytes. */
 export const CACHE_KEY_ENV = 'DSO_CACHE_KEY';
@@ -119,59 +124,20 @@ export async function readCacheKeyFile(
   path: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<CacheEncryptionKey> {
-  options.signal?.throwIfAborted();
-  const facts = { keyFile: path };
-  let handle: FileHandle;
+  let raw: Buffer;
   try {
-    handle = await open(path, 'r');
+    raw = await readPrivateFile(path, {
+      maxBytes: MAX_CACHE_KEY_FILE_BYTES,
+      signal: options.signal,
+    });
   } catch (error) {
-    if (errnoCode(error) === 'ENOENT') {
-      throw new RedisCacheError(
-        'DSO_CACHE_KEY_MISSING',
-        `cache key file ${path} does not exist; create it (${HOW_TO_MAKE}) or point ${CACHE_KEY_FILE_ENV} at the right file`,
-        { ...facts, cause: error },
-      );
-    }
-    throw new RedisCacheError(
-      'DSO_CACHE_KEY_IO',
-      `cannot open cache key file ${path} (${errnoCode(error) ?? 'error'}); check its owner and mode`,
-      { ...facts, cause: error },
-    );
+    throw isPrivateFileError(error) ? keyFileRefused(error, 'read') : error;
   }
   try {
-    // fstat the open handle, not the path: what is checked is what is read.
-    const stats = await handle.stat();
-    if (!stats.isFile()) {
-      throw new RedisCacheError(
-        'DSO_CACHE_KEY_INVALID',
-        `cache key file ${path} is not a regular file`,
-        facts,
-      );
-    }
-    if ((stats.mode & 0o077) !== 0) {
-      const mode = (stats.mode & 0o777).toString(8).padStart(4, '0');
-      throw new RedisCacheError(
-        'DSO_CACHE_KEY_PERMISSIONS',
-        `cache key file ${path} has mode ${mode}, so other users may read it; run: chmod 600 ${path}`,
-        facts,
-      );
-    }
-    if (stats.size > MAX_CACHE_KEY_FILE_BYTES) {
-      throw new RedisCacheError(
-        'DSO_CACHE_KEY_INVALID',
-        `cache key file ${path} is ${stats.size} bytes; the limit is ${MAX_CACHE_KEY_FILE_BYTES}`,
-        facts,
-      );
-    }
-    const raw = await handle.readFile({ signal: options.signal });
-    try {
-      const source = `key file ${path}`;
-      return { source, key: parseCacheKey(raw.toString('utf8'), `cache key file ${path}`) };
-    } finally {
-      raw.fill(0);
-    }
+    const source = `key file ${path}`;
+    return { source, key: parseCacheKey(raw.toString('utf8'), `cache key file ${path}`) };
   } finally {
-    await handle.close();
+    raw.fill(0);
   }
 }
 
@@ -191,40 +157,63 @@ export async function generateCacheKeyFile(
   path: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<CacheEncryptionKey> {
-  options.signal?.throwIfAborted();
   const random = randomBytes(CACHE_KEY_BYTES);
   const text = Buffer.from(`${random.toString('hex')}\n`, 'utf8');
-  const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    const handle = await open(temporary, 'wx', 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    // link() fails with EEXIST rather than replace: the no-overwrite guarantee.
-    await link(temporary, path);
+    await createPrivateFile(path, text, { signal: options.signal });
     return { source: `key file ${path}`, key: SecretValue.fromBytes(random) };
   } catch (error) {
-    if (errnoCode(error) === 'EEXIST') {
-      throw new RedisCacheError(
-        'DSO_CACHE_KEY_EXISTS',
-        `cache key file ${path} already exists; it was not overwritten (entries sealed with it would become unreadable)`,
-        { keyFile: path },
-      );
-    }
-    if (errnoCode(error) === undefined) throw error;
-    throw new RedisCacheError(
-      'DSO_CACHE_KEY_IO',
-      `cannot write cache key file ${path} (${errnoCode(error)}); check that its directory exists and is writable`,
-      { keyFile: path, cause: error },
-    );
+    throw isPrivateFileError(error) ? keyFileRefused(error, 'write') : error;
   } finally {
     random.fill(0);
     text.fill(0);
-    await unlink(temporary).catch(() => {
-      // Absent when open() failed; otherwise the link keeps the file: nothing to undo.
-    });
+  }
+}
+
+/** A key file refused, or that could not be read (`read`) or made (`write`), in the cache's words. */
+function keyFileRefused(error: PrivateFileError, operation: 'read' | 'write'): RedisCacheError {
+  const { path } = error;
+  const facts = { keyFile: path };
+  switch (error.problem) {
+    case 'missing':
+      return new RedisCacheError(
+        'DSO_CACHE_KEY_MISSING',
+        `cache key file ${path} does not exist; create it (${HOW_TO_MAKE}) or point ${CACHE_KEY_FILE_ENV} at the right file`,
+        { ...facts, cause: error.cause },
+      );
+    case 'not-file':
+      return new RedisCacheError(
+        'DSO_CACHE_KEY_INVALID',
+        `cache key file ${path} is not a regular file`,
+        facts,
+      );
+    case 'permissions': {
+      const mode = (error.mode ?? 0).toString(8).padStart(4, '0');
+      return new RedisCacheError(
+        'DSO_CACHE_KEY_PERMISSIONS',
+        `cache key file ${path} has mode ${mode}, so other users may read it; run: chmod 600 ${path}`,
+        facts,
+      );
+    }
+    case 'too-large':
+      return new RedisCacheError(
+        'DSO_CACHE_KEY_INVALID',
+        `cache key file ${path} is ${error.size} bytes; the limit is ${MAX_CACHE_KEY_FILE_BYTES}`,
+        facts,
+      );
+    case 'exists':
+      return new RedisCacheError(
+        'DSO_CACHE_KEY_EXISTS',
+        `cache key file ${path} already exists; it was not overwritten (entries sealed with it would become unreadable)`,
+        facts,
+      );
+    case 'io':
+      return new RedisCacheError(
+        'DSO_CACHE_KEY_IO',
+        operation === 'read'
+          ? `cannot open cache key file ${path} (${error.errno ?? 'error'}); check its owner and mode`
+          : `cannot write cache key file ${path} (${error.errno}); check that its directory exists and is writable`,
+        { ...facts, cause: error.cause },
+      );
   }
 }

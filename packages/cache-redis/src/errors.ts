@@ -40,13 +40,3 @@ export class RedisCacheError extends DsoError {
     this.name = 'RedisCacheError';
   }
 }
-
-/** The `code` of a Node.js system error (`ENOENT`, `EEXIST`, …), if it is one. */
-export function errnoCode(error: unknown): string | undefined {
-  if (typeof error !== 'object' || error === null) return undefined;
-  // An aborted fs call rejects with code ABORT_ERR: a cancellation, which must reach the caller
-  // as the AbortError it is, not become an I/O failure.
-  if ((error as { name?: unknown }).name === 'AbortError') return undefined;
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && !code.startsWith('DSO_') ? code : undefined;
-}

@@ -1,3 +1,4 @@
+import { abortable } from '@dso/async';
 import {
   type CallOptions,
   isSecretValue,
@@ -117,7 +118,7 @@ export function createLocalProvider(
         if (opening === attempt) opening = undefined;
       });
     }
-    return untilAborted(opening, signal);
+    return abortable(opening, signal);
   };
 
   const fail = (error: unknown, path?: string): ProviderError =>
@@ -176,24 +177,4 @@ export function createLocalProvider(
     },
   };
   return provider;
-}
-
-/** `promise`, or a rejection with the signal's reason as soon as it fires. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }

@@ -1,8 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, open } from 'node:fs/promises';
-import { SecretValue } from '@dso/provider-sdk';
-import { pathExists, writeFileAtomic } from './atomic-write.js';
-import { errnoCode, VaultError } from './vault-error.js';
+import {
+  createPrivateFile,
+  isPrivateFileError,
+  type PrivateFileError,
+  readPrivateFile,
+  SecretValue,
+} from '@dso/provider-sdk';
+import { pathExists } from './path-exists.js';
+import { VaultError } from './vault-error.js';
 
 /** The environment variable holding the vault passphrase. */
 export const VAULT_PASSPHRASE_ENV = 'DSO_VAULT_PASSPHRASE';
@@ -96,66 +101,73 @@ export async function readKeyFile(
   path: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<VaultKey> {
-  options.signal?.throwIfAborted();
   const facts = { keyFile: path };
-  let handle: FileHandle;
+  let raw: Buffer;
   try {
-    handle = await open(path, 'r');
+    raw = await readPrivateFile(path, { maxBytes: MAX_KEY_FILE_BYTES, signal: options.signal });
   } catch (error) {
-    if (errnoCode(error) === 'ENOENT') {
-      throw new VaultError(
-        'DSO_VAULT_KEY_MISSING',
-        `key file ${path} does not exist; create it, or point ${VAULT_KEY_FILE_ENV} at the right file`,
-        { ...facts, cause: error },
-      );
-    }
-    throw new VaultError(
-      'DSO_VAULT_IO',
-      `cannot open key file ${path} (${errnoCode(error) ?? 'error'}); check its owner and mode`,
-      { ...facts, cause: error },
-    );
+    throw isPrivateFileError(error) ? keyFileRefused(error, 'read') : error;
   }
   try {
-    // fstat the open handle, not the path: what is checked is what is read.
-    const stats = await handle.stat();
-    if (!stats.isFile()) {
+    const material = trimWhitespace(raw);
+    if (material.byteLength < MIN_KEY_FILE_BYTES) {
       throw new VaultError(
+        'DSO_VAULT_KEY_INVALID',
+        `key file ${path} holds fewer than ${MIN_KEY_FILE_BYTES} bytes; put at least 32 random bytes in it (base64 is fine)`,
+        facts,
+      );
+    }
+    return { source: `key file ${path}`, material: SecretValue.fromBytes(material) };
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/** A key file refused, or that could not be read (`read`) or made (`write`), in the vault's words. */
+function keyFileRefused(error: PrivateFileError, operation: 'read' | 'write'): VaultError {
+  const { path } = error;
+  const facts = { keyFile: path };
+  switch (error.problem) {
+    case 'missing':
+      return new VaultError(
+        'DSO_VAULT_KEY_MISSING',
+        `key file ${path} does not exist; create it, or point ${VAULT_KEY_FILE_ENV} at the right file`,
+        { ...facts, cause: error.cause },
+      );
+    case 'not-file':
+      return new VaultError(
         'DSO_VAULT_KEY_INVALID',
         `key file ${path} is not a regular file`,
         facts,
       );
-    }
-    if ((stats.mode & 0o077) !== 0) {
-      const mode = (stats.mode & 0o777).toString(8).padStart(4, '0');
-      throw new VaultError(
+    case 'permissions': {
+      const mode = (error.mode ?? 0).toString(8).padStart(4, '0');
+      return new VaultError(
         'DSO_VAULT_KEY_PERMISSIONS',
         `key file ${path} has mode ${mode}, so other users may read it; run: chmod 600 ${path}`,
         facts,
       );
     }
-    if (stats.size > MAX_KEY_FILE_BYTES) {
-      throw new VaultError(
+    case 'too-large':
+      return new VaultError(
         'DSO_VAULT_KEY_INVALID',
-        `key file ${path} is ${stats.size} bytes; the limit is ${MAX_KEY_FILE_BYTES}`,
+        `key file ${path} is ${error.size} bytes; the limit is ${MAX_KEY_FILE_BYTES}`,
         facts,
       );
-    }
-    const raw = await handle.readFile({ signal: options.signal });
-    try {
-      const material = trimWhitespace(raw);
-      if (material.byteLength < MIN_KEY_FILE_BYTES) {
-        throw new VaultError(
-          'DSO_VAULT_KEY_INVALID',
-          `key file ${path} holds fewer than ${MIN_KEY_FILE_BYTES} bytes; put at least 32 random bytes in it (base64 is fine)`,
-          facts,
-        );
-      }
-      return { source: `key file ${path}`, material: SecretValue.fromBytes(material) };
-    } finally {
-      raw.fill(0);
-    }
-  } finally {
-    await handle.close();
+    case 'exists':
+      return new VaultError(
+        'DSO_VAULT_KEY_EXISTS',
+        `key file ${path} already exists; it was not overwritten (a vault encrypted with it would become unreadable)`,
+        facts,
+      );
+    case 'io':
+      return new VaultError(
+        'DSO_VAULT_IO',
+        operation === 'read'
+          ? `cannot open key file ${path} (${error.errno ?? 'error'}); check its owner and mode`
+          : `cannot write key file ${path} (${error.errno}); check that its directory exists and is writable`,
+        { ...facts, cause: error.cause },
+      );
   }
 }
 
@@ -174,27 +186,14 @@ export async function generateKeyFile(
   path: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<VaultKey> {
-  const alreadyExists = () =>
-    new VaultError(
-      'DSO_VAULT_KEY_EXISTS',
-      `key file ${path} already exists; it was not overwritten (a vault encrypted with it would become unreadable)`,
-      { keyFile: path },
-    );
-  if (await pathExists(path)) throw alreadyExists();
   const random = randomBytes(GENERATED_KEY_BYTES);
   const text = Buffer.from(`${random.toString('base64')}\n`, 'utf8');
   random.fill(0);
   try {
-    await writeFileAtomic(path, text, { mode: 0o600, overwrite: false, signal: options.signal });
+    await createPrivateFile(path, text, { signal: options.signal });
     return { source: `key file ${path}`, material: SecretValue.fromBytes(trimWhitespace(text)) };
   } catch (error) {
-    if (errnoCode(error) === 'EEXIST') throw alreadyExists();
-    if (errnoCode(error) === undefined) throw error;
-    throw new VaultError(
-      'DSO_VAULT_IO',
-      `cannot write key file ${path} (${errnoCode(error)}); check that its directory exists and is writable`,
-      { keyFile: path, cause: error },
-    );
+    throw isPrivateFileError(error) ? keyFileRefused(error, 'write') : error;
   } finally {
     text.fill(0);
   }

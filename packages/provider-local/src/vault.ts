@@ -1,15 +1,19 @@
 import { createHash } from 'node:crypto';
-import { type FileHandle, open, realpath } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import {
   type CallOptions,
+  isPrivateFileError,
   isSecretValue,
+  type PrivateFileError,
   type ResolvedSecret,
+  readPrivateFile,
   SecretValue,
+  writePrivateFile,
 } from '@dso/provider-sdk';
-import { pathExists, writeFileAtomic } from './atomic-write.js';
 import { acquireFileLock, DEFAULT_LOCK_TIMEOUT_MS } from './file-lock.js';
 import { createKeyCache, type KeyCache } from './key-cache.js';
+import { pathExists } from './path-exists.js';
 import { assertSecretPath, isUnderPrefix, normalizePrefix } from './secret-path.js';
 import { errnoCode, VaultError } from './vault-error.js';
 import {
@@ -188,7 +192,7 @@ export async function initVault(options: InitVaultOptions): Promise<Vault> {
   options.signal?.throwIfAborted();
   const path = resolve(options.path);
   // Checked first so an existing vault is reported before a second of scrypt; the exclusive
-  // link in writeFileAtomic still settles a race with another init.
+  // link in writePrivateFile still settles a race with another init.
   if (await pathExists(path)) throw vaultExists(path);
   const vault = new LocalVault(path, options.key, settings);
   try {
@@ -519,44 +523,12 @@ class LocalVault implements Vault {
 
   async #readFile(signal: AbortSignal | undefined): Promise<Buffer> {
     signal?.throwIfAborted();
-    let handle: FileHandle;
     try {
-      handle = await open(this.path, 'r');
+      return await readPrivateFile(this.path, { maxBytes: MAX_VAULT_FILE_BYTES, signal });
     } catch (error) {
-      if (errnoCode(error) === 'ENOENT') throw notFound(this.path, error);
-      throw ioError(this.path, 'open', error);
-    }
-    try {
-      // fstat the open handle: what is checked is what is read.
-      const stats = await handle.stat();
-      if (!stats.isFile()) {
-        throw new VaultError(
-          'DSO_VAULT_CORRUPT',
-          `vault ${this.path} is not a regular file; point DSO at the vault file`,
-          { vaultPath: this.path },
-        );
-      }
-      if ((stats.mode & 0o077) !== 0) {
-        const mode = (stats.mode & 0o777).toString(8).padStart(4, '0');
-        throw new VaultError(
-          'DSO_VAULT_PERMISSIONS',
-          `vault ${this.path} has mode ${mode}, so other users may read or replace it; run: chmod 600 ${this.path}`,
-          { vaultPath: this.path },
-        );
-      }
-      if (stats.size > MAX_VAULT_FILE_BYTES) {
-        throw new VaultError(
-          'DSO_VAULT_TOO_LARGE',
-          `vault ${this.path} is ${stats.size} bytes; the limit is ${MAX_VAULT_FILE_BYTES}`,
-          { vaultPath: this.path },
-        );
-      }
-      return await handle.readFile({ signal });
-    } catch (error) {
+      if (isPrivateFileError(error)) throw vaultFileRefused(error);
       if (errnoCode(error) === undefined) throw error;
       throw ioError(this.path, 'read', error);
-    } finally {
-      await handle.close();
     }
   }
 
@@ -566,7 +538,7 @@ class LocalVault implements Vault {
     signal: AbortSignal | undefined,
   ): Promise<void> {
     try {
-      await writeFileAtomic(this.path, sealed, { mode: 0o600, overwrite, signal });
+      await writePrivateFile(this.path, sealed, { overwrite, signal });
     } catch (error) {
       if (errnoCode(error) === 'EEXIST' && !overwrite) throw vaultExists(this.path, error);
       if (errnoCode(error) === undefined) throw error;
@@ -661,6 +633,38 @@ function digestOf(file: Buffer): string {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The vault file refused by {@link readPrivateFile}'s checks, or that could not be opened. */
+function vaultFileRefused(error: PrivateFileError): VaultError {
+  const { path } = error;
+  switch (error.problem) {
+    case 'missing':
+      return notFound(path, error.cause);
+    case 'not-file':
+      return new VaultError(
+        'DSO_VAULT_CORRUPT',
+        `vault ${path} is not a regular file; point DSO at the vault file`,
+        { vaultPath: path },
+      );
+    case 'permissions': {
+      const mode = (error.mode ?? 0).toString(8).padStart(4, '0');
+      return new VaultError(
+        'DSO_VAULT_PERMISSIONS',
+        `vault ${path} has mode ${mode}, so other users may read or replace it; run: chmod 600 ${path}`,
+        { vaultPath: path },
+      );
+    }
+    case 'too-large':
+      return new VaultError(
+        'DSO_VAULT_TOO_LARGE',
+        `vault ${path} is ${error.size} bytes; the limit is ${MAX_VAULT_FILE_BYTES}`,
+        { vaultPath: path },
+      );
+    case 'exists':
+    case 'io':
+      return ioError(path, 'open', error.cause);
+  }
 }
 
 function notFound(path: string, cause?: unknown): VaultError {

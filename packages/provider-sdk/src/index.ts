@@ -44,6 +44,16 @@ export {
   SUPPORTED_PROVIDER_SDK_API_VERSIONS,
 } from './define-provider.js';
 export {
+  createPrivateFile,
+  isPrivateFileError,
+  PrivateFileError,
+  type PrivateFileProblem,
+  type ReadPrivateFileOptions,
+  readPrivateFile,
+  type WritePrivateFileOptions,
+  writePrivateFile,
+} from './private-file.js';
+export {
   type ServeProviderOptions,
   type ServeResult,
   serveProvider,
