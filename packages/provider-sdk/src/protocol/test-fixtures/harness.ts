@@ -2,6 +2,7 @@
 // child pid it reports, and check none survives.
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
+import { vi } from 'vitest';
 import {
   createProcessProvider,
   type ProcessProvider,
@@ -83,17 +84,18 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** Polls `condition` every 10 ms until it holds, or fails after `timeoutMs`. */
+/** Waits, with vitest's `vi.waitFor` (every 10 ms), until `condition` holds; fails after `timeoutMs`. */
 export async function waitFor(
   condition: () => boolean,
   what: string,
   timeoutMs = 20_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  await vi.waitFor(
+    () => {
+      if (!condition()) throw new Error(`timed out waiting for ${what}`);
+    },
+    { timeout: timeoutMs, interval: 10 },
+  );
 }
 
 /** An error as a log or a report would show it: message, fields, stack and the cause chain. */
