@@ -6,183 +6,14 @@ import {
   createMetricsRegistry,
   createRedactor,
 } from '@dso/core';
-import type {
-  ContainerDetails,
-  ContainerEvent,
-  DockerRuntime,
-  WriteFilesRequest,
-} from '@dso/docker-runtime';
+import type { ContainerDetails } from '@dso/docker-runtime';
+import { createFakeRuntime } from '@dso/docker-runtime/testing';
 import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
 import { type AgentEvent, type AgentOptions, createAgent } from './agent.js';
 import { createAgentHealth, createAgentMetrics } from './observability.js';
 
 const CANARY = 'canary-agent-9b27e1';
-
-/** An engine of our own: containers in a map, events pushed by the test. */
-function createFakeRuntime(containers: ContainerDetails[]) {
-  const byId = new Map(containers.map((container) => [container.id, container]));
-  /** Action kinds (`signal`, `exec`, `restart`, `replace`) that fail, as the engine would. */
-  const failing = new Set<string>();
-  /** What replaceContainer was asked to set, by variable (the test reads values back). */
-  const replacedEnv: Array<Record<string, string | null>> = [];
-  /** What recoverReplacements reports at the agent's start. */
-  const recoveries: Awaited<ReturnType<DockerRuntime['recoverReplacements']>> = [];
-  const fail = (kind: string) => {
-    if (failing.has(kind)) {
-      throw Object.assign(new Error(`${kind} failed`), {
-        code: kind === 'replace' ? 'DSO_DOCKER_REPLACE_FAILED' : 'DSO_DOCKER_ENGINE_ERROR',
-        details:
-          kind === 'replace' ? { stage: 'health', reason: 'unhealthy', rollback: 'done' } : {},
-      });
-    }
-  };
-  const writes: Array<{ id: string; request: WriteFilesRequest; contents: string[] }> = [];
-  /** Rotation actions the agent took: `signal <id> <SIG>`, `exec <id> <argv>`, `restart <id>`. */
-  const actions: string[] = [];
-  const pending: ContainerEvent[] = [];
-  let wake: (() => void) | undefined;
-  const runtime: DockerRuntime = {
-    apiVersion: '1.41',
-    engineVersion: 'fake',
-    host: 'unix:///fake.sock',
-    async *events({ signal }) {
-      while (!signal.aborted) {
-        const event = pending.shift();
-        if (event) {
-          yield event;
-          continue;
-        }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          signal.addEventListener('abort', () => resolve(), { once: true });
-        });
-      }
-    },
-    async listContainers({ all }) {
-      return [...byId.values()]
-        .filter((c) => (all || c.running) && c.labels['dso.enable'] === 'true')
-        .map(({ id, name, labels, state, image, binds }) => ({
-          id,
-          name,
-          labels,
-          state,
-          image,
-          binds,
-        }));
-    },
-    async inspectContainer(id) {
-      const container = byId.get(id);
-      if (!container) throw new Error(`no container ${id}`);
-      return container;
-    },
-    async writeFiles(id, request) {
-      // Copy now: the agent zeroes its buffers once the write returns.
-      writes.push({
-        id,
-        request,
-        contents: request.files.map((file) => Buffer.from(file.content).toString()),
-      });
-      return { files: request.files.length, bytes: 0, durationMs: 1, generation: 'g1' };
-    },
-    async exec(id, request) {
-      actions.push(`exec ${id} ${request.argv.join(' ')}`);
-      fail('exec');
-      return {
-        exitCode: 0,
-        stdout: '',
-        stderr: '',
-        stdoutBytes: 0,
-        stderrBytes: 0,
-        truncated: false,
-        durationMs: 1,
-      };
-    },
-    async sendSignal(id, unixSignal) {
-      actions.push(`signal ${id} ${unixSignal}`);
-      fail('signal');
-    },
-    async restartContainer(id) {
-      actions.push(`restart ${id}`);
-      fail('restart');
-    },
-    async replaceContainer(id, request) {
-      actions.push(`replace ${id}`);
-      replacedEnv.push({ ...request.env });
-      fail('replace');
-      const old = byId.get(id);
-      const newId = `${id}-next`;
-      if (old) {
-        byId.delete(id);
-        const labels = { ...old.labels };
-        for (const [key, value] of Object.entries(request.labels ?? {})) {
-          if (value === null) delete labels[key];
-          else labels[key] = value;
-        }
-        byId.set(newId, { ...old, id: newId, labels });
-        await request.onStarted?.(newId, new AbortController().signal);
-      }
-      return {
-        oldId: id,
-        newId,
-        name: id,
-        generation: 1,
-        health: 'running',
-        oldRemoved: true,
-        durationMs: 1,
-      };
-    },
-    async recoverReplacements() {
-      return recoveries;
-    },
-    resolveUser: unused('resolveUser'),
-    async close() {},
-    async [Symbol.asyncDispose]() {},
-  };
-  return {
-    runtime,
-    writes,
-    actions,
-    failing,
-    replacedEnv,
-    recoveries,
-    start(container: ContainerDetails) {
-      byId.set(container.id, container);
-      pending.push({
-        type: 'container.started',
-        id: container.id,
-        at: Date.now(),
-        timeNano: '0',
-        cursor: `0~${container.id}~start`,
-        labels: container.labels,
-        name: container.name,
-        image: container.image,
-      });
-      wake?.();
-    },
-    /** The engine reports an event of another type (restart events, a destroy). */
-    emit(type: ContainerEvent['type'], id: string) {
-      pending.push({
-        type,
-        id,
-        at: Date.now(),
-        timeNano: '0',
-        cursor: `0~${id}~${type}`,
-        labels: byId.get(id)?.labels ?? {},
-        name: id,
-        image: 'x',
-      });
-      wake?.();
-    },
-  };
-}
-
-/** A runtime operation the agent must not use here: fails the test if it does. */
-function unused(name: string) {
-  return async (): Promise<never> => {
-    throw new Error(`the agent called runtime.${name}, which this test does not expect`);
-  };
-}
 
 function container(id: string, labels: Record<string, string>): ContainerDetails {
   return {
@@ -244,7 +75,7 @@ function setup(containers: ContainerDetails[], overrides: Partial<AgentOptions> 
     },
   });
   const redactor = createRedactor();
-  const fake = createFakeRuntime(containers);
+  const fake = createFakeRuntime({ containers });
   const agent = createAgent({
     runtime: fake.runtime,
     providers: new Map([
@@ -749,7 +580,7 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
   });
 
   it('replaces once, at first sight, a container created with an older version than the current one', async () => {
-    const { agent, fake } = setup(
+    const { agent, fake, lines } = setup(
       [
         container('c1', {
           'dso.enable': 'true',
@@ -761,8 +592,14 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
     );
     await agent.start();
     await expect.poll(() => fake.actions).toEqual(['replace c1']);
-    // Several reconciliations later: the new container is not replaced again.
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    // Several reconciliations later (each one checks the new container): not replaced again.
+    const periodic = () =>
+      lines().filter(
+        (line) => line.msg === 'managed containers found' && line.trigger === 'periodic',
+      ).length;
+    const seen = periodic();
+    await expect.poll(periodic).toBeGreaterThanOrEqual(seen + 3);
+    await agent.idle();
     expect(fake.actions).toEqual(['replace c1']);
     await agent.close();
   });
@@ -1069,16 +906,25 @@ describe('createAgent: failures that must not spread', () => {
         return { value: SecretValue.fromText('x'), version: '' };
       },
       async probe() {
+        probes += 1;
         return { version: '' };
       },
     };
+    let probes = 0;
+    const clock = createFakeClock({ now: Date.now() });
     const { agent, fake, lines } = setup(
       [container('c1', { 'dso.enable': 'true', 'dso.file.a': 'dsofile://app/a' })],
-      { providers: new Map([['local', provider]]), changeDetection: { pollIntervalMs: 50 } },
+      { providers: new Map([['local', provider]]), changeDetection: { pollIntervalMs: 50 }, clock },
     );
     await agent.start();
     await agent.idle();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Time moves past the hand-over to the detector and several of its intervals.
+    for (let step = 0; step < 6; step += 1) {
+      clock.advance(100);
+      await new Promise((resolve) => setImmediate(resolve));
+      await agent.idle();
+    }
+    expect(probes).toBe(0);
     expect(fake.writes).toHaveLength(1);
     expect(lines().some((line) => line.msg === 'change detection could not track')).toBe(false);
     await agent.close();

@@ -109,6 +109,7 @@ export function createAgent(options: AgentOptions): Agent {
           providers,
           logger,
           redactor,
+          clock,
           ...(metrics === undefined ? {} : { metrics }),
           pollIntervalMs: options.changeDetection.pollIntervalMs,
           ...(options.changeDetection.pollIntervalByProvider === undefined

@@ -1,0 +1,91 @@
+import { createFakeClock, createLogger, createRedactor, DsoError } from '@dso/core';
+import { describe, expect, it } from 'vitest';
+import type { DeliveryTrigger } from './agent-types.js';
+import { createDeliveryQueue, gaveUpRetryDelayMs, mergeTriggers } from './delivery-queue.js';
+
+const logger = createLogger({ level: 'silent', redactor: createRedactor() });
+
+describe('mergeTriggers', () => {
+  const triggers: DeliveryTrigger[] = [
+    'started',
+    'startup',
+    'periodic',
+    'resync',
+    'api',
+    'changed',
+  ];
+
+  it.each(triggers)('keeps a start coalesced with %s a start, in either order', (other) => {
+    expect(mergeTriggers('started', other)).toBe('started');
+    expect(mergeTriggers(other, 'started')).toBe('started');
+  });
+
+  it('lets the later trigger win between two that are not starts', () => {
+    expect(mergeTriggers('periodic', 'changed')).toBe('changed');
+    expect(mergeTriggers('changed', 'api')).toBe('api');
+    expect(mergeTriggers('resync', 'periodic')).toBe('periodic');
+  });
+});
+
+describe('gaveUpRetryDelayMs', () => {
+  it('waits 30 s after the first give-up, doubling, at most 10 minutes', () => {
+    expect([1, 2, 3, 4, 5, 6, 20].map(gaveUpRetryDelayMs)).toEqual([
+      30_000, 60_000, 120_000, 240_000, 480_000, 600_000, 600_000,
+    ]);
+  });
+});
+
+describe('createDeliveryQueue', () => {
+  it('delivers a start coalesced with a reconciliation as a start', async () => {
+    const seen: DeliveryTrigger[] = [];
+    let release!: () => void;
+    const blocked = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const { queue } = createDeliveryQueue({
+      deliver: async (id, trigger) => {
+        seen.push(trigger);
+        if (id === 'busy') await blocked;
+      },
+      concurrency: 1,
+      clock: createFakeClock(),
+      logger,
+      stopping: new AbortController().signal,
+    });
+    queue.add('busy', 'periodic'); // holds the only worker
+    queue.add('c1', 'started');
+    queue.add('c1', 'periodic');
+    release();
+    await queue.idle();
+    expect(seen).toEqual(['periodic', 'started']);
+    await queue.close();
+  });
+
+  it('tries a container it gave up on again after the backoff, on its clock', async () => {
+    const clock = createFakeClock();
+    const triggers: DeliveryTrigger[] = [];
+    let failing = true;
+    const { queue } = createDeliveryQueue({
+      deliver: async (_id, trigger) => {
+        triggers.push(trigger);
+        if (failing) throw new DsoError('DSO_TEST_DOWN', 'down', { retryable: true });
+      },
+      concurrency: 1,
+      retry: { maxAttempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+      clock,
+      logger,
+      stopping: new AbortController().signal,
+    });
+    queue.add('c1', 'started');
+    await queue.idle();
+    expect(triggers).toEqual(['started']);
+    failing = false;
+    clock.advance(29_999);
+    await queue.idle();
+    expect(triggers).toEqual(['started']);
+    clock.advance(1);
+    await queue.idle();
+    expect(triggers).toEqual(['started', 'resync']);
+    await queue.close();
+  });
+});

@@ -1,0 +1,116 @@
+import {
+  createFakeClock,
+  createLogger,
+  createMemoryCache,
+  createRedactor,
+  parseReference,
+} from '@dso/core';
+import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
+import { describe, expect, it } from 'vitest';
+import { createSecretResolver } from './secrets.js';
+
+const CANARY = 'canary-secrets-0d8e';
+const signal = new AbortController().signal;
+
+/** A provider the test can take down, counting its calls. */
+function provider() {
+  const state = { down: false, calls: 0, version: 1 };
+  const value: SecretProvider = {
+    name: 'local',
+    capabilities: { list: false, watch: false, probe: false, health: false },
+    async resolve({ path }) {
+      state.calls += 1;
+      if (state.down) {
+        throw new ProviderError('DSO_PROVIDER_UNAVAILABLE', 'down', { retryable: true });
+      }
+      return {
+        value: SecretValue.fromText(path === 'app/json' ? `{"a":"${CANARY}"}` : CANARY),
+        version: String(state.version),
+      };
+    },
+    async close() {},
+  };
+  return { provider: value, state };
+}
+
+function setup(maxStalenessMs = new Map<string, number>()) {
+  const clock = createFakeClock();
+  const redactor = createRedactor();
+  const { provider: local, state } = provider();
+  const secrets = createSecretResolver({
+    providers: new Map([['local', local]]),
+    defaultProvider: 'local',
+    cache: createMemoryCache({ clock, ttlMs: 1_000, staleIfErrorMs: 60_000 }),
+    redactor,
+    logger: createLogger({ level: 'silent', redactor }),
+    clock,
+    maxStalenessMs,
+  });
+  return { secrets, clock, state, redactor };
+}
+
+describe('createSecretResolver', () => {
+  it('asks the provider once for many callers, and registers the value with the redactor', async () => {
+    const { secrets, state, redactor } = setup();
+    const reference = parseReference('dsofile://app/db');
+    const [a, b] = await Promise.all([
+      secrets.resolve(reference, signal),
+      secrets.resolve(reference, signal),
+    ]);
+    expect(state.calls).toBe(1);
+    expect(a?.value.revealText()).toBe(CANARY);
+    expect(redactor.redact(`x ${CANARY}`)).not.toContain(CANARY);
+    a?.value.dispose();
+    b?.value.dispose();
+  });
+
+  it('serves the last known value while the provider is down, within its maximum staleness', async () => {
+    const { secrets, clock, state } = setup(new Map([['local', 5_000]]));
+    const reference = parseReference('dsofile://app/db');
+    (await secrets.resolve(reference, signal)).value.dispose();
+    state.down = true;
+    clock.advance(1_000 + 5_000);
+    const stale = await secrets.resolve(reference, signal);
+    expect(stale.value.revealText()).toBe(CANARY);
+    stale.value.dispose();
+    clock.advance(1);
+    await expect(secrets.resolve(reference, signal)).rejects.toMatchObject({
+      code: 'DSO_AGENT_RESOLVE_FAILED',
+      retryable: true,
+      message: expect.stringContaining('maxStalenessMs (5000 ms)'),
+    });
+  });
+
+  it('names the reference, never the value, when a field is missing or a provider unknown', async () => {
+    const { secrets } = setup();
+    const missing = secrets.resolve(parseReference('dsofile://app/json#nope'), signal);
+    await expect(missing).rejects.toMatchObject({
+      code: 'DSO_AGENT_RESOLVE_FAILED',
+      details: { reference: 'dsofile://app/json#nope' },
+    });
+    await missing.catch((error: Error) => expect(error.message).not.toContain(CANARY));
+    await expect(
+      secrets.resolve(parseReference('dsofile://vault:app/db'), signal),
+    ).rejects.toMatchObject({ code: 'DSO_AGENT_PROVIDER_UNKNOWN' });
+  });
+
+  it('keeps the cached value when asking again past the cache fails', async () => {
+    const { secrets, state } = setup();
+    const reference = parseReference('dsofile://app/db');
+    (await secrets.resolve(reference, signal)).value.dispose();
+    state.down = true;
+    expect(await secrets.refresh('local', 'app/db', signal)).toBe(false);
+    state.down = false;
+    state.version = 2;
+    expect(await secrets.refresh('local', 'app/db', signal)).toBe(true);
+    const now = await secrets.resolve(reference, signal);
+    expect(now.version).toBe('2');
+    now.value.dispose();
+  });
+
+  it('reads the provider a formatted reference names', () => {
+    const { secrets } = setup();
+    expect(secrets.providerOf('dsofile://vault:app/db')).toBe('vault');
+    expect(secrets.providerOf('dso://app/db')).toBe('local');
+  });
+});
