@@ -4,6 +4,7 @@ import type {
   ListSecretsCommandOutput,
   ListSecretVersionIdsCommandOutput,
 } from '@aws-sdk/client-secrets-manager';
+import { abortable } from '@dso/async';
 import {
   type CallOptions,
   isProviderError,
@@ -127,9 +128,12 @@ export async function createAwsSecretsProvider(
     try {
       if (signal?.aborted) throw abortError();
       const pending = sdk.send(command, { abortSignal: signal }) as Promise<Output>;
-      return await untilAborted(pending, signal);
+      return await abortable(pending, signal);
     } catch (error) {
-      throw toAwsProviderError(error, callContext(operation, path));
+      // Aborted while the SDK still ran: an AbortError of our own, whatever the signal's reason,
+      // so it maps like the SDK's own abort.
+      const aborted = signal?.aborted === true && error === signal.reason;
+      throw toAwsProviderError(aborted ? abortError() : error, callContext(operation, path));
     }
   };
 
@@ -358,26 +362,4 @@ function abortError(): Error {
   const error = new Error('the call was aborted');
   error.name = 'AbortError';
   return error;
-}
-
-function untilAborted<T>(pending: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return pending;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError());
-    if (signal.aborted) {
-      onAbort();
-    } else {
-      signal.addEventListener('abort', onAbort, { once: true });
-    }
-    pending.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
