@@ -1,3 +1,4 @@
+import { abortable } from '@dso/async';
 import type { ProviderLogger } from '@dso/provider-sdk';
 import { DEFAULT_TOKEN_ENV, type VaultAuthConfig } from './config.js';
 import { errorForStatus, quoteVaultErrors, VaultProviderError } from './vault-error.js';
@@ -163,8 +164,13 @@ class AppRoleAuth implements VaultAuth {
       pending.catch(() => undefined);
       this.#pending = pending;
     }
-    const state = await untilAborted(this.#pending, signal, this.#deps.provider);
-    return state.token;
+    try {
+      // The login runs on for the other callers: only this caller's wait ends.
+      return (await abortable(this.#pending, signal)).token;
+    } catch (error) {
+      if (signal?.aborted && error === signal.reason) throw loginCancelled(this.#deps.provider);
+      throw error;
+    }
   }
 
   refused(token: string): boolean {
@@ -318,30 +324,9 @@ class AppRoleAuth implements VaultAuth {
   }
 }
 
-/** `promise`, or a TIMEOUT error as soon as `signal` aborts (the promise itself runs on). */
-function untilAborted<T>(
-  promise: Promise<T>,
-  signal: AbortSignal | undefined,
-  provider: string,
-): Promise<T> {
-  if (signal === undefined) return promise;
-  const cancelled = () =>
-    new VaultProviderError('DSO_PROVIDER_TIMEOUT', 'vault login was cancelled by the caller', {
-      provider,
-    });
-  if (signal.aborted) return Promise.reject(cancelled());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(cancelled());
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
+/** What a caller that gave up on a login in progress gets. */
+function loginCancelled(provider: string): VaultProviderError {
+  return new VaultProviderError('DSO_PROVIDER_TIMEOUT', 'vault login was cancelled by the caller', {
+    provider,
   });
 }

@@ -1,3 +1,4 @@
+import { onAbort } from '@dso/async';
 import { isProviderError } from '@dso/provider-sdk';
 import type { Response } from 'undici';
 import { errorForTransportFailure, VaultProviderError } from './vault-error.js';
@@ -123,12 +124,11 @@ export async function createVaultHttp(options: VaultHttpOptions): Promise<VaultH
     const controller = new AbortController();
     inFlight.add(controller);
     let timedOut = false;
-    const abort = () => controller.abort();
     const timer = setTimeout(() => {
       timedOut = true;
       controller.abort();
     }, options.requestTimeoutMs);
-    request.signal?.addEventListener('abort', abort, { once: true });
+    const stopForwarding = onAbort(request.signal, () => controller.abort());
     try {
       const response = await fetch(url, {
         method: request.method,
@@ -158,7 +158,7 @@ export async function createVaultHttp(options: VaultHttpOptions): Promise<VaultH
       throw errorForTransportFailure(error, context, origin);
     } finally {
       clearTimeout(timer);
-      request.signal?.removeEventListener('abort', abort);
+      stopForwarding();
       inFlight.delete(controller);
       // The request body may hold a secret ID: zero our copy once the exchange is over.
       body?.fill(0);

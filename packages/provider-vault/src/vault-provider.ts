@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
+import { onAbort } from '@dso/async';
 import {
   type CallOptions,
   type ProviderCapabilities,
@@ -299,9 +300,7 @@ class VaultKvProvider implements SecretProvider {
     // Stops the sibling requests once one fails, or when the caller gives up (it mirrors the
     // caller's signal, so a cancelled list still reports "cancelled by the caller").
     const stop = new AbortController();
-    if (options.signal?.aborted) stop.abort();
-    const onAbort = () => stop.abort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const stopMirroring = onAbort(options.signal, () => stop.abort());
     try {
       await new Promise<void>((resolve, reject) => {
         let failed = false;
@@ -354,7 +353,7 @@ class VaultKvProvider implements SecretProvider {
         pump();
       });
     } finally {
-      options.signal?.removeEventListener('abort', onAbort);
+      stopMirroring();
     }
     return [...found].sort();
   }

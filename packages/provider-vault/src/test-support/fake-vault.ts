@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { pause } from '@dso/async';
 import {
   type Http1Request,
   type Http1Response,
@@ -387,7 +388,7 @@ export async function startFakeVault(options: FakeVaultOptions = {}): Promise<Fa
         : { clientCertificateCn: request.clientCertificateCn }),
     });
     for (const fault of faults) {
-      if (fault.type === 'slow') await delay(fault.delayMs, closing.signal);
+      if (fault.type === 'slow') await pause(fault.delayMs, { signal: closing.signal });
     }
     if (apiPath === undefined) return { status: 404, body: { errors: [] } };
     const method =
@@ -780,20 +781,4 @@ function parseVersions(body: Buffer): number[] | undefined {
   } catch {
     return undefined;
   }
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) {
-      resolve();
-      return;
-    }
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
