@@ -1,0 +1,227 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { ListenOptions } from 'node:net';
+import { errorCode, type Logger } from '@dso/core';
+
+// ---------------------------------------------------------------------------------------------
+// The one way the agent serves HTTP: its API (a unix socket) and its metrics and health (a
+// loopback port) both run on it. Everything a server open to local callers needs is here, so
+// neither can forget part of it: short header and request timeouts, capped headers, requests
+// per connection and connections, a handler failure answered without its details, and a close
+// that stops accepting, closes idle connections and cuts the rest after a grace period.
+// ---------------------------------------------------------------------------------------------
+
+/** What a {@link createHttpServer} server enforces. */
+export interface HttpServerLimits {
+  /** The longest wait for a request's headers. */
+  headersTimeoutMs: number;
+  /** The longest a whole request may take to arrive; also the idle timeout of its socket. */
+  requestTimeoutMs: number;
+  /** How long an idle kept-alive connection stays open. */
+  keepAliveTimeoutMs: number;
+  /** Connections open at once; more are refused. */
+  maxConnections: number;
+  /** How long `close()` lets a response in progress finish before cutting its connection. */
+  closeGraceMs: number;
+  /** The largest request head (request line and headers). */
+  maxHeaderBytes: number;
+  /** Headers read from one request; more are ignored. */
+  maxHeadersCount: number;
+  /** Requests served on one kept-alive connection before it is closed. */
+  maxRequestsPerSocket: number;
+}
+
+/** The limits of both agent servers unless they say otherwise. */
+export const DEFAULT_HTTP_LIMITS: Readonly<HttpServerLimits> = Object.freeze({
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 32,
+  closeGraceMs: 2_000,
+  maxHeaderBytes: 8 * 1024,
+  maxHeadersCount: 64,
+  maxRequestsPerSocket: 100,
+});
+
+/** The content type of every JSON answer. */
+export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
+
+/** Options of {@link createHttpServer}. */
+export interface HttpServerOptions {
+  /** Names the server in its log lines: `<name> request failed`, `<name> server error`. */
+  name: string;
+  /** Answers one request. A throw is logged and answered 500 with {@link internalError}. */
+  handle(request: IncomingMessage, response: ServerResponse): Promise<void>;
+  /** The JSON body of a 500 for a request whose handler threw: never the error's text. */
+  internalError: string;
+  logger?: Logger;
+  /** Any limit other than {@link DEFAULT_HTTP_LIMITS}. */
+  limits?: Partial<HttpServerLimits>;
+  /** Ends what never ends by itself (an events stream) when `close()` begins. */
+  onClose?: () => void;
+}
+
+/** A hardened HTTP server, not yet listening. */
+export interface HttpServer extends AsyncDisposable {
+  /** Node's server, for its address. */
+  readonly server: Server;
+  /**
+   * Listens on a unix socket (`{ path }`) or a port (`{ host, port }`). Rejects with the
+   * system's error, for the caller to explain.
+   */
+  listen(target: ListenOptions): Promise<void>;
+  /**
+   * Ends the `onClose` streams, stops accepting, closes idle connections, lets responses in
+   * progress finish for `closeGraceMs`, then cuts them. Idempotent: every call returns the
+   * first call's promise.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * A server with {@link DEFAULT_HTTP_LIMITS} (or `limits`) whose handler failures are logged
+ * and answered 500 without their details.
+ *
+ * @example
+ * const http = createHttpServer({ name: 'api', handle, internalError: '{"error":"internal"}', logger });
+ * await http.listen({ path: socketPath });
+ * // on shutdown
+ * await http.close();
+ */
+export function createHttpServer(options: HttpServerOptions): HttpServer {
+  const { name, logger } = options;
+  const limits: HttpServerLimits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+  const server = createServer(
+    {
+      requestTimeout: limits.requestTimeoutMs,
+      headersTimeout: limits.headersTimeoutMs,
+      // How often node checks the two timeouts above (its default is 30 s).
+      connectionsCheckingInterval: 1_000,
+      maxHeaderSize: limits.maxHeaderBytes,
+    },
+    (request, response) => {
+      void options.handle(request, response).catch((error: unknown) => {
+        logger?.warn({ err: error, code: errorCode(error) }, `${name} request failed`);
+        if (!response.headersSent)
+          sendBody(response, 500, JSON_CONTENT_TYPE, options.internalError);
+        else response.destroy();
+      });
+    },
+  );
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.timeout = limits.requestTimeoutMs;
+  server.maxHeadersCount = limits.maxHeadersCount;
+  server.maxRequestsPerSocket = limits.maxRequestsPerSocket;
+  server.maxConnections = limits.maxConnections;
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      if (!server.listening) {
+        resolve();
+        return;
+      }
+      options.onClose?.();
+      const force = setTimeout(() => server.closeAllConnections(), limits.closeGraceMs);
+      force.unref();
+      server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
+      server.closeIdleConnections();
+    });
+    return closing;
+  };
+
+  return {
+    server,
+    listen(target) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(target, () => {
+          server.off('error', reject);
+          server.on('error', (error) => {
+            logger?.warn({ err: error, code: errorCode(error) }, `${name} server error`);
+          });
+          resolve();
+        });
+      });
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/**
+ * Answers with `body` and the headers every answer carries: its type and length, `no-store`
+ * and `nosniff`. `onWritten` runs once the body was handed to the socket (to zero a buffer).
+ */
+export function sendBody(
+  response: ServerResponse,
+  status: number,
+  contentType: string,
+  body: string | Buffer,
+  onWritten?: () => void,
+): void {
+  response.writeHead(status, {
+    'Content-Type': contentType,
+    'Content-Length': typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength,
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  });
+  if (onWritten === undefined) response.end(body);
+  else response.end(body, onWritten);
+}
+
+/** A request URL's path without its query string: routes never see the caller's query. */
+export function pathnameOf(url: string | undefined): string {
+  const raw = url ?? '/';
+  const query = raw.indexOf('?');
+  return query === -1 ? raw : raw.slice(0, query);
+}
+
+/** Whether a request announces a body (a length or a transfer encoding). */
+export function hasBody(request: IncomingMessage): boolean {
+  return (
+    request.headers['content-length'] !== undefined ||
+    request.headers['transfer-encoding'] !== undefined
+  );
+}
+
+/**
+ * Reads a request's body up to `limit` bytes: its bytes when `keep`, else an empty buffer (read
+ * and dropped). Undefined when it is (or announces it is) larger: then it is left unread and the
+ * caller should not reuse the connection.
+ */
+export function readBody(
+  request: IncomingMessage,
+  limit: number,
+  keep: boolean,
+): Promise<Buffer | undefined> {
+  if (!hasBody(request)) return Promise.resolve(Buffer.alloc(0));
+  const length = request.headers['content-length'];
+  if (length !== undefined && Number(length) > limit) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const done = (ok: boolean) => {
+      request.off('data', onData);
+      request.off('end', onEnd);
+      request.off('error', onEnd);
+      resolve(ok ? Buffer.concat(chunks) : undefined);
+    };
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.byteLength;
+      if (bytes > limit) {
+        request.pause();
+        done(false);
+        return;
+      }
+      if (keep) chunks.push(chunk);
+    };
+    // An aborted request ends here too; its answer then goes nowhere.
+    const onEnd = () => done(bytes <= limit);
+    request.on('data', onData);
+    request.once('end', onEnd);
+    request.once('error', onEnd);
+  });
+}
