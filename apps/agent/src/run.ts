@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { createRedisCache, loadCacheEncryptionKey } from '@dso/cache-redis';
 import {
+  API_SOCKET_ENV,
   type AuditLog,
   type Cache,
   collectProcessMetrics,
@@ -9,6 +10,7 @@ import {
   createMemoryCache,
   createMetricsRegistry,
   createRedactor,
+  DEFAULT_API_SOCKET,
   type DsoConfig,
   errorCode,
   type Logger,
@@ -23,7 +25,7 @@ import {
 } from '@dso/docker-runtime';
 import type { ProcessProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
-import { startApiServer } from './api-server.js';
+import { startApiServer } from './api/server.js';
 import { type AuditFile, openAuditFile } from './audit-file.js';
 import {
   createAgentHealth,
@@ -31,9 +33,6 @@ import {
   startObservabilityServer,
 } from './observability.js';
 import { startProviders } from './providers.js';
-
-/** The configured default of `api.socket` (root's runtime folder). */
-const DEFAULT_API_SOCKET = '/run/dso/agent.sock';
 
 const USAGE = `Usage: dso-agent
 
@@ -393,7 +392,7 @@ function withDefaultVaultKey(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
  */
 function apiSocketPath(config: DsoConfig, env: NodeJS.ProcessEnv): string {
   const runningAsRoot = process.getuid?.() === 0;
-  if (runningAsRoot || config.api.socket !== DEFAULT_API_SOCKET || env.DSO_API_SOCKET) {
+  if (runningAsRoot || config.api.socket !== DEFAULT_API_SOCKET || env[API_SOCKET_ENV]) {
     return config.api.socket;
   }
   return join(resolveDsoPaths(env).home, 'agent.sock');

@@ -1,0 +1,111 @@
+import { rm } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { createRedactor, type Logger } from '@dso/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ApiServer, ApiServerOptions } from './server.js';
+import {
+  CANARY_EVENTS,
+  callApi,
+  createApiTestContext,
+  eventually,
+  fakeAgent,
+  startTestServer,
+} from './test-support/api-fixture.js';
+
+let dir: string;
+let socketPath: string;
+let logger: Logger;
+const servers: ApiServer[] = [];
+
+beforeEach(async () => {
+  ({ dir, socketPath, logger } = await createApiTestContext());
+});
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+const start = (options: Partial<ApiServerOptions> = {}) =>
+  startTestServer(servers, { socketPath, logger, ...options });
+const call = (method: string, path: string, options?: Parameters<typeof callApi>[3]) =>
+  callApi(socketPath, method, path, options);
+
+describe('startApiServer: GET /v1/events', () => {
+  it('streams one JSON line per agent event until the server closes, never a value', async () => {
+    const fake = fakeAgent();
+    const redactor = createRedactor();
+    redactor.register(`${CANARY_EVENTS}`);
+    const server = await start({ agent: fake.agent, redactor });
+    const lines: Array<Record<string, unknown>> = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      const req = httpRequest(
+        { socketPath, method: 'GET', path: '/v1/events', agent: false },
+        (res) => {
+          expect(res.statusCode).toBe(200);
+          expect(res.headers['content-type']).toContain('application/x-ndjson');
+          let buffered = '';
+          res.setEncoding('utf8').on('data', (text: string) => {
+            buffered += text;
+            for (let index = buffered.indexOf('\n'); index >= 0; index = buffered.indexOf('\n')) {
+              lines.push(JSON.parse(buffered.slice(0, index)) as Record<string, unknown>);
+              buffered = buffered.slice(index + 1);
+            }
+          });
+          res.on('end', () => resolve());
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    await eventually(() => lines.length === 1);
+    expect(lines[0]).toMatchObject({ type: 'subscribed' });
+    for (const listener of fake.listeners) {
+      listener({
+        type: 'delivery-failed',
+        at: 1,
+        containerId: 'c1',
+        trigger: 'started',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+        // A reference never holds a value; if something did, the redactor still blanks it.
+        reference: `dsofile://app/${CANARY_EVENTS}`,
+        retry: false,
+      });
+    }
+    await eventually(() => lines.length === 2);
+    expect(lines[1]).toMatchObject({ type: 'delivery-failed', code: 'DSO_PROVIDER_NOT_FOUND' });
+    expect(JSON.stringify(lines)).not.toContain(CANARY_EVENTS);
+    await server.close();
+    await ended;
+    expect(fake.listeners.size).toBe(0);
+  });
+});
+
+describe('startApiServer: GET /v1/events limits', () => {
+  it('refuses a ninth stream with 503, so followers cannot take every connection', async () => {
+    const server = await start();
+    const open = await Promise.all(
+      Array.from(
+        { length: 8 },
+        () =>
+          new Promise<void>((resolve, reject) => {
+            const req = httpRequest(
+              { socketPath, method: 'GET', path: '/v1/events', agent: false },
+              (res) => {
+                res.resume();
+                resolve();
+              },
+            );
+            req.on('error', reject);
+            req.end();
+          }),
+      ),
+    );
+    expect(open).toHaveLength(8);
+    const refused = await call('GET', '/v1/events');
+    expect(refused.status).toBe(503);
+    expect(refused.json).toMatchObject({ code: 'DSO_AGENT_API_BUSY' });
+    expect((await call('GET', '/v1/status')).status).toBe(200);
+    await server.close();
+  });
+});
