@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import type { SecretProperties } from '@azure/keyvault-secrets';
+import { abortable, onAbort } from '@dso/async';
 import {
   type CallOptions,
   isProviderError,
@@ -123,7 +124,7 @@ export async function createAzureProvider(
   ): Promise<T> => {
     const context: FailureContext = { ...base, ...failure, signal };
     const controller = new AbortController();
-    const forward = () => controller.abort(signal?.reason);
+    let stopForwarding = () => {};
     try {
       if (closed) {
         throw new ProviderError('DSO_PROVIDER_INTERNAL', `provider ${name} is closed`, {
@@ -131,10 +132,10 @@ export async function createAzureProvider(
         });
       }
       signal?.throwIfAborted();
-      signal?.addEventListener('abort', forward, { once: true });
+      stopForwarding = onAbort(signal, (reason) => controller.abort(reason));
       inFlight.add(controller);
       const own = controller.signal;
-      return await calls.run(own, () => untilAborted(body(own), own));
+      return await calls.run(own, () => abortable(body(own), own));
     } catch (error) {
       const mapped =
         closed && !signal?.aborted && !isProviderError(error)
@@ -151,7 +152,7 @@ export async function createAzureProvider(
       });
       throw mapped;
     } finally {
-      signal?.removeEventListener('abort', forward);
+      stopForwarding();
       inFlight.delete(controller);
     }
   };
@@ -313,25 +314,4 @@ function readCa(file: string, provider: string): string {
     );
   }
   return pem;
-}
-
-/** `promise`, or a rejection with the signal's reason as soon as it fires. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    // Handlers stay attached, so a call given up on cannot become an unhandled rejection.
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
