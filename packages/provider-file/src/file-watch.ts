@@ -1,4 +1,5 @@
 import { type FSWatcher, watch as fsWatch } from 'node:fs';
+import { onAbort } from '@dso/async';
 import type { SecretChange } from '@dso/provider-sdk';
 
 /** One watched path and the directories whose events may mean it changed. */
@@ -70,8 +71,7 @@ export async function* watchFiles(options: WatchFilesOptions): AsyncGenerator<Se
     poke();
   }, pollIntervalMs);
   timer.unref();
-  const onAbort = () => wake?.();
-  signal.addEventListener('abort', onAbort, { once: true });
+  const stopWaking = onAbort(signal, () => wake?.());
   try {
     establish();
     while (!signal.aborted) {
@@ -104,7 +104,7 @@ export async function* watchFiles(options: WatchFilesOptions): AsyncGenerator<Se
     }
   } finally {
     clearInterval(timer);
-    signal.removeEventListener('abort', onAbort);
+    stopWaking();
     for (const watcher of watchers.values()) watcher.close();
     watchers.clear();
   }
