@@ -1,3 +1,4 @@
+import { onAbort } from '@dso/async';
 import {
   isSecretValue,
   OPTIONAL_OPERATIONS,
@@ -125,14 +126,12 @@ export async function firstWatchStep(
   signal?: AbortSignal,
 ): Promise<IteratorResult<unknown>> {
   const controller = new AbortController();
-  const forward = () => controller.abort(signal?.reason);
-  if (signal?.aborted) forward();
-  signal?.addEventListener('abort', forward, { once: true });
+  const stopForwarding = onAbort(signal, (reason) => controller.abort(reason));
   try {
     const iterator = provider.watch!(paths, { signal: controller.signal })[Symbol.asyncIterator]();
     return await iterator.next();
   } finally {
-    signal?.removeEventListener('abort', forward);
+    stopForwarding();
     controller.abort();
   }
 }

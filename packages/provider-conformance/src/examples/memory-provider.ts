@@ -1,3 +1,4 @@
+import { backoffDelay, pause } from '@dso/async';
 import {
   defineProvider,
   isProviderError,
@@ -29,7 +30,7 @@ export type MemoryProviderConfig = z.infer<typeof memoryProviderConfig>;
 /** How long one watch request is held by the store before it answers with no change. */
 const WATCH_WAIT_MS = 10_000;
 /** Backoff of a watch whose store fails, between its first and its longest retry. */
-const WATCH_RETRY_MS = { base: 100, max: 2_000 };
+const WATCH_RETRY = { baseMs: 100, maxMs: 2_000, jitter: 'none' } as const;
 
 const CODE_BY_STATUS: Record<number, ProviderErrorCode> = {
   401: 'DSO_PROVIDER_UNAUTHORIZED',
@@ -240,7 +241,7 @@ function createMemoryProvider(
     signal: AbortSignal,
   ): AsyncIterable<SecretChange> {
     let known: Record<string, string | null> | undefined;
-    let retryMs = WATCH_RETRY_MS.base;
+    let failures = 0;
     while (!signal.aborted) {
       let current: Record<string, string | null>;
       try {
@@ -249,13 +250,14 @@ function createMemoryProvider(
           signal,
         })) as { current: Record<string, string | null> };
         current = body.current;
-        retryMs = WATCH_RETRY_MS.base;
+        failures = 0;
       } catch (error) {
         if (signal.aborted) return;
         if (!isProviderError(error) || !error.retryable) throw error;
+        failures += 1;
+        const retryMs = backoffDelay(failures, WATCH_RETRY);
         log.warn('watch failed, retrying', { code: error.code, retryMs });
-        await pause(retryMs, signal);
-        retryMs = Math.min(retryMs * 2, WATCH_RETRY_MS.max);
+        await pause(retryMs, { signal });
         continue;
       }
       const previous = known;
@@ -271,19 +273,6 @@ function createMemoryProvider(
   }
 
   return provider;
-}
-
-/** Resolves after `ms`, or as soon as `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** The example with every capability: list, watch, probe and health. */
