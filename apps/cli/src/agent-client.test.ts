@@ -3,15 +3,12 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type AgentApiStatus,
-  createAgentClient,
-  DEFAULT_API_SOCKET,
-  MAX_AGENT_RESPONSE_BYTES,
-  MAX_RESOLVE_REFERENCES,
-  resolveApiSocket,
-} from './agent-client.js';
+  API_MAX_RESOLVE_REFERENCES as MAX_RESOLVE_REFERENCES,
+} from '@dso/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createAgentClient, MAX_AGENT_RESPONSE_BYTES } from './agent-client.js';
 
 let dir: string;
 let socketPath: string;
@@ -56,14 +53,6 @@ function json(response: ServerResponse, status: number, body: unknown): void {
   response.writeHead(status, { 'Content-Type': 'application/json' });
   response.end(JSON.stringify(body));
 }
-
-describe('resolveApiSocket', () => {
-  it('uses DSO_API_SOCKET, else the default /run/dso/agent.sock', () => {
-    expect(resolveApiSocket({ DSO_API_SOCKET: '/tmp/x.sock' })).toBe('/tmp/x.sock');
-    expect(resolveApiSocket({ DSO_API_SOCKET: '' })).toBe(DEFAULT_API_SOCKET);
-    expect(resolveApiSocket({})).toBe('/run/dso/agent.sock');
-  });
-});
 
 describe('createAgentClient', () => {
   it('follows GET /v1/events line by line until the agent ends the stream, or the caller stops', async () => {
@@ -138,6 +127,23 @@ describe('createAgentClient', () => {
     await expect(client.status()).rejects.toMatchObject({ code: 'DSO_CLI_AGENT_RESPONSE' });
     body = JSON.stringify({ ok: true });
     await expect(client.status()).rejects.toMatchObject({ code: 'DSO_CLI_AGENT_RESPONSE' });
+  });
+
+  it('checks every answer against the contract, naming the field that is off but not its text', async () => {
+    const container = { id: 'c1', lastAction: { trigger: 'started', at: 1, outcome: 'maybe' } };
+    await stub((request, response) =>
+      request.url === '/v1/status'
+        ? json(response, 200, { ...STATUS, containers: [container] })
+        : json(response, 202, { containers: -1 }),
+    );
+    const client = createAgentClient({ socketPath });
+    const error = await client.status().catch((caught: unknown) => caught);
+    expect(error).toMatchObject({
+      code: 'DSO_CLI_AGENT_RESPONSE',
+      message: expect.stringContaining('containers.0.lastAction.outcome'),
+    });
+    expect((error as Error).message).not.toContain('maybe');
+    await expect(client.reconcile()).rejects.toMatchObject({ code: 'DSO_CLI_AGENT_RESPONSE' });
   });
 
   it('stops reading an answer over the size limit', async () => {

@@ -1,98 +1,44 @@
 import { readFile, stat } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { dirname } from 'node:path';
-import { DsoError, isDsoError } from '@dso/core';
+import {
+  AGENT_API_ROUTES,
+  type AgentApiEventLine,
+  type AgentApiReconcileResult,
+  type AgentApiRotateRequest,
+  type AgentApiRotateResult,
+  type AgentApiRoute,
+  type AgentApiStatus,
+  API_MAX_RESOLVE_REFERENCES,
+  API_RESOLVE_TIMEOUT_MS,
+  agentApiErrorSchema,
+  agentApiEventLineSchema,
+  DsoError,
+  isDsoError,
+} from '@dso/core';
 
-/** Where the agent's API listens when neither `DSO_API_SOCKET` nor `api.socket` says otherwise. */
-export const DEFAULT_API_SOCKET = '/run/dso/agent.sock';
-/** The environment variable naming the socket (also the agent's override of `api.socket`). */
-export const API_SOCKET_ENV = 'DSO_API_SOCKET';
+// ---------------------------------------------------------------------------------------------
+// The CLI's client of the agent's API v1. The routes, the bodies and their schemas, the limits
+// and the socket's default are the contract in @dso/core (`AGENT_API_ROUTES`): every answer is
+// parsed with its route's schema, so an agent and a CLI that disagree fail loudly
+// (DSO_CLI_AGENT_RESPONSE) instead of printing half an answer. The CLI does not depend on the
+// agent's package.
+// ---------------------------------------------------------------------------------------------
+
 /** How long one call to the agent may take, connection included. @default 5_000 */
 export const DEFAULT_AGENT_TIMEOUT_MS = 5_000;
 /** The largest answer read from the agent; a status of thousands of containers fits easily. */
 export const MAX_AGENT_RESPONSE_BYTES = 16 * 1024 * 1024;
 /**
- * How long `resolve` waits: the agent gives its providers up to 60 s for it (their own deadline
- * is 30 s by default), so the CLI waits a little longer than that. @default 65_000
+ * How long `resolve` waits: the agent gives its providers up to `API_RESOLVE_TIMEOUT_MS` (60 s)
+ * for it (their own deadline is 30 s by default), so the CLI waits a little longer than that.
+ * @default 65_000
  */
-export const DEFAULT_RESOLVE_TIMEOUT_MS = 65_000;
-/** The most references one `resolve` call may name (the agent's limit). */
-export const MAX_RESOLVE_REFERENCES = 256;
+export const DEFAULT_RESOLVE_TIMEOUT_MS = API_RESOLVE_TIMEOUT_MS + 5_000;
 
 /**
- * The agent's socket: `DSO_API_SOCKET`, else {@link DEFAULT_API_SOCKET}.
- *
- * The CLI does not read dso.yaml for `api.socket`: the agent's file sits in the agent's
- * `DSO_HOME` (root's /var/lib/dso), not the CLI user's, is often readable by root only since it
- * may hold provider credentials, and would make `dso status` fail on any unrelated mistake in
- * it. `DSO_API_SOCKET` is the same override the agent honours, so one variable serves both.
- */
-export function resolveApiSocket(env: NodeJS.ProcessEnv): string {
-  const fromEnv = env[API_SOCKET_ENV];
-  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : DEFAULT_API_SOCKET;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The wire format of the agent's API v1 (apps/agent/src/api-server.ts, `ApiStatus`). Repeated
-// here because the CLI does not depend on the agent's package.
-// ---------------------------------------------------------------------------------------------
-
-/** One file as last delivered: its reference and version, never its value. */
-export interface AgentApiFile {
-  name: string;
-  reference: string;
-  provider: string;
-  version: string;
-}
-
-/** What the agent last did for one container. */
-export interface AgentApiContainer {
-  id: string;
-  files?: AgentApiFile[];
-  /** Its `dso://` environment variables (`name` is the variable). */
-  env?: AgentApiFile[];
-  deliveredAt?: number;
-  lastAction: {
-    trigger: string;
-    at: number;
-    outcome: 'delivered' | 'up-to-date' | 'failed';
-    code?: string;
-    reference?: string;
-  };
-}
-
-/** One configured provider, with what it reports about itself (breaker, pid, restarts, …). */
-export interface AgentApiProvider {
-  name: string;
-  type: string;
-  state?: Record<string, string | number | boolean | null>;
-}
-
-/** The answer of `GET /v1/status`. */
-export interface AgentApiStatus {
-  startedAt: number | null;
-  containers: AgentApiContainer[];
-  queue: { depth: number; inFlight: number; shed: number };
-  cache: { entries: number; hits: number; misses: number; staleServed: number };
-  providers: AgentApiProvider[];
-}
-
-/** The answer of `POST /v1/reconcile`. */
-export interface AgentApiReconcile {
-  containers: number;
-}
-
-/** The answer of `POST /v1/rotate`. */
-export interface AgentApiRotate {
-  /** Running managed containers selected. */
-  containers: number;
-  /** Distinct secrets they use, asked from their providers again. */
-  secrets: number;
-}
-
-/**
- * One value of `POST /v1/resolve`. `value` is the secret's bytes: the caller's to use once and
- * zero (`value.fill(0)`); never print it.
+ * One value of `POST /v1/resolve`, decoded. `value` is the secret's bytes: the caller's to use
+ * once and zero (`value.fill(0)`); never print it.
  */
 export interface AgentResolvedValue {
   reference: string;
@@ -103,7 +49,7 @@ export interface AgentResolvedValue {
 
 /** Options of {@link createAgentClient}. */
 export interface AgentClientOptions {
-  /** The agent's socket (see {@link resolveApiSocket}). */
+  /** The agent's socket (see `resolveApiSocket` in @dso/core). */
   socketPath: string;
   /** Longest wait for one call, connection included. @default DEFAULT_AGENT_TIMEOUT_MS */
   timeoutMs?: number;
@@ -124,18 +70,22 @@ export interface AgentClient {
    */
   status(options?: AgentCallOptions): Promise<AgentApiStatus>;
   /** Asks the agent to check every managed container now; resolves with how many it queued. */
-  reconcile(options?: AgentCallOptions): Promise<AgentApiReconcile>;
+  reconcile(options?: AgentCallOptions): Promise<AgentApiReconcileResult>;
   /**
    * Asks the agent to fetch the secrets of every running managed container again, past its
    * cache (of one container with `containerId`: its full id or at least 12 characters of it),
    * and rotate any that changed by the container's policy.
    * @throws DsoError DSO_AGENT_CONTAINER_UNKNOWN when no running managed container has the id
    */
-  rotate(selector?: { containerId?: string }, options?: AgentCallOptions): Promise<AgentApiRotate>;
+  rotate(
+    selector?: AgentApiRotateRequest,
+    options?: AgentCallOptions,
+  ): Promise<AgentApiRotateResult>;
   /**
-   * Has the agent resolve `dso://` references (1 to {@link MAX_RESOLVE_REFERENCES}), for values
+   * Has the agent resolve `dso://` references (1 to `API_MAX_RESOLVE_REFERENCES`), for values
    * a container is created with. One value per reference, in order. Waits up to
    * {@link DEFAULT_RESOLVE_TIMEOUT_MS} (or `timeoutMs` when longer).
+   * @throws DsoError DSO_CLI_RESOLVE_TOO_MANY for more references than the agent takes
    * @throws DsoError DSO_AGENT_RESOLVE_DISABLED, DSO_AGENT_RESOLVE_DENIED when the agent's
    *   `api.resolveAllow` does not allow them (the message says what to add)
    * @throws DsoError DSO_AGENT_RESOLVE_FAILED when a provider cannot answer
@@ -143,14 +93,11 @@ export interface AgentClient {
   resolve(references: readonly string[], options?: AgentCallOptions): Promise<AgentResolvedValue[]>;
   /**
    * Follows the agent's events (`GET /v1/events`): `onEvent` gets each line as sent (its `type`
-   * and fields; heartbeats included), until the agent closes the stream (resolves), the
-   * caller's signal aborts (resolves), or the connection fails (rejects).
+   * and fields; heartbeats included, and types newer than this CLI), until the agent closes the
+   * stream (resolves), the caller's signal aborts (resolves), or the connection fails (rejects).
    */
-  events(onEvent: (event: AgentApiEvent) => void, options?: AgentCallOptions): Promise<void>;
+  events(onEvent: (event: AgentApiEventLine) => void, options?: AgentCallOptions): Promise<void>;
 }
-
-/** One line of `GET /v1/events`: ids, references, versions, policies and codes, never a value. */
-export type AgentApiEvent = { type: string; at: number } & Record<string, unknown>;
 
 /**
  * A client of the agent's API on its unix socket. Every failure is a DsoError whose message
@@ -177,81 +124,101 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
       return followEvents(settings, onEvent, call.signal);
     },
     async status(call = {}) {
-      const body = await callAgent(settings, 'GET', '/v1/status', 200, call.signal);
-      if (!isRecord(body) || !Array.isArray(body.containers) || !isRecord(body.queue)) {
-        throw badAnswer(settings.socketPath, 'a status without containers or queue');
-      }
-      return body as unknown as AgentApiStatus;
+      const route = AGENT_API_ROUTES.status;
+      return answerOf(route, await callAgent(settings, route, call.signal), settings.socketPath);
     },
     async reconcile(call = {}) {
-      const body = await callAgent(settings, 'POST', '/v1/reconcile', 202, call.signal);
-      if (!isRecord(body) || typeof body.containers !== 'number') {
-        throw badAnswer(settings.socketPath, 'a reconcile answer without a container count');
-      }
-      return { containers: body.containers };
+      const route = AGENT_API_ROUTES.reconcile;
+      return answerOf(route, await callAgent(settings, route, call.signal), settings.socketPath);
     },
     async rotate(selector = {}, call = {}) {
-      const request =
+      const route = AGENT_API_ROUTES.rotate;
+      const request: AgentApiRotateRequest =
         selector.containerId === undefined ? {} : { containerId: selector.containerId };
-      const body = await callAgent(settings, 'POST', '/v1/rotate', 200, call.signal, {
+      const body = await callAgent(settings, route, call.signal, {
         body: JSON.stringify(request),
       });
-      if (
-        !isRecord(body) ||
-        typeof body.containers !== 'number' ||
-        typeof body.secrets !== 'number'
-      ) {
-        throw badAnswer(settings.socketPath, 'a rotate answer without container and secret counts');
-      }
-      return { containers: body.containers, secrets: body.secrets };
+      return answerOf(route, body, settings.socketPath);
     },
     async resolve(references, call = {}) {
       if (references.length === 0) return [];
-      if (references.length > MAX_RESOLVE_REFERENCES) {
+      if (references.length > API_MAX_RESOLVE_REFERENCES) {
         throw new DsoError(
           'DSO_CLI_RESOLVE_TOO_MANY',
-          `${references.length} dso:// references in one go; the agent resolves at most ${MAX_RESOLVE_REFERENCES}: split the compose project`,
+          `${references.length} dso:// references in one go; the agent resolves at most ${API_MAX_RESOLVE_REFERENCES}: split the compose project`,
         );
       }
-      const body = await callAgent(settings, 'POST', '/v1/resolve', 200, call.signal, {
+      const route = AGENT_API_ROUTES.resolve;
+      const body = await callAgent(settings, route, call.signal, {
         body: JSON.stringify({ references }),
         timeoutMs: Math.max(settings.timeoutMs, DEFAULT_RESOLVE_TIMEOUT_MS),
         secret: true,
       });
-      const values = isRecord(body) ? body.values : undefined;
-      if (!Array.isArray(values) || values.length !== references.length) {
-        throw badAnswer(settings.socketPath, 'a resolve answer without one value per reference');
-      }
-      const resolved: AgentResolvedValue[] = [];
-      for (const [index, entry] of values.entries()) {
-        if (
-          !isRecord(entry) ||
-          entry.reference !== references[index] ||
-          typeof entry.provider !== 'string' ||
-          typeof entry.version !== 'string' ||
-          typeof entry.value !== 'string' ||
-          !BASE64.test(entry.value)
-        ) {
-          for (const done of resolved) done.value.fill(0);
-          // Never quoted: the entry holds a value.
-          throw badAnswer(
-            settings.socketPath,
-            `a resolve answer whose value ${index + 1} is malformed`,
-          );
-        }
-        resolved.push({
-          reference: entry.reference as string,
-          provider: entry.provider,
-          version: entry.version,
-          value: Buffer.from(entry.value, 'base64'),
-        });
-      }
-      return resolved;
+      return decodeValues(body, references, settings.socketPath);
     },
   };
 }
 
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/**
+ * A 2xx answer checked against its route's schema. The problems are named by field and the
+ * schema's words, never by the answer's text.
+ */
+function answerOf<T>(
+  route: Pick<AgentApiRoute, 'method' | 'path'> & { response: ResponseSchema<T> },
+  body: unknown,
+  socketPath: string,
+): T {
+  const parsed = route.response.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.slice(0, 3).map((issue) => {
+    const where = issue.path.length === 0 ? 'the body' : issue.path.map(String).join('.');
+    return `${where}: ${issue.message}`;
+  });
+  throw badAnswer(
+    socketPath,
+    `an answer to ${route.method} ${route.path} that is not what the API promises (${problems.join('; ')})`,
+  );
+}
+
+/**
+ * The values of `POST /v1/resolve`, checked against the contract and the references asked (one
+ * each, in order) before any is decoded. An error never carries the answer's text or a cause
+ * built from it: the answer holds values.
+ */
+function decodeValues(
+  body: unknown,
+  references: readonly string[],
+  socketPath: string,
+): AgentResolvedValue[] {
+  const values = isRecord(body) ? body.values : undefined;
+  if (!Array.isArray(values) || values.length !== references.length) {
+    throw badAnswer(socketPath, 'a resolve answer without one value per reference');
+  }
+  const parsed = AGENT_API_ROUTES.resolve.response.safeParse(body);
+  const malformed = parsed.success
+    ? parsed.data.values.findIndex((entry, index) => entry.reference !== references[index])
+    : Number(parsed.error.issues.find((issue) => issue.path[0] === 'values')?.path[1] ?? 0);
+  if (!parsed.success || malformed !== -1) {
+    // Never quoted: the entry holds a value.
+    throw badAnswer(socketPath, `a resolve answer whose value ${malformed + 1} is malformed`);
+  }
+  return parsed.data.values.map(({ reference, provider, version, value }) => ({
+    reference,
+    provider,
+    version,
+    value: Buffer.from(value, 'base64'),
+  }));
+}
+
+/** What {@link answerOf} uses of a route's response schema (a zod schema of the contract). */
+interface ResponseSchema<T> {
+  safeParse(value: unknown):
+    | { success: true; data: T }
+    | {
+        success: false;
+        error: { issues: ReadonlyArray<{ path: readonly PropertyKey[]; message: string }> };
+      };
+}
 
 interface Settings {
   socketPath: string;
@@ -259,11 +226,10 @@ interface Settings {
   groupFile: string;
 }
 
+/** One call on a fresh connection: the answer's JSON when its status is the route's, else its refusal. */
 async function callAgent(
   settings: Settings,
-  method: 'GET' | 'POST',
-  path: string,
-  expected: number,
+  route: AgentApiRoute,
   signal: AbortSignal | undefined,
   extra: {
     /** A JSON request body. */
@@ -283,8 +249,8 @@ async function callAgent(
       const request = httpRequest(
         {
           socketPath,
-          method,
-          path,
+          method: route.method,
+          path: route.path,
           // One connection per call: nothing kept alive to hold the CLI's process open.
           agent: false,
           headers: {
@@ -355,29 +321,30 @@ async function callAgent(
       extra.secret ? undefined : error,
     );
   }
-  if (answer.status !== expected) throw refusal(answer.status, body, socketPath);
+  if (answer.status !== route.status) throw refusal(answer.status, body, socketPath);
   return body;
 }
 
 async function followEvents(
   settings: Settings,
-  onEvent: (event: AgentApiEvent) => void,
+  onEvent: (event: AgentApiEventLine) => void,
   signal: AbortSignal | undefined,
 ): Promise<void> {
   const { socketPath } = settings;
+  const route = AGENT_API_ROUTES.events;
   try {
     await new Promise<void>((resolve, reject) => {
       const request = httpRequest(
         {
           socketPath,
-          method: 'GET',
-          path: '/v1/events',
+          method: route.method,
+          path: route.path,
           agent: false,
           headers: { Accept: 'application/x-ndjson' },
           ...(signal === undefined ? {} : { signal }),
         },
         (response) => {
-          if (response.statusCode !== 200) {
+          if (response.statusCode !== route.status) {
             const chunks: Buffer[] = [];
             response.on('data', (chunk: Buffer) => chunks.push(chunk));
             response.once('end', () => {
@@ -385,7 +352,7 @@ async function followEvents(
               try {
                 body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
               } catch {
-                body = undefined;
+                body = undefined; // then the refusal names the status alone
               }
               reject(refusal(response.statusCode ?? 0, body, socketPath));
             });
@@ -405,9 +372,9 @@ async function followEvents(
                 response.destroy(badAnswer(socketPath, 'an events line that is not JSON'));
                 return;
               }
-              if (typeof (event as { type?: unknown })?.type === 'string') {
-                onEvent(event as AgentApiEvent);
-              }
+              // A line without a type and a time is skipped; a type newer than this CLI is not.
+              const parsed = agentApiEventLineSchema.safeParse(event);
+              if (parsed.success) onEvent(parsed.data);
             }
             if (buffered.length > MAX_AGENT_RESPONSE_BYTES) {
               response.destroy(badAnswer(socketPath, 'an events line that never ends'));
@@ -498,15 +465,16 @@ async function groupName(gid: number, groupFile: string): Promise<string | undef
   return undefined;
 }
 
-/** A non-2xx answer: the agent's `{ error, code }` when it sent one. */
+/** A non-2xx answer: the agent's `{ error, code }` (the contract's error body) when it sent one. */
 function refusal(status: number, body: unknown, socketPath: string): DsoError {
-  const sent = isRecord(body) ? body : {};
+  const parsed = agentApiErrorSchema.partial().safeParse(body);
+  const sent = parsed.success ? parsed.data : {};
   const code =
-    typeof sent.code === 'string' && /^DSO_[A-Z0-9_]{1,60}$/.test(sent.code)
+    sent.code !== undefined && /^DSO_[A-Z0-9_]{1,60}$/.test(sent.code)
       ? sent.code
       : 'DSO_CLI_AGENT_ERROR';
   const message =
-    typeof sent.error === 'string' && sent.error !== ''
+    sent.error !== undefined && sent.error !== ''
       ? printable(sent.error).slice(0, 500)
       : `the agent answered HTTP ${status}`;
   return new DsoError(code, message, { status, socket: socketPath });

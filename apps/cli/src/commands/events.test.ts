@@ -1,7 +1,7 @@
 import { PassThrough, Readable, Writable } from 'node:stream';
+import type { AgentApiEventLine as AgentApiEvent } from '@dso/core';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import type { AgentApiEvent } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 import { describeEvent, registerEventsCommand } from './events.js';
 

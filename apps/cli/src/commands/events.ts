@@ -1,10 +1,6 @@
+import { type AgentApiEventLine, resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
-import {
-  type AgentApiEvent,
-  type AgentClient,
-  createAgentClient,
-  resolveApiSocket,
-} from '../agent-client.js';
+import { type AgentClient, createAgentClient } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 
 /** What `dso events` calls; injected so tests need no agent. */
@@ -45,7 +41,7 @@ export function registerEventsCommand(
 }
 
 /** One event as a line for people: time, what, container, details. */
-export function describeEvent(event: AgentApiEvent): string {
+export function describeEvent(event: AgentApiEventLine): string {
   const time = new Date(event.at).toISOString();
   const container = typeof event.containerId === 'string' ? event.containerId.slice(0, 12) : '';
   const fields = (names: string[]) =>

@@ -1,5 +1,6 @@
+import { resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
-import { createAgentClient, resolveApiSocket } from '../agent-client.js';
+import { createAgentClient } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 
 /** Adds `dso reconcile`: asks the agent to check every managed container now. */

@@ -1,5 +1,6 @@
+import { resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
-import { type AgentClient, createAgentClient, resolveApiSocket } from '../agent-client.js';
+import { type AgentClient, createAgentClient } from '../agent-client.js';
 import { containerId as inspectContainerId } from '../docker-cli.js';
 import type { CliIo } from '../program.js';
 

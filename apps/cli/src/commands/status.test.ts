@@ -4,8 +4,8 @@ import { createServer, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
+import type { AgentApiStatus } from '@dso/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { AgentApiStatus } from '../agent-client.js';
 import { runCli } from '../program.js';
 import { formatAge, formatStatus } from './status.js';
 

@@ -1,12 +1,11 @@
-import type { Command } from 'commander';
 import {
   type AgentApiContainer,
   type AgentApiProvider,
   type AgentApiStatus,
-  createAgentClient,
-  printable,
   resolveApiSocket,
-} from '../agent-client.js';
+} from '@dso/core';
+import type { Command } from 'commander';
+import { createAgentClient, printable } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 
 /**

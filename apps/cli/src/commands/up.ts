@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DsoError, LABELS } from '@dso/core';
+import { DsoError, LABELS, resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
-import { type AgentClient, createAgentClient, resolveApiSocket } from '../agent-client.js';
+import { type AgentClient, createAgentClient } from '../agent-client.js';
 import {
   COMPOSE_FILE_NAMES,
   COMPOSE_OVERRIDE_FILE_NAMES,
