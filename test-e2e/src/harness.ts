@@ -5,6 +5,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { vi } from 'vitest';
 import testImage from '../../tools/test-image.json' with { type: 'json' };
 
 const execFileAsync = promisify(execFile);
@@ -64,24 +65,30 @@ export async function dockerRaw(...args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Waits for `check` to return a value other than undefined, or fails after `timeoutMs`. */
+/**
+ * Waits, with vitest's `vi.waitFor`, for `check` to return a value other than undefined, and
+ * returns it; fails after `timeoutMs` naming `what`, with the last error `check` threw (a
+ * command that fails while the agent catches up is retried) as the cause.
+ */
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined>,
   { timeoutMs = 30_000, intervalMs = 100 } = {},
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
+  return vi.waitFor(
+    async () => {
+      let value: T | undefined;
+      try {
+        value = await check();
+      } catch (error) {
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: error });
+      }
+      if (value === undefined)
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      return value;
+    },
+    { timeout: timeoutMs, interval: intervalMs },
+  );
 }
 
 /** A DSO home folder of the test's own, with a vault created by the built CLI. */
@@ -434,23 +441,22 @@ export async function waitForContainerFiles(
   }: { host?: string; timeoutMs?: number; intervalMs?: number } = {},
 ): Promise<void> {
   const want = sha256(expected);
-  const deadline = Date.now() + timeoutMs;
-  let lacking: Array<[string, string]> = [];
-  for (;;) {
-    const states = await containerFileDigests(ids, path, host === undefined ? {} : { host });
-    lacking = [...states].filter(([, state]) => state !== want);
-    if (lacking.length === 0) return;
-    if (Date.now() >= deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-  const described = lacking.map(
-    ([id, state]) =>
-      `${id.slice(0, 12)}: ${/^[0-9a-f]{64}$/.test(state) ? 'other content' : state}`,
-  );
-  throw new Error(
-    `${lacking.length} of ${ids.length} containers lack ${path} with the expected content after ` +
-      `${timeoutMs} ms:\n  ${described.slice(0, 40).join('\n  ')}` +
-      (described.length > 40 ? `\n  … and ${described.length - 40} more` : ''),
+  await vi.waitFor(
+    async () => {
+      const states = await containerFileDigests(ids, path, host === undefined ? {} : { host });
+      const lacking = [...states].filter(([, state]) => state !== want);
+      if (lacking.length === 0) return;
+      const described = lacking.map(
+        ([id, state]) =>
+          `${id.slice(0, 12)}: ${/^[0-9a-f]{64}$/.test(state) ? 'other content' : state}`,
+      );
+      throw new Error(
+        `${lacking.length} of ${ids.length} containers lack ${path} with the expected content ` +
+          `after ${timeoutMs} ms:\n  ${described.slice(0, 40).join('\n  ')}` +
+          (described.length > 40 ? `\n  … and ${described.length - 40} more` : ''),
+      );
+    },
+    { timeout: timeoutMs, interval: intervalMs },
   );
 }
 

@@ -7,7 +7,7 @@
  * sample through `docker exec`, as an application would read them.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   type PrivateEngine,
   startPrivateEngine,
@@ -101,22 +101,21 @@ function milestone() {
 
 /** Waits until none of `pids` is a live provider process of `home`; names the ones that linger. */
 async function waitForProviderExit(home: string, pids: number[], timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const alive = (await providerProcesses(home)).filter(
-      (candidate) => pids.includes(candidate.pid) && candidate.state !== 'Z',
-    );
-    if (alive.length === 0) return;
-    if (Date.now() >= deadline) {
+  await vi.waitFor(
+    async () => {
+      const alive = (await providerProcesses(home)).filter(
+        (candidate) => pids.includes(candidate.pid) && candidate.state !== 'Z',
+      );
+      if (alive.length === 0) return;
       throw new Error(
         `provider processes still running ${timeoutMs} ms after their agent died:\n  ` +
           alive
             .map((p) => `pid ${p.pid} (parent ${p.ppid}, ${p.state}): ${p.command}`)
             .join('\n  '),
       );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+    },
+    { timeout: timeoutMs, interval: 200 },
+  );
 }
 
 /** The sample that is also read through the engine, as the application would read it. */
