@@ -1,3 +1,4 @@
+import { onAbort } from '@dso/async';
 import type {
   ContainerDetails,
   ContainerSummary,
@@ -151,8 +152,7 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
       const sinceMs = typeof since === 'number' ? since : undefined;
       if (sinceMs !== undefined) pending.push(...history.filter((event) => event.at >= sinceMs));
       readers.add(reader);
-      const onAbort = () => wake?.();
-      signal.addEventListener('abort', onAbort, { once: true });
+      const stopWaking = onAbort(signal, () => wake?.());
       try {
         while (!signal.aborted && !closed) {
           const event = pending.shift();
@@ -167,7 +167,7 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
         }
       } finally {
         readers.delete(reader);
-        signal.removeEventListener('abort', onAbort);
+        stopWaking();
       }
     },
     async listContainers({ label, all }: ListContainersOptions) {

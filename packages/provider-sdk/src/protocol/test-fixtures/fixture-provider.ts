@@ -1,5 +1,6 @@
 // A provider for the protocol tests: what it does depends on the path it is asked for.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { abortable } from '@dso/async';
 import { z } from 'zod';
 import type { ProviderContext } from '../../define-provider.js';
 import type { SecretChange, SecretProvider } from '../../provider.js';
@@ -31,9 +32,7 @@ export function createFixtureProvider(
   const notFound = (path: string) =>
     new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { provider: name, path });
   const waitForAbort = (signal: AbortSignal | undefined) =>
-    new Promise<never>((_, reject) => {
-      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
-    });
+    abortable(new Promise<never>(() => {}), signal);
 
   const provider: SecretProvider = {
     name,
