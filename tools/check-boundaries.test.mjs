@@ -194,6 +194,17 @@ describe('checkBoundaries', () => {
     );
   });
 
+  it("lets test code import another project's test-support, and nothing else of it", () => {
+    const root = workspace({
+      'packages/provider-sdk/src/test-support/engine.ts': 'export const engine = 1;\n',
+      'packages/core/src/core.test.ts':
+        "import '../../provider-sdk/src/test-support/engine.js';\nimport '../../provider-sdk/src/index.js';\n",
+    });
+    const found = problems(root);
+    assert.equal(found.length, 1);
+    assert.match(found[0], /core\.test\.ts:2 .*a relative path out of packages\/core/);
+  });
+
   it('fails a cycle that the table cannot see (two projects in one family)', () => {
     const provider = (name, other) => ({
       [`packages/${name}/package.json`]: JSON.stringify({

@@ -6,7 +6,7 @@ import {
   type SecretProvider,
 } from '@dso/provider-sdk';
 import { afterEach, describe, expect, it } from 'vitest';
-import { environmentFixture } from './conformance-fixture.js';
+import { environmentFixture } from './test-support/conformance-fixture.js';
 import envProvider from './index.js';
 
 const MODULE = new URL('./index.ts', import.meta.url).pathname;

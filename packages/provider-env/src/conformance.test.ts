@@ -1,5 +1,5 @@
 import { runProviderConformance } from '@dso/provider-conformance';
-import { environmentFixture } from './conformance-fixture.js';
+import { environmentFixture } from './test-support/conformance-fixture.js';
 import envProvider from './index.js';
 
 runProviderConformance({

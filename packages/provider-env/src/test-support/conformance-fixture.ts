@@ -1,5 +1,5 @@
 import type { ConformanceFixture } from '@dso/provider-conformance';
-import { valueVersion } from './env-provider.js';
+import { valueVersion } from '../env-provider.js';
 
 /**
  * The conformance fixture of the `env` provider: the environment a provider will be given.
