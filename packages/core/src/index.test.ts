@@ -61,6 +61,7 @@ describe('@dso/core', () => {
       'MAX_OWNER_ID',
       'MAX_QUEUE_CONCURRENCY',
       'MAX_REFERENCE_LENGTH',
+      'MAX_SOCKET_PATH_BYTES',
       'METRIC_NAME_PATTERN',
       'METRIC_UNITS',
       'PROCESS_METRICS_PREFIX',

@@ -80,6 +80,7 @@ export {
   agentApiRotateResultSchema,
   agentApiStatusSchema,
   DEFAULT_API_SOCKET,
+  MAX_SOCKET_PATH_BYTES,
   resolveApiSocket,
 } from './agent-api/contract.js';
 export {

@@ -1,7 +1,7 @@
 import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
-import { DsoError, type Logger } from '@dso/core';
+import { DsoError, type Logger, MAX_SOCKET_PATH_BYTES } from '@dso/core';
 
 // ---------------------------------------------------------------------------------------------
 // The API's socket file. Its permissions are the API's whole access control, so the socket is
@@ -17,8 +17,6 @@ export const API_PROBE_TIMEOUT_MS = 1_000;
 /** The default place the group name of `api.socketGroup` is looked up. */
 export const DEFAULT_GROUP_FILE = '/etc/group';
 
-// sockaddr_un.sun_path is 108 bytes with its terminating NUL.
-const MAX_SOCKET_PATH_BYTES = 107;
 // The staged socket's path is `<dir>/.api-XXXXXX/s`: this many bytes after the directory.
 const STAGED_SUFFIX_BYTES = '/.api-XXXXXX/s'.length;
 

@@ -25,6 +25,8 @@ export const DEFAULT_API_SOCKET = '/run/dso/agent.sock';
  * `$DSO_HOME/agent.sock` instead, so its clients need this variable.
  */
 export const API_SOCKET_ENV = 'DSO_API_SOCKET';
+/** The longest unix socket path: `sockaddr_un.sun_path` is 108 bytes on Linux, with its terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 /**
  * The agent's socket as a client finds it: {@link API_SOCKET_ENV} when set and not empty, else

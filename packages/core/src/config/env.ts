@@ -1,3 +1,5 @@
+import { API_SOCKET_ENV } from '../agent-api/contract.js';
+
 /**
  * An environment variable that overrides one setting of `dso.yaml`, for the few settings that
  * differ from host to host. Its text goes through the same schema as the file's value, so
@@ -40,7 +42,7 @@ export const CONFIG_ENV_OVERRIDES: readonly ConfigEnvOverride[] = Object.freeze(
     when: (raw) => isPlainObject(raw.docker) && raw.docker.tlsVerify === true,
     meaning: 'read only when `docker.tlsVerify` is on',
   },
-  { name: 'DSO_API_SOCKET', path: ['api', 'socket'] },
+  { name: API_SOCKET_ENV, path: ['api', 'socket'] },
   { name: 'DSO_METRICS_ADDRESS', path: ['metrics', 'address'] },
   { name: 'DSO_CACHE_BACKEND', path: ['cache', 'backend'] },
   { name: 'DSO_REDIS_URL', path: ['cache', 'redis', 'url'] },

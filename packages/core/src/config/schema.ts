@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { DEFAULT_API_SOCKET } from '../agent-api/contract.js';
+import { DEFAULT_API_SOCKET, MAX_SOCKET_PATH_BYTES } from '../agent-api/contract.js';
 import { DEFAULT_QUEUE_CONCURRENCY, MAX_QUEUE_CONCURRENCY } from '../event-queue.js';
 import { LOG_LEVELS } from '../logger.js';
 import { closestMatch } from './suggest.js';
@@ -40,8 +40,6 @@ const PROVIDER_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 /** `dso-provider-<name>` or `@scope/dso-provider-<name>`, within npm's name rules. */
 const PROVIDER_PACKAGE = /^(?:@[a-z0-9][a-z0-9._-]*\/)?dso-provider-[a-z0-9][a-z0-9._-]*$/;
 const MAX_PACKAGE_NAME_LENGTH = 214;
-/** A unix socket's path must fit `sun_path` (108 bytes on Linux) with its terminating NUL. */
-const MAX_SOCKET_PATH_BYTES = 107;
 const SIGNALS = [
   'SIGHUP',
   'SIGINT',
