@@ -6,8 +6,8 @@ import {
   type SecretProvider,
 } from '@dso/provider-sdk';
 import { afterEach, describe, expect, it } from 'vitest';
-import { environmentFixture } from './test-support/conformance-fixture.js';
 import envProvider from './index.js';
+import { environmentFixture } from './test-support/conformance-fixture.js';
 
 const MODULE = new URL('./index.ts', import.meta.url).pathname;
 const cleanups: Array<() => Promise<void>> = [];

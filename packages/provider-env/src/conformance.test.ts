@@ -1,6 +1,6 @@
 import { runProviderConformance } from '@dso/provider-conformance';
-import { environmentFixture } from './test-support/conformance-fixture.js';
 import envProvider from './index.js';
+import { environmentFixture } from './test-support/conformance-fixture.js';
 
 runProviderConformance({
   name: 'env',
