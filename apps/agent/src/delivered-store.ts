@@ -1,3 +1,4 @@
+import { onAbort } from '@dso/async';
 import type { Clock, ClockTimer, Logger } from '@dso/core';
 import { type DeliveredState, loadDeliveredState, saveDeliveredState } from './delivered-state.js';
 
@@ -83,17 +84,16 @@ export function createDeliveredStore(context: DeliveredStoreContext): DeliveredS
       return new Promise<void>((resolve, reject) => {
         const set = waiters.get(containerId) ?? new Set();
         waiters.set(containerId, set);
-        const wake = () => {
-          signal.removeEventListener('abort', abort);
-          resolve();
-        };
-        function abort() {
+        const stop = onAbort(signal, (reason) => {
           set.delete(wake);
           if (set.size === 0) waiters.delete(containerId);
-          reject(signal.reason);
+          reject(reason);
+        });
+        function wake() {
+          stop();
+          resolve();
         }
         set.add(wake);
-        signal.addEventListener('abort', abort, { once: true });
       });
     },
     async load() {
