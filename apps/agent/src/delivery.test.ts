@@ -30,6 +30,7 @@ function container(overrides: Partial<ContainerDetails> = {}): ContainerDetails 
     user: '',
     tmpfs: ['/run/secrets'],
     binds: [],
+    volumes: [],
     image: 'x',
     ...overrides,
   };

@@ -15,6 +15,7 @@ const managed = (id: string, running = true): ContainerDetails => ({
   user: '',
   tmpfs: [],
   binds: [],
+  volumes: [],
   image: 'x',
 });
 

@@ -66,6 +66,7 @@ function setup(ids: string[], settings = rotationSettings({ jitterMs: 1_000, max
       user: '',
       tmpfs: ['/run/secrets'],
       binds: [],
+      volumes: [],
       image: 'x',
     }),
   );

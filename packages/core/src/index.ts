@@ -180,7 +180,12 @@ export {
   type ManagedRotation,
   type ManagedSpec,
   parseManagedLabels,
+  parseRotationLabels,
+  parseVolumeOptions,
   toManagedLabels,
+  VOLUME_DEFAULT_MODE,
+  VOLUME_SETTINGS,
+  type VolumeSpec,
 } from './labels.js';
 export {
   createLogger,

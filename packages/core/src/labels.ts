@@ -213,6 +213,20 @@ const SIGNAL_NAME = /^(?:SIG)?[A-Z][A-Z0-9+]{1,10}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,254}$/;
 const VERSION_TEXT = /^[\x21-\x7e]{1,256}$/;
 
+/**
+ * A container's own rotation policy from its `dso.rotate*` labels alone, for a container that
+ * gets its files another way (a DSO volume) and may carry no other DSO label.
+ *
+ * @example
+ * parseRotationLabels({ 'dso.rotate': 'signal', 'dso.rotate.signal': 'SIGUSR1' });
+ * @throws DsoError DSO_LABEL_INVALID as {@link parseManagedLabels} does
+ */
+export function parseRotationLabels(
+  labels: Readonly<Record<string, string>>,
+): ManagedRotation | undefined {
+  return parseRotation(labels);
+}
+
 function parseRotation(labels: Readonly<Record<string, string>>): ManagedRotation | undefined {
   const policy = labels[LABELS.rotate];
   const signal = labels[LABELS.rotateSignal];
@@ -388,8 +402,15 @@ function parseTarget(value: string | undefined): string {
   return value;
 }
 
-function parseMode(value: string | undefined): number {
-  const key = LABELS.mode;
+/** Builds the error of a bad setting: a label's, or a volume option's. */
+type SettingError = (key: string, problem: string, fix: string, cause?: unknown) => DsoError;
+
+function parseMode(
+  value: string | undefined,
+  key: string = LABELS.mode,
+  fail: SettingError = labelError,
+): number {
+  const labelError = fail;
   if (value === undefined) return DEFAULT_FILE_MODE;
   const fix = `use permission bits from 0000 to 0777, e.g. ${key}=0400`;
   const match = MODE.exec(value);
@@ -407,10 +428,14 @@ function parseMode(value: string | undefined): number {
   return mode;
 }
 
-function parseOwner(value: string | undefined): { uid: number; gid: number } | undefined {
-  const key = LABELS.owner;
+function parseOwner(
+  value: string | undefined,
+  key: string = LABELS.owner,
+  fail: SettingError = labelError,
+): { uid: number; gid: number } | undefined {
+  const labelError = fail;
   if (value === undefined) return undefined;
-  const fix = `use numeric ids, e.g. ${key}=1000:1000 (see \`id -u\` and \`id -g\` inside the image), or remove the label to use the container's user`;
+  const fix = `use numeric ids, e.g. ${key}=1000:1000 (see \`id -u\` and \`id -g\` inside the image), or remove it to use the default`;
   const match = OWNER.exec(value);
   if (match === null) {
     throw labelError(key, `${JSON.stringify(value)} is not <uid> or <uid>:<gid>`, fix);
@@ -439,7 +464,9 @@ function parseLabelReference(
   key: string,
   value: string,
   scheme: SecretReference['scheme'],
+  fail: SettingError = labelError,
 ): SecretReference {
+  const labelError = fail;
   const fix = `write a reference such as ${key}=${scheme}://app/db/password`;
   if (!isReference(value)) {
     throw labelError(key, `does not hold a ${scheme}:// reference (its value is not shown)`, fix);
@@ -488,6 +515,96 @@ function labelError(key: string, problem: string, fix: string, cause?: unknown):
     : JSON.stringify(key.length > 300 ? `${key.slice(0, 300)}…` : key);
   return new DsoError('DSO_LABEL_INVALID', `label ${shown} ${problem}; ${fix}`, {
     label: key,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+/** A DSO volume's settings, from its driver options (`volume-opt=`, compose `driver_opts`). */
+export type VolumeSpec = {
+  /** One file per option: the option's name is the file's, its value a `dsofile://` reference. */
+  files: ManagedFile[];
+  /** The files' mode (`dso.mode`). @default VOLUME_DEFAULT_MODE */
+  mode: number;
+  /** The files' owner (`dso.owner`). @default { uid: 0, gid: 0 } */
+  owner: { uid: number; gid: number };
+};
+
+/**
+ * The mode of a volume's files when `dso.mode` is absent: readable by any user of the one
+ * container that sees the folder (the container's user is not known when the engine mounts a
+ * volume), as Swarm secrets (0444) and Kubernetes secret volumes (0644) do.
+ */
+export const VOLUME_DEFAULT_MODE = 0o444;
+
+/** The `dso.`-prefixed settings a volume's options may hold. */
+export const VOLUME_SETTINGS = { mode: 'dso.mode', owner: 'dso.owner' } as const;
+
+/**
+ * Reads a DSO volume's driver options: every option is a file (`<name>=dsofile://<path>`),
+ * except the `dso.`-prefixed settings `dso.mode` and `dso.owner`. References only: a value
+ * that is not one is refused without being quoted (it may be the secret itself).
+ *
+ * @example
+ * parseVolumeOptions({ db_password: 'dsofile://app/db#password', 'dso.mode': '0440' });
+ * // { files: [{ name: 'db_password', reference: … }], mode: 0o440, owner: { uid: 0, gid: 0 } }
+ * @throws DsoError DSO_VOLUME_OPTION_INVALID naming the option, what is wrong with it and the fix
+ */
+export function parseVolumeOptions(
+  options: Readonly<Record<string, unknown>> | null | undefined,
+): VolumeSpec {
+  const entries = Object.entries(options ?? {});
+  const text = (key: string, value: unknown): string => {
+    if (typeof value !== 'string') {
+      throw volumeOptionError(key, 'is not text', `write it as ${key}=<text>`);
+    }
+    return value;
+  };
+  let mode = VOLUME_DEFAULT_MODE;
+  let owner = { uid: 0, gid: 0 };
+  const files: ManagedFile[] = [];
+  for (const [key, value] of entries) {
+    if (key === VOLUME_SETTINGS.mode) {
+      mode = parseMode(text(key, value), key, volumeOptionError);
+    } else if (key === VOLUME_SETTINGS.owner) {
+      owner = parseOwner(text(key, value), key, volumeOptionError) ?? owner;
+    } else if (key.startsWith('dso.')) {
+      throw volumeOptionError(
+        key,
+        'is not a DSO volume setting',
+        `use ${Object.values(VOLUME_SETTINGS).join(' or ')}; a container's rotation policy is its dso.rotate label`,
+      );
+    } else {
+      const problem = checkSecretFileName(key);
+      if (problem) {
+        throw volumeOptionError(
+          key,
+          `names a file that ${problem}`,
+          'name the file with letters, digits, ".", "_" and "-", e.g. db_password=dsofile://app/db',
+        );
+      }
+      files.push({
+        name: key,
+        reference: parseLabelReference(key, text(key, value), 'dsofile', volumeOptionError),
+      });
+    }
+  }
+  if (files.length === 0) {
+    throw volumeOptionError(
+      '(none)',
+      'names no file',
+      'give at least one, e.g. --mount type=volume,volume-driver=dso,dst=/run/secrets,volume-opt=db_password=dsofile://app/db',
+    );
+  }
+  files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { files, mode, owner };
+}
+
+function volumeOptionError(key: string, problem: string, fix: string, cause?: unknown): DsoError {
+  const shown = PLAIN_KEY.test(key)
+    ? key
+    : JSON.stringify(key.length > 300 ? `${key.slice(0, 300)}…` : key);
+  return new DsoError('DSO_VOLUME_OPTION_INVALID', `volume option ${shown} ${problem}; ${fix}`, {
+    option: key,
     ...(cause === undefined ? {} : { cause }),
   });
 }

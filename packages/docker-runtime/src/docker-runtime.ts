@@ -156,8 +156,11 @@ export interface EventsOptions {
 
 /** Options of {@link DockerRuntime.listContainers}. */
 export interface ListContainersOptions {
-  /** A label filter as the engine takes it: `key` or `key=value`, e.g. `dso.enable=true`. */
-  label: string;
+  /**
+   * A label filter as the engine takes it: `key` or `key=value`, e.g. `dso.enable=true`.
+   * Absent: every container.
+   */
+  label?: string;
   /**
    * Include containers that are not running.
    * @default false
@@ -179,6 +182,21 @@ export interface ContainerSummary {
   image: string;
   /** Host folders it bind-mounts, and where: what the host path's clean-up must not remove. */
   binds?: Array<{ source: string; target: string }>;
+  /** Its volumes, with the driver that serves each: which containers use a volume driver's mounts. */
+  volumes?: VolumeMount[];
+}
+
+/** A volume a container mounts (`-v name:/in`, `--mount type=volume`), as the engine reports it. */
+export interface VolumeMount {
+  /** The volume's name (a random 64-hex name for an anonymous volume). */
+  name: string;
+  /** The driver that serves it: `local`, or a plugin's name. */
+  driver: string;
+  /** Where the volume is on the host: for a plugin, the mount point its `Mount` answered. */
+  source: string;
+  /** Where the container sees it. */
+  target: string;
+  readOnly: boolean;
 }
 
 /** What DSO needs to know about one container. */
@@ -205,6 +223,8 @@ export interface ContainerDetails {
    * and where the container sees it. The host path delivery looks for a secrets folder here.
    */
   binds: Array<{ source: string; target: string; readOnly: boolean }>;
+  /** Its volumes and their drivers (a volume driver's consumers are found here). */
+  volumes: VolumeMount[];
   /** The image reference it was created from. */
   image: string;
 }
@@ -737,7 +757,7 @@ class EngineRuntime implements DockerRuntime {
   }
 
   async listContainers(options: ListContainersOptions): Promise<ContainerSummary[]> {
-    if (typeof options?.label !== 'string' || options.label === '') {
+    if (options?.label !== undefined && (typeof options.label !== 'string' || options.label === '')) {
       throw new DockerRuntimeError(
         'DSO_DOCKER_INVALID_REQUEST',
         'label must be a non-empty string',
@@ -746,10 +766,11 @@ class EngineRuntime implements DockerRuntime {
         },
       );
     }
+    const label = options.label;
     const infos = await this.#request('list containers', options.signal, undefined, (signal) =>
       this.#docker.listContainers({
         all: options.all ?? false,
-        filters: { label: [options.label] },
+        ...(label === undefined ? {} : { filters: { label: [label] } }),
         abortSignal: signal,
       }),
     );
@@ -762,6 +783,7 @@ class EngineRuntime implements DockerRuntime {
       binds: (info.Mounts ?? [])
         .filter((mount) => mount.Type === 'bind' && typeof mount.Source === 'string')
         .map((mount) => ({ source: mount.Source, target: mount.Destination })),
+      volumes: volumesOf(info.Mounts),
     }));
   }
 
@@ -1017,8 +1039,27 @@ function toDetails(info: Docker.ContainerInspectInfo): ContainerDetails {
     startedAt: info.State?.StartedAt?.startsWith('0001-') ? '' : (info.State?.StartedAt ?? ''),
     tmpfs: [...tmpfs],
     binds,
+    volumes: volumesOf(info.Mounts),
     image: info.Config?.Image ?? '',
   };
+}
+
+/** The volume mounts of an engine's `Mounts` list (listing and inspect share the shape). */
+function volumesOf(mounts: unknown): VolumeMount[] {
+  if (!Array.isArray(mounts)) return [];
+  const volumes: VolumeMount[] = [];
+  for (const mount of mounts as Array<Record<string, unknown>>) {
+    const { Type, Name, Driver, Source, Destination, RW } = mount;
+    if (Type !== 'volume' || typeof Name !== 'string' || typeof Destination !== 'string') continue;
+    volumes.push({
+      name: Name,
+      driver: typeof Driver === 'string' ? Driver : 'local',
+      source: typeof Source === 'string' ? Source : '',
+      target: Destination.length > 1 ? Destination.replace(/\/+$/, '') : Destination,
+      readOnly: RW === false,
+    });
+  }
+  return volumes;
 }
 
 function modemOptions(

@@ -60,6 +60,7 @@ export {
   type EventsOptions,
   type ListContainersOptions,
   MAX_EXEC_OUTPUT_BYTES,
+  type VolumeMount,
 } from './docker-runtime.js';
 export {
   DOCKER_RUNTIME_ERROR_CODES,

@@ -19,6 +19,7 @@ export function container(id: string, labels: Record<string, string>): Container
     user: '',
     tmpfs: ['/run/secrets'],
     binds: [],
+    volumes: [],
     image: 'x',
   };
 }

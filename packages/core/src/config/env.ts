@@ -47,6 +47,7 @@ export const CONFIG_ENV_OVERRIDES: readonly ConfigEnvOverride[] = Object.freeze(
   { name: 'DSO_CACHE_BACKEND', path: ['cache', 'backend'] },
   { name: 'DSO_REDIS_URL', path: ['cache', 'redis', 'url'] },
   { name: 'DSO_SHUTDOWN_GRACE_MS', path: ['shutdownGraceMs'] },
+  { name: 'DSO_VOLUME_DRIVER_NAME', path: ['volumes', 'driverName'] },
 ]);
 
 /** The variable that overrides the setting at `path`, if one does. */

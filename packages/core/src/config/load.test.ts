@@ -93,6 +93,13 @@ describe('parseConfig: defaults', () => {
       },
       api: { socket: '/run/dso/agent.sock', socketMode: 0o660, resolveAllow: [] },
       hostPath: { enabled: true, root: '/run/dso/containers' },
+      volumes: {
+        enabled: true,
+        driverName: 'dso',
+        root: '/run/dso/volumes',
+        tmpfsSize: 64 * 1024 * 1024,
+        mountTimeoutMs: 20_000,
+      },
       metrics: { enabled: true, address: '127.0.0.1:9464' },
       audit: {
         enabled: true,

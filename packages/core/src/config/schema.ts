@@ -756,6 +756,52 @@ export const configSchema = z.strictObject({
         ),
     }),
   ),
+  volumes: section(
+    'Secrets as Docker volumes: the agent serves a volume plugin, so the engine puts the files in place before the container starts (no exec, shell, tar, capability or entrypoint wrapper). Served only when the agent shares the host with the engine (a local socket).',
+    z.strictObject({
+      enabled: z
+        .boolean()
+        .default(true)
+        .meta(
+          meta({
+            description:
+              'Serve the volume driver (when the engine is local). `false`: no driver; containers that use it fail to start.',
+          }),
+        ),
+      driverName: z
+        .string()
+        .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, {
+          error: 'expected a plugin name: lowercase letters, digits, `.`, `_`, `-`',
+        })
+        .default('dso')
+        .meta(
+          meta({
+            description:
+              "The driver's name: what `--mount ...,volume-driver=<name>` and compose's `driver:` say. Its socket is `/run/docker/plugins/<name>.sock` (root only).",
+          }),
+        ),
+      root: z
+        .string()
+        .refine(isAbsolutePath, { error: 'expected an absolute path' })
+        .default('/run/dso/volumes')
+        .meta(
+          meta({
+            description:
+              'Where each mount gets its folder. When it is not on a tmpfs, the agent mounts a private tmpfs of `tmpfsSize` there itself, and serves no volume when it cannot.',
+          }),
+        ),
+      tmpfsSize: byteSize(
+        'The size of the tmpfs the agent mounts at `root` when `root` is not already on one.',
+        64 * 1024 * 1024,
+        { min: 1024 * 1024, max: 4 * 1024 * 1024 * 1024 },
+      ),
+      mountTimeoutMs: duration(
+        "How long a `Mount` may take (resolving and writing every file) before it fails the container's start: below the engine's own plugin timeout.",
+        20_000,
+        { min: 1_000, max: 25_000 },
+      ),
+    }),
+  ),
   metrics: section(
     'Prometheus metrics over HTTP (`GET /metrics`). Labels never carry a secret, its path or a container name.',
     z.strictObject({

@@ -20,6 +20,7 @@ runRuntimeConformance('createFakeRuntime', async () => {
         startedAt: new Date().toISOString(),
         tmpfs,
         binds: [],
+        volumes: [],
         image: 'fake',
       };
       fake.start(container);

@@ -172,15 +172,19 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
     },
     async listContainers({ label, all }: ListContainersOptions) {
       return [...byId.values()]
-        .filter((c) => (all === true || c.running) && matchesLabel(c.labels, label))
+        .filter(
+          (c) =>
+            (all === true || c.running) && (label === undefined || matchesLabel(c.labels, label)),
+        )
         .map(
-          ({ id, name, labels, state, image, binds }): ContainerSummary => ({
+          ({ id, name, labels, state, image, binds, volumes }): ContainerSummary => ({
             id,
             name,
             labels: { ...labels },
             state,
             image,
             binds: binds.map(({ source, target }) => ({ source, target })),
+            volumes: (volumes ?? []).map((volume) => ({ ...volume })),
           }),
         );
     },
