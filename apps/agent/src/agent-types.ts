@@ -11,6 +11,8 @@ import type {
 import type { DockerRuntime, HostSecretDirs } from '@dso/docker-runtime';
 import type { SecretProvider, SecretValue } from '@dso/provider-sdk';
 import type { AgentHealth, AgentMetrics } from './observability.js';
+import type { VolumeFolders } from './volumes/folders.js';
+import type { VolumeDriver } from './volumes/volume-driver.js';
 
 // The agent's public surface: its options, what it reports, and its defaults. The parts that
 // implement it are listed in agent.ts.
@@ -109,6 +111,18 @@ export interface AgentOptions {
    * start. Absent: kept in memory only.
    */
   statePath?: string;
+  /**
+   * The volume driver: DSO volumes' folders (under `volumes.root`, on a tmpfs), the driver's
+   * name and the `Mount` deadline. Absent: no volume driver (serve it with
+   * `startVolumePluginServer(agent.volumeDriver)`).
+   */
+  volumes?: {
+    folders: VolumeFolders;
+    driverName: string;
+    mountTimeoutMs: number;
+    /** Where volumes and mounts are kept across restarts (references and digests, no value). */
+    statePath?: string;
+  };
   /** @default DEFAULT_MAX_RECONNECTS */
   maxReconnects?: number;
   /** @default 500 */
@@ -181,6 +195,8 @@ export interface Agent extends AsyncDisposable {
    * not block; one that throws is dropped). Returns the unsubscribe function.
    */
   subscribe(listener: (event: AgentEvent) => void): () => void;
+  /** The volume driver's handlers, when {@link AgentOptions.volumes} was given. */
+  readonly volumeDriver: VolumeDriver | undefined;
 }
 
 /**
@@ -192,7 +208,12 @@ export type AgentEvent = {
   at: number;
   containerId: string;
 } & (
-  | { type: 'delivered'; trigger: DeliveryTrigger; files: number; method: 'exec' | 'host' }
+  | {
+      type: 'delivered';
+      trigger: DeliveryTrigger;
+      files: number;
+      method: 'exec' | 'host' | 'volume';
+    }
   | {
       type: 'delivery-failed';
       trigger: DeliveryTrigger;

@@ -29,6 +29,11 @@ import { createReconciler } from './reconciler.js';
 import { createAuditSink, createEventBus } from './reporting.js';
 import { createRotations, rotationSettings } from './rotation.js';
 import { createSecretResolver, failedReference, failureCode } from './secrets.js';
+import {
+  createVolumeDriver,
+  isVolumeConsumer,
+  type VolumeDriver,
+} from './volumes/volume-driver.js';
 
 // The agent, as a table of contents. Each concern is a part in its own file, built here with
 // the few things it needs:
@@ -44,6 +49,8 @@ import { createSecretResolver, failedReference, failureCode } from './secrets.js
 //   reconciler.ts      every managed container listed and checked, at start and periodically
 //   engine-watch.ts    the engine's events, routed to the parts above
 //   reporting.ts       events for subscribers, and the audit trail that never throws
+//   volumes/           the volume driver: DSO volumes, a folder per mount written before the
+//                      container starts, rewritten when versions change (queue keys volume:<id>)
 export {
   type Agent,
   type AgentEvent,
@@ -172,8 +179,33 @@ export function createAgent(options: AgentOptions): Agent {
     metrics,
     clock,
   });
+  const volumeDriver: VolumeDriver | undefined =
+    options.volumes === undefined
+      ? undefined
+      : createVolumeDriver({
+          driverName: options.volumes.driverName,
+          folders: options.volumes.folders,
+          registry: { volumes: new Map(), mounts: new Map() },
+          statePath: options.volumes.statePath,
+          mountTimeoutMs: options.volumes.mountTimeoutMs,
+          secrets,
+          consumption,
+          rotations,
+          runtime,
+          statuses,
+          logger,
+          audit,
+          bus,
+          metrics,
+          clock,
+          stopping: stopping.signal,
+        });
   const deliveries = createDeliveryQueue({
-    deliver,
+    // One queue for both kinds of consumer: containers by id, volume mounts by `volume:<id>`.
+    deliver: (id, trigger, signal, attempt) =>
+      volumeDriver !== undefined && isVolumeConsumer(id)
+        ? volumeDriver.deliver(id, trigger, signal, attempt)
+        : deliver(id, trigger, signal, attempt),
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
     maxSize: options.queueMaxSize,
     retry: options.retry,
@@ -195,9 +227,12 @@ export function createAgent(options: AgentOptions): Agent {
         store.delete(id);
         consumption.record(id, undefined);
       }
-      for (const id of statuses.keys()) if (!running.has(id)) statuses.delete(id);
+      for (const id of statuses.keys()) {
+        if (!running.has(id) && !isVolumeConsumer(id)) statuses.delete(id);
+      }
       void hostFolders.sweep(signal);
     },
+    moreConsumers: () => volumeDriver?.consumers() ?? [],
     intervalMs: options.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS,
     clock,
     logger,
@@ -286,6 +321,7 @@ export function createAgent(options: AgentOptions): Agent {
         // unhandled before it does.
       });
       await rotations.recoverInterrupted(stopping.signal);
+      await volumeDriver?.recover();
       await reconciler.reconcile('startup', stopping.signal);
       reconciler.startPeriodic(stopping.signal);
     },
@@ -314,10 +350,19 @@ export function createAgent(options: AgentOptions): Agent {
     },
     async rotate(selector = {}) {
       assertRunning(': nothing to rotate');
-      const containers = await runtime.listContainers({
-        label: `${LABELS.enable}=true`,
+      // Containers with DSO labels, and (with the volume driver) those that mount DSO volumes.
+      const listed = await runtime.listContainers({
+        ...(volumeDriver === undefined ? { label: `${LABELS.enable}=true` } : {}),
         signal: stopping.signal,
       });
+      const volumesOf = (container: (typeof listed)[number]) =>
+        (container.volumes ?? [])
+          .filter((volume) => volume.driver === volumeDriver?.driverName)
+          .map((volume) => volume.name);
+      const containers = listed.filter(
+        (container) =>
+          container.labels[LABELS.enable] === 'true' || volumesOf(container).length > 0,
+      );
       const wanted = selector.containerId;
       const selected = containers.filter(
         (container) =>
@@ -332,6 +377,12 @@ export function createAgent(options: AgentOptions): Agent {
           { containerId: wanted },
         );
       }
+      const volumeConsumers =
+        volumeDriver === undefined
+          ? []
+          : wanted === undefined
+            ? volumeDriver.consumers()
+            : volumeDriver.consumersOf(selected.flatMap(volumesOf));
       // Past the cache: every secret these containers use (not pinned to a version) is asked
       // again, and the answer replaces the cached value (a failure keeps it).
       const specs = selected.flatMap((container) => {
@@ -341,15 +392,26 @@ export function createAgent(options: AgentOptions): Agent {
           return []; // invalid labels: reported by the container's delivery
         }
       });
-      const wantedSecrets = secretsOf(specs, defaultProvider);
+      const volumeFiles = volumeDriver?.references(volumeConsumers) ?? [];
+      const wantedSecrets = secretsOf(
+        [...specs, { target: '', mode: 0, files: volumeFiles, env: [] }],
+        defaultProvider,
+      );
       await Promise.all(
         [...wantedSecrets.values()]
           .filter(({ pinned }) => !pinned)
           .map(({ provider, path }) => secrets.refresh(provider, path, stopping.signal)),
       );
-      for (const container of selected) queue.add(container.id, 'api');
+      for (const container of selected) {
+        if (container.labels[LABELS.enable] === 'true') queue.add(container.id, 'api');
+      }
+      for (const id of volumeConsumers) queue.add(id, 'api');
       logger.info(
-        { containers: selected.length, secrets: wantedSecrets.size },
+        {
+          containers: selected.length,
+          volumes: volumeConsumers.length,
+          secrets: wantedSecrets.size,
+        },
         'rotation requested: secrets asked again',
       );
       return { containers: selected.length, secrets: wantedSecrets.size };
@@ -397,6 +459,7 @@ export function createAgent(options: AgentOptions): Agent {
       }
     },
     subscribe: (listener) => bus.subscribe(listener),
+    volumeDriver,
     close() {
       closing ??= shutdown();
       return closing;

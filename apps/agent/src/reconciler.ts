@@ -16,6 +16,8 @@ export interface ReconcilerContext {
    * (a destroy event may have been lost) and cleans their host folders.
    */
   prune(running: ReadonlySet<string>, signal: AbortSignal): void;
+  /** Other consumers checked with every reconciliation (DSO volume mounts). */
+  moreConsumers?: () => string[];
   intervalMs: number;
   clock: Clock;
   logger: Logger;
@@ -58,6 +60,7 @@ export function createReconciler(context: ReconcilerContext): Reconciler {
       logger.info({ containers: containers.length, trigger }, 'managed containers found');
       context.prune(new Set(containers.map((container) => container.id)), signal);
       for (const container of containers) context.enqueue(container.id, trigger);
+      for (const id of context.moreConsumers?.() ?? []) context.enqueue(id, trigger);
       // Ready once every managed container has been looked at once (the deliveries follow).
       health?.reconciled();
       return containers.length;

@@ -33,6 +33,8 @@ import {
   startObservabilityServer,
 } from './observability.js';
 import { startProviders } from './providers.js';
+import { createVolumeFolders, type VolumeFolders } from './volumes/folders.js';
+import { startVolumePluginServer } from './volumes/plugin-server.js';
 
 const USAGE = `Usage: dso-agent
 
@@ -192,6 +194,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     );
 
     const hostDirs = openHostDirs(config, logger);
+    const volumeFolders = await openVolumeFolders(config, logger);
     const { queue, docker } = config;
     const agent = createAgent({
       runtime,
@@ -201,6 +204,17 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       // Digests of what each container run was given (no value): rotations survive restarts.
       statePath: join(resolveDsoPaths(env).home, 'agent-state.json'),
       ...(hostDirs === undefined ? {} : { hostDirs }),
+      ...(volumeFolders === undefined
+        ? {}
+        : {
+            volumes: {
+              folders: volumeFolders,
+              driverName: config.volumes.driverName,
+              mountTimeoutMs: config.volumes.mountTimeoutMs,
+              // Volumes and mounts (references and digests, no value): they survive restarts.
+              statePath: join(resolveDsoPaths(env).home, 'volumes.json'),
+            },
+          }),
       changeDetection: {
         pollIntervalMs: config.rotation.pollIntervalMs,
         pollIntervalByProvider: new Map(
@@ -259,6 +273,11 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });
     if (stopping.signal.aborted) return 0;
     await agent.start();
+    // After start: the volumes the previous agent knew are loaded before the engine asks.
+    if (agent.volumeDriver !== undefined) {
+      const plugin = await startVolumePluginServer({ driver: agent.volumeDriver, logger });
+      closers.push(() => plugin.close());
+    }
     logger.info('agent ready');
     await agent.done;
     logger.info('agent stopped');
@@ -347,6 +366,36 @@ function openHostDirs(config: DsoConfig, logger: Logger): HostSecretDirs | undef
     logger.warn(
       { err: error, code: errorCode(error), root: config.hostPath.root },
       'host path off: files are written by exec',
+    );
+    return undefined;
+  }
+}
+
+/**
+ * The volume driver's folders when the agent shares the host with the engine and
+ * `volumes.enabled`; undefined otherwise, or when `volumes.root` cannot be made a private
+ * tmpfs, which is said once at start (containers that use the driver then fail to start).
+ */
+async function openVolumeFolders(
+  config: DsoConfig,
+  logger: Logger,
+): Promise<VolumeFolders | undefined> {
+  if (!config.volumes.enabled) return undefined;
+  if (!config.docker.host.startsWith('unix://')) {
+    logger.info({ host: config.docker.host }, 'volume driver off: the engine is remote');
+    return undefined;
+  }
+  try {
+    const folders = await createVolumeFolders({
+      root: config.volumes.root,
+      tmpfsSize: config.volumes.tmpfsSize,
+    });
+    logger.info({ root: folders.root, driver: config.volumes.driverName }, 'volume driver on');
+    return folders;
+  } catch (error) {
+    logger.warn(
+      { err: error, code: errorCode(error), root: config.volumes.root },
+      'volume driver off: containers that mount DSO volumes will not start',
     );
     return undefined;
   }

@@ -66,6 +66,8 @@ export type AuditRecord = {
   version?: string;
   /** The container the secret was delivered to: its full or short (12) hex id. */
   containerId?: string;
+  /** The DSO volume whose folder the secret was written to. */
+  volume?: string;
   outcome: AuditOutcome;
   /** The `DSO_*` code of the failure, for `error` and `denied`. */
   code?: string;
@@ -136,6 +138,8 @@ const PROVIDER = /^[a-z][a-z0-9-]{0,62}$/;
 const ACTOR_NAME = /^[A-Za-z0-9._@-]{1,64}$/;
 const VERSION = /^[A-Za-z0-9._-]{1,128}$/;
 const CONTAINER_ID = /^(?:[0-9a-f]{12}|[0-9a-f]{64})$/;
+// A Docker volume's name, as the engine allows it.
+const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 const CODE = /^DSO_[A-Z0-9_]+$/;
 // Date#toISOString's shape: what `at` always is when this module wrote it.
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -153,6 +157,7 @@ const fields = {
   provider: z.string().regex(PROVIDER),
   version: z.string().regex(VERSION).optional(),
   containerId: z.string().regex(CONTAINER_ID).optional(),
+  volume: z.string().regex(VOLUME_NAME).optional(),
   outcome: z.enum(AUDIT_OUTCOMES),
   code: z.string().regex(CODE).optional(),
   cacheHit: z.boolean().optional(),
@@ -288,6 +293,7 @@ function toRecord(entry: AuditEntry, now: number): AuditRecord {
     provider: checked.provider,
     ...(checked.version === undefined ? {} : { version: checked.version }),
     ...(checked.containerId === undefined ? {} : { containerId: checked.containerId }),
+    ...(checked.volume === undefined ? {} : { volume: checked.volume }),
     outcome: checked.outcome,
     ...(checked.code === undefined ? {} : { code: checked.code }),
     ...(checked.cacheHit === undefined ? {} : { cacheHit: checked.cacheHit }),

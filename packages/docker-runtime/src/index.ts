@@ -91,6 +91,7 @@ export {
   type HostSecretMount,
   type HostWriteRequest,
   type HostWriteResult,
+  TMPFS_MAGIC,
 } from './host-files.js';
 export {
   DEFAULT_REPLACE_HEALTH_TIMEOUT_MS,

@@ -36,7 +36,7 @@ export type Outcome = (typeof OUTCOMES)[number];
  * How a container's files were written: `exec` (one `docker exec` with a tar stream on its
  * stdin) or `host` (a host tmpfs directory bind-mounted into the container).
  */
-export const INJECTION_METHODS = ['exec', 'host'] as const;
+export const INJECTION_METHODS = ['exec', 'host', 'volume'] as const;
 /** One of {@link INJECTION_METHODS}. */
 export type InjectionMethod = (typeof INJECTION_METHODS)[number];
 

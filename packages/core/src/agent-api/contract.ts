@@ -274,7 +274,8 @@ export const agentApiEventSchema = z.discriminatedUnion('type', [
     ...containerEvent,
     trigger: z.enum(API_DELIVERY_TRIGGERS),
     files: count,
-    method: z.enum(['exec', 'host']),
+    /** How the files went: `exec` (into the container), `host` (its host folder), `volume` (a DSO volume's folder). */
+    method: z.enum(['exec', 'host', 'volume']),
   }),
   z.object({
     type: z.literal('delivery-failed'),

@@ -1,0 +1,196 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createFakeClock,
+  createLogger,
+  createMemoryCache,
+  createRedactor,
+  type ManagedSpec,
+} from '@dso/core';
+import type { ContainerDetails, HostWriteRequest } from '@dso/docker-runtime';
+import { createFakeRuntime } from '@dso/docker-runtime/testing';
+import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ContainerStatus } from '../agent-types.js';
+import { createAuditSink, createEventBus } from '../reporting.js';
+import { createSecretResolver } from '../secrets.js';
+import type { VolumeFolders } from './folders.js';
+import { createVolumeDriver } from './volume-driver.js';
+
+const CANARY = 'canary-volume-3f1a';
+const MOUNT_ID = 'a'.repeat(64);
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+/** Folders in memory: what was written per key, and which views are published. */
+function memoryFolders(): VolumeFolders & { files: Map<string, string[]>; views: Set<string> } {
+  const files = new Map<string, string[]>();
+  const views = new Set<string>();
+  const mountpointOf = (key: string) => `/volumes/mounts/${key}`;
+  return {
+    root: '/volumes',
+    files,
+    views,
+    write(key: string, request: HostWriteRequest) {
+      files.set(
+        key,
+        request.files.map((file) => `${file.name}=${Buffer.from(file.content).toString()}`),
+      );
+      return { files: request.files.length, bytes: 0 };
+    },
+    async publish(key: string) {
+      views.add(key);
+      return mountpointOf(key);
+    },
+    mountpointOf,
+    keyOf: (mountpoint: string) => mountpoint.replace('/volumes/mounts/', ''),
+    async remove(key: string) {
+      files.delete(key);
+      views.delete(key);
+    },
+    keys: () => [...files.keys()],
+  };
+}
+
+async function setup(statePath?: string) {
+  const clock = createFakeClock();
+  const redactor = createRedactor();
+  const logger = createLogger({ level: 'silent', redactor });
+  const values: Record<string, string> = { 'app/db': CANARY };
+  const state = { version: 1 };
+  const provider: SecretProvider = {
+    name: 'local',
+    capabilities: { list: false, watch: false, probe: false, health: false },
+    async resolve({ path }) {
+      const value = values[path];
+      if (value === undefined) {
+        throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
+      }
+      return { value: SecretValue.fromText(value), version: String(state.version) };
+    },
+    async close() {},
+  };
+  const folders = memoryFolders();
+  const fake = createFakeRuntime();
+  const rotated: Array<{ id: string; spec: ManagedSpec }> = [];
+  const statuses = new Map<string, ContainerStatus>();
+  const secrets = createSecretResolver({
+    providers: new Map([['local', provider]]),
+    defaultProvider: 'local',
+    cache: createMemoryCache({ clock, ttlMs: 0 }),
+    redactor,
+    logger,
+    clock,
+    maxStalenessMs: new Map(),
+  });
+  const driver = createVolumeDriver({
+    driverName: 'dso',
+    folders,
+    registry: { volumes: new Map(), mounts: new Map() },
+    statePath,
+    mountTimeoutMs: 5_000,
+    secrets,
+    consumption: { record: () => {} },
+    rotations: { start: (id, spec) => rotated.push({ id, spec }) },
+    runtime: fake.runtime,
+    statuses,
+    logger,
+    audit: createAuditSink(undefined, logger),
+    bus: createEventBus(),
+    clock,
+    stopping: new AbortController().signal,
+  });
+  return { driver, folders, fake, rotated, statuses, values, state };
+}
+
+describe('createVolumeDriver', () => {
+  it('refuses a volume whose options are not references, naming the option and never the value', async () => {
+    const { driver } = await setup();
+    const refused = driver.create('v1', { db: CANARY });
+    await expect(refused).rejects.toMatchObject({ code: 'DSO_VOLUME_OPTION_INVALID' });
+    await refused.catch((error: Error) => {
+      expect(error.message).toContain('volume option db');
+      expect(error.message).not.toContain(CANARY);
+    });
+    expect(driver.list()).toEqual([]);
+  });
+
+  it('writes every file on Mount and answers the read-only view; Unmount removes them', async () => {
+    const { driver, folders } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db', 'dso.mode': '0440' });
+    const mountpoint = await driver.mount('v1', MOUNT_ID);
+    const key = folders.keyOf(mountpoint) as string;
+    expect(folders.files.get(key)).toEqual([`db=${CANARY}`]);
+    expect(folders.views.has(key)).toBe(true);
+    expect(driver.get('v1')).toEqual({ Name: 'v1', Mountpoint: mountpoint, Status: {} });
+    expect(driver.consumers()).toEqual([`volume:${MOUNT_ID}`]);
+    await driver.unmount('v1', MOUNT_ID);
+    expect(folders.files.size).toBe(0);
+    expect(driver.consumers()).toEqual([]);
+  });
+
+  it('fails Mount with the reference and the code when a secret is missing, leaving nothing', async () => {
+    const { driver, folders } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/missing' });
+    await expect(driver.mount('v1', MOUNT_ID)).rejects.toMatchObject({
+      code: 'DSO_VOLUME_MOUNT_FAILED',
+      message: expect.stringContaining(
+        'could not resolve dsofile://app/missing (DSO_PROVIDER_NOT_FOUND)',
+      ),
+    });
+    expect(folders.files.size).toBe(0);
+    expect(driver.consumers()).toEqual([]);
+  });
+
+  it('rewrites a mount when its version changes, then runs the rotation policy of the container that mounts it', async () => {
+    const { driver, folders, fake, rotated, state, values } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    const mountpoint = await driver.mount('v1', MOUNT_ID);
+    const consumer: ContainerDetails = {
+      id: 'c'.repeat(64),
+      name: 'app',
+      labels: { 'dso.rotate': 'signal' },
+      running: true,
+      state: 'running',
+      startedAt: '2026-12-01T10:00:00Z',
+      user: '1000:1000',
+      tmpfs: [],
+      binds: [],
+      volumes: [
+        { name: 'v1', driver: 'dso', source: mountpoint, target: '/run/secrets', readOnly: false },
+      ],
+      image: 'x',
+    };
+    fake.start(consumer);
+    const signal = new AbortController().signal;
+    await driver.deliver(`volume:${MOUNT_ID}`, 'periodic', signal, 1);
+    expect(rotated).toEqual([]); // same version: nothing written, nobody told
+    values['app/db'] = `${CANARY}-2`;
+    state.version = 2;
+    await driver.deliver(`volume:${MOUNT_ID}`, 'changed', signal, 1);
+    expect(folders.files.get(folders.keyOf(mountpoint) as string)).toEqual([`db=${CANARY}-2`]);
+    expect(rotated.map(({ id, spec }) => [id, spec.rotation?.policy, spec.target])).toEqual([
+      [consumer.id, 'signal', '/run/secrets'],
+    ]);
+  });
+
+  it('keeps volumes and mounts (references and digests, no value) for the next agent', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'dso-volumes-'));
+    dirs.push(dir);
+    const statePath = join(dir, 'volumes.json');
+    const first = await setup(statePath);
+    await first.driver.create('v1', { db: 'dsofile://app/db' });
+    const mountpoint = await first.driver.mount('v1', MOUNT_ID);
+    const saved = await readFile(statePath, 'utf8');
+    expect(saved).toContain('dsofile://app/db');
+    expect(saved).not.toContain(CANARY);
+    const next = await setup(statePath);
+    await next.driver.recover();
+    expect(next.driver.get('v1')?.Mountpoint).toBe(mountpoint);
+    expect(next.folders.views.has(next.folders.keyOf(mountpoint) as string)).toBe(true);
+    expect(next.driver.consumers()).toEqual([`volume:${MOUNT_ID}`]);
+  });
+});
