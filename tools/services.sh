@@ -33,6 +33,9 @@ install_missing() {
   busybox_static_present || missing+=(busybox-static)
   # The TLS tests make a throwaway CA and certificates with the openssl CLI.
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The volume driver's end-to-end test builds a static, shell-less application with gcc.
+  command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+  [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
   [ "${#missing[@]}" -eq 0 ] && return 0
   # De-duplicate (docker.io can be listed twice).
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
