@@ -19,6 +19,7 @@ import {
   startAgent,
   TEST_IMAGE,
   TEST_LABEL,
+  VOLUME_DRIVER,
   waitFor,
 } from './harness.js';
 
@@ -33,8 +34,13 @@ async function composeArgv(): Promise<string[]> {
   return plugin ? ['docker', 'compose'] : ['docker-compose'];
 }
 
-describe('dso up', () => {
-  it('creates a service with a dso:// value in its environment and a dsofile:// file, and leaks neither', async () => {
+/**
+ * One `dso up` of a service with a `dso://` and a `dsofile://` variable. `tmpfs`: the agent
+ * serves no volume driver, so the file goes into a tmpfs the service waits for. `volume`: the
+ * file comes through a DSO volume the engine mounts before the service starts.
+ */
+async function upScenario(mode: 'tmpfs' | 'volume') {
+  {
     // A "$" and a quote: compose must not interpolate the value, nor a shell split it.
     const token = `canary-env-$HOME-"${randomUUID()}`;
     const password = `canary-file-${randomUUID()}`;
@@ -42,11 +48,19 @@ describe('dso up', () => {
     expect((await workspace.cli(['init'])).code).toBe(0);
     expect((await workspace.cli(['secret', 'set', 'app/api/token'], token)).code).toBe(0);
     expect((await workspace.cli(['secret', 'set', 'app/db/password'], password)).code).toBe(0);
+    const driver = VOLUME_DRIVER;
     await writeFile(
       join(workspace.home, 'dso.yaml'),
-      'api:\n  resolveAllow:\n    - dso://app/api/*\n',
+      `api:\n  resolveAllow:\n    - dso://app/api/*\nvolumes: ${mode === 'volume' ? `{ root: /run/${driver}/volumes }` : '{ enabled: false }'}\n`,
     );
-    await using agent = startAgent(workspace.env);
+    await using agent = startAgent({ ...workspace.env, DSO_VOLUME_DRIVER_NAME: driver });
+    await using _volumes = {
+      async [Symbol.asyncDispose]() {
+        if (mode !== 'volume') return;
+        await runCommand('umount', ['-R', `/run/${driver}/volumes`]);
+        await rm(`/run/${driver}`, { recursive: true, force: true });
+      },
+    };
     await agent.waitForLog('agent ready');
 
     const projectDir = await mkdtemp(join(tmpdir(), 'dso-e2e-up-'));
@@ -122,11 +136,20 @@ describe('dso up', () => {
     ) as Record<string, string>;
     expect(labels).toMatchObject({
       'dso.enable': 'true',
-      'dso.target': '/run/secrets',
       'dso.env.API_TOKEN': 'dso://app/api/token',
       'dso.env-version.API_TOKEN': expect.stringMatching(/^\S+$/),
-      'dso.file.db_password_file': 'dsofile://app/db/password',
+      ...(mode === 'tmpfs'
+        ? { 'dso.target': '/run/secrets', 'dso.file.db_password_file': 'dsofile://app/db/password' }
+        : {}),
     });
+    if (mode === 'volume') {
+      expect(Object.keys(labels).filter((key) => key.startsWith('dso.file.'))).toEqual([]);
+      const mounts = JSON.parse(await docker('inspect', '--format', '{{json .Mounts}}', id));
+      expect(mounts).toEqual([
+        expect.objectContaining({ Type: 'volume', Driver: driver, Destination: '/run/secrets' }),
+      ]);
+      expect(up.stderr).toContain('in place before the service starts');
+    }
     const labelText = JSON.stringify(labels);
     const inspected = await docker('inspect', id);
     for (const value of [token, password]) {
@@ -138,6 +161,20 @@ describe('dso up', () => {
     // The file's value is not in docker inspect at all (the environment's is: that is dso://).
     expect(inspected).not.toContain(password);
 
+    // The DSO volume is removed through the driver: down before the agent stops.
+    await runCommand(command, [...prefix, '-p', project, '-f', composeFile, 'down', '-v'], {
+      env: workspace.env,
+    });
     expect(await agent.stop()).toBe(0);
+  }
+}
+
+describe('dso up', () => {
+  it('creates a service with a dso:// value in its environment and a dsofile:// file in a tmpfs, and leaks neither', async () => {
+    await upScenario('tmpfs');
+  }, 60_000);
+
+  it('puts the dsofile:// file in a DSO volume when the agent serves the driver, and leaks nothing', async () => {
+    await upScenario('volume');
   }, 60_000);
 });

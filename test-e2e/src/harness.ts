@@ -18,6 +18,13 @@ export const TEST_IMAGE = testImage.image;
 /** Every container a test creates carries this label, valued with the run's id, for cleanup. */
 export const TEST_LABEL = testImage.label;
 export const RUN_ID = randomUUID();
+/**
+ * The volume driver name every end-to-end agent that serves volumes uses. The engine keeps each
+ * legacy plugin it has used in memory until it restarts, and looks a volume up by name in every
+ * one of them (retrying about 15 s for one whose socket is gone): one name keeps that to one
+ * plugin, served whenever a volume test runs.
+ */
+export const VOLUME_DRIVER = 'dso-e2e';
 
 export interface CommandResult {
   code: number;

@@ -23,6 +23,7 @@ import {
   startAgent,
   TEST_IMAGE,
   TEST_LABEL,
+  VOLUME_DRIVER,
   waitFor,
 } from './harness.js';
 
@@ -66,7 +67,8 @@ async function buildReaderImage(): Promise<void> {
   }
 }
 
-const driver = `dso-e2e-${RUN_ID.slice(0, 8)}`;
+// One driver name for every end-to-end file (see VOLUME_DRIVER in the harness).
+const driver = VOLUME_DRIVER;
 const volumesRoot = `/run/${driver}/volumes`;
 let workspace: Awaited<ReturnType<typeof createWorkspace>>;
 let agent: ReturnType<typeof startAgent>;

@@ -269,4 +269,6 @@ export interface AgentStatus {
   containers: ContainerStatus[];
   queue: { depth: number; inFlight: number; shed: number };
   cache: { entries: number; hits: number; misses: number; staleServed: number };
+  /** The volume driver's name, when the agent serves one. */
+  volumeDriver?: string;
 }

@@ -342,6 +342,7 @@ export function createAgent(options: AgentOptions): Agent {
           misses: cached.misses,
           staleServed: cached.staleServed,
         },
+        ...(volumeDriver === undefined ? {} : { volumeDriver: volumeDriver.driverName }),
       };
     },
     async reconcile() {

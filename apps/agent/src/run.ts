@@ -275,8 +275,14 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     await agent.start();
     // After start: the volumes the previous agent knew are loaded before the engine asks.
     if (agent.volumeDriver !== undefined) {
-      const plugin = await startVolumePluginServer({ driver: agent.volumeDriver, logger });
-      closers.push(() => plugin.close());
+      try {
+        const plugin = await startVolumePluginServer({ driver: agent.volumeDriver, logger });
+        closers.push(() => plugin.close());
+      } catch (error) {
+        // Another agent serves this driver on this host: this one goes on without it.
+        if (errorCode(error) !== 'DSO_VOLUME_SOCKET_IN_USE') throw error;
+        logger.error({ err: error, code: errorCode(error) }, 'volume driver not served');
+      }
     }
     logger.info('agent ready');
     await agent.done;

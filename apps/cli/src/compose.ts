@@ -114,6 +114,8 @@ export interface ServicePlan {
   labels: Record<string, string>;
   /** Whether its entrypoint was wrapped to wait for the files. */
   waits: boolean;
+  /** The DSO volume its files come through (the project's volume name), when the driver serves them. */
+  volume?: string;
   /** Whether its command came from the image (neither `command` nor `entrypoint` was given). */
   commandFromImage: boolean;
 }
@@ -121,7 +123,12 @@ export interface ServicePlan {
 /** The result of {@link planComposeUp}. */
 export interface ComposeUpPlan {
   /** The override compose reads after the user's files: references and `${…}` names only. */
-  override: { version?: string; services: Record<string, Record<string, unknown>> };
+  override: {
+    version?: string;
+    services: Record<string, Record<string, unknown>>;
+    /** DSO volumes (driver and options: references only), when the volume driver is used. */
+    volumes?: Record<string, { driver: string; driver_opts: Record<string, string> }>;
+  };
   /** Every variable to fill, one per distinct `dso://` reference, sorted by name. */
   variables: UpVariable[];
   /** The services that use references, sorted by name. */
@@ -132,6 +139,12 @@ export interface ComposeUpPlan {
 export interface PlanOptions {
   /** The image command of each service listed by {@link servicesNeedingImage}, by service name. */
   images?: ReadonlyMap<string, ImageCommand>;
+  /**
+   * The agent's volume driver: `dsofile://` files then come through a DSO volume the engine
+   * mounts before the service starts (no tmpfs, no wait, the command untouched). Absent: the
+   * files are delivered into a tmpfs and the service waits for them.
+   */
+  volumeDriver?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,14 +409,26 @@ function readVolumeTargets(path: string, key: string, raw: unknown): string[] {
  */
 export function servicesNeedingImage(
   views: readonly ServiceView[],
+  volumeDriver?: string,
 ): Array<{ service: string; image: string | undefined; build: boolean }> {
   return views
     .filter(
       (view) =>
         view.entrypoint === undefined &&
+        !filesByVolume(view, volumeDriver) &&
         [...view.environment.values()].some((value) => value?.startsWith('dsofile://') === true),
     )
     .map((view) => ({ service: view.name, image: view.image, build: view.build }));
+}
+
+/**
+ * Whether a service's `dsofile://` files come through the volume driver: when the agent serves
+ * one and nothing else (a tmpfs, a volume) is mounted at the service's target already.
+ */
+export function filesByVolume(view: ServiceView, volumeDriver: string | undefined): boolean {
+  if (volumeDriver === undefined) return false;
+  const target = trimSlash(view.labels.get(LABELS.target) ?? DEFAULT_SECRETS_DIR);
+  return !view.tmpfs.includes(target) && !view.volumeTargets.includes(target);
 }
 
 /**
@@ -426,6 +451,7 @@ export function planComposeUp(
 ): ComposeUpPlan {
   const services: ServicePlan[] = [];
   const overrides: Record<string, Record<string, unknown>> = {};
+  const volumes: NonNullable<ComposeUpPlan['override']['volumes']> = {};
   const variables = new Map<string, string>();
 
   for (const view of views) {
@@ -463,16 +489,16 @@ export function planComposeUp(
       }
       if (existing === undefined) labels[key] = value;
     };
-    add(LABELS.enable, 'true');
-
     const override: Record<string, unknown> = {};
     const environment: Record<string, string> = {};
     let target = own.get(LABELS.target) ?? DEFAULT_SECRETS_DIR;
     let waits = false;
     let commandFromImage = false;
+    let volume: string | undefined;
+    const byVolume = files.length > 0 && filesByVolume(view, options.volumeDriver);
+    if (!byVolume || env.length > 0) add(LABELS.enable, 'true');
     if (files.length > 0) {
-      // The service's own dso.target is policy, not a conflict: the files go there.
-      add(LABELS.target, target);
+      const written = target;
       target = trimSlash(target);
       const seen = new Map<string, string>();
       for (const file of files) {
@@ -486,17 +512,32 @@ export function planComposeUp(
         }
         seen.set(file.name, file.variable);
         file.path = `${target}/${file.name}`;
-        add(`${LABELS.filePrefix}${file.name}`, file.reference);
         environment[file.variable] = escapeCompose(file.path);
       }
-      if (!view.tmpfs.includes(target) && !view.volumeTargets.includes(target)) {
-        override.tmpfs = [escapeCompose(target)];
+      if (byVolume) {
+        const driverOptions = Object.fromEntries(
+          [...files]
+            .sort((a, b) => (a.name < b.name ? -1 : 1))
+            .map((file) => [file.name, escapeCompose(file.reference)]),
+        );
+        // Named after what it holds: changed references make a new volume (compose keeps an
+        // existing volume as it was created).
+        volume = `dso-${view.name}-${createHash('sha256').update(JSON.stringify(driverOptions)).digest('hex').slice(0, 10)}`;
+        volumes[volume] = { driver: options.volumeDriver as string, driver_opts: driverOptions };
+        override.volumes = [`${volume}:${escapeCompose(target)}`];
+      } else {
+        // The service's own dso.target is policy, not a conflict: the files go there.
+        add(LABELS.target, written);
+        for (const file of files) add(`${LABELS.filePrefix}${file.name}`, file.reference);
+        if (!view.tmpfs.includes(target) && !view.volumeTargets.includes(target)) {
+          override.tmpfs = [escapeCompose(target)];
+        }
+        const wrapped = wrapCommand(view, target, options.images?.get(view.name));
+        override.entrypoint = wrapped.entrypoint;
+        if (wrapped.command !== undefined) override.command = wrapped.command;
+        commandFromImage = wrapped.fromImage;
+        waits = true;
       }
-      const wrapped = wrapCommand(view, target, options.images?.get(view.name));
-      override.entrypoint = wrapped.entrypoint;
-      if (wrapped.command !== undefined) override.command = wrapped.command;
-      commandFromImage = wrapped.fromImage;
-      waits = true;
     }
     for (const entry of env) {
       add(`${LABELS.envPrefix}${entry.variable}`, entry.reference);
@@ -506,11 +547,22 @@ export function planComposeUp(
     override.environment = sortKeys(environment);
     override.labels = sortKeys(labels);
     overrides[view.name] = override;
-    services.push({ name: view.name, files, env, labels, waits, commandFromImage });
+    services.push({
+      name: view.name,
+      files,
+      env,
+      labels,
+      waits,
+      commandFromImage,
+      ...(volume === undefined ? {} : { volume }),
+    });
   }
 
   return {
-    override: { services: overrides },
+    override: {
+      services: overrides,
+      ...(Object.keys(volumes).length === 0 ? {} : { volumes }),
+    },
     variables: [...variables]
       .map(([name, reference]) => ({ name, reference }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
@@ -547,6 +599,7 @@ export function renderOverride(
     services[name] = { ...service, environment };
   }
   document.services = services;
+  if (plan.override.volumes !== undefined) document.volumes = plan.override.volumes;
   // lineWidth 0: never fold the wait script across lines.
   return stringify(document, { lineWidth: 0 });
 }

@@ -46,6 +46,7 @@ export function toApiStatus(status: AgentStatus, providers: ApiProviderInfo[]): 
       staleServed: status.cache.staleServed,
     },
     providers: providers.map(toApiProvider),
+    ...(status.volumeDriver === undefined ? {} : { volumeDriver: status.volumeDriver }),
   };
 }
 

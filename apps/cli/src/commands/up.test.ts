@@ -40,7 +40,11 @@ function makeIo(env: NodeJS.ProcessEnv = {}) {
 }
 
 /** Fake engine, compose and agent; `files` are the readable paths and their text. */
-function fakes(files: Record<string, string>, values: Record<string, string> = {}) {
+function fakes(
+  files: Record<string, string>,
+  values: Record<string, string> = {},
+  volumeDriver?: string,
+) {
   const calls = {
     resolve: [] as string[][],
     inspect: [] as string[],
@@ -50,6 +54,14 @@ function fakes(files: Record<string, string>, values: Record<string, string> = {
   const dependencies: UpDependencies = {
     cwd: '/project/sub',
     agent: () => ({
+      status: async () => ({
+        startedAt: 1,
+        containers: [],
+        queue: { depth: 0, inFlight: 0, shed: 0 },
+        cache: { entries: 0, hits: 0, misses: 0, staleServed: 0 },
+        providers: [],
+        ...(volumeDriver === undefined ? {} : { volumeDriver }),
+      }),
       resolve: async (references) => {
         calls.resolve.push([...references]);
         return references.map((reference) => {
@@ -169,6 +181,59 @@ describe('dso up', () => {
     expect(output.stderr).toContain(
       "dso up: warning: app.API_TOKEN, worker.API_TOKEN are dso:// values in the container's environment, which docker inspect shows to anyone who can use the engine: prefer dsofile://",
     );
+  });
+
+  it('puts dsofile:// files in a DSO volume when the agent serves the driver: no tmpfs, no wait, the command untouched', async () => {
+    const { io, output } = makeIo({ PATH: '/usr/bin', HOME: '/root' });
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': COMPOSE, '/project/.env': 'TAG=1\n' },
+      { 'dso://app/api/token': CANARY },
+      'dso',
+    );
+    expect(await runUp(options(), io, dependencies)).toBe(0);
+    // No image to read: the command is not wrapped.
+    expect(calls.inspect).toEqual([]);
+    const override = parse((calls.runs[0] as ComposeRun).override as string);
+    const app = override.services.app;
+    expect(app).not.toHaveProperty('tmpfs');
+    expect(app).not.toHaveProperty('entrypoint');
+    expect(app).not.toHaveProperty('command');
+    expect(app.environment.DB_PASSWORD_FILE).toBe('/run/secrets/db_password_file');
+    expect(Object.keys(app.labels).filter((key: string) => key.startsWith('dso.file.'))).toEqual(
+      [],
+    );
+    // dso.enable stays for its dso:// value (replaced when that changes).
+    expect(app.labels['dso.enable']).toBe('true');
+    const [volume] = Object.keys(override.volumes);
+    expect(app.volumes).toEqual([`${volume}:/run/secrets`]);
+    expect(override.volumes[volume as string]).toEqual({
+      driver: 'dso',
+      driver_opts: { db_password_file: 'dsofile://app/db/password' },
+    });
+    expect(output.stderr).toContain(
+      `dso up: app: files /run/secrets/db_password_file (DSO volume ${volume}: in place before the service starts); environment API_TOKEN`,
+    );
+  });
+
+  it('falls back to the tmpfs and the wait, saying so, when the agent does not answer for the driver', async () => {
+    const { io, output } = makeIo({ PATH: '/usr/bin', HOME: '/root' });
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': COMPOSE,
+      '/project/.env': 'TAG=1\n',
+    });
+    const agent = dependencies.agent();
+    dependencies.agent = () => ({
+      ...agent,
+      status: async () => {
+        throw new DsoError('DSO_CLI_AGENT_UNREACHABLE', 'no agent');
+      },
+    });
+    await runUp(options({ dryRun: true }), io, dependencies);
+    expect(output.stderr).toContain(
+      'dso up: could not ask the agent for its volume driver (DSO_CLI_AGENT_UNREACHABLE): files go into a tmpfs and each service waits for them',
+    );
+    expect(output.stdout).toContain('tmpfs');
+    expect(calls.runs).toEqual([]);
   });
 
   it('finds the compose file in a parent folder with its override file, as compose does', async () => {
@@ -302,6 +367,9 @@ describe('dso up', () => {
       '/project/.env': 'TAG=1',
     });
     dependencies.agent = () => ({
+      status: async () => {
+        throw new DsoError('DSO_CLI_AGENT_UNREACHABLE', 'no agent');
+      },
       resolve: async () => {
         throw new DsoError(
           'DSO_AGENT_RESOLVE_DENIED',

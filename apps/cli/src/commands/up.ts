@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DsoError, LABELS, resolveApiSocket } from '@dso/core';
+import { DsoError, errorCode, LABELS, resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
 import {
@@ -47,7 +47,7 @@ export interface UpOptions {
 export interface UpDependencies {
   /** Where a default compose file is looked for (then in each parent). */
   cwd: string;
-  agent: () => Pick<AgentClient, 'resolve'>;
+  agent: () => Pick<AgentClient, 'resolve' | 'status'>;
   detectCompose: (env: NodeJS.ProcessEnv) => Promise<ComposeCommand>;
   inspectImage: (image: string, service: string, env: NodeJS.ProcessEnv) => Promise<ImageCommand>;
   runCompose: (run: ComposeRun) => Promise<number>;
@@ -145,9 +145,10 @@ export async function runUp(
     );
   }
   const views = composeServiceViews(files, extra);
+  const volumeDriver = await volumeDriverOf(views, dependencies, err);
 
   const images = new Map<string, ImageCommand>();
-  const needing = servicesNeedingImage(views);
+  const needing = servicesNeedingImage(views, volumeDriver);
   if (needing.length > 0) {
     const variables = await interpolationVariables(
       dirname(paths[0] as string),
@@ -174,7 +175,10 @@ export async function runUp(
     }
   }
 
-  const plan = planComposeUp(views, { images });
+  const plan = planComposeUp(views, {
+    images,
+    ...(volumeDriver === undefined ? {} : { volumeDriver }),
+  });
   const version = composeVersion(files);
   const shownFiles = paths.map((path) => basename(path)).join(', ');
 
@@ -221,6 +225,36 @@ export async function runUp(
     stdout: io.stdout,
     stderr: io.stderr,
   });
+}
+
+/**
+ * The volume driver the agent serves, when some service has `dsofile://` files: its files then
+ * come through a DSO volume. An agent that does not answer (or serves no driver) leaves the
+ * files to the tmpfs and the wait, said once.
+ */
+async function volumeDriverOf(
+  views: ReturnType<typeof composeServiceViews>,
+  dependencies: UpDependencies,
+  err: (line: string) => void,
+): Promise<string | undefined> {
+  const hasFiles = views.some((view) =>
+    [...view.environment.values()].some((value) => value?.startsWith('dsofile://') === true),
+  );
+  if (!hasFiles) return undefined;
+  try {
+    const driver = (await dependencies.agent().status()).volumeDriver;
+    if (driver === undefined) {
+      err(
+        'dso up: the agent serves no volume driver: files go into a tmpfs and each service waits for them',
+      );
+    }
+    return driver;
+  } catch (error) {
+    err(
+      `dso up: could not ask the agent for its volume driver (${errorCode(error) ?? 'error'}): files go into a tmpfs and each service waits for them`,
+    );
+    return undefined;
+  }
 }
 
 /** The values of every `dso://` variable, by variable name, from one call to the agent. */
@@ -285,7 +319,11 @@ function recordVersions(plan: ComposeUpPlan, versions: ReadonlyMap<string, strin
 function describe(plan: ComposeUpPlan, err: (line: string) => void): void {
   for (const service of plan.services) {
     const parts: string[] = [];
-    if (service.files.length > 0) {
+    if (service.files.length > 0 && service.volume !== undefined) {
+      parts.push(
+        `files ${service.files.map(({ path }) => path).join(', ')} (DSO volume ${service.volume}: in place before the service starts)`,
+      );
+    } else if (service.files.length > 0) {
       parts.push(
         `files ${service.files.map(({ path }) => path).join(', ')} (the service waits for them${service.commandFromImage ? "; its image's command is run after the wait" : ''})`,
       );

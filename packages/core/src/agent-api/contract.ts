@@ -198,6 +198,8 @@ export const agentApiStatusSchema = z.object({
   queue: z.object({ depth: count, inFlight: count, shed: count }),
   cache: z.object({ entries: count, hits: count, misses: count, staleServed: count }),
   providers: z.array(agentApiProviderSchema),
+  /** The name of the volume driver the agent serves (`--mount ...,volume-driver=<name>`); absent when it serves none. */
+  volumeDriver: z.string().optional(),
 });
 /** {@link agentApiStatusSchema}'s data. */
 export type AgentApiStatus = z.infer<typeof agentApiStatusSchema>;
