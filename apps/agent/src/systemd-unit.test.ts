@@ -40,4 +40,13 @@ describe('systemd/dso-agent.service', () => {
     expect(service.get('NoNewPrivileges')).toEqual(['yes']);
     expect(unit).not.toMatch(/PASSPHRASE=|TOKEN=|SECRET=/);
   });
+
+  it('lets the volume driver serve its socket and its mounts reach the engine', () => {
+    const service = section('Service');
+    const writable = (service.get('ReadWritePaths') ?? []).join(' ').split(/\s+/);
+    expect(writable).toEqual(expect.arrayContaining(['/run/dso', '-/run/docker/plugins']));
+    // Mounts made in the unit's namespace (the volumes' tmpfs and read-only views) propagate to
+    // the host's, where dockerd bind-mounts them into containers.
+    expect(service.get('MountFlags')).toEqual(['shared']);
+  });
 });
