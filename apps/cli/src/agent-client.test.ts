@@ -8,7 +8,7 @@ import {
   API_MAX_RESOLVE_REFERENCES as MAX_RESOLVE_REFERENCES,
 } from '@dso/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createAgentClient, MAX_AGENT_RESPONSE_BYTES } from './agent-client.js';
+import { consumerLabel, createAgentClient, MAX_AGENT_RESPONSE_BYTES } from './agent-client.js';
 
 let dir: string;
 let socketPath: string;
@@ -354,5 +354,15 @@ describe('createAgentClient: resolve', () => {
     });
     const values = await createAgentClient({ socketPath, timeoutMs: 100 }).resolve(['dso://app/a']);
     expect(values).toHaveLength(1);
+  });
+});
+
+describe('consumerLabel', () => {
+  it('shows a container by its short id and a volume mount by its volume', () => {
+    expect(consumerLabel('c'.repeat(64))).toBe('c'.repeat(12));
+    expect(consumerLabel(`volume:app-secrets:${'a'.repeat(64)}`)).toBe('volume app-secrets');
+    expect(consumerLabel(`volume:${'f'.repeat(64)}:${'a'.repeat(64)}`)).toBe(
+      `volume ${'f'.repeat(12)}`,
+    );
   });
 });

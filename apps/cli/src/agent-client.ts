@@ -501,3 +501,17 @@ export function printable(text: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is replaced
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 }
+
+/**
+ * How a consumer of the agent is shown to people: a container by its short id (12), a DSO
+ * volume mount (`volume:<name>:<mount id>`) as `volume <name>` (an anonymous volume's 64-hex
+ * name shortened to 12).
+ *
+ * @example
+ * consumerLabel('volume:app-secrets:4f…'); // 'volume app-secrets'
+ */
+export function consumerLabel(id: string): string {
+  if (!id.startsWith('volume:')) return id.slice(0, 12);
+  const name = id.slice('volume:'.length, id.lastIndexOf(':'));
+  return `volume ${/^[0-9a-f]{64}$/.test(name) ? name.slice(0, 12) : name}`;
+}

@@ -126,7 +126,7 @@ describe('createVolumeDriver', () => {
     expect(folders.files.get(key)).toEqual([`db=${CANARY}`]);
     expect(folders.views.has(key)).toBe(true);
     expect(driver.get('v1')).toEqual({ Name: 'v1', Mountpoint: mountpoint, Status: {} });
-    expect(driver.consumers()).toEqual([`volume:${MOUNT_ID}`]);
+    expect(driver.consumers()).toEqual([`volume:v1:${MOUNT_ID}`]);
     await driver.unmount('v1', MOUNT_ID);
     expect(folders.files.size).toBe(0);
     expect(driver.consumers()).toEqual([]);
@@ -166,11 +166,11 @@ describe('createVolumeDriver', () => {
     };
     fake.start(consumer);
     const signal = new AbortController().signal;
-    await driver.deliver(`volume:${MOUNT_ID}`, 'periodic', signal, 1);
+    await driver.deliver(`volume:v1:${MOUNT_ID}`, 'periodic', signal, 1);
     expect(rotated).toEqual([]); // same version: nothing written, nobody told
     values['app/db'] = `${CANARY}-2`;
     state.version = 2;
-    await driver.deliver(`volume:${MOUNT_ID}`, 'changed', signal, 1);
+    await driver.deliver(`volume:v1:${MOUNT_ID}`, 'changed', signal, 1);
     expect(folders.files.get(folders.keyOf(mountpoint) as string)).toEqual([`db=${CANARY}-2`]);
     expect(rotated.map(({ id, spec }) => [id, spec.rotation?.policy, spec.target])).toEqual([
       [consumer.id, 'signal', '/run/secrets'],
@@ -191,6 +191,6 @@ describe('createVolumeDriver', () => {
     await next.driver.recover();
     expect(next.driver.get('v1')?.Mountpoint).toBe(mountpoint);
     expect(next.folders.views.has(next.folders.keyOf(mountpoint) as string)).toBe(true);
-    expect(next.driver.consumers()).toEqual([`volume:${MOUNT_ID}`]);
+    expect(next.driver.consumers()).toEqual([`volume:v1:${MOUNT_ID}`]);
   });
 });

@@ -34,7 +34,10 @@ import {
   type VolumeRegistryState,
 } from './registry.js';
 
-/** What the delivery queue keys a DSO volume mount by: `volume:<mount id>`. */
+/**
+ * What the delivery queue, status and events call a DSO volume mount:
+ * `volume:<volume name>:<mount id>` (neither holds a `:`).
+ */
 export const VOLUME_CONSUMER_PREFIX = 'volume:';
 
 /** Whether a queue key names a volume mount rather than a container. */
@@ -92,7 +95,7 @@ export interface VolumeDriver {
   mount(name: string, id: string): Promise<string>;
   /** Removes the mount's files at once. */
   unmount(name: string, id: string): Promise<void>;
-  /** The queue's worker for a `volume:<mount id>` key: rewrites when a version changed. */
+  /** The queue's worker for a `volume:<name>:<mount id>` key: rewrites when a version changed. */
   deliver(
     consumerId: string,
     trigger: DeliveryTrigger,
@@ -121,7 +124,11 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
   const { folders, registry, secrets, logger, audit, bus, metrics, clock, statuses } = context;
   const saver = createRegistrySaver(context.statePath, registry, logger);
   const now = () => Math.floor(clock.now());
-  const consumerOf = (mount: VolumeMountRecord) => `${VOLUME_CONSUMER_PREFIX}${mount.id}`;
+  const consumerOf = (mount: VolumeMountRecord) =>
+    `${VOLUME_CONSUMER_PREFIX}${mount.volume}:${mount.id}`;
+  /** The mount a consumer id names. */
+  const mountOf = (consumerId: string) =>
+    registry.mounts.get(consumerId.slice(consumerId.lastIndexOf(':') + 1));
 
   function specOf(volume: string): VolumeSpec {
     const known = registry.volumes.get(volume);
@@ -407,7 +414,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       logger.info({ volume: name, mountId: id.slice(0, 12) }, 'volume unmounted: files removed');
     },
     async deliver(consumerId, trigger, signal) {
-      const mount = registry.mounts.get(consumerId.slice(VOLUME_CONSUMER_PREFIX.length));
+      const mount = mountOf(consumerId);
       if (mount === undefined) return;
       try {
         const { before, after, resolved } = await write(mount, false, signal);
@@ -437,7 +444,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     },
     references(consumerIds) {
       return consumerIds.flatMap((consumerId) => {
-        const mount = registry.mounts.get(consumerId.slice(VOLUME_CONSUMER_PREFIX.length));
+        const mount = mountOf(consumerId);
         if (mount === undefined) return [];
         try {
           return specOf(mount.volume).files;

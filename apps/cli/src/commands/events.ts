@@ -1,6 +1,6 @@
 import { type AgentApiEventLine, resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
-import { type AgentClient, createAgentClient } from '../agent-client.js';
+import { type AgentClient, consumerLabel, createAgentClient } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 
 /** What `dso events` calls; injected so tests need no agent. */
@@ -43,7 +43,7 @@ export function registerEventsCommand(
 /** One event as a line for people: time, what, container, details. */
 export function describeEvent(event: AgentApiEventLine): string {
   const time = new Date(event.at).toISOString();
-  const container = typeof event.containerId === 'string' ? event.containerId.slice(0, 12) : '';
+  const container = typeof event.containerId === 'string' ? consumerLabel(event.containerId) : '';
   const fields = (names: string[]) =>
     names
       .filter((name) => event[name] !== undefined)

@@ -5,7 +5,7 @@ import {
   resolveApiSocket,
 } from '@dso/core';
 import type { Command } from 'commander';
-import { createAgentClient, printable } from '../agent-client.js';
+import { consumerLabel, createAgentClient, printable } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 
 /**
@@ -75,7 +75,7 @@ function containerRow(container: AgentApiContainer, now: number): string[] {
       ? [lastAction.code, lastAction.reference].filter((part) => part !== undefined).join(' ')
       : '';
   return [
-    container.id.slice(0, 12),
+    consumerLabel(container.id),
     container.files === undefined ? '-' : String(container.files.length),
     container.env === undefined ? '-' : String(container.env.length),
     lastAction.trigger,
