@@ -231,6 +231,7 @@ export function createAgent(options: AgentOptions): Agent {
         if (!running.has(id) && !isVolumeConsumer(id)) statuses.delete(id);
       }
       void hostFolders.sweep(signal);
+      void volumeDriver?.sweep();
     },
     moreConsumers: () => volumeDriver?.consumers() ?? [],
     intervalMs: options.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS,

@@ -193,4 +193,28 @@ describe('createVolumeDriver', () => {
     expect(next.folders.views.has(next.folders.keyOf(mountpoint) as string)).toBe(true);
     expect(next.driver.consumers()).toEqual([`volume:v1:${MOUNT_ID}`]);
   });
+
+  it('removes the folders of mounts it does not know, and keeps the others', async () => {
+    const { driver, folders } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    const mountpoint = await driver.mount('v1', MOUNT_ID);
+    folders.files.set('orphan', ['db=left-behind']);
+    await driver.sweep();
+    expect([...folders.files.keys()]).toEqual([folders.keyOf(mountpoint)]);
+  });
+
+  it('writes nothing for a mount unmounted while its secrets were being resolved', async () => {
+    const { driver, folders } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    await driver.mount('v1', MOUNT_ID);
+    const delivering = driver.deliver(
+      `volume:v1:${MOUNT_ID}`,
+      'changed',
+      new AbortController().signal,
+      1,
+    );
+    await driver.unmount('v1', MOUNT_ID);
+    await delivering;
+    expect(folders.files.size).toBe(0);
+  });
 });

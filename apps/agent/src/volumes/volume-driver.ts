@@ -113,6 +113,11 @@ export interface VolumeDriver {
    * read-only view of every mount (made again when missing).
    */
   recover(): Promise<void>;
+  /**
+   * Removes the folders of mounts the agent no longer knows (an unmount that raced a rewrite,
+   * state lost with the agent): no secret outlives its mount. Never throws.
+   */
+  sweep(): Promise<void>;
 }
 
 /**
@@ -157,7 +162,9 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     try {
       const after = digestOf({ target: '', mode: spec.mode, owner: spec.owner }, resolved, '');
       const before = mount.digest;
-      if (force || before !== after) {
+      // Unmounted while its secrets were resolved: nothing to write (the folder is gone).
+      const current = force || registry.mounts.get(mount.id) === mount;
+      if (current && (force || before !== after)) {
         signal.throwIfAborted();
         folders.write(mount.key, {
           files: resolved.map(({ name, content }) => ({ name, content })),
@@ -312,7 +319,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     };
   }
 
-  return {
+  const driver: VolumeDriver = {
     driverName: context.driverName,
     async create(name, options) {
       if (!isVolumeName(name)) {
@@ -333,7 +340,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       logger.info({ volume: name }, 'volume created');
     },
     async remove(name) {
-      for (const mount of mountsOfVolume(name)) await this.unmount(name, mount.id);
+      for (const mount of mountsOfVolume(name)) await driver.unmount(name, mount.id);
       registry.volumes.delete(name);
       await saver.save();
       logger.info({ volume: name }, 'volume removed');
@@ -453,6 +460,21 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         }
       });
     },
+    async sweep() {
+      const known = new Set([...registry.mounts.values()].map((mount) => mount.key));
+      let removed = 0;
+      try {
+        for (const key of folders.keys()) {
+          if (known.has(key)) continue;
+          await folders.remove(key);
+          removed += 1;
+        }
+      } catch (error) {
+        logger.warn({ err: error, code: errorCode(error) }, 'could not clean the volume folders');
+      }
+      if (removed > 0)
+        logger.info({ folders: removed }, 'folders of unknown volume mounts removed');
+    },
     async recover() {
       if (context.statePath !== undefined) {
         const path = context.statePath;
@@ -465,6 +487,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         for (const [name, volume] of kept.volumes) registry.volumes.set(name, volume);
         for (const [id, mount] of kept.mounts) registry.mounts.set(id, mount);
       }
+      await driver.sweep();
       for (const mount of registry.mounts.values()) {
         try {
           await folders.publish(mount.key);
@@ -477,4 +500,5 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       }
     },
   };
+  return driver;
 }
