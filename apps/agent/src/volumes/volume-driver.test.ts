@@ -60,11 +60,12 @@ async function setup(statePath?: string) {
   const redactor = createRedactor();
   const logger = createLogger({ level: 'silent', redactor });
   const values: Record<string, string> = { 'app/db': CANARY };
-  const state = { version: 1 };
+  const state: { version: number; hold?: Promise<void> } = { version: 1 };
   const provider: SecretProvider = {
     name: 'local',
     capabilities: { list: false, watch: false, probe: false, health: false },
     async resolve({ path }) {
+      await state.hold;
       const value = values[path];
       if (value === undefined) {
         throw new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
