@@ -205,9 +205,14 @@ describe('createVolumeDriver', () => {
   });
 
   it('writes nothing for a mount unmounted while its secrets were being resolved', async () => {
-    const { driver, folders } = await setup();
+    const { driver, folders, state } = await setup();
     await driver.create('v1', { db: 'dsofile://app/db' });
     await driver.mount('v1', MOUNT_ID);
+    state.version = 2; // a new version: the rewrite would write
+    let release!: () => void;
+    state.hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     const delivering = driver.deliver(
       `volume:v1:${MOUNT_ID}`,
       'changed',
@@ -215,6 +220,7 @@ describe('createVolumeDriver', () => {
       1,
     );
     await driver.unmount('v1', MOUNT_ID);
+    release();
     await delivering;
     expect(folders.files.size).toBe(0);
   });
