@@ -1,12 +1,4 @@
-import {
-  createMemoryCache,
-  DsoError,
-  errorCode,
-  LABELS,
-  type ManagedSpec,
-  parseManagedLabels,
-  systemClock,
-} from '@dso/core';
+import { createMemoryCache, DsoError, errorCode, systemClock } from '@dso/core';
 import {
   type Agent,
   type AgentOptions,
@@ -27,6 +19,7 @@ import { watchEngine } from './engine-watch.js';
 import { createHostFolders } from './host-folders.js';
 import { createReconciler } from './reconciler.js';
 import { createAuditSink, createEventBus } from './reporting.js';
+import { requestRotation } from './rotate-request.js';
 import { createRotations, rotationSettings } from './rotation.js';
 import { createSecretResolver, failedReference, failureCode } from './secrets.js';
 import {
@@ -47,6 +40,7 @@ import {
 //   delivered-store.ts what was delivered to each container's run, kept across restarts
 //   host-folders.ts    the host path's folders: written, emptied, swept
 //   reconciler.ts      every managed container listed and checked, at start and periodically
+//   rotate-request.ts  dso rotate: secrets asked again past the cache, their consumers checked
 //   engine-watch.ts    the engine's events, routed to the parts above
 //   reporting.ts       events for subscribers, and the audit trail that never throws
 //   volumes/           the volume driver: DSO volumes, a folder per mount written before the
@@ -352,71 +346,10 @@ export function createAgent(options: AgentOptions): Agent {
     },
     async rotate(selector = {}) {
       assertRunning(': nothing to rotate');
-      // Containers with DSO labels, and (with the volume driver) those that mount DSO volumes.
-      const listed = await runtime.listContainers({
-        ...(volumeDriver === undefined ? { label: `${LABELS.enable}=true` } : {}),
-        signal: stopping.signal,
-      });
-      const volumesOf = (container: (typeof listed)[number]) =>
-        (container.volumes ?? [])
-          .filter((volume) => volume.driver === volumeDriver?.driverName)
-          .map((volume) => volume.name);
-      const containers = listed.filter(
-        (container) =>
-          container.labels[LABELS.enable] === 'true' || volumesOf(container).length > 0,
+      return requestRotation(
+        { runtime, secrets, volumeDriver, defaultProvider, queue, logger, signal: stopping.signal },
+        selector,
       );
-      const wanted = selector.containerId;
-      const selected = containers.filter(
-        (container) =>
-          wanted === undefined ||
-          container.id === wanted ||
-          (wanted.length >= 12 && container.id.startsWith(wanted)),
-      );
-      if (wanted !== undefined && selected.length === 0) {
-        throw new DsoError(
-          'DSO_AGENT_CONTAINER_UNKNOWN',
-          `no running managed container has the id ${wanted}: see \`dso status\` for the ids (12 characters at least)`,
-          { containerId: wanted },
-        );
-      }
-      const volumeConsumers =
-        volumeDriver === undefined
-          ? []
-          : wanted === undefined
-            ? volumeDriver.consumers()
-            : volumeDriver.consumersOf(selected.flatMap(volumesOf));
-      // Past the cache: every secret these containers use (not pinned to a version) is asked
-      // again, and the answer replaces the cached value (a failure keeps it).
-      const specs = selected.flatMap((container) => {
-        try {
-          return [parseManagedLabels(container.labels)];
-        } catch {
-          return []; // invalid labels: reported by the container's delivery
-        }
-      });
-      const volumeFiles = volumeDriver?.references(volumeConsumers) ?? [];
-      const wantedSecrets = secretsOf(
-        [...specs, { target: '', mode: 0, files: volumeFiles, env: [] }],
-        defaultProvider,
-      );
-      await Promise.all(
-        [...wantedSecrets.values()]
-          .filter(({ pinned }) => !pinned)
-          .map(({ provider, path }) => secrets.refresh(provider, path, stopping.signal)),
-      );
-      for (const container of selected) {
-        if (container.labels[LABELS.enable] === 'true') queue.add(container.id, 'api');
-      }
-      for (const id of volumeConsumers) queue.add(id, 'api');
-      logger.info(
-        {
-          containers: selected.length,
-          volumes: volumeConsumers.length,
-          secrets: wantedSecrets.size,
-        },
-        'rotation requested: secrets asked again',
-      );
-      return { containers: selected.length, secrets: wantedSecrets.size };
     },
     async resolveEnvironment(references, resolveOptions = {}) {
       assertRunning('');
@@ -471,24 +404,4 @@ export function createAgent(options: AgentOptions): Agent {
     },
   };
   return agent;
-}
-
-/**
- * Every secret the given containers use, by `provider:path`: pinned when every reference to
- * it names a version (asking again cannot change a pinned version).
- */
-export function secretsOf(
-  specs: ReadonlyArray<ManagedSpec | undefined>,
-  defaultProvider: string,
-): Map<string, { provider: string; path: string; pinned: boolean }> {
-  const found = new Map<string, { provider: string; path: string; pinned: boolean }>();
-  for (const spec of specs) {
-    for (const { reference } of [...(spec?.files ?? []), ...(spec?.env ?? [])]) {
-      const provider = reference.provider ?? defaultProvider;
-      const key = `${provider}:${reference.path}`;
-      const pinned = reference.version !== undefined && (found.get(key)?.pinned ?? true);
-      found.set(key, { provider, path: reference.path, pinned });
-    }
-  }
-  return found;
 }
