@@ -84,7 +84,12 @@ export function createChangeDetector(options: ChangeDetectorOptions): ChangeDete
     let state = states.get(name);
     if (state === undefined) {
       const intervalMs = resolved.pollIntervalByProvider.get(name) ?? resolved.pollIntervalMs;
-      state = createProviderState(name, providers.get(name)!, intervalMs);
+      state = createProviderState(
+        name,
+        providers.get(name)!,
+        intervalMs,
+        resolved.maxChecksInFlight,
+      );
       states.set(name, state);
     }
     return state;
@@ -95,7 +100,8 @@ export function createChangeDetector(options: ChangeDetectorOptions): ChangeDete
     context.clearTimer(key.timer);
     key.timer = undefined;
     key.running?.abort();
-    if (key.queued) key.owner.waiting.delete(key);
+    key.leave?.abort();
+    key.leave = undefined;
     key.queued = false;
     key.owner.keys.delete(key.path);
   }
@@ -190,7 +196,6 @@ export function createChangeDetector(options: ChangeDetectorOptions): ChangeDete
         for (const state of states.values()) {
           watches.stop(state);
           for (const key of [...state.keys.values()]) untrack(key);
-          state.waiting.clear();
         }
         // Every call and watch loop gives up at its abort, whether or not the provider listens.
         await context.idle();

@@ -51,15 +51,27 @@ export function createChecks(context: DetectorContext): Checks {
       return;
     }
     if (key.queued) return;
-    const state = key.owner;
-    if (state.inFlight >= options.maxChecksInFlight) {
-      key.queued = true;
-      state.waiting.add(key);
-      return;
-    }
     context.clearTimer(key.timer);
     key.timer = undefined;
-    context.run(runCheck(key));
+    // At most maxChecksInFlight per provider: the rest wait in line, in order; untrack() and
+    // close() take a waiting secret out of line through `leave`.
+    const leave = new AbortController();
+    key.queued = true;
+    key.leave = leave;
+    context.run(
+      key.owner.limiter
+        .run(
+          () => {
+            key.queued = false;
+            key.leave = undefined;
+            return runCheck(key);
+          },
+          { signal: leave.signal },
+        )
+        .catch(() => {
+          // Taken out of line (untracked or closed): nothing ran, nothing to report.
+        }),
+    );
   }
 
   async function runCheck(key: KeyState): Promise<void> {
@@ -67,7 +79,6 @@ export function createChecks(context: DetectorContext): Checks {
     const controller = new AbortController();
     const epoch = key.epoch;
     const operation = state.check === 'probe' ? 'probe' : 'resolve';
-    state.inFlight += 1;
     key.running = controller;
     const started = clock.now();
     try {
@@ -88,9 +99,7 @@ export function createChecks(context: DetectorContext): Checks {
       const entry = noteFailure(key, operation, error, clock.now());
       logger[entry.level](entry.fields, entry.message);
     } finally {
-      state.inFlight -= 1;
       key.running = undefined;
-      drain(state);
       if (!context.closed && !key.removed) {
         if (key.recheck) {
           key.recheck = false;
@@ -144,19 +153,6 @@ export function createChecks(context: DetectorContext): Checks {
       );
     }
     return version;
-  }
-
-  function drain(state: ProviderState): void {
-    while (
-      !context.closed &&
-      state.inFlight < options.maxChecksInFlight &&
-      state.waiting.size > 0
-    ) {
-      const key = state.waiting.values().next().value as KeyState;
-      state.waiting.delete(key);
-      key.queued = false;
-      check(key);
-    }
   }
 
   function report(key: KeyState, version: string, source: ChangeSource): void {

@@ -19,6 +19,7 @@ function keysOf(...paths: string[]): KeyState[] {
       close: async () => {},
     },
     INTERVAL,
+    8,
   );
   return paths.map((path) => {
     const key = createKeyState(state, path, '1');

@@ -1,4 +1,4 @@
-import type { ClockTimer } from '@dso/async';
+import { type ClockTimer, createLimiter, type Limiter } from '@dso/async';
 import type { SecretProvider } from '@dso/provider-sdk';
 
 /** What the detector knows of one provider: created at its first tracked secret and kept (there are few). */
@@ -10,10 +10,8 @@ export interface ProviderState {
   readonly check: 'probe' | 'poll';
   readonly intervalMs: number;
   readonly keys: Map<string, KeyState>;
-  /** Checks running now. */
-  inFlight: number;
-  /** Secrets waiting for a free slot, in order. */
-  readonly waiting: Set<KeyState>;
+  /** At most `maxChecksInFlight` checks at once; the rest wait in order. */
+  readonly limiter: Limiter;
   /** The newest watch: the one covering, or one settling to replace it. */
   watch: WatchRun | undefined;
   /** The watch that has settled and covers its paths now. */
@@ -37,7 +35,9 @@ export interface KeyState {
   epoch: number;
   timer: ClockTimer | undefined;
   running: AbortController | undefined;
+  /** Waiting for a free slot of its provider's limiter; aborting `leave` takes it out of line. */
   queued: boolean;
+  leave: AbortController | undefined;
   /** Asked for while a check was running: check again when it ends. */
   recheck: boolean;
   removed: boolean;
@@ -59,6 +59,7 @@ export function createProviderState(
   name: string,
   provider: SecretProvider,
   intervalMs: number,
+  maxChecksInFlight: number,
 ): ProviderState {
   const canWatch = provider.capabilities.watch && typeof provider.watch === 'function';
   const canProbe = provider.capabilities.probe && typeof provider.probe === 'function';
@@ -69,8 +70,7 @@ export function createProviderState(
     check: canProbe ? 'probe' : 'poll',
     intervalMs,
     keys: new Map(),
-    inFlight: 0,
-    waiting: new Set(),
+    limiter: createLimiter(maxChecksInFlight),
     watch: undefined,
     covering: undefined,
     watchTimer: undefined,
@@ -91,6 +91,7 @@ export function createKeyState(owner: ProviderState, path: string, baseline: str
     timer: undefined,
     running: undefined,
     queued: false,
+    leave: undefined,
     recheck: false,
     removed: false,
     lastErrorCode: undefined,
