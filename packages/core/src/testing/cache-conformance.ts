@@ -1,6 +1,6 @@
 import { createFakeClock, type FakeClock } from '@dso/async';
 import { isProviderError, ProviderError, SecretValue } from '@dso/provider-sdk';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Cache, CacheLoader, LoadedSecret } from '../cache/cache.js';
 import { cacheKey, cacheKeyPrefix } from '../cache/cache.js';
 import { isDsoError } from '../errors.js';
@@ -80,13 +80,14 @@ const UNTIL_DEADLINE_MS = 5_000;
  * or joins one only after its own round trips, so no fixed number of turns would do.
  */
 async function until(what: string, condition: () => boolean): Promise<void> {
-  const deadline = performance.now() + UNTIL_DEADLINE_MS;
-  while (!condition()) {
-    if (performance.now() > deadline) {
-      throw new Error(`timed out after ${UNTIL_DEADLINE_MS} ms waiting for ${what}`);
-    }
-    await turn();
-  }
+  await vi.waitFor(
+    async () => {
+      await turn();
+      if (!condition())
+        throw new Error(`timed out after ${UNTIL_DEADLINE_MS} ms waiting for ${what}`);
+    },
+    { timeout: UNTIL_DEADLINE_MS, interval: 1 },
+  );
 }
 
 /** Waits until `loader` was called once and `others` more callers joined its load. */

@@ -11,6 +11,7 @@ import {
   type SecretReference,
 } from '@dso/core';
 import { SecretValue } from '@dso/provider-sdk';
+import { vi } from 'vitest';
 import type { AgentEvent, AgentStatus, ResolvedEnvironmentValue } from '../../agent.js';
 import { type ApiServer, type ApiServerOptions, startApiServer } from '../server.js';
 
@@ -180,11 +181,12 @@ export function callApi(
 
 /** Waits for a condition with a deadline: the request log is written when a response closes. */
 export async function eventually(check: () => boolean, deadlineMs = 2_000): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  await vi.waitFor(
+    () => {
+      if (!check()) throw new Error('condition not met in time');
+    },
+    { timeout: deadlineMs, interval: 10 },
+  );
 }
 
 export const json = (value: unknown) => ({
