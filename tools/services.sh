@@ -36,6 +36,9 @@ install_missing() {
   # The volume driver's end-to-end test builds a static, shell-less application with gcc.
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
   [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+  # The Swarm end-to-end test's engine runs in a network namespace of its own, loopback brought
+  # up with ip.
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   [ "${#missing[@]}" -eq 0 ] && return 0
   # De-duplicate (docker.io can be listed twice).
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

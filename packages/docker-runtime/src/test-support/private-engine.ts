@@ -2,12 +2,13 @@
  * A second, private Docker Engine for tests that stop and start an engine: its own socket,
  * data root and exec root under /tmp, started exactly like the shared one (no bridge, no
  * iptables), so restarting it never disturbs other tests. Needs root and Debian's dockerd.
- * It answers on its unix socket always, and on whatever else `extraArgs` adds.
+ * It answers on its unix socket always, and on whatever else `extraArgs` adds. With `netns`
+ * it runs in a network namespace of its own, for tests whose engine makes networks.
  * Test-only.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
@@ -31,6 +32,55 @@ export interface PrivateEngine {
 export interface PrivateEngineOptions {
   /** More dockerd arguments, e.g. a TLS listener: `--tlsverify`, `--host=tcp://127.0.0.1:<port>`. */
   extraArgs?: string[];
+  /**
+   * More environment for dockerd, e.g. `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1'` so that Swarm
+   * tasks use the local image instead of trying a registry first.
+   */
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Runs dockerd (and so its containerd and shims) in a new network namespace with only its
+   * loopback up (`unshare --net`, then `ip link set lo up`): the networks it creates, Swarm's
+   * `ingress` overlay and `docker_gwbridge` bridge among them, exist only in there, and its
+   * 127.0.0.1 is the namespace's own. Its socket, data root and mounts stay on the host's
+   * filesystem, so clients, volume plugins and bind mounts work as usual. Each start gets a
+   * new namespace; `stop()` kills whatever is still in it once dockerd has exited, so it goes
+   * with them. Needs util-linux's `unshare` and iproute2's `ip`.
+   * @default false
+   */
+  netns?: boolean;
+}
+
+/**
+ * Pids of the processes in the network namespace `namespace` is open on, and of their
+ * descendants (a container's processes, in namespaces of their own under their shim).
+ */
+async function processesIn(namespace: FileHandle): Promise<number[]> {
+  const { dev, ino } = await namespace.stat();
+  const found = new Set<number>();
+  const parents = new Map<number, number>();
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    try {
+      const net = await stat(`/proc/${entry}/ns/net`);
+      if (net.dev === dev && net.ino === ino) found.add(pid);
+      // `pid (comm) state ppid …`: comm may hold spaces, so split after its closing parenthesis.
+      const line = await readFile(`/proc/${entry}/stat`, 'utf8');
+      parents.set(pid, Number(line.slice(line.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // The process exited while we looked: it is in no namespace any more.
+    }
+  }
+  for (let grown = true; grown; ) {
+    grown = false;
+    for (const [pid, parent] of parents) {
+      if (!found.has(pid) && found.has(parent)) {
+        found.add(pid);
+        grown = true;
+      }
+    }
+  }
+  return [...found];
 }
 
 export async function startPrivateEngine(
@@ -41,24 +91,37 @@ export async function startPrivateEngine(
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const docker = new Docker({ socketPath });
   let child: ChildProcess | undefined;
+  // Held open while the engine runs: the namespace cannot go, nor its inode be given to another
+  // namespace, until stop() has seen it empty.
+  let namespace: FileHandle | undefined;
 
   async function start(): Promise<void> {
     const log = await open(join(dir, 'dockerd.log'), 'a');
-    child = spawn(
-      'dockerd',
-      [
-        `--data-root=${join(dir, 'data')}`,
-        `--exec-root=${join(dir, 'exec')}`,
-        `--pidfile=${join(dir, 'dockerd.pid')}`,
-        `--host=unix://${socketPath}`,
-        '--bridge=none',
-        '--iptables=false',
-        '--ip-masq=false',
-        '--ip-forward=false',
-        ...(options.extraArgs ?? []),
-      ],
-      { stdio: ['ignore', log.fd, log.fd] },
-    );
+    const dockerdArgs = [
+      `--data-root=${join(dir, 'data')}`,
+      `--exec-root=${join(dir, 'exec')}`,
+      `--pidfile=${join(dir, 'dockerd.pid')}`,
+      `--host=unix://${socketPath}`,
+      '--bridge=none',
+      '--iptables=false',
+      '--ip-masq=false',
+      '--ip-forward=false',
+      ...(options.extraArgs ?? []),
+    ];
+    const spawnOptions: SpawnOptions = {
+      stdio: ['ignore', log.fd, log.fd],
+      ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
+    };
+    // No --fork: unshare and sh exec in turn, so the child's pid is dockerd's, for stop().
+    child = options.netns
+      ? spawn(
+          'unshare',
+          ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', 'dockerd'].concat(
+            dockerdArgs,
+          ),
+          spawnOptions,
+        )
+      : spawn('dockerd', dockerdArgs, spawnOptions);
     await log.close();
     const running = child;
     await waitFor(
@@ -77,15 +140,50 @@ export async function startPrivateEngine(
       },
       30_000,
     );
+    if (options.netns) {
+      namespace = await open(`/proc/${running.pid}/ns/net`, 'r');
+      const [own, host] = [await namespace.stat(), await stat('/proc/self/ns/net')];
+      if (own.dev === host.dev && own.ino === host.ino) {
+        await stop();
+        throw new Error('the private engine runs in the host network namespace, not its own');
+      }
+    }
   }
 
   async function stop(): Promise<void> {
     const running = child;
     child = undefined;
-    if (running === undefined || running.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
-    running.kill('SIGTERM');
-    await exited;
+    if (running !== undefined && running.exitCode === null && running.signalCode === null) {
+      const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
+      running.kill('SIGTERM');
+      await exited;
+    }
+    const held = namespace;
+    namespace = undefined;
+    if (held === undefined) return;
+    try {
+      // dockerd stops its containers and its containerd when it exits; anything left in its
+      // namespace (a shim, a container on the engine's network) or under it (a container's
+      // processes) was started by it, and goes.
+      await waitFor(
+        'the private engine’s processes to exit',
+        async () => {
+          const left = await processesIn(held);
+          for (const pid of left) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // It exited meanwhile: one fewer to wait for.
+            }
+          }
+          return left.length === 0 ? true : undefined;
+        },
+        10_000,
+      );
+    } finally {
+      // The test's own reference: with no process left in it, nothing else holds the namespace.
+      await held.close();
+    }
   }
 
   await start();
