@@ -222,9 +222,8 @@ describe('DSO volumes in a Swarm service on a private engine', () => {
     });
     // The scheduler places a task with a volume driver only on a node whose description lists
     // that driver ("no suitable node (missing plugin on 1 node)" otherwise), and an engine
-    // lists a legacy plugin only once it has used it: listing volumes asks every plugin in
-    // /run/docker/plugins, the agent's included. The node describes itself at swarm init.
-    await onEngine('volume', 'ls');
+    // lists a legacy plugin only once it has used it: the agent has its engine load the driver
+    // as soon as it serves it. The node describes itself at swarm init.
     expect(await onEngine('info', '--format', '{{json .Plugins.Volume}}')).toContain(
       `"${VOLUME_DRIVER}"`,
     );

@@ -278,6 +278,14 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       try {
         const plugin = await startVolumePluginServer({ driver: agent.volumeDriver, logger });
         closers.push(() => plugin.close());
+        // The engine lists a socket-discovered plugin only once it has used it, and a Swarm
+        // manager places no task that needs the driver on a node that does not list it.
+        await runtime.listVolumes({ driver: agent.volumeDriver.driverName }).catch((error) => {
+          logger.warn(
+            { err: error, code: errorCode(error) },
+            'the engine did not load the volume driver yet; it does at the first container that uses it',
+          );
+        });
       } catch (error) {
         // Another agent serves this driver on this host: this one goes on without it.
         if (errorCode(error) !== 'DSO_VOLUME_SOCKET_IN_USE') throw error;

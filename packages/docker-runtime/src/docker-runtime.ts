@@ -275,6 +275,18 @@ export interface DockerRuntime extends AsyncDisposable {
   listContainers(options: ListContainersOptions): Promise<ContainerSummary[]>;
 
   /**
+   * The names of the volumes a driver serves, as the engine knows them. Asking also makes the
+   * engine load a socket-discovered plugin of that name: until it has used a plugin, an engine
+   * does not list it, and a Swarm manager places no task that needs it on that node.
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_UNREACHABLE, DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED,
+   *   DSO_DOCKER_ENGINE_ERROR
+   * @example
+   * await runtime.listVolumes({ driver: 'dso' });
+   */
+  listVolumes(options: { driver: string; signal?: AbortSignal }): Promise<string[]>;
+
+  /**
    * Inspects one container by id or name.
    *
    * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND when it does not exist
@@ -756,8 +768,19 @@ class EngineRuntime implements DockerRuntime {
     }
   }
 
+  async listVolumes(options: { driver: string; signal?: AbortSignal }): Promise<string[]> {
+    this.#assertOpen('list volumes');
+    const answer = await this.#request('list volumes', options.signal, undefined, (signal) =>
+      this.#docker.listVolumes({ filters: { driver: [options.driver] }, abortSignal: signal }),
+    );
+    return (answer.Volumes ?? []).map((volume) => volume.Name);
+  }
+
   async listContainers(options: ListContainersOptions): Promise<ContainerSummary[]> {
-    if (options?.label !== undefined && (typeof options.label !== 'string' || options.label === '')) {
+    if (
+      options?.label !== undefined &&
+      (typeof options.label !== 'string' || options.label === '')
+    ) {
       throw new DockerRuntimeError(
         'DSO_DOCKER_INVALID_REQUEST',
         'label must be a non-empty string',

@@ -188,6 +188,15 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
           }),
         );
     },
+    async listVolumes({ driver }) {
+      return [
+        ...new Set(
+          [...byId.values()].flatMap((c) =>
+            (c.volumes ?? []).filter((v) => v.driver === driver).map((v) => v.name),
+          ),
+        ),
+      ];
+    },
     async inspectContainer(id) {
       return structuredClone(existing(id));
     },
