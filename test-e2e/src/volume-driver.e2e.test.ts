@@ -221,6 +221,20 @@ describe('the volume driver', () => {
       'sleep 600',
     );
     expect(await read(signalled)).toBe('v1');
+    // Root in the container cannot change its folder (the agent's writes stay its own).
+    const planted = await runCommand('docker', [
+      'exec',
+      signalled,
+      'sh',
+      '-c',
+      'ln -s /etc /run/secrets/evil || touch /run/secrets/x',
+    ]);
+    expect(planted.code).not.toBe(0);
+    expect(planted.stderr).toContain('Read-only file system');
+    // `docker cp` mounts a running container's volumes again and unmounts them: the files stay.
+    await docker('cp', `${signalled}:/etc/passwd`, join(tmpdir(), `dso-e2e-cp-${RUN_ID}`));
+    await rm(join(tmpdir(), `dso-e2e-cp-${RUN_ID}`), { force: true });
+    expect(await read(signalled)).toBe('v1');
     const startedBefore = await docker('inspect', '-f', '{{.State.StartedAt}}', restarted);
     await setSecret('app/rotating', 'v2');
     expect((await workspace.cli(['rotate'])).code).toBe(0);

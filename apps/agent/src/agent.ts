@@ -187,6 +187,7 @@ export function createAgent(options: AgentOptions): Agent {
           rotations,
           runtime,
           statuses,
+          redactor,
           logger,
           audit,
           bus,

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, rmdirSync, statfsSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DsoError } from '@dso/core';
@@ -12,7 +12,7 @@ import {
 
 const run = promisify(execFile);
 
-/** How long one `mount` or `umount` may take. */
+/** How long one `mount` may take. */
 const MOUNT_COMMAND_TIMEOUT_MS = 10_000;
 
 /** What {@link createVolumeFolders} needs. */
@@ -21,21 +21,22 @@ export interface VolumeFoldersOptions {
   root: string;
   /** The size of the tmpfs mounted at `root` when it is not on one already. */
   tmpfsSize: number;
-  /** Runs `mount`/`umount` (tests give their own). @default execFile of the system's commands */
-  command?: (file: 'mount' | 'umount', args: string[]) => Promise<void>;
+  /** Runs `mount` (tests give their own). @default execFile of the system's command */
+  command?: (file: 'mount', args: string[]) => Promise<void>;
   /** Reads the mount table. @default /proc/self/mountinfo */
   mountTable?: () => string;
 }
 
 /**
- * The folders of DSO volumes. Each mount has two:
+ * The folders of DSO volumes:
  *
- *   <root>/data/<key>     the files (the host path's layout: versioned folder, `..data` swapped
- *                         by rename, names as links), written only by the agent
- *   <root>/mounts/<key>   a read-only bind mount of the first: what the engine mounts into the
- *                         container. Docker refuses `readonly` on anonymous volumes, so without
- *                         this a container could plant links in its own folder and steer the
- *                         agent's next write; through a read-only view it cannot change a thing.
+ *   <root>/data/<key>     a mount's files (the host path's layout: versioned folder, `..data`
+ *                         swapped by rename, names as links), written only by the agent
+ *   <root>/view           a read-only bind mount of `<root>/data`, made once at start
+ *   <root>/view/<key>     what the engine mounts into the container: the same folder, read-only.
+ *                         Docker refuses `readonly` on anonymous volumes, so without the view a
+ *                         container could plant links in its own folder and steer the agent's
+ *                         next write; through it (without CAP_SYS_ADMIN) it cannot change a thing.
  *
  * `<root>` is mode 0700 and on a tmpfs (mounted by the agent when it is not): nothing reaches a
  * disk, and no other host user can read a file.
@@ -44,13 +45,13 @@ export interface VolumeFolders {
   readonly root: string;
   /** Writes a mount's whole set of files, all-or-nothing. */
   write(key: string, request: HostWriteRequest): { files: number; bytes: number };
-  /** Makes sure `<root>/mounts/<key>` is the read-only view of the key's files; returns its path. */
+  /** Makes sure the key's folder exists; returns its read-only view's path, for the engine. */
   publish(key: string): Promise<string>;
   /** The path the engine was (or will be) given for a key. */
   mountpointOf(key: string): string;
   /** The key of a mount point this root gave out, or undefined. */
   keyOf(mountpoint: string): string | undefined;
-  /** Unmounts the view and removes the files. Idempotent. */
+  /** Removes the key's files. Idempotent. */
   remove(key: string): Promise<void>;
   /** Keys that have files. */
   keys(): string[];
@@ -66,7 +67,7 @@ export async function createVolumeFolders(options: VolumeFoldersOptions): Promis
   const root = options.root;
   const command =
     options.command ??
-    (async (file: 'mount' | 'umount', args: string[]) => {
+    (async (file: 'mount', args: string[]) => {
       await run(file, args, { timeout: MOUNT_COMMAND_TIMEOUT_MS });
     });
   const mountTable = options.mountTable ?? (() => readFileSync('/proc/self/mountinfo', 'utf8'));
@@ -83,39 +84,39 @@ export async function createVolumeFolders(options: VolumeFoldersOptions): Promis
       ]);
     }
     chmodSync(root, 0o700);
-    mkdirSync(join(root, 'mounts'), { recursive: true, mode: 0o755 });
   } catch (error) {
-    throw new DsoError(
-      'DSO_VOLUME_ROOT_UNAVAILABLE',
-      `volumes.root ${root} is not a tmpfs and one could not be mounted there (${(error as Error).message}): run the agent as root, or mount a tmpfs there yourself (mount -t tmpfs -o size=64m,mode=0700 tmpfs ${root})`,
-      { cause: error, root },
-    );
+    throw unavailable(root, error);
   }
   const dirs: HostSecretDirs = createHostSecretDirs({ root: join(root, 'data') });
   chmodSync(join(root, 'data'), 0o755);
-  const mountsDir = join(root, 'mounts');
-
-  /** Whether `path` is a mount point now (the view is in place). */
+  const view = join(root, 'view');
+  /** Whether `path` is a mount point now. */
   const isMounted = (path: string): boolean =>
     mountTable()
       .split('\n')
       .some((line) => line.split(' ')[4] === path);
+  try {
+    if (!isMounted(view)) {
+      mkdirSync(view, { recursive: true, mode: 0o755 });
+      // One command at start, none per Mount: bind, then remount read-only (util-linux does
+      // both for `--bind -o ro`). Every folder under it is seen read-only through it.
+      await command('mount', ['--bind', '-o', 'ro,nosuid,nodev,noexec', dirs.root, view]);
+    }
+  } catch (error) {
+    throw unavailable(root, error);
+  }
+  const viewOf = (key: string) => join(view, dirs.pathOf(key).slice(dirs.root.length + 1));
 
   return {
     root,
     write: (key, request) => dirs.write(key, request),
     async publish(key) {
-      const source = dirs.ensure(key);
-      const target = join(mountsDir, dirs.pathOf(key).slice(dirs.root.length + 1));
-      if (isMounted(target)) return target;
-      mkdirSync(target, { recursive: true, mode: 0o755 });
-      // One command: bind, then remount read-only (util-linux does both for `--bind -o ro`).
-      await command('mount', ['--bind', '-o', 'ro,nosuid,nodev,noexec', source, target]);
-      return target;
+      dirs.ensure(key);
+      return viewOf(key);
     },
-    mountpointOf: (key) => join(mountsDir, dirs.pathOf(key).slice(dirs.root.length + 1)),
+    mountpointOf: viewOf,
     keyOf(mountpoint) {
-      const prefix = `${mountsDir}/`;
+      const prefix = `${view}/`;
       if (!mountpoint.startsWith(prefix)) return undefined;
       const key = mountpoint.slice(prefix.length);
       try {
@@ -126,15 +127,16 @@ export async function createVolumeFolders(options: VolumeFoldersOptions): Promis
       }
     },
     async remove(key) {
-      const target = join(mountsDir, dirs.pathOf(key).slice(dirs.root.length + 1));
-      if (isMounted(target)) await command('umount', [target]);
-      try {
-        rmdirSync(target);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      }
       dirs.remove(key);
     },
     keys: () => dirs.keys(),
   };
+}
+
+function unavailable(root: string, error: unknown): DsoError {
+  return new DsoError(
+    'DSO_VOLUME_ROOT_UNAVAILABLE',
+    `volumes.root ${root} could not be made a private tmpfs with a read-only view (${(error as Error).message}): run the agent as root, or mount a tmpfs there yourself (mount -t tmpfs -o size=64m,mode=0700 tmpfs ${root})`,
+    { cause: error, root },
+  );
 }

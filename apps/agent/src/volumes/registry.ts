@@ -12,6 +12,12 @@ export interface VolumeMountRecord {
   key: string;
   /** A digest of the names, references and versions last written (no value). */
   digest?: string;
+  /**
+   * How many times the engine mounted this id and has not unmounted it yet: besides a
+   * container's start, `docker cp` and the like mount a running container's volumes again. The
+   * files go at the last unmount.
+   */
+  refs: number;
 }
 
 /** What the registry keeps: volumes with their options (references, never values), and mounts. */
@@ -78,12 +84,13 @@ export async function loadVolumeRegistry(
     }
   }
   for (const [id, entry] of Object.entries(asRecord(parsed.mounts)).slice(0, MAX_ENTRIES)) {
-    const { volume, digest } = asRecord(entry);
+    const { volume, digest, refs } = asRecord(entry);
     if (!isMountId(id) || !isVolumeName(volume)) continue;
     state.mounts.set(id, {
       id,
       volume,
       key: mountKey(volume, id),
+      refs: typeof refs === 'number' && Number.isInteger(refs) && refs > 0 ? refs : 1,
       ...(typeof digest === 'string' && DIGEST.test(digest) ? { digest } : {}),
     });
   }
@@ -97,9 +104,9 @@ export async function saveVolumeRegistry(path: string, state: VolumeRegistryStat
     version: 1,
     volumes: Object.fromEntries(state.volumes),
     mounts: Object.fromEntries(
-      [...state.mounts.values()].map(({ id, volume, digest }) => [
+      [...state.mounts.values()].map(({ id, volume, digest, refs }) => [
         id,
-        { volume, ...(digest === undefined ? {} : { digest }) },
+        { volume, refs, ...(digest === undefined ? {} : { digest }) },
       ]),
     ),
   };

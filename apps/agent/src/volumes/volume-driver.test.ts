@@ -98,6 +98,7 @@ async function setup(statePath?: string) {
     rotations: { start: (id, spec) => rotated.push({ id, spec }) },
     runtime: fake.runtime,
     statuses,
+    redactor,
     logger,
     audit: createAuditSink(undefined, logger),
     bus: createEventBus(),
@@ -223,5 +224,43 @@ describe('createVolumeDriver', () => {
     release();
     await delivering;
     expect(folders.files.size).toBe(0);
+  });
+
+  it('keeps the files while the engine still holds a mount (docker cp mounts a running container again)', async () => {
+    const { driver, folders } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    const mountpoint = await driver.mount('v1', MOUNT_ID);
+    const key = folders.keyOf(mountpoint) as string;
+    expect(await driver.mount('v1', MOUNT_ID)).toBe(mountpoint); // docker cp
+    await driver.unmount('v1', MOUNT_ID); // docker cp done
+    expect(folders.files.get(key)).toEqual([`db=${CANARY}`]);
+    await driver.unmount('v1', MOUNT_ID); // the container stops
+    expect(folders.files.size).toBe(0);
+  });
+
+  it('shows a mounted volume in status with its files, and a mount that never happened not at all', async () => {
+    const { driver, statuses } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    await driver.mount('v1', MOUNT_ID);
+    expect(statuses.get(`volume:v1:${MOUNT_ID}`)).toMatchObject({
+      files: [{ name: 'db', reference: 'dsofile://app/db', version: '1' }],
+      lastAction: { trigger: 'started', outcome: 'delivered' },
+    });
+    await driver.create('v2', { db: 'dsofile://app/missing' });
+    await expect(driver.mount('v2', 'b'.repeat(64))).rejects.toMatchObject({
+      message: expect.stringContaining('store it (dso secret set)'),
+    });
+    expect([...statuses.keys()]).toEqual([`volume:v1:${MOUNT_ID}`]);
+  });
+
+  it('refuses at Create a volume with more files than one write may hold', async () => {
+    const { driver } = await setup();
+    const options = Object.fromEntries(
+      Array.from({ length: 1_001 }, (_, index) => [`f${index}`, 'dsofile://app/db']),
+    );
+    await expect(driver.create('big', options)).rejects.toMatchObject({
+      code: 'DSO_VOLUME_OPTION_INVALID',
+      message: expect.stringContaining('at most 1000'),
+    });
   });
 });

@@ -8,9 +8,10 @@ import {
   type ManagedSpec,
   parseRotationLabels,
   parseVolumeOptions,
+  type Redactor,
   type VolumeSpec,
 } from '@dso/core';
-import type { DockerRuntime } from '@dso/docker-runtime';
+import { type DockerRuntime, MAX_FILES_PER_WRITE } from '@dso/docker-runtime';
 import type { ContainerStatus, DeliveryTrigger } from '../agent-types.js';
 import type { Consumption } from '../consumption.js';
 import { digestOf } from '../delivery.js';
@@ -65,6 +66,8 @@ export interface VolumeDriverContext {
   rotations: Pick<Rotations, 'start'>;
   runtime: Pick<DockerRuntime, 'listContainers'>;
   statuses: Map<string, ContainerStatus>;
+  /** Failure reasons told to the engine (and so to `docker run`) go through it first. */
+  redactor: Pick<Redactor, 'redact'>;
   logger: Logger;
   audit: AuditSink;
   bus: EventBus;
@@ -209,24 +212,27 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
   function report(
     mount: VolumeMountRecord,
     trigger: DeliveryTrigger,
-    outcome: { files: number; changed: boolean } | { error: unknown },
+    outcome: { files: readonly ResolvedFile[]; changed: boolean } | { error: unknown },
   ): void {
     const id = consumerOf(mount);
     const at = now();
     if ('error' in outcome) {
       const reference = failedReference(outcome.error);
       const code = failureCode(outcome.error);
-      statuses.set(id, {
-        ...statuses.get(id),
-        id,
-        lastAction: {
-          trigger,
-          at,
-          outcome: 'failed',
-          code,
-          ...(reference === undefined ? {} : { reference }),
-        },
-      });
+      // A mount the engine never got has no status: `docker run` said why, events and the
+      // audit trail keep it.
+      if (registry.mounts.get(mount.id) === mount)
+        statuses.set(id, {
+          ...statuses.get(id),
+          id,
+          lastAction: {
+            trigger,
+            at,
+            outcome: 'failed',
+            code,
+            ...(reference === undefined ? {} : { reference }),
+          },
+        });
       bus.emit({
         type: 'delivery-failed',
         at,
@@ -257,12 +263,23 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       });
       return;
     }
+    statuses.set(id, {
+      id,
+      files: outcome.files.map(({ name, reference, provider, version }) => ({
+        name,
+        reference,
+        provider,
+        version,
+      })),
+      deliveredAt: at,
+      lastAction: { trigger, at, outcome: 'delivered' },
+    });
     bus.emit({
       type: 'delivered',
       at,
       containerId: id,
       trigger,
-      files: outcome.files,
+      files: outcome.files.length,
       method: 'volume',
     });
   }
@@ -306,6 +323,34 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     }
   }
 
+  /**
+   * What `docker run` shows when a Mount fails: the reference, its code, the reason (a
+   * provider's or the field selection's message, redacted) and what to do.
+   */
+  function mountFailure(
+    name: string,
+    error: unknown,
+    reference: string | undefined,
+    code: string,
+  ): string {
+    const cause = (error as { cause?: unknown }).cause;
+    const reason = context.redactor.redact(
+      cause instanceof Error
+        ? cause.message
+        : isDsoError(error)
+          ? error.message
+          : 'its files could not be written',
+    );
+    if (reference === undefined) return `DSO volume ${name}: ${reason} (${code})`;
+    const fix =
+      code === 'DSO_PROVIDER_NOT_FOUND'
+        ? 'store it (dso secret set) or fix the reference; a missing secret is remembered for cache.negativeTtlMs (10 s by default), and dso rotate asks again at once'
+        : code === 'DSO_AGENT_PROVIDER_UNKNOWN'
+          ? "name a provider configured in the agent's dso.yaml"
+          : "see the agent's log for more";
+    return `DSO volume ${name}: could not resolve ${reference} (${code}): ${reason}; the container was not started: ${fix}`;
+  }
+
   function mountsOfVolume(name: string): VolumeMountRecord[] {
     return [...registry.mounts.values()].filter((mount) => mount.volume === name);
   }
@@ -329,7 +374,15 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
           {},
         );
       }
-      parseVolumeOptions(options); // refused here, naming the option, rather than at Mount
+      // Refused here, naming the option, rather than at Mount.
+      const spec = parseVolumeOptions(options);
+      if (spec.files.length > MAX_FILES_PER_WRITE) {
+        throw new DsoError(
+          'DSO_VOLUME_OPTION_INVALID',
+          `volume ${name} names ${spec.files.length} files; one volume holds at most ${MAX_FILES_PER_WRITE}: split them across volumes`,
+          { volume: name },
+        );
+      }
       registry.volumes.set(name, {
         options: Object.fromEntries(
           Object.entries(options).map(([key, value]) => [key, String(value)]),
@@ -358,10 +411,12 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
           },
         );
       }
-      const mount: VolumeMountRecord = registry.mounts.get(id) ?? {
+      const known = registry.mounts.get(id);
+      const mount: VolumeMountRecord = known ?? {
         id,
         volume: name,
         key: mountKey(name, id),
+        refs: 0,
       };
       // Below the engine's own plugin timeout: the engine must hear a clear failure.
       const deadline = new AbortController();
@@ -378,14 +433,18 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       );
       const signal = AbortSignal.any([deadline.signal, context.stopping]);
       try {
-        const { resolved } = await write(mount, true, signal);
+        // Mounted again while mounted (`docker cp`, a second start of the same mount): the
+        // files stay, rewritten only if a version moved or they are missing (a host reboot).
+        const again = known !== undefined && folders.keys().includes(known.key);
+        const { resolved } = await write(mount, !again, signal);
         for (const file of resolved) file.content.fill(0);
         const mountpoint = await folders.publish(mount.key);
+        mount.refs += 1;
         registry.mounts.set(id, mount);
         await saver.save();
-        report(mount, 'started', { files: resolved.length, changed: true });
+        if (!again) report(mount, 'started', { files: resolved, changed: true });
         logger.info(
-          { volume: name, mountId: id.slice(0, 12), files: resolved.length },
+          { volume: name, mountId: id.slice(0, 12), files: resolved.length, mounts: mount.refs },
           'volume mounted',
         );
         return mountpoint;
@@ -399,13 +458,11 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
           { err: error, code, volume: name, mountId: id.slice(0, 12), reference },
           'volume not mounted: the container does not start',
         );
-        throw new DsoError(
-          'DSO_VOLUME_MOUNT_FAILED',
-          reference === undefined
-            ? `DSO volume ${name}: ${isDsoError(error) ? error.message : 'its files could not be written'} (${code})`
-            : `DSO volume ${name}: could not resolve ${reference} (${code}); the container was not started: check the reference and that the secret exists (dso secret ls)`,
-          { volume: name, code, ...(reference === undefined ? {} : { reference }) },
-        );
+        throw new DsoError('DSO_VOLUME_MOUNT_FAILED', mountFailure(name, error, reference, code), {
+          volume: name,
+          code,
+          ...(reference === undefined ? {} : { reference }),
+        });
       } finally {
         clock.clearTimeout(timer);
       }
@@ -413,6 +470,15 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     async unmount(name, id) {
       const mount = registry.mounts.get(id);
       if (mount === undefined) return;
+      mount.refs -= 1;
+      if (mount.refs > 0) {
+        await saver.save();
+        logger.info(
+          { volume: name, mountId: id.slice(0, 12), mounts: mount.refs },
+          'volume mount released; its files stay for the remaining mounts',
+        );
+        return;
+      }
       await folders.remove(mount.key);
       registry.mounts.delete(id);
       context.consumption.record(consumerOf(mount), undefined);
@@ -426,7 +492,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       try {
         const { before, after, resolved } = await write(mount, false, signal);
         try {
-          report(mount, trigger, { files: resolved.length, changed: before !== after });
+          report(mount, trigger, { files: resolved, changed: before !== after });
           // New versions under a running container: its policy tells it.
           if (before !== undefined && before !== after)
             await rotateConsumer(mount, resolved, signal);
