@@ -83,7 +83,11 @@ const heldMounts = async () => (await readdir(join(`${volumesDir}/volumes`, 'dat
  * A vault holding `app/db` = the canary, a private engine, and the built agent serving that
  * engine DSO volumes under `dir`.
  */
-async function setUp(dir: string, engineOptions: PrivateEngineOptions = {}): Promise<void> {
+async function setUp(
+  dir: string,
+  engineOptions: PrivateEngineOptions = {},
+  beforeAgent: () => Promise<void> = async () => {},
+): Promise<void> {
   volumesDir = dir;
   workspace = await createWorkspace();
   expect((await workspace.cli(['init'])).code).toBe(0);
@@ -93,6 +97,7 @@ async function setUp(dir: string, engineOptions: PrivateEngineOptions = {}): Pro
     `volumes: { root: ${dir}/volumes }\nrotation: { jitterMs: 0, pollIntervalMs: 600000 }\n`,
   );
   engine = await startPrivateEngine(engineOptions);
+  await beforeAgent();
   const { env } = await agentEnv(workspace, {
     DOCKER_HOST: engine.host,
     DSO_VOLUME_DRIVER_NAME: VOLUME_DRIVER,
@@ -216,27 +221,28 @@ describe('DSO volumes in a Swarm service on a private engine', () => {
     hostInterfaces = (await readdir('/sys/class/net')).sort();
     // Swarm's networks stay in the engine's own namespace; its tasks use the image loaded into
     // the engine instead of asking a registry first.
-    await setUp('/run/dso-e2e-swarm', {
-      netns: true,
-      env: { DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1' },
-    });
+    // The node joins its swarm first, as on a host whose agent (re)starts on a Swarm node.
+    await setUp(
+      '/run/dso-e2e-swarm',
+      { netns: true, env: { DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1' } },
+      async () => {
+        await onEngine(
+          'swarm',
+          'init',
+          '--advertise-addr',
+          '127.0.0.1',
+          '--listen-addr',
+          '127.0.0.1:2377',
+          '--data-path-addr',
+          '127.0.0.1',
+        );
+      },
+    );
     // The scheduler places a task with a volume driver only on a node whose description lists
     // that driver ("no suitable node (missing plugin on 1 node)" otherwise), and an engine
-    // lists a legacy plugin only once it has used it: the agent has its engine load the driver
-    // as soon as it serves it. The node describes itself at swarm init.
-    expect(await onEngine('info', '--format', '{{json .Plugins.Volume}}')).toContain(
-      `"${VOLUME_DRIVER}"`,
-    );
-    await onEngine(
-      'swarm',
-      'init',
-      '--advertise-addr',
-      '127.0.0.1',
-      '--listen-addr',
-      '127.0.0.1:2377',
-      '--data-path-addr',
-      '127.0.0.1',
-    );
+    // lists a legacy plugin only once it has used it: on a Swarm node the agent has its engine
+    // load the driver as soon as it serves it, and the node describes itself again.
+    expect(logged('volume driver announced to the swarm node')).toHaveLength(1);
     await waitFor('the swarm node to list the DSO volume driver', async () =>
       (
         await onEngine(

@@ -278,9 +278,17 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       try {
         const plugin = await startVolumePluginServer({ driver: agent.volumeDriver, logger });
         closers.push(() => plugin.close());
-        // The engine lists a socket-discovered plugin only once it has used it, and a Swarm
-        // manager places no task that needs the driver on a node that does not list it.
-        await runtime.listVolumes({ driver: agent.volumeDriver.driverName }).catch((error) => {
+        // On a Swarm node: the engine lists a socket-discovered plugin only once it has used
+        // it, and a manager places no task that needs the driver on a node that does not list
+        // it. Elsewhere nothing is asked: an engine that has used a plugin asks it again at
+        // every volume looked up by name, and retries for ~15 s when the agent is down.
+        const driverName = agent.volumeDriver.driverName;
+        const announce = async () => {
+          if (!(await runtime.swarmNodeActive())) return;
+          await runtime.listVolumes({ driver: driverName });
+          logger.info({ driver: driverName }, 'volume driver announced to the swarm node');
+        };
+        await announce().catch((error: unknown) => {
           logger.warn(
             { err: error, code: errorCode(error) },
             'the engine did not load the volume driver yet; it does at the first container that uses it',

@@ -3,7 +3,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Duplex, Readable } from 'node:stream';
-import { onAbort, pause } from '@dso/async';
+import { abortable, onAbort, pause } from '@dso/async';
 import Docker from 'dockerode';
 import { negotiateApiVersion } from './api-version.js';
 import { assertContainerId } from './container-id.js';
@@ -285,6 +285,14 @@ export interface DockerRuntime extends AsyncDisposable {
    * await runtime.listVolumes({ driver: 'dso' });
    */
   listVolumes(options: { driver: string; signal?: AbortSignal }): Promise<string[]>;
+
+  /**
+   * Whether the engine is an active node of a Swarm (`docker info`'s `Swarm.LocalNodeState`).
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_UNREACHABLE, DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED,
+   *   DSO_DOCKER_ENGINE_ERROR
+   */
+  swarmNodeActive(options?: { signal?: AbortSignal }): Promise<boolean>;
 
   /**
    * Inspects one container by id or name.
@@ -766,6 +774,18 @@ class EngineRuntime implements DockerRuntime {
       stream.destroy();
       this.#streams.delete(stream);
     }
+  }
+
+  async swarmNodeActive(options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    this.#assertOpen('read the engine info');
+    // dockerode's info() takes no signal: the deadline still bounds the wait.
+    const info: unknown = await this.#request(
+      'read the engine info',
+      options.signal,
+      undefined,
+      (signal) => abortable(this.#docker.info(), signal),
+    );
+    return (info as { Swarm?: { LocalNodeState?: string } }).Swarm?.LocalNodeState === 'active';
   }
 
   async listVolumes(options: { driver: string; signal?: AbortSignal }): Promise<string[]> {

@@ -188,6 +188,9 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
           }),
         );
     },
+    async swarmNodeActive() {
+      return false;
+    },
     async listVolumes({ driver }) {
       return [
         ...new Set(
