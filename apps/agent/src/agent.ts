@@ -17,6 +17,7 @@ import { createDelivery } from './delivery.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { watchEngine } from './engine-watch.js';
 import { createHostFolders } from './host-folders.js';
+import { createOutcomes } from './outcomes.js';
 import { createReconciler } from './reconciler.js';
 import { createAuditSink, createEventBus } from './reporting.js';
 import { requestRotation } from './rotate-request.js';
@@ -43,6 +44,7 @@ import {
 //   rotate-request.ts  dso rotate: secrets asked again past the cache, their consumers checked
 //   engine-watch.ts    the engine's events, routed to the parts above
 //   reporting.ts       events for subscribers, and the audit trail that never throws
+//   outcomes.ts        what happened to a consumer: status, events and audit, alike for all
 //   volumes/           the volume driver: DSO volumes, a folder per mount written before the
 //                      container starts, rewritten when versions change (queue keys volume:<id>)
 export {
@@ -83,7 +85,7 @@ export function createAgent(options: AgentOptions): Agent {
   const stopping = new AbortController();
   const bus = createEventBus();
   const audit = createAuditSink(options.audit, logger);
-  /** The last action per container, for status(): references and versions, never values. */
+  /** The last action per consumer, for status(): references and versions, never values. */
   const statuses = new Map<string, ContainerStatus>();
 
   const secrets = createSecretResolver({
@@ -95,6 +97,13 @@ export function createAgent(options: AgentOptions): Agent {
     metrics,
     clock,
     maxStalenessMs: options.maxStalenessMs ?? new Map(),
+  });
+  const outcomes = createOutcomes({
+    statuses,
+    bus,
+    audit,
+    providerOf: (reference) => secrets.providerOf(reference),
+    clock,
   });
   const store = createDeliveredStore({ statePath: options.statePath, clock, logger });
   const hostFolders = createHostFolders({
@@ -165,13 +174,10 @@ export function createAgent(options: AgentOptions): Agent {
     store,
     consumption,
     rotations,
-    statuses,
+    outcomes,
     onDelivered: (containerId) => deliveries.forgetFailures(containerId),
     logger,
-    audit,
-    bus,
     metrics,
-    clock,
   });
   const volumeDriver: VolumeDriver | undefined =
     options.volumes === undefined
@@ -187,10 +193,9 @@ export function createAgent(options: AgentOptions): Agent {
           rotations,
           runtime,
           statuses,
+          outcomes,
           redactor,
           logger,
-          audit,
-          bus,
           metrics,
           clock,
           stopping: stopping.signal,

@@ -13,6 +13,7 @@ import type { ContainerStatus } from './agent-types.js';
 import { createDeliveredStore } from './delivered-store.js';
 import { createDelivery, digestOf, envDigestOf, rotationNeeded } from './delivery.js';
 import { createHostFolders } from './host-folders.js';
+import { createOutcomes } from './outcomes.js';
 import { createAuditSink, createEventBus } from './reporting.js';
 import { createSecretResolver } from './secrets.js';
 
@@ -69,12 +70,15 @@ function setup(details: ContainerDetails) {
     store,
     consumption: { record: () => {} },
     rotations: { start: (id, _spec, _secrets, envChanged) => rotated.push(`${id} ${envChanged}`) },
-    statuses,
+    outcomes: createOutcomes({
+      statuses,
+      bus: createEventBus(),
+      audit: createAuditSink(undefined, logger),
+      providerOf: () => 'local',
+      clock,
+    }),
     onDelivered: () => {},
     logger,
-    audit: createAuditSink(undefined, logger),
-    bus: createEventBus(),
-    clock,
   });
   return { deliver, fake, store, statuses, rotated };
 }

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import {
-  type Clock,
   errorCode,
   isRetryable,
   type Logger,
@@ -8,15 +7,15 @@ import {
   parseManagedLabels,
 } from '@dso/core';
 import type { DockerRuntime, NumericOwner } from '@dso/docker-runtime';
-import type { ContainerStatus, DeliveredFile, DeliveryTrigger } from './agent-types.js';
+import type { DeliveredFile, DeliveryTrigger } from './agent-types.js';
 import type { Consumption } from './consumption.js';
 import type { DeliveredState } from './delivered-state.js';
 import type { DeliveredStore } from './delivered-store.js';
 import type { HostFolders } from './host-folders.js';
 import type { AgentMetrics } from './observability.js';
-import type { AuditSink, EventBus } from './reporting.js';
+import type { Outcomes } from './outcomes.js';
 import type { Rotations } from './rotation.js';
-import { failedReference, failureCode, type ResolvedFile, type SecretResolver } from './secrets.js';
+import type { ResolvedFile, SecretResolver } from './secrets.js';
 
 /**
  * A digest of what a delivery writes, minus the values: names, references, versions, target,
@@ -85,15 +84,12 @@ export interface DeliveryContext {
   store: DeliveredStore;
   consumption: Pick<Consumption, 'record'>;
   rotations: Pick<Rotations, 'start'>;
-  /** The last action per container, for status(): references and versions, never values. */
-  statuses: Map<string, ContainerStatus>;
+  /** Status, events and audit of each delivery's outcome. */
+  outcomes: Outcomes;
   /** A delivery succeeded: the container's give-up count starts over. */
   onDelivered(containerId: string): void;
   logger: Logger;
-  audit: AuditSink;
-  bus: EventBus;
   metrics?: AgentMetrics | undefined;
-  clock: Clock;
 }
 
 /**
@@ -115,9 +111,7 @@ export type Deliver = (
  * await deliver(containerId, 'started', signal, 1);
  */
 export function createDelivery(context: DeliveryContext): Deliver {
-  const { runtime, secrets, hostFolders, store, statuses, logger, audit, bus, metrics, clock } =
-    context;
-  const now = () => Math.floor(clock.now());
+  const { runtime, secrets, hostFolders, store, outcomes, logger, metrics } = context;
 
   /** The numeric owner of a container's files: its user as the container itself maps it. */
   async function ownerOf(
@@ -191,11 +185,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
         // folder is this container's, to empty it when the container stops.)
         if (hostKey !== undefined) hostFolders.remember(containerId, hostKey);
         log.debug({ trigger }, 'secrets up to date');
-        statuses.set(containerId, {
-          ...statuses.get(containerId),
-          id: containerId,
-          lastAction: { trigger, at: now(), outcome: 'up-to-date' },
-        });
+        outcomes.upToDate(containerId, trigger);
         return;
       }
       const files = resolved.map(({ name, content }) => ({ name, content }));
@@ -245,36 +235,10 @@ export function createDelivery(context: DeliveryContext): Deliver {
       if (rotate) {
         context.rotations.start(containerId, spec, [...resolved, ...env], envChanged, previous);
       }
-      const at = now();
-      const described = ({ name, reference, provider, version }: DeliveredFile) => ({
-        name,
-        reference,
-        provider,
-        version,
-      });
-      statuses.set(containerId, {
-        id: containerId,
-        files: resolved.map(described),
-        ...(env.length === 0 ? {} : { env: env.map(described) }),
-        deliveredAt: at,
-        lastAction: { trigger, at, outcome: 'delivered' },
-      });
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
       if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
-      bus.emit({ type: 'delivered', at, containerId, trigger, files: files.length, method });
-      for (const file of resolved) {
-        audit.record({
-          actor: { kind: 'agent' },
-          action: 'inject',
-          reference: file.reference,
-          provider: file.provider,
-          version: file.version,
-          containerId,
-          outcome: 'ok',
-          cacheHit: file.cacheHit,
-          durationMs,
-        });
-      }
+      outcomes.delivered(containerId, trigger, resolved, method, env);
+      outcomes.written(resolved, { containerId }, durationMs);
       log.info(
         { files: result.files, bytes: result.bytes, trigger, durationMs: Math.round(durationMs) },
         'secrets delivered',
@@ -284,40 +248,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
       // The error says whether it may pass (an engine or provider that was unavailable).
       const retry = isRetryable(error);
       metrics?.injection(method, 'error', performance.now() - started);
-      const reference = failedReference(error);
-      const code = failureCode(error);
-      const at = now();
-      statuses.set(containerId, {
-        ...statuses.get(containerId),
-        id: containerId,
-        lastAction: {
-          trigger,
-          at,
-          outcome: 'failed',
-          code,
-          ...(reference === undefined ? {} : { reference }),
-        },
-      });
-      bus.emit({
-        type: 'delivery-failed',
-        at,
-        containerId,
-        trigger,
-        code,
-        ...(reference === undefined ? {} : { reference }),
-        retry,
-      });
-      if (reference !== undefined) {
-        audit.record({
-          actor: { kind: 'agent' },
-          action: 'inject',
-          reference,
-          provider: secrets.providerOf(reference),
-          containerId,
-          outcome: 'error',
-          code,
-        });
-      }
+      outcomes.failed(containerId, trigger, error, { containerId });
       log.warn(
         {
           err: error,

@@ -13,6 +13,7 @@ import { createFakeRuntime } from '@dso/docker-runtime/testing';
 import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ContainerStatus } from '../agent-types.js';
+import { createOutcomes } from '../outcomes.js';
 import { createAuditSink, createEventBus } from '../reporting.js';
 import { createSecretResolver } from '../secrets.js';
 import type { VolumeFolders } from './folders.js';
@@ -98,10 +99,15 @@ async function setup(statePath?: string) {
     rotations: { start: (id, spec) => rotated.push({ id, spec }) },
     runtime: fake.runtime,
     statuses,
+    outcomes: createOutcomes({
+      statuses,
+      bus: createEventBus(),
+      audit: createAuditSink(undefined, logger),
+      providerOf: () => 'local',
+      clock,
+    }),
     redactor,
     logger,
-    audit: createAuditSink(undefined, logger),
-    bus: createEventBus(),
     clock,
     stopping: new AbortController().signal,
   });

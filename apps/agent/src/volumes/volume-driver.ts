@@ -2,7 +2,6 @@ import {
   type Clock,
   DsoError,
   errorCode,
-  isDsoError,
   isRetryable,
   type Logger,
   type ManagedSpec,
@@ -16,7 +15,7 @@ import type { ContainerStatus, DeliveryTrigger } from '../agent-types.js';
 import type { Consumption } from '../consumption.js';
 import { digestOf } from '../delivery.js';
 import type { AgentMetrics } from '../observability.js';
-import type { AuditSink, EventBus } from '../reporting.js';
+import type { Outcomes } from '../outcomes.js';
 import type { Rotations } from '../rotation.js';
 import {
   failedReference,
@@ -25,6 +24,7 @@ import {
   type SecretResolver,
 } from '../secrets.js';
 import type { VolumeFolders } from './folders.js';
+import { mountFailure } from './mount-failure.js';
 import {
   createRegistrySaver,
   isMountId,
@@ -65,12 +65,13 @@ export interface VolumeDriverContext {
   consumption: Pick<Consumption, 'record'>;
   rotations: Pick<Rotations, 'start'>;
   runtime: Pick<DockerRuntime, 'listContainers'>;
+  /** The last action per consumer (a mount's is dropped at its last Unmount). */
   statuses: Map<string, ContainerStatus>;
+  /** Status, events and audit of each mount's outcome. */
+  outcomes: Outcomes;
   /** Failure reasons told to the engine (and so to `docker run`) go through it first. */
   redactor: Pick<Redactor, 'redact'>;
   logger: Logger;
-  audit: AuditSink;
-  bus: EventBus;
   metrics?: AgentMetrics | undefined;
   clock: Clock;
   /** Aborted when the agent stops. */
@@ -129,7 +130,7 @@ export interface VolumeDriver {
  * const mountpoint = await driver.mount(volumeName, mountId);
  */
 export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
-  const { folders, registry, secrets, logger, audit, bus, metrics, clock, statuses } = context;
+  const { folders, registry, secrets, logger, metrics, clock, statuses } = context;
   const saver = createRegistrySaver(context.statePath, registry, logger);
   const now = () => Math.floor(clock.now());
   const consumerOf = (mount: VolumeMountRecord) =>
@@ -178,19 +179,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         void saver.save();
         const durationMs = Math.round((performance.now() - started) * 100) / 100;
         metrics?.injection('volume', 'ok', durationMs);
-        for (const file of resolved) {
-          audit.record({
-            actor: { kind: 'agent' },
-            action: 'inject',
-            reference: file.reference,
-            provider: file.provider,
-            version: file.version,
-            volume: mount.volume,
-            outcome: 'ok',
-            cacheHit: file.cacheHit,
-            durationMs,
-          });
-        }
+        context.outcomes.written(resolved, { volume: mount.volume }, durationMs);
       }
       context.consumption.record(
         consumerOf(mount),
@@ -208,80 +197,28 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     }
   }
 
-  /** Records a mount's outcome for status and subscribers. */
+  /** Tells status, subscribers and the audit trail what happened to a mount. */
   function report(
     mount: VolumeMountRecord,
     trigger: DeliveryTrigger,
     outcome: { files: readonly ResolvedFile[]; changed: boolean } | { error: unknown },
   ): void {
     const id = consumerOf(mount);
-    const at = now();
     if ('error' in outcome) {
-      const reference = failedReference(outcome.error);
-      const code = failureCode(outcome.error);
       // A mount the engine never got has no status: `docker run` said why, events and the
       // audit trail keep it.
-      if (registry.mounts.get(mount.id) === mount)
-        statuses.set(id, {
-          ...statuses.get(id),
-          id,
-          lastAction: {
-            trigger,
-            at,
-            outcome: 'failed',
-            code,
-            ...(reference === undefined ? {} : { reference }),
-          },
-        });
-      bus.emit({
-        type: 'delivery-failed',
-        at,
-        containerId: id,
-        trigger,
-        code,
-        ...(reference === undefined ? {} : { reference }),
-        retry: isRetryable(outcome.error),
-      });
-      if (reference !== undefined) {
-        audit.record({
-          actor: { kind: 'agent' },
-          action: 'inject',
-          reference,
-          provider: secrets.providerOf(reference),
-          volume: mount.volume,
-          outcome: 'error',
-          code,
-        });
-      }
-      return;
-    }
-    if (!outcome.changed) {
-      statuses.set(id, {
-        ...statuses.get(id),
+      context.outcomes.failed(
         id,
-        lastAction: { trigger, at, outcome: 'up-to-date' },
-      });
-      return;
+        trigger,
+        outcome.error,
+        { volume: mount.volume },
+        { status: registry.mounts.get(mount.id) === mount },
+      );
+    } else if (outcome.changed) {
+      context.outcomes.delivered(id, trigger, outcome.files, 'volume');
+    } else {
+      context.outcomes.upToDate(id, trigger);
     }
-    statuses.set(id, {
-      id,
-      files: outcome.files.map(({ name, reference, provider, version }) => ({
-        name,
-        reference,
-        provider,
-        version,
-      })),
-      deliveredAt: at,
-      lastAction: { trigger, at, outcome: 'delivered' },
-    });
-    bus.emit({
-      type: 'delivered',
-      at,
-      containerId: id,
-      trigger,
-      files: outcome.files.length,
-      method: 'volume',
-    });
   }
 
   /**
@@ -321,34 +258,6 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       };
       context.rotations.start(container.id, spec, resolved, false, undefined);
     }
-  }
-
-  /**
-   * What `docker run` shows when a Mount fails: the reference, its code, the reason (a
-   * provider's or the field selection's message, redacted) and what to do.
-   */
-  function mountFailure(
-    name: string,
-    error: unknown,
-    reference: string | undefined,
-    code: string,
-  ): string {
-    const cause = (error as { cause?: unknown }).cause;
-    const reason = context.redactor.redact(
-      cause instanceof Error
-        ? cause.message
-        : isDsoError(error)
-          ? error.message
-          : 'its files could not be written',
-    );
-    if (reference === undefined) return `DSO volume ${name}: ${reason} (${code})`;
-    const fix =
-      code === 'DSO_PROVIDER_NOT_FOUND'
-        ? 'store it (dso secret set) or fix the reference; a missing secret is remembered for cache.negativeTtlMs (10 s by default), and dso rotate asks again at once'
-        : code === 'DSO_AGENT_PROVIDER_UNKNOWN'
-          ? "name a provider configured in the agent's dso.yaml"
-          : "see the agent's log for more";
-    return `DSO volume ${name}: could not resolve ${reference} (${code}): ${reason}; the container was not started: ${fix}`;
   }
 
   function mountsOfVolume(name: string): VolumeMountRecord[] {
@@ -458,11 +367,15 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
           { err: error, code, volume: name, mountId: id.slice(0, 12), reference },
           'volume not mounted: the container does not start',
         );
-        throw new DsoError('DSO_VOLUME_MOUNT_FAILED', mountFailure(name, error, reference, code), {
-          volume: name,
-          code,
-          ...(reference === undefined ? {} : { reference }),
-        });
+        throw new DsoError(
+          'DSO_VOLUME_MOUNT_FAILED',
+          mountFailure(name, error, reference, code, context.redactor),
+          {
+            volume: name,
+            code,
+            ...(reference === undefined ? {} : { reference }),
+          },
+        );
       } finally {
         clock.clearTimeout(timer);
       }
