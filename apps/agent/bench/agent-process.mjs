@@ -136,8 +136,14 @@ export async function createBenchHome(secrets, { configYaml } = {}) {
  * (the last 2,000) for `waitForLog`. `stop()` sends SIGTERM and waits for the exit (SIGKILL
  * after 15 s).
  */
-export function startAgentProcess(env) {
-  const child = spawn(process.execPath, [AGENT_BIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startAgentProcess(env, { detached = false } = {}) {
+  // `detached`: a process group of its own, so a Ctrl-C at the terminal does not stop the agent
+  // before the program has cleaned up what the agent must still answer for.
+  const child = spawn(process.execPath, [AGENT_BIN], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
+  });
   const lines = [];
   let partial = '';
   const keep = (text) => {
@@ -164,20 +170,24 @@ export function startAgentProcess(env) {
     get exitCode() {
       return child.exitCode;
     },
-    /** Resolves with the first log line whose `msg` is `message`; rejects on exit or timeout. */
+    /**
+     * Resolves with the first log line whose `msg` is `message` (or one of several); rejects on
+     * exit or timeout.
+     */
     async waitForLog(message, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
+      const wanted = Array.isArray(message) ? message : [message];
       for (;;) {
-        const found = lines.find((line) => line.msg === message);
+        const found = lines.find((line) => wanted.includes(line.msg));
         if (found) return found;
         if (child.exitCode !== null) {
           const last = lines.slice(-5).map((line) => `${line.msg} ${line.code ?? ''}`);
           throw new Error(
-            `the agent exited (${child.exitCode}) before "${message}": ${last.join('; ')}`,
+            `the agent exited (${child.exitCode}) before "${wanted[0]}": ${last.join('; ')}`,
           );
         }
         if (Date.now() > deadline)
-          throw new Error(`no "${message}" from the agent in ${timeoutMs} ms`);
+          throw new Error(`no "${wanted[0]}" from the agent in ${timeoutMs} ms`);
         await pause(50);
       }
     },

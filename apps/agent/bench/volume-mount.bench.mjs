@@ -73,15 +73,14 @@ import {
 } from '../../../tools/bench-lib.mjs';
 import { dockerSocketPath } from '../../../tools/lib.mjs';
 import {
-  AGENT_BIN,
   checkpoint,
   createBenchHome,
   Docker,
   handleInterrupts,
   newRunLabel,
-  pause,
   ROOT,
   removeRunContainers,
+  startAgentProcess,
   testImage,
   wasInterrupted,
 } from './agent-process.mjs';
@@ -164,67 +163,6 @@ async function buildReaderImage() {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/**
- * Starts the built agent in a process group of its own (`detached`), so a Ctrl-C at the terminal
- * does not stop it before this program has removed its volumes. Keeps its JSON log lines (the
- * last 2,000). `stop()` sends SIGTERM and waits (SIGKILL after 15 s).
- */
-function startAgent(env) {
-  const child = spawn(process.execPath, [AGENT_BIN], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
-  const lines = [];
-  let partial = '';
-  const keep = (text) => {
-    const parts = (partial + text).split('\n');
-    partial = parts.pop() ?? '';
-    for (const line of parts) {
-      if (!line.startsWith('{')) continue;
-      try {
-        lines.push(JSON.parse(line));
-      } catch {
-        // Not one of the agent's JSON lines (a stray write): nothing to look for in it.
-      }
-      if (lines.length > 2_000) lines.shift();
-    }
-  };
-  child.stdout.setEncoding('utf8').on('data', keep);
-  child.stderr.setEncoding('utf8').on('data', keep);
-  const exited = new Promise((resolve) =>
-    child.on('exit', (code, signal) => resolve(code ?? signal)),
-  );
-  return {
-    pid: child.pid,
-    lines,
-    /** Resolves with the first line whose `msg` is one of `messages`; rejects on exit or timeout. */
-    async waitForLog(messages, timeoutMs = 30_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const found = lines.find((line) => messages.includes(line.msg));
-        if (found) return found;
-        if (child.exitCode !== null) {
-          const last = lines.slice(-5).map((line) => `${line.msg} ${line.code ?? ''}`);
-          throw new Error(`the agent exited (${child.exitCode}): ${last.join('; ')}`);
-        }
-        if (Date.now() > deadline) throw new Error(`no "${messages[0]}" from the agent`);
-        await pause(50);
-      }
-    },
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-        const code = await exited;
-        clearTimeout(timer);
-        return code;
-      }
-      return exited;
-    },
-  };
 }
 
 /**
@@ -406,7 +344,7 @@ async function main() {
   const direct = new Set(); // volumes created through the socket and not yet removed
   let audit = { engine: [], direct: [] };
   try {
-    agent = startAgent(env);
+    agent = startAgentProcess(env, { detached: true });
     const served = await agent.waitForLog([
       'volume driver serving',
       'volume driver not served',
