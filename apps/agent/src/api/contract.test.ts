@@ -1,38 +1,23 @@
-import { rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { AGENT_API_ROUTES, agentApiErrorSchema, type Logger } from '@dso/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AGENT_API_ROUTES, agentApiErrorSchema } from '@dso/core';
+import { describe, expect, it } from 'vitest';
 import type { AgentEvent } from '../agent.js';
-import type { ApiServer, ApiServerOptions } from './server.js';
 import {
   callApi,
-  createApiTestContext,
   eventually,
   fakeAgent,
   json,
-  startTestServer,
+  useApiTestServer,
 } from './test-support/api-fixture.js';
 
 // The server against the contract in @dso/core: every answer parses with its route's schema
 // and loses nothing in the parse (no field the contract does not name), so a change on one side
 // only fails here until the other follows.
 
-let dir: string;
 let socketPath: string;
-let logger: Logger;
-const servers: ApiServer[] = [];
-
-beforeEach(async () => {
-  ({ dir, socketPath, logger } = await createApiTestContext());
+const { start } = useApiTestServer((context) => {
+  ({ socketPath } = context);
 });
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await rm(dir, { recursive: true, force: true });
-});
-
-const start = (options: Partial<ApiServerOptions> = {}) =>
-  startTestServer(servers, { socketPath, logger, ...options });
 
 describe('the API server and the contract', () => {
   it('answers every JSON route with exactly what its schema describes', async () => {

@@ -1,35 +1,17 @@
-import { rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { createRedactor, type Logger } from '@dso/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ApiServer, ApiServerOptions } from './server.js';
+import { createRedactor } from '@dso/core';
+import { describe, expect, it } from 'vitest';
 import {
   CANARY_EVENTS,
-  callApi,
-  createApiTestContext,
   eventually,
   fakeAgent,
-  startTestServer,
+  useApiTestServer,
 } from './test-support/api-fixture.js';
 
-let dir: string;
 let socketPath: string;
-let logger: Logger;
-const servers: ApiServer[] = [];
-
-beforeEach(async () => {
-  ({ dir, socketPath, logger } = await createApiTestContext());
+const { start, call } = useApiTestServer((context) => {
+  ({ socketPath } = context);
 });
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await rm(dir, { recursive: true, force: true });
-});
-
-const start = (options: Partial<ApiServerOptions> = {}) =>
-  startTestServer(servers, { socketPath, logger, ...options });
-const call = (method: string, path: string, options?: Parameters<typeof callApi>[3]) =>
-  callApi(socketPath, method, path, options);
 
 describe('startApiServer: GET /v1/events', () => {
   it('streams one JSON line per agent event until the server closes, never a value', async () => {

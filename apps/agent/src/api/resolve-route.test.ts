@@ -1,4 +1,4 @@
-import { lstat, rm } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import {
   API_MAX_RESOLVE_BODY_BYTES,
@@ -6,42 +6,24 @@ import {
   type AgentApiResolveResult as ApiResolveResult,
   createRedactor,
   DsoError,
-  type Logger,
 } from '@dso/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ApiServer, ApiServerOptions } from './server.js';
+import { describe, expect, it } from 'vitest';
 import {
   type Answer,
   CANARY,
-  callApi,
-  createApiTestContext,
   eventually,
   fakeAgent,
   isDisposed,
   json,
-  startTestServer,
+  useApiTestServer,
   VALUES,
 } from './test-support/api-fixture.js';
 
-let dir: string;
 let socketPath: string;
 let lines: string[];
-let logger: Logger;
-const servers: ApiServer[] = [];
-
-beforeEach(async () => {
-  ({ dir, socketPath, lines, logger } = await createApiTestContext());
+const { start, call } = useApiTestServer((context) => {
+  ({ socketPath, lines } = context);
 });
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await rm(dir, { recursive: true, force: true });
-});
-
-const start = (options: Partial<ApiServerOptions> = {}) =>
-  startTestServer(servers, { socketPath, logger, ...options });
-const call = (method: string, path: string, options?: Parameters<typeof callApi>[3]) =>
-  callApi(socketPath, method, path, options);
 
 describe('startApiServer: POST /v1/resolve', () => {
   const resolve = (references: unknown) => call('POST', '/v1/resolve', json({ references }));

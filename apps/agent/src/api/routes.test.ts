@@ -1,45 +1,25 @@
-import { rm } from 'node:fs/promises';
 import {
   API_MAX_BODY_BYTES,
   type AgentApiStatus as ApiStatus,
   createRedactor,
   DsoError,
-  type Logger,
 } from '@dso/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AgentStatus } from '../agent.js';
-import type { ApiServer, ApiServerOptions } from './server.js';
 import {
   type ApiAgent,
   CANARY,
-  callApi,
-  createApiTestContext,
   eventually,
   fakeAgent,
   json,
   STATUS,
-  startTestServer,
+  useApiTestServer,
 } from './test-support/api-fixture.js';
 
-let dir: string;
-let socketPath: string;
 let lines: string[];
-let logger: Logger;
-const servers: ApiServer[] = [];
-
-beforeEach(async () => {
-  ({ dir, socketPath, lines, logger } = await createApiTestContext());
+const { start, call } = useApiTestServer((context) => {
+  ({ lines } = context);
 });
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await rm(dir, { recursive: true, force: true });
-});
-
-const start = (options: Partial<ApiServerOptions> = {}) =>
-  startTestServer(servers, { socketPath, logger, ...options });
-const call = (method: string, path: string, options?: Parameters<typeof callApi>[3]) =>
-  callApi(socketPath, method, path, options);
 
 describe('startApiServer: routes', () => {
   it('GET /v1/status answers the status and the providers, field by field', async () => {

@@ -1,30 +1,15 @@
 import { chmod, lstat, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
-import type { Logger } from '@dso/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ApiServer, ApiServerOptions } from './server.js';
-import { callApi, createApiTestContext, startTestServer } from './test-support/api-fixture.js';
+import { describe, expect, it } from 'vitest';
+import { useApiTestServer } from './test-support/api-fixture.js';
 
 let dir: string;
 let socketPath: string;
 let lines: string[];
-let logger: Logger;
-const servers: ApiServer[] = [];
-
-beforeEach(async () => {
-  ({ dir, socketPath, lines, logger } = await createApiTestContext());
+const { start, call } = useApiTestServer((context) => {
+  ({ dir, socketPath, lines } = context);
 });
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await rm(dir, { recursive: true, force: true });
-});
-
-const start = (options: Partial<ApiServerOptions> = {}) =>
-  startTestServer(servers, { socketPath, logger, ...options });
-const call = (method: string, path: string, options?: Parameters<typeof callApi>[3]) =>
-  callApi(socketPath, method, path, options);
 
 describe('startApiServer: the socket', () => {
   it('creates a missing directory 0755 and a socket whose mode is exactly socketMode', async () => {
@@ -42,7 +27,7 @@ describe('startApiServer: the socket', () => {
     await mkdir(existing);
     await chmod(existing, 0o700);
     socketPath = join(existing, 'agent.sock');
-    await start({ socketMode: 0o600 });
+    await start({ socketPath, socketMode: 0o600 });
     expect((await lstat(socketPath)).mode & 0o7777).toBe(0o600);
     expect((await stat(existing)).mode & 0o777).toBe(0o700);
   });

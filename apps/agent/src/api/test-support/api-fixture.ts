@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import {
   type SecretReference,
 } from '@dso/core';
 import { SecretValue } from '@dso/provider-sdk';
-import { vi } from 'vitest';
+import { afterEach, beforeEach, vi } from 'vitest';
 import type { AgentEvent, AgentStatus, ResolvedEnvironmentValue } from '../../agent.js';
 import { type ApiServer, type ApiServerOptions, startApiServer } from '../server.js';
 
@@ -123,6 +123,41 @@ export function fakeAgent(overrides: Partial<ApiAgent> = {}) {
 }
 
 /** Starts a server with a fake agent and mode 0660, remembered in `servers` to close. */
+/** What {@link createApiTestContext} gives each test. */
+export type ApiTestContext = Awaited<ReturnType<typeof createApiTestContext>>;
+
+/**
+ * The hooks every API test file needs: a fresh context (folder, socket path, logger and its
+ * lines) before each test, handed to `onContext`; the servers started by `start` closed and the
+ * folder removed after it. `call` talks to the current socket.
+ */
+export function useApiTestServer(onContext: (context: ApiTestContext) => void) {
+  let current: ApiTestContext | undefined;
+  const servers: ApiServer[] = [];
+  beforeEach(async () => {
+    current = await createApiTestContext();
+    onContext(current);
+  });
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((server) => server.close()));
+    if (current !== undefined) await rm(current.dir, { recursive: true, force: true });
+  });
+  const context = () => {
+    if (current === undefined) throw new Error('no API test context: call start/call in a test');
+    return current;
+  };
+  return {
+    start: (options: Partial<ApiServerOptions> = {}) =>
+      startTestServer(servers, {
+        socketPath: context().socketPath,
+        logger: context().logger,
+        ...options,
+      }),
+    call: (method: string, path: string, options?: Parameters<typeof callApi>[3]) =>
+      callApi(context().socketPath, method, path, options),
+  };
+}
+
 export async function startTestServer(
   servers: ApiServer[],
   options: Partial<ApiServerOptions> & Pick<ApiServerOptions, 'socketPath' | 'logger'>,
