@@ -180,8 +180,13 @@ export interface ContainerSummary {
   state: string;
   /** The image reference it was created from. */
   image: string;
-  /** Host folders it bind-mounts, and where: what the host path's clean-up must not remove. */
-  binds?: Array<{ source: string; target: string }>;
+  /**
+   * Host folders it bind-mounts, where, and whether read-only: what the host path's clean-up
+   * must not remove, and who else can write a folder.
+   */
+  binds?: Array<{ source: string; target: string; readOnly: boolean }>;
+  /** When it was created, in ms since the epoch (the engine gives whole seconds); 0 when unknown. */
+  createdAt?: number;
   /** Its volumes, with the driver that serves each: which containers use a volume driver's mounts. */
   volumes?: VolumeMount[];
 }
@@ -825,8 +830,13 @@ class EngineRuntime implements DockerRuntime {
       image: info.Image ?? '',
       binds: (info.Mounts ?? [])
         .filter((mount) => mount.Type === 'bind' && typeof mount.Source === 'string')
-        .map((mount) => ({ source: mount.Source, target: mount.Destination })),
+        .map((mount) => ({
+          source: mount.Source,
+          target: mount.Destination,
+          readOnly: mount.RW === false,
+        })),
       volumes: volumesOf(info.Mounts),
+      createdAt: typeof info.Created === 'number' ? info.Created * 1000 : 0,
     }));
   }
 

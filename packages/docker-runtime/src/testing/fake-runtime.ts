@@ -183,7 +183,7 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
             labels: { ...labels },
             state,
             image,
-            binds: binds.map(({ source, target }) => ({ source, target })),
+            binds: binds.map(({ source, target, readOnly }) => ({ source, target, readOnly })),
             volumes: (volumes ?? []).map((volume) => ({ ...volume })),
           }),
         );
