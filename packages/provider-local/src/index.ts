@@ -46,6 +46,7 @@ export {
   initVault,
   type OpenVaultOptions,
   openVault,
+  type PutResult,
   type SecretVersionInfo,
   type Vault,
   type VaultGetOptions,

@@ -165,6 +165,23 @@ describe('reading and writing secrets', () => {
     ]);
   });
 
+  it('keeps the current version when the same value is stored again, writing nothing', async () => {
+    const vault = await init();
+    expect(await vault.put('app/db', text('same'))).toEqual({ version: '1', created: true });
+    const { statSync } = await import('node:fs');
+    const before = statSync(vault.path).mtimeMs;
+    expect(await vault.put('app/db', text('same'))).toEqual({ version: '1', created: false });
+    expect(await vault.set('app/db', text('same'))).toBe('1');
+    expect(statSync(vault.path).mtimeMs).toBe(before);
+    expect((await vault.versions('app/db')).map(({ version }) => version)).toEqual(['1']);
+    // A value differing only in its last byte, or in length, is a new version.
+    expect(await vault.put('app/db', text('samf'))).toEqual({ version: '2', created: true });
+    expect(await vault.put('app/db', text('samf2'))).toEqual({ version: '3', created: true });
+    // Equal to an older version but not to the newest: a new version (a roll back is a change).
+    expect(await vault.put('app/db', text('same'))).toEqual({ version: '4', created: true });
+    expect(await vault.currentVersion('app/db')).toBe('4');
+  });
+
   it('keeps at most maxVersions versions, dropping the oldest, and never reuses a number', async () => {
     const vault = await init({ maxVersions: 3 });
     for (let index = 1; index <= 5; index++) await vault.set('app/db', text(`v${index}`));
@@ -274,7 +291,7 @@ describe('reading and writing secrets', () => {
     await vault.set('app/db', text('v'));
     expect((await stat(vaultPath)).mode & 0o777).toBe(0o600);
     const second = await nonce();
-    await vault.set('app/db', text('v'));
+    await vault.set('app/db', text('w'));
     expect(new Set([first, second, await nonce()]).size).toBe(3);
   });
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import {
@@ -80,6 +80,14 @@ export interface VaultGetOptions extends CallOptions {
   version?: string;
 }
 
+/** What {@link Vault.put} did. */
+export interface PutResult {
+  /** The secret's newest version after the call. */
+  version: string;
+  /** False when the value equals the newest stored version: that version is kept. */
+  created: boolean;
+}
+
 /** A stored version's metadata, without its value. */
 export interface SecretVersionInfo {
   /** A positive integer as a string; versions of one secret only ever increase. */
@@ -109,6 +117,16 @@ export interface Vault {
    *   DSO_VAULT_IO, and any error {@link openVault} lists for reading the file
    */
   set(path: string, value: SecretValue | Uint8Array, options?: CallOptions): Promise<string>;
+  /**
+   * {@link Vault.set}, saying whether a version was stored. A value byte-for-byte equal to the
+   * newest stored version (compared in constant time) is not a new version: the vault keeps
+   * that version, writes nothing, and answers `{ version, created: false }`, so consumers see
+   * no change and rotate nothing. `set()` follows the same rule.
+   * @example
+   * const { version, created } = await vault.put('app/db', SecretValue.fromText('s3cret'));
+   * @throws VaultError as {@link Vault.set}
+   */
+  put(path: string, value: SecretValue | Uint8Array, options?: CallOptions): Promise<PutResult>;
   /**
    * Deletes every stored version of a secret; returns false when there was none. The version
    * counter is kept, so a later `set()` does not reuse a version a consumer may have cached.
@@ -331,6 +349,14 @@ class LocalVault implements Vault {
     value: SecretValue | Uint8Array,
     options: CallOptions = {},
   ): Promise<string> {
+    return (await this.put(path, value, options)).version;
+  }
+
+  async put(
+    path: string,
+    value: SecretValue | Uint8Array,
+    options: CallOptions = {},
+  ): Promise<PutResult> {
     assertSecretPath(path);
     this.#assertOpen();
     let bytes: Uint8Array;
@@ -349,14 +375,19 @@ class LocalVault implements Vault {
       'base64',
     );
     const createdAt = this.#settings.now().toISOString();
-    return this.#mutate(options.signal, (payload) => {
+    return this.#mutate<PutResult>(options.signal, (payload) => {
       const record = payload.get(path) ?? { lastVersion: 0, versions: [] };
+      const newest = record.versions.at(-1);
+      if (newest !== undefined && sameValue(newest.value, encoded)) {
+        // The same value is not a new version: consumers would restart for nothing.
+        return { changed: false, result: { version: newest.version, created: false } };
+      }
       const version = String(record.lastVersion + 1);
       record.lastVersion += 1;
       record.versions.push({ version, createdAt, value: encoded });
       record.versions.splice(0, Math.max(0, record.versions.length - this.#settings.maxVersions));
       payload.set(path, record);
-      return { changed: true, result: version };
+      return { changed: true, result: { version, created: true } };
     });
   }
 
@@ -689,4 +720,21 @@ function ioError(path: string, operation: string, cause: unknown): VaultError {
     `cannot ${operation} vault ${path} (${errnoCode(cause) ?? 'error'}); check that ${dirname(path)} exists and this user may ${operation} there`,
     { vaultPath: path, cause },
   );
+}
+
+/**
+ * Whether two canonical base64 encodings hold the same bytes, in time independent of where
+ * they differ (only the lengths are compared first: a length is no secret the vault keeps).
+ * Compared as encoded (the caller may have disposed its value by now); the copies are zeroed.
+ */
+function sameValue(stored: string, encoded: string): boolean {
+  if (stored.length !== encoded.length) return false;
+  const a = Buffer.from(stored, 'latin1');
+  const b = Buffer.from(encoded, 'latin1');
+  try {
+    return timingSafeEqual(a, b);
+  } finally {
+    a.fill(0);
+    b.fill(0);
+  }
 }
