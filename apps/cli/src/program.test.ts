@@ -40,7 +40,14 @@ describe('dso', () => {
 
     const set = await dso(['secret', 'set', 'app/db/password'], `${CANARY}\n`);
     expect(set).toMatchObject({ code: 0, stdout: 'stored app/db/password (version 1)\n' });
-    expect((await dso(['secret', 'set', 'app/db/password'], CANARY)).stdout).toContain('version 2');
+    // The same value again (the newline is not kept) is not a new version.
+    expect(await dso(['secret', 'set', 'app/db/password'], CANARY)).toMatchObject({
+      code: 0,
+      stdout: 'unchanged, still version 1\n',
+    });
+    expect((await dso(['secret', 'set', 'app/db/password'], `${CANARY}-2`)).stdout).toContain(
+      'version 2',
+    );
 
     const list = await dso(['secret', 'list']);
     expect(list).toMatchObject({ code: 0, stdout: 'app/db/password\n' });

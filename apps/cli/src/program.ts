@@ -101,8 +101,11 @@ export function createProgram(io: CliIo): Command {
       bytes.fill(0);
       await using vault = await openLocalVault(io.env);
       try {
-        const version = await vault.set(path, value);
-        print(`stored ${path} (version ${version})`);
+        // The same value again is not a new version (consumers would restart for nothing).
+        const { version, created } = await vault.put(path, value);
+        print(
+          created ? `stored ${path} (version ${version})` : `unchanged, still version ${version}`,
+        );
       } finally {
         value.dispose();
       }
