@@ -303,6 +303,25 @@ describe('createEventQueue', () => {
       expect(queue.stats()).toMatchObject({ retried: 3, failed: 1, completed: 0, depth: 0 });
     });
 
+    it('gives up at once, without retries, on a failure retryable says cannot pass', async () => {
+      const permanent = Object.assign(new Error('no shell'), { permanent: true });
+      const { queue, runs, clock, failures } = setup({
+        retry: { maxAttempts: 5, baseDelayMs: 10, jitter: 'none' },
+        retryable: (error) => !(error as { permanent?: boolean }).permanent,
+      });
+      queue.add('a');
+      queue.add('b');
+      await flush();
+      runs[0]!.reject(permanent);
+      runs[1]!.reject(new Error('engine down'));
+      await flush();
+      clock.advance(10);
+      await flush();
+      expect(failures).toEqual([{ key: 'a', error: permanent, attempts: 1 }]);
+      expect(runs.map((run) => run.key)).toEqual(['a', 'b', 'b']);
+      expect(queue.stats()).toMatchObject({ failed: 1, retried: 1 });
+    });
+
     it.each([
       ['none', (): number => 0.9, [100, 200, 250]],
       ['full', (): number => 0.25, [25, 50, 62.5]],
@@ -404,6 +423,159 @@ describe('createEventQueue', () => {
       queue.add('a');
       await flush();
       expect(runs.map((run) => run.attempt)).toEqual([1, 2, 1]);
+    });
+  });
+
+  describe('outside a worker', () => {
+    /** A gate the test opens: `outside` work that waits on it holds no worker meanwhile. */
+    function gate() {
+      let open!: () => void;
+      let fail!: (error: unknown) => void;
+      const promise = new Promise<void>((resolve, reject) => {
+        open = resolve;
+        fail = reject;
+      });
+      return { promise, open, fail };
+    }
+
+    /** Runs per key: `wait` outside the worker, then `after` inside it; records the order. */
+    function outsideSetup(options: Partial<EventQueueOptions<void>> = {}) {
+      const clock = createFakeClock({ now: 0 });
+      const log: string[] = [];
+      const waits = new Map<string, ReturnType<typeof gate>>();
+      const afters = new Map<string, ReturnType<typeof gate>>();
+      const failures: Array<{ key: string; attempts: number }> = [];
+      const queue = createEventQueue({
+        concurrency: 1,
+        clock,
+        worker: async (key, _item, { outside }) => {
+          log.push(`${key}:start`);
+          const wait = gate();
+          waits.set(key, wait);
+          try {
+            await outside(() => wait.promise);
+          } finally {
+            log.push(`${key}:back`);
+          }
+          const after = gate();
+          afters.set(key, after);
+          await after.promise;
+          log.push(`${key}:end`);
+        },
+        onFailed: (key, _error, attempts) => failures.push({ key, attempts }),
+        ...options,
+      });
+      return { queue, clock, log, waits, afters, failures };
+    }
+
+    it('starts the next key while a run waits outside its worker', async () => {
+      const { queue, log, waits } = outsideSetup();
+      queue.add('a');
+      queue.add('b');
+      await flush();
+      // One worker, yet b started: a waits outside it.
+      expect(log).toEqual(['a:start', 'b:start']);
+      expect(queue.stats()).toMatchObject({ inFlight: 2, outside: 2, depth: 0 });
+      waits.get('a')!.open();
+      waits.get('b')!.open();
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start', 'a:back']);
+    });
+
+    it('gives a run back from outside the next free worker, ahead of keys in line', async () => {
+      const { queue, log, waits, afters } = outsideSetup();
+      queue.add('a');
+      queue.add('b');
+      await flush();
+      waits.get('a')!.open(); // a back: holds the worker
+      await flush();
+      queue.add('c'); // in line behind a
+      waits.get('b')!.open(); // b back: waits for the worker, ahead of c
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start', 'a:back']);
+      afters.get('a')!.open();
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start', 'a:back', 'a:end', 'b:back']);
+      afters.get('b')!.open();
+      await flush();
+      expect(log.slice(5)).toEqual(['b:end', 'c:start']);
+      waits.get('c')!.open();
+      await flush();
+      afters.get('c')!.open();
+      await queue.idle();
+      expect(queue.stats()).toMatchObject({ inFlight: 0, outside: 0, completed: 3 });
+    });
+
+    it('never runs a key twice at once while it waits outside', async () => {
+      const { queue, log, waits, afters } = outsideSetup();
+      queue.add('a');
+      await flush();
+      queue.add('a'); // a is running (outside): it runs once more afterwards
+      await flush();
+      expect(log).toEqual(['a:start']);
+      waits.get('a')!.open();
+      await flush();
+      afters.get('a')!.open();
+      await flush();
+      expect(log).toEqual(['a:start', 'a:back', 'a:end', 'a:start']);
+    });
+
+    it('comes back into a worker when the outside work fails, then fails as usual', async () => {
+      const { queue, log, waits, failures } = outsideSetup({ retry: { maxAttempts: 1 } });
+      queue.add('a');
+      queue.add('b');
+      await flush();
+      waits.get('a')!.fail(new Error('store down'));
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start', 'a:back']);
+      expect(failures).toEqual([{ key: 'a', attempts: 1 }]);
+      expect(queue.stats()).toMatchObject({ inFlight: 1, outside: 1 });
+    });
+
+    it('keeps the worker once maxSize keys are outside', async () => {
+      const { queue, log, waits, afters } = outsideSetup({ maxSize: 1 });
+      queue.add('a');
+      await flush();
+      queue.add('b');
+      await flush();
+      // a is outside (the bound: 1); b waits outside holding the only worker.
+      expect(log).toEqual(['a:start', 'b:start']);
+      queue.add('c');
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start']);
+      expect(queue.stats()).toMatchObject({ inFlight: 2, outside: 1, depth: 1 });
+      waits.get('b')!.open();
+      await flush();
+      afters.get('b')!.open();
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start', 'b:back', 'b:end', 'c:start']);
+      waits.get('a')!.open();
+      waits.get('c')!.open();
+      await flush();
+      // c never left its worker; a comes back when c is done with it.
+      expect(log.slice(5)).toEqual(['c:back']);
+      afters.get('c')!.open();
+      await flush();
+      expect(log.slice(5)).toEqual(['c:back', 'c:end', 'a:back']);
+      afters.get('a')!.open();
+      await queue.idle();
+      expect(queue.stats()).toMatchObject({ inFlight: 0, outside: 0, completed: 3 });
+    });
+
+    it('lets a run waiting to come back finish when the queue closes', async () => {
+      const { queue, log, waits, afters } = outsideSetup();
+      queue.add('a');
+      queue.add('b');
+      await flush();
+      waits.get('a')!.open();
+      waits.get('b')!.open(); // b waits for a's worker
+      await flush();
+      const closing = queue.close({ graceMs: 1_000 });
+      await flush();
+      expect(log).toEqual(['a:start', 'b:start', 'a:back', 'b:back']);
+      afters.get('a')!.open();
+      afters.get('b')!.open();
+      await expect(closing).resolves.toEqual([]);
     });
   });
 
@@ -576,6 +748,7 @@ describe('createEventQueue', () => {
         depth: 0,
         retrying: 0,
         inFlight: 0,
+        outside: 0,
         added: 0,
         coalesced: 0,
         shed: 0,
@@ -605,6 +778,7 @@ describe('createEventQueue', () => {
         depth: 0,
         retrying: 0,
         inFlight: 0,
+        outside: 0,
         added: 5,
         coalesced: 1,
         shed: 2,

@@ -37,6 +37,15 @@ export interface EventQueueWorkerContext {
   readonly signal: AbortSignal;
   /** 1 on the first run of this work, 2 on its first retry, and so on. */
   readonly attempt: number;
+  /**
+   * Runs `work` without holding one of the queue's `concurrency` workers: meanwhile another
+   * key's work may start. The key stays running (an add for it still waits for this run to
+   * end). When `work` settles, the run waits for a worker again, ahead of keys in line, and
+   * then returns what `work` returned or throws what it threw. For waits that are not the
+   * queue's bounded resource (a slow secret store, say), so they cannot hold every worker.
+   * With `maxSize` keys already outside, `work` runs in the worker it holds.
+   */
+  outside<R>(work: () => Promise<R>): Promise<R>;
 }
 
 /**
@@ -110,7 +119,8 @@ export interface EventQueueOptions<T> {
   /**
    * Keys waiting at once: those in line for a worker plus those waiting out a retry delay.
    * A key that is running and was added again meanwhile is not counted (at most `concurrency`
-   * of those exist). When a new key arrives at a full queue, the oldest waiting key is shed.
+   * of those, plus at most `maxSize` running `outside` a worker). When a new key arrives at a
+   * full queue, the oldest waiting key is shed.
    * @default 1000
    */
   maxSize?: number;
@@ -127,7 +137,16 @@ export interface EventQueueOptions<T> {
    * that tick, oldest first.
    */
   onShed?: (keys: string[]) => void;
-  /** Given a key whose work failed `attempts` times (its last error), when it is given up. */
+  /**
+   * Whether a failure may pass if the work is tried again. One that may not is given up at
+   * once (reported to `onFailed` without retries).
+   * @default every failure is retried
+   */
+  retryable?: (error: unknown) => boolean;
+  /**
+   * Given a key whose work failed `attempts` times (its last error), when it is given up: after
+   * `retry.maxAttempts` runs, or after one whose failure `retryable` says cannot pass.
+   */
   onFailed?: (key: string, error: unknown, attempts: number) => void;
   /** Given each run's wait and run times as it ends. */
   onTiming?: (timing: EventQueueTiming) => void;
@@ -155,8 +174,10 @@ export interface EventQueueStats {
   readonly depth: number;
   /** Those of `depth` waiting out a retry delay. */
   readonly retrying: number;
-  /** Keys whose worker is running. */
+  /** Keys whose worker is running (those waiting {@link EventQueueWorkerContext.outside} included). */
   readonly inFlight: number;
+  /** Those of `inFlight` running `outside` a worker, or waiting for a worker again after it. */
+  readonly outside: number;
   /** Adds accepted, coalesced ones included. */
   readonly added: number;
   /** Adds folded into work already waiting for their key. */
@@ -226,6 +247,12 @@ interface Running<T> {
   dirty: boolean;
   dirtyItem: T | undefined;
   dirtySince: number;
+  /** Calls of `outside` in progress: while above 0 the run holds no worker. */
+  outsideCalls: number;
+  /** Holds one of the `concurrency` workers (not while `outside`). */
+  holding: boolean;
+  /** The worker has settled: a late `outside` call takes no worker any more. */
+  finished: boolean;
 }
 
 /**
@@ -235,17 +262,21 @@ interface Running<T> {
  *   wins by default) and the key keeps its place in line; keys are served first come, first
  *   served. An add for a key that is running marks it to run once more afterwards, never at
  *   the same time.
- * - At most `concurrency` workers run at once.
+ * - At most `concurrency` workers run at once. A worker may wait for something that is not
+ *   the queue's to bound `outside` its worker ({@link EventQueueWorkerContext.outside}): the
+ *   worker goes to the next key meanwhile, and comes back to the run, ahead of the line, when
+ *   the wait is over. One key still never runs twice at once.
  * - Bounded: at most `maxSize` keys wait. A new key arriving at a full queue sheds the oldest
  *   waiting key (the one waiting longest, for a worker or for a retry), counts it and hands it
  *   to `onShed`, so nothing is silently forgotten. A shed key added later is just work again.
  * - A worker that rejects is retried after a capped, jittered exponential backoff, up to
  *   `retry.maxAttempts` runs, then reported to `onFailed` (with any add that came in during its
- *   last run: the owner reconciles the key anyway). Adds during the backoff coalesce into the
+ *   last run: the owner reconciles the key anyway). A failure `retryable` says cannot pass goes
+ *   to `onFailed` at once. Adds during the backoff coalesce into the
  *   retry and do not cut the delay short, so a burst of events cannot hammer what is failing.
  * - Workers never run inside `add`: dispatch happens on a microtask, which also lets a burst
  *   of adds in one tick coalesce. Worker failures go to `onFailed`, never out of the queue.
- *   Hooks (`onShed`, `onFailed`, `onTiming`) must not throw; one that does is a bug: the queue
+ *   Hooks (`retryable`, `onShed`, `onFailed`, `onTiming`) must not throw; one that does is a bug: the queue
  *   stays consistent and rethrows the error on a fresh microtask, where it is an uncaught
  *   exception, as an `EventEmitter` listener's would be.
  *
@@ -271,13 +302,17 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
   const settings = resolveOptions(options);
   const { worker, concurrency, maxSize, merge, clock, random } = settings;
   const { maxAttempts, baseDelayMs, maxDelayMs, jitter } = settings.retry;
-  const { onShed, onFailed, onTiming } = settings;
+  const { onShed, onFailed, onTiming, retryable } = settings;
 
   // Every waiting key, in the order it started waiting: the head is the one to shed.
   const waiting = new Map<string, Waiting<T>>();
   // The keys of `waiting` in line for a worker (not in a retry delay), in the order served.
   const line = new Map<string, Waiting<T>>();
   const running = new Map<string, Running<T>>();
+  // Workers held: running keys minus those `outside` (or waiting to come back from it).
+  let held = 0;
+  // Runs back from `outside`, waiting for a worker, first come first served: ahead of the line.
+  const returning: Array<{ run: Running<T>; resolve: () => void }> = [];
   const controller = new AbortController();
 
   let added = 0;
@@ -287,6 +322,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
   let failed = 0;
   let completed = 0;
   let refused = 0;
+  let outsideCount = 0;
 
   let shedBatch: string[] = [];
   let tickScheduled = false;
@@ -362,11 +398,29 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     waiting.set(key, entry);
   };
 
+  const mayPass = (error: unknown): boolean => {
+    if (retryable === undefined) return true;
+    try {
+      return retryable(error);
+    } catch (hookError) {
+      // A bug in the owner's predicate: retry as without one, and surface the bug.
+      rethrowLater(hookError);
+      return true;
+    }
+  };
+
   const retryDelay = (failedAttempt: number) =>
     backoffDelay(failedAttempt, { baseMs: baseDelayMs, maxMs: maxDelayMs, jitter, random });
 
   const pump = () => {
-    while (running.size < concurrency && line.size > 0) {
+    while (held < concurrency && returning.length > 0) {
+      const back = returning.shift()!;
+      // A worker that settled without waiting for its `outside` call needs no worker now.
+      if (back.run.finished) continue;
+      take(back.run);
+      back.resolve();
+    }
+    while (held < concurrency && line.size > 0) {
       const entry = line.values().next().value!;
       line.delete(entry.key);
       waiting.delete(entry.key);
@@ -383,11 +437,19 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
       dirty: false,
       dirtyItem: undefined,
       dirtySince: 0,
+      outsideCalls: 0,
+      holding: false,
+      finished: false,
     };
     running.set(key, run);
+    take(run);
     let result: Promise<void>;
     try {
-      result = worker(key, item, { signal: controller.signal, attempt });
+      result = worker(key, item, {
+        signal: controller.signal,
+        attempt,
+        outside: (work) => outside(run, work),
+      });
     } catch (error) {
       // A worker that throws instead of rejecting has failed all the same.
       result = Promise.reject(error);
@@ -399,8 +461,53 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     );
   };
 
+  /** {@link EventQueueWorkerContext.outside} for one run. */
+  const outside = async <R>(run: Running<T>, work: () => Promise<R>): Promise<R> => {
+    if (run.finished) return work();
+    if (run.outsideCalls === 0) {
+      // Bounded like the line: past maxSize keys outside, the run keeps its worker.
+      if (outsideCount >= maxSize) return work();
+      outsideCount += 1;
+      release(run);
+      // The freed worker goes to the next key, through a microtask like every dispatch.
+      schedule();
+    }
+    run.outsideCalls += 1;
+    try {
+      return await work();
+    } finally {
+      run.outsideCalls -= 1;
+      if (run.outsideCalls === 0) await comeBack(run);
+    }
+  };
+
+  const release = (run: Running<T>) => {
+    if (!run.holding) return;
+    run.holding = false;
+    held -= 1;
+  };
+
+  const take = (run: Running<T>) => {
+    run.holding = true;
+    held += 1;
+  };
+
+  /** Takes a worker again for a run back from `outside`: at once if one is free. */
+  const comeBack = (run: Running<T>): Promise<void> | undefined => {
+    outsideCount -= 1;
+    if (run.finished) return undefined;
+    // A closing queue starts nothing new, so it hands out no worker: let the run finish.
+    if (closed || (held < concurrency && returning.length === 0)) {
+      take(run);
+      return undefined;
+    }
+    return new Promise<void>((resolve) => returning.push({ run, resolve }));
+  };
+
   const finish = (key: string, run: Running<T>, ok: boolean, error: unknown) => {
     running.delete(key);
+    run.finished = true;
+    release(run);
     if (onTiming) {
       const endedAt = clock.now();
       const timing: EventQueueTiming = {
@@ -418,7 +525,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
         if (closed) unfinished.add(key);
         else enqueue(key, run.dirtyItem as T, 0, run.dirtySince);
       }
-    } else if (run.attempt >= maxAttempts) {
+    } else if (run.attempt >= maxAttempts || !mayPass(error)) {
       failed += 1;
       if (onFailed) callHook(() => onFailed(key, error, run.attempt));
     } else if (closed) {
@@ -484,6 +591,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
         depth: waiting.size,
         retrying: waiting.size - line.size,
         inFlight: running.size,
+        outside: outsideCount,
         added,
         coalesced,
         shed,
@@ -510,6 +618,12 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
       }
       waiting.clear();
       line.clear();
+      // Runs waiting to come back from `outside` finish without waiting for a worker.
+      for (const back of returning.splice(0)) {
+        if (back.run.finished) continue;
+        take(back.run);
+        back.resolve();
+      }
       closing = new Promise<string[]>((resolve) => {
         finishClose = () => {
           finishClose = undefined;
@@ -549,6 +663,7 @@ interface ResolvedOptions<T> {
   maxSize: number;
   merge: ((previous: T, next: T) => T) | undefined;
   retry: Required<EventQueueRetryOptions>;
+  retryable: ((error: unknown) => boolean) | undefined;
   onShed: ((keys: string[]) => void) | undefined;
   onFailed: ((key: string, error: unknown, attempts: number) => void) | undefined;
   onTiming: ((timing: EventQueueTiming) => void) | undefined;
@@ -561,7 +676,7 @@ function resolveOptions<T>(options: EventQueueOptions<T>): ResolvedOptions<T> {
     throw new TypeError('createEventQueue needs an options object with a worker');
   }
   checkFunction('worker', options.worker, true);
-  for (const name of ['merge', 'onShed', 'onFailed', 'onTiming', 'random'] as const) {
+  for (const name of ['merge', 'retryable', 'onShed', 'onFailed', 'onTiming', 'random'] as const) {
     checkFunction(name, options[name], false);
   }
   const concurrency = options.concurrency ?? DEFAULT_QUEUE_CONCURRENCY;
@@ -608,6 +723,7 @@ function resolveOptions<T>(options: EventQueueOptions<T>): ResolvedOptions<T> {
     maxSize,
     merge: options.merge,
     retry,
+    retryable: options.retryable,
     onShed: options.onShed,
     onFailed: options.onFailed,
     onTiming: options.onTiming,
