@@ -147,6 +147,14 @@ export interface RotationOptions {
   stopTimeoutMs?: number;
   /** Under `replace`, how long the new container has to prove healthy. @default 60000 */
   healthTimeoutMs?: number;
+  /**
+   * A replacement that failed (the container still runs its old `dso://` values) is tried
+   * again after this, doubling (jittered) up to {@link RotationOptions.retryMaxDelayMs}.
+   * @default 30000
+   */
+  retryBaseDelayMs?: number;
+  /** @default 600000 */
+  retryMaxDelayMs?: number;
   /** The heaviest policy tried when a lighter one fails, unless a container's label says otherwise. @default none */
   escalateTo?: LabelRotationPolicy;
 }
@@ -222,7 +230,20 @@ export type AgentEvent = {
       retry: boolean;
     }
   | { type: 'rotated'; policy: LabelRotationPolicy }
-  | { type: 'rotation-failed'; policy: LabelRotationPolicy; code: string; rolledBack: boolean }
+  | {
+      type: 'rotation-failed';
+      policy: LabelRotationPolicy;
+      code: string;
+      rolledBack: boolean;
+      /** What happened and what to do (references, versions and reasons; never a value). */
+      message?: string;
+    }
+  | {
+      /** A secret the container consumes is no longer in its store (deleted while in use). */
+      type: 'secret-missing';
+      reference: string;
+      code: string;
+    }
   | { type: 'replaced'; newContainerId: string }
 );
 
@@ -256,10 +277,13 @@ export interface ContainerStatus {
   lastAction: {
     trigger: DeliveryTrigger | 'api';
     at: number;
-    outcome: 'delivered' | 'up-to-date' | 'failed';
+    /** `missing`: a secret it consumes was removed from its store (`reference` names it). */
+    outcome: 'delivered' | 'up-to-date' | 'failed' | 'missing';
     /** For a failure: the code, and the reference it concerns (never a value). */
     code?: string;
     reference?: string;
+    /** For a failure: what happened and what to do (never a value). */
+    message?: string;
   };
 }
 

@@ -81,6 +81,7 @@ function toApiContainer(container: ContainerStatus): AgentApiContainer {
       outcome: lastAction.outcome,
       ...(lastAction.code === undefined ? {} : { code: lastAction.code }),
       ...(lastAction.reference === undefined ? {} : { reference: lastAction.reference }),
+      ...(lastAction.message === undefined ? {} : { message: lastAction.message }),
     },
   };
 }

@@ -134,8 +134,8 @@ export const API_DELIVERY_TRIGGERS = [
 /** One of {@link API_DELIVERY_TRIGGERS}. */
 export type AgentApiDeliveryTrigger = (typeof API_DELIVERY_TRIGGERS)[number];
 
-/** How a container's last action ended. */
-export const API_ACTION_OUTCOMES = ['delivered', 'up-to-date', 'failed'] as const;
+/** How a container's last action ended; `missing`: a secret it consumes was removed from its store. */
+export const API_ACTION_OUTCOMES = ['delivered', 'up-to-date', 'failed', 'missing'] as const;
 
 /** One delivered file or environment variable: its reference and version, never its value. */
 export const agentApiDeliveredSchema = z.object({
@@ -164,6 +164,8 @@ export const agentApiContainerSchema = z.object({
     /** For a failure: its code, and the reference it concerns (never a value). */
     code: z.string().optional(),
     reference: z.string().optional(),
+    /** For a failure: what happened and what to do (never a value). */
+    message: z.string().optional(),
   }),
 });
 /** {@link agentApiContainerSchema}'s data. */
@@ -298,6 +300,15 @@ export const agentApiEventSchema = z.discriminatedUnion('type', [
     policy: z.enum(LABEL_ROTATION_POLICIES),
     code: z.string(),
     rolledBack: z.boolean(),
+    /** What happened and what to do (never a value). */
+    message: z.string().optional(),
+  }),
+  z.object({
+    /** A secret the container consumes was removed from its store. */
+    type: z.literal('secret-missing'),
+    ...containerEvent,
+    reference: z.string(),
+    code: z.string(),
   }),
   z.object({ type: z.literal('replaced'), ...containerEvent, newContainerId: z.string() }),
 ]);
