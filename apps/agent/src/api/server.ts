@@ -39,6 +39,15 @@ import type { ApiProviderInfo } from './status.js';
 /** How long `close()` lets a response in progress finish before cutting its connection. */
 export const API_CLOSE_GRACE_MS = 2_000;
 
+/**
+ * The 503 of a connection opened while all {@link API_MAX_CONNECTIONS} have a request in
+ * progress (idle ones are closed to make room, so this takes that many calls or streams at once).
+ */
+const API_BUSY = {
+  error: `the agent is busy: all ${API_MAX_CONNECTIONS} connections of its API have a request in progress; try again in a moment, and stop idle followers (dso events) if it lasts`,
+  code: 'DSO_AGENT_API_BUSY',
+};
+
 /** Options of {@link startApiServer}. */
 export interface ApiServerOptions {
   /** Absolute path of the socket (`api.socket`). Its directory is created 0755 if missing. */
@@ -131,6 +140,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       clean,
     }),
     internalError: JSON.stringify(INTERNAL_ERROR),
+    busyBody: JSON.stringify(API_BUSY),
     logger,
     limits: {
       headersTimeoutMs: API_HEADERS_TIMEOUT_MS,

@@ -1,8 +1,8 @@
 import { request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { createLogger, createRedactor } from '@dso/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createHttpServer,
   DEFAULT_HTTP_LIMITS,
@@ -15,9 +15,23 @@ import {
 
 const CANARY = 'canary-serve-61c0';
 const servers: HttpServer[] = [];
+const sockets: Socket[] = [];
 afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
+
+/** A raw connection that sends nothing (or what the test writes): an idle or slow client. */
+async function idleConnection(port: number): Promise<Socket> {
+  const socket = connect({ host: '127.0.0.1', port });
+  // The server may cut it: its reset is the expected end, not a test failure.
+  socket.on('error', () => undefined);
+  sockets.push(socket);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve).once('error', reject);
+  });
+  return socket;
+}
 
 async function serve(options: Partial<HttpServerOptions> = {}) {
   const http = createHttpServer({
@@ -57,7 +71,8 @@ function get(
 describe('createHttpServer', () => {
   it('applies the limits to the node server', async () => {
     const { http } = await serve({ limits: { maxConnections: 3 } });
-    expect(http.server.maxConnections).toBe(3);
+    // Node's own cap drops new connections: it only bounds those being closed or answered 503.
+    expect(http.server.maxConnections).toBe(6);
     expect(http.server.headersTimeout).toBe(DEFAULT_HTTP_LIMITS.headersTimeoutMs);
     expect(http.server.requestTimeout).toBe(DEFAULT_HTTP_LIMITS.requestTimeoutMs);
     expect(http.server.keepAliveTimeout).toBe(DEFAULT_HTTP_LIMITS.keepAliveTimeoutMs);
@@ -104,6 +119,87 @@ describe('createHttpServer', () => {
       internalError: '{}',
     });
     await expect(unstarted.close()).resolves.toBeUndefined();
+  });
+});
+
+describe('createHttpServer: connections', () => {
+  it('answers a new request while maxConnections idle connections are open, closing the one idle the longest', async () => {
+    const { http, port } = await serve({ limits: { maxConnections: 4 } });
+    const idle: Socket[] = [];
+    for (let index = 0; index < 12; index++) idle.push(await idleConnection(port));
+    expect(await get(port, '/')).toMatchObject({ status: 200, text: 'ok' });
+    // The oldest went first: the last ones opened are still there.
+    await vi.waitFor(() => expect(idle.slice(0, 9).every((socket) => socket.closed)).toBe(true));
+    expect(idle.slice(-2).some((socket) => socket.closed)).toBe(false);
+    expect(http.connectionStats().evicted).toBeGreaterThanOrEqual(9);
+  });
+
+  it('never closes a connection with a request in progress; answers 503 with the busy body when all have one', async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const { http, port } = await serve({
+      limits: { maxConnections: 2 },
+      busyBody: '{"error":"busy: try again","code":"DSO_TEST_BUSY"}',
+      handle: async (request, response) => {
+        if (request.url === '/hold') await held;
+        sendBody(response, 200, 'text/plain', 'ok');
+      },
+    });
+    const first = get(port, '/hold');
+    const idle = await idleConnection(port);
+    await vi.waitFor(() => expect(http.connectionStats().open).toBe(2));
+    // The idle one makes room; the request in progress keeps its connection.
+    const second = get(port, '/hold');
+    await vi.waitFor(() => expect(idle.closed).toBe(true));
+    await vi.waitFor(() => expect(http.connectionStats()).toMatchObject({ open: 2, evicted: 1 }));
+    const busy = await get(port, '/');
+    expect(busy).toMatchObject({
+      status: 503,
+      text: '{"error":"busy: try again","code":"DSO_TEST_BUSY"}',
+    });
+    expect(busy.headers.connection).toBe('close');
+    release();
+    expect(await first).toMatchObject({ status: 200 });
+    expect(await second).toMatchObject({ status: 200 });
+    expect(await get(port, '/')).toMatchObject({ status: 200 });
+  });
+
+  it('closes a connection that sends nothing headersTimeoutMs after it opened', async () => {
+    const { http, port } = await serve({
+      limits: { headersTimeoutMs: 200, requestTimeoutMs: 60_000 },
+    });
+    const silent = await idleConnection(port);
+    await vi.waitFor(() => expect(silent.closed).toBe(true), { timeout: 5_000 });
+    expect(http.connectionStats().headersTimedOut).toBe(1);
+  });
+
+  it('cuts off slow-loris clients: at the cap for a new caller, and all headersTimeoutMs after they opened', async () => {
+    const { http, port } = await serve({
+      limits: { maxConnections: 4, headersTimeoutMs: 1_000, requestTimeoutMs: 60_000 },
+    });
+    const slow: Socket[] = [];
+    for (let index = 0; index < 8; index++) {
+      const socket = await idleConnection(port);
+      socket.write('GET / HTTP/1.1\r\n');
+      slow.push(socket);
+    }
+    const trickle = setInterval(() => {
+      for (const socket of slow) if (!socket.closed) socket.write('X-A: b\r\n');
+    }, 50);
+    try {
+      // Their headers never end, yet a normal caller gets its answer at once.
+      expect(await get(port, '/')).toMatchObject({ status: 200 });
+      await vi.waitFor(() => expect(slow.every((socket) => socket.closed)).toBe(true), {
+        timeout: 5_000,
+      });
+    } finally {
+      clearInterval(trickle);
+    }
+    const stats = http.connectionStats();
+    expect(stats.evicted + stats.headersTimedOut).toBe(8);
+    expect(stats.headersTimedOut).toBeGreaterThanOrEqual(1);
   });
 });
 

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { ListenOptions } from 'node:net';
+import type { ListenOptions, Socket } from 'node:net';
 import { errorCode, type Logger } from '@dso/core';
 
 // ---------------------------------------------------------------------------------------------
@@ -8,17 +8,27 @@ import { errorCode, type Logger } from '@dso/core';
 // neither can forget part of it: short header and request timeouts, capped headers, requests
 // per connection and connections, a handler failure answered without its details, and a close
 // that stops accepting, closes idle connections and cuts the rest after a grace period.
+//
+// Connections are capped without letting idle or slow clients lock others out (node's own
+// `maxConnections` drops the NEW connection, so 40 idle sockets made every `dso status` fail):
+// a connection must complete its first request's headers within `headersTimeoutMs` of opening;
+// at the cap, the connection idle the longest (no request in progress: never sent one, is still
+// sending its headers, or is kept alive after its answer) is closed to make room; only when every
+// connection has a request in progress is the new one answered 503 with `busyBody`.
 // ---------------------------------------------------------------------------------------------
 
 /** What a {@link createHttpServer} server enforces. */
 export interface HttpServerLimits {
-  /** The longest wait for a request's headers. */
+  /** The longest wait for a request's headers; for a connection's first, from when it opened. */
   headersTimeoutMs: number;
   /** The longest a whole request may take to arrive; also the idle timeout of its socket. */
   requestTimeoutMs: number;
   /** How long an idle kept-alive connection stays open. */
   keepAliveTimeoutMs: number;
-  /** Connections open at once; more are refused. */
+  /**
+   * Connections open at once. At the cap a new connection closes the one idle the longest (no
+   * request in progress); when every one has a request in progress, it is answered 503.
+   */
   maxConnections: number;
   /** How long `close()` lets a response in progress finish before cutting its connection. */
   closeGraceMs: number;
@@ -53,6 +63,12 @@ export interface HttpServerOptions {
   handle(request: IncomingMessage, response: ServerResponse): Promise<void>;
   /** The JSON body of a 500 for a request whose handler threw: never the error's text. */
   internalError: string;
+  /**
+   * The JSON body of the 503 sent on a connection opened while every connection has a request
+   * in progress: it should say what to do (try again, stop a stream).
+   * @default BUSY_BODY
+   */
+  busyBody?: string;
   logger?: Logger;
   /** Any limit other than {@link DEFAULT_HTTP_LIMITS}. */
   limits?: Partial<HttpServerLimits>;
@@ -64,6 +80,8 @@ export interface HttpServerOptions {
 export interface HttpServer extends AsyncDisposable {
   /** Node's server, for its address. */
   readonly server: Server;
+  /** What the connection cap did so far. */
+  connectionStats(): HttpConnectionStats;
   /**
    * Listens on a unix socket (`{ path }`) or a port (`{ host, port }`). Rejects with the
    * system's error, for the caller to explain.
@@ -75,6 +93,34 @@ export interface HttpServer extends AsyncDisposable {
    * first call's promise.
    */
   close(): Promise<void>;
+}
+
+/** What a server's connection cap did: for tests, status and metrics. */
+export interface HttpConnectionStats {
+  /** Connections open now, counted against `maxConnections`. */
+  open: number;
+  /** Idle connections closed to make room for a new one. */
+  evicted: number;
+  /** Connections answered 503 because every connection had a request in progress. */
+  busy: number;
+  /** Connections closed because their first request's headers were not in within `headersTimeoutMs`. */
+  headersTimedOut: number;
+}
+
+/** The default {@link HttpServerOptions.busyBody}. */
+export const BUSY_BODY = JSON.stringify({
+  error: 'the server is busy: every connection has a request in progress; try again shortly',
+});
+
+/** One open connection, as the cap sees it. */
+interface Connection {
+  /** Requests in progress (an answer not finished yet). */
+  active: number;
+  /** Whether it ever completed a request's headers. */
+  requested: boolean;
+  /** When it last had no request in progress: opened, or its last answer finished. */
+  idleSince: number;
+  deadline: NodeJS.Timeout;
 }
 
 /**
@@ -90,6 +136,64 @@ export interface HttpServer extends AsyncDisposable {
 export function createHttpServer(options: HttpServerOptions): HttpServer {
   const { name, logger } = options;
   const limits: HttpServerLimits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+  const busyBody = options.busyBody ?? BUSY_BODY;
+  const connections = new Map<Socket, Connection>();
+  // Connections that arrived when all were busy: answered 503 at their first request, then closed.
+  const refused = new WeakSet<Socket>();
+  const stats = { evicted: 0, busy: 0, headersTimedOut: 0 };
+  // A monotonic order of idleness (not wall time): a counter cannot go backwards.
+  let tick = 0;
+  let warnedBusy = false;
+
+  const admit = (socket: Socket): void => {
+    if (connections.size >= limits.maxConnections) {
+      let victim: Socket | undefined;
+      let oldest = Number.POSITIVE_INFINITY;
+      for (const [candidate, connection] of connections) {
+        if (connection.active === 0 && connection.idleSince < oldest) {
+          oldest = connection.idleSince;
+          victim = candidate;
+        }
+      }
+      if (victim === undefined) {
+        stats.busy++;
+        refused.add(socket);
+        if (!warnedBusy) {
+          warnedBusy = true;
+          logger?.warn(
+            { maxConnections: limits.maxConnections },
+            `${name} busy: every connection has a request in progress, new ones are answered 503`,
+          );
+        }
+        // It gets its 503 when its request arrives; one that sends none is cut at the deadline.
+        const cut = setTimeout(() => socket.destroy(), limits.headersTimeoutMs);
+        cut.unref();
+        socket.once('close', () => clearTimeout(cut));
+        return;
+      }
+      stats.evicted++;
+      forget(victim);
+      victim.destroy();
+    }
+    const deadline = setTimeout(() => {
+      const connection = connections.get(socket);
+      if (connection !== undefined && !connection.requested) {
+        stats.headersTimedOut++;
+        forget(socket);
+        socket.destroy();
+      }
+    }, limits.headersTimeoutMs);
+    deadline.unref();
+    connections.set(socket, { active: 0, requested: false, idleSince: tick++, deadline });
+    socket.once('close', () => forget(socket));
+  };
+  const forget = (socket: Socket): void => {
+    const connection = connections.get(socket);
+    if (connection === undefined) return;
+    clearTimeout(connection.deadline);
+    connections.delete(socket);
+  };
+
   const server = createServer(
     {
       requestTimeout: limits.requestTimeoutMs,
@@ -99,6 +203,22 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
       maxHeaderSize: limits.maxHeaderBytes,
     },
     (request, response) => {
+      const socket = request.socket;
+      if (refused.has(socket)) {
+        response.shouldKeepAlive = false;
+        sendBody(response, 503, JSON_CONTENT_TYPE, busyBody);
+        return;
+      }
+      const connection = connections.get(socket);
+      if (connection !== undefined) {
+        connection.requested = true;
+        clearTimeout(connection.deadline);
+        connection.active++;
+        response.once('close', () => {
+          connection.active--;
+          connection.idleSince = tick++;
+        });
+      }
       void options.handle(request, response).catch((error: unknown) => {
         logger?.warn({ err: error, code: errorCode(error) }, `${name} request failed`);
         if (!response.headersSent)
@@ -111,7 +231,11 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   server.timeout = limits.requestTimeoutMs;
   server.maxHeadersCount = limits.maxHeadersCount;
   server.maxRequestsPerSocket = limits.maxRequestsPerSocket;
-  server.maxConnections = limits.maxConnections;
+  // The cap is admit()'s; node's own (which drops new connections) only bounds the sockets that
+  // are being closed or answered 503 on top of it.
+  server.maxConnections = limits.maxConnections * 2;
+  // Before node's own listener, so that a slot is free before the new connection is parsed.
+  server.prependListener('connection', admit);
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -134,6 +258,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
 
   return {
     server,
+    connectionStats: () => ({ open: connections.size, ...stats }),
     listen(target) {
       return new Promise((resolve, reject) => {
         server.once('error', reject);

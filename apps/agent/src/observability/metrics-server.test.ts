@@ -1,5 +1,10 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
-import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import {
+  connect,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { Writable } from 'node:stream';
 import {
@@ -234,6 +239,34 @@ describe('startObservabilityServer', () => {
       ).rejects.toMatchObject({ code: 'DSO_AGENT_METRICS_LISTEN_FAILED' });
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+
+  it('answers /healthz with 100 idle connections open on its port, each one re-opened when closed', async () => {
+    const { server } = await start();
+    const port = portOf(server.address);
+    const held = new Set<Socket>();
+    let holding = true;
+    // An unprivileged local user holding connections: each one the server closes is re-opened.
+    const hold = () => {
+      const socket = connect({ host: '127.0.0.1', port });
+      held.add(socket);
+      socket.on('error', () => undefined); // a cut connection is what the server does here
+      socket.on('close', () => {
+        held.delete(socket);
+        if (holding) hold();
+      });
+    };
+    try {
+      for (let index = 0; index < 100; index++) hold();
+      const answers: number[] = [];
+      for (let attempt = 0; attempt < 20; attempt++) {
+        answers.push((await send(server.address, '/healthz')).status);
+      }
+      expect(answers).toEqual(Array(20).fill(200));
+    } finally {
+      holding = false;
+      for (const socket of held) socket.destroy();
     }
   });
 

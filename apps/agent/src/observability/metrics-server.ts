@@ -22,7 +22,10 @@ export const OBSERVABILITY_HEADERS_TIMEOUT_MS = 5_000;
 export const OBSERVABILITY_REQUEST_TIMEOUT_MS = 10_000;
 /** How long an idle kept-alive connection stays open. */
 export const OBSERVABILITY_KEEP_ALIVE_TIMEOUT_MS = 5_000;
-/** Connections open at once; more are refused by the kernel backlog and node. */
+/**
+ * Connections open at once: at the cap a new one closes the one idle the longest, and is
+ * answered 503 only when every one has a request in progress (../http/serve.ts).
+ */
 export const OBSERVABILITY_MAX_CONNECTIONS = 32;
 /** How long `close()` lets a response in progress finish before cutting its connection. */
 export const OBSERVABILITY_CLOSE_GRACE_MS = 2_000;
@@ -125,6 +128,7 @@ export async function startObservabilityServer(
     name: 'observability',
     handle,
     internalError: '{"error":"internal"}',
+    busyBody: `{"error":"busy: all ${OBSERVABILITY_MAX_CONNECTIONS} connections have a request in progress; try again"}`,
     ...(logger === undefined ? {} : { logger }),
     limits: {
       headersTimeoutMs: OBSERVABILITY_HEADERS_TIMEOUT_MS,
