@@ -52,7 +52,12 @@ export const API_HEADERS_TIMEOUT_MS = 5_000;
 export const API_REQUEST_TIMEOUT_MS = 10_000;
 /** How long an idle kept-alive connection stays open. */
 export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
-/** Connections open at once; more are refused. */
+/**
+ * Connections open at once. At the cap a new connection closes the one idle the longest (no
+ * request in progress); only when all have a request in progress is it answered 503
+ * `DSO_AGENT_API_BUSY`. A connection must send its first request's headers within
+ * {@link API_HEADERS_TIMEOUT_MS} of opening.
+ */
 export const API_MAX_CONNECTIONS = 32;
 /** The largest request body of a route other than `POST /v1/resolve`. Larger is a 413. */
 export const API_MAX_BODY_BYTES = 1024;
