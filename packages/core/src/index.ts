@@ -214,10 +214,13 @@ export {
 export { type DsoPaths, resolveDsoPaths } from './paths.js';
 export {
   createRedactor,
+  DEFAULT_REDACTION_LARGE_VALUE_BYTES,
   DEFAULT_REDACTION_MIN_LENGTH,
   REDACTED,
+  type RedactionLease,
   type Redactor,
   type RedactorOptions,
+  type RedactorStats,
 } from './redaction.js';
 export {
   REDACTION_PATTERN_IDS,

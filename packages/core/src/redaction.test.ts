@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createRedactor, DEFAULT_REDACTION_MIN_LENGTH, REDACTED } from './redaction.js';
+import {
+  createRedactor,
+  DEFAULT_REDACTION_LARGE_VALUE_BYTES,
+  DEFAULT_REDACTION_MIN_LENGTH,
+  REDACTED,
+} from './redaction.js';
 
 // Characters that need escaping in JSON and in URLs, and a multi-byte one; 26 bytes, so its
 // base64 is padded, and it holds a "/", so base64url differs.
@@ -259,7 +264,10 @@ describe('createRedactor, by property', () => {
     return result + text.slice(copied);
   }
 
-  it('gives the same result as replacing each value by brute force', () => {
+  it.each([
+    ['whole forms', {}],
+    ['large values', { largeValueBytes: 6 }],
+  ] as const)('gives the same result as replacing each value by brute force, %s', (_, options) => {
     fc.assert(
       fc.property(
         fc.uniqueArray(value, { minLength: 1, maxLength: 8 }),
@@ -272,7 +280,7 @@ describe('createRedactor, by property', () => {
         ),
         fc.nat({ max: 7 }),
         (values, pieces, split) => {
-          const redactor = createRedactor();
+          const redactor = createRedactor(options);
           // Register in two batches with a redact call between, to exercise merging automata.
           for (const v of values.slice(0, split)) redactor.register(v);
           redactor.redact('');
@@ -287,5 +295,141 @@ describe('createRedactor, by property', () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('createRedactor, lifetimes', () => {
+  it('forgets a value once its only lease is released', () => {
+    const redactor = createRedactor({ patterns: false });
+    const lease = redactor.register('hunter2-s3cret');
+    expect(redactor.redact('a hunter2-s3cret')).toBe(`a ${REDACTED}`);
+    lease.release();
+    expect(redactor.size).toBe(0);
+    expect(redactor.redact('a hunter2-s3cret')).toBe('a hunter2-s3cret');
+    expect(redactor.redact(Buffer.from('hunter2-s3cret').toString('hex'))).not.toContain(REDACTED);
+  });
+
+  it('keeps a value while another lease still holds it, and a second release of one lease counts once', () => {
+    const redactor = createRedactor({ patterns: false });
+    const first = redactor.register('hunter2-s3cret');
+    const second = redactor.register(Buffer.from('hunter2-s3cret'));
+    first.release();
+    first.release();
+    expect(redactor.redact('a hunter2-s3cret')).toBe(`a ${REDACTED}`);
+    second.release();
+    expect(redactor.redact('a hunter2-s3cret')).toBe('a hunter2-s3cret');
+  });
+
+  it('keeps a form another held value shares when one value is released', () => {
+    const redactor = createRedactor({ patterns: false });
+    const encoded = redactor.register(Buffer.from('hello').toString('base64')); // 'aGVsbG8='
+    const plain = redactor.register('hello');
+    plain.release();
+    expect(redactor.redact('say hello aGVsbG8=')).toBe(`say hello ${REDACTED}`);
+    encoded.release();
+    expect(redactor.redact('say hello aGVsbG8=')).toBe('say hello aGVsbG8=');
+  });
+
+  it('gives a lease that does nothing for a value too short to register', () => {
+    const redactor = createRedactor();
+    redactor.register('abc').release();
+    expect(redactor.size).toBe(0);
+  });
+
+  it('returns its structures to their baseline once every value is released', () => {
+    const redactor = createRedactor();
+    const kept = redactor.register('held-for-the-whole-test');
+    redactor.redact('');
+    const baseline = redactor.stats();
+    // Rotations: each version registered (small and large), held a while, then released.
+    let previous: Array<{ release(): void }> = [];
+    for (let version = 0; version < 20; version++) {
+      const leases = [
+        redactor.register(randomBytes(24).toString('base64')),
+        redactor.register(randomBytes(64 * 1024)),
+        redactor.register(randomBytes(5000).toString('hex')),
+      ];
+      redactor.redact('a log line between versions');
+      for (const lease of previous) lease.release();
+      previous = leases;
+    }
+    const during = redactor.stats();
+    expect(during.values).toBe(4);
+    for (const lease of previous) lease.release();
+    expect(redactor.redact('held-for-the-whole-test')).toBe(REDACTED);
+    expect(redactor.stats()).toEqual(baseline);
+    expect(baseline.heldBytes).toBe(0);
+    kept.release();
+    expect(redactor.stats()).toMatchObject({ values: 0, forms: 0, formChars: 0, heldBytes: 0 });
+  });
+
+  it('zeroes nothing of the caller: a registered Buffer stays as it was after release', () => {
+    const redactor = createRedactor();
+    const bytes = randomBytes(4096);
+    const copy = Buffer.from(bytes);
+    redactor.register(bytes).release();
+    expect(bytes.equals(copy)).toBe(true);
+  });
+});
+
+describe('createRedactor, large values', () => {
+  // 700 KB of text that needs escaping in JSON and URLs, with multi-byte characters.
+  const large = Array.from(
+    { length: (700 * 1024) / 28 },
+    () => `${randomBytes(9).toString('base64')}"\\/é&+ `,
+  ).join('');
+
+  it('keeps about the value itself and a few anchors, not every form', () => {
+    const redactor = createRedactor();
+    redactor.register(large);
+    const stats = redactor.stats();
+    expect(stats.heldBytes).toBe(Buffer.byteLength(large));
+    expect(stats.formChars).toBeLessThan(2_000);
+    expect(stats.automatonBytes).toBeLessThan(64 * 1024);
+  });
+
+  it.each([
+    ['the value itself', (v: string) => v],
+    ['JSON-escaped', (v: string) => JSON.stringify(v).slice(1, -1)],
+    [
+      'JSON-escaped twice',
+      (v: string) => JSON.stringify(JSON.stringify(v).slice(1, -1)).slice(1, -1),
+    ],
+    ['URL-encoded', (v: string) => encodeURIComponent(v)],
+    ['form-encoded', (v: string) => new URLSearchParams({ v }).toString().slice(2)],
+    ['base64', (v: string) => Buffer.from(v).toString('base64')],
+    ['base64 unpadded', (v: string) => Buffer.from(v).toString('base64').replace(/=+$/, '')],
+    ['base64url', (v: string) => Buffer.from(v).toString('base64url')],
+    ['hex', (v: string) => Buffer.from(v).toString('hex')],
+  ])('replaces a large value written as %s, and only the whole of it', (_, encode) => {
+    const redactor = createRedactor({ patterns: false });
+    redactor.register(large);
+    const form = encode(large);
+    // Compared as booleans: a failure would otherwise print megabytes.
+    expect(redactor.redact(`<${form}>`) === `<${REDACTED}>`).toBe(true);
+    // Cut short (past what a shifted base64 form leaves out): not the value, left alone.
+    const cut = form.slice(0, -4);
+    expect(redactor.redact(`<${cut}>`) === `<${cut}>`).toBe(true);
+  });
+
+  it('replaces a large value inside longer base64, at each alignment', () => {
+    const password = randomBytes(DEFAULT_REDACTION_LARGE_VALUE_BYTES * 3);
+    const redactor = createRedactor({ patterns: false });
+    redactor.register(password);
+    for (const user of ['', 'u', 'us']) {
+      const header = Buffer.concat([Buffer.from(`${user}:`), password, Buffer.from('!')]).toString(
+        'base64',
+      );
+      const redacted = redactor.redact(header);
+      expect(redacted).toContain(REDACTED);
+      expect(redacted.length).toBeLessThan(REDACTED.length + 12);
+    }
+  });
+
+  it('forgets a large value once released', () => {
+    const redactor = createRedactor({ patterns: false });
+    redactor.register(large).release();
+    expect(redactor.stats()).toMatchObject({ values: 0, heldBytes: 0, formChars: 0 });
+    expect(redactor.redact(`<${large}>`) === `<${large}>`).toBe(true);
   });
 });

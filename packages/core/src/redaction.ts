@@ -1,3 +1,5 @@
+import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import {
   compilePatterns,
   findPatternRanges,
@@ -23,6 +25,20 @@ export const DEFAULT_REDACTION_MIN_LENGTH = 4;
  */
 const MIN_SHIFTED_FORM_LENGTH = 8;
 
+/**
+ * Values of at least this many bytes are "large": instead of every encoded form, only an anchor
+ * (the first characters of each form) goes into the matchers, and a candidate match is checked
+ * against the value's forms computed on the fly. A form kept whole costs about 16 bytes a
+ * character in the automaton, so a 700 KB value would otherwise hold some 150 MB.
+ */
+export const DEFAULT_REDACTION_LARGE_VALUE_BYTES = 1024;
+
+/** The longest anchor of a large value's form, in characters. */
+const MAX_ANCHOR_CHARS = 64;
+
+/** Bytes of a large value encoded (or decoded) at a time when its forms are computed on the fly. */
+const FORM_CHUNK_BYTES = 3 * 16_384;
+
 /** Options of {@link createRedactor}. */
 export interface RedactorOptions {
   /**
@@ -36,26 +52,62 @@ export interface RedactorOptions {
    * @default true
    */
   patterns?: boolean | readonly RedactionPatternId[];
+  /**
+   * Values of at least this many bytes (UTF-8) are matched by anchor and checked against the
+   * value itself, costing about their own size; smaller ones are matched whole. Its third,
+   * at most 64, is the anchor's length in characters. Lower it only to test the large path.
+   * @default 1024 ({@link DEFAULT_REDACTION_LARGE_VALUE_BYTES})
+   */
+  largeValueBytes?: number;
+}
+
+/**
+ * What holds a registered value in the redactor: {@link RedactionLease.release} when the holder
+ * (a delivered container, a cache entry, a call in flight) no longer has the value.
+ */
+export interface RedactionLease {
+  /** Gives the registration back; the value is forgotten when no lease holds it. Idempotent. */
+  release(): void;
+}
+
+/** The redactor's own structures, for tests and metrics: never a value. */
+export interface RedactorStats {
+  /** Distinct values held. */
+  values: number;
+  /** Strings kept for matching: whole forms of small values and anchors of large ones. */
+  forms: number;
+  /** Their characters. */
+  formChars: number;
+  /** Bytes of large values kept (as Buffers, zeroed when released) to check candidates against. */
+  heldBytes: number;
+  /** Bytes of the matchers' typed arrays. */
+  automatonBytes: number;
 }
 
 /**
  * Replaces known secret values in text with `[REDACTED]`.
  *
- * This is the one place in DSO where secret values are kept after use: each registered value,
- * and every encoded form of it, stays in memory as a string for the redactor's lifetime (strings
- * cannot be zeroed), so that no log line can carry it.
+ * Lifetime: a value is kept while something holds it. {@link Redactor.register} returns a
+ * lease, counted per distinct value; when the last lease is released the value is forgotten:
+ * its forms leave the matchers (rebuilt at the next {@link Redactor.redact}) and the bytes kept
+ * of a large value are zeroed. Strings cannot be zeroed: a small value's forms are strings until
+ * the garbage collector reuses their memory, which is why large values keep only anchors.
+ * A registration whose lease is never released lasts for the redactor's lifetime.
  */
 export interface Redactor {
   /**
-   * Registers a value: from now on {@link Redactor.redact} replaces it and its encoded forms.
-   * A `Uint8Array` is copied into strings; the caller may zero it afterwards. Values shorter
-   * than `minLength` are ignored; registering a value twice is harmless.
+   * Registers a value: until its lease is released, {@link Redactor.redact} replaces it and its
+   * encoded forms. A `Uint8Array` is copied; the caller may zero it afterwards. Values shorter
+   * than `minLength` are ignored (their lease does nothing); registering a value again only
+   * counts one more holder.
    */
-  register(value: string | Uint8Array): void;
+  register(value: string | Uint8Array): RedactionLease;
   /** `text` with every occurrence of every registered form replaced by `[REDACTED]`. */
   redact(text: string): string;
   /** How many distinct values are registered. */
   readonly size: number;
+  /** The sizes of what the redactor keeps, its matchers brought up to date first. */
+  stats(): RedactorStats;
 }
 
 /**
@@ -70,9 +122,11 @@ export interface Redactor {
  * - hex, lower case (as `Buffer#toString('hex')` and most tools print it).
  *
  * Matching is exact and case-sensitive. All forms are matched in one pass over the text by
- * Aho–Corasick automata built lazily on the first `redact` after a `register`, so the cost of a
+ * Aho–Corasick automata built lazily on the first `redact` after a change, so the cost of a
  * call grows with the text, not with the number of values. Where matches overlap, the whole
- * overlapping run becomes one `[REDACTED]`.
+ * overlapping run becomes one `[REDACTED]`. A large value (`largeValueBytes`) costs about its
+ * own size: its bytes, and a short anchor of each form in an automaton; where an anchor is
+ * found, the form is computed chunk by chunk and compared with the text.
  *
  * Unless `patterns` is `false`, well-known credential formats (`REDACTION_PATTERNS`:
  * private keys, cloud and forge tokens, JWTs, `password=` pairs, URL passwords) are redacted
@@ -83,10 +137,11 @@ export interface Redactor {
  *
  * @example
  * const redactor = createRedactor();
- * redactor.register('hunter2-s3cret');
+ * const lease = redactor.register('hunter2-s3cret');
  * redactor.redact('login hunter2-s3cret'); // 'login [REDACTED]'
  * redactor.redact('DB_PASSWORD=never-registered'); // 'DB_PASSWORD=[REDACTED]'
- * @throws RangeError when `minLength` is not a positive integer
+ * lease.release(); // nothing holds it any more: forgotten
+ * @throws RangeError when `minLength` or `largeValueBytes` is not a positive integer
  * @throws TypeError when `patterns` names an unknown pattern
  */
 export function createRedactor(options: RedactorOptions = {}): Redactor {
@@ -94,59 +149,193 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
   if (!Number.isInteger(minLength) || minLength < 1) {
     throw new RangeError(`minLength must be a positive integer, got ${String(minLength)}`);
   }
+  const largeValueBytes = options.largeValueBytes ?? DEFAULT_REDACTION_LARGE_VALUE_BYTES;
+  if (!Number.isInteger(largeValueBytes) || largeValueBytes < 3) {
+    throw new RangeError(
+      `largeValueBytes must be an integer of at least 3, got ${String(largeValueBytes)}`,
+    );
+  }
+  // Every form of a value of n bytes has at least n/3 characters (three UTF-8 bytes make one
+  // UTF-16 code unit at most), so an anchor this long is a prefix of each.
+  const anchorChars = Math.min(MAX_ANCHOR_CHARS, Math.floor(largeValueBytes / 3));
   const patternSet: PatternSet = compilePatterns(options.patterns ?? true);
 
-  /** Base64 of each registered value's bytes: identifies a value, so `size` counts values. */
-  const values = new Set<string>();
-  /** Every form of every value, so a form shared by two values is matched once. */
-  const known = new Set<string>();
+  /** Each registered value by a digest of its bytes (never the bytes: a key outlives nothing). */
+  const entries = new Map<string, Entry>();
+  /** Every whole form of every small value, with how many values have it. */
+  const known = new Map<string, number>();
+  /** Anchors of large values' forms, and the forms they begin. */
+  const anchors = new Map<string, Candidate[]>();
+  let formChars = 0;
+  let heldBytes = 0;
   /** Forms registered since the last build. */
   let pending: string[] = [];
+  /** A form left `known` since the last build: the small-value matchers are rebuilt. */
+  let stale = false;
+  let anchorsChanged = false;
+  let anchorAutomaton: Automaton | undefined;
   /**
    * The matchers, largest first. Rebuilding a single automaton after every register would cost
    * O(all forms) each time, quadratic when values arrive one by one between log lines. Instead,
    * like a binary counter, new forms become a small automaton, merged with the last one while
    * it is no larger: each form is rebuilt O(log n) times and a call scans at most
-   * O(log n) automata.
+   * O(log n) automata. A release rebuilds them all once, at the next call.
    */
-  const groups: Group[] = [];
+  let groups: Group[] = [];
 
-  function register(value: string | Uint8Array): void {
+  const NO_LEASE: RedactionLease = Object.freeze({ release() {} });
+
+  function register(value: string | Uint8Array): RedactionLease {
     if (typeof value !== 'string' && !(value instanceof Uint8Array)) {
       throw new TypeError(`register() takes a string or a Uint8Array, got ${typeof value}`);
     }
-    if (value.length < minLength) return;
-    const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value);
-    const text = typeof value === 'string' ? value : decodeUtf8(bytes);
-    const key = bytes.toString('base64');
-    if (values.has(key)) return;
-    values.add(key);
-    for (const form of formsOf(bytes, text, minLength)) {
-      if (known.has(form)) continue;
-      known.add(form);
-      pending.push(form);
+    if (value.length < minLength) return NO_LEASE;
+    // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool, so zeroing it
+    // zeroes this copy of the value.
+    const bytes =
+      typeof value === 'string' ? ownCopy(Buffer.from(value, 'utf8'), true) : ownCopy(value, false);
+    const key = createHash('sha256').update(bytes).digest('base64');
+    let entry = entries.get(key);
+    if (entry !== undefined) {
+      bytes.fill(0);
+      entry.holders += 1;
+    } else if (bytes.byteLength >= largeValueBytes) {
+      entry = addLarge(key, bytes, value);
+    } else {
+      entry = addSmall(key, bytes, value);
+      bytes.fill(0);
     }
+    const held = entry;
+    let released = false;
+    return {
+      release() {
+        if (released) return;
+        released = true;
+        held.holders -= 1;
+        if (held.holders === 0) forget(held);
+      },
+    };
+  }
+
+  function addSmall(key: string, bytes: Buffer, value: string | Uint8Array): Entry {
+    const text = typeof value === 'string' ? value : decodeUtf8(bytes);
+    const forms = [...formsOf(bytes, text, minLength)];
+    for (const form of forms) {
+      const count = known.get(form) ?? 0;
+      known.set(form, count + 1);
+      if (count === 0) {
+        pending.push(form);
+        formChars += form.length;
+      }
+    }
+    const entry: Entry = { key, holders: 1, forms, large: undefined };
+    entries.set(key, entry);
+    return entry;
+  }
+
+  function addLarge(key: string, bytes: Buffer, value: string | Uint8Array): Entry {
+    // A string with a lone surrogate is not the UTF-8 it encodes to (that holds U+FFFD
+    // instead): its text forms come from its own code units, kept as UTF-16.
+    let text: Buffer | undefined;
+    let textEncoding: 'utf8' | 'utf16le' = 'utf8';
+    if (typeof value === 'string' && !isWellFormed(value)) {
+      text = ownCopy(Buffer.from(value, 'utf16le'), true);
+      textEncoding = 'utf16le';
+    } else if (isUtf8(bytes)) {
+      text = bytes;
+    }
+    const large: LargeValue = { bytes, text, textEncoding, candidates: [] };
+    heldBytes += bytes.byteLength + (text !== undefined && text !== bytes ? text.byteLength : 0);
+    for (const kind of formKinds(large)) {
+      let anchor: string | undefined;
+      try {
+        anchor = firstChars(formChunks(large, kind), anchorChars);
+      } catch {
+        // No such form (a lone surrogate has no URL form): nothing to match.
+        continue;
+      }
+      if (anchor === undefined) continue;
+      const candidate: Candidate = { anchor, kind, value: large };
+      large.candidates.push(candidate);
+      const list = anchors.get(anchor);
+      if (list === undefined) {
+        anchors.set(anchor, [candidate]);
+        formChars += anchor.length;
+      } else list.push(candidate);
+    }
+    anchorsChanged = true;
+    const entry: Entry = { key, holders: 1, forms: [], large };
+    entries.set(key, entry);
+    return entry;
+  }
+
+  function forget(entry: Entry): void {
+    entries.delete(entry.key);
+    for (const form of entry.forms) {
+      const count = known.get(form)!;
+      if (count > 1) {
+        known.set(form, count - 1);
+        continue;
+      }
+      known.delete(form);
+      formChars -= form.length;
+      stale = true;
+    }
+    const large = entry.large;
+    if (large === undefined) return;
+    for (const candidate of large.candidates) {
+      const list = anchors.get(candidate.anchor)!;
+      const rest = list.filter((other) => other !== candidate);
+      if (rest.length > 0) anchors.set(candidate.anchor, rest);
+      else {
+        anchors.delete(candidate.anchor);
+        formChars -= candidate.anchor.length;
+      }
+    }
+    heldBytes -= large.bytes.byteLength;
+    if (large.text !== undefined && large.text !== large.bytes) {
+      heldBytes -= large.text.byteLength;
+      large.text.fill(0);
+    }
+    large.bytes.fill(0);
+    large.candidates = [];
+    anchorsChanged = true;
   }
 
   function build(): void {
-    let patterns = pending;
-    let chars = sumLengths(patterns);
-    pending = [];
-    while (groups.length > 0 && groups[groups.length - 1]!.chars <= chars) {
-      const last = groups.pop()!;
-      patterns = last.patterns.concat(patterns);
-      chars += last.chars;
+    if (stale) {
+      stale = false;
+      groups = [];
+      pending = [...known.keys()];
     }
-    groups.push({ patterns, chars, automaton: buildAutomaton(patterns) });
+    if (pending.length > 0) {
+      let patterns = pending;
+      let chars = sumLengths(patterns);
+      pending = [];
+      while (groups.length > 0 && groups[groups.length - 1]!.chars <= chars) {
+        const last = groups.pop()!;
+        patterns = last.patterns.concat(patterns);
+        chars += last.chars;
+      }
+      groups.push({ patterns, chars, automaton: buildAutomaton(patterns) });
+    }
+    if (anchorsChanged) {
+      anchorsChanged = false;
+      anchorAutomaton = anchors.size === 0 ? undefined : buildAutomaton([...anchors.keys()]);
+    }
   }
 
   function redact(text: string): string {
-    if (pending.length > 0) build();
+    if (stale || pending.length > 0 || anchorsChanged) build();
     if (text.length === 0) return text;
     // longest[e]: the longest registered form that ends just before index e, or 0.
     let longest: Int32Array | undefined;
     for (const { automaton } of groups) {
       longest = scan(automaton, text, longest);
+    }
+    if (anchorAutomaton !== undefined) {
+      const hits = scan(anchorAutomaton, text, undefined);
+      if (hits !== undefined) longest = checkCandidates(text, hits, longest);
     }
     const found: number[] = [];
     findPatternRanges(text, patternSet, found);
@@ -154,13 +343,267 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
     return replace(text, longest, found);
   }
 
+  /** Where an anchor ends, each form it begins compared with the text from there. */
+  function checkCandidates(
+    text: string,
+    hits: Int32Array,
+    found: Int32Array | undefined,
+  ): Int32Array | undefined {
+    let longest = found;
+    for (let end = anchorChars; end < hits.length; end++) {
+      if (hits[end] !== anchorChars) continue;
+      const start = end - anchorChars;
+      const candidates = anchors.get(text.slice(start, end));
+      if (candidates === undefined) continue;
+      for (const candidate of candidates) {
+        const length = matchLength(text, start, formChunks(candidate.value, candidate.kind));
+        if (length <= 0) continue;
+        longest ??= new Int32Array(text.length + 1);
+        if (length > longest[start + length]!) longest[start + length] = length;
+      }
+    }
+    return longest;
+  }
+
   return {
     register,
     redact,
     get size() {
-      return values.size;
+      return entries.size;
+    },
+    stats() {
+      if (stale || pending.length > 0 || anchorsChanged) build();
+      let automatonBytes = 0;
+      for (const { automaton } of groups) automatonBytes += automatonSize(automaton);
+      if (anchorAutomaton !== undefined) automatonBytes += automatonSize(anchorAutomaton);
+      return {
+        values: entries.size,
+        forms: known.size + anchors.size,
+        formChars,
+        heldBytes,
+        automatonBytes,
+      };
     },
   };
+}
+
+/** One registered value: its holders, and what of it the matchers keep. */
+interface Entry {
+  key: string;
+  holders: number;
+  /** A small value's whole forms. */
+  forms: string[];
+  large: LargeValue | undefined;
+}
+
+/** A large value: its bytes, zeroed when forgotten, from which its forms are computed. */
+interface LargeValue {
+  bytes: Buffer;
+  /** Its text as code units: `bytes` when valid UTF-8, UTF-16 for a string with a lone surrogate. */
+  text: Buffer | undefined;
+  textEncoding: 'utf8' | 'utf16le';
+  candidates: Candidate[];
+}
+
+/** A large value's form, found by its anchor. */
+interface Candidate {
+  anchor: string;
+  kind: FormKind;
+  value: LargeValue;
+}
+
+type FormKind =
+  | 'text'
+  | 'json'
+  | 'json-twice'
+  | 'url'
+  | 'form'
+  | 'base64'
+  | 'base64-unpadded'
+  | 'base64url'
+  | 'base64url-padded'
+  | 'hex'
+  | `shifted-${0 | 1 | 2}-${'base64' | 'base64url'}`;
+
+/** The forms of a large value: those {@link formsOf} gives a small one, as kinds. */
+function formKinds(value: LargeValue): FormKind[] {
+  const kinds: FormKind[] = [];
+  if (value.text !== undefined) kinds.push('text', 'json', 'json-twice', 'url', 'form');
+  kinds.push('base64', 'base64url', 'hex');
+  // Only where they differ from the two above: padding exists when the length is not a
+  // multiple of three.
+  if (value.bytes.byteLength % 3 !== 0) kinds.push('base64-unpadded', 'base64url-padded');
+  for (const shift of [0, 1, 2] as const) {
+    kinds.push(`shifted-${shift}-base64`, `shifted-${shift}-base64url`);
+  }
+  return kinds;
+}
+
+/** One form of a large value, in pieces whose concatenation is the whole form. */
+function* formChunks(value: LargeValue, kind: FormKind): Generator<string> {
+  const { bytes } = value;
+  const n = bytes.byteLength;
+  switch (kind) {
+    case 'text':
+    case 'json':
+    case 'json-twice':
+    case 'url':
+    case 'form': {
+      const encode = TEXT_FORMS[kind];
+      for (const piece of textChunks(value)) yield encode(piece);
+      return;
+    }
+    case 'hex':
+      for (let at = 0; at < n; at += FORM_CHUNK_BYTES) {
+        yield bytes.toString('hex', at, Math.min(n, at + FORM_CHUNK_BYTES));
+      }
+      return;
+    case 'base64':
+      yield* window(base64Chunks(bytes, 0, 'base64'), 0, paddedLength(n));
+      return;
+    case 'base64-unpadded':
+      yield* window(base64Chunks(bytes, 0, 'base64'), 0, unpaddedLength(n));
+      return;
+    case 'base64url':
+      yield* window(base64Chunks(bytes, 0, 'base64url'), 0, unpaddedLength(n));
+      return;
+    case 'base64url-padded':
+      yield* window(base64Chunks(bytes, 0, 'base64url'), 0, unpaddedLength(n));
+      yield '='.repeat(paddedLength(n) - unpaddedLength(n));
+      return;
+    default: {
+      // shifted-<shift>-<alphabet>: see shiftedBase64Forms, the same window over the base64 of
+      // the value behind `shift` bytes of something else.
+      const [, shiftText, alphabet] = kind.split('-') as [string, string, 'base64' | 'base64url'];
+      const shift = Number(shiftText);
+      const total = shift + n;
+      const start = Math.ceil((8 * shift) / 6);
+      const end = 4 * Math.floor(total / 3) + Math.floor((8 * (total % 3)) / 6);
+      if (end - start < MIN_SHIFTED_FORM_LENGTH) return;
+      yield* window(base64Chunks(bytes, shift, alphabet), start, end);
+    }
+  }
+}
+
+const TEXT_FORMS: Record<
+  'text' | 'json' | 'json-twice' | 'url' | 'form',
+  (text: string) => string
+> = {
+  text: (text) => text,
+  json: (text) => JSON.stringify(text).slice(1, -1),
+  'json-twice': (text) => JSON.stringify(JSON.stringify(text).slice(1, -1)).slice(1, -1),
+  // Throws URIError on a lone surrogate: such a text has no URL form, and the comparison
+  // that asked for it fails (see matchLength).
+  url: (text) => encodeURIComponent(text),
+  form: (text) => new URLSearchParams({ v: text }).toString().slice(2),
+};
+
+/** A large value's text in pieces, never splitting a surrogate pair (each form escapes per character). */
+function* textChunks(value: LargeValue): Generator<string> {
+  const source = value.text!;
+  let carry = '';
+  if (value.textEncoding === 'utf8') {
+    const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+    for (let at = 0; at < source.byteLength; at += FORM_CHUNK_BYTES) {
+      const piece = source.subarray(at, Math.min(source.byteLength, at + FORM_CHUNK_BYTES));
+      // stream: a character cut at the chunk's end waits for the next chunk.
+      const text = decoder.decode(piece, { stream: at + FORM_CHUNK_BYTES < source.byteLength });
+      if (text.length > 0) yield text;
+    }
+    return;
+  }
+  const unitsPerChunk = FORM_CHUNK_BYTES / 2;
+  for (let at = 0; at < source.byteLength; at += 2 * unitsPerChunk) {
+    let text =
+      carry + source.toString('utf16le', at, Math.min(source.byteLength, at + 2 * unitsPerChunk));
+    carry = '';
+    const last = text.charCodeAt(text.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff && at + 2 * unitsPerChunk < source.byteLength) {
+      carry = text.slice(-1);
+      text = text.slice(0, -1);
+    }
+    if (text.length > 0) yield text;
+  }
+  if (carry.length > 0) yield carry;
+}
+
+/** The base64 (or base64url) of `shift` zero bytes followed by `bytes`, in pieces. */
+function* base64Chunks(
+  bytes: Buffer,
+  shift: number,
+  alphabet: 'base64' | 'base64url',
+): Generator<string> {
+  // Pieces of a multiple of three bytes encode to exactly the characters of the whole.
+  const first = Math.min(bytes.byteLength, FORM_CHUNK_BYTES - shift);
+  yield Buffer.concat([Buffer.alloc(shift), bytes.subarray(0, first)]).toString(alphabet);
+  for (let at = first; at < bytes.byteLength; at += FORM_CHUNK_BYTES) {
+    yield bytes.toString(alphabet, at, Math.min(bytes.byteLength, at + FORM_CHUNK_BYTES));
+  }
+}
+
+/** Characters `start` to `end` of the concatenated pieces. */
+function* window(pieces: Iterable<string>, start: number, end: number): Generator<string> {
+  let at = 0;
+  for (const piece of pieces) {
+    const from = Math.max(0, start - at);
+    const to = Math.min(piece.length, end - at);
+    if (to > from) yield piece.slice(from, to);
+    at += piece.length;
+    if (at >= end) return;
+  }
+}
+
+function paddedLength(n: number): number {
+  return 4 * Math.ceil(n / 3);
+}
+
+function unpaddedLength(n: number): number {
+  return 4 * Math.floor(n / 3) + (n % 3 === 0 ? 0 : (n % 3) + 1);
+}
+
+/** The first `count` characters of the pieces, or undefined when there are fewer. */
+function firstChars(pieces: Iterable<string>, count: number): string | undefined {
+  let result = '';
+  for (const piece of pieces) {
+    result += piece.slice(0, count - result.length);
+    if (result.length === count) return result;
+  }
+  return undefined;
+}
+
+/** The length of the form if `text` holds all of it from `start`, else -1. */
+function matchLength(text: string, start: number, pieces: Iterable<string>): number {
+  let at = start;
+  try {
+    for (const piece of pieces) {
+      if (!text.startsWith(piece, at)) return -1;
+      at += piece.length;
+    }
+  } catch {
+    // A form that does not exist for this value (no URL form for a lone surrogate) matches
+    // nothing.
+    return -1;
+  }
+  return at - start;
+}
+
+function automatonSize(automaton: Automaton): number {
+  return (
+    automaton.firstChild.byteLength +
+    automaton.unit.byteLength +
+    automaton.rootAscii.byteLength +
+    automaton.fail.byteLength +
+    automaton.output.byteLength
+  );
+}
+
+/** A copy of `bytes` in memory of its own (see register), or `bytes` itself when already fresh. */
+function ownCopy(bytes: Uint8Array, fresh: boolean): Buffer {
+  if (fresh && bytes.byteLength > Buffer.poolSize >>> 1 && Buffer.isBuffer(bytes)) return bytes;
+  const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
+  copy.set(bytes);
+  if (fresh) bytes.fill(0);
+  return copy;
 }
 
 interface Group {
@@ -440,6 +883,11 @@ function decodeUtf8(bytes: Buffer): string | undefined {
     // Not UTF-8: binary data is printed only encoded (base64, hex), and those forms are kept.
     return undefined;
   }
+}
+
+/** False when `text` holds a lone surrogate (String#isWellFormed, not in this project's lib yet). */
+function isWellFormed(text: string): boolean {
+  return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 
 function commonPrefix(a: string, b: string): number {
