@@ -157,6 +157,51 @@ describe('createAgentClient', () => {
     });
   });
 
+  it('tries again while the agent answers 503 DSO_AGENT_API_BUSY, then reads the status', async () => {
+    let calls = 0;
+    const requests = await stub((_request, response) => {
+      calls++;
+      if (calls <= 2) {
+        json(response, 503, { error: 'the agent is busy', code: 'DSO_AGENT_API_BUSY' });
+      } else {
+        json(response, 200, STATUS);
+      }
+    });
+    await expect(createAgentClient({ socketPath }).status()).resolves.toEqual(STATUS);
+    expect(requests).toHaveLength(3);
+  });
+
+  it('tries again when the agent closes the connection before answering (its cap closed it)', async () => {
+    let calls = 0;
+    const requests = await stub((request, response) => {
+      calls++;
+      if (calls === 1) request.socket.destroy();
+      else json(response, 200, STATUS);
+    });
+    await expect(createAgentClient({ socketPath }).status()).resolves.toEqual(STATUS);
+    expect(requests).toHaveLength(2);
+  });
+
+  it('gives up with DSO_CLI_AGENT_BUSY, saying the agent is busy and what to do, when it stays busy', async () => {
+    const requests = await stub((_request, response) =>
+      json(response, 503, { error: 'the agent is busy', code: 'DSO_AGENT_API_BUSY' }),
+    );
+    const failure = createAgentClient({ socketPath }).status();
+    await expect(failure).rejects.toMatchObject({ code: 'DSO_CLI_AGENT_BUSY' });
+    await expect(failure).rejects.toThrow(/is busy: .*4 times; try again in a moment/);
+    expect(requests).toHaveLength(4);
+  });
+
+  it('does not try again a refusal other than busy', async () => {
+    const requests = await stub((_request, response) =>
+      json(response, 503, { error: 'not running yet', code: 'DSO_AGENT_NOT_RUNNING' }),
+    );
+    await expect(createAgentClient({ socketPath }).status()).rejects.toMatchObject({
+      code: 'DSO_AGENT_NOT_RUNNING',
+    });
+    expect(requests).toHaveLength(1);
+  });
+
   it('says the agent is not running when there is no socket', async () => {
     await expect(createAgentClient({ socketPath }).status()).rejects.toMatchObject({
       code: 'DSO_CLI_AGENT_UNREACHABLE',

@@ -1,6 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AGENT_API_ROUTES,
   type AgentApiEventLine,
@@ -109,6 +110,8 @@ export interface AgentClient {
  * @throws DsoError DSO_CLI_AGENT_UNREACHABLE when no agent answers on the socket (or it is missing)
  * @throws DsoError DSO_CLI_AGENT_DENIED when the caller may not use the socket (names its group)
  * @throws DsoError DSO_CLI_AGENT_TIMEOUT when the agent does not answer in time
+ * @throws DsoError DSO_CLI_AGENT_BUSY when the agent stayed busy (503 `DSO_AGENT_API_BUSY`, or the
+ *   connection cut before an answer) through every attempt of {@link AGENT_BUSY_RETRY_DELAYS_MS}
  * @throws DsoError DSO_CLI_AGENT_RESPONSE when the answer is not what the API promises
  * @throws DsoError DSO_CLI_AGENT_ABORTED when the caller's signal aborts the call
  * @throws DsoError the agent's own code (e.g. DSO_AGENT_NOT_RUNNING) when it refuses a call
@@ -226,8 +229,74 @@ interface Settings {
   groupFile: string;
 }
 
-/** One call on a fresh connection: the answer's JSON when its status is the route's, else its refusal. */
+/**
+ * Pauses before each new attempt of a call the agent was too busy for: it answered 503
+ * `DSO_AGENT_API_BUSY` (every connection of its API had a request in progress), or closed the
+ * connection before answering (it closes the longest-idle connection at its cap, and a call
+ * that lost that race sees a reset). Four attempts in about 1.5 s, within the call's timeout.
+ */
+export const AGENT_BUSY_RETRY_DELAYS_MS: readonly number[] = [100, 400, 1_000];
+
+/** The codes of a connection the agent closed before it answered: worth a new attempt. */
+const CUT_OFF = new Set(['ECONNRESET', 'EPIPE']);
+
+/**
+ * One call, tried again after {@link AGENT_BUSY_RETRY_DELAYS_MS} while the agent is busy: the
+ * answer's JSON when its status is the route's, else its refusal. The calls are safe to repeat
+ * (status and resolve read; reconcile and rotate queue work the agent does once anyway).
+ */
 async function callAgent(
+  settings: Settings,
+  route: AgentApiRoute,
+  signal: AbortSignal | undefined,
+  extra: Parameters<typeof callAgentOnce>[3] = {},
+): Promise<unknown> {
+  const timeoutMs = extra.timeoutMs ?? settings.timeoutMs;
+  const deadline = AbortSignal.timeout(timeoutMs);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await callAgentOnce(settings, route, signal, { ...extra, deadline, timeoutMs });
+    } catch (error) {
+      const code = isDsoError(error) ? error.code : undefined;
+      const busy =
+        code === 'DSO_AGENT_API_BUSY' ||
+        (code === 'DSO_CLI_AGENT_UNREACHABLE' && CUT_OFF.has(causeCode(error) ?? ''));
+      const delay = AGENT_BUSY_RETRY_DELAYS_MS[attempt];
+      if (!busy || signal?.aborted || deadline.aborted) throw error;
+      if (delay === undefined) throw busyError(error, settings.socketPath, attempt + 1);
+      try {
+        await sleep(delay, undefined, {
+          signal: signal === undefined ? deadline : AbortSignal.any([deadline, signal]),
+        });
+      } catch {
+        // The deadline or the caller's signal ended the pause: the busy answer is what happened.
+        throw busyError(error, settings.socketPath, attempt + 1);
+      }
+    }
+  }
+}
+
+function causeCode(error: unknown): string | undefined {
+  const cause = (error as { cause?: unknown }).cause;
+  return (cause as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** The agent stayed busy through every attempt: say so, and what to do. */
+function busyError(last: unknown, socketPath: string, attempts: number): DsoError {
+  const cut = causeCode(last);
+  const what =
+    cut !== undefined && CUT_OFF.has(cut)
+      ? `closed the connection before answering (${cut})`
+      : 'answered that every connection of its API has a request in progress';
+  return new DsoError(
+    'DSO_CLI_AGENT_BUSY',
+    `the agent on ${socketPath} is busy: it ${what}, ${attempts} time${attempts === 1 ? '' : 's'}; try again in a moment, and if it lasts look for clients holding its socket (ss -xp | grep ${socketPath}) or stop idle followers (dso events)`,
+    { cause: last, socket: socketPath, attempts },
+  );
+}
+
+/** One call on a fresh connection: the answer's JSON when its status is the route's, else its refusal. */
+async function callAgentOnce(
   settings: Settings,
   route: AgentApiRoute,
   signal: AbortSignal | undefined,
@@ -237,11 +306,13 @@ async function callAgent(
     timeoutMs?: number;
     /** The answer holds values: no error may carry any of its text. */
     secret?: boolean;
+    /** The whole call's deadline, shared by its attempts. */
+    deadline?: AbortSignal;
   } = {},
 ): Promise<unknown> {
   const { socketPath } = settings;
   const timeoutMs = extra.timeoutMs ?? settings.timeoutMs;
-  const timeout = AbortSignal.timeout(timeoutMs);
+  const timeout = extra.deadline ?? AbortSignal.timeout(timeoutMs);
   const combined = signal === undefined ? timeout : AbortSignal.any([timeout, signal]);
   let answer: { status: number; text: string };
   try {
