@@ -39,4 +39,17 @@ describe('SecretValue', () => {
     expect(bytes.every((byte) => byte === 0)).toBe(true);
     expect(() => value.reveal()).toThrow(TypeError);
   });
+
+  it('runs its onDispose callbacks once, at dispose, and at once when already disposed', () => {
+    const value = SecretValue.fromText(CANARY);
+    const calls: string[] = [];
+    value.onDispose(() => calls.push('first'));
+    value.onDispose(() => calls.push('second'));
+    expect(calls).toEqual([]);
+    value.dispose();
+    value.dispose();
+    expect(calls).toEqual(['first', 'second']);
+    value.onDispose(() => calls.push('late'));
+    expect(calls).toEqual(['first', 'second', 'late']);
+  });
 });

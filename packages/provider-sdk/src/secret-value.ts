@@ -19,6 +19,7 @@ const SECRET_VALUE = Symbol.for('dso.secret-value');
 export class SecretValue {
   readonly #bytes: Buffer;
   #disposed = false;
+  #onDispose: Array<() => void> | undefined;
 
   private constructor(bytes: Buffer) {
     this.#bytes = bytes;
@@ -58,10 +59,29 @@ export class SecretValue {
     return this.#bytes.toString('utf8');
   }
 
-  /** Zeroes the bytes. Idempotent. */
+  /**
+   * Runs `callback` once, when the value is disposed (at once if it already was): ties what
+   * exists only because this value does, such as a redactor's registration of it, to its life.
+   *
+   * @example
+   * const lease = redactor.register(value.reveal());
+   * value.onDispose(() => lease.release());
+   */
+  onDispose(callback: () => void): void {
+    if (this.#disposed) {
+      callback();
+      return;
+    }
+    (this.#onDispose ??= []).push(callback);
+  }
+
+  /** Zeroes the bytes and runs the {@link onDispose} callbacks. Idempotent. */
   dispose(): void {
     this.#bytes.fill(0);
     this.#disposed = true;
+    const callbacks = this.#onDispose;
+    this.#onDispose = undefined;
+    for (const callback of callbacks ?? []) callback();
   }
 
   [Symbol.dispose](): void {

@@ -2,6 +2,7 @@ import { createFakeClock } from '@dso/async';
 import { ProviderError, SecretValue } from '@dso/provider-sdk';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { createRedactor, REDACTED } from '../redaction.js';
 import { runCacheConformance } from '../testing/cache-conformance.js';
 import {
   type Cache,
@@ -199,6 +200,25 @@ describe('memory cache zeroes buffers when an entry leaves', () => {
     expect(Buffer.from(held ?? []).toString()).toBe('secret bytes');
     await leave(cache, clock);
     expect(isZeroed(held)).toBe(true);
+  });
+
+  it.each(cases)('gives its redactor lease back on %s', async (_, leave) => {
+    const clock = createFakeClock();
+    const redactor = createRedactor({ patterns: false });
+    await using cache = createMemoryCache({
+      clock,
+      maxEntries: 1,
+      ttlMs: 1_000,
+      staleIfErrorMs: 0,
+      sweepIntervalMs: 2_000,
+      redactor,
+    });
+    await cache.set('k', secret('secret bytes'));
+    expect(redactor.redact('secret bytes')).toBe(REDACTED);
+    await leave(cache, clock);
+    // What replaced it (overwrite, eviction) is held instead; the old value is forgotten.
+    expect(redactor.redact('secret bytes')).toBe('secret bytes');
+    expect(redactor.size).toBeLessThanOrEqual(1);
   });
 
   it.each([0, 30_000])(

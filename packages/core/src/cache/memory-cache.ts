@@ -1,5 +1,6 @@
 import { type Clock, type ClockTimer, systemClock } from '@dso/async';
 import { isProviderError, isSecretValue, SecretValue } from '@dso/provider-sdk';
+import type { RedactionLease, Redactor } from '../redaction.js';
 import {
   type Cache,
   type CacheCallOptions,
@@ -85,6 +86,12 @@ export interface MemoryCacheOptions {
    * @default systemClock
    */
   clock?: Clock;
+  /**
+   * The redactor that must know every value held here: each entry holds a lease on its value
+   * (see `Redactor`), released when the entry leaves, so a value the cache alone kept is
+   * forgotten with it.
+   */
+  redactor?: Pick<Redactor, 'register'>;
 }
 
 /**
@@ -103,6 +110,8 @@ interface ValueSlot extends Links {
   kind: 'value';
   /** The cache's own copy; zeroed when the slot leaves. Never handed out. */
   bytes: Uint8Array;
+  /** The redactor's registration of the value, released when the slot leaves. */
+  lease: RedactionLease | undefined;
   version: string;
   provider: string;
   fetchedAt: number;
@@ -155,6 +164,7 @@ class MemoryCache implements Cache {
   readonly #negativeTtlMs: number;
   readonly #sweepIntervalMs: number;
   #bytes = 0;
+  readonly #redactor: Pick<Redactor, 'register'> | undefined;
   #closed = false;
   #sweepTimer: ClockTimer | undefined;
   readonly #counters: Counters = {
@@ -197,6 +207,7 @@ class MemoryCache implements Cache {
       'sweepIntervalMs',
       options.sweepIntervalMs ?? DEFAULT_CACHE_SWEEP_INTERVAL_MS,
     );
+    this.#redactor = options.redactor;
   }
 
   async get(key: string, options: CacheCallOptions = {}) {
@@ -365,6 +376,7 @@ class MemoryCache implements Cache {
       newer: undefined,
       kind: 'value',
       bytes,
+      lease: this.#redactor?.register(bytes),
       version: secret.version,
       provider: secret.provider,
       fetchedAt: secret.fetchedAt ?? now,
@@ -416,11 +428,11 @@ class MemoryCache implements Cache {
     this.#slots.delete(key);
     this.#unlink(slot);
     this.#bytes -= slot.size;
-    if (slot.kind === 'value') slot.bytes.fill(0);
+    if (slot.kind === 'value') drop(slot);
   }
 
   #removeAll() {
-    for (const slot of this.#slots.values()) if (slot.kind === 'value') slot.bytes.fill(0);
+    for (const slot of this.#slots.values()) if (slot.kind === 'value') drop(slot);
     this.#slots.clear();
     this.#oldest = undefined;
     this.#newest = undefined;
@@ -543,6 +555,13 @@ export function createMemoryCache(options: MemoryCacheOptions = {}): Cache {
 export function internalBytesForTesting(cache: Cache, key: string): Uint8Array | undefined {
   if (!(cache instanceof MemoryCache)) throw new TypeError('not a memory cache');
   return peekBytes(cache, key);
+}
+
+/** A value slot leaving: its bytes zeroed, the redactor's registration given back. */
+function drop(slot: ValueSlot): void {
+  slot.bytes.fill(0);
+  slot.lease?.release();
+  slot.lease = undefined;
 }
 
 function entryOf(slot: ValueSlot): CacheEntry {
