@@ -202,10 +202,10 @@ export function createAgent(options: AgentOptions): Agent {
         });
   const deliveries = createDeliveryQueue({
     // One queue for both kinds of consumer: containers by id, volume mounts by `volume:<id>`.
-    deliver: (id, trigger, signal, attempt) =>
+    deliver: (id, trigger, signal, attempt, outside) =>
       volumeDriver !== undefined && isVolumeConsumer(id)
         ? volumeDriver.deliver(id, trigger, signal, attempt)
-        : deliver(id, trigger, signal, attempt),
+        : deliver(id, trigger, signal, attempt, outside),
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
     maxSize: options.queueMaxSize,
     retry: options.retry,

@@ -1,5 +1,5 @@
 import { createFakeClock, createLogger, createRedactor, DsoError } from '@dso/core';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { DeliveryTrigger } from './agent-types.js';
 import { createDeliveryQueue, gaveUpRetryDelayMs, mergeTriggers } from './delivery-queue.js';
 
@@ -87,5 +87,86 @@ describe('createDeliveryQueue', () => {
     await queue.idle();
     expect(triggers).toEqual(['started', 'resync']);
     await queue.close();
+  });
+
+  it('gives up at once on a failure that cannot pass, and tries it again on no timer', async () => {
+    const clock = createFakeClock();
+    const triggers: DeliveryTrigger[] = [];
+    const { queue } = createDeliveryQueue({
+      deliver: async (_id, trigger) => {
+        triggers.push(trigger);
+        throw new DsoError('DSO_TEST_NO_SHELL', 'the image has no shell');
+      },
+      concurrency: 1,
+      retry: { maxAttempts: 5, baseDelayMs: 1, maxDelayMs: 1 },
+      clock,
+      logger,
+      stopping: new AbortController().signal,
+    });
+    queue.add('c1', 'started');
+    await queue.idle();
+    clock.advance(1);
+    await queue.idle();
+    clock.advance(24 * 60 * 60_000);
+    await queue.idle();
+    expect(triggers).toEqual(['started']);
+    expect(queue.stats()).toMatchObject({ failed: 1, retried: 0 });
+    // Something changed (a start, a new version, dso reconcile): tried again.
+    queue.add('c1', 'api');
+    await queue.idle();
+    expect(triggers).toEqual(['started', 'api']);
+    await queue.close();
+  });
+
+  it('drops the timed re-try of a container once its failure cannot pass', async () => {
+    const clock = createFakeClock();
+    const triggers: DeliveryTrigger[] = [];
+    let failure = new DsoError('DSO_TEST_DOWN', 'down', { retryable: true });
+    const { queue } = createDeliveryQueue({
+      deliver: async (_id, trigger) => {
+        triggers.push(trigger);
+        throw failure;
+      },
+      concurrency: 1,
+      retry: { maxAttempts: 1 },
+      clock,
+      logger,
+      stopping: new AbortController().signal,
+    });
+    queue.add('c1', 'started');
+    await queue.idle(); // gave up: a re-try in 30 s
+    failure = new DsoError('DSO_TEST_NO_SHELL', 'the image has no shell');
+    queue.add('c1', 'api');
+    await queue.idle(); // cannot pass: the re-try is dropped
+    clock.advance(24 * 60 * 60_000);
+    await queue.idle();
+    expect(triggers).toEqual(['started', 'api']);
+    await queue.close();
+  });
+
+  it('delivers to other containers while deliveries wait on a hung store outside their slots', async () => {
+    const delivered: string[] = [];
+    // A store that never answers: only the queue's close (its signal) ends the wait.
+    const hung = (signal: AbortSignal) =>
+      new Promise<never>((_, reject) => {
+        signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+      });
+    const { queue } = createDeliveryQueue({
+      deliver: async (id, _trigger, signal, _attempt, outside) => {
+        if (id.startsWith('hung')) await outside?.(() => hung(signal));
+        delivered.push(id);
+      },
+      concurrency: 2,
+      clock: createFakeClock(),
+      logger,
+      stopping: new AbortController().signal,
+    });
+    for (const id of ['hung-1', 'hung-2', 'hung-3', 'hung-4']) queue.add(id, 'started');
+    const healthy = Array.from({ length: 100 }, (_, index) => `ok-${index}`);
+    for (const id of healthy) queue.add(id, 'started');
+    await vi.waitFor(() => expect(delivered).toHaveLength(100));
+    expect(delivered).toEqual(healthy);
+    expect(queue.stats()).toMatchObject({ inFlight: 4, outside: 4, depth: 0 });
+    await queue.close({ graceMs: 0 });
   });
 });

@@ -6,9 +6,11 @@ import {
   type EventQueue,
   type EventQueueRetryOptions,
   errorCode,
+  isRetryable,
   type Logger,
 } from '@dso/core';
 import type { DeliveryTrigger } from './agent-types.js';
+import type { Deliver } from './delivery.js';
 
 /** After the queue gives up on a container: the first wait before it is tried again. */
 export const GAVE_UP_RETRY_BASE_MS = 30_000;
@@ -38,13 +40,13 @@ export function gaveUpRetryDelayMs(rounds: number): number {
 
 /** What the delivery queue needs from the agent. */
 export interface DeliveryQueueContext {
-  /** Delivers one container; throws only for failures worth retrying (the queue backs off). */
-  deliver(
-    containerId: string,
-    trigger: DeliveryTrigger,
-    signal: AbortSignal,
-    attempt: number,
-  ): Promise<void>;
+  /**
+   * Delivers one container; throws when it failed. What may pass ({@link isRetryable}) is
+   * retried with backoff; the rest is given up at once. Waits that are not engine work go
+   * through its `outside` argument, so they hold none of the `concurrency` slots.
+   */
+  deliver: Deliver;
+  /** Deliveries doing engine work at once (inspect, exec, write). */
   concurrency: number;
   maxSize?: number | undefined;
   retry?: EventQueueRetryOptions | undefined;
@@ -62,11 +64,17 @@ export interface DeliveryQueue {
 }
 
 /**
- * Deliveries keyed by container: one at a time per container, `concurrency` at once, coalesced
- * ({@link mergeTriggers}), retried with backoff when the failure may pass. A container the queue
- * gives up on is not forgotten until the next reconciliation: it is tried again after
- * {@link gaveUpRetryDelayMs}, as long as it runs and the agent does. Containers shed under load
- * are delivered to once the queue has drained.
+ * Deliveries keyed by container: one at a time per container, coalesced ({@link mergeTriggers}),
+ * at most `concurrency` of them doing engine work at once; a delivery waiting on its secret
+ * store gives its slot to the next one meanwhile (`outside`), so a hung store holds no slot.
+ * A failure that may pass is retried with backoff; a container the queue gives up on after
+ * those retries is not forgotten: it is tried again after {@link gaveUpRetryDelayMs}, as long
+ * as it runs and the agent does. A failure that cannot pass (not retryable: a hardened
+ * container, a refused target, a secret the store does not have) is given up at once and not
+ * retried on a timer: the container is tried again when something changes (its start, a new
+ * version, `dso reconcile`, `dso rotate`, an agent restart with a new configuration) and at the
+ * periodic reconciliation. Containers shed under load are delivered to once the queue has
+ * drained.
  *
  * @example
  * const { queue } = createDeliveryQueue({ deliver, concurrency: 4, clock, logger, stopping });
@@ -83,10 +91,21 @@ export function createDeliveryQueue(context: DeliveryQueueContext): DeliveryQueu
     ...(context.maxSize === undefined ? {} : { maxSize: context.maxSize }),
     retry: context.retry ?? DEFAULT_QUEUE_RETRY,
     clock,
-    worker: (containerId, trigger, { signal, attempt }) =>
-      context.deliver(containerId, trigger, signal, attempt),
+    worker: (containerId, trigger, { signal, attempt, outside }) =>
+      context.deliver(containerId, trigger, signal, attempt, outside),
     merge: mergeTriggers,
+    retryable: isRetryable,
     onFailed: (containerId, error, attempts) => {
+      if (!isRetryable(error)) {
+        // Trying again on a timer cannot help (the failure was reported where it happened):
+        // a pending re-try from an earlier give-up is dropped too.
+        gaveUp.delete(containerId);
+        logger.info(
+          { containerId: containerId.slice(0, 12), code: errorCode(error), attempts },
+          'secrets delivery not retried: it fails until the container or its secrets change',
+        );
+        return;
+      }
       const rounds = (gaveUp.get(containerId) ?? 0) + 1;
       gaveUp.set(containerId, rounds);
       const delayMs = gaveUpRetryDelayMs(rounds);

@@ -3,6 +3,7 @@ import {
   createLogger,
   createMemoryCache,
   createRedactor,
+  isRetryable,
   type ManagedSpec,
 } from '@dso/core';
 import type { ContainerDetails } from '@dso/docker-runtime';
@@ -43,10 +44,12 @@ function setup(details: ContainerDetails) {
   const redactor = createRedactor();
   const logger = createLogger({ level: 'silent', redactor });
   const fake = createFakeRuntime({ containers: [details] });
-  const provider: SecretProvider = {
+  const provider: SecretProvider & { onResolve: () => void } = {
     name: 'local',
     capabilities: { list: false, watch: false, probe: false, health: false },
+    onResolve: () => {},
     async resolve() {
+      provider.onResolve();
       return { value: SecretValue.fromText(CANARY), version: '1' };
     },
     async close() {},
@@ -80,7 +83,7 @@ function setup(details: ContainerDetails) {
     onDelivered: () => {},
     logger,
   });
-  return { deliver, fake, store, statuses, rotated };
+  return { deliver, fake, store, statuses, rotated, provider };
 }
 
 const signal = new AbortController().signal;
@@ -95,14 +98,37 @@ describe('createDelivery: what is retried', () => {
     expect(statuses.get('c1')?.lastAction).toMatchObject({ outcome: 'failed' });
   });
 
-  it('reports and does not throw when the failure waits for a change (no tmpfs at the target)', async () => {
+  it('reports and throws, not retryable, when the failure waits for a change (no tmpfs at the target)', async () => {
     const { deliver, fake, statuses } = setup(container({ tmpfs: [] }));
-    await expect(deliver('c1', 'started', signal, 1)).resolves.toBeUndefined();
+    const failure = await deliver('c1', 'started', signal, 1).catch((error: unknown) => error);
+    // The queue asks the error: it gives up at once, with no retry on a timer.
+    expect(failure).toMatchObject({ code: 'DSO_DOCKER_TARGET_NOT_TMPFS' });
+    expect(isRetryable(failure)).toBe(false);
     expect(fake.writes).toEqual([]);
     expect(statuses.get('c1')?.lastAction).toMatchObject({
       outcome: 'failed',
       code: 'DSO_DOCKER_TARGET_NOT_TMPFS',
     });
+  });
+});
+
+describe('createDelivery: engine slots', () => {
+  it('resolves the secrets outside its engine slot, and writes once back in it', async () => {
+    const { deliver, fake, provider } = setup(container());
+    const steps: string[] = [];
+    let outsideSlot = false;
+    provider.onResolve = () => steps.push(outsideSlot ? 'resolve outside' : 'resolve in slot');
+    await deliver('c1', 'started', signal, 1, async (work) => {
+      outsideSlot = true;
+      try {
+        return await work();
+      } finally {
+        outsideSlot = false;
+        steps.push(`back in slot, ${fake.writes.length} written`);
+      }
+    });
+    expect(steps).toEqual(['resolve outside', 'back in slot, 0 written']);
+    expect(fake.writes.map((write) => write.contents)).toEqual([[CANARY]]);
   });
 });
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import {
+  type EventQueueWorkerContext,
   errorCode,
   isRetryable,
   type Logger,
@@ -93,16 +94,30 @@ export interface DeliveryContext {
 }
 
 /**
+ * Runs a wait that is not engine work (a secret store's answer) without holding one of the
+ * delivery queue's engine slots; resolves once the caller holds a slot again. The queue's
+ * {@link EventQueueWorkerContext.outside}.
+ */
+export type OutsideSlot = <R>(work: () => Promise<R>) => Promise<R>;
+
+/** Runs the work where it is: for a caller that has no slots to give back (tests, one-offs). */
+export const IN_PLACE: OutsideSlot = (work) => work();
+
+/**
  * Delivers one container's files: inspect, resolve, compare with what was delivered to this
- * run, write (host folder or exec), record, and hand new versions to rotation. Throws only for
- * failures worth retrying (the queue backs off and retries); anything else is reported here
- * and left for the next start or reconciliation.
+ * run, write (host folder or exec), record, and hand new versions to rotation. The secrets are
+ * resolved `outside` the engine slot the delivery holds, so a slow or hung store holds none:
+ * it costs its own deliveries only (each provider has its own concurrency and deadline). A
+ * failure is reported here, then thrown: the queue asks the error whether it may pass
+ * ({@link isRetryable}) and retries it with backoff, or leaves it for the container's next
+ * change.
  */
 export type Deliver = (
   containerId: string,
   trigger: DeliveryTrigger,
   signal: AbortSignal,
   attempt: number,
+  outside?: OutsideSlot,
 ) => Promise<void>;
 
 /**
@@ -152,7 +167,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
     }
   }
 
-  return async function deliver(containerId, trigger, signal, attempt) {
+  return async function deliver(containerId, trigger, signal, attempt, outside = IN_PLACE) {
     const started = performance.now();
     const log = logger.child({ containerId: containerId.slice(0, 12) });
     let spec: ManagedSpec | undefined;
@@ -163,9 +178,14 @@ export function createDelivery(context: DeliveryContext): Deliver {
       if (!details.running) return;
       spec = parseManagedLabels(details.labels);
       if (!spec || (spec.files.length === 0 && spec.env.length === 0)) return;
-      resolved = await secrets.resolveFiles(spec.files, signal);
+      const managed = spec;
+      // Waiting on providers holds no engine slot; `resolved` is set as soon as it exists, so
+      // the values are zeroed below whatever happens next.
+      const checked = await outside(async () => {
+        resolved = await secrets.resolveFiles(managed.files, signal);
+        return envVersionsOf(managed, signal, log);
+      });
       const previous = store.get(containerId);
-      const checked = await envVersionsOf(spec, signal, log);
       const env = checked ?? [];
       const current: DeliveredState = {
         digest: digestOf(spec, resolved, details.user),
@@ -262,7 +282,9 @@ export function createDelivery(context: DeliveryContext): Deliver {
         },
         'secrets not delivered',
       );
-      if (retry) throw error;
+      // Thrown either way: the queue retries what may pass, and gives up on the rest until
+      // the container changes (see delivery-queue.ts).
+      throw error;
     } finally {
       for (const file of resolved) file.content.fill(0);
     }
