@@ -152,6 +152,7 @@ export function createAgent(options: AgentOptions): Agent {
     store.delete(containerId);
     consumption.record(containerId, undefined);
     statuses.delete(containerId);
+    rotations.forget(containerId);
   }
 
   const rotations = createRotations({
@@ -160,6 +161,8 @@ export function createAgent(options: AgentOptions): Agent {
     store,
     settings: rotationSettings(options.rotation),
     requestDelivery: (containerId) => queue.add(containerId, 'started'),
+    requestCheck: (containerId) => queue.add(containerId, 'changed'),
+    statuses,
     onReplaced: forget,
     logger,
     audit,
