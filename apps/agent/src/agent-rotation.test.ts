@@ -175,11 +175,90 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
       )
       .toMatchObject({ stage: 'health', reason: 'unhealthy', code: 'DSO_DOCKER_REPLACE_FAILED' });
     expect(agent.status().containers.map((status) => status.id)).toEqual(['c1']);
-    expect(await registry.metrics()).toContain(
-      'dso_rotation_runs_total{policy="replace",outcome="rolled_back"} 1',
+    // Each reconciliation (every 20 ms here) tries the replacement again: counted each time.
+    expect(await registry.metrics()).toMatch(
+      /dso_rotation_runs_total\{policy="replace",outcome="rolled_back"\} [1-9]/,
     );
     await agent.close();
     await cache.close();
+  });
+
+  it('keeps a rolled-back replacement undelivered: shown failed, and replaced again at dso reconcile, a container restart and an agent restart', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'dso-agent-state-'));
+    const statePath = join(dir, 'agent-state.json');
+    const values: Record<string, string> = {
+      'app/db': 'v1',
+      'app/cfg': '{"token":"t"}',
+      'app/api': `${CANARY}-1`,
+    };
+    const { provider, state } = versioned(values);
+    const c1 = container('c1'.padEnd(64, 'c'), {
+      ...MANAGED,
+      'dso.env.API_KEY': 'dso://app/api',
+      'dso.env-version.API_KEY': '1',
+    });
+    const run = (fake?: ReturnType<typeof setup>['fake']) => {
+      const cache = createMemoryCache({ ttlMs: 0 });
+      const context = setup(fake === undefined ? [c1] : [], {
+        ...(fake === undefined ? {} : { runtime: fake.runtime }),
+        providers: new Map([['local', provider]]),
+        cache,
+        statePath,
+        reconcileIntervalMs: 3_600_000,
+        rotation: { jitterMs: 0 },
+      });
+      return { ...context, fake: fake ?? context.fake, cache };
+    };
+    try {
+      const first = run();
+      const { fake } = first;
+      await first.agent.start();
+      await first.agent.idle();
+      expect(fake.actions).toEqual([]);
+      fake.failing.add('replace');
+      values['app/api'] = `${CANARY}-2`;
+      state.version = 2;
+      const replaces = () => fake.actions.filter((action) => action === `replace ${c1.id}`).length;
+      await first.agent.reconcile();
+      await expect.poll(replaces).toBe(1);
+      await expect
+        .poll(() => first.agent.status().containers[0]?.lastAction)
+        .toMatchObject({ outcome: 'failed', code: 'DSO_DOCKER_REPLACE_FAILED' });
+      const status = first.agent.status().containers[0];
+      expect(status?.env).toEqual([
+        { name: 'API_KEY', reference: 'dso://app/api', provider: 'local', version: '1' },
+      ]);
+      expect(status?.lastAction.message).toContain('it still runs the old values');
+      // dso reconcile tries again.
+      await first.agent.reconcile();
+      await expect.poll(replaces).toBe(2);
+      // So does a restart of the container.
+      await fake.runtime.restartContainer(c1.id, { stopTimeoutMs: 0 });
+      await expect.poll(replaces).toBe(3);
+      await expect
+        .poll(() => first.agent.status().containers[0]?.lastAction.outcome)
+        .toBe('failed');
+      await first.agent.close();
+      await first.cache.close();
+      // And an agent restart, from the state file; this time it happens.
+      fake.failing.delete('replace');
+      const second = run(fake);
+      await second.agent.start();
+      await expect.poll(replaces).toBe(4);
+      await expect
+        .poll(() => second.agent.status().containers.map((entry) => entry.id))
+        .toEqual([`${c1.id}-next`]);
+      expect(fake.replacedEnv.at(-1)).toEqual({ API_KEY: `${CANARY}-2` });
+      expect(second.output()).not.toContain(CANARY);
+      expect(first.output()).not.toContain(CANARY);
+      await second.agent.close();
+      await second.cache.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('finishes or undoes interrupted replacements at start, and reports the blocked ones', async () => {

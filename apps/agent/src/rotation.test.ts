@@ -5,10 +5,10 @@ import {
   type ManagedSpec,
   parseManagedLabels,
 } from '@dso/core';
-import type { ContainerDetails } from '@dso/docker-runtime';
+import { type ContainerDetails, DockerRuntimeError } from '@dso/docker-runtime';
 import { createFakeRuntime } from '@dso/docker-runtime/testing';
 import { describe, expect, it } from 'vitest';
-import type { AgentEvent } from './agent-types.js';
+import type { AgentEvent, ContainerStatus } from './agent-types.js';
 import { createDeliveredStore } from './delivered-store.js';
 import { createAuditSink, createEventBus } from './reporting.js';
 import { createRotations, policyChain, rotationSettings } from './rotation.js';
@@ -74,12 +74,17 @@ function setup(ids: string[], settings = rotationSettings({ jitterMs: 1_000, max
   const bus = createEventBus();
   const events: AgentEvent[] = [];
   bus.subscribe((event) => events.push(event));
+  const store = createDeliveredStore({ clock, logger });
+  const statuses = new Map<string, ContainerStatus>();
+  const checks: string[] = [];
   const rotations = createRotations({
     runtime: fake.runtime,
     secrets: { resolveEach: async () => [] },
-    store: createDeliveredStore({ clock, logger }),
+    store,
     settings,
     requestDelivery: () => {},
+    requestCheck: (id) => checks.push(id),
+    statuses,
     onReplaced: () => {},
     logger,
     audit: createAuditSink(undefined, logger),
@@ -87,7 +92,7 @@ function setup(ids: string[], settings = rotationSettings({ jitterMs: 1_000, max
     clock,
     random: () => 0.5,
   });
-  return { clock, fake, rotations, events };
+  return { clock, fake, rotations, events, store, statuses, checks };
 }
 
 /** Lets pending promise callbacks run. */
@@ -171,5 +176,111 @@ describe('createRotations', () => {
     await closing;
     expect(rotations.size).toBe(0);
     expect(fake.actions).toEqual([]);
+  });
+
+  describe('a replacement for new dso:// values that did not happen', () => {
+    const envSpec = () =>
+      parseManagedLabels({
+        'dso.enable': 'true',
+        'dso.env.API_KEY': 'dso://app/api',
+        'dso.env-version.API_KEY': '1',
+      }) as ManagedSpec;
+    const before = { digest: 'a'.repeat(64), envDigest: 'old', startedAt: 't0' };
+    const exited = () =>
+      new DockerRuntimeError('DSO_DOCKER_REPLACE_FAILED', 'the new container exited (code 1)', {
+        stage: 'health',
+        reason: 'exited',
+        rollback: 'done',
+      });
+
+    function failingReplace() {
+      const context = setup(['c1'], rotationSettings({ jitterMs: 0 }));
+      const { fake, store, statuses } = context;
+      let failures = 0;
+      const replace = fake.runtime.replaceContainer;
+      fake.runtime.replaceContainer = async (id, request) => {
+        if (failures > 0) {
+          failures -= 1;
+          fake.actions.push(`replace ${id}`);
+          throw exited();
+        }
+        return replace(id, request);
+      };
+      // What a check records before it starts the rotation: the new versions.
+      store.set('c1', { ...before, envDigest: 'new' });
+      statuses.set('c1', {
+        id: 'c1',
+        env: [{ name: 'API_KEY', reference: 'dso://app/api', provider: 'local', version: '2' }],
+        lastAction: { trigger: 'changed', at: 0, outcome: 'delivered' },
+      });
+      return { ...context, failNext: (count: number) => (failures = count) };
+    }
+
+    it('is not recorded as delivered, and status shows it failed with what to do', async () => {
+      const { clock, rotations, store, statuses, events, failNext } = failingReplace();
+      failNext(1);
+      rotations.start('c1', envSpec(), [], true, before);
+      clock.advance(0);
+      await settle();
+      // The state keeps the environment the container runs, so every later check replaces again.
+      expect(store.get('c1')?.envDigest).toBe('old');
+      const status = statuses.get('c1');
+      expect(status?.lastAction).toMatchObject({
+        outcome: 'failed',
+        code: 'DSO_DOCKER_REPLACE_FAILED',
+      });
+      expect(status?.env?.[0]?.version).toBe('1');
+      const message = status?.lastAction.message ?? '';
+      expect(message).toContain('API_KEY dso://app/api version 1');
+      expect(message).toContain('exited at health');
+      expect(message).toContain('cannot run twice at once');
+      expect(message).toContain('dsofile://');
+      expect(message).toContain('tried again in 23 s');
+      expect(events.find((event) => event.type === 'rotation-failed')).toMatchObject({
+        rolledBack: true,
+        message,
+      });
+      await rotations.close(0);
+    });
+
+    it('is tried again with backoff until it happens, then no more', async () => {
+      const { clock, rotations, checks, store, fake, failNext } = failingReplace();
+      failNext(2);
+      rotations.start('c1', envSpec(), [], true, before);
+      clock.advance(0);
+      await settle();
+      // backoffDelay, equal jitter at random 0.5: 0.75 of 30 s, then of 60 s.
+      clock.advance(22_499);
+      expect(checks).toEqual([]);
+      clock.advance(1);
+      expect(checks).toEqual(['c1']);
+      store.set('c1', { ...before, envDigest: 'new' }); // the check records the new versions again
+      rotations.start('c1', envSpec(), [], true, before);
+      clock.advance(0);
+      await settle();
+      clock.advance(44_999);
+      expect(checks).toEqual(['c1']);
+      clock.advance(1);
+      expect(checks).toEqual(['c1', 'c1']);
+      rotations.start('c1', envSpec(), [], true, before);
+      clock.advance(0);
+      await settle();
+      expect(fake.actions).toEqual(['replace c1', 'replace c1', 'replace c1']);
+      clock.advance(3_600_000);
+      expect(checks).toEqual(['c1', 'c1']); // replaced: nothing more to retry
+      await rotations.close(0);
+    });
+
+    it('drops the retry of a container that is gone', async () => {
+      const { clock, rotations, checks, failNext } = failingReplace();
+      failNext(1);
+      rotations.start('c1', envSpec(), [], true, before);
+      clock.advance(0);
+      await settle();
+      rotations.forget('c1');
+      clock.advance(3_600_000);
+      expect(checks).toEqual([]);
+      await rotations.close(0);
+    });
   });
 });

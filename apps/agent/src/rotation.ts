@@ -1,6 +1,7 @@
-import { createLimiter, pause, sleep } from '@dso/async';
+import { backoffDelay, createLimiter, pause, sleep } from '@dso/async';
 import {
   type Clock,
+  type ClockTimer,
   DsoError,
   errorCode,
   formatReference,
@@ -11,7 +12,7 @@ import {
   type ManagedSpec,
 } from '@dso/core';
 import type { DockerRuntime } from '@dso/docker-runtime';
-import type { RotationOptions } from './agent-types.js';
+import type { ContainerStatus, RotationOptions } from './agent-types.js';
 import type { DeliveredState } from './delivered-state.js';
 import type { DeliveredStore } from './delivered-store.js';
 import type { AgentMetrics } from './observability.js';
@@ -32,6 +33,8 @@ export function rotationSettings(options: RotationOptions = {}): RotationSetting
     hookTimeoutMs: options.hookTimeoutMs ?? 30_000,
     stopTimeoutMs: options.stopTimeoutMs ?? 10_000,
     healthTimeoutMs: options.healthTimeoutMs ?? 60_000,
+    retryBaseDelayMs: options.retryBaseDelayMs ?? 30_000,
+    retryMaxDelayMs: options.retryMaxDelayMs ?? 600_000,
     escalateTo: options.escalateTo,
   };
 }
@@ -75,13 +78,20 @@ export interface RotationContext {
   secrets: Pick<SecretResolver, 'resolveEach'>;
   store: Pick<
     DeliveredStore,
-    'waitFor' | 'holdForRotation' | 'releaseRotation' | 'scheduleSave' | 'delete'
+    'waitFor' | 'holdForRotation' | 'releaseRotation' | 'scheduleSave' | 'delete' | 'get' | 'set'
   >;
   settings: RotationSettings;
   /** Queues a delivery to a replacement's new container once it starts. */
   requestDelivery(containerId: string): void;
   /** A replaced container is gone: forget what the agent knew of it. */
   onReplaced(oldContainerId: string): void;
+  /**
+   * Queues a check of a container whose replacement failed: its retry (the check finds the
+   * `dso://` values still to deliver and starts the replacement again). @default requestDelivery
+   */
+  requestCheck?(containerId: string): void;
+  /** The status of each consumer: a failed replacement is shown there. Absent: not shown. */
+  statuses?: Map<string, ContainerStatus>;
   logger: Logger;
   audit: AuditSink;
   bus: EventBus;
@@ -107,6 +117,8 @@ export interface Rotations {
   ): void;
   /** Rotations running or waiting for their turn. */
   readonly size: number;
+  /** A container is gone: its pending retry (of a failed replacement) is dropped. */
+  forget(containerId: string): void;
   /**
    * Waits up to `graceMs` for the running rotations, then aborts them (a replacement before its
    * swap rolls back: the old container keeps serving) and waits for them to unwind.
@@ -139,12 +151,90 @@ export function createRotations(context: RotationContext): Rotations {
   const limiter = createLimiter(settings.maxInFlight);
   const running = new Map<string, Promise<void>>();
   const aborting = new AbortController();
+  /** Containers whose replacement failed: attempts so far, and the timer of the next one. */
+  const retries = new Map<string, { attempt: number; timer: ClockTimer | undefined }>();
+
+  function clearRetry(containerId: string): void {
+    const entry = retries.get(containerId);
+    if (entry?.timer !== undefined) clock.clearTimeout(entry.timer);
+    retries.delete(containerId);
+  }
+
+  /** Schedules the next check of a container whose replacement failed; returns its delay. */
+  function scheduleRetry(containerId: string): number {
+    const entry = retries.get(containerId) ?? { attempt: 0, timer: undefined };
+    if (entry.timer !== undefined) clock.clearTimeout(entry.timer);
+    entry.attempt += 1;
+    const delayMs = Math.round(
+      backoffDelay(entry.attempt, {
+        baseMs: settings.retryBaseDelayMs,
+        maxMs: settings.retryMaxDelayMs,
+        random,
+      }),
+    );
+    entry.timer = clock.setTimeout(() => {
+      entry.timer = undefined;
+      if (aborting.signal.aborted) return;
+      (context.requestCheck ?? context.requestDelivery)(containerId);
+    }, delayMs);
+    (entry.timer as { unref?: () => void }).unref?.();
+    retries.set(containerId, entry);
+    return delayMs;
+  }
+
+  /**
+   * A replacement for new `dso://` values did not happen: the container still runs the old
+   * ones. The state says so (its environment digest goes back to what it was before, so every
+   * later check, `dso rotate`, `dso reconcile`, an agent restart or a restart of the container
+   * finds the values still to deliver and replaces again), status shows the failure with what
+   * to do, and a retry is scheduled with backoff. Returns the message.
+   */
+  function replacementFailed(
+    containerId: string,
+    spec: ManagedSpec,
+    before: DeliveredState | undefined,
+    error: unknown,
+    code: string,
+  ): string {
+    const state = store.get(containerId);
+    if (state !== undefined) {
+      store.set(containerId, { ...state, envDigest: before?.envDigest ?? '' });
+    }
+    const retryInMs = scheduleRetry(containerId);
+    const message = replacementFailureMessage(containerId, spec, error, code, retryInMs);
+    const statuses = context.statuses;
+    const known = statuses?.get(containerId);
+    statuses?.set(containerId, {
+      ...known,
+      id: containerId,
+      // What the container runs: the versions it was created with, not the new ones.
+      ...(known?.env === undefined
+        ? {}
+        : {
+            env: known.env.map((entry) => ({
+              ...entry,
+              version:
+                spec.env.find((variable) => variable.name === entry.name)?.createdVersion ??
+                'unknown',
+            })),
+          }),
+      lastAction: {
+        trigger: known?.lastAction.trigger ?? 'changed',
+        at: now(),
+        outcome: 'failed',
+        code,
+        message,
+      },
+    });
+    return message;
+  }
 
   async function rotate(
     containerId: string,
     spec: ManagedSpec,
     secrets: readonly RotatedSecret[],
     envChanged: boolean,
+    before: DeliveredState | undefined,
     signal: AbortSignal,
   ): Promise<void> {
     const chain = policyChain(spec, envChanged, settings);
@@ -180,6 +270,7 @@ export function createRotations(context: RotationContext): Rotations {
             const started = performance.now();
             try {
               await runAction(policy, containerId, spec, signal);
+              clearRetry(containerId);
               metrics?.rotation(policy, 'ok', performance.now() - started);
               record(policy, 'ok');
               bus.emit({ type: 'rotated', at: now(), containerId, policy });
@@ -197,6 +288,12 @@ export function createRotations(context: RotationContext): Rotations {
                 performance.now() - started,
               );
               record(policy, 'error', code);
+              const next = chain[index + 1];
+              // New dso:// values not delivered: recorded as such, shown, and retried.
+              const message =
+                envChanged && next === undefined
+                  ? replacementFailed(containerId, spec, before, error, code)
+                  : undefined;
               bus.emit({
                 type: 'rotation-failed',
                 at: now(),
@@ -204,8 +301,8 @@ export function createRotations(context: RotationContext): Rotations {
                 policy,
                 code,
                 rolledBack,
+                ...(message === undefined ? {} : { message }),
               });
-              const next = chain[index + 1];
               // The files already hold the new versions: a container left as it is picks them
               // up at its next start or reload. Said loudly, not retried in a loop.
               log.warn(
@@ -217,6 +314,7 @@ export function createRotations(context: RotationContext): Rotations {
                     ? { stage: details.stage, reason: details.reason, rollback: 'done' }
                     : {}),
                   ...(next === undefined ? {} : { escalatingTo: next }),
+                  ...(message === undefined ? {} : { advice: message }),
                 },
                 rolledBack
                   ? 'replacement rolled back: the old container keeps serving'
@@ -312,6 +410,7 @@ export function createRotations(context: RotationContext): Rotations {
     });
     bus.emit({ type: 'replaced', at: now(), containerId, newContainerId: result.newId });
     // The old container is gone: its state with it.
+    clearRetry(containerId);
     context.onReplaced(containerId);
     logger.info(
       {
@@ -384,19 +483,23 @@ export function createRotations(context: RotationContext): Rotations {
         return;
       }
       store.holdForRotation(containerId, before);
-      const run = rotate(containerId, spec, secrets, envChanged, aborting.signal).finally(() => {
-        running.delete(containerId);
-        // Done, failed or rolled back: not to be redone by the next agent. Aborted by a
-        // shutdown: left for the next agent to redo.
-        if (!aborting.signal.aborted) store.releaseRotation(containerId);
-        else store.scheduleSave();
-      });
+      const run = rotate(containerId, spec, secrets, envChanged, before, aborting.signal).finally(
+        () => {
+          running.delete(containerId);
+          // Done, failed or rolled back: not to be redone by the next agent. Aborted by a
+          // shutdown: left for the next agent to redo.
+          if (!aborting.signal.aborted) store.releaseRotation(containerId);
+          else store.scheduleSave();
+        },
+      );
       running.set(containerId, run);
     },
     get size() {
       return running.size;
     },
+    forget: clearRetry,
     async close(graceMs) {
+      for (const id of [...retries.keys()]) clearRetry(id);
       if (running.size > 0) {
         logger.info({ rotations: running.size, graceMs }, 'waiting for rotations');
         const settled = Promise.allSettled([...running.values()]);
@@ -440,4 +543,55 @@ export function createRotations(context: RotationContext): Rotations {
       }
     },
   };
+}
+
+/** Why a replacement failed, as `details.reason` of DSO_DOCKER_REPLACE_FAILED says it. */
+const CANNOT_RUN_TWICE = new Set([
+  'fixed-host-port',
+  'fixed-ip',
+  'fixed-mac-address',
+  'network-dependents',
+  'exited',
+  'restarted',
+]);
+
+/**
+ * What a failed replacement means for the operator: which values the container still runs,
+ * when it is tried again, and what to do (references, versions and reasons; never a value).
+ */
+export function replacementFailureMessage(
+  containerId: string,
+  spec: Pick<ManagedSpec, 'env'>,
+  error: unknown,
+  code: string,
+  retryInMs: number,
+): string {
+  const details = (error as { details?: Record<string, unknown> } | undefined)?.details ?? {};
+  const reason = typeof details.reason === 'string' ? details.reason : undefined;
+  const stage = typeof details.stage === 'string' ? details.stage : undefined;
+  const running = spec.env
+    .map(
+      (variable) =>
+        `${variable.name} ${formatReference(variable.reference)}${
+          variable.createdVersion === undefined ? '' : ` version ${variable.createdVersion}`
+        }`,
+    )
+    .join(', ');
+  const cause =
+    error instanceof Error ? error.message.slice(0, 300) : 'the replacement did not happen';
+  let advice: string;
+  if (reason !== undefined && CANNOT_RUN_TWICE.has(reason)) {
+    advice =
+      'a container that cannot run twice at once (a fixed host port or address, a fixed port on the host network) cannot be replaced beside itself: deliver the secret as a file (dsofile://, rotated in place without a new container), or recreate the container yourself (dso up) to give it the new value';
+  } else if (reason === 'unhealthy' || reason === 'health-timeout') {
+    advice =
+      "the new container did not prove healthy within rotation.healthTimeoutMs: see its health check and the log tail in the agent's log";
+  } else {
+    advice = "see the agent's log for the cause";
+  }
+  return `the replacement of container ${containerId.slice(0, 12)} for its new dso:// values did not happen (${code}${
+    reason === undefined ? '' : `, ${reason}${stage === undefined ? '' : ` at ${stage}`}`
+  }: ${cause}); it still runs the old values (${running}); tried again in ${Math.ceil(
+    retryInMs / 1_000,
+  )} s with backoff, and at dso rotate, dso reconcile, an agent restart or its own restart; ${advice}`;
 }
