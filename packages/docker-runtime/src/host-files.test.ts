@@ -10,6 +10,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   rmSync,
   statfsSync,
   symlinkSync,
@@ -101,11 +102,12 @@ function snapshot(dir: string): Record<string, string> {
 }
 
 describe('createHostSecretDirs', () => {
-  it('creates a missing root with mode 0755 on a tmpfs', () => {
+  it('creates a missing root with mode 0700, owned by the agent, on a tmpfs', () => {
     const root = join(base, randomUUID(), 'nested');
     const dirs = createHostSecretDirs({ root: `${root}/` });
     expect(dirs.root).toBe(root);
-    expect(lstatSync(root).mode & 0o777).toBe(0o755);
+    expect(lstatSync(root).mode & 0o777).toBe(0o700);
+    expect(lstatSync(root).uid).toBe(process.geteuid?.());
     expect(dirs.keys()).toEqual([]);
   });
 
@@ -117,7 +119,7 @@ describe('createHostSecretDirs', () => {
       const root = join(disk, 'secrets');
       const error = failure(() => createHostSecretDirs({ root }));
       expect(error.code).toBe('DSO_DOCKER_HOST_PATH_NOT_TMPFS');
-      expect(error.message).toContain(`mount -t tmpfs -o mode=0755,size=16m tmpfs ${root}`);
+      expect(error.message).toContain(`mount -t tmpfs -o mode=0700,size=16m tmpfs ${root}`);
       expect(error.message).toContain('/dev/shm');
       expect(readdirSync(root)).toEqual([]);
     } finally {
@@ -453,6 +455,179 @@ describe('HostSecretDirs.write', () => {
     expect(error?.details.errno).toBe('EPERM');
     expect(error?.message).toContain('needs root (or CAP_CHOWN)');
     expect(own).toBe('same');
+  });
+});
+
+describe('HostSecretDirs against a racing writer: symlinks and renames are never followed', () => {
+  /** A host folder outside the root with files and modes: what an attacker's links point at. */
+  function plantVictim(): { path: string; state: () => Record<string, string> } {
+    const path = mkdtempSync(join(base, 'victim-'));
+    writeFileSync(join(path, 'keep'), 'victim data', { mode: 0o644 });
+    mkdirSync(join(path, 'sub'), { mode: 0o750 });
+    writeFileSync(join(path, 'sub', 'deep'), 'deep data', { mode: 0o600 });
+    chmodSync(path, 0o751);
+    const state = () => ({ '.': (lstatSync(path).mode & 0o7777).toString(8), ...snapshot(path) });
+    return { path, state };
+  }
+
+  function versionDirs(dir: string): string[] {
+    return readdirSync(dir).filter((name) => name.startsWith('..dso_'));
+  }
+
+  it('does not follow an older version directory swapped for a symlink after it was listed (the reported attack)', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const root = join(base, randomUUID());
+    const dirs = createHostSecretDirsWithFaults({ root }, (step, name) => {
+      // The racing container: the version directory the clean-up is about to remove becomes a
+      // symlink to the victim, between the listing and the removal.
+      if (step !== 'clean' || name === undefined) return;
+      const path = join(dirs.pathOf('k'), name);
+      rmSync(path, { recursive: true, force: true });
+      symlinkSync(victim.path, path);
+    });
+    dirs.write('k', { files: canaryFiles(['a', 'b']), owner });
+    const error = failure(() => dirs.write('k', { files: canaryFiles(['a'], 'v2'), owner }));
+    expect(error.code).toBe('DSO_DOCKER_HOST_PATH_TAMPERED');
+    expect(error.retryable).toBe(false);
+    expect(error.details).toMatchObject({ key: 'k', live: true });
+    expect(error.message).toContain('mounts it writable');
+    expect(victim.state()).toEqual(before);
+    // The planted link was removed as a link; the new set is live.
+    const dir = dirs.pathOf('k');
+    expect(versionDirs(dir)).toHaveLength(1);
+    expect(readFileSync(join(dir, 'a'), 'utf8')).toBe(`${CANARY}:v2:a`);
+  });
+
+  it('refuses a folder with a symlink where a version directory belongs, before writing anything', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const dirs = freshDirs();
+    dirs.write('k', { files: canaryFiles(['a']), owner });
+    const dir = dirs.pathOf('k');
+    symlinkSync(victim.path, join(dir, '..dso_1_planted'));
+    const folderBefore = snapshot(dir);
+    const error = failure(() => dirs.write('k', { files: canaryFiles(['a'], 'v2'), owner }));
+    expect(error.code).toBe('DSO_DOCKER_HOST_PATH_TAMPERED');
+    expect(error.details.name).toBe('..dso_1_planted');
+    expect(snapshot(dir)).toEqual(folderBefore);
+    expect(victim.state()).toEqual(before);
+  });
+
+  it('removes links planted inside an older version directory as links, and says so', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const dirs = freshDirs();
+    dirs.write('k', { files: canaryFiles(['a']), owner });
+    const dir = dirs.pathOf('k');
+    const [old] = versionDirs(dir);
+    const oldPath = join(dir, old as string);
+    chmodSync(oldPath, 0o700);
+    symlinkSync(victim.path, join(oldPath, 'to-dir'));
+    symlinkSync(join(victim.path, 'keep'), join(oldPath, 'to-file'));
+    mkdirSync(join(oldPath, 'nested'));
+    symlinkSync(victim.path, join(oldPath, 'nested', 'to-dir'));
+    chmodSync(oldPath, 0o555);
+    const error = failure(() => dirs.write('k', { files: canaryFiles(['a'], 'v2'), owner }));
+    expect(error.code).toBe('DSO_DOCKER_HOST_PATH_TAMPERED');
+    expect(error.details.live).toBe(true);
+    expect(existsSync(oldPath)).toBe(false);
+    expect(victim.state()).toEqual(before);
+  });
+
+  it('writes into the version directory it made even when it is swapped for a symlink mid-write', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const root = join(base, randomUUID());
+    let armed = false;
+    let swapped = false;
+    const dirs = createHostSecretDirsWithFaults({ root }, (step) => {
+      if (step !== 'file' || !armed || swapped) return;
+      swapped = true;
+      const dir = dirs.pathOf('k');
+      const [stage] = readdirSync(dir).filter(
+        (name) => name.startsWith('..dso_') && (lstatSync(join(dir, name)).mode & 0o777) === 0o700,
+      );
+      renameSync(join(dir, stage as string), join(dir, '..moved'));
+      symlinkSync(victim.path, join(dir, stage as string));
+    });
+    dirs.write('k', { files: canaryFiles(['a']), owner });
+    armed = true;
+    dirs.write('k', { files: canaryFiles(['keep', 'sub'], 'v2'), owner });
+    expect(swapped).toBe(true);
+    expect(victim.state()).toEqual(before);
+    expect(readdirSync(join(dirs.pathOf('k'), '..moved')).sort()).toEqual(['keep', 'sub']);
+  });
+
+  it('writes into the key folder it opened even when it is renamed and replaced by a symlink mid-write', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const root = join(base, randomUUID());
+    let swapped = false;
+    const dirs = createHostSecretDirsWithFaults({ root }, (step) => {
+      if (step !== 'link' || swapped) return;
+      swapped = true;
+      renameSync(dirs.pathOf('k'), join(root, 'moved'));
+      symlinkSync(victim.path, dirs.pathOf('k'));
+    });
+    dirs.write('k', { files: canaryFiles(['keep', 'new']), owner });
+    expect(victim.state()).toEqual(before);
+    expect(
+      readdirSync(join(root, 'moved'))
+        .filter((name) => !name.startsWith('..dso_'))
+        .sort(),
+    ).toEqual(['..data', 'keep', 'new']);
+    // The next write refuses the link in its place.
+    expect(
+      failure(() => dirs.write('k', { files: canaryFiles(['a']), owner })).details.reason,
+    ).toBe('not-a-directory');
+    expect(victim.state()).toEqual(before);
+  });
+
+  it('refuses a root replaced by a symlink or another directory since it was opened', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const dirs = freshDirs();
+    dirs.write('k', { files: canaryFiles(['a']), owner });
+    renameSync(dirs.root, `${dirs.root}-moved`);
+    symlinkSync(victim.path, dirs.root);
+    for (const run of [
+      () => dirs.write('keep', { files: canaryFiles(['a']), owner }),
+      () => dirs.remove('sub'),
+      () => dirs.keys(),
+      () => dirs.ensure('sub'),
+    ]) {
+      expect(failure(run).code).toBe('DSO_DOCKER_HOST_PATH_TAMPERED');
+    }
+    expect(victim.state()).toEqual(before);
+  });
+
+  it('removes a key folder whose version directory is a link to elsewhere without following it', () => {
+    const victim = plantVictim();
+    const before = victim.state();
+    const dirs = freshDirs();
+    dirs.write('k', { files: canaryFiles(['a']), owner });
+    symlinkSync(victim.path, join(dirs.pathOf('k'), '..dso_1_planted'));
+    dirs.remove('k');
+    expect(existsSync(dirs.pathOf('k'))).toBe(false);
+    expect(victim.state()).toEqual(before);
+  });
+
+  it('makes an existing root 0700, so no other host user reaches a key folder', () => {
+    const root = join(base, randomUUID());
+    mkdirSync(root, { mode: 0o755 });
+    chmodSync(root, 0o755);
+    createHostSecretDirs({ root });
+    expect(lstatSync(root).mode & 0o777).toBe(0o700);
+  });
+
+  it.runIf(isRoot)('refuses a root owned by another user, with the fix', () => {
+    const root = join(base, randomUUID());
+    mkdirSync(root, { mode: 0o700 });
+    chownSync(root, 1000, 1000);
+    const error = failure(() => createHostSecretDirs({ root }));
+    expect(error.code).toBe('DSO_DOCKER_HOST_PATH_FAILED');
+    expect(error.message).toContain(`chown 0:0 ${root}`);
   });
 });
 

@@ -18,29 +18,10 @@
  * interleave. Nothing is fsynced: there is no disk behind a tmpfs.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  type Dirent,
-  fchmodSync,
-  fchownSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readlinkSync,
-  renameSync,
-  rmdirSync,
-  rmSync,
-  statfsSync,
-  statSync,
-  symlinkSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { type Dirent, mkdirSync, statfsSync } from 'node:fs';
 import { isAbsolute, join, normalize } from 'node:path';
 import { DockerRuntimeError } from './errors.js';
+import { errnoOf, SafeDir } from './safe-dir.js';
 import { type SecretFile, validateWriteRequest } from './write-request.js';
 
 /**
@@ -60,11 +41,12 @@ const TMP_PREFIX = '..tmp_';
 const DATA_LINK = '..data';
 /** What the container's files are linked through; the first segment of each name's link. */
 const DATA_PREFIX = `${DATA_LINK}/`;
+/** The root: only its owner (root) may reach a key's folder from the host. */
+const ROOT_MODE = 0o700;
 const KEY_DIR_MODE = 0o755;
 const STAGING_MODE = 0o700;
 /** A filled version directory: anyone may traverse it, nobody may change it. */
 const SEALED_MODE = 0o555;
-const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** Options of {@link createHostSecretDirs}. */
 export interface HostSecretDirsOptions {
@@ -234,12 +216,16 @@ export function createHostSecretDirs(options: HostSecretDirsOptions = {}): HostS
   return new HostSecretDirStore(normaliseRoot(options.root ?? DEFAULT_HOST_SECRETS_ROOT), noFault);
 }
 
-/** A step of {@link HostSecretDirs.write} before the commit point, for fault injection. */
-export type HostWriteStep = 'stage' | 'file' | 'seal' | 'link' | 'swap';
+/**
+ * A step of {@link HostSecretDirs.write}, for fault injection: those before the commit point,
+ * and `clean` (before an older version directory is removed, after the swap; `name` is its name).
+ */
+export type HostWriteStep = 'stage' | 'file' | 'seal' | 'link' | 'swap' | 'clean';
 
 /**
  * Like {@link createHostSecretDirs}, with `fault` called before each step of a write up to the
- * swap; what it throws acts as that step failing. Tests only (not exported by the package): it
+ * swap, and before each removal of an older version directory after it; what it throws before
+ * the swap acts as that step failing, and what it does to the folder plays a racing writer. Tests only (not exported by the package): it
  * proves that a failure anywhere before the commit point leaves the previous set as it was.
  * @internal
  */
@@ -255,23 +241,47 @@ function noFault(): void {}
 class HostSecretDirStore implements HostSecretDirs {
   readonly root: string;
   readonly #fault: (step: HostWriteStep, name?: string) => void;
+  /** The root's identity when it was opened: a root replaced since (a rename, a mount) is refused. */
+  readonly #rootId: { dev: number; ino: number };
 
   constructor(root: string, fault: (step: HostWriteStep, name?: string) => void) {
     this.root = root;
     this.#fault = fault;
-    let created: string | undefined;
+    let dir: SafeDir;
     try {
-      created = mkdirSync(root, { recursive: true, mode: KEY_DIR_MODE });
-      // Only the root itself gets an exact mode; parents keep what the umask gave them.
-      if (created !== undefined) chmodSync(root, KEY_DIR_MODE);
-      if (!statSync(root).isDirectory()) {
-        throw failed(`${root} is not a directory: choose another root`, { path: root });
+      mkdirSync(root, { recursive: true, mode: ROOT_MODE });
+      dir = SafeDir.open(root);
+    } catch (error) {
+      const errno = errnoOf(error);
+      if (errno === 'ELOOP' || errno === 'ENOTDIR') {
+        throw failed(`${root} is a symlink or not a directory: choose another root`, {
+          path: root,
+          errno,
+        });
       }
+      throw fsFailure(error, 'open the root', root, undefined);
+    }
+    try {
+      const euid = process.geteuid?.();
+      if (euid !== undefined && dir.uid !== euid) {
+        throw failed(
+          `${root} is owned by uid ${dir.uid}, not by the agent's user (uid ${euid}), who could ` +
+            `change what the agent writes there: \`chown ${euid}:0 ${root}\`, or choose another root`,
+          { path: root, uid: dir.uid },
+        );
+      }
+      // Exact, whatever the umask or an older agent gave it: only its owner may reach a key's
+      // folder from the host. A container reads its folder through its bind mount, which does
+      // not traverse the root.
+      if (dir.mode !== ROOT_MODE) dir.chmod(ROOT_MODE);
+      assertTmpfs(dir.procPath, root, root);
+      this.#rootId = { dev: dir.dev, ino: dir.ino };
     } catch (error) {
       if (error instanceof DockerRuntimeError) throw error;
       throw fsFailure(error, 'open the root', root, undefined);
+    } finally {
+      dir.close();
     }
-    assertTmpfs(root, root);
   }
 
   pathOf(key: string): string {
@@ -286,73 +296,100 @@ class HostSecretDirStore implements HostSecretDirs {
   }
 
   ensure(key: string): string {
-    const dir = this.pathOf(key);
-    this.#prepare(dir, key);
-    return dir;
+    const path = this.pathOf(key);
+    this.#openKey(key).close();
+    return path;
   }
 
   write(key: string, request: HostWriteRequest): HostWriteResult {
     const startedAt = performance.now();
-    const dir = this.pathOf(key);
     const valid = validateHostRequest(request);
     const owner = valid.owner;
-    this.#prepare(dir, key);
+    const dir = this.#openKey(key);
+    try {
+      return this.#write(dir, key, valid, owner, startedAt);
+    } finally {
+      dir.close();
+    }
+  }
 
+  #write(
+    dir: SafeDir,
+    key: string,
+    valid: ValidHostRequest,
+    owner: { uid: number; gid: number },
+    startedAt: number,
+  ): HostWriteResult {
     let entries: Dirent[];
     try {
-      entries = readdirSync(dir, { withFileTypes: true });
+      entries = dir.list();
     } catch (error) {
-      throw fsFailure(error, 'read', dir, key);
+      throw fsFailure(error, 'read', dir.path, key);
     }
     const names = new Set(valid.files.map((file) => file.name));
-    const linked = this.#checkNames(dir, key, entries, names);
+    const linked = checkNames(dir, key, entries, names);
 
     const generation = `${Date.now()}_${randomBytes(6).toString('hex')}`;
     const version = `${VERSION_PREFIX}${generation}`;
-    const stage = join(dir, version);
-    const tmp = join(dir, `${TMP_PREFIX}${generation}`);
+    const tmp = `${TMP_PREFIX}${generation}`;
     const created: string[] = [];
     let step = 'stage';
-    let path = stage;
+    let name = version;
     let staged = false;
+    let stage: SafeDir | undefined;
     try {
       this.#fault('stage');
-      mkdirSync(stage, STAGING_MODE);
+      dir.mkdir(version, STAGING_MODE);
       staged = true;
+      stage = dir.openDir(version);
       step = 'file';
       for (const file of valid.files) {
-        path = join(stage, file.name);
+        name = join(version, file.name);
         this.#fault('file', file.name);
-        writeFile(path, file.content, valid.mode, owner);
+        // O_EXCL | O_NOFOLLOW: the staging directory is new, so anything there is not ours.
+        stage.createFile(file.name, file.content, valid.mode, owner);
       }
       step = 'seal';
-      path = stage;
+      name = version;
       this.#fault('seal');
-      chmodSync(stage, SEALED_MODE);
+      stage.chmod(SEALED_MODE);
       // Names new to the set dangle until the swap, exactly as if they did not exist yet.
       step = 'link';
-      for (const name of names) {
-        if (linked.has(name)) continue;
-        path = join(dir, name);
-        this.#fault('link', name);
-        symlinkSync(`${DATA_PREFIX}${name}`, path);
-        created.push(path);
+      for (const linkName of names) {
+        if (linked.has(linkName)) continue;
+        name = linkName;
+        this.#fault('link', linkName);
+        dir.symlink(`${DATA_PREFIX}${linkName}`, linkName);
+        created.push(linkName);
       }
       // The commit point: rename(2) replaces ..data atomically, so a path resolved through it
       // reaches the old version directory or the new one, never neither.
       step = 'swap';
-      path = join(dir, DATA_LINK);
+      name = DATA_LINK;
       this.#fault('swap');
-      symlinkSync(version, tmp);
-      renameSync(tmp, path);
+      dir.symlink(version, tmp);
+      dir.rename(tmp, DATA_LINK);
     } catch (error) {
-      undo(created, tmp, staged ? stage : undefined);
+      stage?.close();
+      stage = undefined;
+      undo(dir, created, tmp, staged ? version : undefined);
       if (error instanceof DockerRuntimeError) throw error;
-      throw fsFailure(error, step, path, key, owner);
+      throw fsFailure(error, step, dir.display(name), key, owner);
+    } finally {
+      stage?.close();
     }
-    cleanUp(dir, entries, names, version);
+    const unexpected = cleanUp(dir, entries, names, version, this.#fault);
+    if (unexpected.length > 0) {
+      throw tampered(
+        `${dir.path} held ${unexpected.join(', ')}, which DSO did not write (a link or a ` +
+          'non-regular file where DSO keeps its versions): removed as such, nothing followed, ' +
+          'and the new set is live. Something with write access to the folder changed it: ' +
+          'remove every container that mounts it writable',
+        { key, path: dir.path, entries: unexpected, live: true },
+      );
+    }
     return {
-      path: dir,
+      path: dir.path,
       files: valid.files.length,
       bytes: valid.bytes,
       durationMs: Math.round((performance.now() - startedAt) * 100) / 100,
@@ -361,39 +398,34 @@ class HostSecretDirStore implements HostSecretDirs {
   }
 
   remove(key: string): void {
-    const dir = this.pathOf(key);
+    const path = this.pathOf(key);
+    const root = this.#openRoot();
     try {
-      let isLink: boolean;
-      try {
-        isLink = lstatSync(dir).isSymbolicLink();
-      } catch (error) {
-        if (errnoOf(error) === 'ENOENT') return;
-        throw error;
-      }
-      // Never follow a symlink someone put in our place: remove the link itself.
-      if (isLink) {
-        unlinkSync(dir);
-        return;
-      }
-      for (const entry of readdirSync(dir, { withFileTypes: true })) {
-        // Sealed version directories are 0555: a non-root owner must open them to empty them.
-        if (entry.isDirectory() && entry.name.startsWith(VERSION_PREFIX)) {
-          chmodSync(join(dir, entry.name), STAGING_MODE);
-        }
-      }
-      rmSync(dir, { recursive: true, force: true });
+      // A directory is emptied through descriptors; a symlink someone put in its place is
+      // removed as a link, never followed.
+      root.removeTree(key);
     } catch (error) {
-      throw fsFailure(error, 'remove', dir, key);
+      throw fsFailure(error, 'remove', path, key);
+    } finally {
+      root.close();
     }
   }
 
   keys(): string[] {
-    let entries: Dirent[];
+    let root: SafeDir;
     try {
-      entries = readdirSync(this.root, { withFileTypes: true });
+      root = this.#openRoot();
     } catch (error) {
       if (errnoOf(error) === 'ENOENT') return [];
+      throw error;
+    }
+    let entries: Dirent[];
+    try {
+      entries = root.list();
+    } catch (error) {
       throw fsFailure(error, 'list', this.root, undefined);
+    } finally {
+      root.close();
     }
     return entries
       .filter((entry) => entry.isDirectory() && KEY_PATTERN.test(entry.name))
@@ -401,162 +433,189 @@ class HostSecretDirStore implements HostSecretDirs {
       .sort();
   }
 
-  /** Makes sure `dir` is a real directory (not a symlink) on a tmpfs, creating it when missing. */
-  #prepare(dir: string, key: string): void {
+  /** Opens the root, refusing a directory that is not the one this store opened at first. */
+  #openRoot(): SafeDir {
     try {
-      let stats = lstatOrUndefined(dir);
-      if (stats === undefined) {
-        try {
-          mkdirSync(dir, KEY_DIR_MODE);
-          chmodSync(dir, KEY_DIR_MODE);
-        } catch (error) {
-          // Created meanwhile by someone else: the checks below judge what is there.
-          if (errnoOf(error) !== 'EEXIST') throw error;
-        }
-        stats = lstatSync(dir);
-      }
-      if (stats.isSymbolicLink() || !stats.isDirectory()) {
-        throw failed(
-          `${dir} is ${stats.isSymbolicLink() ? 'a symlink' : 'not a directory'}: ` +
-            'remove it; DSO writes only into a real directory it created',
-          { key, path: dir, reason: 'not-a-directory' },
+      return SafeDir.open(this.root, this.#rootId);
+    } catch (error) {
+      const errno = errnoOf(error);
+      if (errno === 'ENOENT') throw error;
+      if (errno === 'ELOOP' || errno === 'ENOTDIR' || errno === 'EXDEV') {
+        throw tampered(
+          `${this.root} is no longer the directory DSO opened at start (replaced by a link, ` +
+            'another directory or a mount): nothing is written there. Restore it, or restart ' +
+            'the agent to open the new one',
+          { path: this.root, errno },
         );
       }
-    } catch (error) {
-      if (error instanceof DockerRuntimeError) throw error;
-      throw fsFailure(error, 'prepare', dir, key);
+      throw fsFailure(error, 'open the root', this.root, undefined);
     }
-    // The key's directory itself, not only the root: something else may be mounted there.
-    assertTmpfs(dir, this.root);
   }
 
   /**
-   * Refuses a set whose names (or `..data`) are taken by anything but DSO's own links, before
-   * anything is written. Returns the names already linked to `..data/<name>`.
+   * Opens a key's folder through the root's descriptor, creating it when missing: a real
+   * directory (never through a symlink), on the root's tmpfs.
    */
-  #checkNames(dir: string, key: string, entries: Dirent[], names: Set<string>): Set<string> {
-    const linked = new Set<string>();
-    for (const entry of entries) {
-      const isData = entry.name === DATA_LINK;
-      if (!isData && !names.has(entry.name)) continue;
-      const path = join(dir, entry.name);
-      let ours = false;
-      if (entry.isSymbolicLink()) {
-        let link: string;
-        try {
-          link = readlinkSync(path);
-        } catch (error) {
-          throw fsFailure(error, 'read', path, key);
-        }
-        ours = isData
-          ? link.startsWith(VERSION_PREFIX) && !link.includes('/')
-          : link === `${DATA_PREFIX}${entry.name}`;
+  #openKey(key: string): SafeDir {
+    const path = this.pathOf(key);
+    let root: SafeDir;
+    try {
+      root = this.#openRoot();
+    } catch (error) {
+      if (error instanceof DockerRuntimeError) throw error;
+      throw fsFailure(error, 'prepare', path, key);
+    }
+    let dir: SafeDir;
+    try {
+      let made = false;
+      try {
+        root.mkdir(key, KEY_DIR_MODE);
+        made = true;
+      } catch (error) {
+        // There already (or created meanwhile by someone else): judged by opening it below.
+        if (errnoOf(error) !== 'EEXIST') throw error;
       }
-      if (!ours) {
+      // A mount point is allowed here (the operator's own tmpfs): the tmpfs check below judges it.
+      dir = root.openDir(key, { anyDevice: true });
+      if (made && dir.mode !== KEY_DIR_MODE) dir.chmod(KEY_DIR_MODE);
+    } catch (error) {
+      const errno = errnoOf(error);
+      if (errno === 'ELOOP' || errno === 'ENOTDIR' || errno === 'EXDEV') {
+        const what = root.lstat(key)?.isSymbolicLink() ? 'a symlink' : 'not a directory';
         throw failed(
-          `${path} exists and is not a link written by DSO: remove it` +
-            (isData ? '' : ' or choose another file name'),
-          { key, path, name: entry.name, reason: 'conflict' },
+          `${path} is ${what}: remove it; DSO writes only into a real directory it created`,
+          { key, path, reason: 'not-a-directory', errno },
         );
       }
-      if (!isData) linked.add(entry.name);
+      throw fsFailure(error, 'prepare', path, key);
+    } finally {
+      root.close();
     }
-    return linked;
+    try {
+      // The key's directory itself, not only the root: something else may be mounted there.
+      assertTmpfs(dir.procPath, path, this.root);
+    } catch (error) {
+      dir.close();
+      throw error;
+    }
+    return dir;
   }
 }
 
-function writeFile(
-  path: string,
-  content: Uint8Array,
-  mode: number,
-  owner: { uid: number; gid: number },
-): void {
-  // O_EXCL: the staging directory is new, so anything already there is a collision, not ours.
-  const fd = openSync(path, OPEN_FLAGS, 0o600);
-  try {
-    let offset = 0;
-    while (offset < content.byteLength) {
-      offset += writeSync(fd, content, offset, content.byteLength - offset);
+/**
+ * Refuses a set whose names (or `..data`) are taken by anything but DSO's own links, and a
+ * folder whose DSO entries are not what DSO wrote, before anything is written. Returns the names
+ * already linked to `..data/<name>`.
+ */
+function checkNames(dir: SafeDir, key: string, entries: Dirent[], names: Set<string>): Set<string> {
+  const linked = new Set<string>();
+  for (const entry of entries) {
+    const path = dir.display(entry.name);
+    if (entry.name.startsWith(VERSION_PREFIX) && !entry.isDirectory()) {
+      throw tampered(
+        `${path} is not a directory, where DSO keeps a version directory: something with write ` +
+          'access to the folder planted it. Nothing was written. Remove every container that ' +
+          `mounts ${dir.path} writable, then remove ${path}`,
+        { key, path, name: entry.name },
+      );
     }
-    fchownSync(fd, owner.uid, owner.gid);
-    // After chown, which may clear mode bits; and exact, whatever the umask.
-    fchmodSync(fd, mode);
-  } finally {
-    closeSync(fd);
+    const isData = entry.name === DATA_LINK;
+    if (!isData && !names.has(entry.name)) continue;
+    let ours = false;
+    if (entry.isSymbolicLink()) {
+      let link: string | undefined;
+      try {
+        link = dir.readlink(entry.name);
+      } catch (error) {
+        throw fsFailure(error, 'read', path, key);
+      }
+      ours =
+        link !== undefined &&
+        (isData
+          ? link.startsWith(VERSION_PREFIX) && !link.includes('/')
+          : link === `${DATA_PREFIX}${entry.name}`);
+    }
+    if (!ours) {
+      throw failed(
+        `${path} exists and is not a link written by DSO: remove it` +
+          (isData ? '' : ' or choose another file name'),
+        { key, path, name: entry.name, reason: 'conflict' },
+      );
+    }
+    if (!isData) linked.add(entry.name);
   }
+  return linked;
 }
 
 /** Removes what a failed write created before the swap. The previous set was never touched. */
-function undo(links: string[], tmp: string, stage: string | undefined): void {
-  for (const link of links) removeQuietly(link);
-  removeQuietly(tmp);
-  if (stage !== undefined) removeVersionDir(stage);
+function undo(dir: SafeDir, links: string[], tmp: string, stage: string | undefined): void {
+  for (const link of links) removeQuietly(dir, link);
+  removeQuietly(dir, tmp);
+  if (stage !== undefined) removeVersionDir(dir, stage);
 }
 
 /**
  * After the swap: removes the links of names the new set dropped, older version directories and
  * stale temporary links (a crash can leave both). A failure here leaves the new set live and
- * correct, so it is not the caller's failure; the next write tries again.
+ * correct, so it is not the caller's failure; the next write tries again. Returns the entries
+ * found that DSO never writes (links or special files where its versions are): tampering.
  */
-function cleanUp(dir: string, entries: Dirent[], names: Set<string>, live: string): void {
+function cleanUp(
+  dir: SafeDir,
+  entries: Dirent[],
+  names: Set<string>,
+  live: string,
+  fault: (step: HostWriteStep, name?: string) => void,
+): string[] {
+  const unexpected: string[] = [];
   for (const entry of entries) {
-    const path = join(dir, entry.name);
     if (entry.name.startsWith(VERSION_PREFIX)) {
-      if (entry.name !== live && entry.isDirectory()) removeVersionDir(path);
+      if (entry.name === live) continue;
+      fault('clean', entry.name);
+      // Listed as a directory a moment ago; it may be a link to anywhere by now. Removed
+      // through descriptors, a link as a link: nothing outside the folder is reached.
+      if (removeVersionDir(dir, entry.name) > 0) unexpected.push(entry.name);
     } else if (entry.name.startsWith(TMP_PREFIX)) {
-      if (entry.isSymbolicLink()) removeQuietly(path);
+      if (entry.isSymbolicLink()) removeQuietly(dir, entry.name);
     } else if (
       !entry.name.startsWith('..') &&
       !names.has(entry.name) &&
       entry.isSymbolicLink() &&
-      readlinkQuietly(path) === `${DATA_PREFIX}${entry.name}`
+      readlinkQuietly(dir, entry.name) === `${DATA_PREFIX}${entry.name}`
     ) {
-      removeQuietly(path);
+      removeQuietly(dir, entry.name);
     }
   }
+  return unexpected;
 }
 
-function removeVersionDir(path: string): void {
+/**
+ * Removes a version directory through descriptors (each level opened O_NOFOLLOW, a link
+ * removed as a link). Returns how many entries were not what DSO writes there.
+ */
+function removeVersionDir(dir: SafeDir, name: string): number {
   try {
-    // Sealed 0555: without CAP_DAC_OVERRIDE even its owner must open it before emptying it.
-    chmodSync(path, STAGING_MODE);
-    // A version directory holds plain files only: unlinking them directly takes a third of the
-    // system calls of a generic recursive removal. Anything unexpected falls back to rmSync.
-    try {
-      for (const name of readdirSync(path)) unlinkSync(join(path, name));
-      rmdirSync(path);
-    } catch {
-      // Not flat after all (someone added a directory): remove it the generic way.
-      rmSync(path, { recursive: true, force: true });
-    }
+    return dir.removeTree(name).unexpected;
   } catch {
     // Left for the next write's clean-up, which removes every version directory but the live one.
+    return 0;
   }
 }
 
-function removeQuietly(path: string): void {
+function removeQuietly(dir: SafeDir, name: string): void {
   try {
-    unlinkSync(path);
+    dir.unlink(name);
   } catch {
     // Already gone, or left for the next write's clean-up: nothing that is live depends on it.
   }
 }
 
-function readlinkQuietly(path: string): string | undefined {
+function readlinkQuietly(dir: SafeDir, name: string): string | undefined {
   try {
-    return readlinkSync(path);
+    return dir.readlink(name);
   } catch {
     // Gone meanwhile: then it is not a link to remove.
     return undefined;
-  }
-}
-
-function lstatOrUndefined(path: string) {
-  try {
-    return lstatSync(path);
-  } catch (error) {
-    if (errnoOf(error) === 'ENOENT') return undefined;
-    throw error;
   }
 }
 
@@ -615,26 +674,36 @@ function normaliseRoot(root: unknown): string {
   return normal.length > 1 ? normal.replace(/\/+$/, '') : normal;
 }
 
-function assertTmpfs(path: string, root: string): void {
+/** Checks that `path` (a descriptor's /proc path, or a plain one) is on a tmpfs; `display` names it. */
+function assertTmpfs(path: string, display: string, root: string): void {
   let type: number;
   try {
     type = statfsSync(path).type;
   } catch (error) {
-    throw fsFailure(error, 'check the file system of', path, undefined);
+    throw fsFailure(error, 'check the file system of', display, undefined);
   }
   if (type !== TMPFS_MAGIC) {
     throw new DockerRuntimeError(
       'DSO_DOCKER_HOST_PATH_NOT_TMPFS',
-      `${path} is not on a tmpfs (file system type 0x${type.toString(16)}), so secret files ` +
-        `would reach a disk: mount one with \`mount -t tmpfs -o mode=0755,size=16m tmpfs ${root}\` ` +
+      `${display} is not on a tmpfs (file system type 0x${type.toString(16)}), so secret files ` +
+        `would reach a disk: mount one with \`mount -t tmpfs -o mode=0700,size=16m tmpfs ${root}\` ` +
         'or choose a root under /dev/shm',
-      { path, root, fsType: type },
+      { path: display, root, fsType: type },
     );
   }
 }
 
 function failed(message: string, facts: Record<string, unknown>): DockerRuntimeError {
   return new DockerRuntimeError('DSO_DOCKER_HOST_PATH_FAILED', message, facts);
+}
+
+/**
+ * Something other than DSO changed a folder DSO writes (a link or a file planted where DSO keeps
+ * a directory, a directory swapped between two operations): never followed, refused, and not
+ * retryable, since it will not pass by itself.
+ */
+function tampered(message: string, facts: Record<string, unknown>): DockerRuntimeError {
+  return new DockerRuntimeError('DSO_DOCKER_HOST_PATH_TAMPERED', message, facts);
 }
 
 /**
@@ -651,6 +720,14 @@ function fsFailure(
   const errno = errnoOf(error);
   const facts = { key, path, step, errno, cause: error };
   const kept = WRITE_STEPS.has(step) ? '; the previous set is unchanged' : '';
+  if (errno === 'ELOOP' || errno === 'EXDEV' || errno === 'ENOTDIR') {
+    return tampered(
+      `${path} was replaced while DSO worked in it (a link, a file or a mount where DSO had ` +
+        `made a directory): nothing was followed${kept}. Something with write access to the ` +
+        'folder changed it: remove every container that mounts it writable',
+      facts,
+    );
+  }
   if (step === 'file' && owner !== undefined && errno === 'EPERM') {
     return failed(
       `cannot make secret files of ${key} owned by ${owner.uid}:${owner.gid}: changing a file's ` +
@@ -690,9 +767,4 @@ function describeStep(step: string): string {
     default:
       return step;
   }
-}
-
-function errnoOf(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
 }

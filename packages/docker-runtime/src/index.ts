@@ -108,6 +108,7 @@ export {
   type ReplaceResult,
   type ReplaceStage,
 } from './replace.js';
+export { type RemoveReport, SafeDir } from './safe-dir.js';
 export {
   checkFileName,
   MAX_FILES_PER_WRITE,
