@@ -4,6 +4,7 @@ import {
   createMemoryCache,
   createRedactor,
   parseReference,
+  REDACTED,
 } from '@dso/core';
 import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
@@ -112,5 +113,55 @@ describe('createSecretResolver', () => {
     const { secrets } = setup();
     expect(secrets.providerOf('dsofile://vault:app/db')).toBe('vault');
     expect(secrets.providerOf('dso://app/db')).toBe('local');
+  });
+
+  it('forgets a value once its SecretValues are disposed and nothing else holds it', async () => {
+    const { secrets, redactor } = setup();
+    const one = await secrets.resolve(parseReference('dsofile://app/db'), signal);
+    expect(redactor.redact(CANARY)).toBe(REDACTED);
+    one.value.dispose();
+    expect(redactor.redact(CANARY)).toBe(CANARY);
+    expect(redactor.size).toBe(0);
+  });
+
+  it('keeps a value while a cache entry of it lives, when the cache has the redactor', async () => {
+    const clock = createFakeClock();
+    const redactor = createRedactor();
+    const cache = createMemoryCache({ clock, ttlMs: 1_000, staleIfErrorMs: 0, redactor });
+    const { provider: local } = provider();
+    const secrets = createSecretResolver({
+      providers: new Map([['local', local]]),
+      defaultProvider: 'local',
+      cache,
+      redactor,
+      logger: createLogger({ level: 'silent', redactor }),
+      clock,
+      maxStalenessMs: new Map(),
+    });
+    (await secrets.resolve(parseReference('dsofile://app/db'), signal)).value.dispose();
+    expect(redactor.redact(CANARY)).toBe(REDACTED);
+    await cache.clear();
+    expect(redactor.redact(CANARY)).toBe(CANARY);
+    await cache.close();
+  });
+
+  it('keeps what a consumer holds until it is given another version or let go', async () => {
+    const { secrets, redactor, state } = setup();
+    const files = [{ name: 'db', reference: parseReference('dsofile://app/db') }];
+    const first = await secrets.resolveFiles(files, signal);
+    secrets.hold('container-a', [first[0]!.content]);
+    secrets.hold('container-b', [first[0]!.content]);
+    first[0]!.content.fill(0);
+    expect(redactor.redact(CANARY)).toBe(REDACTED);
+
+    // Another version for container-a: the first stays for container-b.
+    const next = `${CANARY}-v2`;
+    secrets.hold('container-a', [Buffer.from(next)]);
+    secrets.letGo('container-b');
+    expect(redactor.redact(`${CANARY} ${next}`)).toBe(`${CANARY} ${REDACTED}`);
+    secrets.letGo('container-a');
+    expect(redactor.redact(next)).toBe(next);
+    expect(redactor.size).toBe(0);
+    expect(state.calls).toBe(1);
   });
 });

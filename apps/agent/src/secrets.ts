@@ -7,6 +7,7 @@ import {
   errorCode,
   formatReference,
   type Logger,
+  type RedactionLease,
   type Redactor,
   type SecretReference,
 } from '@dso/core';
@@ -20,7 +21,10 @@ export interface SecretResolverContext {
   /** The provider a reference without one uses. */
   defaultProvider: string;
   cache: Cache;
-  /** Every value is registered here as soon as it arrives from a provider. */
+  /**
+   * Every value is registered here as soon as it arrives from a provider, for as long as a
+   * SecretValue of it lives, and for as long as a consumer holds it ({@link SecretResolver.hold}).
+   */
   redactor: Redactor;
   logger: Logger;
   metrics?: AgentMetrics | undefined;
@@ -85,6 +89,14 @@ export interface SecretResolver {
   refresh(provider: string, path: string, signal: AbortSignal): Promise<boolean>;
   /** The provider a formatted reference names, or the default. */
   providerOf(reference: string): string;
+  /**
+   * A consumer (a container) now holds these values, delivered: the redactor keeps them until
+   * the consumer is given others or {@link SecretResolver.letGo} says it is gone. Call while
+   * the contents are still intact (they are registered again, not kept).
+   */
+  hold(consumerId: string, contents: readonly Uint8Array[]): void;
+  /** The consumer is gone: the values only it held are forgotten by the redactor. */
+  letGo(consumerId: string): void;
 }
 
 /**
@@ -96,6 +108,17 @@ export interface SecretResolver {
  */
 export function createSecretResolver(context: SecretResolverContext): SecretResolver {
   const { providers, defaultProvider, cache, redactor, logger, metrics, clock } = context;
+  /** Per consumer, the redactor's registrations of the values it was last given. */
+  const held = new Map<string, RedactionLease[]>();
+
+  /**
+   * Registers a value with the redactor for as long as it lives: the registration is given
+   * back when the SecretValue is disposed (a call in flight ends, a value is copied out).
+   */
+  function registerWhileLive(value: SecretValue): void {
+    const lease = redactor.register(value.reveal());
+    value.onDispose(() => lease.release());
+  }
 
   /** One call to a provider, counted, its value registered with the redactor at once. */
   async function fetchSecret(
@@ -115,7 +138,7 @@ export function createSecretResolver(context: SecretResolverContext): SecretReso
     }
     metrics?.providerCall(providerName, 'resolve', performance.now() - callStarted);
     // Registered before the value goes anywhere, so no later log line can carry it.
-    redactor.register(fetched.value.reveal());
+    registerWhileLive(fetched.value);
     return { value: fetched.value, version: fetched.version, provider: providerName };
   }
 
@@ -177,7 +200,7 @@ export function createSecretResolver(context: SecretResolverContext): SecretReso
           reference: formatted,
         });
       }
-      redactor.register(value.reveal());
+      registerWhileLive(value);
       if (value !== result.value) result.value.dispose();
       return {
         formatted,
@@ -246,6 +269,20 @@ export function createSecretResolver(context: SecretResolverContext): SecretReso
         );
         return false;
       }
+    },
+
+    hold(consumerId, contents) {
+      // The new registrations first: a value the consumer keeps is never forgotten between.
+      const leases = contents.map((content) => redactor.register(content));
+      const previous = held.get(consumerId);
+      held.set(consumerId, leases);
+      for (const lease of previous ?? []) lease.release();
+    },
+
+    letGo(consumerId) {
+      const leases = held.get(consumerId);
+      held.delete(consumerId);
+      for (const lease of leases ?? []) lease.release();
     },
 
     providerOf(reference) {

@@ -139,7 +139,10 @@ export function createChecks(context: DetectorContext): Checks {
         throw error;
       }
       try {
-        redactor?.register(resolved.value.reveal());
+        // Known to the redactor while it lives, forgotten with it: a value only looked at for
+        // its version must not stay registered (each version of a rotating secret would).
+        const lease = redactor?.register(resolved.value.reveal());
+        if (lease !== undefined) resolved.value.onDispose(() => lease.release());
       } finally {
         resolved.value.dispose();
       }
