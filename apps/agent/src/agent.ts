@@ -150,6 +150,7 @@ export function createAgent(options: AgentOptions): Agent {
   /** A container is gone (or replaced): nothing the agent knew of it stays. */
   function forget(containerId: string): void {
     store.delete(containerId);
+    secrets.letGo(containerId);
     consumption.record(containerId, undefined);
     statuses.delete(containerId);
     rotations.forget(containerId);

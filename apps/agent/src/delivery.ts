@@ -204,6 +204,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
         // reconciliation has no second effect. (A restarted agent still learns which host
         // folder is this container's, to empty it when the container stops.)
         if (hostKey !== undefined) hostFolders.remember(containerId, hostKey);
+        secrets.hold(containerId, resolved.map((file) => file.content));
         log.debug({ trigger }, 'secrets up to date');
         outcomes.upToDate(containerId, trigger);
         return;
@@ -230,6 +231,8 @@ export function createDelivery(context: DeliveryContext): Deliver {
       }
       method = hostKey === undefined ? 'exec' : 'host';
       store.set(containerId, current);
+      // The container holds these values now (and no longer its previous ones): the redactor too.
+      secrets.hold(containerId, files.map((file) => file.content));
       context.consumption.record(containerId, [
         ...spec.files.flatMap((file, index) => {
           const got = resolved[index];
