@@ -27,6 +27,7 @@ import type { ProcessProvider } from '@dso/provider-sdk';
 import { createAgent } from './agent.js';
 import { startApiServer } from './api/server.js';
 import { type AuditFile, openAuditFile } from './audit-file.js';
+import { protectFromCoreDumps } from './core-dumps.js';
 import {
   createAgentHealth,
   createAgentMetrics,
@@ -66,6 +67,8 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     return 2;
   }
 
+  // First of all, before any secret is read: a core dump of the agent would hold every one.
+  const dumps = protectFromCoreDumps();
   const redactor = createRedactor();
   let config: DsoConfig;
   let warnings: string[];
@@ -83,6 +86,17 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     return 2;
   }
   for (const warning of warnings) logger.warn({ config: configPath }, warning);
+  if (dumps.protected) {
+    logger.info(
+      { nonDumpable: dumps.nonDumpable, coreLimitZero: dumps.coreLimitZero },
+      'core dumps of the agent are off',
+    );
+  } else {
+    logger.warn(
+      { nonDumpable: false, coredumpFilterZero: dumps.filtered, missing: dumps.missing },
+      'core dumps of the agent are possible',
+    );
+  }
 
   const fail = (error: unknown): number => {
     logger.fatal({ err: error, code: errorCode(error) }, 'agent stopped');
@@ -123,7 +137,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
         entry.maxStalenessMs ?? config.cache.staleIfErrorMs,
       ]),
     );
-    const cache = await openCache(config, maxStalenessMs, env, logger);
+    const cache = await openCache(config, maxStalenessMs, env, logger, redactor);
     closers.push(() => cache.close());
     const opened = await openAuditLog(config, redactor);
     const audit = opened?.log;
@@ -335,6 +349,7 @@ async function openCache(
   maxStalenessMs: ReadonlyMap<string, number>,
   env: NodeJS.ProcessEnv,
   logger: Logger,
+  redactor: Redactor,
 ): Promise<Cache> {
   const staleIfErrorMs = Math.max(config.cache.staleIfErrorMs, ...maxStalenessMs.values());
   if (config.cache.backend === 'memory') {
@@ -344,6 +359,8 @@ async function openCache(
       maxBytes: config.cache.maxBytes,
       staleIfErrorMs,
       negativeTtlMs: config.cache.negativeTtlMs,
+      // Each entry holds its value in the redactor, given back when the entry leaves.
+      redactor,
     });
   }
   const { key, source } = await loadCacheEncryptionKey({
