@@ -269,4 +269,36 @@ describe('limitProvider', () => {
     // The caller that left never reached the provider.
     expect(calls()).toBe(2);
   });
+
+  it('ends a wait for a turn at maxWaitMs behind calls that never answer, naming maxInFlight', async () => {
+    const clock = createFakeClock();
+    const hung: SecretProvider = {
+      name: 'hung',
+      capabilities: { list: false, watch: false, probe: false, health: false },
+      resolve: (_request, options) =>
+        new Promise((_, reject) => {
+          options?.signal?.addEventListener('abort', () => reject(options.signal?.reason));
+        }),
+      close: async () => {},
+    };
+    const limited = limitProvider(hung, { maxInFlight: 1, maxWaitMs: 100, clock });
+    const caller = new AbortController();
+    const first = limited.resolve({ path: 'a' }, { signal: caller.signal });
+    let waited: unknown;
+    const second = limited.resolve({ path: 'b' }).catch((error: unknown) => {
+      waited = error;
+    });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    clock.advance(99);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(waited).toBeUndefined();
+    clock.advance(1);
+    await second;
+    expect(waited).toMatchObject({ code: 'DSO_PROVIDER_TIMEOUT' });
+    expect((waited as Error).message).toContain('providers.hung.maxInFlight');
+    // The call that reached the provider keeps its own deadline (its host's), not this one.
+    caller.abort(new Error('caller left'));
+    await expect(first).rejects.toThrow('caller left');
+    expect(clock.pendingTimers).toBe(0);
+  });
 });

@@ -116,8 +116,10 @@ async function startProvider(
       log[level]({ source, ...(fields === undefined ? {} : { child: fields }) }, message);
     },
   });
-  // The host has its own deadline; the limit keeps a burst from reaching the backend at once.
-  return limitProvider(provider, { maxInFlight: entry.maxInFlight });
+  // The host times each call it sends; the limit keeps a burst from reaching the backend at
+  // once, and bounds the wait for a turn by the same timeoutMs, so a provider that stops
+  // answering fails its own calls in bounded time instead of queueing them for ever.
+  return limitProvider(provider, { maxInFlight: entry.maxInFlight, maxWaitMs: entry.timeoutMs });
 }
 
 /**
@@ -154,6 +156,11 @@ export interface ProviderLimits {
   maxInFlight: number;
   /** A deadline for each call, its wait included (in process, where no host keeps one). */
   timeoutMs?: number;
+  /**
+   * The longest wait for a turn (a provider in its own process, whose host times each call
+   * that reached it): a call that gets none ends with DSO_PROVIDER_TIMEOUT.
+   */
+  maxWaitMs?: number;
   /** Where the deadlines are timed. @default systemClock */
   clock?: Clock;
 }
@@ -161,7 +168,8 @@ export interface ProviderLimits {
 /**
  * At most `maxInFlight` calls reach the provider at once; the others wait in order. With
  * `timeoutMs` (in process, where no host keeps a deadline) every call, its wait included, ends
- * with DSO_PROVIDER_TIMEOUT at that deadline.
+ * with DSO_PROVIDER_TIMEOUT at that deadline; with `maxWaitMs` a wait for a turn does. So a
+ * provider that stops answering costs only the calls made to it, each for a bounded time.
  */
 export function limitProvider(provider: SecretProvider, limits: ProviderLimits): SecretProvider {
   const limiter = createLimiter(limits.maxInFlight);
@@ -172,26 +180,34 @@ export function limitProvider(provider: SecretProvider, limits: ProviderLimits):
   ): Promise<T> {
     const deadline =
       limits.timeoutMs === undefined ? undefined : startDeadline(clock, limits.timeoutMs);
+    const turn =
+      limits.maxWaitMs === undefined ? undefined : startDeadline(clock, limits.maxWaitMs);
     const present = [options?.signal, deadline?.signal].filter(
       (signal): signal is AbortSignal => signal !== undefined,
     );
     const signal = present.length === 0 ? undefined : AbortSignal.any(present);
+    const waitSignal = turn === undefined ? signal : AbortSignal.any([...present, turn.signal]);
     let started = false;
     try {
       return await limiter.run(
         () => {
           started = true;
+          turn?.clear();
           return call(signal === undefined ? {} : { signal });
         },
-        { signal },
+        { signal: waitSignal },
       );
     } catch (error) {
+      if (!started && turn?.signal.aborted && !signal?.aborted) {
+        throw noTurn(provider.name, error, limits.maxInFlight, limits.maxWaitMs!);
+      }
       // Gave up waiting for a turn (either signal), or the deadline cut the call short.
       if (!started || (signal?.aborted && !options?.signal?.aborted))
         throw timeoutOrAbort(provider.name, error, limits.timeoutMs);
       throw error;
     } finally {
       deadline?.clear();
+      turn?.clear();
     }
   }
   const limited: SecretProvider = {
@@ -230,6 +246,16 @@ function startDeadline(clock: Clock, ms: number): { signal: AbortSignal; clear()
   // Like AbortSignal.timeout(): a deadline does not keep the process alive.
   (timer as { unref?: () => void }).unref?.();
   return { signal: controller.signal, clear: () => clock.clearTimeout(timer) };
+}
+
+function noTurn(name: string, cause: unknown, maxInFlight: number, maxWaitMs: number) {
+  return new ProviderError(
+    'DSO_PROVIDER_TIMEOUT',
+    `provider ${name} had no free call within ${maxWaitMs} ms (timeoutMs): its ${maxInFlight} ` +
+      'calls at once (maxInFlight) were all still waiting for an answer; a store that is slow ' +
+      `under load may need a larger providers.${name}.maxInFlight`,
+    { provider: name, cause },
+  );
 }
 
 function timeoutOrAbort(
