@@ -192,7 +192,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
         envDigest: checked === undefined ? (previous?.envDigest ?? '') : envDigestOf(env),
         startedAt: details.startedAt,
       };
-      const hostKey = hostFolders.keyOf(details, spec.target);
+      const hostKey = await hostFolders.keyOf(details, spec.target, signal);
       if (
         trigger !== 'started' &&
         previous !== undefined &&
