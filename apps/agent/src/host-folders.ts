@@ -1,6 +1,12 @@
-import { statSync } from 'node:fs';
+import { lstatSync, realpathSync } from 'node:fs';
+import { join, normalize } from 'node:path';
 import { DsoError, errorCode, LABELS, type Logger } from '@dso/core';
-import type { ContainerDetails, DockerRuntime, HostSecretDirs } from '@dso/docker-runtime';
+import {
+  type ContainerDetails,
+  type DockerRuntime,
+  type HostSecretDirs,
+  REPLACE_LABELS,
+} from '@dso/docker-runtime';
 
 /** What the host folders part needs from the agent. */
 export interface HostFoldersContext {
@@ -21,10 +27,18 @@ export interface HostFolders {
   readonly enabled: boolean;
   /**
    * The key of the folder `<root>/<key>` a container bind-mounts at `target`, or undefined
-   * (exec path).
-   * @throws DsoError DSO_AGENT_HOST_PATH_WRITABLE when that bind mount is writable
+   * (exec path). Looks at every container of the engine that binds the folder (any state, any
+   * labels): asked at every delivery, a writable binder that appeared since stops the next one.
+   * @throws DsoError DSO_AGENT_HOST_PATH_WRITABLE when that bind mount is writable, or when any
+   *   container mounts the folder (or a folder above or inside it) writable; the container is named
+   * @throws DsoError DSO_AGENT_HOST_PATH_SHARED when another running container owns the folder
+   *   (bound it first, or was delivered to through it): the owner is named
    */
-  keyOf(details: ContainerDetails, target: string): string | undefined;
+  keyOf(
+    details: ContainerDetails,
+    target: string,
+    signal: AbortSignal,
+  ): Promise<string | undefined>;
   /** Remembers that `containerId` is delivered to through `key` (to empty it when it stops). */
   remember(containerId: string, key: string): void;
   /** Writes a container's files into its folder (atomically: the runtime's host files) and remembers it. */
@@ -56,9 +70,31 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
   /** Containers delivered to by the host path, with their folder's key. */
   const keys = new Map<string, string>();
 
+  /** Every container (any state, any labels) with a bind mount that reaches `folder`. */
+  async function bindersOf(folder: string, signal: AbortSignal): Promise<Binder[]> {
+    const all = await runtime.listContainers({ all: true, signal });
+    const binders: Binder[] = [];
+    for (const container of all) {
+      for (const bind of container.binds ?? []) {
+        const { above, within } = reaches(bind.source, folder);
+        if (!above && !within) continue;
+        binders.push({
+          id: container.id,
+          name: container.name,
+          source: bind.source,
+          writable: bind.readOnly !== true,
+          sharing: within,
+          running: RUNNING_STATES.has(container.state),
+          createdAt: container.createdAt ?? 0,
+        });
+      }
+    }
+    return binders;
+  }
+
   return {
     enabled: hostDirs !== undefined,
-    keyOf(details, target) {
+    async keyOf(details, target, signal) {
       if (hostDirs === undefined) return undefined;
       const bind = details.binds.find((mount) => mount.target === target);
       if (bind === undefined) return undefined;
@@ -71,9 +107,50 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
         // writes (and so steer them): refused, with the fix.
         throw new DsoError(
           'DSO_AGENT_HOST_PATH_WRITABLE',
-          `container ${details.id.slice(0, 12)} mounts its secrets folder ${bind.source} writable: mount it read-only (--mount type=bind,source=${bind.source},target=${target},readonly)`,
-          { containerId: details.id },
+          `container ${nameOf(details)} mounts its secrets folder ${bind.source} writable: mount it read-only (--mount type=bind,source=${bind.source},target=${target},readonly)`,
+          { containerId: details.id, folder: bind.source, writer: details.id },
         );
+      }
+      const folder = hostDirs.pathOf(key);
+      const binders = await bindersOf(join(resolved(hostDirs.root), key), signal);
+      // Any container (this one included, by another bind) that can write the folder, a folder
+      // above it or one inside it (running or not: a stopped one starts at will) could plant links under the agent's
+      // writes. They reach nothing outside (the runtime never follows one), but the folder
+      // is no longer the agent's alone: no delivery through it until that container is gone.
+      const writer = binders.find((binder) => binder.writable);
+      if (writer !== undefined) {
+        throw new DsoError(
+          'DSO_AGENT_HOST_PATH_WRITABLE',
+          `container ${writer.name} (${writer.id.slice(0, 12)}) mounts ${writer.source} writable, which holds the secrets folder ${folder} of container ${nameOf(details)}: no secret is written there while it can change the folder. Remove that container, or mount ${writer.source} read-only in it, then run \`dso reconcile\``,
+          { containerId: details.id, folder, writer: writer.id, writerName: writer.name },
+        );
+      }
+      // One folder, one owner: the running container delivered to through it, else the first
+      // created. Its blue-green replacement (dso.replace.of) takes the folder over.
+      const running = binders.filter(
+        (binder) => binder.sharing && binder.running && binder.id !== details.id,
+      );
+      if (running.length > 0) {
+        const contenders = [
+          ...running,
+          { id: details.id, name: details.name, createdAt: Number.POSITIVE_INFINITY },
+        ];
+        const known = contenders.find((binder) => keys.get(binder.id) === key);
+        const owner =
+          known ??
+          contenders.reduce((first, binder) =>
+            binder.createdAt < first.createdAt ||
+            (binder.createdAt === first.createdAt && binder.id < first.id)
+              ? binder
+              : first,
+          );
+        if (owner.id !== details.id && details.labels[REPLACE_LABELS.of] !== owner.id) {
+          throw new DsoError(
+            'DSO_AGENT_HOST_PATH_SHARED',
+            `container ${nameOf(details)} binds the secrets folder ${folder}, which belongs to container ${owner.name} (${owner.id.slice(0, 12)}): a folder holds one container's secrets. Give each container its own folder (${hostDirs.root}/<container name>), then recreate this one`,
+            { containerId: details.id, folder, owner: owner.id, ownerName: owner.name },
+          );
+        }
       }
       return key;
     },
@@ -122,7 +199,7 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
         let removed = 0;
         for (const key of hostDirs.keys()) {
           if (used.has(key)) continue;
-          const changedAt = statSync(hostDirs.pathOf(key), { throwIfNoEntry: false })?.ctimeMs;
+          const changedAt = lstatSync(hostDirs.pathOf(key), { throwIfNoEntry: false })?.ctimeMs;
           // Wall-clock time, as the file system's ctime is (not the agent's injected clock).
           // Whole ms, as Date.now(): a folder made in this very millisecond is 0 ms old, not less.
           const ageMs = Date.now() - Math.floor(changedAt ?? Number.POSITIVE_INFINITY);
@@ -142,6 +219,46 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
       }
     },
   };
+}
+
+/** A container that binds a host folder reaching a key's folder. */
+interface Binder {
+  id: string;
+  name: string;
+  /** The bind's source. */
+  source: string;
+  /** It can write the folder: a writable bind of it, of a folder above it, or of one inside it. */
+  writable: boolean;
+  /** It sees the folder's files: a bind of the folder or of a folder inside it. */
+  sharing: boolean;
+  running: boolean;
+  createdAt: number;
+}
+
+/** States in which a container's processes can read its mounts. */
+const RUNNING_STATES = new Set(['running', 'paused', 'restarting']);
+
+/** Whether `folder` is `source`, inside it, or holds it. */
+function reaches(source: string, folder: string): { above: boolean; within: boolean } {
+  const real = resolved(source);
+  return {
+    above: real === folder || folder.startsWith(`${real === '/' ? '' : real}/`),
+    within: real === folder || real.startsWith(`${folder}/`),
+  };
+}
+
+/** A bind's source with the host's symlinks resolved (`/var/run` is `/run`), else as given. */
+function resolved(source: string): string {
+  try {
+    return realpathSync(source);
+  } catch {
+    // Missing (the engine creates it) or unreadable: compared as the engine reports it.
+    return normalize(source);
+  }
+}
+
+function nameOf(details: Pick<ContainerDetails, 'id' | 'name'>): string {
+  return details.name === '' ? details.id.slice(0, 12) : details.name;
 }
 
 /** Whether `key` names a key folder, by the runtime's own rule (`pathOf` refuses any other). */
