@@ -333,7 +333,7 @@ export const providerSchema = z.strictObject({
     { min: 100, max: DAY_MS },
   ),
   maxInFlight: count(
-    'Calls sent to the provider at once; more wait their turn (the wait counts against `timeoutMs`).',
+    "Calls sent to the provider at once; more wait their turn, at most `timeoutMs` (`mode: inline`: the wait counts against the call's `timeoutMs`), then fail with DSO_PROVIDER_TIMEOUT. A delivery waiting on its provider holds none of `queue.concurrency`.",
     64,
     {
       min: 1,
@@ -501,7 +501,7 @@ export const configSchema = z.strictObject({
         { min: 1, max: 1_000_000 },
       ),
       concurrency: count(
-        "Containers worked on at once (the seed's 4-32 worker pool).",
+        'Deliveries doing engine work at once (inspect, exec, write). A delivery waiting on its provider gives its slot to the next one meanwhile (see `providers.<name>.maxInFlight`).',
         DEFAULT_QUEUE_CONCURRENCY,
         {
           min: 1,
