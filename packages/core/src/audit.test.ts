@@ -241,6 +241,62 @@ describe('createAuditLog', () => {
   });
 });
 
+describe('createAuditLog: refusals', () => {
+  it('writes a refused record without a reference, with the container name, code and reason on one line', () => {
+    const destination = capture();
+    const redactor = createRedactor();
+    redactor.register(CANARY);
+    const audit = createAuditLog({ destination, clock: fixedClock, redactor });
+    audit.record({
+      actor: { kind: 'agent' },
+      action: 'inject',
+      containerId: CONTAINER_ID,
+      containerName: 'web-1',
+      outcome: 'refused',
+      code: 'DSO_LABEL_INVALID',
+      reason: `label dso.file.x is not a reference\nfix it (${CANARY})`,
+    });
+    const record = parseAuditLine(destination.lines[0]!);
+    expect(record).toEqual({
+      at: '2025-01-01T12:00:00.250Z',
+      actor: { kind: 'agent' },
+      action: 'inject',
+      containerId: CONTAINER_ID,
+      containerName: 'web-1',
+      outcome: 'refused',
+      code: 'DSO_LABEL_INVALID',
+      reason: `label dso.file.x is not a reference fix it (${REDACTED})`,
+    });
+    expect(destination.lines[0]).not.toContain(CANARY);
+  });
+
+  it('cuts a long reason, keeps a reference when the refusal has one', () => {
+    const destination = capture();
+    createAuditLog({ destination, clock: fixedClock }).record({
+      ...entry,
+      outcome: 'refused',
+      code: 'DSO_PROVIDER_NOT_FOUND',
+      reason: 'x'.repeat(5_000),
+    });
+    const record = parseAuditLine(destination.lines[0]!);
+    expect(record.reference).toBe('dsofile://vault:app/db#password');
+    expect(record.reason).toHaveLength(300);
+  });
+
+  it('refuses a record without a reference unless refused, a refused one without a reason, and a reason elsewhere', () => {
+    const audit = createAuditLog({ destination: capture() });
+    const { reference: _reference, ...noReference } = entry;
+    expect(() => audit.record(noReference)).toThrow(/reference: required/);
+    expect(() => audit.record({ ...noReference, outcome: 'refused', code: 'DSO_X' })).toThrow(
+      /reason: required/,
+    );
+    expect(() => audit.record({ ...entry, reason: 'why' })).toThrow(/reason: only for refused/);
+    expect(() =>
+      audit.record({ ...entry, outcome: 'refused', reason: 'r', containerName: '/bad name' }),
+    ).toThrow(/containerName/);
+  });
+});
+
 describe('parseAuditLine', () => {
   it('refuses a line that is not JSON without quoting it', () => {
     expect(() => parseAuditLine(`{"reference": "${CANARY}`)).toThrow(

@@ -22,8 +22,14 @@ export const AUDIT_ACTIONS = [
   'secret-set',
   'secret-delete',
 ] as const;
-/** How it ended: done, failed, or refused for lack of permission. */
-export const AUDIT_OUTCOMES = ['ok', 'error', 'denied'] as const;
+/**
+ * How it ended: done, failed (may pass when tried again), refused for lack of permission, or
+ * refused by the agent for a reason that will not pass by itself (`refused`: a bad label, a
+ * target that is no tmpfs, …; its `reason` says what to change).
+ */
+export const AUDIT_OUTCOMES = ['ok', 'error', 'denied', 'refused'] as const;
+/** The longest `reason` of a record; longer ones are cut. */
+const AUDIT_MAX_REASON_CHARS = 300;
 
 export type AuditActorKind = (typeof AUDIT_ACTOR_KINDS)[number];
 /**
@@ -58,19 +64,30 @@ export type AuditRecord = {
   at: string;
   actor: AuditActor;
   action: AuditAction;
-  /** The secret reference, formatted (`dsofile://vault:app/db#password@3`): never a value. */
-  reference: string;
-  /** The configured provider that was asked. */
-  provider: string;
+  /**
+   * The secret reference, formatted (`dsofile://vault:app/db#password@3`): never a value.
+   * Always there, except on a `refused` record of a refusal that concerns no one reference (a
+   * bad label, a target that is no tmpfs).
+   */
+  reference?: string;
+  /** The configured provider that was asked; there whenever `reference` is. */
+  provider?: string;
   /** The version the provider delivered, when it reports one. */
   version?: string;
   /** The container the secret was delivered to: its full or short (12) hex id. */
   containerId?: string;
+  /** The container's name (without its leading `/`), when known: for `refused` records. */
+  containerName?: string;
   /** The DSO volume whose folder the secret was written to. */
   volume?: string;
   outcome: AuditOutcome;
-  /** The `DSO_*` code of the failure, for `error` and `denied`. */
+  /** The `DSO_*` code of the failure, for `error`, `denied` and `refused`. */
   code?: string;
+  /**
+   * For `refused`: why, and what to change, as the refusal's message says it (one line, at most
+   * {@link AUDIT_MAX_REASON_CHARS}, through the redactor like the whole line): never a value.
+   */
+  reason?: string;
   /** Whether the value came from the cache rather than the provider. */
   cacheHit?: boolean;
   /** How long the operation took, in milliseconds. */
@@ -81,7 +98,7 @@ export type AuditRecord = {
 
 /** What {@link AuditLog.record} takes: a record without its time, the reference parsed or not. */
 export type AuditEntry = Omit<AuditRecord, 'at' | 'reference'> & {
-  reference: string | SecretReference;
+  reference?: string | SecretReference;
 };
 
 /** Somewhere to write lines that is not a stream: a function of a test, a pino destination. */
@@ -141,6 +158,10 @@ const CONTAINER_ID = /^(?:[0-9a-f]{12}|[0-9a-f]{64})$/;
 // A Docker volume's name, as the engine allows it.
 const VOLUME_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 const CODE = /^DSO_[A-Z0-9_]+$/;
+// A Docker container's name, as the engine allows it.
+const CONTAINER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+const REASON = /^[^\u0000-\u001f\u007f]+$/;
 // Date#toISOString's shape: what `at` always is when this module wrote it.
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -154,36 +175,74 @@ const actorSchema = z.strictObject({
 const fields = {
   actor: actorSchema,
   action: z.enum(AUDIT_ACTIONS),
-  provider: z.string().regex(PROVIDER),
+  provider: z.string().regex(PROVIDER).optional(),
   version: z.string().regex(VERSION).optional(),
   containerId: z.string().regex(CONTAINER_ID).optional(),
+  containerName: z.string().regex(CONTAINER_NAME).optional(),
   volume: z.string().regex(VOLUME_NAME).optional(),
   outcome: z.enum(AUDIT_OUTCOMES),
   code: z.string().regex(CODE).optional(),
+  reason: z.string().max(AUDIT_MAX_REASON_CHARS).regex(REASON).optional(),
   cacheHit: z.boolean().optional(),
   durationMs: z.number().min(0).optional(),
   policy: z.enum(['files', 'signal', 'hook', 'restart', 'replace']).optional(),
 };
 
-const entrySchema = z.strictObject({
-  ...fields,
-  reference: z.union([
-    z.string().max(MAX_REFERENCE_LENGTH),
-    z.strictObject({
-      scheme: z.enum(['dso', 'dsofile']),
-      provider: z.string().optional(),
-      path: z.string(),
-      field: z.string().optional(),
-      version: z.string().optional(),
-    }),
-  ]),
-});
+/**
+ * A reference and its provider are there on every record but a `refused` one, which may have
+ * neither (a refusal of a whole container); a reason only on a `refused` one, which needs one.
+ */
+function requireParts(
+  record: { outcome: AuditOutcome; reference?: unknown; provider?: unknown; reason?: unknown },
+  context: z.core.$RefinementCtx,
+): void {
+  const refused = record.outcome === 'refused';
+  if (!refused && record.reference === undefined) {
+    context.addIssue({ code: 'custom', path: ['reference'], message: 'required' });
+  }
+  if ((!refused || record.reference !== undefined) && record.provider === undefined) {
+    context.addIssue({ code: 'custom', path: ['provider'], message: 'required' });
+  }
+  if (refused !== (record.reason !== undefined)) {
+    context.addIssue({
+      code: 'custom',
+      path: ['reason'],
+      message: refused ? 'required' : 'only for refused',
+    });
+  }
+}
 
-const recordSchema = z.strictObject({
-  at: z.string().regex(ISO_UTC),
-  ...fields,
-  reference: z.string().max(MAX_REFERENCE_LENGTH),
-});
+const entrySchema = z
+  .strictObject({
+    ...fields,
+    // Made one line and cut by toRecord: a message is never refused for its length or a newline.
+    reason: z
+      .string()
+      .min(1)
+      .max(64 * 1024)
+      .optional(),
+    reference: z
+      .union([
+        z.string().max(MAX_REFERENCE_LENGTH),
+        z.strictObject({
+          scheme: z.enum(['dso', 'dsofile']),
+          provider: z.string().optional(),
+          path: z.string(),
+          field: z.string().optional(),
+          version: z.string().optional(),
+        }),
+      ])
+      .optional(),
+  })
+  .superRefine(requireParts);
+
+const recordSchema = z
+  .strictObject({
+    at: z.string().regex(ISO_UTC),
+    ...fields,
+    reference: z.string().max(MAX_REFERENCE_LENGTH).optional(),
+  })
+  .superRefine(requireParts);
 
 /**
  * Creates an audit log writing one JSON line per record to `destination`. Each entry is
@@ -289,18 +348,31 @@ function toRecord(entry: AuditEntry, now: number): AuditRecord {
     at: new Date(now).toISOString(),
     actor: pick(checked.actor, ['kind', 'uid', 'pid', 'name']),
     action: checked.action,
-    reference: canonicalReference(checked.reference),
-    provider: checked.provider,
+    ...(checked.reference === undefined
+      ? {}
+      : { reference: canonicalReference(checked.reference) }),
+    ...(checked.provider === undefined ? {} : { provider: checked.provider }),
     ...(checked.version === undefined ? {} : { version: checked.version }),
     ...(checked.containerId === undefined ? {} : { containerId: checked.containerId }),
+    ...(checked.containerName === undefined ? {} : { containerName: checked.containerName }),
     ...(checked.volume === undefined ? {} : { volume: checked.volume }),
     outcome: checked.outcome,
     ...(checked.code === undefined ? {} : { code: checked.code }),
+    ...(checked.reason === undefined ? {} : { reason: oneLine(checked.reason) }),
     ...(checked.cacheHit === undefined ? {} : { cacheHit: checked.cacheHit }),
     ...(checked.durationMs === undefined ? {} : { durationMs: checked.durationMs }),
     ...(checked.policy === undefined ? {} : { policy: checked.policy }),
   };
   return record;
+}
+
+/** A reason as recorded: control characters as spaces, at most {@link AUDIT_MAX_REASON_CHARS}. */
+function oneLine(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is replaced
+  const flat = text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim() || '-';
+  return flat.length > AUDIT_MAX_REASON_CHARS
+    ? `${flat.slice(0, AUDIT_MAX_REASON_CHARS - 1)}…`
+    : flat;
 }
 
 function canonicalReference(reference: string | SecretReference): string {
@@ -347,6 +419,9 @@ function describe(issue: z.core.$ZodIssue): string {
       return 'too large or too long';
     case 'too_small':
       return 'too small or too short';
+    case 'custom':
+      // This module's own fixed words (requireParts), never the input.
+      return issue.message;
     default:
       return 'not of the expected shape';
   }
