@@ -191,6 +191,8 @@ export function createDelivery(context: DeliveryContext): Deliver {
         digest: digestOf(spec, resolved, details.user),
         envDigest: checked === undefined ? (previous?.envDigest ?? '') : envDigestOf(env),
         startedAt: details.startedAt,
+        // In memory only: a new version with the same values needs no rotation action.
+        valuesDigest: store.valuesDigestOf(resolved.map((file) => file.content)),
       };
       const hostKey = await hostFolders.keyOf(details, spec.target, signal);
       if (
