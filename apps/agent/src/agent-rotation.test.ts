@@ -49,6 +49,37 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
     await cache.close();
   });
 
+  it('takes no rotation action for a new version that carries the same value', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    const { provider, state } = versioned(values);
+    const cache = createMemoryCache({ ttlMs: 0 });
+    const { agent, fake, lines } = setup(
+      [container('c1', { ...MANAGED, 'dso.rotate': 'restart' })],
+      {
+        reconcileIntervalMs: 20,
+        providers: new Map([['local', provider]]),
+        cache,
+        rotation: { jitterMs: 0 },
+      },
+    );
+    await agent.start();
+    await agent.idle();
+    state.version = 2; // a provider that versions an identical value
+    await expect
+      .poll(() =>
+        lines().some(
+          (line) => line.msg === 'new versions carry the same values: no rotation action',
+        ),
+      )
+      .toBe(true);
+    expect(fake.actions).toEqual([]);
+    values['app/db'] = 'v2';
+    state.version = 3;
+    await expect.poll(() => fake.actions).toEqual(['restart c1']);
+    await agent.close();
+    await cache.close();
+  });
+
   it('stops at the policy itself without an escalation limit', async () => {
     const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
     const { provider, state } = versioned(values);
@@ -65,6 +96,7 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
     fake.failing.add('signal');
     await agent.start();
     await agent.idle();
+    values['app/db'] = 'v2';
     state.version = 2;
     await expect
       .poll(() => lines().some((line) => line.msg === 'rotation action failed'))
@@ -402,6 +434,7 @@ describe('createAgent: what was delivered survives a restart', () => {
       });
       await first.agent.start();
       await first.agent.idle();
+      values['app/db'] = 'v2';
       state.version = 2;
       await expect.poll(() => first.fake.writes.length).toBe(2);
       await first.agent.close(); // the restart was still waiting out its jitter

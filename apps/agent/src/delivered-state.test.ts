@@ -50,4 +50,12 @@ describe('delivered state', () => {
     );
     expect([...(await loadDeliveredState(file, () => {})).keys()]).toEqual(['d'.repeat(64)]);
   });
+
+  it('never writes the values digest to the file', async () => {
+    const file = path();
+    await saveDeliveredState(file, [['c'.repeat(64), { ...ENTRY, valuesDigest: 'f'.repeat(64) }]]);
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(file, 'utf8')).not.toContain('valuesDigest');
+    expect([...(await loadDeliveredState(file, () => {}))]).toEqual([['c'.repeat(64), ENTRY]]);
+  });
 });

@@ -10,6 +10,12 @@ export interface DeliveredState {
   digest: string;
   envDigest: string;
   startedAt: string;
+  /**
+   * A keyed digest of the files' values (the delivered store's `valuesDigestOf`, a
+   * key that lives only in memory): a new version with the same values needs no rotation
+   * action. Never written to the state file.
+   */
+  valuesDigest?: string;
 }
 
 const DIGEST = /^[0-9a-f]{64}$/;
@@ -75,7 +81,10 @@ export async function saveDeliveredState(
 ): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const containers: Record<string, DeliveredState> = {};
-  for (const [id, entry] of state) containers[id] = entry;
+  // Only these three: the values' digest stays in memory (its key does).
+  for (const [id, { digest, envDigest, startedAt }] of state) {
+    containers[id] = { digest, envDigest, startedAt };
+  }
   const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   await writeFile(temporary, `${JSON.stringify({ version: 1, containers })}\n`, { mode: 0o600 });
   await rename(temporary, path);

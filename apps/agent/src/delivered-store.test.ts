@@ -57,4 +57,16 @@ describe('createDeliveredStore', () => {
     controller.abort(new Error('deadline'));
     await expect(abandoned).rejects.toThrow('deadline');
   });
+
+  it('digests values with a key of its own: equal values equal, any change or split differs', () => {
+    const store = createDeliveredStore({ clock: createFakeClock(), logger });
+    const other = createDeliveredStore({ clock: createFakeClock(), logger });
+    const bytes = (text: string) => new TextEncoder().encode(text);
+    const digest = store.valuesDigestOf([bytes('ab'), bytes('c')]);
+    expect(store.valuesDigestOf([bytes('ab'), bytes('c')])).toBe(digest);
+    expect(store.valuesDigestOf([bytes('a'), bytes('bc')])).not.toBe(digest);
+    expect(store.valuesDigestOf([bytes('ab'), bytes('d')])).not.toBe(digest);
+    // Another store (another agent run) has another key: nothing to compare across processes.
+    expect(other.valuesDigestOf([bytes('ab'), bytes('c')])).not.toBe(digest);
+  });
 });

@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { onAbort } from '@dso/async';
 import type { Clock, ClockTimer, Logger } from '@dso/core';
 import { type DeliveredState, loadDeliveredState, saveDeliveredState } from './delivered-state.js';
@@ -43,6 +44,12 @@ export interface DeliveredStore {
   scheduleSave(): void;
   /** Writes the file now (after any save in progress); never rejects. */
   flush(): Promise<void>;
+  /**
+   * A digest of a delivery's values, in order, keyed by a random key this store keeps in memory
+   * only (so nothing outside this process can test a guess against it): equal digests mean
+   * equal values. Never written to the state file.
+   */
+  valuesDigestOf(values: readonly Uint8Array[]): string;
 }
 
 /**
@@ -57,9 +64,19 @@ export function createDeliveredStore(context: DeliveredStoreContext): DeliveredS
   const waiters = new Map<string, Set<() => void>>();
   let timer: ClockTimer | undefined;
   let saving: Promise<void> = Promise.resolve();
+  const valuesKey = randomBytes(32);
 
   const store: DeliveredStore = {
     get: (containerId) => delivered.get(containerId),
+    valuesDigestOf(values) {
+      const hmac = createHmac('sha256', valuesKey);
+      for (const value of values) {
+        // Length-prefixed, so ['ab', 'c'] and ['a', 'bc'] differ.
+        hmac.update(`${value.byteLength}:`);
+        hmac.update(value);
+      }
+      return hmac.digest('hex');
+    },
     set(containerId, state) {
       delivered.set(containerId, state);
       for (const wake of waiters.get(containerId) ?? []) wake();

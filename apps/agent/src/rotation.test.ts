@@ -7,11 +7,17 @@ import {
 } from '@dso/core';
 import { type ContainerDetails, DockerRuntimeError } from '@dso/docker-runtime';
 import { createFakeRuntime } from '@dso/docker-runtime/testing';
+import { SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
 import type { AgentEvent, ContainerStatus } from './agent-types.js';
 import { createDeliveredStore } from './delivered-store.js';
 import { createAuditSink, createEventBus } from './reporting.js';
-import { createRotations, policyChain, rotationSettings } from './rotation.js';
+import {
+  createRotations,
+  policyChain,
+  type RotationContext,
+  rotationSettings,
+} from './rotation.js';
 
 const specOf = (labels: Record<string, string>) =>
   parseManagedLabels({
@@ -52,7 +58,11 @@ describe('policyChain', () => {
   });
 });
 
-function setup(ids: string[], settings = rotationSettings({ jitterMs: 1_000, maxInFlight: 1 })) {
+function setup(
+  ids: string[],
+  settings = rotationSettings({ jitterMs: 1_000, maxInFlight: 1 }),
+  secrets: RotationContext['secrets'] = { resolveEach: async () => [] },
+) {
   const clock = createFakeClock();
   const logger = createLogger({ level: 'silent', redactor: createRedactor() });
   const containers = ids.map(
@@ -79,7 +89,7 @@ function setup(ids: string[], settings = rotationSettings({ jitterMs: 1_000, max
   const checks: string[] = [];
   const rotations = createRotations({
     runtime: fake.runtime,
-    secrets: { resolveEach: async () => [] },
+    secrets,
     store,
     settings,
     requestDelivery: () => {},
@@ -220,6 +230,7 @@ describe('createRotations', () => {
       const { clock, rotations, store, statuses, events, failNext } = failingReplace();
       failNext(1);
       rotations.start('c1', envSpec(), [], true, before);
+      await settle();
       clock.advance(0);
       await settle();
       // The state keeps the environment the container runs, so every later check replaces again.
@@ -247,6 +258,7 @@ describe('createRotations', () => {
       const { clock, rotations, checks, store, fake, failNext } = failingReplace();
       failNext(2);
       rotations.start('c1', envSpec(), [], true, before);
+      await settle();
       clock.advance(0);
       await settle();
       // backoffDelay, equal jitter at random 0.5: 0.75 of 30 s, then of 60 s.
@@ -256,6 +268,7 @@ describe('createRotations', () => {
       expect(checks).toEqual(['c1']);
       store.set('c1', { ...before, envDigest: 'new' }); // the check records the new versions again
       rotations.start('c1', envSpec(), [], true, before);
+      await settle();
       clock.advance(0);
       await settle();
       clock.advance(44_999);
@@ -263,6 +276,7 @@ describe('createRotations', () => {
       clock.advance(1);
       expect(checks).toEqual(['c1', 'c1']);
       rotations.start('c1', envSpec(), [], true, before);
+      await settle();
       clock.advance(0);
       await settle();
       expect(fake.actions).toEqual(['replace c1', 'replace c1', 'replace c1']);
@@ -275,11 +289,72 @@ describe('createRotations', () => {
       const { clock, rotations, checks, failNext } = failingReplace();
       failNext(1);
       rotations.start('c1', envSpec(), [], true, before);
+      await settle();
       clock.advance(0);
       await settle();
       rotations.forget('c1');
       clock.advance(3_600_000);
       expect(checks).toEqual([]);
+      await rotations.close(0);
+    });
+  });
+
+  describe('new versions carrying the same values', () => {
+    it('take no action when the files hold the same values as before', async () => {
+      const { clock, fake, rotations, store, events } = setup(['c1']);
+      const digest = store.valuesDigestOf([new TextEncoder().encode('same')]);
+      const before = {
+        digest: 'a'.repeat(64),
+        envDigest: '',
+        startedAt: 't0',
+        valuesDigest: digest,
+      };
+      store.set('c1', { ...before, digest: 'b'.repeat(64) }); // new versions, same values
+      rotations.start('c1', specOf({ 'dso.rotate': 'restart' }), [], false, before);
+      expect(rotations.size).toBe(0);
+      clock.advance(1_000);
+      await settle();
+      expect(fake.actions).toEqual([]);
+      expect(events).toEqual([]);
+      // Different values: the policy runs.
+      store.set('c1', {
+        ...before,
+        digest: 'c'.repeat(64),
+        valuesDigest: store.valuesDigestOf([new TextEncoder().encode('other')]),
+      });
+      rotations.start('c1', specOf({ 'dso.rotate': 'restart' }), [], false, before);
+      clock.advance(1_000);
+      await settle();
+      expect(fake.actions).toEqual(['restart c1']);
+      await rotations.close(0);
+    });
+
+    it('replace no container whose new dso:// version has the value it was created with', async () => {
+      const values: Record<string, string> = { '1': 'same', '2': 'same' };
+      const secrets: RotationContext['secrets'] = {
+        resolveEach: async (entries) =>
+          entries.map(({ name, reference }) => {
+            const version = reference.version ?? '2';
+            return { name, version, value: SecretValue.fromText(values[version] ?? '') };
+          }),
+      };
+      const { clock, fake, rotations } = setup(['c1'], rotationSettings({ jitterMs: 0 }), secrets);
+      const spec = parseManagedLabels({
+        'dso.enable': 'true',
+        'dso.env.API_KEY': 'dso://app/api',
+        'dso.env-version.API_KEY': '1',
+      }) as ManagedSpec;
+      rotations.start('c1', spec, [], true, undefined);
+      await settle();
+      clock.advance(0);
+      await settle();
+      expect(fake.actions).toEqual([]);
+      values['2'] = 'different';
+      rotations.start('c1', spec, [], true, undefined);
+      await settle();
+      clock.advance(0);
+      await settle();
+      expect(fake.actions).toEqual(['replace c1']);
       await rotations.close(0);
     });
   });

@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import { backoffDelay, createLimiter, pause, sleep } from '@dso/async';
 import {
   type Clock,
@@ -154,6 +155,61 @@ export function createRotations(context: RotationContext): Rotations {
   /** Containers whose replacement failed: attempts so far, and the timer of the next one. */
   const retries = new Map<string, { attempt: number; timer: ClockTimer | undefined }>();
 
+  /** Whether the files just delivered hold the same values as before (new versions only). */
+  function filesUnchanged(containerId: string, before: DeliveredState | undefined): boolean {
+    const after = store.get(containerId);
+    return (
+      before?.valuesDigest !== undefined &&
+      after?.valuesDigest === before.valuesDigest &&
+      after.startedAt === before.startedAt
+    );
+  }
+
+  /**
+   * Whether each `dso://` variable's current value is the one the container was created with
+   * (its `dso.env-version.*` version, asked for again): a provider that stores an identical
+   * value as a new version then costs no replacement. Any doubt (no created version, a pinned
+   * reference, a version the provider no longer has or does not honour) answers false.
+   */
+  async function envValuesUnchanged(spec: ManagedSpec, signal: AbortSignal): Promise<boolean> {
+    if (
+      spec.env.length === 0 ||
+      spec.env.some(
+        (variable) =>
+          variable.createdVersion === undefined || variable.reference.version !== undefined,
+      )
+    ) {
+      return false;
+    }
+    const held: Array<{ value: { dispose(): void } }> = [];
+    try {
+      const current = await context.secrets.resolveEach(spec.env, signal);
+      held.push(...current);
+      const created = await context.secrets.resolveEach(
+        spec.env.map((variable) => ({
+          name: variable.name,
+          reference: { ...variable.reference, version: variable.createdVersion as string },
+        })),
+        signal,
+      );
+      held.push(...created);
+      return spec.env.every((variable, index) => {
+        const now = current[index];
+        const then = created[index];
+        if (now === undefined || then === undefined) return false;
+        if (then.version !== variable.createdVersion) return false; // the pin was not honoured
+        const a = now.value.reveal();
+        const b = then.value.reveal();
+        return a.byteLength === b.byteLength && timingSafeEqual(a, b);
+      });
+    } catch (error) {
+      if (signal.aborted) throw error;
+      return false; // cannot tell: the replacement decides
+    } finally {
+      for (const one of held) one.value.dispose();
+    }
+  }
+
   function clearRetry(containerId: string): void {
     const entry = retries.get(containerId);
     if (entry?.timer !== undefined) clock.clearTimeout(entry.timer);
@@ -233,12 +289,29 @@ export function createRotations(context: RotationContext): Rotations {
     containerId: string,
     spec: ManagedSpec,
     secrets: readonly RotatedSecret[],
-    envChanged: boolean,
+    envVersionsChanged: boolean,
     before: DeliveredState | undefined,
     signal: AbortSignal,
   ): Promise<void> {
-    const chain = policyChain(spec, envChanged, settings);
     const log = logger.child({ containerId: containerId.slice(0, 12) });
+    let envChanged = envVersionsChanged;
+    let sameEnvValues = false;
+    try {
+      sameEnvValues = envChanged && (await envValuesUnchanged(spec, signal));
+    } catch {
+      return; // aborted by a shutdown: the next agent redoes the rotation
+    }
+    if (sameEnvValues) {
+      // A provider stored an identical value as a new version: nothing to replace.
+      log.info(
+        { variables: spec.env.map((variable) => variable.name) },
+        'new dso:// versions carry the values the container runs: not replaced',
+      );
+      clearRetry(containerId);
+      if (filesUnchanged(containerId, before)) return;
+      envChanged = false;
+    }
+    const chain = policyChain(spec, envChanged, settings);
     const record = (policy: LabelRotationPolicy, outcome: 'ok' | 'error', code?: string) => {
       for (const { reference, provider, version } of secrets) {
         audit.record({
@@ -479,6 +552,15 @@ export function createRotations(context: RotationContext): Rotations {
         logger.info(
           { containerId: containerId.slice(0, 12) },
           'rotation already running for this container; not started twice',
+        );
+        return;
+      }
+      if (!envChanged && filesUnchanged(containerId, before)) {
+        // New versions, same values (a provider that versions identical values): the files
+        // already hold what the application has, so no action (no restart for nothing).
+        logger.info(
+          { containerId: containerId.slice(0, 12) },
+          'new versions carry the same values: no rotation action',
         );
         return;
       }
