@@ -58,7 +58,12 @@ import {
   type WriteFilesRequest,
   type WriteFilesResult,
 } from './write-request.js';
-import { interpretWriteExit, WRITE_SCRIPT } from './write-script.js';
+import {
+  interpretOwnerWriteExit,
+  interpretWriteExit,
+  ownerToWriteAs,
+  WRITE_SCRIPT,
+} from './write-script.js';
 
 /** Default for {@link DockerRuntimeOptions.connectTimeoutMs}. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
@@ -921,35 +926,21 @@ class EngineRuntime implements DockerRuntime {
       ...valid.files.map((file) => file.name),
     ];
     await this.#serialised(`id:${fullId}`, async () => {
-      const archive = await buildTar(valid.files, {
-        mode: valid.mode,
-        uid: valid.owner?.uid ?? 0,
-        gid: valid.owner?.gid ?? 0,
-        mtime: new Date(),
-      });
-      let exit: ExecOutcome;
-      try {
-        exit = await runExec(
-          this.#context,
-          fullId,
-          {
-            argv,
-            user: '0:0',
-            env: [],
-            workingDir: '/',
-            stdin: archive,
-            maxOutputBytes: MAX_EXEC_OUTPUT_BYTES,
-          },
-          deadline,
-        );
-      } finally {
-        archive.fill(0);
+      const exit = await this.#runWriteScript(fullId, argv, valid, '0:0', deadline);
+      const writeAs = ownerToWriteAs(exit);
+      if (writeAs === undefined) {
+        const failure = interpretWriteExit({ ...exit, containerId: fullId, target: valid.target });
+        if (failure !== undefined) throw failure;
+        return;
       }
-      const failure = interpretWriteExit({
-        ...exit,
-        containerId: fullId,
-        target: valid.target,
-      });
+      // Root in the container may not give files away (no CAP_CHOWN), and changed nothing: the
+      // owner writes them itself, so none needs a chown. Nothing in the container is gained: it
+      // is the user the files are for.
+      const asOwner = await this.#runWriteScript(fullId, argv, valid, writeAs, deadline);
+      const failure = interpretOwnerWriteExit(
+        { ...asOwner, containerId: fullId, target: valid.target },
+        writeAs,
+      );
       if (failure !== undefined) throw failure;
     });
     return {
@@ -958,6 +949,39 @@ class EngineRuntime implements DockerRuntime {
       durationMs: Math.round((performance.now() - startedAt) * 100) / 100,
       generation,
     };
+  }
+
+  /** One run of the write script as `user`, its archive built for it and zeroed after. */
+  async #runWriteScript(
+    containerId: string,
+    argv: string[],
+    valid: ValidatedWriteRequest,
+    user: string,
+    deadline: Deadline,
+  ): Promise<ExecOutcome> {
+    const archive = await buildTar(valid.files, {
+      mode: valid.mode,
+      uid: valid.owner?.uid ?? 0,
+      gid: valid.owner?.gid ?? 0,
+      mtime: new Date(),
+    });
+    try {
+      return await runExec(
+        this.#context,
+        containerId,
+        {
+          argv,
+          user,
+          env: [],
+          workingDir: '/',
+          stdin: archive,
+          maxOutputBytes: MAX_EXEC_OUTPUT_BYTES,
+        },
+        deadline,
+      );
+    } finally {
+      archive.fill(0);
+    }
   }
 
   exec(id: string, request: ExecRequest): Promise<ExecResult> {

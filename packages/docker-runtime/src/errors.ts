@@ -23,6 +23,10 @@ export const DOCKER_RUNTIME_ERROR_CODES = [
   'DSO_DOCKER_MISSING_TOOL',
   'DSO_DOCKER_EXEC_FAILED',
   'DSO_DOCKER_TARGET_BUSY',
+  'DSO_DOCKER_TARGET_TAMPERED',
+  'DSO_DOCKER_TARGET_READ_ONLY',
+  'DSO_DOCKER_TARGET_NOT_WRITABLE',
+  'DSO_DOCKER_NO_CAP_CHOWN',
   'DSO_DOCKER_RECONNECT_FAILED',
   'DSO_DOCKER_TLS_INVALID',
   'DSO_DOCKER_HOST_PATH_NOT_TMPFS',
@@ -35,7 +39,8 @@ export const DOCKER_RUNTIME_ERROR_CODES = [
  * The codes that may pass on their own (the engine timed out, could not be reached, answered
  * with a server error, or another writer held the target for a moment): a
  * {@link DockerRuntimeError} with one of them is `retryable`. Anything else (a missing
- * container, no shell in the image, a target that is no tmpfs) waits for a change.
+ * container, no shell in the image, a target that is no tmpfs, a capability the container
+ * dropped, a lock something in the container planted) waits for a change.
  */
 export const RETRYABLE_DOCKER_CODES: ReadonlySet<string> = new Set([
   'DSO_DOCKER_TIMEOUT',

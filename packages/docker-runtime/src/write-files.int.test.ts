@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -11,9 +11,12 @@ import {
   ensureTestImage,
   execIn,
   shIn,
+  TEST_IMAGE,
+  TEST_LABEL,
   waitFor,
 } from './test-support/engine.js';
 import type { SecretFile } from './write-request.js';
+import { WRITE_SCRIPT } from './write-script.js';
 
 const run = promisify(execFile);
 const pool = createContainerPool();
@@ -217,20 +220,6 @@ describe('writeFiles', () => {
     expect(await dsoEntries(id)).toEqual(['..data', `..dso_${second.generation}`]);
   });
 
-  it('fails at staging, keeping nothing, when chown to the user needs CAP_CHOWN and it was dropped', async () => {
-    const { id } = await pool.create({ tmpfs: SECRETS, capDrop: ['ALL'], user: '1000:1000' });
-    const error = await failureOf(
-      runtime.writeFiles(id, {
-        target: '/run/secrets',
-        files: [{ name: 'a', content: text('x') }],
-      }),
-    );
-    expect(error.code).toBe('DSO_DOCKER_EXEC_FAILED');
-    expect(error.details).toMatchObject({ stage: 'staging' });
-    expect(error.message).toContain('chown 1000:1000 failed');
-    expect(await dsoEntries(id)).toEqual([]);
-  });
-
   it('keeps the previous set intact and leaves no staging directory when the tmpfs fills mid-way', async () => {
     const { id } = await pool.create({ tmpfs: { '/run/secrets': 'size=64k' } });
     const first = await runtime.writeFiles(id, {
@@ -341,38 +330,6 @@ describe('writeFiles', () => {
     expect((await shIn(id, 'readlink /run/secrets/b')).trim()).toBe('/etc/hostname');
     expect((await read(id, '/run/secrets/a')).toString()).toBe('old-a');
   });
-
-  it('waits for a write still running in the target, takes over a stale lock, and reports a busy one', async () => {
-    const { id } = await pool.create({ tmpfs: SECRETS });
-    // A lock left by a writer that is gone (a pid no process has): taken over at once.
-    await shIn(id, 'mkdir /run/secrets/..lock && echo 999999 > /run/secrets/..lock/pid');
-    await runtime.writeFiles(id, {
-      target: '/run/secrets',
-      files: [{ name: 'a', content: text('one') }],
-    });
-    expect((await read(id, '/run/secrets/a')).toString()).toBe('one');
-    expect(await dsoEntries(id)).not.toContain('..lock');
-
-    // A lock held by a live process (a write the runtime gave up on, still running): the next
-    // write waits for it, up to 10 s, then fails with DSO_DOCKER_TARGET_BUSY, changing nothing.
-    await shIn(
-      id,
-      'mkdir /run/secrets/..lock && (sleep 30 & echo $! > /run/secrets/..lock/pid; wait) >/dev/null 2>&1 & true',
-    );
-    await waitFor('the lock holder', async () =>
-      (await shIn(id, 'cat /run/secrets/..lock/pid 2>/dev/null; true')).trim() !== ''
-        ? true
-        : undefined,
-    );
-    const error = await failureOf(
-      runtime.writeFiles(id, {
-        target: '/run/secrets',
-        files: [{ name: 'a', content: text('two') }],
-      }),
-    );
-    expect(error.code).toBe('DSO_DOCKER_TARGET_BUSY');
-    expect((await read(id, '/run/secrets/a')).toString()).toBe('one');
-  }, 60_000);
 
   it('refuses with DSO_DOCKER_TARGET_CONFLICT when a name is a real directory, keeping the old set', async () => {
     const { id } = await pool.create({ tmpfs: SECRETS });
@@ -552,4 +509,248 @@ describe('writeFiles', () => {
     expect(await grep(control)).toContain(upperDir);
     expect(await grep(canary)).toBe('');
   });
+});
+
+describe('writeFiles on hardened containers', () => {
+  const one = [{ name: 'a', content: text('canary-hardened') }];
+
+  it('writes as the owner when --cap-drop ALL leaves root no CAP_CHOWN, on a read-only root too', async () => {
+    const { id } = await pool.create({
+      tmpfs: SECRETS,
+      capDrop: ['ALL'],
+      user: '1000:1000',
+      readonlyRootfs: true,
+    });
+    const first = await runtime.writeFiles(id, { target: '/run/secrets', files: one });
+    expect(await listing(id)).toBe('a 400 1000:1000 -> ..data/a\n');
+    expect((await read(id, '/run/secrets/a', '1000:1000')).toString()).toBe('canary-hardened');
+    const second = await runtime.writeFiles(id, {
+      target: '/run/secrets',
+      files: [{ name: 'a', content: text('2') }],
+    });
+    expect((await read(id, '/run/secrets/a', '1000:1000')).toString()).toBe('2');
+    expect(await dsoEntries(id)).toEqual(['..data', `..dso_${second.generation}`]);
+    expect(first.generation).not.toBe(second.generation);
+    // A name resolves the same way: the owner is what the container's /etc/passwd says.
+    const named = await pool.create({ tmpfs: SECRETS, capDrop: ['ALL'], user: 'app' });
+    await runtime.writeFiles(named.id, { target: '/run/secrets', files: one });
+    expect(await listing(named.id)).toBe('a 400 1000:1000 -> ..data/a\n');
+  });
+
+  it('writes as the owner into a tmpfs only the owner may write (uid=1000,mode=0700)', async () => {
+    const { id } = await pool.create({
+      tmpfs: { '/run/secrets': 'size=1m,uid=1000,mode=0700' },
+      capDrop: ['ALL'],
+      user: '1000:1000',
+    });
+    await runtime.writeFiles(id, { target: '/run/secrets', files: one });
+    expect((await read(id, '/run/secrets/a', '1000:1000')).toString()).toBe('canary-hardened');
+  });
+
+  it('fails with DSO_DOCKER_TARGET_NOT_WRITABLE, not retryable, when root lacks CAP_DAC_OVERRIDE for the tmpfs', async () => {
+    const { id } = await pool.create({
+      tmpfs: { '/run/secrets': 'size=1m,uid=1000,mode=0700' },
+      capDrop: ['ALL'],
+      user: '1000:1000',
+    });
+    // Root's own files need no chown: root writes, and may not enter the owner's tmpfs.
+    const error = await failureOf(
+      runtime.writeFiles(id, { target: '/run/secrets', files: one, owner: { uid: 0, gid: 0 } }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_NOT_WRITABLE');
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain('CAP_DAC_OVERRIDE');
+    expect(error.message).toContain('volume-driver=dso');
+    expect(error.message).toContain('user 0 cannot create entries in /run/secrets');
+    expect(error.message).not.toContain('canary');
+    expect(await dsoEntries(id)).toEqual([]);
+  });
+
+  it('fails with DSO_DOCKER_NO_CAP_CHOWN, not retryable, when neither root may chown nor the owner write', async () => {
+    const { id } = await pool.create({
+      tmpfs: { '/run/secrets': 'size=1m,mode=0755' },
+      capDrop: ['ALL'],
+      user: '1000:1000',
+    });
+    const error = await failureOf(runtime.writeFiles(id, { target: '/run/secrets', files: one }));
+    expect(error.code).toBe('DSO_DOCKER_NO_CAP_CHOWN');
+    expect(error.retryable).toBe(false);
+    expect(error.details).toMatchObject({ writeAs: '1000:1000' });
+    expect(error.message).toContain('no CAP_CHOWN');
+    expect(error.message).toContain('--cap-add CHOWN');
+    expect(error.message).toContain('volume-driver=dso');
+    expect(await dsoEntries(id)).toEqual([]);
+  });
+
+  it('gives files away with CAP_CHOWN alone (no CAP_FOWNER, no CAP_DAC_OVERRIDE)', async () => {
+    // The pool has no cap-add: a container of its run, removed with the rest by its label.
+    const container = await docker.createContainer({
+      name: `dso-test-${randomUUID()}`,
+      Image: TEST_IMAGE,
+      Cmd: ['sleep', '3600'],
+      User: '1000:1000',
+      Labels: { [TEST_LABEL]: pool.runId },
+      HostConfig: {
+        NetworkMode: 'none',
+        Tmpfs: { '/run/secrets': 'size=1m,mode=0755' },
+        CapDrop: ['ALL'],
+        CapAdd: ['CHOWN'],
+      },
+    });
+    await container.start();
+    await runtime.writeFiles(container.id, { target: '/run/secrets', files: one, mode: 0o440 });
+    expect(await listing(container.id)).toBe('a 440 1000:1000 -> ..data/a\n');
+  });
+
+  it('fails with DSO_DOCKER_TARGET_READ_ONLY, not retryable, when the tmpfs is mounted :ro', async () => {
+    const { id } = await pool.create({ tmpfs: { '/run/secrets': 'ro,size=1m' } });
+    const error = await failureOf(runtime.writeFiles(id, { target: '/run/secrets', files: one }));
+    expect(error.code).toBe('DSO_DOCKER_TARGET_READ_ONLY');
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain('read-only');
+    expect(error.message).toContain('volume-driver=dso');
+  });
+});
+
+describe('the target lock', () => {
+  const one = [{ name: 'a', content: text('canary-lock') }];
+
+  /** Starts the write script by hand, as a write the runtime gave up on: it holds the lock. */
+  function startHeldWrite(id: string) {
+    const child = spawn(
+      'docker',
+      [
+        'exec',
+        '-i',
+        '-u',
+        '0:0',
+        id,
+        'sh',
+        '-c',
+        WRITE_SCRIPT,
+        'dso-write',
+        '/run/secrets',
+        `held_${randomUUID().slice(0, 8)}`,
+        '400',
+        '0:0',
+        'held',
+      ],
+      { stdio: ['pipe', 'ignore', 'ignore'] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    return {
+      /** Ends its stdin: tar sees an empty archive, the script fails and releases the lock. */
+      async release() {
+        child.stdin.end();
+        return exited;
+      },
+      kill() {
+        child.kill('SIGKILL');
+      },
+    };
+  }
+
+  async function lockHolder(id: string): Promise<string | undefined> {
+    const pid = (await shIn(id, 'cat /run/secrets/..lock/pid 2>/dev/null; true')).trim();
+    return pid === '' ? undefined : pid;
+  }
+
+  it('takes over a lock whose writer is gone', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    await shIn(id, 'mkdir /run/secrets/..lock && echo "999999 1_dead" > /run/secrets/..lock/pid');
+    await runtime.writeFiles(id, { target: '/run/secrets', files: one });
+    expect((await read(id, '/run/secrets/a')).toString()).toBe('canary-lock');
+    expect(await dsoEntries(id)).not.toContain('..lock');
+  });
+
+  it('waits for a write still running, then writes; reports DSO_DOCKER_TARGET_BUSY (retryable) after 10 s', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS });
+    const held = startHeldWrite(id);
+    try {
+      await waitFor('the held write to take the lock', () => lockHolder(id));
+      const waiting = runtime.writeFiles(id, { target: '/run/secrets', files: one });
+      await held.release();
+      await waiting;
+      expect((await read(id, '/run/secrets/a')).toString()).toBe('canary-lock');
+
+      const busy = startHeldWrite(id);
+      try {
+        await waitFor('the second held write to take the lock', () => lockHolder(id));
+        const error = await failureOf(
+          runtime.writeFiles(id, {
+            target: '/run/secrets',
+            files: [{ name: 'a', content: text('two') }],
+          }),
+        );
+        expect(error.code).toBe('DSO_DOCKER_TARGET_BUSY');
+        expect(error.retryable).toBe(true);
+        expect((await read(id, '/run/secrets/a')).toString()).toBe('canary-lock');
+      } finally {
+        busy.kill();
+      }
+    } finally {
+      held.kill();
+    }
+  }, 60_000);
+
+  it.each([
+    [
+      'a live process of the container',
+      'mkdir /run/secrets/..lock && (sleep 300 & echo "$! 1_x" > /run/secrets/..lock/pid) >/dev/null 2>&1',
+      'is held by process',
+    ],
+    [
+      'pid 1',
+      'mkdir /run/secrets/..lock && echo "1 1_x" > /run/secrets/..lock/pid',
+      'is held by process 1',
+    ],
+    [
+      'a symlink to a directory',
+      'mkdir -p /tmp/l && echo 1 > /tmp/l/pid && ln -s /tmp/l /run/secrets/..lock',
+      'a symlink or a file',
+    ],
+    ['a dangling symlink', 'ln -s /nowhere /run/secrets/..lock', 'a symlink or a file'],
+    ['a regular file', 'echo 1 > /run/secrets/..lock', 'a symlink or a file'],
+    [
+      'a directory whose pid is a fifo',
+      'mkdir /run/secrets/..lock && mkfifo /run/secrets/..lock/pid',
+      'is not a file dso wrote',
+    ],
+    [
+      'a directory whose pid is a symlink',
+      'mkdir /run/secrets/..lock && ln -s /proc/1/stat /run/secrets/..lock/pid',
+      'is not a file dso wrote',
+    ],
+    [
+      'a directory naming no process',
+      'mkdir /run/secrets/..lock && echo nope > /run/secrets/..lock/pid',
+      'names no process',
+    ],
+    ['an empty directory', 'mkdir /run/secrets/..lock', 'holds no writer'],
+  ])(
+    'reports a lock planted as %s as DSO_DOCKER_TARGET_TAMPERED at once, not retryable, changing nothing',
+    async (_what, plant, reason) => {
+      const { id } = await pool.create({ tmpfs: SECRETS });
+      const first = await runtime.writeFiles(id, { target: '/run/secrets', files: one });
+      await shIn(id, plant);
+      const startedAt = performance.now();
+      const error = await failureOf(
+        runtime.writeFiles(id, {
+          target: '/run/secrets',
+          files: [{ name: 'a', content: text('2') }],
+        }),
+      );
+      const elapsedMs = performance.now() - startedAt;
+      expect(error.code).toBe('DSO_DOCKER_TARGET_TAMPERED');
+      expect(error.retryable).toBe(false);
+      expect(error.message).toContain('/run/secrets/..lock');
+      expect(error.message).toContain(reason);
+      expect(error.details).toMatchObject({ path: '/run/secrets/..lock' });
+      // A busy lock holds a write 10 s; a planted one is seen at once (an empty one after 1 s).
+      expect(elapsedMs).toBeLessThan(5_000);
+      expect((await read(id, '/run/secrets/a')).toString()).toBe('canary-lock');
+      expect(await dsoEntries(id)).toEqual(['..data', `..dso_${first.generation}`, '..lock']);
+    },
+    30_000,
+  );
 });

@@ -1,3 +1,4 @@
+import { MAX_OWNER_ID } from '@dso/core';
 import { DockerRuntimeError } from './errors.js';
 
 /**
@@ -14,6 +15,10 @@ export const WRITE_EXIT = {
   missingTool: 86,
   usage: 87,
   busy: 88,
+  tampered: 89,
+  targetReadOnly: 90,
+  targetNotWritable: 91,
+  noCapChown: 92,
 } as const;
 
 /**
@@ -49,46 +54,33 @@ umask 077
 fail() { code=$1; shift; echo "dso: $*" >&2; exit "$code"; }
 
 [ -d "$t" ] || fail 80 "$t is not a directory"
-fs=
-while read -r _dev mnt type _rest || [ -n "$mnt" ]; do
-  [ "$mnt" = "$t" ] && fs=$type
+fs= fsopts=
+while read -r _dev mnt type opts _rest || [ -n "$mnt" ]; do
+  [ "$mnt" = "$t" ] && fs=$type fsopts=$opts
   mnt=
 done < /proc/mounts
 [ "$fs" = tmpfs ] || fail 80 "$t is not a tmpfs mount point (found: \${fs:-no mount})"
+case ,$fsopts, in *,ro,*) fail 90 "$t is mounted read-only" ;; esac
 command -v tar >/dev/null 2>&1 || fail 81 "tar not found in the container"
 for c in mkdir chmod chown ln mv rm; do
   command -v "$c" >/dev/null 2>&1 || fail 86 "$c not found in the container"
 done
 
-# One write at a time in a target, across execs: one the runtime gave up on (timeout, abort)
-# may still be running. A lock left by a process that is gone is taken over.
-lock=$t/..lock
-tries=0
-until mkdir "$lock" 2>/dev/null; do
-  holder=$(cat "$lock/pid" 2>/dev/null)
-  if [ -n "$holder" ] && ! kill -0 "$holder" 2>/dev/null; then rm -rf "$lock"; continue; fi
-  tries=$((tries + 1))
-  [ "$tries" -le 100 ] || fail 88 "another write into $t is still running"
-  sleep 0.1
-done
-trap 'rm -rf "$lock"' EXIT
-echo "$$" > "$lock/pid"
-
-# Names are ours only as symlinks to ..data/<name>; anything else is refused, never replaced.
-linked=/
-have_readlink=
-command -v readlink >/dev/null 2>&1 && have_readlink=1
-for n; do
-  if [ -L "$t/$n" ]; then
-    if [ -n "$have_readlink" ]; then
-      [ "$(readlink "$t/$n")" = "..data/$n" ] ||
-        fail 82 "$t/$n is a symlink dso did not write"
-      linked="$linked$n/"
-    fi
-  elif [ -e "$t/$n" ]; then
-    fail 82 "$t/$n exists and is not a symlink written by dso"
-  fi
-done
+# Who this process is and what it may do, from the kernel (not guessed from error messages):
+# effective uid, gid, supplementary groups and capabilities. CAP_CHOWN is bit 0,
+# CAP_DAC_OVERRIDE bit 1. Unreadable: assume everything, so the checks fall back to trying.
+euid= egid= groups= caps=
+while read -r key v1 v2 rest || [ -n "$key" ]; do
+  case $key in
+    Uid:) euid=$v2 ;;
+    Gid:) egid=$v2 ;;
+    Groups:) groups=" $v1 $v2 $rest " ;;
+    CapEff:) caps=$v1 ;;
+  esac
+  key=
+done < /proc/self/status
+case $caps in ''|*[!0-9a-fA-F]*) caps=ffffffffffffffff ;; esac
+has_cap() { [ $(((0x$caps >> $1) & 1)) -eq 1 ]; }
 
 case $owner in
   *:*) u=\${owner%%:*} g=\${owner#*:} ;;
@@ -122,6 +114,86 @@ case $g in
     [ -n "$gid" ] || fail 83 "group $g is not in /etc/group" ;;
   *) gid=$g ;;
 esac
+# Giving a file away needs CAP_CHOWN; keeping our own uid and a group we are in does not.
+# The owner goes to stdout, so the runtime can write as that user instead.
+if [ "$uid" != "$euid" ] || { [ "$gid" != "$egid" ] && case $groups in *" $gid "*) false ;; *) true ;; esac; }; then
+  has_cap 0 || { echo "owner=$uid:$gid"; fail 92 "no CAP_CHOWN to give the files to $uid:$gid"; }
+fi
+
+# One write at a time in a target, across execs: one the runtime gave up on (timeout, abort)
+# may still be running. The lock is a directory holding "<pid> <generation>" of its writer.
+# A lock whose process is gone is taken over. A lock that no running write holds was planted
+# by something else (the container itself can write the tmpfs): refused at once as tampering.
+lock=$t/..lock
+# Is process $1 a write of generation $2 into this target? An exec the engine started has no
+# parent inside the container's pid namespace (PPid 0), which nothing the container runs can
+# get (pid 1 aside); its command line ends with our arguments. A container sharing another pid
+# namespace (--pid=host) shows a parent for every exec (ours too): only the arguments count.
+writer() {
+  [ "$1" != 1 ] && [ "$1" != "$$" ] && [ -n "$2" ] || return 1
+  if [ "$PPID" = 0 ]; then
+    pp=
+    while read -r key v1 _rest; do
+      [ "$key" = PPid: ] && { pp=$v1; break; }
+    done 2>/dev/null < "/proc/$1/status"
+    [ "$pp" = 0 ] || return 1
+  fi
+  # read drops the NUL bytes between arguments: the last line holds "dso-write<target><gen>".
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in *"dso-write$t$2"*) return 0 ;; esac
+    line=
+  done 2>/dev/null < "/proc/$1/cmdline"
+  return 1
+}
+tries=0
+until mkdir "$lock" 2>/dev/null; do
+  if [ ! -e "$lock" ] && [ ! -L "$lock" ]; then
+    has_cap 1 && [ "$euid" = 0 ] && fail 84 "cannot create $lock"
+    fail 91 "user $euid cannot create entries in $t"
+  fi
+  { [ -d "$lock" ] && [ ! -L "$lock" ]; } ||
+    fail 89 "$lock is not a lock dso made (a symlink or a file): something in the container planted it"
+  holder= hgen=
+  if [ -L "$lock/pid" ] || { [ -e "$lock/pid" ] && [ ! -f "$lock/pid" ]; }; then
+    fail 89 "$lock/pid is not a file dso wrote: something in the container planted it"
+  fi
+  [ -f "$lock/pid" ] && read -r holder hgen _rest 2>/dev/null < "$lock/pid"
+  case $holder in
+    '') ;;
+    *[!0-9]*) fail 89 "$lock names no process: something in the container planted it" ;;
+    *)
+      if [ ! -d "/proc/$holder" ]; then rm -rf "$lock"; continue; fi
+      if ! writer "$holder" "$hgen"; then
+        # Gone while we looked: a lock of ours, released or stale; look again.
+        [ -d "/proc/$holder" ] || continue
+        fail 89 "$lock is held by process $holder, which is not a dso write: something in the container planted it"
+      fi ;;
+  esac
+  tries=$((tries + 1))
+  # Ours writes its pid right after mkdir: a lock still empty after a second was not made by us.
+  [ -n "$holder" ] || [ "$tries" -le 10 ] ||
+    fail 89 "$lock holds no writer: something in the container planted it"
+  [ "$tries" -le 100 ] || fail 88 "another write into $t is still running (process $holder)"
+  sleep 0.1
+done
+trap 'rm -rf "$lock"' EXIT
+echo "$$ $gen" > "$lock/pid"
+
+# Names are ours only as symlinks to ..data/<name>; anything else is refused, never replaced.
+linked=/
+have_readlink=
+command -v readlink >/dev/null 2>&1 && have_readlink=1
+for n; do
+  if [ -L "$t/$n" ]; then
+    if [ -n "$have_readlink" ]; then
+      [ "$(readlink "$t/$n")" = "..data/$n" ] ||
+        fail 82 "$t/$n is a symlink dso did not write"
+      linked="$linked$n/"
+    fi
+  elif [ -e "$t/$n" ]; then
+    fail 82 "$t/$n exists and is not a symlink written by dso"
+  fi
+done
 
 d=$t/..dso_$gen
 tmp=$t/..tmp_$gen
@@ -133,8 +205,9 @@ for n; do
   { [ -f "$n" ] && [ ! -L "$n" ]; } || unstage 84 "$n is missing from the archive"
 done
 if [ "$#" -gt 0 ]; then
-  chown -- "$uid:$gid" "$@" || unstage 84 "chown $uid:$gid failed"
+  # chmod first: once given away, a file's mode can be changed only with CAP_FOWNER.
   chmod -- "$mode" "$@" || unstage 84 "chmod $mode failed"
+  chown -- "$uid:$gid" "$@" || unstage 84 "chown $uid:$gid failed"
 fi
 cd / || unstage 84 "cannot leave $d"
 chmod 555 "$d" || unstage 84 "chmod 555 $d failed"
@@ -170,6 +243,14 @@ for stale in "$t"/..tmp_*; do
 done
 exit 0
 `;
+
+/**
+ * The delivery paths that need neither an exec nor anything in the image, named in every error
+ * about what a hardened container lacks.
+ */
+export const NO_EXEC_PATHS =
+  'the dso volume driver (--mount type=volume,volume-driver=dso,dst=<target>,' +
+  'volume-opt=<name>=<reference>) or the host path (-v /run/dso/containers/<key>:<target>:ro)';
 
 /** What the exec reported, for {@link interpretWriteExit}. */
 export interface WriteExit {
@@ -230,6 +311,41 @@ export function interpretWriteExit(exit: WriteExit): DockerRuntimeError | undefi
           'runtime gave up on after a timeout or abort); nothing was changed: retry shortly',
         facts,
       );
+    case WRITE_EXIT.tampered:
+      return new DockerRuntimeError(
+        'DSO_DOCKER_TARGET_TAMPERED',
+        `${target}/..lock in container ${containerId} was not made by a dso write ` +
+          `(${reason ?? 'planted'}); nothing was changed. Find what in the container writes ` +
+          `${target}/..lock, then remove it (or restart the container, which empties its tmpfs)`,
+        { ...facts, path: `${target}/..lock` },
+      );
+    case WRITE_EXIT.targetReadOnly:
+      return new DockerRuntimeError(
+        'DSO_DOCKER_TARGET_READ_ONLY',
+        `${target} in container ${containerId} is a read-only tmpfs, so nothing can be written ` +
+          `into it: mount it read-write (--tmpfs ${target} without :ro), or deliver without exec: ` +
+          `${NO_EXEC_PATHS}`,
+        facts,
+      );
+    case WRITE_EXIT.targetNotWritable:
+      return new DockerRuntimeError(
+        'DSO_DOCKER_TARGET_NOT_WRITABLE',
+        `cannot write into ${target} in container ${containerId} (${reason ?? 'permission denied'}): ` +
+          'the tmpfs belongs to another user and the container has no CAP_DAC_OVERRIDE ' +
+          `(--cap-drop ALL). Leave the tmpfs root-owned (--tmpfs ${target} without uid= or a ` +
+          'restrictive mode=), or --cap-add DAC_OVERRIDE, or deliver without exec: ' +
+          NO_EXEC_PATHS,
+        facts,
+      );
+    case WRITE_EXIT.noCapChown:
+      return new DockerRuntimeError(
+        'DSO_DOCKER_NO_CAP_CHOWN',
+        `cannot give the files in ${target} to their owner in container ${containerId} ` +
+          `(${reason ?? 'no CAP_CHOWN'}): the container has no CAP_CHOWN (--cap-drop ALL). ` +
+          `Let the owner write ${target} (--tmpfs ${target}, whose default mode 1777 lets it), ` +
+          `or --cap-add CHOWN, or deliver without exec: ${NO_EXEC_PATHS}`,
+        facts,
+      );
     case WRITE_EXIT.userUnresolved:
       return new DockerRuntimeError(
         'DSO_DOCKER_USER_UNRESOLVED',
@@ -261,6 +377,44 @@ export function interpretWriteExit(exit: WriteExit): DockerRuntimeError | undefi
       );
     }
   }
+}
+
+/**
+ * The `uid:gid` to run the write as when it failed with {@link WRITE_EXIT.noCapChown}: the
+ * script prints the owner it resolved as `owner=<uid>:<gid>` on stdout. Written by the owner
+ * itself, the files need no chown, so a container without CAP_CHOWN still gets them. Undefined
+ * when the exit is another one or the line is missing or out of range.
+ */
+export function ownerToWriteAs(exit: Pick<WriteExit, 'exitCode' | 'stdout'>): string | undefined {
+  if (exit.exitCode !== WRITE_EXIT.noCapChown) return undefined;
+  const match = /^owner=(\d{1,10}):(\d{1,10})$/m.exec(exit.stdout);
+  if (match === null) return undefined;
+  const [uid, gid] = [Number(match[1]), Number(match[2])];
+  if (uid > MAX_OWNER_ID || gid > MAX_OWNER_ID) return undefined;
+  return `${uid}:${gid}`;
+}
+
+/**
+ * Maps the exit of the second attempt, the one {@link ownerToWriteAs} runs as the owner. The
+ * owner lacking write access to the target is, at bottom, still the missing CAP_CHOWN: said so,
+ * with both ways out.
+ */
+export function interpretOwnerWriteExit(
+  exit: WriteExit,
+  writeAs: string,
+): DockerRuntimeError | undefined {
+  const failure = interpretWriteExit(exit);
+  if (failure?.code !== 'DSO_DOCKER_TARGET_NOT_WRITABLE') return failure;
+  const { containerId, target } = exit;
+  const uid = writeAs.split(':')[0];
+  return new DockerRuntimeError(
+    'DSO_DOCKER_NO_CAP_CHOWN',
+    `cannot write the files in ${target} for their owner ${writeAs} in container ${containerId}: ` +
+      'root there has no CAP_CHOWN (--cap-drop ALL) to give files away, and ' +
+      `${writeAs} cannot write ${target} itself. Let it (--tmpfs ${target}:uid=${uid} or the ` +
+      `default mode 1777), or --cap-add CHOWN, or deliver without exec: ${NO_EXEC_PATHS}`,
+    { ...failure.details, writeAs },
+  );
 }
 
 function lastDsoLine(stderr: string): string | undefined {
