@@ -171,10 +171,13 @@ export function createDelivery(context: DeliveryContext): Deliver {
     const started = performance.now();
     const log = logger.child({ containerId: containerId.slice(0, 12) });
     let spec: ManagedSpec | undefined;
+    // For the audit line of a refusal: the container's name once inspected.
+    let containerName: string | undefined;
     let resolved: ResolvedFile[] = [];
     let method: 'exec' | 'host' = 'exec';
     try {
       const details = await runtime.inspectContainer(containerId, { signal });
+      containerName = details.name;
       if (!details.running) return;
       spec = parseManagedLabels(details.labels);
       if (!spec || (spec.files.length === 0 && spec.env.length === 0)) return;
@@ -273,7 +276,10 @@ export function createDelivery(context: DeliveryContext): Deliver {
       // The error says whether it may pass (an engine or provider that was unavailable).
       const retry = isRetryable(error);
       metrics?.injection(method, 'error', performance.now() - started);
-      outcomes.failed(containerId, trigger, error, { containerId });
+      outcomes.failed(containerId, trigger, error, {
+        containerId,
+        ...(containerName === undefined ? {} : { containerName }),
+      });
       log.warn(
         {
           err: error,
