@@ -67,7 +67,7 @@ const entry = (type: string, mode: 'inline' | 'process', config: Record<string, 
   failureThreshold: 5,
   circuitOpenMs: 1_000,
   maxInFlight: 64,
-  maxMessageBytes: 1024 * 1024,
+  maxMessageBytes: 1.5 * 1024 * 1024,
   env: [] as string[],
 });
 

@@ -78,7 +78,12 @@ export {
 } from './protocol/load-module.js';
 export {
   DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_SECRET_BYTES,
+  MESSAGE_OVERHEAD_BYTES,
   MIN_MAX_MESSAGE_BYTES,
+  maxMessageBytesAdvice,
+  maxSecretBytesFor,
+  messageBytesFor,
   PROTOCOL_VERSION,
 } from './protocol/messages.js';
 export {

@@ -72,7 +72,8 @@ export class SecretValue {
       callback();
       return;
     }
-    (this.#onDispose ??= []).push(callback);
+    this.#onDispose ??= [];
+    this.#onDispose.push(callback);
   }
 
   /** Zeroes the bytes and runs the {@link onDispose} callbacks. Idempotent. */

@@ -341,8 +341,8 @@ export const providerSchema = z.strictObject({
     },
   ),
   maxMessageBytes: byteSize(
-    "Largest protocol message to and from the provider's process: a secret (base64) must fit in it; a larger one is refused with DSO_PROVIDER_TOO_LARGE. Only for `mode: process`.",
-    1 * MIB,
+    "Largest protocol message to and from the provider's process: a secret (base64) must fit in it; a larger one is refused with DSO_PROVIDER_TOO_LARGE. It sets the largest secret this provider carries, `3 × (maxMessageBytes − 64 KiB) / 4`: the default carries 1 MiB (up to 1,130,496 bytes); `16MiB` carries 12 MiB. `dso secret set` refuses a larger value for the `local` provider before storing it. Only for `mode: process`.",
+    1.5 * MIB,
     { min: 64 * 1024, max: 64 * MIB },
   ),
   pollIntervalMs: optionalDuration(

@@ -5,7 +5,7 @@ import { defineProvider } from '../define-provider.js';
 import { ProviderError } from '../provider-error.js';
 import { SecretValue } from '../secret-value.js';
 import { serveProvider, serveProviderFrom } from './child.js';
-import { RPC_ERROR } from './messages.js';
+import { DEFAULT_MAX_SECRET_BYTES, messageBytesFor, RPC_ERROR } from './messages.js';
 import full from './test-fixtures/full-provider.js';
 import { provider as minimal } from './test-fixtures/minimal-provider.js';
 
@@ -67,7 +67,7 @@ describe('serveProvider', () => {
       sdkApiVersion: 1,
       type: 'fixture',
       capabilities: { list: true, watch: true, probe: true, health: true },
-      maxMessageBytes: 1_048_576,
+      maxMessageBytes: 1_572_864,
     });
     await child.request('shutdown');
     expect(await child.done).toEqual({ exitCode: 0, reason: 'shutdown' });
@@ -211,9 +211,24 @@ describe('serveProvider', () => {
     await child.initialize();
     const answer = await child.request('resolve', { path: 'big' });
     expect(answer.error.data).toEqual({ code: 'DSO_PROVIDER_TOO_LARGE', retryable: false });
-    expect(answer.error.message).toContain('1048576 bytes');
-    expect(answer.error.message).toContain('maxMessageBytes');
+    expect(answer.error.message).toContain('1572864 bytes');
+    // The setting to raise, and by how much for this value.
+    expect(answer.error.message).toContain(
+      `raise providers.child-test.maxMessageBytes in dso.yaml to at least ${messageBytesFor(2 * 1024 * 1024)}`,
+    );
     expect((await child.request('resolve', { path: 'x' })).result).toBeDefined();
+    child.input.end();
+    await child.done;
+  });
+
+  it('carries a 1 MiB value within the default limit', async () => {
+    const child = serveDefinition();
+    await child.initialize({
+      config: { canary: CANARY, bigBytes: DEFAULT_MAX_SECRET_BYTES },
+      maxMessageBytes: undefined,
+    });
+    const answer = await child.request('resolve', { path: 'big' });
+    expect(Buffer.from(answer.result.value.base64, 'base64').length).toBe(DEFAULT_MAX_SECRET_BYTES);
     child.input.end();
     await child.done;
   });

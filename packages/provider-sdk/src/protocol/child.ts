@@ -17,6 +17,7 @@ import {
   encodeLine,
   type InitializeParams,
   type InitializeResult,
+  maxMessageBytesAdvice,
   PROTOCOL_VERSION,
   RPC_ERROR,
   type RpcError,
@@ -385,7 +386,7 @@ export function serveProviderFrom(
     return new ProviderError(
       'DSO_PROVIDER_TOO_LARGE',
       `${subject} a ${bytes}-byte message over the host's limit of ${hostMaxBytes} bytes: ` +
-        'raise maxMessageBytes in the provider host options to carry it',
+        maxMessageBytesAdvice(name, hostMaxBytes, valueBytes),
       { provider: name, ...(path === undefined ? {} : { path }) },
     );
   }

@@ -189,10 +189,10 @@ describe('a child that breaks the protocol', { timeout: SPAWN_TEST_TIMEOUT_MS },
       retryable: false,
       path: 'oversized',
     });
-    expect(error.message).toContain('over 1048576 bytes (maxMessageBytes)');
+    expect(error.message).toContain('over 1572864 bytes (maxMessageBytes)');
     expect(
       logs.find((entry) => entry.message === 'provider protocol error')?.fields?.reason,
-    ).toContain('passed 1048576 bytes');
+    ).toContain('passed 1572864 bytes');
     await waitFor(() => provider.state().status === 'ready', 'the replacement child');
     expect(provider.state().pid).not.toBe(first);
     expect((await provider.resolve({ path: 'ok' })).value.revealText()).toBe('rogue-ok');

@@ -109,8 +109,9 @@ describe('a process provider on a healthy child', { timeout: SPAWN_TEST_TIMEOUT_
     const pid = provider.state().pid;
     const error = await rejection(provider.resolve({ path: 'big' }));
     expect(error).toMatchObject({ code: 'DSO_PROVIDER_TOO_LARGE', retryable: false, path: 'big' });
-    expect(error.message).toContain('1048576 bytes');
-    expect(error.message).toContain('maxMessageBytes');
+    expect(error.message).toContain('1572864 bytes');
+    expect(error.message).toContain('providers.');
+    expect(error.message).toContain('.maxMessageBytes in dso.yaml');
     expect(provider.state()).toMatchObject({ pid, consecutiveFailures: 0, breaker: 'closed' });
     expect((await provider.resolve({ path: 'x' })).value.revealText()).toBe('value-of-x');
   });

@@ -23,6 +23,7 @@ import {
   type InitializeResult,
   isBase64,
   MIN_MAX_MESSAGE_BYTES,
+  maxMessageBytesAdvice,
   PROTOCOL_VERSION,
 } from './messages.js';
 
@@ -87,7 +88,10 @@ export interface ProcessProviderOptions {
   failureThreshold?: number;
   /** Restart backoff: doubles from `baseDelayMs` up to `maxDelayMs`, jittered. @default { baseDelayMs: 500, maxDelayMs: 30_000 } */
   restart?: { baseDelayMs?: number; maxDelayMs?: number };
-  /** The longest message (one JSON line) read from the child; a value must fit in it as base64. @default 1_048_576 */
+  /**
+   * The longest message (one JSON line) read from the child; a value must fit in it as base64
+   * (see `maxSecretBytesFor`). @default 1_572_864 (carries a 1 MiB value)
+   */
   maxMessageBytes?: number;
   /** Where log lines go; entries from the child are untrusted text, redact them. @default dropped */
   onLog?: (entry: ProcessProviderLogEntry) => void;
@@ -395,7 +399,7 @@ class ProcessHost {
           'DSO_PROVIDER_TOO_LARGE',
           outcome.direction === 'answer'
             ? `provider ${name} answered ${method}${at} with a message over ${this.#o.maxMessageBytes} ` +
-                `bytes (maxMessageBytes): raise maxMessageBytes in the provider host options to carry it`
+                `bytes (maxMessageBytes): ${maxMessageBytesAdvice(name, this.#o.maxMessageBytes)}`
             : `the ${method} request${at} is a ${outcome.bytes}-byte message, over the ` +
                 `${connection.childMaxBytes}-byte limit of provider ${name}'s process: send less`,
           where,

@@ -3,8 +3,14 @@ import { isProviderError, ProviderError } from '../provider-error.js';
 import {
   base64Length,
   classifyMessage,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_SECRET_BYTES,
   fromRpcError,
   isBase64,
+  MIN_MAX_MESSAGE_BYTES,
+  maxMessageBytesAdvice,
+  maxSecretBytesFor,
+  messageBytesFor,
   RPC_ERROR,
   toRpcError,
 } from './messages.js';
@@ -72,5 +78,31 @@ describe('base64', () => {
     expect(isBase64(Buffer.from('hello').toString('base64'))).toBe(true);
     expect(isBase64('not base64!')).toBe(false);
     expect(isBase64('abc')).toBe(false);
+  });
+});
+
+describe('the maximum secret size', () => {
+  it('carries a 1 MiB value, base64 and envelope, in the default maxMessageBytes', () => {
+    expect(messageBytesFor(DEFAULT_MAX_SECRET_BYTES)).toBeLessThanOrEqual(
+      DEFAULT_MAX_MESSAGE_BYTES,
+    );
+    expect(maxSecretBytesFor(DEFAULT_MAX_MESSAGE_BYTES)).toBeGreaterThanOrEqual(
+      DEFAULT_MAX_SECRET_BYTES,
+    );
+  });
+
+  it('is the largest value whose message fits, for any limit', () => {
+    for (const limit of [MIN_MAX_MESSAGE_BYTES, 100_000, 1_572_864, 16 * 1024 * 1024 + 1]) {
+      const most = maxSecretBytesFor(limit);
+      expect(messageBytesFor(most)).toBeLessThanOrEqual(limit);
+      expect(messageBytesFor(most + 1)).toBeGreaterThan(limit);
+    }
+  });
+
+  it('names the setting to raise, and the least that carries a given value', () => {
+    const advice = maxMessageBytesAdvice('vault', DEFAULT_MAX_MESSAGE_BYTES, 10 * 1024 * 1024);
+    expect(advice).toContain('providers.vault.maxMessageBytes');
+    expect(advice).toContain(`at least ${messageBytesFor(10 * 1024 * 1024)}`);
+    expect(advice).toContain(`up to ${maxSecretBytesFor(DEFAULT_MAX_MESSAGE_BYTES)} bytes`);
   });
 });

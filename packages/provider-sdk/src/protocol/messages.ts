@@ -9,8 +9,51 @@ import {
 /** The protocol version this SDK speaks (see PROTOCOL.md). */
 export const PROTOCOL_VERSION = 1;
 
-/** The largest line either side must accept, and the host's default limit: 1 MiB. */
-export const DEFAULT_MAX_MESSAGE_BYTES = 1_048_576;
+/**
+ * The largest secret value DSO carries by default, end to end (`dso secret set`, the provider
+ * protocol, the agent): 1 MiB. Larger values need a larger `maxMessageBytes` (in `dso.yaml`,
+ * `providers.<name>.maxMessageBytes`); see {@link maxSecretBytesFor}.
+ */
+export const DEFAULT_MAX_SECRET_BYTES = 1_048_576;
+
+/** Room in a message for all but a value's base64: the JSON-RPC envelope, id and version. */
+export const MESSAGE_OVERHEAD_BYTES = 65_536;
+
+/**
+ * The largest line either side must accept, and the host's default limit: 1.5 MiB, which carries
+ * a {@link DEFAULT_MAX_SECRET_BYTES} value (1,398,104 bytes of base64) and its envelope.
+ */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1_572_864;
+
+/**
+ * The largest secret value a `maxMessageBytes` carries: its base64 (4/3 of its size) and
+ * {@link MESSAGE_OVERHEAD_BYTES} must fit. 1,130,496 bytes for the default limit.
+ */
+export function maxSecretBytesFor(maxMessageBytes: number): number {
+  return Math.max(0, 3 * Math.floor((maxMessageBytes - MESSAGE_OVERHEAD_BYTES) / 4));
+}
+
+/** The smallest `maxMessageBytes` that carries a value of `secretBytes` bytes. */
+export function messageBytesFor(secretBytes: number): number {
+  return base64Length(secretBytes) + MESSAGE_OVERHEAD_BYTES;
+}
+
+/**
+ * What to do when a value does not fit a provider's messages, for error messages: the setting
+ * to raise, naming the provider, and for a known value size the least that carries it.
+ */
+export function maxMessageBytesAdvice(
+  provider: string,
+  maxMessageBytes: number,
+  valueBytes?: number,
+): string {
+  const enough =
+    valueBytes === undefined ? '' : ` to at least ${messageBytesFor(valueBytes)} for this value`;
+  return (
+    `raise providers.${provider}.maxMessageBytes in dso.yaml${enough} (the host's ` +
+    `maxMessageBytes, now ${maxMessageBytes}, carries values up to ${maxSecretBytesFor(maxMessageBytes)} bytes)`
+  );
+}
 
 /** The smallest `maxMessageBytes` a host may set: every request must still fit. */
 export const MIN_MAX_MESSAGE_BYTES = 65_536;
