@@ -1,6 +1,7 @@
 import { createMemoryCache, createMetricsRegistry, createRedactor } from '@dso/core';
-import { type SecretProvider, SecretValue } from '@dso/provider-sdk';
+import { ProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
+import type { AgentEvent } from './agent-types.js';
 import { createAgentMetrics } from './observability.js';
 import {
   CANARY,
@@ -363,6 +364,79 @@ describe('createAgent: change detection', () => {
     const exposition = await registry.metrics();
     expect(exposition).toContain('dso_rotation_changes_detected_total{source="probe"} 1');
     expect(exposition).toContain('dso_rotation_tracked_items{mode="probed"} 2');
+    await agent.close();
+  });
+});
+
+describe('createAgent: a secret removed from its store while in use', () => {
+  it('shows its consumers missing (status, event, audit), and never up to date again from the cache', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    const notFound = (path: string) =>
+      new ProviderError('DSO_PROVIDER_NOT_FOUND', `no secret at ${path}`, { path });
+    const provider: SecretProvider = {
+      ...createProvider(values),
+      capabilities: { list: false, watch: false, probe: true, health: false },
+      async resolve({ path }) {
+        const value = values[path];
+        if (value === undefined) throw notFound(path);
+        return { value: SecretValue.fromText(value), version: '1' };
+      },
+      async probe({ path }) {
+        if (values[path] === undefined) throw notFound(path);
+        return { version: '1' };
+      },
+    };
+    const records: Array<Record<string, unknown>> = [];
+    const { agent, fake } = setup([container('c1', MANAGED)], {
+      reconcileIntervalMs: 3_600_000,
+      providers: new Map([['local', provider]]),
+      changeDetection: { pollIntervalMs: 50 },
+      audit: {
+        record: (entry) => records.push(entry as Record<string, unknown>),
+        close: async () => {},
+        [Symbol.asyncDispose]: async () => {},
+      },
+    });
+    const events: AgentEvent[] = [];
+    agent.subscribe((event) => events.push(event));
+    await agent.start();
+    await agent.idle();
+    expect(agent.status().containers[0]?.lastAction.outcome).toBe('delivered');
+    delete values['app/db'];
+    await expect
+      .poll(() => agent.status().containers[0]?.lastAction)
+      .toMatchObject({
+        outcome: 'missing',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+        reference: 'dsofile://app/db',
+      });
+    expect(agent.status().containers[0]?.lastAction.message).toContain(
+      'is no longer in provider local',
+    );
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'secret-missing',
+        containerId: 'c1',
+        reference: 'dsofile://app/db',
+      }),
+    );
+    expect(records).toContainEqual(
+      expect.objectContaining({
+        action: 'inject',
+        reference: 'dsofile://app/db',
+        containerId: 'c1',
+        outcome: 'error',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+      }),
+    );
+    // dso reconcile asks the store (not the cache): still not up to date.
+    await agent.reconcile();
+    await agent.idle();
+    expect(agent.status().containers[0]?.lastAction).toMatchObject({
+      outcome: 'failed',
+      code: 'DSO_PROVIDER_NOT_FOUND',
+    });
+    expect(fake.writes).toHaveLength(1); // its files stay as they were
     await agent.close();
   });
 });

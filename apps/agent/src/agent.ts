@@ -1,4 +1,4 @@
-import { createMemoryCache, DsoError, errorCode, systemClock } from '@dso/core';
+import { cacheKey, createMemoryCache, DsoError, errorCode, systemClock } from '@dso/core';
 import {
   type Agent,
   type AgentOptions,
@@ -10,6 +10,7 @@ import {
   DEFAULT_SHUTDOWN_GRACE_MS,
   type ResolvedEnvironmentValue,
 } from './agent-types.js';
+import { createMissingReporter } from './change-detection/missing.js';
 import { createChangeDetector } from './change-detector.js';
 import { createConsumption } from './consumption.js';
 import { createDeliveredStore } from './delivered-store.js';
@@ -143,9 +144,23 @@ export function createAgent(options: AgentOptions): Agent {
               );
             });
           },
+          onMissing: (missing) => reportMissing(missing),
         });
   if (detector !== undefined) metrics?.trackChangeDetector(() => detector.stats());
   const consumption = createConsumption({ detector, clock, logger });
+  const reportMissing = createMissingReporter({
+    statuses,
+    consumersOf: (provider, path) => consumption.consumersOf(provider, path),
+    forgetCached: (provider, path) => {
+      cache.delete(cacheKey(provider, path)).catch((error: unknown) => {
+        logger.warn({ err: error, code: errorCode(error) }, 'could not drop a cached value');
+      });
+    },
+    bus,
+    audit,
+    logger,
+    clock,
+  });
 
   /** A container is gone (or replaced): nothing the agent knew of it stays. */
   function forget(containerId: string): void {

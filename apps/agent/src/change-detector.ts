@@ -28,6 +28,7 @@ export {
   DEFAULT_WATCH_RETRY_MAX_DELAY_MS,
   DEFAULT_WATCH_SETTLE_MS,
   type DetectedChange,
+  type MissingSecret,
   type SecretWatchKey,
   type TrackedSecret,
 } from './change-detection/types.js';

@@ -335,7 +335,14 @@ describe('createRotations', () => {
         resolveEach: async (entries) =>
           entries.map(({ name, reference }) => {
             const version = reference.version ?? '2';
-            return { name, version, value: SecretValue.fromText(values[version] ?? '') };
+            return {
+              name,
+              version,
+              value: SecretValue.fromText(values[version] ?? ''),
+              formatted: 'dso://app/api',
+              provider: 'local',
+              cacheHit: false,
+            };
           }),
       };
       const { clock, fake, rotations } = setup(['c1'], rotationSettings({ jitterMs: 0 }), secrets);

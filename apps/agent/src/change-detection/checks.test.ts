@@ -143,6 +143,28 @@ describe('createChangeDetector with a provider that probes', () => {
     expect(lines().some((line) => line.msg === 'secret version readable again')).toBe(true);
   });
 
+  it('reports a secret deleted while in use once through onMissing, and again after it came back', async () => {
+    const store = probeProvider();
+    store.versions.set('app/db', '1');
+    const missing: unknown[] = [];
+    const { detector, clock } = setup([store.provider], {
+      onMissing: (gone) => missing.push(gone),
+    });
+    detector.track([{ provider: 'store', path: 'app/db', version: '1' }]);
+    await tick(clock, 2 * INTERVAL);
+    expect(missing).toEqual([]);
+    store.versions.delete('app/db');
+    await tick(clock, 5 * INTERVAL);
+    expect(missing).toEqual([
+      { provider: 'store', path: 'app/db', code: 'DSO_PROVIDER_NOT_FOUND' },
+    ]);
+    store.versions.set('app/db', '1');
+    await tick(clock, 2 * INTERVAL);
+    store.versions.delete('app/db');
+    await tick(clock, 2 * INTERVAL);
+    expect(missing).toHaveLength(2);
+  });
+
   it('logs a provider outage once an interval, not once per secret', async () => {
     const store = probeProvider();
     const secrets = ['a', 'b', 'c', 'd'].map((path) => ({

@@ -98,6 +98,11 @@ export function createChecks(context: DetectorContext): Checks {
       counts.errors += 1;
       const entry = noteFailure(key, operation, error, clock.now());
       logger[entry.level](entry.fields, entry.message);
+      // Gone from its store while in use: said once (noteFailure warns once per code), so its
+      // consumers are shown missing rather than up to date.
+      if (entry.level === 'warn' && entry.fields.code === 'DSO_PROVIDER_NOT_FOUND') {
+        reportMissing(key, entry.fields.code);
+      }
     } finally {
       key.running = undefined;
       if (!context.closed && !key.removed) {
@@ -156,6 +161,22 @@ export function createChecks(context: DetectorContext): Checks {
       );
     }
     return version;
+  }
+
+  function reportMissing(key: KeyState, code: string): void {
+    try {
+      options.onMissing?.({ provider: key.owner.name, path: key.path, code });
+    } catch (error) {
+      // As for onChange: the handler's own error could quote anything; its code is enough.
+      logger.error(
+        {
+          code: 'DSO_AGENT_CHANGE_HANDLER_FAILED',
+          causeCode: errorCode(error),
+          reference: referenceOf(key),
+        },
+        'missing-secret handler threw; fix the handler',
+      );
+    }
   }
 
   function report(key: KeyState, version: string, source: ChangeSource): void {

@@ -10,6 +10,7 @@ import {
   DEFAULT_WATCH_RETRY_MAX_DELAY_MS,
   DEFAULT_WATCH_SETTLE_MS,
   type DetectedChange,
+  type MissingSecret,
 } from './types.js';
 
 /** {@link ChangeDetectorOptions} checked, with every default filled in. */
@@ -17,6 +18,7 @@ export interface ResolvedDetectorOptions {
   readonly providers: ReadonlyMap<string, SecretProvider>;
   readonly logger: Logger;
   readonly onChange: (change: DetectedChange) => void;
+  readonly onMissing: ((missing: MissingSecret) => void) | undefined;
   readonly redactor: Redactor | undefined;
   readonly metrics: Pick<AgentMetrics, 'providerCall'> | undefined;
   readonly pollIntervalMs: number;
@@ -40,6 +42,7 @@ export function resolveDetectorOptions(options: ChangeDetectorOptions): Resolved
     providers: options.providers,
     logger: options.logger,
     onChange: options.onChange,
+    onMissing: options.onMissing,
     redactor: options.redactor,
     metrics: options.metrics,
     pollIntervalMs: options.pollIntervalMs,

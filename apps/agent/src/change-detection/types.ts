@@ -44,6 +44,12 @@ export interface DetectedChange extends SecretWatchKey {
   source: ChangeSource;
 }
 
+/** A secret in use that a check found gone from its store (deleted while in use). */
+export interface MissingSecret extends SecretWatchKey {
+  /** The provider's code: `DSO_PROVIDER_NOT_FOUND`. */
+  code: string;
+}
+
 /** Counts for status and metrics. */
 export interface ChangeDetectorStats {
   /** Secrets tracked (of configured providers). */
@@ -74,6 +80,14 @@ export interface ChangeDetectorOptions {
    * consumers. Must not throw (a throw is logged, and the change is not reported again).
    */
   onChange: (change: DetectedChange) => void;
+  /**
+   * Called once when a check (probe or poll) finds a tracked secret gone from its store
+   * (`DSO_PROVIDER_NOT_FOUND`), synchronously; again only after it was readable in between. Its
+   * consumers still hold the value they were given: the agent shows them as missing. Must not
+   * throw (a throw is logged). A watch reports no deletion: a watched secret is found missing
+   * by the next delivery or reconciliation.
+   */
+  onMissing?: (missing: MissingSecret) => void;
   /** Values the poll fallback resolves are registered here before anything else happens to them. */
   redactor?: Redactor;
   /** Provider calls (`probe`, `resolve`, `watch`) are counted and timed here; none when absent. */
