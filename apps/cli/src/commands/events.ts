@@ -59,7 +59,11 @@ export function describeEvent(event: AgentApiEventLine): string {
     case 'rotated':
       return `${time} rotated         ${container} ${fields(['policy'])}`;
     case 'rotation-failed':
-      return `${time} rotation failed ${container} ${fields(['policy', 'code', 'rolledBack'])}`;
+      return `${time} rotation failed ${container} ${fields(['policy', 'code', 'rolledBack'])}${
+        typeof event.message === 'string' ? `: ${event.message}` : ''
+      }`;
+    case 'secret-missing':
+      return `${time} secret missing  ${container} ${fields(['reference', 'code'])}`;
     case 'replaced':
       return `${time} replaced        ${container} by ${String(event.newContainerId).slice(0, 12)}`;
     case 'dropped':

@@ -83,6 +83,28 @@ describe('formatStatus', () => {
     expect(text).toContain('dsofile://app/?]0;owned?x');
   });
 
+  it('shows a missing secret with its code and reference, and what to do below the table', () => {
+    const status = structuredClone(STATUS);
+    status.containers = [
+      {
+        id: 'c3'.repeat(32),
+        lastAction: {
+          trigger: 'changed',
+          at: NOW - 5_000,
+          outcome: 'missing',
+          code: 'DSO_PROVIDER_NOT_FOUND',
+          reference: 'dsofile://app/db',
+          message: 'dsofile://app/db is no longer in provider local: store the secret again',
+        },
+      },
+    ];
+    const text = formatStatus(status, NOW);
+    expect(text).toContain('missing  5s ago  DSO_PROVIDER_NOT_FOUND dsofile://app/db\n');
+    expect(text).toContain(
+      'c3c3c3c3c3c3: dsofile://app/db is no longer in provider local: store the secret again\n',
+    );
+  });
+
   it('rounds ages for people', () => {
     expect(
       [0, 59_999, 60_000, 3_599_999, 3_600_000, 5_400_000, 48 * 3_600_000].map(formatAge),

@@ -50,6 +50,13 @@ export function formatStatus(status: AgentApiStatus, now: number): string {
         ...containers.map((container) => containerRow(container, now)),
       ]),
     );
+    // What happened and what to do, too long for a column: one line per container below.
+    for (const container of containers) {
+      const { message } = container.lastAction;
+      if (message !== undefined) {
+        lines.push(`${consumerLabel(container.id)}: ${printable(message)}`);
+      }
+    }
   }
   lines.push('');
   const { queue, cache } = status;
@@ -71,7 +78,7 @@ export function formatStatus(status: AgentApiStatus, now: number): string {
 function containerRow(container: AgentApiContainer, now: number): string[] {
   const { lastAction } = container;
   const detail =
-    lastAction.outcome === 'failed'
+    lastAction.outcome === 'failed' || lastAction.outcome === 'missing'
       ? [lastAction.code, lastAction.reference].filter((part) => part !== undefined).join(' ')
       : '';
   return [
