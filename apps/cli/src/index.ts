@@ -7,4 +7,11 @@
  * const code = await runCli(['secret', 'list'], { env: process.env, stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
  */
 export { type CliIo, createProgram, runCli } from './program.js';
-export { MAX_SECRET_BYTES, readHiddenLine, readSecretFromStream } from './read-secret.js';
+export {
+  localSecretLimit,
+  MAX_SECRET_BYTES,
+  readHiddenLine,
+  readSecretFromStream,
+  type SecretSizeLimit,
+  valueTooLarge,
+} from './read-secret.js';

@@ -1,9 +1,11 @@
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from './program.js';
+import { MAX_SECRET_BYTES } from './read-secret.js';
 
 const CANARY = 'canary-cli-program-3c9d';
 
@@ -15,7 +17,11 @@ afterEach(async () => {
   await rm(home, { recursive: true, force: true });
 });
 
-async function dso(args: string[], input = '', env: NodeJS.ProcessEnv = { DSO_HOME: home }) {
+async function dso(
+  args: string[],
+  input: string | Buffer = '',
+  env: NodeJS.ProcessEnv = { DSO_HOME: home },
+) {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = '';
@@ -112,5 +118,33 @@ describe('dso', () => {
     const result = await dso(['secret', 'set', 'app/db'], '');
     expect(result).toMatchObject({ code: 1 });
     expect(result.stderr).toContain('DSO_CLI_VALUE_EMPTY');
+  });
+
+  it('stores a 1 MiB value by default, and refuses a larger one before storing, naming the setting', async () => {
+    await dso(['init']);
+    const oneMiB = randomBytes(1024 * 1024);
+    expect((await dso(['secret', 'set', 'app/one-mib'], oneMiB)).code).toBe(0);
+    const tooLarge = await dso(
+      ['secret', 'set', 'app/too-large'],
+      randomBytes(MAX_SECRET_BYTES + 1),
+    );
+    expect(tooLarge.code).toBe(1);
+    expect(tooLarge.stderr).toContain('DSO_CLI_VALUE_TOO_LARGE');
+    expect(tooLarge.stderr).toContain(`larger than ${MAX_SECRET_BYTES} bytes`);
+    expect(tooLarge.stderr).toContain('raise providers.local.maxMessageBytes in dso.yaml');
+    expect((await dso(['secret', 'list'])).stdout.trim().split('\n')).toEqual(['app/one-mib']);
+  });
+
+  it("stores a 10 MiB value when the local provider's maxMessageBytes carries it", async () => {
+    await dso(['init']);
+    await writeFile(
+      join(home, 'dso.yaml'),
+      'providers:\n  vault:\n    type: local\n    maxMessageBytes: 16MiB\n',
+      { mode: 0o600 },
+    );
+    const tenMiB = randomBytes(10 * 1024 * 1024);
+    expect((await dso(['secret', 'set', 'app/ten-mib'], tenMiB)).code).toBe(0);
+    const tooLarge = await dso(['secret', 'set', 'app/x'], randomBytes(13 * 1024 * 1024));
+    expect(tooLarge.stderr).toContain('raise providers.vault.maxMessageBytes in dso.yaml');
   });
 });

@@ -17,7 +17,12 @@ import { registerReconcileCommand } from './commands/reconcile.js';
 import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerUpCommand } from './commands/up.js';
-import { readHiddenLine, readSecretFromStream } from './read-secret.js';
+import {
+  localSecretLimit,
+  readHiddenLine,
+  readSecretFromStream,
+  valueTooLarge,
+} from './read-secret.js';
 
 /** What the CLI reads and writes besides its arguments; injected so tests need no process. */
 export interface CliIo {
@@ -89,17 +94,28 @@ export function createProgram(io: CliIo): Command {
     .argument('<path>', 'where to store it, e.g. app/db/password')
     .option('--keep-newline', 'keep a trailing newline read from stdin')
     .action(async (path: string, options: { keepNewline?: boolean }) => {
+      // Refused before anything is stored: a value the agent could not get is no use.
+      const limit = await localSecretLimit(io.env);
       let bytes: Buffer;
       if (io.stdin.isTTY) {
         bytes = await readHiddenLine(`value for ${path}: `, io.stdin, io.stderr);
         if (bytes.byteLength === 0)
           throw new DsoError('DSO_CLI_VALUE_EMPTY', 'empty value: nothing stored');
+        if (bytes.byteLength > limit.maxBytes) {
+          const size = bytes.byteLength;
+          bytes.fill(0);
+          throw valueTooLarge(limit, size);
+        }
       } else {
-        bytes = await readSecretFromStream(io.stdin, { keepNewline: options.keepNewline ?? false });
+        bytes = await readSecretFromStream(io.stdin, {
+          keepNewline: options.keepNewline ?? false,
+          maxBytes: limit.maxBytes,
+          limit,
+        });
       }
       const value = SecretValue.fromBytes(bytes);
       bytes.fill(0);
-      await using vault = await openLocalVault(io.env);
+      await using vault = await openLocalVault(io.env, limit.maxBytes);
       try {
         // The same value again is not a new version (consumers would restart for nothing).
         const { version, created } = await vault.put(path, value);
@@ -140,7 +156,7 @@ export function createProgram(io: CliIo): Command {
   return program;
 }
 
-async function openLocalVault(env: NodeJS.ProcessEnv) {
+async function openLocalVault(env: NodeJS.ProcessEnv, maxSecretBytes?: number) {
   const { vaultPath, defaultKeyFile } = resolveDsoPaths(env);
   // Checked before the key, so a first-time user learns about `dso init`, not about keys.
   if (!existsSync(vaultPath)) {
@@ -150,7 +166,11 @@ async function openLocalVault(env: NodeJS.ProcessEnv) {
     );
   }
   const key = await resolveVaultKey({ env, defaultKeyFile });
-  return openVault({ path: vaultPath, key });
+  return openVault({
+    path: vaultPath,
+    key,
+    ...(maxSecretBytes === undefined ? {} : { maxSecretBytes }),
+  });
 }
 
 /** Runs the CLI and returns its exit code; errors print as one line with their code. */

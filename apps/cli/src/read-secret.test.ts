@@ -34,6 +34,20 @@ describe('readSecretFromStream', () => {
     });
   });
 
+  it('takes a value of exactly the limit with its trailing newline', async () => {
+    const value = await readSecretFromStream(Readable.from([Buffer.alloc(10, 1), '\r\n']), {
+      maxBytes: 10,
+    });
+    expect(value.byteLength).toBe(10);
+  });
+
+  it('says which setting raises the limit', async () => {
+    const limit = { maxBytes: 10, provider: 'vault', maxMessageBytes: 65_550 };
+    await expect(
+      readSecretFromStream(Readable.from([Buffer.alloc(11), '\n']), { maxBytes: 10, limit }),
+    ).rejects.toThrow(/larger than 10 bytes.*raise providers\.vault\.maxMessageBytes in dso\.yaml/);
+  });
+
   it('rejects with DSO_CLI_VALUE_EMPTY when nothing is piped', async () => {
     await expect(readSecretFromStream(Readable.from(['\n']))).rejects.toMatchObject({
       code: 'DSO_CLI_VALUE_EMPTY',

@@ -1,32 +1,95 @@
+import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { DsoError } from '@dso/core';
+import { DsoError, loadConfig, resolveDsoPaths } from '@dso/core';
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  maxMessageBytesAdvice,
+  maxSecretBytesFor,
+} from '@dso/provider-sdk';
 
-/** The largest value `dso secret set` accepts: 1 MiB, the provider protocol's message bound. */
-export const MAX_SECRET_BYTES = 1024 * 1024;
+/**
+ * The largest value `dso secret set` accepts by default: what the provider protocol's default
+ * `maxMessageBytes` carries after base64, 1,130,496 bytes (so 1 MiB works end to end).
+ */
+export const MAX_SECRET_BYTES = maxSecretBytesFor(DEFAULT_MAX_MESSAGE_BYTES);
+
+/** How large a value `dso secret set` stores, and the setting that raises it. */
+export interface SecretSizeLimit {
+  /** The largest value, in bytes. */
+  maxBytes: number;
+  /** The configured provider that serves the local vault to the agent. */
+  provider: string;
+  /** Its `maxMessageBytes`, which sets `maxBytes`. */
+  maxMessageBytes: number;
+}
+
+/**
+ * The largest value the agent can get from the local vault: what its provider's messages carry
+ * (`providers.<name>.maxMessageBytes` in `dso.yaml`, after base64). `dso secret set` refuses a
+ * larger value before storing it, so a value stored is a value the agent can deliver.
+ *
+ * @throws DsoError DSO_CONFIG_* when `dso.yaml` cannot be read
+ */
+export async function localSecretLimit(env: NodeJS.ProcessEnv): Promise<SecretSizeLimit> {
+  const { config } = await loadConfig({ env });
+  const vaultPath = resolve(resolveDsoPaths(env).vaultPath);
+  const locals = Object.entries(config.providers).filter(([, entry]) => entry.type === 'local');
+  // The provider reading this vault: the one naming its path, or one naming no path (default).
+  const [name, entry] = locals.find(([, entry]) => {
+    const path = entry.config.vaultPath;
+    return typeof path === 'string' && resolve(path) === vaultPath;
+  }) ??
+    locals.find(([, entry]) => entry.config.vaultPath === undefined) ??
+    locals[0] ?? ['local', { maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES }];
+  return {
+    maxBytes: maxSecretBytesFor(entry.maxMessageBytes),
+    provider: name,
+    maxMessageBytes: entry.maxMessageBytes,
+  };
+}
+
+/** DSO_CLI_VALUE_TOO_LARGE: the limit, and the setting that raises it. */
+export function valueTooLarge(limit: SecretSizeLimit, valueBytes?: number): DsoError {
+  return new DsoError(
+    'DSO_CLI_VALUE_TOO_LARGE',
+    `the value is ${valueBytes === undefined ? 'larger than' : `${valueBytes} bytes, over`} ` +
+      `${limit.maxBytes} bytes, the largest provider ${limit.provider} can carry to the agent: ` +
+      `nothing stored; ${maxMessageBytesAdvice(limit.provider, limit.maxMessageBytes, valueBytes)}`,
+  );
+}
 
 /**
  * Reads a secret value from a pipe: every byte up to end of input, at most `maxBytes`. One
  * trailing newline (`\n` or `\r\n`) is dropped unless `keepNewline`, since `echo` adds one.
  *
- * @throws DsoError DSO_CLI_VALUE_TOO_LARGE past `maxBytes`; DSO_CLI_VALUE_EMPTY when nothing was read
+ * @throws DsoError DSO_CLI_VALUE_TOO_LARGE past `maxBytes` (with `limit`'s setting in the
+ *   message); DSO_CLI_VALUE_EMPTY when nothing was read
  */
 export async function readSecretFromStream(
   input: Readable,
-  { maxBytes = MAX_SECRET_BYTES, keepNewline = false } = {},
+  {
+    maxBytes = MAX_SECRET_BYTES,
+    keepNewline = false,
+    limit,
+  }: { maxBytes?: number; keepNewline?: boolean; limit?: SecretSizeLimit } = {},
 ): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
+  const tooLarge = () =>
+    valueTooLarge(
+      limit ?? {
+        maxBytes,
+        provider: 'local',
+        maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+      },
+    );
   try {
     for await (const chunk of input) {
       const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
       size += buffer.byteLength;
       chunks.push(buffer);
-      if (size > maxBytes) {
-        throw new DsoError(
-          'DSO_CLI_VALUE_TOO_LARGE',
-          `the value on stdin is larger than ${maxBytes} bytes; DSO keeps secrets up to 1 MiB`,
-        );
-      }
+      // Room for the trailing newline dropped below.
+      if (size > maxBytes + 2) throw tooLarge();
     }
     // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool, so zeroing it
     // below zeroes every copy of the value this function made.
@@ -37,6 +100,10 @@ export async function readSecretFromStream(
     if (!keepNewline) {
       if (value.subarray(-2).toString() === '\r\n') value = value.subarray(0, -2);
       else if (value.subarray(-1).toString() === '\n') value = value.subarray(0, -1);
+    }
+    if (value.byteLength > maxBytes) {
+      joined.fill(0);
+      throw tooLarge();
     }
     if (value.byteLength === 0) {
       throw new DsoError(
