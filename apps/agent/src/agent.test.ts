@@ -83,7 +83,7 @@ describe('createAgent: reconciliation and the audit trail', () => {
     },
   );
 
-  it('records one audit line per file delivered, and the reference that failed', async () => {
+  it('records one audit line per file delivered, and the reference that was refused', async () => {
     const records: unknown[] = [];
     const audit = {
       record: (entry: unknown) => records.push(entry),
@@ -114,8 +114,10 @@ describe('createAgent: reconciliation and the audit trail', () => {
           action: 'inject',
           reference: 'dsofile://app/missing',
           containerId: 'c2',
-          outcome: 'error',
+          // Not found will not pass by itself: a refusal, with its reason.
+          outcome: 'refused',
           code: 'DSO_PROVIDER_NOT_FOUND',
+          reason: expect.stringContaining('dsofile://app/missing'),
         }),
       ]),
     );

@@ -1,0 +1,134 @@
+import { type AuditLog, createAuditLog, parseAuditLine } from '@dso/core';
+import { DockerRuntimeError, type DockerRuntimeErrorCode } from '@dso/docker-runtime';
+import { describe, expect, it } from 'vitest';
+import { CANARY, container, MANAGED, setup } from './test-support/agent-fixture.js';
+
+// Every refusal is one audit line: the agent and the fake engine, the real audit log (its
+// strict schema and redactor), and the lines read back.
+
+const ID = 'a1b2c3d4'.repeat(8);
+
+/** The agent with a real audit log whose lines the test reads back. */
+function auditedAgent(labels: Record<string, string>, options: { tmpfs?: string[] } = {}) {
+  const lines: string[] = [];
+  const details = {
+    ...container(ID, labels),
+    name: 'web-1',
+    tmpfs: options.tmpfs ?? ['/run/secrets'],
+  };
+  let audit: AuditLog | undefined;
+  // The agent's redactor is made by setup: the log is made with it once it exists.
+  const context = setup([details], {
+    audit: {
+      record: (entry) => audit?.record(entry),
+      close: async () => {},
+      [Symbol.asyncDispose]: async () => {},
+    },
+  });
+  audit = createAuditLog({
+    destination: { write: (line: string) => lines.push(line) },
+    redactor: context.redactor,
+  });
+  return { ...context, records: () => lines.map((line) => parseAuditLine(line)) };
+}
+
+/** The engine refuses every write with `code` (as the real one does for that container). */
+function refuseWrites(
+  fake: ReturnType<typeof setup>['fake'],
+  code: DockerRuntimeErrorCode,
+  message: string,
+) {
+  fake.runtime.writeFiles = async () => {
+    throw new DockerRuntimeError(code, message, { containerId: ID });
+  };
+}
+
+describe('outcomes: every refusal audited once', () => {
+  it.each([
+    ['DSO_LABEL_INVALID', { 'dso.enable': 'true', 'dso.file.x': 'not-a-reference' }, undefined],
+    ['DSO_DOCKER_TARGET_NOT_TMPFS', MANAGED, { tmpfs: [] as string[] }],
+    ['DSO_DOCKER_TARGET_CONFLICT', MANAGED, undefined],
+    ['DSO_DOCKER_NO_SHELL', MANAGED, undefined],
+  ] as const)(
+    'writes one refused line for %s, not one per reconciliation',
+    async (code, labels, options) => {
+      const { agent, fake, records } = auditedAgent(labels, options);
+      if (code === 'DSO_DOCKER_TARGET_CONFLICT' || code === 'DSO_DOCKER_NO_SHELL') {
+        refuseWrites(fake, code, `the engine refused it (${code}): change the container`);
+      }
+      await agent.start();
+      await agent.idle();
+      for (let round = 0; round < 3; round++) {
+        await agent.reconcile();
+        await agent.idle();
+      }
+      const refused = records().filter((record) => record.outcome === 'refused');
+      expect(refused).toHaveLength(1);
+      expect(refused[0]).toMatchObject({
+        actor: { kind: 'agent' },
+        action: 'inject',
+        containerId: ID,
+        containerName: 'web-1',
+        outcome: 'refused',
+        code,
+        reason: expect.any(String),
+      });
+      expect(refused[0]!.reason!.length).toBeGreaterThan(10);
+      await agent.close();
+    },
+  );
+
+  it('audits a different refusal of the same container again, and the same one again after a delivery', async () => {
+    const { agent, fake, records } = auditedAgent(MANAGED);
+    const write = fake.runtime.writeFiles;
+    refuseWrites(fake, 'DSO_DOCKER_NO_SHELL', 'no shell in the image');
+    await agent.start();
+    await agent.idle();
+    refuseWrites(fake, 'DSO_DOCKER_TARGET_CONFLICT', 'the target is a file');
+    await agent.reconcile();
+    await agent.idle();
+    fake.runtime.writeFiles = write;
+    await agent.reconcile();
+    await agent.idle();
+    refuseWrites(fake, 'DSO_DOCKER_TARGET_CONFLICT', 'the target is a file');
+    fake.start({
+      ...container(ID, MANAGED),
+      name: 'web-1',
+      startedAt: '2026-11-27T11:00:00.000000000Z',
+    });
+    await agent.idle();
+    await expect
+      .poll(() =>
+        records()
+          .filter((record) => record.outcome === 'refused')
+          .map((record) => record.code),
+      )
+      .toEqual(['DSO_DOCKER_NO_SHELL', 'DSO_DOCKER_TARGET_CONFLICT', 'DSO_DOCKER_TARGET_CONFLICT']);
+    expect(records().filter((record) => record.outcome === 'ok').length).toBeGreaterThan(0);
+    await agent.close();
+  });
+
+  it('writes no refused line for a failure that may pass, and never a value in a reason', async () => {
+    const { agent, fake, records, output, redactor } = auditedAgent(MANAGED);
+    // Held for the whole test: a value the agent no longer holds is forgotten by its redactor.
+    redactor.register(CANARY);
+    fake.failing.add('write');
+    await agent.start();
+    await agent.idle();
+    expect(records().filter((record) => record.outcome === 'refused')).toEqual([]);
+    fake.failing.delete('write');
+    // A message that carries a value by mistake: the audit line has it redacted.
+    refuseWrites(fake, 'DSO_DOCKER_NO_SHELL', `no shell; saw ${CANARY}`);
+    fake.start({
+      ...container(ID, MANAGED),
+      name: 'web-1',
+      startedAt: '2026-11-27T12:00:00.000000000Z',
+    });
+    await expect
+      .poll(() => records().filter((record) => record.outcome === 'refused'))
+      .toHaveLength(1);
+    expect(JSON.stringify(records())).not.toContain(CANARY);
+    expect(output()).not.toContain(CANARY);
+    await agent.close();
+  });
+});
