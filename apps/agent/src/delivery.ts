@@ -209,7 +209,10 @@ export function createDelivery(context: DeliveryContext): Deliver {
         // reconciliation has no second effect. (A restarted agent still learns which host
         // folder is this container's, to empty it when the container stops.)
         if (hostKey !== undefined) hostFolders.remember(containerId, hostKey);
-        secrets.hold(containerId, resolved.map((file) => file.content));
+        secrets.hold(
+          containerId,
+          resolved.map((file) => file.content),
+        );
         log.debug({ trigger }, 'secrets up to date');
         outcomes.upToDate(containerId, trigger);
         return;
@@ -237,7 +240,10 @@ export function createDelivery(context: DeliveryContext): Deliver {
       method = hostKey === undefined ? 'exec' : 'host';
       store.set(containerId, current);
       // The container holds these values now (and no longer its previous ones): the redactor too.
-      secrets.hold(containerId, files.map((file) => file.content));
+      secrets.hold(
+        containerId,
+        files.map((file) => file.content),
+      );
       context.consumption.record(containerId, [
         ...spec.files.flatMap((file, index) => {
           const got = resolved[index];
@@ -261,7 +267,14 @@ export function createDelivery(context: DeliveryContext): Deliver {
         envVersions: spec.env.map((_, index) => env[index]?.version),
       });
       if (rotate) {
-        context.rotations.start(containerId, spec, [...resolved, ...env], envChanged, previous);
+        context.rotations.start(
+          containerId,
+          spec,
+          [...resolved, ...env],
+          envChanged,
+          previous,
+          trigger,
+        );
       }
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
       if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
