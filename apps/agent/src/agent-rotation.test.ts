@@ -208,9 +208,9 @@ describe('createAgent: rotation policies, escalation and replacement', () => {
       )
       .toMatchObject({ stage: 'health', reason: 'unhealthy', code: 'DSO_DOCKER_REPLACE_FAILED' });
     expect(agent.status().containers.map((status) => status.id)).toEqual(['c1']);
-    // Each reconciliation (every 20 ms here) tries the replacement again: counted each time.
-    expect(await registry.metrics()).toMatch(
-      /dso_rotation_runs_total\{policy="replace",outcome="rolled_back"\} [1-9]/,
+    // Reconciliations every 20 ms here: none hurries the retry, which waits for its backoff.
+    expect(await registry.metrics()).toContain(
+      'dso_rotation_runs_total{policy="replace",outcome="rolled_back"} 1',
     );
     await agent.close();
     await cache.close();

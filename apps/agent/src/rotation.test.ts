@@ -285,6 +285,35 @@ describe('createRotations', () => {
       await rotations.close(0);
     });
 
+    it('waits for its retry when a periodic check finds it, keeping state and status truthful', async () => {
+      const { clock, rotations, store, statuses, fake, failNext } = failingReplace();
+      failNext(1);
+      rotations.start('c1', envSpec(), [], true, before);
+      await settle();
+      clock.advance(0);
+      await settle();
+      // A periodic check records the new versions and reports its files, then asks again.
+      store.set('c1', { ...before, envDigest: 'new' });
+      rotations.start('c1', envSpec(), [], true, before, 'periodic');
+      statuses.set('c1', {
+        id: 'c1',
+        env: [{ name: 'API_KEY', reference: 'dso://app/api', provider: 'local', version: '2' }],
+        lastAction: { trigger: 'periodic', at: 1, outcome: 'delivered' },
+      });
+      await settle();
+      expect(fake.actions).toEqual(['replace c1']); // not again before its backoff
+      expect(store.get('c1')?.envDigest).toBe('old');
+      expect(statuses.get('c1')?.lastAction.outcome).toBe('failed');
+      expect(statuses.get('c1')?.env?.[0]?.version).toBe('1');
+      // dso reconcile (api) does not wait.
+      rotations.start('c1', envSpec(), [], true, before, 'api');
+      await settle();
+      clock.advance(0);
+      await settle();
+      expect(fake.actions).toEqual(['replace c1', 'replace c1']);
+      await rotations.close(0);
+    });
+
     it('drops the retry of a container that is gone', async () => {
       const { clock, rotations, checks, failNext } = failingReplace();
       failNext(1);

@@ -13,7 +13,7 @@ import {
   type ManagedSpec,
 } from '@dso/core';
 import type { DockerRuntime } from '@dso/docker-runtime';
-import type { ContainerStatus, RotationOptions } from './agent-types.js';
+import type { ContainerStatus, DeliveryTrigger, RotationOptions } from './agent-types.js';
 import type { DeliveredState } from './delivered-state.js';
 import type { DeliveredStore } from './delivered-store.js';
 import type { AgentMetrics } from './observability.js';
@@ -63,6 +63,16 @@ export function policyChain(
   );
 }
 
+/** A failed replacement waiting for its retry. */
+interface RetryEntry {
+  /** Attempts that failed so far. */
+  attempt: number;
+  /** The next retry's timer; undefined once it fired. */
+  timer: ClockTimer | undefined;
+  /** The last failure, as status shows it until the replacement happens. */
+  failure?: { spec: ManagedSpec; code: string; message: string; at: number };
+}
+
 /** A secret a rotation concerns, as the audit trail records it. */
 export interface RotatedSecret {
   reference: string;
@@ -107,7 +117,10 @@ export interface Rotations {
   /**
    * Starts a container's rotation after its files changed (a new version), unless one runs for
    * it already (the running one acts on files that now hold the new versions too). `before` is
-   * what the state file keeps for the container until the action finishes.
+   * what the state file keeps for the container until the action finishes. A replacement that
+   * failed waits for its retry (backoff) when a periodic check or a resync finds it again;
+   * any other `trigger` (`dso rotate`, `dso reconcile`, a restart of the container or of the
+   * agent, a new version) tries it at once.
    */
   start(
     containerId: string,
@@ -115,6 +128,7 @@ export interface Rotations {
     secrets: readonly RotatedSecret[],
     envChanged: boolean,
     before: DeliveredState | undefined,
+    trigger?: DeliveryTrigger,
   ): void;
   /** Rotations running or waiting for their turn. */
   readonly size: number;
@@ -153,7 +167,7 @@ export function createRotations(context: RotationContext): Rotations {
   const running = new Map<string, Promise<void>>();
   const aborting = new AbortController();
   /** Containers whose replacement failed: attempts so far, and the timer of the next one. */
-  const retries = new Map<string, { attempt: number; timer: ClockTimer | undefined }>();
+  const retries = new Map<string, RetryEntry>();
 
   /** Whether the files just delivered hold the same values as before (new versions only). */
   function filesUnchanged(containerId: string, before: DeliveredState | undefined): boolean {
@@ -218,7 +232,7 @@ export function createRotations(context: RotationContext): Rotations {
 
   /** Schedules the next check of a container whose replacement failed; returns its delay. */
   function scheduleRetry(containerId: string): number {
-    const entry = retries.get(containerId) ?? { attempt: 0, timer: undefined };
+    const entry: RetryEntry = retries.get(containerId) ?? { attempt: 0, timer: undefined };
     if (entry.timer !== undefined) clock.clearTimeout(entry.timer);
     entry.attempt += 1;
     const delayMs = Math.round(
@@ -252,15 +266,34 @@ export function createRotations(context: RotationContext): Rotations {
     error: unknown,
     code: string,
   ): string {
+    keepEnvUndelivered(containerId, before);
+    const retryInMs = scheduleRetry(containerId);
+    const message = replacementFailureMessage(containerId, spec, error, code, retryInMs);
+    const entry = retries.get(containerId);
+    if (entry !== undefined) entry.failure = { spec, code, message, at: now() };
+    showFailure(containerId);
+    return message;
+  }
+
+  /** The state keeps the environment the container runs: its values are still to deliver. */
+  function keepEnvUndelivered(containerId: string, before: DeliveredState | undefined): void {
     const state = store.get(containerId);
     if (state !== undefined) {
       store.set(containerId, { ...state, envDigest: before?.envDigest ?? '' });
     }
-    const retryInMs = scheduleRetry(containerId);
-    const message = replacementFailureMessage(containerId, spec, error, code, retryInMs);
+  }
+
+  /**
+   * Shows a container's last failed replacement in status: failed, with the message, and the
+   * versions it runs (those it was created with, not the new ones).
+   */
+  function showFailure(containerId: string): void {
+    const failure = retries.get(containerId)?.failure;
     const statuses = context.statuses;
-    const known = statuses?.get(containerId);
-    statuses?.set(containerId, {
+    if (failure === undefined || statuses === undefined) return;
+    const { spec, code, message, at } = failure;
+    const known = statuses.get(containerId);
+    statuses.set(containerId, {
       ...known,
       id: containerId,
       // What the container runs: the versions it was created with, not the new ones.
@@ -276,13 +309,12 @@ export function createRotations(context: RotationContext): Rotations {
           }),
       lastAction: {
         trigger: known?.lastAction.trigger ?? 'changed',
-        at: now(),
+        at,
         outcome: 'failed',
         code,
         message,
       },
     });
-    return message;
   }
 
   async function rotate(
@@ -545,7 +577,7 @@ export function createRotations(context: RotationContext): Rotations {
   }
 
   return {
-    start(containerId, spec, secrets, envChanged, before) {
+    start(containerId, spec, secrets, envChanged, before, trigger) {
       if (running.has(containerId)) {
         // One at a time per container: the running one acts on files that now hold the new
         // versions too, and a replacement's new container is checked again on its own.
@@ -554,6 +586,26 @@ export function createRotations(context: RotationContext): Rotations {
           'rotation already running for this container; not started twice',
         );
         return;
+      }
+      if (
+        envChanged &&
+        retries.get(containerId)?.timer !== undefined &&
+        (trigger === 'periodic' || trigger === 'resync')
+      ) {
+        // Its retry is scheduled (backoff): a periodic check does not hurry it. The check just
+        // recorded the new versions: the state goes back to the values the container runs.
+        logger.debug(
+          { containerId: containerId.slice(0, 12), trigger },
+          'failed replacement waits for its retry',
+        );
+        keepEnvUndelivered(containerId, before);
+        // The delivery reports its files next (synchronously, after this call): the failure
+        // stays what status shows until the replacement happens.
+        queueMicrotask(() => showFailure(containerId));
+        return;
+      }
+      if (envChanged && retries.get(containerId)?.failure !== undefined) {
+        queueMicrotask(() => showFailure(containerId)); // as above, while the retry runs
       }
       if (!envChanged && filesUnchanged(containerId, before)) {
         // New versions, same values (a provider that versions identical values): the files
