@@ -121,7 +121,7 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
       if (writer !== undefined) {
         throw new DsoError(
           'DSO_AGENT_HOST_PATH_WRITABLE',
-          `container ${writer.name} (${writer.id.slice(0, 12)}) mounts ${writer.source} writable, which holds the secrets folder ${folder} of container ${nameOf(details)}: no secret is written there while it can change the folder. Remove that container, or mount ${writer.source} read-only in it, then run \`dso reconcile\``,
+          `container ${writer.name} (${writer.id.slice(0, 12)}) can write the secrets folder ${folder} (it mounts ${writer.source} writable): remove it, or make that mount read-only, then run \`dso reconcile\`; until then no secret of container ${nameOf(details)} is written there`,
           { containerId: details.id, folder, writer: writer.id, writerName: writer.name },
         );
       }
