@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
+import { isDockerRuntimeError } from './errors.js';
 import { createHostSecretDirs, type HostSecretDirs, type HostSecretMount } from './host-files.js';
 import {
   createContainerPool,
@@ -232,6 +242,75 @@ describe('the host path, through a real container', () => {
     expect(stats.D.whole).toBeGreaterThan(50);
     // The reader really ran across the swaps, so the check above could have failed.
     expect(seen.size).toBeGreaterThan(10);
+  });
+
+  it('a container with a writable mount of the folder, racing symlinks to a victim, reaches nothing outside it (200 writes)', async () => {
+    const key = newKey();
+    // On the same tmpfs as the root: no device check stands between them, only O_NOFOLLOW.
+    const victim = `/dev/shm/dso-host-int-victim-${randomUUID()}`;
+    mkdirSync(join(victim, 'sub'), { recursive: true });
+    writeFileSync(join(victim, 'keep'), 'victim data', { mode: 0o644 });
+    writeFileSync(join(victim, 'sub', 'deep'), 'deep data', { mode: 0o600 });
+    chmodSync(victim, 0o751);
+    const state = () =>
+      [victim, join(victim, 'keep'), join(victim, 'sub'), join(victim, 'sub', 'deep')].map(
+        (path) => {
+          const stats = lstatSync(path);
+          const content = stats.isFile() ? readFileSync(path, 'utf8') : '';
+          return `${path} ${(stats.mode & 0o7777).toString(8)} ${stats.uid} ${content}`;
+        },
+      );
+    const before = state();
+    try {
+      const folder = dirs.pathOf(key);
+      const setOf = (generation: number) => ({
+        files: ['keep', 'sub', 'a'].map((name) => ({ name, content: text(`g${generation}`) })),
+        owner: APP,
+      });
+      dirs.write(key, setOf(0));
+      // The reported attack: root in a container with the folder writable turns every version
+      // directory (and temporary link) into a symlink to the victim, as fast as it can.
+      const id = await createMountingContainer(pool.runId, {
+        cmd: [
+          'sh',
+          '-c',
+          `while true; do for d in /x/..dso_* /x/..tmp_*; do [ -L "$d" ] || { rm -rf "$d"; ln -s ${victim} "$d"; }; done; done`,
+        ],
+        mounts: [{ Type: 'bind', Source: folder, Target: '/x', ReadOnly: false }],
+      });
+      await docker.getContainer(id).start();
+      const outcomes: Record<string, number> = {};
+      for (let generation = 1; generation <= 200; generation += 1) {
+        let outcome = 'ok';
+        try {
+          dirs.write(key, setOf(generation));
+        } catch (error) {
+          if (!isDockerRuntimeError(error)) throw error;
+          outcome = error.code;
+          // The operator's clean-up, so that later writes race again: the planted links go.
+          for (const name of readdirSync(folder)) {
+            if (name.startsWith('..') && lstatSync(join(folder, name)).isSymbolicLink()) {
+              rmSync(join(folder, name), { force: true });
+            }
+          }
+        }
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+        // Pacing, not a wait: it lets the attacker run between writes.
+        await delay(1);
+      }
+      console.info('host path writes against a racing writable binder', JSON.stringify(outcomes));
+      expect(state()).toEqual(before);
+      // Every failure was a refusal with a code, and the race really ran.
+      expect(
+        Object.keys(outcomes).filter(
+          (code) =>
+            !['ok', 'DSO_DOCKER_HOST_PATH_TAMPERED', 'DSO_DOCKER_HOST_PATH_FAILED'].includes(code),
+        ),
+      ).toEqual([]);
+      expect(outcomes.DSO_DOCKER_HOST_PATH_TAMPERED ?? 0).toBeGreaterThan(0);
+    } finally {
+      rmSync(victim, { recursive: true, force: true });
+    }
   });
 
   it('ran no exec in any container of this file', async () => {
