@@ -132,3 +132,26 @@ describe('outcomes: every refusal audited once', () => {
     await agent.close();
   });
 });
+
+describe('outcomes: what to do, in status', () => {
+  it('shows the message of a failure that will not pass by itself, and none for one that may', async () => {
+    const { agent, fake } = auditedAgent(MANAGED);
+    fake.failing.add('write');
+    await agent.start();
+    await agent.idle();
+    expect(agent.status().containers[0]?.lastAction).toMatchObject({ outcome: 'failed' });
+    expect(agent.status().containers[0]?.lastAction.message).toBeUndefined();
+    fake.failing.delete('write');
+    const fix = 'no CAP_DAC_OVERRIDE: leave the tmpfs root-owned, or --cap-add DAC_OVERRIDE';
+    refuseWrites(fake, 'DSO_DOCKER_TARGET_NOT_WRITABLE', fix);
+    fake.start({
+      ...container(ID, MANAGED),
+      name: 'web-1',
+      startedAt: '2026-11-27T13:00:00.000000000Z',
+    });
+    await expect
+      .poll(() => agent.status().containers[0]?.lastAction)
+      .toMatchObject({ outcome: 'failed', code: 'DSO_DOCKER_TARGET_NOT_WRITABLE', message: fix });
+    await agent.close();
+  });
+});

@@ -1,4 +1,4 @@
-import { type Clock, isRetryable } from '@dso/core';
+import { type Clock, isDsoError, isRetryable } from '@dso/core';
 import type { ContainerStatus, DeliveredFile, DeliveryTrigger } from './agent-types.js';
 import type { AuditSink, EventBus } from './reporting.js';
 import { failedReference, failureCode } from './secrets.js';
@@ -137,11 +137,14 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
       const code = failureCode(error);
       const at = now();
       const about = reference === undefined ? {} : { reference };
+      // A failure that will not pass by itself needs the operator: status says what to do. A
+      // DsoError's message is built from references, ids and paths, never a value.
+      const advice = !isRetryable(error) && isDsoError(error) ? { message: error.message } : {};
       if (options.status !== false) {
         statuses.set(id, {
           ...statuses.get(id),
           id,
-          lastAction: { trigger, at, outcome: 'failed', code, ...about },
+          lastAction: { trigger, at, outcome: 'failed', code, ...about, ...advice },
         });
       }
       bus.emit({
