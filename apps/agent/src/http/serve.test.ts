@@ -1,4 +1,4 @@
-import { request as httpRequest } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { createLogger, createRedactor } from '@dso/core';
@@ -132,6 +132,31 @@ describe('createHttpServer: connections', () => {
     await vi.waitFor(() => expect(idle.slice(0, 9).every((socket) => socket.closed)).toBe(true));
     expect(idle.slice(-2).some((socket) => socket.closed)).toBe(false);
     expect(http.connectionStats().evicted).toBeGreaterThanOrEqual(9);
+  });
+
+  it('closes connections that never sent a request before a kept-alive one, which a client reuses', async () => {
+    const { http, port } = await serve({ limits: { maxConnections: 4 } });
+    const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    const viaAgent = () =>
+      new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+        const request = httpRequest({ host: '127.0.0.1', port, path: '/', agent }, (response) => {
+          response.resume();
+          response.on('end', () =>
+            resolve({ status: response.statusCode ?? 0, reused: request.reusedSocket }),
+          );
+        });
+        request.on('error', reject).end();
+      });
+    try {
+      expect(await viaAgent()).toEqual({ status: 200, reused: false });
+      // Idle connections past the cap: each new one closes an older unused one, never the
+      // kept-alive connection, although it is the oldest.
+      for (let index = 0; index < 8; index++) await idleConnection(port);
+      await vi.waitFor(() => expect(http.connectionStats().evicted).toBe(5));
+      expect(await viaAgent()).toEqual({ status: 200, reused: true });
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('never closes a connection with a request in progress; answers 503 with the busy body when all have one', async () => {

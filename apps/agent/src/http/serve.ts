@@ -12,9 +12,10 @@ import { errorCode, type Logger } from '@dso/core';
 // Connections are capped without letting idle or slow clients lock others out (node's own
 // `maxConnections` drops the NEW connection, so 40 idle sockets made every `dso status` fail):
 // a connection must complete its first request's headers within `headersTimeoutMs` of opening;
-// at the cap, the connection idle the longest (no request in progress: never sent one, is still
-// sending its headers, or is kept alive after its answer) is closed to make room; only when every
-// connection has a request in progress is the new one answered 503 with `busyBody`.
+// at the cap, the connection idle the longest (no request in progress) is closed to make room,
+// one that never completed a request (sent nothing, or is still sending its headers) before one
+// kept alive after its answer; only when every connection has a request in progress is the new
+// one answered 503 with `busyBody`.
 // ---------------------------------------------------------------------------------------------
 
 /** What a {@link createHttpServer} server enforces. */
@@ -123,6 +124,12 @@ interface Connection {
   deadline: NodeJS.Timeout;
 }
 
+/** Whether idle `a` is closed before idle `b` at the cap: unused first, then the longest idle. */
+function closesBefore(a: Connection, b: Connection): boolean {
+  if (a.requested !== b.requested) return !a.requested;
+  return a.idleSince < b.idleSince;
+}
+
 /**
  * A server with {@link DEFAULT_HTTP_LIMITS} (or `limits`) whose handler failures are logged
  * and answered 500 without their details.
@@ -147,11 +154,15 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
 
   const admit = (socket: Socket): void => {
     if (connections.size >= limits.maxConnections) {
+      // The longest idle of those that never completed a request (a client that holds a
+      // connection without using it), else of the kept-alive ones: a kept-alive client reuses its
+      // connection without knowing it was closed, and would see its next request fail.
       let victim: Socket | undefined;
-      let oldest = Number.POSITIVE_INFINITY;
+      let best: Connection | undefined;
       for (const [candidate, connection] of connections) {
-        if (connection.active === 0 && connection.idleSince < oldest) {
-          oldest = connection.idleSince;
+        if (connection.active !== 0) continue;
+        if (best === undefined || closesBefore(connection, best)) {
+          best = connection;
           victim = candidate;
         }
       }
