@@ -613,6 +613,15 @@ describe('HostSecretDirs against a racing writer: symlinks and renames are never
     expect(victim.state()).toEqual(before);
   });
 
+  it('has nothing to list or remove once its root is gone', () => {
+    const dirs = freshDirs();
+    dirs.ensure('k');
+    rmSync(dirs.root, { recursive: true });
+    expect(dirs.keys()).toEqual([]);
+    dirs.remove('k');
+    expect(failure(() => dirs.ensure('k')).code).toBe('DSO_DOCKER_HOST_PATH_FAILED');
+  });
+
   it('makes an existing root 0700, so no other host user reaches a key folder', () => {
     const root = join(base, randomUUID());
     mkdirSync(root, { mode: 0o755 });

@@ -399,7 +399,13 @@ class HostSecretDirStore implements HostSecretDirs {
 
   remove(key: string): void {
     const path = this.pathOf(key);
-    const root = this.#openRoot();
+    let root: SafeDir;
+    try {
+      root = this.#openRoot();
+    } catch (error) {
+      if (errnoOf(error) === 'ENOENT') return; // no root, so no folder: nothing to remove
+      throw error;
+    }
     try {
       // A directory is emptied through descriptors; a symlink someone put in its place is
       // removed as a link, never followed.
