@@ -933,13 +933,15 @@ class EngineRuntime implements DockerRuntime {
         if (failure !== undefined) throw failure;
         return;
       }
-      // Root in the container may not give files away (no CAP_CHOWN), and changed nothing: the
+      // Root in the container may not write the files for their owner (no CAP_CHOWN to give
+      // them away, or no CAP_DAC_OVERRIDE in a tmpfs it does not own), and changed nothing: the
       // owner writes them itself, so none needs a chown. Nothing in the container is gained: it
       // is the user the files are for.
       const asOwner = await this.#runWriteScript(fullId, argv, valid, writeAs, deadline);
       const failure = interpretOwnerWriteExit(
         { ...asOwner, containerId: fullId, target: valid.target },
         writeAs,
+        exit.exitCode,
       );
       if (failure !== undefined) throw failure;
     });

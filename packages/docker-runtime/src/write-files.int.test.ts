@@ -602,6 +602,42 @@ describe('writeFiles on hardened containers', () => {
     expect(await listing(container.id)).toBe('a 440 1000:1000 -> ..data/a\n');
   });
 
+  it('writes as the owner into its own tmpfs when root has CAP_CHOWN but no CAP_DAC_OVERRIDE, and says so when the owner cannot either', async () => {
+    const create = async (tmpfs: string) => {
+      const container = await docker.createContainer({
+        name: `dso-test-${randomUUID()}`,
+        Image: TEST_IMAGE,
+        Cmd: ['sleep', '3600'],
+        User: '1000:1000',
+        Labels: { [TEST_LABEL]: pool.runId },
+        HostConfig: {
+          NetworkMode: 'none',
+          Tmpfs: { '/run/secrets': tmpfs },
+          CapDrop: ['ALL'],
+          CapAdd: ['CHOWN'],
+        },
+      });
+      await container.start();
+      return container.id;
+    };
+    const owners = await create('size=1m,uid=1000,mode=0700');
+    await runtime.writeFiles(owners, { target: '/run/secrets', files: one });
+    // Root there cannot enter the owner's 0700 tmpfs either: read as the owner.
+    expect((await read(owners, '/run/secrets/a', '1000:1000')).toString()).toBe('canary-hardened');
+    expect((await shIn(owners, 'stat -L -c "%a %u:%g" /run/secrets/a', '1000:1000')).trim()).toBe(
+      '400 1000:1000',
+    );
+
+    const others = await create('size=1m,uid=2000,mode=0700');
+    const error = await failureOf(
+      runtime.writeFiles(others, { target: '/run/secrets', files: one }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_NOT_WRITABLE');
+    expect(error.retryable).toBe(false);
+    expect(error.details).toMatchObject({ writeAs: '1000:1000' });
+    expect(error.message).toContain('owner 1000:1000 cannot write it either');
+  });
+
   it('fails with DSO_DOCKER_TARGET_READ_ONLY, not retryable, when the tmpfs is mounted :ro', async () => {
     const { id } = await pool.create({ tmpfs: { '/run/secrets': 'ro,size=1m' } });
     const error = await failureOf(runtime.writeFiles(id, { target: '/run/secrets', files: one }));

@@ -108,6 +108,13 @@ describe('ownerToWriteAs', () => {
     );
   });
 
+  it('reads it when root could not write the tmpfs for another owner (no CAP_DAC_OVERRIDE)', () => {
+    expect(
+      ownerToWriteAs({ exitCode: WRITE_EXIT.targetNotWritable, stdout: 'owner=1000:1000\n' }),
+    ).toBe('1000:1000');
+    expect(ownerToWriteAs({ exitCode: WRITE_EXIT.targetNotWritable, stdout: '' })).toBeUndefined();
+  });
+
   it.each([
     ['another exit code', WRITE_EXIT.stagingFailed, 'owner=1000:1000\n'],
     ['no owner line', WRITE_EXIT.noCapChown, ''],
@@ -128,6 +135,7 @@ describe('interpretOwnerWriteExit', () => {
         stderr: 'dso: user 1000 cannot create entries in /run/secrets\n',
       },
       '1000:1000',
+      WRITE_EXIT.noCapChown,
     );
     expect(error?.code).toBe('DSO_DOCKER_NO_CAP_CHOWN');
     expect(error?.retryable).toBe(false);
@@ -136,10 +144,24 @@ describe('interpretOwnerWriteExit', () => {
     expect(error?.message).toContain('--tmpfs /run/secrets:uid=1000');
   });
 
+  it('reports neither root nor the owner writing the tmpfs as the missing CAP_DAC_OVERRIDE', () => {
+    const error = interpretOwnerWriteExit(
+      { ...base, exitCode: WRITE_EXIT.targetNotWritable },
+      '1000:1000',
+      WRITE_EXIT.targetNotWritable,
+    );
+    expect(error?.code).toBe('DSO_DOCKER_TARGET_NOT_WRITABLE');
+    expect(error?.retryable).toBe(false);
+    expect(error?.message).toContain('CAP_DAC_OVERRIDE');
+    expect(error?.message).toContain('owner 1000:1000 cannot write it either');
+    expect(error?.message).toContain('volume-driver=dso');
+  });
+
   it('passes success and other failures through', () => {
-    expect(interpretOwnerWriteExit({ ...base, exitCode: 0 }, '1000:1000')).toBeUndefined();
+    const first = WRITE_EXIT.noCapChown;
+    expect(interpretOwnerWriteExit({ ...base, exitCode: 0 }, '1000:1000', first)).toBeUndefined();
     expect(
-      interpretOwnerWriteExit({ ...base, exitCode: WRITE_EXIT.tampered }, '1000:1000')?.code,
+      interpretOwnerWriteExit({ ...base, exitCode: WRITE_EXIT.tampered }, '1000:1000', first)?.code,
     ).toBe('DSO_DOCKER_TARGET_TAMPERED');
   });
 });

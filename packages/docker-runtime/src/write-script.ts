@@ -149,6 +149,8 @@ tries=0
 until mkdir "$lock" 2>/dev/null; do
   if [ ! -e "$lock" ] && [ ! -L "$lock" ]; then
     has_cap 1 && [ "$euid" = 0 ] && fail 84 "cannot create $lock"
+    # The owner may be able to: the runtime then writes as the owner (see exit 92).
+    [ "$uid" = "$euid" ] || echo "owner=$uid:$gid"
     fail 91 "user $euid cannot create entries in $t"
   fi
   { [ -d "$lock" ] && [ ! -L "$lock" ]; } ||
@@ -380,13 +382,16 @@ export function interpretWriteExit(exit: WriteExit): DockerRuntimeError | undefi
 }
 
 /**
- * The `uid:gid` to run the write as when it failed with {@link WRITE_EXIT.noCapChown}: the
- * script prints the owner it resolved as `owner=<uid>:<gid>` on stdout. Written by the owner
- * itself, the files need no chown, so a container without CAP_CHOWN still gets them. Undefined
- * when the exit is another one or the line is missing or out of range.
+ * The `uid:gid` to run the write as when root could not do it for another owner: without
+ * CAP_CHOWN ({@link WRITE_EXIT.noCapChown}) or without CAP_DAC_OVERRIDE in a tmpfs root may not
+ * write ({@link WRITE_EXIT.targetNotWritable}). The script then prints the owner it resolved as
+ * `owner=<uid>:<gid>` on stdout, having changed nothing. Written by the owner itself, the files
+ * need no chown. Undefined when the exit is another one or the line is missing or out of range.
  */
 export function ownerToWriteAs(exit: Pick<WriteExit, 'exitCode' | 'stdout'>): string | undefined {
-  if (exit.exitCode !== WRITE_EXIT.noCapChown) return undefined;
+  if (exit.exitCode !== WRITE_EXIT.noCapChown && exit.exitCode !== WRITE_EXIT.targetNotWritable) {
+    return undefined;
+  }
   const match = /^owner=(\d{1,10}):(\d{1,10})$/m.exec(exit.stdout);
   if (match === null) return undefined;
   const [uid, gid] = [Number(match[1]), Number(match[2])];
@@ -395,25 +400,38 @@ export function ownerToWriteAs(exit: Pick<WriteExit, 'exitCode' | 'stdout'>): st
 }
 
 /**
- * Maps the exit of the second attempt, the one {@link ownerToWriteAs} runs as the owner. The
- * owner lacking write access to the target is, at bottom, still the missing CAP_CHOWN: said so,
- * with both ways out.
+ * Maps the exit of the second attempt, the one {@link ownerToWriteAs} runs as the owner, after
+ * root's attempt ended with `firstExitCode`. The owner lacking write access to the target too is
+ * reported as what root lacked (CAP_CHOWN, or CAP_DAC_OVERRIDE), with every way out.
  */
 export function interpretOwnerWriteExit(
   exit: WriteExit,
   writeAs: string,
+  firstExitCode: number,
 ): DockerRuntimeError | undefined {
   const failure = interpretWriteExit(exit);
   if (failure?.code !== 'DSO_DOCKER_TARGET_NOT_WRITABLE') return failure;
   const { containerId, target } = exit;
   const uid = writeAs.split(':')[0];
+  const facts = { ...failure.details, writeAs };
+  if (firstExitCode === WRITE_EXIT.targetNotWritable) {
+    return new DockerRuntimeError(
+      'DSO_DOCKER_TARGET_NOT_WRITABLE',
+      `cannot write into ${target} in container ${containerId}: root there has no ` +
+        "CAP_DAC_OVERRIDE (--cap-drop ALL) to write a tmpfs another user owns, and the files' " +
+        `owner ${writeAs} cannot write it either. Give the tmpfs to root or to the owner ` +
+        `(--tmpfs ${target}:uid=${uid}), or --cap-add DAC_OVERRIDE, or deliver without exec: ` +
+        NO_EXEC_PATHS,
+      facts,
+    );
+  }
   return new DockerRuntimeError(
     'DSO_DOCKER_NO_CAP_CHOWN',
     `cannot write the files in ${target} for their owner ${writeAs} in container ${containerId}: ` +
       'root there has no CAP_CHOWN (--cap-drop ALL) to give files away, and ' +
       `${writeAs} cannot write ${target} itself. Let it (--tmpfs ${target}:uid=${uid} or the ` +
       `default mode 1777), or --cap-add CHOWN, or deliver without exec: ${NO_EXEC_PATHS}`,
-    { ...failure.details, writeAs },
+    facts,
   );
 }
 
