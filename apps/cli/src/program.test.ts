@@ -123,7 +123,7 @@ describe('dso', () => {
   it('stores a 1 MiB value by default, and refuses a larger one before storing, naming the setting', async () => {
     await dso(['init']);
     const oneMiB = randomBytes(1024 * 1024);
-    expect((await dso(['secret', 'set', 'app/one-mib'], oneMiB)).code).toBe(0);
+    expect(await dso(['secret', 'set', 'app/one-mib'], oneMiB)).toMatchObject({ code: 0 });
     const tooLarge = await dso(
       ['secret', 'set', 'app/too-large'],
       randomBytes(MAX_SECRET_BYTES + 1),
@@ -139,11 +139,13 @@ describe('dso', () => {
     await dso(['init']);
     await writeFile(
       join(home, 'dso.yaml'),
-      'providers:\n  vault:\n    type: local\n    maxMessageBytes: 16MiB\n',
+      'defaultProvider: vault\nproviders:\n  other:\n    type: local\n    config: { vaultPath: /elsewhere/vault.dso }\n' +
+        '  vault:\n    type: local\n    maxMessageBytes: 16MiB\n' +
+        `    config: { vaultPath: ${JSON.stringify(join(home, 'vault.dso'))} }\n`,
       { mode: 0o600 },
     );
     const tenMiB = randomBytes(10 * 1024 * 1024);
-    expect((await dso(['secret', 'set', 'app/ten-mib'], tenMiB)).code).toBe(0);
+    expect(await dso(['secret', 'set', 'app/ten-mib'], tenMiB)).toMatchObject({ code: 0 });
     const tooLarge = await dso(['secret', 'set', 'app/x'], randomBytes(13 * 1024 * 1024));
     expect(tooLarge.stderr).toContain('raise providers.vault.maxMessageBytes in dso.yaml');
   });
