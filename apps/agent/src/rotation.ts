@@ -716,7 +716,7 @@ export function replacementFailureMessage(
   let advice: string;
   if (reason !== undefined && CANNOT_RUN_TWICE.has(reason)) {
     advice =
-      'a container that cannot run twice at once (a fixed host port or address, a fixed port on the host network) cannot be replaced beside itself: deliver the secret as a file (dsofile://, rotated in place without a new container), or recreate the container yourself (dso up) to give it the new value';
+      'a container that cannot run twice at once (a fixed host port or address, a fixed port on the host network) cannot be replaced beside itself, and a restart (dso.rotate=restart) keeps the environment it was created with: deliver the secret as a file (dsofile://, rotated in place without a new container), or recreate the container yourself (dso up) to give it the new value';
   } else if (reason === 'unhealthy' || reason === 'health-timeout') {
     advice =
       "the new container did not prove healthy within rotation.healthTimeoutMs: see its health check and the log tail in the agent's log";
