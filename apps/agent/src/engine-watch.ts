@@ -6,6 +6,11 @@ import type { AgentHealth, AgentMetrics } from './observability.js';
 export interface ContainerEventHandlers {
   /** A managed container started (or restarted): deliver its files. */
   started(containerId: string): void;
+  /**
+   * Any container started, managed or not: the host folders it binds are judged again (a
+   * writable binder that appears later stops the owner's deliveries).
+   */
+  anyStarted?(containerId: string): void;
   /** A container stopped: its host folder is emptied. */
   died(containerId: string): void;
   /** A container is gone: forget it. */
@@ -24,6 +29,7 @@ export function routeEvent(event: ContainerEvent, handlers: ContainerEventHandle
       handlers.destroyed(event.id);
       return;
     case 'container.started':
+      handlers.anyStarted?.(event.id);
       if (event.labels[LABELS.enable] === 'true') handlers.started(event.id);
       return;
     default:
