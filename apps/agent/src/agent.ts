@@ -309,6 +309,18 @@ export function createAgent(options: AgentOptions): Agent {
           runtime,
           handlers: {
             started: (id) => queue.add(id, 'started'),
+            // A container binding a host path folder's owner's folder: the owner's next
+            // delivery, now, judges it (refused when that container can write the folder).
+            anyStarted: (id) => {
+              void hostFolders
+                .ownersReachedBy(id, stopping.signal)
+                .then((owners) => {
+                  for (const owner of owners) queue.add(owner, 'resync');
+                })
+                .catch(() => {
+                  // Never rejects (it logs its own failures); the next reconciliation judges.
+                });
+            },
             died: (id) => hostFolders.clear(id, false),
             destroyed: (id) => {
               hostFolders.clear(id, true);
