@@ -148,6 +148,25 @@ describe('createHostFolders: keyOf', () => {
   });
 });
 
+describe('createHostFolders: ownersReachedBy', () => {
+  it('names the owners whose folders a started container binds, itself and strangers aside', async () => {
+    const web = binder('web', `${root}/web`);
+    const api = binder('api', `${root}/api`);
+    const attacker = binder('attacker', root, { readOnly: false });
+    const reader = binder('reader', `${root}/api/..data`);
+    const stranger = binder('stranger', '/var/lib/other');
+    const { folders } = foldersOver([web, api, attacker, reader, stranger]);
+    expect(await folders.ownersReachedBy('attacker', signal)).toEqual([]); // nobody owns yet
+    folders.remember('web', 'web');
+    folders.remember('api', 'api');
+    expect((await folders.ownersReachedBy('attacker', signal)).sort()).toEqual(['api', 'web']);
+    expect(await folders.ownersReachedBy('reader', signal)).toEqual(['api']);
+    expect(await folders.ownersReachedBy('stranger', signal)).toEqual([]);
+    expect(await folders.ownersReachedBy('web', signal)).toEqual([]);
+    expect(await folders.ownersReachedBy('gone', signal)).toEqual([]);
+  });
+});
+
 describe('createAgent: the host path refusals in status', () => {
   it('refuses the delivery to a second container binding a folder, shown failed in status, writing nothing', async () => {
     const first = binder('c1', `${root}/web`, { labels: MANAGED });
@@ -165,13 +184,14 @@ describe('createAgent: the host path refusals in status', () => {
     await agent.close();
   });
 
-  it('stops delivering to the owner once another container mounts its folder writable', async () => {
+  it('refuses the owner as soon as another container that can write its folder starts', async () => {
     const owner = binder('c1', `${root}/web`, { labels: MANAGED });
     const { agent, fake } = setup([owner], { hostDirs });
     await agent.start();
     await agent.idle();
-    fake.start(binder('attacker', `${root}/web`, { readOnly: false }));
-    fake.emit('container.started', 'c1');
+    expect(agent.status().containers[0]?.lastAction.outcome).toBe('delivered');
+    // No DSO label, no event about the owner: its start alone makes the agent look again.
+    fake.start(binder('attacker', root, { readOnly: false }));
     await expect
       .poll(() => agent.status().containers.find((c) => c.id === 'c1')?.lastAction)
       .toMatchObject({ outcome: 'failed', code: 'DSO_AGENT_HOST_PATH_WRITABLE' });

@@ -12,7 +12,7 @@ import {
 export interface HostFoldersContext {
   /** The host tmpfs folders; absent: the host path is off and every method is a no-op. */
   hostDirs?: HostSecretDirs | undefined;
-  runtime: Pick<DockerRuntime, 'listContainers'>;
+  runtime: Pick<DockerRuntime, 'listContainers' | 'inspectContainer'>;
   logger: Logger;
   /** How old (since its last change) a folder no container binds must be before it is removed. */
   minAgeMs: number;
@@ -39,6 +39,13 @@ export interface HostFolders {
     target: string,
     signal: AbortSignal,
   ): Promise<string | undefined>;
+  /**
+   * The containers delivered to through a folder that a container which just started (any
+   * container, with DSO labels or not) binds: their next delivery judges it (refused when it
+   * can write the folder, or shares it). Empty when the host path is off or serves nobody.
+   * Never throws: a container gone meanwhile reaches nothing.
+   */
+  ownersReachedBy(containerId: string, signal: AbortSignal): Promise<string[]>;
   /** Remembers that `containerId` is delivered to through `key` (to empty it when it stops). */
   remember(containerId: string, key: string): void;
   /** Writes a container's files into its folder (atomically: the runtime's host files) and remembers it. */
@@ -154,6 +161,27 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
       }
       return key;
     },
+    async ownersReachedBy(containerId, signal) {
+      if (hostDirs === undefined || keys.size === 0) return [];
+      let binds: ContainerDetails['binds'];
+      try {
+        binds = (await runtime.inspectContainer(containerId, { signal })).binds;
+      } catch (error) {
+        logger.debug(
+          { err: error, code: errorCode(error), containerId: containerId.slice(0, 12) },
+          'could not inspect a started container for the host folders it binds',
+        );
+        return [];
+      }
+      const root = resolved(hostDirs.root);
+      const owners: string[] = [];
+      for (const [owner, key] of keys) {
+        if (owner === containerId) continue;
+        const folder = join(root, key);
+        if (binds.some((bind) => reachesAny(reaches(bind.source, folder)))) owners.push(owner);
+      }
+      return owners;
+    },
     remember(containerId, key) {
       keys.set(containerId, key);
     },
@@ -245,6 +273,10 @@ function reaches(source: string, folder: string): { above: boolean; within: bool
     above: real === folder || folder.startsWith(`${real === '/' ? '' : real}/`),
     within: real === folder || real.startsWith(`${folder}/`),
   };
+}
+
+function reachesAny(reach: { above: boolean; within: boolean }): boolean {
+  return reach.above || reach.within;
 }
 
 /** A bind's source with the host's symlinks resolved (`/var/run` is `/run`), else as given. */
