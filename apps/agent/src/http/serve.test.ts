@@ -72,7 +72,7 @@ describe('createHttpServer', () => {
   it('applies the limits to the node server', async () => {
     const { http } = await serve({ limits: { maxConnections: 3 } });
     // Node's own cap drops new connections: it only bounds those being closed or answered 503.
-    expect(http.server.maxConnections).toBe(6);
+    expect(http.server.maxConnections).toBe((3 + DEFAULT_HTTP_LIMITS.connectionBurst) * 2);
     expect(http.server.headersTimeout).toBe(DEFAULT_HTTP_LIMITS.headersTimeoutMs);
     expect(http.server.requestTimeout).toBe(DEFAULT_HTTP_LIMITS.requestTimeoutMs);
     expect(http.server.keepAliveTimeout).toBe(DEFAULT_HTTP_LIMITS.keepAliveTimeoutMs);
@@ -124,7 +124,7 @@ describe('createHttpServer', () => {
 
 describe('createHttpServer: connections', () => {
   it('answers a new request while maxConnections idle connections are open, closing the one idle the longest', async () => {
-    const { http, port } = await serve({ limits: { maxConnections: 4 } });
+    const { http, port } = await serve({ limits: { maxConnections: 4, evictAfterMs: 0 } });
     const idle: Socket[] = [];
     for (let index = 0; index < 12; index++) idle.push(await idleConnection(port));
     expect(await get(port, '/')).toMatchObject({ status: 200, text: 'ok' });
@@ -135,7 +135,7 @@ describe('createHttpServer: connections', () => {
   });
 
   it('closes connections that never sent a request before a kept-alive one, which a client reuses', async () => {
-    const { http, port } = await serve({ limits: { maxConnections: 4 } });
+    const { http, port } = await serve({ limits: { maxConnections: 4, evictAfterMs: 0 } });
     const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
     const viaAgent = () =>
       new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
@@ -159,13 +159,29 @@ describe('createHttpServer: connections', () => {
     }
   });
 
+  it('never closes a connection idle for less than evictAfterMs: lets the new one in past the cap, up to the burst, then answers 503', async () => {
+    const { http, port } = await serve({
+      limits: { maxConnections: 2, connectionBurst: 2, evictAfterMs: 60_000 },
+    });
+    const young: Socket[] = [];
+    for (let index = 0; index < 3; index++) young.push(await idleConnection(port));
+    // Past the cap, none old enough to close: the caller is let in and answered.
+    expect(await get(port, '/')).toMatchObject({ status: 200 });
+    young.push(await idleConnection(port));
+    await vi.waitFor(() => expect(http.connectionStats().open).toBe(4));
+    // The burst is used up too: busy.
+    expect(await get(port, '/')).toMatchObject({ status: 503 });
+    expect(young.some((socket) => socket.closed)).toBe(false);
+    expect(http.connectionStats()).toMatchObject({ evicted: 0, busy: 1 });
+  });
+
   it('never closes a connection with a request in progress; answers 503 with the busy body when all have one', async () => {
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => {
       release = resolve;
     });
     const { http, port } = await serve({
-      limits: { maxConnections: 2 },
+      limits: { maxConnections: 2, evictAfterMs: 0 },
       busyBody: '{"error":"busy: try again","code":"DSO_TEST_BUSY"}',
       handle: async (request, response) => {
         if (request.url === '/hold') await held;
@@ -202,7 +218,12 @@ describe('createHttpServer: connections', () => {
 
   it('cuts off slow-loris clients: at the cap for a new caller, and all headersTimeoutMs after they opened', async () => {
     const { http, port } = await serve({
-      limits: { maxConnections: 4, headersTimeoutMs: 1_000, requestTimeoutMs: 60_000 },
+      limits: {
+        maxConnections: 4,
+        evictAfterMs: 0,
+        headersTimeoutMs: 1_000,
+        requestTimeoutMs: 60_000,
+      },
     });
     const slow: Socket[] = [];
     for (let index = 0; index < 8; index++) {

@@ -14,8 +14,12 @@ import { errorCode, type Logger } from '@dso/core';
 // a connection must complete its first request's headers within `headersTimeoutMs` of opening;
 // at the cap, the connection idle the longest (no request in progress) is closed to make room,
 // one that never completed a request (sent nothing, or is still sending its headers) before one
-// kept alive after its answer; only when every connection has a request in progress is the new
-// one answered 503 with `busyBody`.
+// kept alive after its answer. A connection idle for less than `evictAfterMs` is never closed
+// for a new one: between its opening and the parsing of its request a caller's connection looks
+// like an unused one, and clients that re-open every connection closed would otherwise push it
+// out before its request is read. Then the new connection is let in past the cap, up to
+// `connectionBurst` more. Only when every connection has a request in progress, or the burst is
+// used up too, is the new one answered 503 with `busyBody`.
 // ---------------------------------------------------------------------------------------------
 
 /** What a {@link createHttpServer} server enforces. */
@@ -31,6 +35,16 @@ export interface HttpServerLimits {
    * request in progress); when every one has a request in progress, it is answered 503.
    */
   maxConnections: number;
+  /**
+   * How long a connection must have been idle (since it opened, or since its last answer) to
+   * be closed for a new one at the cap.
+   */
+  evictAfterMs: number;
+  /**
+   * Connections let in past `maxConnections` while no idle connection is old enough to close;
+   * past those, a new connection is answered 503.
+   */
+  connectionBurst: number;
   /** How long `close()` lets a response in progress finish before cutting its connection. */
   closeGraceMs: number;
   /** The largest request head (request line and headers). */
@@ -47,6 +61,8 @@ export const DEFAULT_HTTP_LIMITS: Readonly<HttpServerLimits> = Object.freeze({
   requestTimeoutMs: 10_000,
   keepAliveTimeoutMs: 5_000,
   maxConnections: 32,
+  evictAfterMs: 1_000,
+  connectionBurst: 224,
   closeGraceMs: 2_000,
   maxHeaderBytes: 8 * 1024,
   maxHeadersCount: 64,
@@ -119,7 +135,10 @@ interface Connection {
   active: number;
   /** Whether it ever completed a request's headers. */
   requested: boolean;
-  /** When it last had no request in progress: opened, or its last answer finished. */
+  /**
+   * When it last had no request in progress: opened, or its last answer finished
+   * (`performance.now()`, monotonic).
+   */
   idleSince: number;
   deadline: NodeJS.Timeout;
 }
@@ -148,12 +167,12 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   // Connections that arrived when all were busy: answered 503 at their first request, then closed.
   const refused = new WeakSet<Socket>();
   const stats = { evicted: 0, busy: 0, headersTimedOut: 0 };
-  // A monotonic order of idleness (not wall time): a counter cannot go backwards.
-  let tick = 0;
   let warnedBusy = false;
 
   const admit = (socket: Socket): void => {
     if (connections.size >= limits.maxConnections) {
+      const now = performance.now();
+      let idle = 0;
       // The longest idle of those that never completed a request (a client that holds a
       // connection without using it), else of the kept-alive ones: a kept-alive client reuses its
       // connection without knowing it was closed, and would see its next request fail.
@@ -161,12 +180,16 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
       let best: Connection | undefined;
       for (const [candidate, connection] of connections) {
         if (connection.active !== 0) continue;
+        idle++;
+        if (now - connection.idleSince < limits.evictAfterMs) continue;
         if (best === undefined || closesBefore(connection, best)) {
           best = connection;
           victim = candidate;
         }
       }
-      if (victim === undefined) {
+      const roomPastCap =
+        idle > 0 && connections.size < limits.maxConnections + limits.connectionBurst;
+      if (victim === undefined && !roomPastCap) {
         stats.busy++;
         refused.add(socket);
         if (!warnedBusy) {
@@ -182,9 +205,11 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
         socket.once('close', () => clearTimeout(cut));
         return;
       }
-      stats.evicted++;
-      forget(victim);
-      victim.destroy();
+      if (victim !== undefined) {
+        stats.evicted++;
+        forget(victim);
+        victim.destroy();
+      }
     }
     const deadline = setTimeout(() => {
       const connection = connections.get(socket);
@@ -195,7 +220,12 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
       }
     }, limits.headersTimeoutMs);
     deadline.unref();
-    connections.set(socket, { active: 0, requested: false, idleSince: tick++, deadline });
+    connections.set(socket, {
+      active: 0,
+      requested: false,
+      idleSince: performance.now(),
+      deadline,
+    });
     socket.once('close', () => forget(socket));
   };
   const forget = (socket: Socket): void => {
@@ -227,7 +257,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
         connection.active++;
         response.once('close', () => {
           connection.active--;
-          connection.idleSince = tick++;
+          connection.idleSince = performance.now();
         });
       }
       void options.handle(request, response).catch((error: unknown) => {
@@ -244,7 +274,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   server.maxRequestsPerSocket = limits.maxRequestsPerSocket;
   // The cap is admit()'s; node's own (which drops new connections) only bounds the sockets that
   // are being closed or answered 503 on top of it.
-  server.maxConnections = limits.maxConnections * 2;
+  server.maxConnections = (limits.maxConnections + limits.connectionBurst) * 2;
   // Before node's own listener, so that a slot is free before the new connection is parsed.
   server.prependListener('connection', admit);
 
