@@ -162,9 +162,8 @@ describe('the host path against a container that can write the folder', () => {
           ? true
           : undefined,
       );
-      const before = agent.lines().length;
-      expect(await workspace.cli(['secret', 'set', 'app/db'], rotated)).toMatchObject({ code: 0 });
-      expect((await workspace.cli(['rotate'])).code).toBe(0);
+      // The agent reacts to the attacker's start (it has no DSO label): the owner is refused,
+      // naming it, before any rotation.
       const refusal = await waitFor('the refusal in the audit trail', async () =>
         (await readAuditTrail(workspace.home)).find(
           (line) => line.outcome === 'refused' && line.code === 'DSO_AGENT_HOST_PATH_WRITABLE',
@@ -173,6 +172,10 @@ describe('the host path against a container that can write the folder', () => {
       expect(refusal.containerId).toBe(owner);
       expect(String(refusal.reason)).toContain(attackerName);
       expect(String(refusal.reason)).toContain('read-only');
+      // Then the rotation, with the attacker still racing: refused again, nothing written.
+      const before = agent.lines().length;
+      expect(await workspace.cli(['secret', 'set', 'app/db'], rotated)).toMatchObject({ code: 0 });
+      expect((await workspace.cli(['rotate'])).code).toBe(0);
       // The attacker keeps racing a while longer: nothing the agent does reaches the victim.
       await waitFor('the refusal in the agent log', async () =>
         agent
