@@ -89,7 +89,9 @@ describe('the exec path on hardened containers', () => {
     const failuresOf = (id: string) =>
       agent
         .lines()
-        .filter((line) => line.msg === 'secrets not delivered' && line.containerId === id.slice(0, 12));
+        .filter(
+          (line) => line.msg === 'secrets not delivered' && line.containerId === id.slice(0, 12),
+        );
     try {
       await agent.waitForLog('agent ready');
 
