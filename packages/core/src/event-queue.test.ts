@@ -303,6 +303,46 @@ describe('createEventQueue', () => {
       expect(queue.stats()).toMatchObject({ retried: 3, failed: 1, completed: 0, depth: 0 });
     });
 
+    it('runs at most retry.concurrency retries at once, and first runs pass a waiting retry', async () => {
+      const { queue, runs, clock } = setup({
+        concurrency: 2,
+        retry: { concurrency: 1, maxAttempts: 5, baseDelayMs: 10, jitter: 'none' },
+      });
+      queue.add('slow-1');
+      queue.add('slow-2');
+      await flush();
+      runs[0]!.reject(new Error('timed out'));
+      runs[1]!.reject(new Error('timed out'));
+      await flush();
+      clock.advance(10);
+      await flush();
+      // Both retries are due; one runs, the other waits although a worker is free.
+      expect(runs.slice(2).map((run) => `${run.key}#${run.attempt}`)).toEqual(['slow-1#2']);
+      queue.add('fresh');
+      await flush();
+      expect(runs.slice(2).map((run) => `${run.key}#${run.attempt}`)).toEqual([
+        'slow-1#2',
+        'fresh#1',
+      ]);
+      expect(queue.stats()).toMatchObject({ inFlight: 2, depth: 1, retrying: 0 });
+      runs[2]!.resolve();
+      await flush();
+      expect(runs.slice(2).map((run) => `${run.key}#${run.attempt}`)).toEqual([
+        'slow-1#2',
+        'fresh#1',
+        'slow-2#2',
+      ]);
+      runs[3]!.resolve();
+      runs[4]!.resolve();
+      await queue.idle();
+    });
+
+    it('refuses a retry.concurrency above concurrency', () => {
+      expect(() =>
+        createEventQueue({ worker: async () => {}, concurrency: 2, retry: { concurrency: 3 } }),
+      ).toThrow(/retry.concurrency must be an integer from 1 to concurrency \(2\), got 3/);
+    });
+
     it('gives up at once, without retries, on a failure retryable says cannot pass', async () => {
       const permanent = Object.assign(new Error('no shell'), { permanent: true });
       const { queue, runs, clock, failures } = setup({

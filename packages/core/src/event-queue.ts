@@ -21,12 +21,13 @@ export const DEFAULT_QUEUE_MAX_SIZE = 1000;
 /** How long {@link EventQueue.close} lets running work finish when `graceMs` is not given. */
 export const DEFAULT_QUEUE_CLOSE_GRACE_MS = 10_000;
 /** The retry policy of an {@link EventQueue} when `retry` is not given, field by field. */
-export const DEFAULT_QUEUE_RETRY: Readonly<Required<EventQueueRetryOptions>> = Object.freeze({
-  maxAttempts: 5,
-  baseDelayMs: 100,
-  maxDelayMs: 30_000,
-  jitter: 'equal',
-});
+export const DEFAULT_QUEUE_RETRY: Readonly<Required<Omit<EventQueueRetryOptions, 'concurrency'>>> =
+  Object.freeze({
+    maxAttempts: 5,
+    baseDelayMs: 100,
+    maxDelayMs: 30_000,
+    jitter: 'equal',
+  });
 
 /** What a worker is given besides the key and its item. */
 export interface EventQueueWorkerContext {
@@ -88,6 +89,13 @@ export interface EventQueueRetryOptions {
    * @default 'equal'
    */
   jitter?: RetryJitter;
+  /**
+   * Retries (runs after the first) running at once, at most: a retry due while as many run
+   * waits, and first runs pass it, so work that keeps failing slowly (a call that hangs until
+   * its deadline) cannot hold every worker. From 1 to `concurrency`.
+   * @default the queue's `concurrency` (no bound of their own)
+   */
+  concurrency?: number;
 }
 
 /** One run's times, for metrics: reported as each run ends. */
@@ -234,6 +242,8 @@ interface Waiting<T> {
   readonly attempts: number;
   /** When it joined the line for a worker. */
   readyAt: number;
+  /** Its place across both lines (first runs, retries): lower is served first. */
+  order: number;
   timer: ClockTimer | undefined;
 }
 
@@ -272,7 +282,8 @@ interface Running<T> {
  * - A worker that rejects is retried after a capped, jittered exponential backoff, up to
  *   `retry.maxAttempts` runs, then reported to `onFailed` (with any add that came in during its
  *   last run: the owner reconciles the key anyway). A failure `retryable` says cannot pass goes
- *   to `onFailed` at once. Adds during the backoff coalesce into the
+ *   to `onFailed` at once. At most `retry.concurrency` retries run at once; a retry due beyond
+ *   that waits while first runs go ahead, so work that fails slowly cannot hold every worker. Adds during the backoff coalesce into the
  *   retry and do not cut the delay short, so a burst of events cannot hammer what is failing.
  * - Workers never run inside `add`: dispatch happens on a microtask, which also lets a burst
  *   of adds in one tick coalesce. Worker failures go to `onFailed`, never out of the queue.
@@ -295,19 +306,26 @@ interface Running<T> {
  *
  * @throws TypeError when `worker` or a hook is not a function
  * @throws RangeError when a number is out of range: `concurrency` not an integer in 1..32,
- *   `maxSize` not a positive integer, `retry.maxAttempts` not a positive integer, a delay
+ *   `maxSize` not a positive integer, `retry.maxAttempts` not a positive integer,
+ *   `retry.concurrency` not an integer in 1..`concurrency`, a delay
  *   negative or not finite, `maxDelayMs` below `baseDelayMs`, an unknown `jitter`
  */
 export function createEventQueue<T = void>(options: EventQueueOptions<T>): EventQueue<T> {
   const settings = resolveOptions(options);
   const { worker, concurrency, maxSize, merge, clock, random } = settings;
   const { maxAttempts, baseDelayMs, maxDelayMs, jitter } = settings.retry;
+  const retryConcurrency = settings.retry.concurrency;
   const { onShed, onFailed, onTiming, retryable } = settings;
 
   // Every waiting key, in the order it started waiting: the head is the one to shed.
   const waiting = new Map<string, Waiting<T>>();
-  // The keys of `waiting` in line for a worker (not in a retry delay), in the order served.
+  // The keys of `waiting` in line for a worker (not in a retry delay), in the order served:
+  // first runs, and retries whose delay is over (served only while fewer than
+  // `retry.concurrency` retries run). `order` interleaves the two.
   const line = new Map<string, Waiting<T>>();
+  const retryLine = new Map<string, Waiting<T>>();
+  let nextOrder = 0;
+  let retriesRunning = 0;
   const running = new Map<string, Running<T>>();
   // Workers held: running keys minus those `outside` (or waiting to come back from it).
   let held = 0;
@@ -368,8 +386,10 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     if (waiting.size < maxSize) return;
     const oldest = waiting.values().next().value!;
     waiting.delete(oldest.key);
-    if (oldest.timer === undefined) line.delete(oldest.key);
-    else clock.clearTimeout(oldest.timer);
+    if (oldest.timer === undefined) {
+      line.delete(oldest.key);
+      retryLine.delete(oldest.key);
+    } else clock.clearTimeout(oldest.timer);
     shed += 1;
     shedBatch.push(oldest.key);
     schedule();
@@ -378,7 +398,14 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
   /** Puts a key that is neither waiting nor running in line for a worker. */
   const enqueue = (key: string, item: T, attempts: number, readyAt: number) => {
     makeRoom();
-    const entry: Waiting<T> = { key, item, attempts, readyAt, timer: undefined };
+    const entry: Waiting<T> = {
+      key,
+      item,
+      attempts,
+      readyAt,
+      order: nextOrder++,
+      timer: undefined,
+    };
     waiting.set(key, entry);
     line.set(key, entry);
     schedule();
@@ -387,11 +414,12 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
   /** Puts a key whose run failed into a retry delay. */
   const enqueueRetry = (key: string, item: T, attempts: number) => {
     makeRoom();
-    const entry: Waiting<T> = { key, item, attempts, readyAt: 0, timer: undefined };
+    const entry: Waiting<T> = { key, item, attempts, readyAt: 0, order: 0, timer: undefined };
     entry.timer = clock.setTimeout(() => {
       entry.timer = undefined;
       entry.readyAt = readClock();
-      line.set(key, entry);
+      entry.order = nextOrder++;
+      retryLine.set(key, entry);
       // Through a microtask like every dispatch, so no worker runs inside the clock's callback.
       schedule();
     }, retryDelay(attempts));
@@ -420,9 +448,13 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
       take(back.run);
       back.resolve();
     }
-    while (held < concurrency && line.size > 0) {
-      const entry = line.values().next().value!;
-      line.delete(entry.key);
+    while (held < concurrency) {
+      const first = line.values().next().value;
+      const retry = retriesRunning < retryConcurrency ? retryLine.values().next().value : undefined;
+      const entry =
+        first === undefined || (retry !== undefined && retry.order < first.order) ? retry : first;
+      if (entry === undefined) break;
+      (entry === first ? line : retryLine).delete(entry.key);
       waiting.delete(entry.key);
       start(entry.key, entry.item, entry.attempts + 1, entry.readyAt);
     }
@@ -443,6 +475,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     };
     running.set(key, run);
     take(run);
+    if (attempt > 1) retriesRunning += 1;
     let result: Promise<void>;
     try {
       result = worker(key, item, {
@@ -508,6 +541,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     running.delete(key);
     run.finished = true;
     release(run);
+    if (run.attempt > 1) retriesRunning -= 1;
     if (onTiming) {
       const endedAt = clock.now();
       const timing: EventQueueTiming = {
@@ -589,7 +623,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     stats() {
       return {
         depth: waiting.size,
-        retrying: waiting.size - line.size,
+        retrying: waiting.size - line.size - retryLine.size,
         inFlight: running.size,
         outside: outsideCount,
         added,
@@ -618,6 +652,7 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
       }
       waiting.clear();
       line.clear();
+      retryLine.clear();
       // Runs waiting to come back from `outside` finish without waiting for a worker.
       for (const back of returning.splice(0)) {
         if (back.run.finished) continue;
@@ -689,7 +724,11 @@ function resolveOptions<T>(options: EventQueueOptions<T>): ResolvedOptions<T> {
   if (!Number.isSafeInteger(maxSize) || maxSize < 1) {
     throw new RangeError(`event queue maxSize must be a positive integer, got ${maxSize}`);
   }
-  const retry = { ...DEFAULT_QUEUE_RETRY, ...stripUndefined(options.retry ?? {}) };
+  const retry = {
+    ...DEFAULT_QUEUE_RETRY,
+    concurrency,
+    ...stripUndefined(options.retry ?? {}),
+  };
   if (!Number.isSafeInteger(retry.maxAttempts) || retry.maxAttempts < 1) {
     throw new RangeError(
       `event queue retry.maxAttempts must be a positive integer, got ${retry.maxAttempts}`,
@@ -700,6 +739,15 @@ function resolveOptions<T>(options: EventQueueOptions<T>): ResolvedOptions<T> {
   if (retry.maxDelayMs < retry.baseDelayMs) {
     throw new RangeError(
       `event queue retry.maxDelayMs (${retry.maxDelayMs}) must not be below retry.baseDelayMs (${retry.baseDelayMs})`,
+    );
+  }
+  if (
+    !Number.isInteger(retry.concurrency) ||
+    retry.concurrency < 1 ||
+    retry.concurrency > concurrency
+  ) {
+    throw new RangeError(
+      `event queue retry.concurrency must be an integer from 1 to concurrency (${concurrency}), got ${retry.concurrency}`,
     );
   }
   if (retry.jitter !== 'full' && retry.jitter !== 'equal' && retry.jitter !== 'none') {
