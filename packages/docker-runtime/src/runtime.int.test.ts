@@ -256,6 +256,26 @@ describe('listContainers', () => {
     const all = await runtime.listContainers({ label: `${label}=true`, all: true });
     expect(all.map((container) => container.id).sort()).toEqual([running.id, stopped.id].sort());
   });
+
+  it('tells whether each bind is read-only, and when the container was created', async () => {
+    const label = `dso.binds.${pool.runId}`;
+    const createdFrom = Math.floor(Date.now() / 1000) * 1000;
+    const container = await pool.create({
+      labels: { [label]: 'true' },
+      mounts: [
+        { Type: 'bind', Source: tmpdir(), Target: '/ro', ReadOnly: true },
+        { Type: 'bind', Source: tmpdir(), Target: '/rw', ReadOnly: false },
+      ],
+    });
+    const [listed] = await runtime.listContainers({ label: `${label}=true` });
+    expect(listed?.id).toBe(container.id);
+    expect(listed?.binds?.sort((a, b) => a.target.localeCompare(b.target))).toEqual([
+      { source: tmpdir(), target: '/ro', readOnly: true },
+      { source: tmpdir(), target: '/rw', readOnly: false },
+    ]);
+    expect(listed?.createdAt).toBeGreaterThanOrEqual(createdFrom);
+    expect(listed?.createdAt).toBeLessThanOrEqual(Date.now());
+  });
 });
 
 describe('inspectContainer', () => {
