@@ -8,7 +8,9 @@
  *   and it is retried with backoff, at `dso reconcile`, at a restart of the container and at a
  *   restart of the agent;
  * - storing an identical value is no new version and causes no action (no restart, no
- *   replacement), while a different value does.
+ *   replacement), while a different value does;
+ * - a secret removed from its store while in use is shown missing on its consumer, not
+ *   up to date.
  *
  * Each test waits for what must become true, never for a time.
  */
@@ -364,6 +366,91 @@ describe('an identical value', () => {
 
       expect(await agent.stop()).toBe(0);
       expect(agent.output).not.toContain(canary);
+    } finally {
+      await agent[Symbol.asyncDispose]();
+      await removeContainers(await runContainerIds({ host: engine.host }).catch(() => []), {
+        host: engine.host,
+      });
+      leftovers.engines.delete(engine);
+      await engine.destroy();
+      await workspace[Symbol.asyncDispose]();
+      leftovers.workspaces.delete(workspace);
+    }
+  }, 180_000);
+});
+
+describe('a secret removed from its store while in use', () => {
+  it('is shown missing on its consumer (status, audit), never up to date, and the container keeps its file', async () => {
+    const canary = `canary-${randomUUID()}`;
+    const workspace = await workspaceWith({ 'app/db': canary });
+    // The local vault probes: each secret in use is asked for its version every second.
+    await writeFile(
+      join(workspace.home, 'dso.yaml'),
+      [
+        'cache: { ttlMs: 10m }',
+        'rotation: { jitterMs: 0, pollIntervalMs: 1s }',
+        'volumes: { enabled: false }',
+        'reconcile: { intervalMs: 1h }',
+      ].join('\n'),
+    );
+    const engine = await privateEngine();
+    const { env } = await agentEnv(workspace, { DOCKER_HOST: engine.host });
+    const agent = launchAgent(env);
+    onTestFailed(() => console.log(agent.output.slice(-4000)));
+    try {
+      await agent.waitForLog('agent ready', 60_000);
+      const { id } = await runOn(
+        engine.host,
+        [
+          '--network',
+          'none',
+          '--tmpfs',
+          '/run/secrets',
+          '--label',
+          'dso.enable=true',
+          '--label',
+          'dso.file.db=dsofile://app/db',
+        ],
+        ['sleep', '600'],
+      );
+      await waitFor('the agent to deliver', async () =>
+        count(agent, 'secrets delivered', id) > 0 ? true : undefined,
+      );
+      expect(await workspace.cli(['secret', 'rm', 'app/db'])).toMatchObject({ code: 0 });
+      const missing = await waitFor('dso status to show the secret missing', async () => {
+        const container = await statusOf(workspace, id);
+        return container?.lastAction.outcome === 'missing' ? container : undefined;
+      });
+      expect(missing.lastAction).toMatchObject({
+        code: 'DSO_PROVIDER_NOT_FOUND',
+        reference: 'dsofile://app/db',
+      });
+      expect(missing.lastAction.message).toContain('is no longer in provider local');
+      expect((await workspace.cli(['status'])).stdout).toContain('missing');
+      // dso reconcile asks the store, not the 10-minute cache: never "up to date" again.
+      expect((await workspace.cli(['reconcile'])).code).toBe(0);
+      const checked = await waitFor('the check after dso reconcile', async () => {
+        const container = await statusOf(workspace, id);
+        return container?.lastAction.trigger === 'api' ? container : undefined;
+      });
+      expect(checked.lastAction).toMatchObject({
+        outcome: 'failed',
+        code: 'DSO_PROVIDER_NOT_FOUND',
+      });
+      // The running container keeps the value it was given.
+      expect(await dockerOn(engine.host, 'exec', id, 'cat', '/run/secrets/db')).toBe(canary);
+      expect(await agent.stop()).toBe(0);
+      const audit = await readAuditTrail(workspace.home);
+      expect(audit).toContainEqual(
+        expect.objectContaining({
+          action: 'inject',
+          reference: 'dsofile://app/db',
+          outcome: 'error',
+          code: 'DSO_PROVIDER_NOT_FOUND',
+        }),
+      );
+      expect(agent.output).not.toContain(canary);
+      expect(JSON.stringify(audit)).not.toContain(canary);
     } finally {
       await agent[Symbol.asyncDispose]();
       await removeContainers(await runContainerIds({ host: engine.host }).catch(() => []), {
