@@ -322,7 +322,10 @@ export interface DockerRuntime extends AsyncDisposable {
    * so readers see the old set or the new one, never a mix. Calls for one container are run one
    * after another.
    *
-   * The image needs sh, tar, mkdir, chmod, chown, ln, mv (-T) and rm; busybox is enough.
+   * The image needs sh, tar, mkdir, chmod, chown, ln, mv (-T) and rm; busybox is enough. The
+   * exec runs as root; where root in the container cannot write the files for their owner (no
+   * CAP_CHOWN, or no CAP_DAC_OVERRIDE in a tmpfs it does not own: `--cap-drop ALL`) and changed
+   * nothing, it runs once more as the owner, whose own files need no chown.
    *
    * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for a bad name, target, mode or owner
    * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND, DSO_DOCKER_CONTAINER_NOT_RUNNING
@@ -330,6 +333,11 @@ export interface DockerRuntime extends AsyncDisposable {
    * @throws DockerRuntimeError DSO_DOCKER_TARGET_CONFLICT when a name exists there as a real file
    * @throws DockerRuntimeError DSO_DOCKER_USER_UNRESOLVED when the container's user has no entry
    * @throws DockerRuntimeError DSO_DOCKER_NO_SHELL, DSO_DOCKER_NO_TAR, DSO_DOCKER_MISSING_TOOL
+   * @throws DockerRuntimeError DSO_DOCKER_TARGET_READ_ONLY, DSO_DOCKER_TARGET_NOT_WRITABLE,
+   *   DSO_DOCKER_NO_CAP_CHOWN when the container lacks what the write needs (not retryable)
+   * @throws DockerRuntimeError DSO_DOCKER_TARGET_TAMPERED when `<target>/..lock` was planted by
+   *   something in the container (not retryable); DSO_DOCKER_TARGET_BUSY when a write it gave up
+   *   on still runs there after 10 s (retryable)
    * @throws DockerRuntimeError DSO_DOCKER_EXEC_FAILED when staging or the swap fails (old set kept)
    * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED: the set is then old or new
    * @example
