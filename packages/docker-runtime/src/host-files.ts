@@ -471,7 +471,7 @@ class HostSecretDirStore implements HostSecretDirs {
       if (error instanceof DockerRuntimeError) throw error;
       throw fsFailure(error, 'prepare', path, key);
     }
-    let dir: SafeDir;
+    let dir: SafeDir | undefined;
     try {
       let made = false;
       try {
@@ -485,6 +485,7 @@ class HostSecretDirStore implements HostSecretDirs {
       dir = root.openDir(key, { anyDevice: true });
       if (made && dir.mode !== KEY_DIR_MODE) dir.chmod(KEY_DIR_MODE);
     } catch (error) {
+      dir?.close();
       const errno = errnoOf(error);
       if (errno === 'ELOOP' || errno === 'ENOTDIR' || errno === 'EXDEV') {
         const what = root.lstat(key)?.isSymbolicLink() ? 'a symlink' : 'not a directory';
