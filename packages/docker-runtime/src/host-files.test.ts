@@ -613,6 +613,27 @@ describe('HostSecretDirs against a racing writer: symlinks and renames are never
     expect(victim.state()).toEqual(before);
   });
 
+  it('leaves no descriptor open, after successes and refusals alike', () => {
+    const victim = plantVictim();
+    const dirs = freshDirs();
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    for (let round = 0; round < 20; round += 1) {
+      dirs.write('k', { files: canaryFiles(['a', 'b'], `v${round}`), owner });
+      dirs.ensure('k');
+      dirs.keys();
+    }
+    symlinkSync(victim.path, join(dirs.pathOf('k'), '..dso_1_planted'));
+    symlinkSync(victim.path, join(dirs.root, 'linked'));
+    for (let round = 0; round < 20; round += 1) {
+      failure(() => dirs.write('k', { files: canaryFiles(['a']), owner }));
+      failure(() => dirs.write('linked', { files: canaryFiles(['a']), owner }));
+    }
+    dirs.remove('k');
+    dirs.remove('linked');
+    expect(open()).toBe(before);
+  });
+
   it('has nothing to list or remove once its root is gone', () => {
     const dirs = freshDirs();
     dirs.ensure('k');
