@@ -232,6 +232,7 @@ describe('the host path against a container that can write the folder', () => {
       const status = await workspace.cli(['status', '--json']);
       expect(status.code).toBe(0);
       expect(status.stdout).toContain('DSO_AGENT_HOST_PATH_SHARED');
+      expect(status.stdout).toContain(ownerName);
       // The owner keeps its files.
       expect(await cat(owner)).toBe(canary);
       expect(agent.output).not.toContain(canary);

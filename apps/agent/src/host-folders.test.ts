@@ -179,6 +179,10 @@ describe('createAgent: the host path refusals in status', () => {
     await expect
       .poll(() => agent.status().containers.find((c) => c.id === 'c2')?.lastAction)
       .toMatchObject({ outcome: 'failed', code: 'DSO_AGENT_HOST_PATH_SHARED' });
+    // The owner is named in status, with what to do.
+    const shown = agent.status().containers.find((c) => c.id === 'c2')?.lastAction.message;
+    expect(shown).toContain('name-c1');
+    expect(shown).toContain('its own folder');
     expect(fake.writes).toEqual([]);
     expect(output()).not.toContain(CANARY);
     await agent.close();
@@ -195,6 +199,9 @@ describe('createAgent: the host path refusals in status', () => {
     await expect
       .poll(() => agent.status().containers.find((c) => c.id === 'c1')?.lastAction)
       .toMatchObject({ outcome: 'failed', code: 'DSO_AGENT_HOST_PATH_WRITABLE' });
+    expect(agent.status().containers.find((c) => c.id === 'c1')?.lastAction.message).toContain(
+      'name-attacker',
+    );
     await agent.close();
   });
 });
