@@ -1,7 +1,12 @@
 import { createFakeClock, createLogger, createRedactor, DsoError } from '@dso/core';
 import { describe, expect, it, vi } from 'vitest';
 import type { DeliveryTrigger } from './agent-types.js';
-import { createDeliveryQueue, gaveUpRetryDelayMs, mergeTriggers } from './delivery-queue.js';
+import {
+  createDeliveryQueue,
+  gaveUpRetryDelayMs,
+  mergeTriggers,
+  retrySlots,
+} from './delivery-queue.js';
 
 const logger = createLogger({ level: 'silent', redactor: createRedactor() });
 
@@ -168,5 +173,46 @@ describe('createDeliveryQueue', () => {
     expect(delivered).toEqual(healthy);
     expect(queue.stats()).toMatchObject({ inFlight: 4, outside: 4, depth: 0 });
     await queue.close({ graceMs: 0 });
+  });
+
+  it('leaves new containers engine slots while containers whose writes hang are retried', async () => {
+    const clock = createFakeClock();
+    const delivered: string[] = [];
+    const hanging: Array<() => void> = [];
+    const { queue } = createDeliveryQueue({
+      // An exec that hangs until its deadline (here: until the test says), then times out.
+      deliver: (id, _trigger, _signal, attempt) => {
+        if (!id.startsWith('stuck')) {
+          delivered.push(`${id}#${attempt}`);
+          return Promise.resolve();
+        }
+        return new Promise<void>((_, reject) => {
+          hanging.push(() =>
+            reject(new DsoError('DSO_TEST_TIMEOUT', 'write timed out', { retryable: true })),
+          );
+        });
+      },
+      concurrency: 4,
+      retry: { maxAttempts: 5, baseDelayMs: 10, maxDelayMs: 10, jitter: 'none' },
+      clock,
+      logger,
+      stopping: new AbortController().signal,
+    });
+    for (const id of ['stuck-1', 'stuck-2', 'stuck-3', 'stuck-4']) queue.add(id, 'started');
+    await vi.waitFor(() => expect(hanging).toHaveLength(4));
+    // The first attempts hold every slot until their deadline: nothing could know sooner.
+    for (const timeOut of hanging.splice(0)) timeOut();
+    await vi.waitFor(() => expect(queue.stats().retrying).toBe(4));
+    clock.advance(10);
+    // Their retries hold two slots (retrySlots(4)); the other two serve new containers.
+    await vi.waitFor(() => expect(hanging).toHaveLength(2));
+    for (let index = 0; index < 10; index += 1) queue.add(`fresh-${index}`, 'started');
+    await vi.waitFor(() => expect(delivered).toHaveLength(10));
+    expect(hanging).toHaveLength(2);
+    expect(retrySlots(4)).toBe(2);
+    expect(retrySlots(1)).toBe(1);
+    const closing = queue.close({ graceMs: 0 });
+    for (const timeOut of hanging.splice(0)) timeOut();
+    await closing;
   });
 });

@@ -12,6 +12,14 @@ import {
 import type { DeliveryTrigger } from './agent-types.js';
 import type { Deliver } from './delivery.js';
 
+/**
+ * Engine slots retries may hold at once: half of them (at least one), so containers that keep
+ * failing slowly (an exec that hangs until its deadline) leave the other half to the rest.
+ */
+export function retrySlots(concurrency: number): number {
+  return Math.max(1, Math.floor(concurrency / 2));
+}
+
 /** After the queue gives up on a container: the first wait before it is tried again. */
 export const GAVE_UP_RETRY_BASE_MS = 30_000;
 /** After the queue gives up on a container: the longest wait before it is tried again. */
@@ -66,7 +74,9 @@ export interface DeliveryQueue {
 /**
  * Deliveries keyed by container: one at a time per container, coalesced ({@link mergeTriggers}),
  * at most `concurrency` of them doing engine work at once; a delivery waiting on its secret
- * store gives its slot to the next one meanwhile (`outside`), so a hung store holds no slot.
+ * store gives its slot to the next one meanwhile (`outside`), so a hung store holds no slot,
+ * and retries hold at most {@link retrySlots} of them, so a container whose engine call hangs
+ * until its deadline, again and again, leaves the others slots.
  * A failure that may pass is retried with backoff; a container the queue gives up on after
  * those retries is not forgotten: it is tried again after {@link gaveUpRetryDelayMs}, as long
  * as it runs and the agent does. A failure that cannot pass (not retryable: a hardened
@@ -89,7 +99,10 @@ export function createDeliveryQueue(context: DeliveryQueueContext): DeliveryQueu
   const queue = createEventQueue<DeliveryTrigger>({
     concurrency: context.concurrency,
     ...(context.maxSize === undefined ? {} : { maxSize: context.maxSize }),
-    retry: context.retry ?? DEFAULT_QUEUE_RETRY,
+    retry: {
+      ...(context.retry ?? DEFAULT_QUEUE_RETRY),
+      concurrency: retrySlots(context.concurrency),
+    },
     clock,
     worker: (containerId, trigger, { signal, attempt, outside }) =>
       context.deliver(containerId, trigger, signal, attempt, outside),
