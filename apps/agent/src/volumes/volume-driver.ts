@@ -181,6 +181,8 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         metrics?.injection('volume', 'ok', durationMs);
         context.outcomes.written(resolved, { volume: mount.volume }, durationMs);
       }
+      // The mount's folder holds these values now (and no longer its previous ones).
+      if (current) secrets.hold(consumerOf(mount), resolved.map((file) => file.content));
       context.consumption.record(
         consumerOf(mount),
         spec.files.flatMap((file, index) => {
@@ -395,6 +397,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       await folders.remove(mount.key);
       registry.mounts.delete(id);
       context.consumption.record(consumerOf(mount), undefined);
+      secrets.letGo(consumerOf(mount));
       statuses.delete(consumerOf(mount));
       await saver.save();
       logger.info({ volume: name, mountId: id.slice(0, 12) }, 'volume unmounted: files removed');
