@@ -17,6 +17,12 @@ export interface MissingReportContext {
   clock: Clock;
 }
 
+/** Where the audit trail says a consumer is: a container, or a volume (`volume:<name>:<mount id>`). */
+function auditTarget(id: string): { containerId: string } | { volume: string } {
+  if (!id.startsWith('volume:')) return { containerId: id };
+  return { volume: id.slice('volume:'.length).split(':')[0] ?? '' };
+}
+
 /** The consumer's own reference to `provider:path`, as its status lists it. */
 function referenceIn(
   status: ContainerStatus | undefined,
@@ -76,9 +82,7 @@ export function createMissingReporter(
         action: 'inject',
         reference,
         provider: missing.provider,
-        ...(id.startsWith('volume:')
-          ? { volume: id.slice('volume:'.length) }
-          : { containerId: id }),
+        ...auditTarget(id),
         outcome: 'error',
         code: missing.code,
       });
