@@ -110,6 +110,12 @@ export function createSecretResolver(context: SecretResolverContext): SecretReso
   const { providers, defaultProvider, cache, redactor, logger, metrics, clock } = context;
   /** Per consumer, the redactor's registrations of the values it was last given. */
   const held = new Map<string, RedactionLease[]>();
+  /**
+   * A file's content is the caller's until it zeroes it, with no call to say when: its value
+   * stays registered while the Buffer is reachable (until a consumer holds it, see `hold`),
+   * and the registration is given back once the Buffer is garbage.
+   */
+  const whileReachable = new FinalizationRegistry<RedactionLease>((lease) => lease.release());
 
   /**
    * Registers a value with the redactor for as long as it lives: the registration is given
@@ -226,9 +232,11 @@ export function createSecretResolver(context: SecretResolverContext): SecretReso
 
     async resolveFiles(files, signal) {
       return (await resolver.resolveEach(files, signal)).map((one) => {
+        const content = Buffer.from(one.value.reveal());
+        whileReachable.register(content, redactor.register(content));
         const file = {
           name: one.name,
-          content: Buffer.from(one.value.reveal()),
+          content,
           reference: one.formatted,
           provider: one.provider,
           version: one.version,
