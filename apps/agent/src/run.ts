@@ -172,6 +172,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     });
     for (const provider of providers.values()) closers.push(() => provider.close());
     const metrics = createAgentMetrics(registry, { providers: providers.keys() });
+    metrics.dumpable(!dumps.protected);
     if (config.metrics.enabled) {
       const server = await startObservabilityServer({
         address: config.metrics.address,
@@ -182,6 +183,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
         redactor,
       });
       closers.push(() => server.close());
+      metrics.trackHttpServer('observability', () => server.connectionStats());
       logger.info({ address: server.address }, 'metrics and health listening');
     }
     const runtime = await createDockerRuntime({
@@ -284,6 +286,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       redactor,
     });
     closers.push(() => api.close());
+    metrics.trackHttpServer('api', () => api.connectionStats());
     stopping.signal.addEventListener('abort', () => void agent.close(), { once: true });
     if (stopping.signal.aborted) return 0;
     await agent.start();

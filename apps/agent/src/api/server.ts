@@ -7,7 +7,7 @@ import {
   type Redactor,
 } from '@dso/core';
 import type { Agent } from '../agent.js';
-import { createHttpServer } from '../http/serve.js';
+import { createHttpServer, type HttpConnectionStats } from '../http/serve.js';
 import { compileResolveAllow } from '../resolve-allow.js';
 import { createEventStreams } from './events-stream.js';
 import { INTERNAL_ERROR } from './respond.js';
@@ -85,6 +85,8 @@ export interface ApiServer extends AsyncDisposable {
    * responses in progress finish (then cuts them). Idempotent.
    */
   close(): Promise<void>;
+  /** What its connection cap did so far (for `dso_http_connections_closed_total`). */
+  connectionStats(): HttpConnectionStats;
 }
 
 /**
@@ -184,6 +186,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   return {
     path: socketPath,
     close,
+    connectionStats: http.connectionStats,
     [Symbol.asyncDispose]: close,
   };
 }

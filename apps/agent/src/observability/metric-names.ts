@@ -60,6 +60,25 @@ export const RECONCILE_TRIGGERS = ['startup', 'periodic', 'resync', 'api'] as co
 /** One of {@link RECONCILE_TRIGGERS}. */
 export type ReconcileTrigger = (typeof RECONCILE_TRIGGERS)[number];
 
+/** The agent's HTTP servers: its API socket and its metrics and health port. */
+export const HTTP_SERVERS = ['api', 'observability'] as const;
+/** One of {@link HTTP_SERVERS}. */
+export type HttpServerName = (typeof HTTP_SERVERS)[number];
+
+/**
+ * Why a server cut a connection short: `evicted` (idle, closed for a new one at the cap),
+ * `headers_timeout` (no request's headers within the deadline from its opening), `busy`
+ * (answered 503: every connection had a request in progress).
+ */
+export const CONNECTION_CLOSE_REASONS = ['evicted', 'headers_timeout', 'busy'] as const;
+
+/** What {@link AgentMetrics.trackHttpServer} reads at each scrape: the server's `connectionStats()`. */
+export interface HttpConnectionSample {
+  evicted: number;
+  headersTimedOut: number;
+  busy: number;
+}
+
 /**
  * The label value that stands for anything outside a label's fixed set (an unknown provider
  * name, an error code no provider contract defines, a value an untyped caller passed).
@@ -104,6 +123,8 @@ export const AGENT_METRIC_NAMES = [
   'dso_reconcile_runs_total',
   'dso_reconcile_duration_ms',
   'dso_containers_managed_items',
+  'dso_http_connections_closed_total',
+  'dso_agent_dumpable_items',
 ] as const;
 
 /** One of {@link AGENT_METRIC_NAMES}. */

@@ -4,6 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { DsoError, errorCode, type Logger, type MetricsRegistry, type Redactor } from '@dso/core';
 import {
   createHttpServer,
+  type HttpConnectionStats,
   hasBody,
   JSON_CONTENT_TYPE,
   pathnameOf,
@@ -65,6 +66,8 @@ export interface ObservabilityServer extends AsyncDisposable {
   readonly address: string;
   /** Stops accepting, closes idle connections, lets responses in progress finish. Idempotent. */
   close(): Promise<void>;
+  /** What its connection cap did so far (for `dso_http_connections_closed_total`). */
+  connectionStats(): HttpConnectionStats;
 }
 
 /**
@@ -154,6 +157,7 @@ export async function startObservabilityServer(
   return {
     address,
     close: http.close,
+    connectionStats: http.connectionStats,
     [Symbol.asyncDispose]: http.close,
   };
 }

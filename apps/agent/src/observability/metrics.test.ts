@@ -28,6 +28,35 @@ describe('createAgentMetrics', () => {
     }
   });
 
+  it('counts the connections each HTTP server cut short, by reason, from its stats at each scrape', async () => {
+    const registry = createMetricsRegistry();
+    const metrics = createAgentMetrics(registry);
+    const api = { evicted: 3, headersTimedOut: 1, busy: 0 };
+    metrics.trackHttpServer('api', () => api);
+    expect(await samples(registry, 'dso_http_connections_closed_total')).toEqual([
+      'dso_http_connections_closed_total{server="api",reason="evicted"} 3',
+      'dso_http_connections_closed_total{server="api",reason="headers_timeout"} 1',
+      'dso_http_connections_closed_total{server="api",reason="busy"} 0',
+    ]);
+    api.busy = 2;
+    expect(await samples(registry, 'dso_http_connections_closed_total')).toContain(
+      'dso_http_connections_closed_total{server="api",reason="busy"} 2',
+    );
+  });
+
+  it('says whether a core dump of the agent is possible', async () => {
+    const registry = createMetricsRegistry();
+    const metrics = createAgentMetrics(registry);
+    metrics.dumpable(true);
+    expect(await samples(registry, 'dso_agent_dumpable_items')).toEqual([
+      'dso_agent_dumpable_items 1',
+    ]);
+    metrics.dumpable(false);
+    expect(await samples(registry, 'dso_agent_dumpable_items')).toEqual([
+      'dso_agent_dumpable_items 0',
+    ]);
+  });
+
   it('can be created twice on one registry and records into the same series', async () => {
     const registry = createMetricsRegistry();
     createAgentMetrics(registry).eventsReconnecting();

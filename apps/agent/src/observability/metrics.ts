@@ -10,6 +10,7 @@ import {
 import { PROVIDER_ERROR_CODES } from '@dso/provider-sdk';
 import {
   advance,
+  type Baseline,
   bindAll,
   type Inc,
   lazy,
@@ -30,6 +31,10 @@ import {
   CHANGE_SOURCES,
   type ChangeDetectorSample,
   type ChangeSource,
+  CONNECTION_CLOSE_REASONS,
+  HTTP_SERVERS,
+  type HttpConnectionSample,
+  type HttpServerName,
   INJECTION_METHODS,
   type InjectionMethod,
   LONG_DURATION_BUCKETS_MS,
@@ -105,6 +110,13 @@ export interface AgentMetrics {
   reconciliation(trigger: ReconcileTrigger, outcome: Outcome, durationMs: number): void;
   /** How many running containers the agent manages now (the last reconciliation's count). */
   managedContainers(count: number): void;
+  /**
+   * Reads a server's `connectionStats()` at each scrape: connections closed idle for a new one,
+   * cut at the headers deadline, answered busy. Replaces any earlier source of that server.
+   */
+  trackHttpServer(server: HttpServerName, stats: () => HttpConnectionSample): void;
+  /** Whether a core dump of the agent is possible (see `protectFromCoreDumps`): 1, else 0. */
+  dumpable(possible: boolean): void;
 }
 
 interface ProviderSeries {
@@ -267,6 +279,15 @@ export function createAgentMetrics(
     name: 'dso_containers_managed_items',
     help: 'Running containers the agent manages.',
   });
+  const connectionsClosed = defineCounter(registry, {
+    name: 'dso_http_connections_closed_total',
+    help: 'Connections the API or observability server cut short, by reason: evicted (idle, closed for a new one at the cap), headers_timeout (no request headers in time from its opening), busy (answered 503, every connection in use).',
+    labelNames: ['server', 'reason'],
+  });
+  const dumpable = defineGauge(registry, {
+    name: 'dso_agent_dumpable_items',
+    help: '1 when a core dump of the agent is possible (it could not make itself non-dumpable and the core size limit is not 0), else 0.',
+  });
 
   // Children bound once. Counters start at 0 so that rate() sees the first increment.
   const eventChildren = bindAll(AGENT_EVENT_TYPES, (type) => zeroed(eventsReceived.labels(type)));
@@ -374,7 +395,38 @@ export function createAgentMetrics(
     if (stats) cacheBytes.set(stats.bytes);
   });
 
+  // Per server: its source and what it reported at the last scrape.
+  const httpSources = new Map<
+    HttpServerName,
+    {
+      stats: () => HttpConnectionSample;
+      seen: Baseline<keyof HttpConnectionSample>;
+      children: Readonly<Record<(typeof CONNECTION_CLOSE_REASONS)[number], Inc>>;
+    }
+  >();
+  onCollect(connectionsClosed, () => {
+    for (const { stats, seen, children } of httpSources.values()) {
+      const sampled = sample(stats);
+      advance(children.evicted, seen, 'evicted', sampled);
+      advance(children.headers_timeout, seen, 'headersTimedOut', sampled);
+      advance(children.busy, seen, 'busy', sampled);
+    }
+  });
+
   return {
+    trackHttpServer(server, stats) {
+      if (!HTTP_SERVERS.includes(server)) return;
+      httpSources.set(server, {
+        stats,
+        seen: newBaseline(),
+        children: bindAll(CONNECTION_CLOSE_REASONS, (reason) =>
+          zeroed(connectionsClosed.labels(server, reason)),
+        ),
+      });
+    },
+    dumpable(possible) {
+      dumpable.set(possible ? 1 : 0);
+    },
     eventReceived(type) {
       // Typed callers pass a known type; an untyped one's foreign value is counted as `other`.
       const child: Inc | undefined = eventChildren[type];
