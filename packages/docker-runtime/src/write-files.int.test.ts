@@ -729,6 +729,24 @@ describe('the target lock', () => {
     }
   }, 60_000);
 
+  it('reports a stale lock root may not remove (another user planted it, no CAP_DAC_OVERRIDE) as DSO_DOCKER_TARGET_TAMPERED at once', async () => {
+    const { id } = await pool.create({ tmpfs: SECRETS, capDrop: ['ALL'], user: '1000:1000' });
+    await shIn(
+      id,
+      'mkdir /run/secrets/..lock && echo "999999 1_dead" > /run/secrets/..lock/pid',
+      '1000:1000',
+    );
+    const startedAt = performance.now();
+    const error = await failureOf(
+      runtime.writeFiles(id, { target: '/run/secrets', files: one, owner: { uid: 0, gid: 0 } }),
+    );
+    expect(error.code).toBe('DSO_DOCKER_TARGET_TAMPERED');
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain('cannot be removed');
+    // Before, the script took the lock over again and again until the exec's deadline (30 s).
+    expect(performance.now() - startedAt).toBeLessThan(5_000);
+  }, 60_000);
+
   it.each([
     [
       'a live process of the container',

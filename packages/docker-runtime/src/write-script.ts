@@ -146,7 +146,12 @@ writer() {
   return 1
 }
 tries=0
-until mkdir "$lock" 2>/dev/null; do
+# Readable by all (a pid and a generation are no secret): a writer running as another user (the
+# owner, see exit 92) must be able to tell whose lock it is.
+gone= looks=0
+until mkdir -m 755 "$lock" 2>/dev/null; do
+  looks=$((looks + 1))
+  [ "$looks" -le 1000 ] || fail 89 "$lock keeps changing: something in the container is racing dso"
   if [ ! -e "$lock" ] && [ ! -L "$lock" ]; then
     has_cap 1 && [ "$euid" = 0 ] && fail 84 "cannot create $lock"
     # The owner may be able to: the runtime then writes as the owner (see exit 92).
@@ -164,7 +169,15 @@ until mkdir "$lock" 2>/dev/null; do
     '') ;;
     *[!0-9]*) fail 89 "$lock names no process: something in the container planted it" ;;
     *)
-      if [ ! -d "/proc/$holder" ]; then rm -rf "$lock"; continue; fi
+      if [ ! -d "/proc/$holder" ]; then
+        # Ours, left by a writer that was killed: removed. One that cannot be removed (another
+        # user's, in a tmpfs root may not write without CAP_DAC_OVERRIDE) is no lock of ours.
+        [ "$holder" != "$gone" ] ||
+          fail 89 "$lock, left by process $holder that is gone, cannot be removed: something in the container planted it"
+        gone=$holder
+        rm -rf "$lock" 2>/dev/null
+        continue
+      fi
       if ! writer "$holder" "$hgen"; then
         # Gone while we looked: a lock of ours, released or stale; look again.
         [ -d "/proc/$holder" ] || continue
@@ -179,7 +192,7 @@ until mkdir "$lock" 2>/dev/null; do
   sleep 0.1
 done
 trap 'rm -rf "$lock"' EXIT
-echo "$$ $gen" > "$lock/pid"
+(umask 022 && echo "$$ $gen" > "$lock/pid")
 
 # Names are ours only as symlinks to ..data/<name>; anything else is refused, never replaced.
 linked=/
