@@ -223,7 +223,7 @@ export function createAgent(options: AgentOptions): Agent {
     // One queue for both kinds of consumer: containers by id, volume mounts by `volume:<id>`.
     deliver: (id, trigger, signal, attempt, outside) =>
       volumeDriver !== undefined && isVolumeConsumer(id)
-        ? volumeDriver.deliver(id, trigger, signal, attempt)
+        ? volumeDriver.deliver(id, trigger, signal, attempt, outside)
         : deliver(id, trigger, signal, attempt, outside),
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
     maxSize: options.queueMaxSize,

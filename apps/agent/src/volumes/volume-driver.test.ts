@@ -185,6 +185,39 @@ describe('createVolumeDriver', () => {
     ]);
   });
 
+  it("resolves a mount's secrets outside the delivery queue's slot", async () => {
+    const { driver, values, state } = await setup();
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    await driver.mount('v1', MOUNT_ID);
+    values['app/db'] = `${CANARY}-2`;
+    state.version = 2;
+    const steps: string[] = [];
+    let release!: () => void;
+    state.hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const delivering = driver.deliver(
+      `volume:v1:${MOUNT_ID}`,
+      'changed',
+      new AbortController().signal,
+      1,
+      async (work) => {
+        steps.push('slot given up');
+        try {
+          return await work();
+        } finally {
+          steps.push('slot taken again');
+        }
+      },
+    );
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    // Waiting on the provider, outside its slot.
+    expect(steps).toEqual(['slot given up']);
+    release();
+    await delivering;
+    expect(steps).toEqual(['slot given up', 'slot taken again']);
+  });
+
   it('keeps volumes and mounts (references and digests, no value) for the next agent', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'dso-volumes-'));
     dirs.push(dir);

@@ -13,7 +13,7 @@ import {
 import { type DockerRuntime, MAX_FILES_PER_WRITE } from '@dso/docker-runtime';
 import type { ContainerStatus, DeliveryTrigger } from '../agent-types.js';
 import type { Consumption } from '../consumption.js';
-import { digestOf } from '../delivery.js';
+import { digestOf, IN_PLACE, type OutsideSlot } from '../delivery.js';
 import type { AgentMetrics } from '../observability.js';
 import type { Outcomes } from '../outcomes.js';
 import type { Rotations } from '../rotation.js';
@@ -99,12 +99,16 @@ export interface VolumeDriver {
   mount(name: string, id: string): Promise<string>;
   /** Removes the mount's files at once. */
   unmount(name: string, id: string): Promise<void>;
-  /** The queue's worker for a `volume:<name>:<mount id>` key: rewrites when a version changed. */
+  /**
+   * The queue's worker for a `volume:<name>:<mount id>` key: rewrites when a version changed.
+   * Its secrets are resolved `outside` the queue's slot, as a container's are.
+   */
   deliver(
     consumerId: string,
     trigger: DeliveryTrigger,
     signal: AbortSignal,
     attempt: number,
+    outside?: OutsideSlot,
   ): Promise<void>;
   /** Every mount's queue key, for reconciliation. */
   consumers(): string[];
@@ -159,10 +163,11 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
     mount: VolumeMountRecord,
     force: boolean,
     signal: AbortSignal,
+    outside: OutsideSlot = IN_PLACE,
   ): Promise<{ before: string | undefined; after: string; resolved: ResolvedFile[] }> {
     const spec = specOf(mount.volume);
     const started = performance.now();
-    const resolved = await secrets.resolveFiles(spec.files, signal);
+    const resolved = await outside(() => secrets.resolveFiles(spec.files, signal));
     try {
       const after = digestOf({ target: '', mode: spec.mode, owner: spec.owner }, resolved, '');
       const before = mount.digest;
@@ -182,7 +187,11 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         context.outcomes.written(resolved, { volume: mount.volume }, durationMs);
       }
       // The mount's folder holds these values now (and no longer its previous ones).
-      if (current) secrets.hold(consumerOf(mount), resolved.map((file) => file.content));
+      if (current)
+        secrets.hold(
+          consumerOf(mount),
+          resolved.map((file) => file.content),
+        );
       context.consumption.record(
         consumerOf(mount),
         spec.files.flatMap((file, index) => {
@@ -402,11 +411,11 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       await saver.save();
       logger.info({ volume: name, mountId: id.slice(0, 12) }, 'volume unmounted: files removed');
     },
-    async deliver(consumerId, trigger, signal) {
+    async deliver(consumerId, trigger, signal, _attempt, outside) {
       const mount = mountOf(consumerId);
       if (mount === undefined) return;
       try {
-        const { before, after, resolved } = await write(mount, false, signal);
+        const { before, after, resolved } = await write(mount, false, signal, outside);
         try {
           report(mount, trigger, { files: resolved, changed: before !== after });
           // New versions under a running container: its policy tells it.
