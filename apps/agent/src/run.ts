@@ -34,6 +34,7 @@ import {
   startObservabilityServer,
 } from './observability.js';
 import { startProviders } from './providers.js';
+import { createAuditSink } from './reporting.js';
 import { createVolumeFolders, type VolumeFolders } from './volumes/folders.js';
 import { startVolumePluginServer } from './volumes/plugin-server.js';
 
@@ -274,6 +275,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       socketMode: config.api.socketMode,
       ...(config.api.socketGroup === undefined ? {} : { socketGroup: config.api.socketGroup }),
       agent,
+      ...(audit === undefined ? {} : { audit: createAuditSink(audit, logger) }),
       resolveAllow: config.api.resolveAllow,
       defaultProvider: config.defaultProvider,
       providers: () =>

@@ -90,6 +90,45 @@ describe('startApiServer: POST /v1/resolve', () => {
     expect(lines.some((line) => line.includes('resolve refused by api.resolveAllow'))).toBe(true);
   });
 
+  it('audits each refused reference once as env-resolve denied, with its code, and the disabled route too', async () => {
+    const records: unknown[] = [];
+    const audit = { record: (entry: unknown) => records.push(entry) };
+    await start({ audit, resolveAllow: ['dso://app/*'] });
+    await resolve(['dso://app/db', 'dso://vault:app/db', 'dso://other/x#f', 'dso://other/x#f']);
+    expect(records).toEqual([
+      {
+        actor: { kind: 'api' },
+        action: 'env-resolve',
+        reference: 'dso://vault:app/db',
+        provider: 'vault',
+        outcome: 'denied',
+        code: 'DSO_AGENT_RESOLVE_DENIED',
+      },
+      {
+        actor: { kind: 'api' },
+        action: 'env-resolve',
+        reference: 'dso://other/x#f',
+        provider: 'local',
+        outcome: 'denied',
+        code: 'DSO_AGENT_RESOLVE_DENIED',
+      },
+    ]);
+  });
+
+  it('audits a resolve refused while api.resolveAllow is empty', async () => {
+    const records: Array<Record<string, unknown>> = [];
+    await start({ audit: { record: (entry) => records.push(entry) }, defaultProvider: 'vault' });
+    await resolve(['dso://app/db']);
+    expect(records).toMatchObject([
+      {
+        reference: 'dso://app/db',
+        provider: 'vault',
+        outcome: 'denied',
+        code: 'DSO_AGENT_RESOLVE_DISABLED',
+      },
+    ]);
+  });
+
   it('names at most ten refused references', async () => {
     await start({ resolveAllow: ['dso://app/*'] });
     const references = Array.from({ length: 12 }, (_, i) => `dso://no/${i}`);

@@ -9,6 +9,7 @@ import {
   type SecretReference,
 } from '@dso/core';
 import type { Agent, ResolvedEnvironmentValue } from '../agent.js';
+import type { AuditSink } from '../reporting.js';
 import type { ResolveAllow } from '../resolve-allow.js';
 import { type Clean, parseBody, sendAgentError, sendJson, sendValues } from './respond.js';
 
@@ -21,10 +22,17 @@ import { type Clean, parseBody, sendAgentError, sendJson, sendValues } from './r
 // disposed; neither they nor the body are ever logged.
 // ---------------------------------------------------------------------------------------------
 
+/** A provider name as the audit trail takes it (`createAuditLog`'s rule). */
+const AUDIT_PROVIDER = /^[a-z][a-z0-9-]{0,62}$/;
+
 /** What {@link handleResolve} needs of the server. */
 export interface ResolveContext {
   agent: Pick<Agent, 'resolveEnvironment'>;
   allow: ResolveAllow;
+  /** Where a refused reference is audited (`env-resolve`, `denied`); absent: not audited. */
+  audit?: AuditSink | undefined;
+  /** The provider a reference without one means, for its audit line. @default 'local' */
+  defaultProvider?: string | undefined;
   logger: Logger;
   clean: Clean;
 }
@@ -77,8 +85,28 @@ export async function handleResolve(
     }
     references.push(reference);
   }
+  // Every refusal is audited: one `denied` line per distinct reference refused.
+  const auditDenied = (refused: readonly SecretReference[], code: string) => {
+    const seen = new Set<string>();
+    for (const reference of refused) {
+      const formatted = formatReference(reference);
+      const provider = reference.provider ?? context.defaultProvider ?? 'local';
+      // A provider name no configuration could have: its line would be refused; the log has it.
+      if (seen.has(formatted) || !AUDIT_PROVIDER.test(provider)) continue;
+      seen.add(formatted);
+      context.audit?.record({
+        actor: { kind: 'api' },
+        action: 'env-resolve',
+        reference: formatted,
+        provider,
+        outcome: 'denied',
+        code,
+      });
+    }
+  };
   // The policy, before anything is resolved: all allowed, or nothing happens.
   if (allow.empty) {
+    auditDenied(references, 'DSO_AGENT_RESOLVE_DISABLED');
     sendJson(
       response,
       403,
@@ -91,10 +119,10 @@ export async function handleResolve(
     );
     return;
   }
-  const denied = [
-    ...new Set(references.filter((reference) => !allow.allows(reference)).map(formatReference)),
-  ];
+  const refused = references.filter((reference) => !allow.allows(reference));
+  const denied = [...new Set(refused.map(formatReference))];
   if (denied.length > 0) {
+    auditDenied(refused, 'DSO_AGENT_RESOLVE_DENIED');
     const shown =
       denied.slice(0, 10).join(', ') +
       (denied.length > 10 ? ` and ${denied.length - 10} more` : '');

@@ -10,6 +10,7 @@ import {
 } from '@dso/core';
 import type { Agent } from '../agent.js';
 import { pathnameOf, readBody } from '../http/serve.js';
+import type { AuditSink } from '../reporting.js';
 import type { ResolveAllow } from '../resolve-allow.js';
 import type { EventStreams } from './events-stream.js';
 import { handleResolve } from './resolve-route.js';
@@ -20,6 +21,10 @@ import { type ApiProviderInfo, toApiStatus } from './status.js';
 export interface ApiRoutesContext {
   agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment'>;
   allow: ResolveAllow;
+  /** Where refusals of `POST /v1/resolve` are audited. */
+  audit?: AuditSink | undefined;
+  /** The provider a reference without one means. */
+  defaultProvider?: string | undefined;
   /** The configured providers, read at each `GET /v1/status`. */
   providers?: () => ApiProviderInfo[];
   events: EventStreams;

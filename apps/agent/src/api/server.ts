@@ -8,6 +8,7 @@ import {
 } from '@dso/core';
 import type { Agent } from '../agent.js';
 import { createHttpServer, type HttpConnectionStats } from '../http/serve.js';
+import type { AuditSink } from '../reporting.js';
 import { compileResolveAllow } from '../resolve-allow.js';
 import { createEventStreams } from './events-stream.js';
 import { INTERNAL_ERROR } from './respond.js';
@@ -72,6 +73,11 @@ export interface ApiServerOptions {
   logger: Logger;
   /** Every string sent passes through it. */
   redactor?: Redactor;
+  /**
+   * Where refusals are audited: a reference `POST /v1/resolve` refuses (`env-resolve`,
+   * `denied`, with `DSO_AGENT_RESOLVE_DISABLED` or `DSO_AGENT_RESOLVE_DENIED`).
+   */
+  audit?: AuditSink;
   /** Where a group name is looked up. @default DEFAULT_GROUP_FILE */
   groupFile?: string;
 }
@@ -136,6 +142,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     handle: createApiHandler({
       agent,
       allow,
+      audit: options.audit,
+      defaultProvider: options.defaultProvider ?? 'local',
       ...(options.providers === undefined ? {} : { providers: options.providers }),
       events,
       logger,
