@@ -127,6 +127,7 @@ describe('createHostFolders: keyOf', () => {
     const { folders } = foldersOver([a, b]);
     // Nothing remembered (a restarted agent): the first created owns it (ids break a tie).
     expect((await refusal(() => folders.keyOf(b, '/run/secrets', signal))).details.owner).toBe('a');
+    expect(await folders.keyOf(a, '/run/secrets', signal)).toBe('web');
     folders.remember('b', 'web');
     expect((await refusal(() => folders.keyOf(a, '/run/secrets', signal))).details.owner).toBe('b');
   });

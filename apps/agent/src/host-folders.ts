@@ -121,9 +121,10 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
       const folder = hostDirs.pathOf(key);
       const binders = await bindersOf(join(resolved(hostDirs.root), key), signal);
       // Any container (this one included, by another bind) that can write the folder, a folder
-      // above it or one inside it (running or not: a stopped one starts at will) could plant links under the agent's
-      // writes. They reach nothing outside (the runtime never follows one), but the folder
-      // is no longer the agent's alone: no delivery through it until that container is gone.
+      // above it or one inside it (running or not: a stopped one starts at will) could plant
+      // links under the agent's writes. They reach nothing outside (the runtime never follows
+      // one), but the folder is no longer the agent's alone: no delivery through it until that
+      // container is gone.
       const writer = binders.find((binder) => binder.writable);
       if (writer !== undefined) {
         throw new DsoError(
@@ -138,9 +139,14 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
         (binder) => binder.sharing && binder.running && binder.id !== details.id,
       );
       if (running.length > 0) {
+        const self = binders.find((binder) => binder.id === details.id);
         const contenders = [
           ...running,
-          { id: details.id, name: details.name, createdAt: Number.POSITIVE_INFINITY },
+          {
+            id: details.id,
+            name: details.name,
+            createdAt: self?.createdAt ?? Number.POSITIVE_INFINITY,
+          },
         ];
         const known = contenders.find((binder) => keys.get(binder.id) === key);
         const owner =
