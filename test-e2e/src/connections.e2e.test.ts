@@ -21,7 +21,9 @@ import {
 import {
   agentEnv,
   createWorkspace,
+  metricValue,
   readAuditTrail,
+  readMetrics,
   removeContainers,
   runManyContainers,
   startAgent,
@@ -200,12 +202,13 @@ describe('refusals of the built agent in its audit file', () => {
   });
 
   it.runIf(process.geteuid?.() === 0)(
-    'says at start, as root, that core dumps of the agent are off',
+    'says at start, as root, that core dumps of the agent are off (log and metric)',
     async () => {
-      const { agent } = await agentOnPrivateEngine();
+      const { agent, metricsAddress } = await agentOnPrivateEngine();
       expect(await agent.waitForLog('core dumps of the agent are off')).toMatchObject({
         nonDumpable: true,
       });
+      expect(metricValue(await readMetrics(metricsAddress), 'dso_agent_dumpable_items')).toBe(0);
     },
   );
 });
