@@ -3,7 +3,8 @@
  * only these containers): `--cap-drop ALL --user 1000:1000` gets its files (written as the
  * owner, no chown needed); a container the exec cannot write into gets ONE clear failure in
  * `dso status`, with what is missing and what works instead, and is not retried (before, a
- * tmpfs root could not write was `DSO_DOCKER_TARGET_BUSY` after 10 s, retried without end).
+ * tmpfs root could not write was `DSO_DOCKER_TARGET_BUSY` after 10 s, retried without end); a
+ * `..lock` the container plants is `DSO_DOCKER_TARGET_TAMPERED`, at once and once.
  */
 import { randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
@@ -153,6 +154,35 @@ describe('the exec path on hardened containers', () => {
         (await cat(later)) === canary ? true : undefined,
       );
       expect(failuresOf(unwritable)).toHaveLength(1);
+
+      // A ..lock the container plants (held by a live process of its own) is tampering, told at
+      // once; it was DSO_DOCKER_TARGET_BUSY after 10 s, retried without end.
+      const plant = await runCommand('docker', [
+        '-H',
+        engine.host,
+        'exec',
+        later,
+        'sh',
+        '-c',
+        'mkdir /run/secrets/..lock && (sleep 600 >/dev/null 2>&1 & echo "$! 1_x" > /run/secrets/..lock/pid)',
+      ]);
+      expect(plant.code).toBe(0);
+      const next = `canary-${randomUUID()}`;
+      expect(await workspace.cli(['secret', 'set', 'app/db'], next)).toMatchObject({ code: 0 });
+      await workspace.cli(['rotate', later]);
+      const tampered = await waitFor('the tampering in status', async () => {
+        const result = await workspace.cli(['status']);
+        return result.stdout.includes('DSO_DOCKER_TARGET_TAMPERED') ? result.stdout : undefined;
+      });
+      expect(tampered).toContain('/run/secrets/..lock');
+      expect(tampered).toContain('not a dso write');
+      // Once per change (the new version, the rotate: one or two attempts), never retried.
+      expect(failuresOf(later).length).toBeGreaterThanOrEqual(1);
+      for (const failure of failuresOf(later)) {
+        expect(failure).toMatchObject({ code: 'DSO_DOCKER_TARGET_TAMPERED', retry: false });
+      }
+      expect(await cat(later)).toBe(canary);
+      expect(agent.output).not.toContain(next);
       expect(agent.output).not.toContain('secrets delivery gave up');
       expect(agent.output).not.toContain(canary);
     } finally {
