@@ -231,7 +231,7 @@ interface Settings {
 
 /**
  * Pauses before each new attempt of a call the agent was too busy for: it answered 503
- * `DSO_AGENT_API_BUSY` (every connection of its API had a request in progress), or closed the
+ * `DSO_AGENT_API_BUSY` (every connection of its API was in use), or closed the
  * connection before answering (it closes the longest-idle connection at its cap, and a call
  * that lost that race sees a reset). Four attempts in about 1.5 s, within the call's timeout.
  */
@@ -287,7 +287,7 @@ function busyError(last: unknown, socketPath: string, attempts: number): DsoErro
   const what =
     cut !== undefined && CUT_OFF.has(cut)
       ? `closed the connection before answering (${cut})`
-      : 'answered that every connection of its API has a request in progress';
+      : 'answered that every connection of its API is in use';
   return new DsoError(
     'DSO_CLI_AGENT_BUSY',
     `the agent on ${socketPath} is busy: it ${what}, ${attempts} time${attempts === 1 ? '' : 's'}; try again in a moment, and if it lasts look for clients holding its socket (ss -xp | grep ${socketPath}) or stop idle followers (dso events)`,

@@ -42,10 +42,11 @@ export const API_CLOSE_GRACE_MS = 2_000;
 
 /**
  * The 503 of a connection opened while all {@link API_MAX_CONNECTIONS} have a request in
- * progress (idle ones are closed to make room, so this takes that many calls or streams at once).
+ * progress, or while the connections let in past them are all just opened (idle ones are closed
+ * to make room, so this takes that many calls or streams, or a flood of new connections).
  */
 const API_BUSY = {
-  error: `the agent is busy: all ${API_MAX_CONNECTIONS} connections of its API have a request in progress; try again in a moment, and stop idle followers (dso events) if it lasts`,
+  error: `the agent is busy: every connection of its API is in use (${API_MAX_CONNECTIONS} with a request in progress, or more just opened); try again in a moment, and if it lasts stop idle followers (dso events) or what else holds connections to its socket`,
   code: 'DSO_AGENT_API_BUSY',
 };
 

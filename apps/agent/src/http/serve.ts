@@ -32,7 +32,8 @@ export interface HttpServerLimits {
   keepAliveTimeoutMs: number;
   /**
    * Connections open at once. At the cap a new connection closes the one idle the longest (no
-   * request in progress); when every one has a request in progress, it is answered 503.
+   * request in progress) and idle for `evictAfterMs`; when every one has a request in progress
+   * (or `connectionBurst` more are open too), it is answered 503.
    */
   maxConnections: number;
   /**
@@ -118,7 +119,7 @@ export interface HttpConnectionStats {
   open: number;
   /** Idle connections closed to make room for a new one. */
   evicted: number;
-  /** Connections answered 503 because every connection had a request in progress. */
+  /** Connections answered 503: every connection had a request in progress, or the burst was used up. */
   busy: number;
   /** Connections closed because their first request's headers were not in within `headersTimeoutMs`. */
   headersTimedOut: number;
@@ -126,7 +127,7 @@ export interface HttpConnectionStats {
 
 /** The default {@link HttpServerOptions.busyBody}. */
 export const BUSY_BODY = JSON.stringify({
-  error: 'the server is busy: every connection has a request in progress; try again shortly',
+  error: 'the server is busy: every connection is in use; try again shortly',
 });
 
 /** One open connection, as the cap sees it. */
@@ -196,7 +197,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
           warnedBusy = true;
           logger?.warn(
             { maxConnections: limits.maxConnections },
-            `${name} busy: every connection has a request in progress, new ones are answered 503`,
+            `${name} busy: every connection is in use, new ones are answered 503`,
           );
         }
         // It gets its 503 when its request arrives; one that sends none is cut at the deadline.

@@ -131,7 +131,7 @@ export async function startObservabilityServer(
     name: 'observability',
     handle,
     internalError: '{"error":"internal"}',
-    busyBody: `{"error":"busy: all ${OBSERVABILITY_MAX_CONNECTIONS} connections have a request in progress; try again"}`,
+    busyBody: '{"error":"busy: every connection is in use; try again"}',
     ...(logger === undefined ? {} : { logger }),
     limits: {
       headersTimeoutMs: OBSERVABILITY_HEADERS_TIMEOUT_MS,
