@@ -54,7 +54,8 @@ export const API_REQUEST_TIMEOUT_MS = 10_000;
 export const API_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /**
  * Connections open at once. At the cap a new connection closes the one idle the longest (no
- * request in progress); only when all have a request in progress is it answered 503
+ * request in progress, idle for 1 s at least; else it is let in past the cap, up to 224 more);
+ * only when all have a request in progress, or that burst is used up too, is it answered 503
  * `DSO_AGENT_API_BUSY`. A connection must send its first request's headers within
  * {@link API_HEADERS_TIMEOUT_MS} of opening.
  */
