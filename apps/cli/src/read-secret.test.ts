@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
+import { parseConfig } from '@dso/core';
+import { DEFAULT_MAX_SECRET_BYTES, maxSecretBytesFor } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
-import { readSecretFromStream } from './read-secret.js';
+import { MAX_SECRET_BYTES, readSecretFromStream } from './read-secret.js';
 
 const CANARY = 'canary-cli-5a1f';
 
@@ -52,5 +54,12 @@ describe('readSecretFromStream', () => {
     await expect(readSecretFromStream(Readable.from(['\n']))).rejects.toMatchObject({
       code: 'DSO_CLI_VALUE_EMPTY',
     });
+  });
+
+  it("agrees with the agent's default: what the default providers.local.maxMessageBytes carries, 1 MiB or more", () => {
+    const config = parseConfig('', { env: { DSO_HOME: '/nonexistent' } });
+    const local = config.providers.local!;
+    expect(MAX_SECRET_BYTES).toBe(maxSecretBytesFor(local.maxMessageBytes));
+    expect(MAX_SECRET_BYTES).toBeGreaterThanOrEqual(DEFAULT_MAX_SECRET_BYTES);
   });
 });
