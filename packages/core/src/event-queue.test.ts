@@ -337,6 +337,29 @@ describe('createEventQueue', () => {
       await queue.idle();
     });
 
+    it('does not count a retry waiting outside its worker against retry.concurrency', async () => {
+      const clock = createFakeClock({ now: 0 });
+      const started: string[] = [];
+      const queue = createEventQueue({
+        concurrency: 2,
+        clock,
+        retry: { concurrency: 1, maxAttempts: 3, baseDelayMs: 10, jitter: 'none' },
+        worker: async (key, _item, { attempt, outside }) => {
+          started.push(`${key}#${attempt}`);
+          if (attempt === 1) throw new Error('timed out');
+          // The hung key's retry waits on something slow, outside its worker.
+          if (key === 'hung') await outside(() => new Promise<void>(() => {}));
+        },
+      });
+      queue.add('hung');
+      queue.add('slow');
+      await flush();
+      clock.advance(10);
+      await flush();
+      expect(started).toEqual(['hung#1', 'slow#1', 'hung#2', 'slow#2']);
+      expect(queue.stats()).toMatchObject({ inFlight: 1, outside: 1, completed: 1 });
+    });
+
     it('refuses a retry.concurrency above concurrency', () => {
       expect(() =>
         createEventQueue({ worker: async () => {}, concurrency: 2, retry: { concurrency: 3 } }),

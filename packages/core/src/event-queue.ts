@@ -90,9 +90,10 @@ export interface EventQueueRetryOptions {
    */
   jitter?: RetryJitter;
   /**
-   * Retries (runs after the first) running at once, at most: a retry due while as many run
-   * waits, and first runs pass it, so work that keeps failing slowly (a call that hangs until
-   * its deadline) cannot hold every worker. From 1 to `concurrency`.
+   * Retries (runs after the first) holding a worker at once, at most: a retry due while as many
+   * hold one waits, and first runs pass it, so work that keeps failing slowly (a call that hangs
+   * until its deadline) cannot hold every worker. A retry waiting `outside` holds none. From 1
+   * to `concurrency`.
    * @default the queue's `concurrency` (no bound of their own)
    */
   concurrency?: number;
@@ -282,7 +283,7 @@ interface Running<T> {
  * - A worker that rejects is retried after a capped, jittered exponential backoff, up to
  *   `retry.maxAttempts` runs, then reported to `onFailed` (with any add that came in during its
  *   last run: the owner reconciles the key anyway). A failure `retryable` says cannot pass goes
- *   to `onFailed` at once. At most `retry.concurrency` retries run at once; a retry due beyond
+ *   to `onFailed` at once. At most `retry.concurrency` retries hold a worker at once; a retry due beyond
  *   that waits while first runs go ahead, so work that fails slowly cannot hold every worker. Adds during the backoff coalesce into the
  *   retry and do not cut the delay short, so a burst of events cannot hammer what is failing.
  * - Workers never run inside `add`: dispatch happens on a microtask, which also lets a burst
@@ -321,11 +322,13 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
   const waiting = new Map<string, Waiting<T>>();
   // The keys of `waiting` in line for a worker (not in a retry delay), in the order served:
   // first runs, and retries whose delay is over (served only while fewer than
-  // `retry.concurrency` retries run). `order` interleaves the two.
+  // `retry.concurrency` retries hold a worker). `order` interleaves the two.
   const line = new Map<string, Waiting<T>>();
   const retryLine = new Map<string, Waiting<T>>();
   let nextOrder = 0;
-  let retriesRunning = 0;
+  // Retries (runs after the first) holding a worker: one `outside` holds none, so a retry
+  // waiting on something slow does not keep other retries from the workers.
+  let retriesHolding = 0;
   const running = new Map<string, Running<T>>();
   // Workers held: running keys minus those `outside` (or waiting to come back from it).
   let held = 0;
@@ -442,15 +445,18 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
 
   const pump = () => {
     while (held < concurrency && returning.length > 0) {
-      const back = returning.shift()!;
+      // The first run back that may take a worker: a retry only within retry.concurrency.
+      const index = returning.findIndex(({ run }) => run.finished || mayHold(run));
+      if (index === -1) break;
+      const [back] = returning.splice(index, 1);
       // A worker that settled without waiting for its `outside` call needs no worker now.
-      if (back.run.finished) continue;
-      take(back.run);
-      back.resolve();
+      if (back!.run.finished) continue;
+      take(back!.run);
+      back!.resolve();
     }
     while (held < concurrency) {
       const first = line.values().next().value;
-      const retry = retriesRunning < retryConcurrency ? retryLine.values().next().value : undefined;
+      const retry = retriesHolding < retryConcurrency ? retryLine.values().next().value : undefined;
       const entry =
         first === undefined || (retry !== undefined && retry.order < first.order) ? retry : first;
       if (entry === undefined) break;
@@ -475,7 +481,6 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     };
     running.set(key, run);
     take(run);
-    if (attempt > 1) retriesRunning += 1;
     let result: Promise<void>;
     try {
       result = worker(key, item, {
@@ -518,19 +523,24 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     if (!run.holding) return;
     run.holding = false;
     held -= 1;
+    if (run.attempt > 1) retriesHolding -= 1;
   };
 
   const take = (run: Running<T>) => {
     run.holding = true;
     held += 1;
+    if (run.attempt > 1) retriesHolding += 1;
   };
+
+  /** Whether a run may hold a worker besides those held now: a retry within its bound. */
+  const mayHold = (run: Running<T>) => run.attempt === 1 || retriesHolding < retryConcurrency;
 
   /** Takes a worker again for a run back from `outside`: at once if one is free. */
   const comeBack = (run: Running<T>): Promise<void> | undefined => {
     outsideCount -= 1;
     if (run.finished) return undefined;
     // A closing queue starts nothing new, so it hands out no worker: let the run finish.
-    if (closed || (held < concurrency && returning.length === 0)) {
+    if (closed || (held < concurrency && returning.length === 0 && mayHold(run))) {
       take(run);
       return undefined;
     }
@@ -541,7 +551,6 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
     running.delete(key);
     run.finished = true;
     release(run);
-    if (run.attempt > 1) retriesRunning -= 1;
     if (onTiming) {
       const endedAt = clock.now();
       const timing: EventQueueTiming = {
