@@ -99,3 +99,46 @@ describe.each([
     );
   });
 });
+
+/** How bytes are written: their own base64 or hex, or their text (when it decodes) encoded. */
+function embed(v: string | Uint8Array, how: Encoding): string {
+  if (typeof v === 'string') return ENCODINGS[how](v);
+  const bytes = Buffer.from(v);
+  if (how === 'base64' || how === 'base64url' || how === 'hex') return bytes.toString(how);
+  if (how === 'base64 unpadded') return bytes.toString('base64').replace(/=+$/, '');
+  return ENCODINGS[how](new TextDecoder().decode(bytes));
+}
+
+describe('createRedactor, large values by anchor', () => {
+  it('gives exactly what whole forms give, for any values (bytes and strings) and any text', () => {
+    const anyValue = fc.oneof(
+      value,
+      fc.uint8Array({ minLength: DEFAULT_REDACTION_MIN_LENGTH, maxLength: 20 }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(anyValue, { minLength: 1, maxLength: 4 }),
+        fc.array(fc.tuple(filler, fc.nat(), encoding), { minLength: 1, maxLength: 6 }),
+        fc.nat(),
+        (values, pieces, cut) => {
+          const whole = createRedactor({ patterns: false });
+          const anchored = createRedactor({ patterns: false, largeValueBytes: 6 });
+          for (const v of values) {
+            whole.register(v);
+            anchored.register(v);
+          }
+          let text = '';
+          for (const [before, index, how] of pieces) {
+            const v = values[index % values.length]!;
+            text += before + embed(v, how);
+          }
+          // Also cut short, so that forms end mid-way.
+          for (const sample of [text, text.slice(0, cut % (text.length + 1))]) {
+            expect(anchored.redact(sample)).toBe(whole.redact(sample));
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
