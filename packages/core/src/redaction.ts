@@ -255,7 +255,12 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
         continue;
       }
       if (anchor === undefined) continue;
-      const candidate: Candidate = { anchor, kind, value: large };
+      const candidate: Candidate = {
+        anchor,
+        kind,
+        value: large,
+        minChars: minCharsOf(large, kind),
+      };
       large.candidates.push(candidate);
       const list = anchors.get(anchor);
       if (list === undefined) {
@@ -356,6 +361,8 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
       const candidates = anchors.get(text.slice(start, end));
       if (candidates === undefined) continue;
       for (const candidate of candidates) {
+        // Most texts (a log line) are shorter than a large value's form: nothing to compute.
+        if (text.length - start < candidate.minChars) continue;
         const length = matchLength(text, start, formChunks(candidate.value, candidate.kind));
         if (length <= 0) continue;
         longest ??= new Int32Array(text.length + 1);
@@ -410,6 +417,21 @@ interface Candidate {
   anchor: string;
   kind: FormKind;
   value: LargeValue;
+  /** The fewest characters the form can have. */
+  minChars: number;
+}
+
+/**
+ * The fewest characters a form of `value` can have: exact for the byte encodings; for text, one
+ * UTF-16 code unit per three UTF-8 bytes at best (escaping only adds).
+ */
+function minCharsOf(value: LargeValue, kind: FormKind): number {
+  const n = value.bytes.byteLength;
+  if (kind === 'hex') return 2 * n;
+  if (kind === 'base64' || kind === 'base64url-padded') return paddedLength(n);
+  if (kind === 'base64-unpadded' || kind === 'base64url') return unpaddedLength(n);
+  if (kind.startsWith('shifted-')) return Math.max(0, unpaddedLength(n) - 2);
+  return value.textEncoding === 'utf16le' ? value.text!.byteLength / 2 : Math.ceil(n / 3);
 }
 
 type FormKind =
