@@ -981,6 +981,7 @@ describe('createEventQueue properties', () => {
     concurrency: fc.integer({ min: 1, max: 3 }),
     maxSize: fc.integer({ min: 1, max: 4 }),
     maxAttempts: fc.integer({ min: 1, max: 3 }),
+    retryConcurrency: fc.integer({ min: 1, max: 3 }),
     random: fc.double({ min: 0, max: 0.999, noNaN: true }),
     operations: fc.array(operation, { maxLength: 40 }),
     drainFirst: fc.boolean(),
@@ -1011,7 +1012,13 @@ describe('createEventQueue properties', () => {
         const queue = createEventQueue<number>({
           concurrency: s.concurrency,
           maxSize: s.maxSize,
-          retry: { maxAttempts: s.maxAttempts, baseDelayMs: 10, maxDelayMs: 40, jitter: 'full' },
+          retry: {
+            maxAttempts: s.maxAttempts,
+            baseDelayMs: 10,
+            maxDelayMs: 40,
+            jitter: 'full',
+            concurrency: Math.min(s.retryConcurrency, s.concurrency),
+          },
           random: () => s.random,
           clock,
           worker: (key, item, context) => {
@@ -1020,6 +1027,10 @@ describe('createEventQueue properties', () => {
             const run = control.runs.at(-1)!;
             runStartedAt.set(run, seq);
             if (control.active.size > s.concurrency) violations.push('concurrency exceeded');
+            const retries = control.pending().filter((one) => one.attempt > 1).length;
+            if (retries > Math.min(s.retryConcurrency, s.concurrency)) {
+              violations.push('retry.concurrency exceeded');
+            }
             if (item !== lastAdd.get(key)?.item) {
               violations.push(`${key} ran with ${item}, not its latest item`);
             }
