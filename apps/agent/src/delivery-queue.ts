@@ -76,7 +76,7 @@ export interface DeliveryQueue {
  * at most `concurrency` of them doing engine work at once; a delivery waiting on its secret
  * store gives its slot to the next one meanwhile (`outside`), so a hung store holds no slot,
  * and retries hold at most {@link retrySlots} of them, so a container whose engine call hangs
- * until its deadline, again and again, leaves the others slots.
+ * until its deadline, again and again, leaves the other slots to the rest.
  * A failure that may pass is retried with backoff; a container the queue gives up on after
  * those retries is not forgotten: it is tried again after {@link gaveUpRetryDelayMs}, as long
  * as it runs and the agent does. A failure that cannot pass (not retryable: a hardened
