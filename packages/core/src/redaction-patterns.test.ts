@@ -274,6 +274,13 @@ const SAMPLES: Record<RedactionPatternId, Sample[]> = {
       expected: `{'password': '${REDACTED}'}`,
     },
     { text: 'credentials=user:pw123', secret: 'user:pw123' },
+    // A path before the key still redacts a value after `=`, and a JSON member named by a path.
+    { text: 'GET /login/password=hunter2-s3cret', secret: 'hunter2' },
+    {
+      text: JSON.stringify({ 'app/db/password': 'path-keyed-s3cret' }),
+      secret: 'path-keyed',
+      expected: `{"app/db/password":"${REDACTED}"}`,
+    },
   ],
   'url-credentials': [
     {
@@ -345,6 +352,11 @@ const NEAR_MISSES: Record<RedactionPatternId, string[]> = {
     'password_file=/run/secrets/db_password',
     '{"msg":"bad password:","provider":"vault"}',
     '{"msg":"missing token","next":"value"}',
+    // A reference's path ending in a credential word, then a colon and the rest of a sentence.
+    'could not resolve dsofile://rediskv:app/db/password: rediskv: redis cannot be reached',
+    'could not resolve dso://local:app/other/token: secret at app/other/token',
+    JSON.stringify({ msg: 'could not resolve dsofile://rediskv:app/db/password: rediskv: down' }),
+    'app/db_password: no secret at app/db_password',
   ],
   'url-credentials': [
     'https://example.com:8443/path?q=1#frag',

@@ -118,6 +118,14 @@ const CREDENTIAL_VALUE = [
     ')',
 ].join('|');
 
+/**
+ * A key that ends a path (`app/db/password`, `app/db_password`) followed by `: ` is a secret
+ * reference in a sentence (`could not resolve dso://app/db/password: secret not found`), not a
+ * credential: the next word is the message, not a value. A path-ended key with `=`, a JSON member
+ * named by a path (`"app/db/password":"…"`) and every key not inside a path still redact.
+ */
+const NOT_A_PATH_IN_PROSE = String.raw`(?:(?<!/[A-Za-z0-9_.-]*)|(?!(?:${CREDENTIAL_KEY})\s*:\s))`;
+
 const HTTP_AUTH_SCHEMES =
   'Bearer|Basic|Token|Bot|Digest|Negotiate|NTLM|ApiKey|SSWS|AWS4-HMAC-SHA256';
 
@@ -279,7 +287,7 @@ export const REDACTION_PATTERNS: readonly RedactionPattern[] = Object.freeze([
   pattern(
     'credential-pair',
     'The value of a key that names a credential (password, passwd, pwd, secret, token, api_key, access_key, private_key, credentials, auth, and keys ending in them) in key=value, key: value and JSON',
-    `(?:${CREDENTIAL_KEY})(?:${CREDENTIAL_VALUE})`,
+    `${NOT_A_PATH_IN_PROSE}(?:${CREDENTIAL_KEY})(?:${CREDENTIAL_VALUE})`,
     ['pass', 'pwd', 'secret', 'token', 'key', 'credential', 'auth'],
     'i',
   ),
