@@ -121,6 +121,14 @@ export const agentApiResolveRequestSchema = z.strictObject({
 /** {@link agentApiResolveRequestSchema}'s data. */
 export type AgentApiResolveRequest = z.infer<typeof agentApiResolveRequestSchema>;
 
+/**
+ * The body of `POST /v1/check`: 1 to {@link API_MAX_RESOLVE_REFERENCES} references, `dso://` or
+ * `dsofile://`, to be looked up in their stores (for `dso up`, before it starts anything).
+ */
+export const agentApiCheckRequestSchema = agentApiResolveRequestSchema;
+/** {@link agentApiCheckRequestSchema}'s data. */
+export type AgentApiCheckRequest = z.infer<typeof agentApiCheckRequestSchema>;
+
 // ---------------------------------------------------------------------------------------------
 // Response bodies
 // ---------------------------------------------------------------------------------------------
@@ -154,9 +162,27 @@ export const agentApiDeliveredSchema = z.object({
 /** {@link agentApiDeliveredSchema}'s data. */
 export type AgentApiDelivered = z.infer<typeof agentApiDeliveredSchema>;
 
+/** A failure as status shows it: when, what started it, its code and reference, reason and fix. */
+export const agentApiFailureSchema = z.object({
+  trigger: z.enum(API_DELIVERY_TRIGGERS),
+  at: epochMs,
+  code: z.string(),
+  reference: z.string().optional(),
+  /** One line: what happened and what to do (never a value). */
+  message: z.string().optional(),
+});
+/** {@link agentApiFailureSchema}'s data. */
+export type AgentApiFailure = z.infer<typeof agentApiFailureSchema>;
+
 /** One container in `GET /v1/status`: references and versions, never a value. */
 export const agentApiContainerSchema = z.object({
   id: z.string(),
+  /** The container's name (without the leading `/`) once the agent inspected it. */
+  name: z.string().optional(),
+  /** The engine's state as the agent last saw it: `running`, `exited`, … */
+  state: z.string().optional(),
+  /** Its rotation policy label (`dso.rotation`); absent: the configured default. */
+  rotation: z.string().optional(),
   /** The files of the last successful delivery (absent before one). */
   files: z.array(agentApiDeliveredSchema).optional(),
   /** Its `dso://` environment variables (`name` is the variable) with their current versions. */
@@ -173,6 +199,8 @@ export const agentApiContainerSchema = z.object({
     /** For a failure: what happened and what to do (never a value). */
     message: z.string().optional(),
   }),
+  /** Its last failure, kept after a later success until the container is gone. */
+  lastFailure: agentApiFailureSchema.optional(),
 });
 /** {@link agentApiContainerSchema}'s data. */
 export type AgentApiContainer = z.infer<typeof agentApiContainerSchema>;
@@ -251,6 +279,28 @@ export const agentApiResolveResultSchema = z.object({
 /** {@link agentApiResolveResultSchema}'s data. */
 export type AgentApiResolveResult = z.infer<typeof agentApiResolveResultSchema>;
 
+/** One reference of `POST /v1/check`: its version when its store has it, else the failure (never a value). */
+export const agentApiCheckedReferenceSchema = z.object({
+  /** The reference as asked, formatted. */
+  reference: z.string(),
+  /** The provider asked (the default one for a reference without a provider). */
+  provider: z.string(),
+  /** The version the store has; absent when it could not answer. */
+  version: z.string().optional(),
+  /** When it could not: the code (e.g. `DSO_PROVIDER_NOT_FOUND`) and what to do. */
+  code: z.string().optional(),
+  error: z.string().optional(),
+});
+/** {@link agentApiCheckedReferenceSchema}'s data. */
+export type AgentApiCheckedReference = z.infer<typeof agentApiCheckedReferenceSchema>;
+
+/** The body of `POST /v1/check` (200): one entry per reference, in order. */
+export const agentApiCheckResultSchema = z.object({
+  references: z.array(agentApiCheckedReferenceSchema).max(API_MAX_RESOLVE_REFERENCES),
+});
+/** {@link agentApiCheckResultSchema}'s data. */
+export type AgentApiCheckResult = z.infer<typeof agentApiCheckResultSchema>;
+
 /** The body of `GET /v1/health` (200). */
 export const agentApiHealthSchema = z.object({ ok: z.literal(true) });
 /** {@link agentApiHealthSchema}'s data. */
@@ -268,7 +318,14 @@ export type AgentApiError = z.infer<typeof agentApiErrorSchema>;
 // GET /v1/events: one JSON line per event
 // ---------------------------------------------------------------------------------------------
 
-const containerEvent = { at: epochMs, containerId: z.string() };
+const containerEvent = {
+  at: epochMs,
+  containerId: z.string(),
+  /** The container's name, when the agent knows it. */
+  containerName: z.string().optional(),
+  /** The engine's state of the container as the agent last saw it (`running`, `exited`, …). */
+  containerState: z.string().optional(),
+};
 
 /**
  * One line of `GET /v1/events`, as the server sends it: the stream's own `subscribed`,
@@ -294,6 +351,8 @@ export const agentApiEventSchema = z.discriminatedUnion('type', [
     code: z.string(),
     reference: z.string().optional(),
     retry: z.boolean(),
+    /** What happened and what to do (never a value). */
+    message: z.string().optional(),
   }),
   z.object({
     type: z.literal('rotated'),
@@ -315,6 +374,8 @@ export const agentApiEventSchema = z.discriminatedUnion('type', [
     ...containerEvent,
     reference: z.string(),
     code: z.string(),
+    /** What happened and what to do (never a value). */
+    message: z.string().optional(),
   }),
   z.object({ type: z.literal('replaced'), ...containerEvent, newContainerId: z.string() }),
 ]);
@@ -413,6 +474,22 @@ export const AGENT_API_ROUTES = {
     requestShape: '{ "references": ["dso://…"] }',
     emptyBodyIsObject: false,
     response: agentApiResolveResultSchema,
+  },
+  /**
+   * Looks `dso://` and `dsofile://` references up in their stores and answers each one's
+   * version or failure, never a value (so `api.resolveAllow` does not apply): for `dso up`, which
+   * starts nothing while one is missing.
+   */
+  check: {
+    method: 'POST',
+    path: '/v1/check',
+    status: 200,
+    contentType: 'application/json; charset=utf-8',
+    maxBodyBytes: API_MAX_RESOLVE_BODY_BYTES,
+    request: agentApiCheckRequestSchema,
+    requestShape: '{ "references": ["dso://…", "dsofile://…"] }',
+    emptyBodyIsObject: false,
+    response: agentApiCheckResultSchema,
   },
   /** Answers while the agent's API does. */
   health: {
