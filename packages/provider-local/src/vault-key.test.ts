@@ -53,6 +53,7 @@ describe('resolveVaultKey', () => {
     expect(error.code).toBe('DSO_VAULT_KEY_MISSING');
     expect(error.message).toContain('DSO_VAULT_PASSPHRASE');
     expect(error.message).toContain('DSO_VAULT_KEY_FILE');
+    expect(error.message).toContain('`dso init`');
   });
 
   it('falls back to an existing default key file, and only to an existing one', async () => {
@@ -93,9 +94,12 @@ describe('readKeyFile', () => {
     expect(error.keyFile).toBe(path);
   });
 
-  it('refuses a missing file with DSO_VAULT_KEY_MISSING', async () => {
+  it('refuses a missing file with DSO_VAULT_KEY_MISSING, naming the variables and dso init', async () => {
     const error = await vaultError(readKeyFile(join(dir, 'absent.key')));
     expect(error.code).toBe('DSO_VAULT_KEY_MISSING');
+    expect(error.message).toContain('DSO_VAULT_KEY_FILE');
+    expect(error.message).toContain('DSO_VAULT_PASSPHRASE');
+    expect(error.message).toContain('`dso init`');
   });
 
   it('refuses a directory, an empty file and a huge file with DSO_VAULT_KEY_INVALID', async () => {

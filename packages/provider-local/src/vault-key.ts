@@ -19,6 +19,9 @@ export const MIN_KEY_FILE_BYTES = 16;
 /** The longest key file accepted, in bytes. */
 export const MAX_KEY_FILE_BYTES = 4096;
 
+/** How a first-time user gets a key: the CLI makes the vault and its key file together. */
+const NEW_VAULT_ADVICE = 'for a new vault, `dso init` creates the vault and its key file';
+
 /** Random bytes in a key file made by {@link generateKeyFile}, before base64. */
 const GENERATED_KEY_BYTES = 32;
 
@@ -84,7 +87,7 @@ export async function resolveVaultKey(options: ResolveVaultKeyOptions = {}): Pro
   const fallback = defaultKeyFile === undefined ? '' : `, or create the key file ${defaultKeyFile}`;
   throw new VaultError(
     'DSO_VAULT_KEY_MISSING',
-    `no vault key: set ${VAULT_PASSPHRASE_ENV} to a passphrase, or ${VAULT_KEY_FILE_ENV} to the path of a key file with mode 0600 (make one with: (umask 077; head -c 32 /dev/urandom | base64 > vault.key))${fallback}`,
+    `no vault key: set ${VAULT_PASSPHRASE_ENV} to a passphrase, or ${VAULT_KEY_FILE_ENV} to the path of a key file with mode 0600 (make one with: (umask 077; head -c 32 /dev/urandom | base64 > vault.key))${fallback}; ${NEW_VAULT_ADVICE}`,
   );
 }
 
@@ -131,7 +134,7 @@ function keyFileRefused(error: PrivateFileError, operation: 'read' | 'write'): V
     case 'missing':
       return new VaultError(
         'DSO_VAULT_KEY_MISSING',
-        `key file ${path} does not exist; create it, or point ${VAULT_KEY_FILE_ENV} at the right file`,
+        `key file ${path} does not exist: point ${VAULT_KEY_FILE_ENV} at the vault's key file, or set ${VAULT_PASSPHRASE_ENV} if the vault was made with a passphrase; ${NEW_VAULT_ADVICE}`,
         { ...facts, cause: error.cause },
       );
     case 'not-file':
