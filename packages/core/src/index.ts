@@ -29,6 +29,9 @@ export {
 } from '@dso/async';
 export {
   AGENT_API_ROUTES,
+  type AgentApiCheckedReference,
+  type AgentApiCheckRequest,
+  type AgentApiCheckResult,
   type AgentApiContainer,
   type AgentApiDelivered,
   type AgentApiDeliveryTrigger,
@@ -64,6 +67,9 @@ export {
   API_REQUEST_TIMEOUT_MS,
   API_RESOLVE_TIMEOUT_MS,
   API_SOCKET_ENV,
+  agentApiCheckedReferenceSchema,
+  agentApiCheckRequestSchema,
+  agentApiCheckResultSchema,
   agentApiContainerSchema,
   agentApiDeliveredSchema,
   agentApiErrorSchema,
@@ -188,6 +194,15 @@ export {
   type VolumeSpec,
 } from './labels.js';
 export {
+  checkFileAccess,
+  checkLabels,
+  isKnownLabel,
+  KNOWN_LABEL_KEYS,
+  KNOWN_LABEL_PREFIXES,
+  type LabelWarning,
+  suggestLabel,
+} from './labels-check.js';
+export {
   createLogger,
   DEFAULT_LOG_LEVEL,
   LOG_LEVELS,
@@ -237,6 +252,7 @@ export {
   type ReferenceScheme,
   type SecretReference,
 } from './references.js';
+export { editDistance, suggestReference } from './references-near-miss.js';
 export {
   DEFAULT_WAIT_FOR_SECRETS_TIMEOUT_MS,
   WAIT_FOR_SECRETS_EXIT_CODE,
