@@ -70,18 +70,19 @@ describe('AGENT_API_ROUTES', () => {
     const withBody = Object.entries(AGENT_API_ROUTES)
       .filter(([, route]) => 'request' in route)
       .map(([name]) => name);
-    expect(withBody.sort()).toEqual(['resolve', 'rotate']);
+    expect(withBody.sort()).toEqual(['check', 'resolve', 'rotate']);
   });
 
-  it('takes a resolve body of the most references at their longest, and only that route more than 1 KiB', () => {
+  it('takes a resolve (and check) body of the most references at their longest, and only those routes more than 1 KiB', () => {
     const longest = `dso://${'a'.repeat(MAX_REFERENCE_LENGTH - 'dso://'.length)}`;
     const body = JSON.stringify({
       references: Array.from({ length: API_MAX_RESOLVE_REFERENCES }, () => longest),
     });
     expect(Buffer.byteLength(body)).toBeLessThanOrEqual(API_MAX_RESOLVE_BODY_BYTES);
     expect(agentApiResolveRequestSchema.safeParse(JSON.parse(body)).success).toBe(true);
-    const { resolve, ...others } = AGENT_API_ROUTES;
+    const { resolve, check, ...others } = AGENT_API_ROUTES;
     expect(resolve.maxBodyBytes).toBe(API_MAX_RESOLVE_BODY_BYTES);
+    expect(check.maxBodyBytes).toBe(API_MAX_RESOLVE_BODY_BYTES);
     for (const route of Object.values(others)) expect(route.maxBodyBytes).toBe(API_MAX_BODY_BYTES);
   });
 });
