@@ -6,6 +6,7 @@ import {
   parseReference,
   type SecretReference,
 } from './references.js';
+import { suggestReference } from './references-near-miss.js';
 
 /**
  * The container labels DSO reads. Labels hold references and policy, never secret values.
@@ -469,6 +470,15 @@ function parseLabelReference(
   const labelError = fail;
   const fix = `write a reference such as ${key}=${scheme}://app/db/password`;
   if (!isReference(value)) {
+    // A near miss (`dsofile:/app/x`) is a reference mistyped, not a value: it may be quoted.
+    const meant = suggestReference(value);
+    if (meant !== undefined) {
+      throw labelError(
+        key,
+        `holds ${JSON.stringify(value.length > 200 ? `${value.slice(0, 200)}…` : value)}, which is not a ${scheme}:// reference`,
+        `did you mean ${key}=${meant.replace(/^dso(?:file)?:\/\//, `${scheme}://`)}?`,
+      );
+    }
     throw labelError(key, `does not hold a ${scheme}:// reference (its value is not shown)`, fix);
   }
   let reference: SecretReference;
