@@ -73,7 +73,8 @@ export function suggestLabel(key: string): string | undefined {
     for (let end = Math.max(1, prefix.length - 2); end <= prefix.length + 2; end++) {
       if (end > key.length) break;
       const rest = key.slice(end);
-      const distance = editDistance(lower.slice(0, end), prefix);
+      // A cut just after a dot is the likelier reading (`dso.files.x` → `dso.file.x`, not `dso.file.s.x`).
+      const distance = editDistance(lower.slice(0, end), prefix) + (key[end - 1] === '.' ? 0 : 0.5);
       // A prefix written without its trailing dot (`dso.file`): the name is still to come.
       if (distance === 0 && rest !== '') continue;
       consider(`${prefix}${rest === '' ? '<name>' : rest.replace(/^[.]/, '')}`, distance);
