@@ -10,11 +10,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import {
-  type PrivateEngine,
-  startPrivateEngine,
-} from '../../packages/docker-runtime/src/test-support/private-engine.js';
+import { describe, expect, it } from 'vitest';
+import { startPrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
   agentEnv,
   containerFileDigests,
@@ -24,6 +21,7 @@ import {
   runContainerIds,
   runManyContainers,
   startAgent,
+  trackLeftovers,
   waitFor,
 } from './harness.js';
 
@@ -74,14 +72,7 @@ Object.defineProperty(definition, Symbol.for('dso.provider-definition'), { value
 export default Object.freeze(definition);
 `;
 
-const leftovers = {
-  agents: new Set<ReturnType<typeof startAgent>>(),
-  engines: new Set<PrivateEngine>(),
-};
-afterAll(async () => {
-  for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
-  for (const engine of leftovers.engines) await engine.destroy();
-});
+const leftovers = trackLeftovers();
 
 /** The nearest-rank percentile of `values` (ms). */
 function percentile(values: number[], p: number): number {

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   type PrivateEngine,
   startPrivateEngine,
@@ -27,25 +27,14 @@ import {
   removeContainers,
   runManyContainers,
   startAgent,
+  trackLeftovers,
+  type Workspace,
   waitFor,
 } from './harness.js';
 
-type Workspace = Awaited<ReturnType<typeof createWorkspace>>;
-
 const CANARY = `canary-connections-${randomUUID()}`;
 
-const leftovers = {
-  agents: new Set<ReturnType<typeof startAgent>>(),
-  engines: new Set<PrivateEngine>(),
-  workspaces: new Set<Workspace>(),
-  containers: new Map<string, string[]>(),
-};
-afterAll(async () => {
-  for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
-  for (const [host, ids] of leftovers.containers) await removeContainers(ids, { host });
-  for (const engine of leftovers.engines) await engine.destroy();
-  for (const workspace of leftovers.workspaces) await workspace[Symbol.asyncDispose]();
-});
+const leftovers = trackLeftovers();
 
 /** One agent on a private engine, for the whole file: started once, reused by each test. */
 let shared:
@@ -156,10 +145,6 @@ describe('refusals of the built agent in its audit file', () => {
       { host: engine.host },
     );
     const ids = [...badLabel.ids, ...noTmpfs.ids];
-    leftovers.containers.set(engine.host, [
-      ...(leftovers.containers.get(engine.host) ?? []),
-      ...ids,
-    ]);
     expect([...badLabel.failures, ...noTmpfs.failures]).toEqual([]);
     try {
       const refusals = await waitFor('a refused audit line for each container', async () => {

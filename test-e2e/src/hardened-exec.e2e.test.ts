@@ -7,64 +7,29 @@
  * `..lock` the container plants is `DSO_DOCKER_TARGET_TAMPERED`, at once and once.
  */
 import { randomUUID } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import {
-  type PrivateEngine,
-  startPrivateEngine,
-} from '../../packages/docker-runtime/src/test-support/private-engine.js';
+import { describe, expect, it } from 'vitest';
+import { startPrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
   agentEnv,
   createWorkspace,
-  RUN_ID,
   removeContainers,
   runCommand,
+  runContainer,
   runContainerIds,
   startAgent,
-  TEST_IMAGE,
-  TEST_LABEL,
+  trackLeftovers,
   waitFor,
 } from './harness.js';
 
-const leftovers = {
-  agents: new Set<ReturnType<typeof startAgent>>(),
-  engines: new Set<PrivateEngine>(),
-  paths: new Set<string>(),
-};
-afterAll(async () => {
-  for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
-  for (const engine of leftovers.engines) {
-    await removeContainers(await runContainerIds({ host: engine.host }).catch(() => []), {
-      host: engine.host,
-    });
-    await engine.destroy();
-  }
-  for (const path of leftovers.paths) await rm(path, { recursive: true, force: true });
-});
+const leftovers = trackLeftovers();
 
 const SECRET = ['--label', 'dso.enable=true', '--label', 'dso.file.db=dsofile://app/db'];
 
-/** `docker run -d` on the private engine, labelled for this run's cleanup; returns the id. */
+/** `docker run -d` of `sleep 600` on the private engine, labelled for this run's cleanup; returns the id. */
 async function run(host: string, args: string[]) {
-  const result = await runCommand('docker', [
-    '-H',
-    host,
-    'run',
-    '-d',
-    '--name',
-    `dso-test-${randomUUID()}`,
-    '--network',
-    'none',
-    '--label',
-    `${TEST_LABEL}=${RUN_ID}`,
-    ...args,
-    TEST_IMAGE,
-    'sleep',
-    '600',
-  ]);
-  if (result.code !== 0) throw new Error(`docker run failed: ${result.stderr}`);
-  return result.stdout.trim();
+  return (await runContainer(args, ['sleep', '600'], { host })).id;
 }
 
 describe('the exec path on hardened containers', () => {

@@ -5,7 +5,8 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { vi } from 'vitest';
+import { afterAll, vi } from 'vitest';
+import type { PrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import testImage from '../../tools/test-image.json' with { type: 'json' };
 
 const execFileAsync = promisify(execFile);
@@ -193,50 +194,86 @@ export function startAgent(env: NodeJS.ProcessEnv) {
 }
 
 /**
- * Runs a labelled, network-less test container in the background; removed on dispose. `env`
- * is the docker CLI's own environment: with `-e NAME` in `args` a value reaches the container
- * the way `dso up` passes one, never through argv.
+ * Runs a labelled test container in the background, with no network unless `args` names one;
+ * removed on dispose. `env` is the docker CLI's own environment: with `-e NAME` in `args` a
+ * value reaches the container the way `dso up` passes one, never through argv. `host` runs it
+ * on a private engine (`unix://…`) instead of the shared one.
  */
 export async function runContainer(
   args: string[],
   command: string[] = ['sleep', '600'],
-  options: { env?: NodeJS.ProcessEnv } = {},
+  options: { env?: NodeJS.ProcessEnv; host?: string; name?: string } = {},
 ) {
-  const name = `dso-test-${randomUUID()}`;
+  const name = options.name ?? `dso-test-${randomUUID()}`;
+  const network = args.some((arg) => arg === '--network' || arg.startsWith('--network='))
+    ? []
+    : ['--network', 'none'];
+  const on = engineArgs(options.host);
   const argv = [
+    ...on,
     'run',
     '-d',
     '--name',
     name,
-    '--network',
-    'none',
+    ...network,
     '--label',
     `${TEST_LABEL}=${RUN_ID}`,
     ...args,
     TEST_IMAGE,
     ...command,
   ];
-  let id: string;
-  if (options.env === undefined) {
-    id = await docker(...argv);
-  } else {
-    const created = await runCommand('docker', argv, { env: { ...process.env, ...options.env } });
-    if (created.code !== 0) throw new Error(`docker run failed: ${created.stderr}`);
-    id = created.stdout.trim();
-  }
+  const created = await runCommand('docker', argv, { env: { ...process.env, ...options.env } });
+  if (created.code !== 0) throw new Error(`docker run ${name} failed: ${created.stderr}`);
+  const id = created.stdout.trim();
   return {
     id,
     name,
-    exec: (...cmd: string[]) => docker('exec', id, ...cmd),
+    exec: (...cmd: string[]) => docker(...on, 'exec', id, ...cmd),
     /** A file's exact content, not trimmed. */
-    readFile: (path: string) => dockerRaw('exec', id, 'cat', path),
+    readFile: (path: string) => dockerRaw(...on, 'exec', id, 'cat', path),
     async [Symbol.asyncDispose]() {
-      await docker('rm', '-f', '-v', id).catch(() => {
+      await docker(...on, 'rm', '-f', '-v', id).catch(() => {
         // Already gone: nothing left to clean.
       });
     },
   };
 }
+
+/**
+ * What a test file starts and must not leave behind whatever happens, removed after its last
+ * test: agents first (so none keeps working on what is removed next), then each private engine
+ * with this run's containers on it, then workspaces and folders. A test that cleans up after
+ * itself deletes what it removed.
+ *
+ * @example
+ * const leftovers = trackLeftovers();
+ * const engine = await startPrivateEngine();
+ * leftovers.engines.add(engine);
+ */
+export function trackLeftovers() {
+  const leftovers = {
+    agents: new Set<AgentProcess>(),
+    engines: new Set<PrivateEngine>(),
+    workspaces: new Set<Workspace>(),
+    paths: new Set<string>(),
+  };
+  afterAll(async () => {
+    for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
+    for (const engine of leftovers.engines) {
+      const ids = await runContainerIds({ host: engine.host }).catch(() => []);
+      await removeContainers(ids, { host: engine.host });
+      await engine.destroy();
+    }
+    for (const workspace of leftovers.workspaces) await workspace[Symbol.asyncDispose]();
+    for (const path of leftovers.paths) await rm(path, { recursive: true, force: true });
+  });
+  return leftovers;
+}
+
+/** A workspace of {@link createWorkspace}. */
+export type Workspace = Awaited<ReturnType<typeof createWorkspace>>;
+/** An agent process of {@link startAgent}. */
+export type AgentProcess = ReturnType<typeof startAgent>;
 
 /** Removes every container this run labelled, even after a failed test. */
 export async function removeRunContainers(): Promise<void> {

@@ -9,43 +9,25 @@
  * owner. Both on a private engine, so the agent manages only these containers.
  */
 import { randomUUID } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import {
-  type PrivateEngine,
-  startPrivateEngine,
-} from '../../packages/docker-runtime/src/test-support/private-engine.js';
+import { describe, expect, it } from 'vitest';
+import { startPrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
   agentEnv,
   createWorkspace,
   dockerOn,
-  RUN_ID,
   readAuditTrail,
   removeContainers,
   runCommand,
+  runContainer,
   runContainerIds,
   startAgent,
-  TEST_IMAGE,
-  TEST_LABEL,
+  trackLeftovers,
   waitFor,
 } from './harness.js';
 
-const leftovers = {
-  agents: new Set<ReturnType<typeof startAgent>>(),
-  engines: new Set<PrivateEngine>(),
-  paths: new Set<string>(),
-};
-afterAll(async () => {
-  for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
-  for (const engine of leftovers.engines) {
-    await removeContainers(await runContainerIds({ host: engine.host }).catch(() => []), {
-      host: engine.host,
-    });
-    await engine.destroy();
-  }
-  for (const path of leftovers.paths) await rm(path, { recursive: true, force: true });
-});
+const leftovers = trackLeftovers();
 
 /** A host folder with files and modes of its own: what the attacker's links point at. */
 async function plantVictim(): Promise<{ path: string; state: () => Promise<string[]> }> {
@@ -74,23 +56,7 @@ async function plantVictim(): Promise<{ path: string; state: () => Promise<strin
 
 /** `docker run -d` on the private engine, labelled for this run's cleanup; returns the id. */
 async function run(host: string, name: string, args: string[], command: string[]) {
-  const result = await runCommand('docker', [
-    '-H',
-    host,
-    'run',
-    '-d',
-    '--name',
-    name,
-    '--network',
-    'none',
-    '--label',
-    `${TEST_LABEL}=${RUN_ID}`,
-    ...args,
-    TEST_IMAGE,
-    ...command,
-  ]);
-  if (result.code !== 0) throw new Error(`docker run ${name} failed: ${result.stderr}`);
-  return result.stdout.trim();
+  return (await runContainer(args, command, { host, name })).id;
 }
 
 /** A private engine, a workspace with `app/db`, and the agent on it with the host path at `root`. */

@@ -17,44 +17,27 @@
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it, onTestFailed } from 'vitest';
 import {
   type PrivateEngine,
   startPrivateEngine,
 } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
+  type AgentProcess,
   agentEnv,
   createWorkspace,
   dockerOn,
-  RUN_ID,
   readAuditTrail,
   removeContainers,
-  runCommand,
+  runContainer,
   runContainerIds,
   startAgent,
-  TEST_IMAGE,
-  TEST_LABEL,
+  trackLeftovers,
+  type Workspace,
   waitFor,
 } from './harness.js';
 
-type Workspace = Awaited<ReturnType<typeof createWorkspace>>;
-type AgentProcess = ReturnType<typeof startAgent>;
-
-const leftovers = {
-  agents: new Set<AgentProcess>(),
-  engines: new Set<PrivateEngine>(),
-  workspaces: new Set<Workspace>(),
-};
-afterAll(async () => {
-  for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
-  for (const engine of leftovers.engines) {
-    await removeContainers(await runContainerIds({ host: engine.host }).catch(() => []), {
-      host: engine.host,
-    });
-    await engine.destroy();
-  }
-  for (const workspace of leftovers.workspaces) await workspace[Symbol.asyncDispose]();
-});
+const leftovers = trackLeftovers();
 
 /** A DSO home with `secrets` in its vault and an agent configuration for quick rotations. */
 async function workspaceWith(secrets: Record<string, string>): Promise<Workspace> {
@@ -98,26 +81,8 @@ async function runOn(
   command: string[],
   env: NodeJS.ProcessEnv = {},
 ): Promise<{ id: string; name: string }> {
-  const name = `dso-test-${randomUUID()}`;
-  const result = await runCommand(
-    'docker',
-    [
-      '-H',
-      host,
-      'run',
-      '-d',
-      '--name',
-      name,
-      '--label',
-      `${TEST_LABEL}=${RUN_ID}`,
-      ...args,
-      TEST_IMAGE,
-      ...command,
-    ],
-    { env: { ...process.env, ...env } },
-  );
-  if (result.code !== 0) throw new Error(`docker run failed: ${result.stderr}`);
-  return { id: result.stdout.trim(), name };
+  const { id, name } = await runContainer(args, command, { host, env });
+  return { id, name };
 }
 
 /** The agent's answer to `dso status --json` for one container. */
