@@ -76,11 +76,95 @@ describe('dso', () => {
     expect((await dso(['secret', 'list'])).stdout).toBe('');
   });
 
-  it('refuses a value given as an argument, without echoing it', async () => {
+  it('refuses a value given as an argument, saying why and what to run, without echoing it', async () => {
     await dso(['init']);
     const result = await dso(['secret', 'set', 'app/db', CANARY]);
     expect(result.code).toBe(2);
-    expect(result.stderr).toMatch(/too many arguments/);
+    expect(result.stderr).toContain('DSO_CLI_VALUE_IN_ARGV');
+    expect(result.stderr).toContain('never taken from the command line');
+    expect(result.stderr).toContain('ps');
+    expect(result.stderr).toContain('history');
+    expect(result.stderr).toContain('printf %s "$VALUE" | dso secret set app/db');
+    expect(result.stderr).not.toMatch(/too many arguments/);
+    expect(result.stderr + result.stdout).not.toContain(CANARY);
+    expect((await dso(['secret', 'list'])).stdout).toBe('');
+  });
+
+  it('fails with DSO_CLI_SECRET_NOT_FOUND when rm finds no secret; --if-exists accepts it', async () => {
+    await dso(['init']);
+    const result = await dso(['secret', 'rm', 'app/nothing']);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('no secret at app/nothing');
+    expect(result.stderr).toContain('DSO_CLI_SECRET_NOT_FOUND');
+    const accepted = await dso(['secret', 'rm', '--if-exists', 'app/nothing']);
+    expect(accepted).toMatchObject({
+      code: 0,
+      stdout: 'no secret at app/nothing: nothing to delete\n',
+    });
+    // Deleted once: the second rm finds nothing.
+    await dso(['secret', 'set', 'app/x'], CANARY);
+    expect((await dso(['secret', 'rm', 'app/x'])).stdout).toBe('deleted app/x\n');
+    expect((await dso(['secret', 'rm', 'app/x'])).code).toBe(1);
+  });
+
+  it('rejects a bad path before prompting for the value on a terminal', async () => {
+    await dso(['init']);
+    const stderr = new PassThrough();
+    let err = '';
+    stderr.on('data', (chunk) => {
+      err += chunk;
+    });
+    // A terminal that fails the test if the prompt ever reads from it.
+    const tty = Object.assign(new PassThrough(), {
+      isTTY: true,
+      setRawMode: () => {
+        throw new Error('prompted for a value');
+      },
+    }) as unknown as NodeJS.ReadStream;
+    const code = await runCli(['secret', 'set', 'bad path!'], {
+      env: { DSO_HOME: home },
+      stdin: tty,
+      stdout: new PassThrough(),
+      stderr,
+    });
+    expect(code).toBe(1);
+    expect(err).toContain('DSO_VAULT_PATH_INVALID');
+    expect(err).not.toContain('value for');
+  });
+
+  it("uses dso.yaml's local vault and key file, as the agent does", async () => {
+    const vaultPath = join(home, 'configured', 'vault.dso');
+    const keyFile = join(home, 'configured', 'vault.key');
+    await writeFile(
+      join(home, 'dso.yaml'),
+      `providers:\n  local:\n    type: local\n    config: { vaultPath: ${JSON.stringify(vaultPath)}, keyFile: ${JSON.stringify(keyFile)} }\n`,
+      { mode: 0o600 },
+    );
+    const init = await dso(['init']);
+    expect(init.code).toBe(0);
+    expect(init.stdout).toContain(`created key file ${keyFile}`);
+    expect(init.stdout).toContain(`created vault ${vaultPath}`);
+    await expect(stat(join(home, 'vault.dso'))).rejects.toThrow();
+    await expect(stat(join(home, 'vault.key'))).rejects.toThrow();
+    expect((await dso(['secret', 'set', 'app/db'], CANARY)).code).toBe(0);
+    expect((await dso(['secret', 'list'])).stdout).toBe('app/db\n');
+    // The environment's key does not override the key file dso.yaml names.
+    const env = { DSO_HOME: home, DSO_VAULT_PASSPHRASE: 'not the key' };
+    expect((await dso(['secret', 'list'], '', env)).stdout).toBe('app/db\n');
+  });
+
+  it("names dso.yaml's provider when its vault does not exist", async () => {
+    const vaultPath = join(home, 'elsewhere', 'vault.dso');
+    await writeFile(
+      join(home, 'dso.yaml'),
+      `providers:\n  mine:\n    type: local\n    config: { vaultPath: ${JSON.stringify(vaultPath)} }\n`,
+      { mode: 0o600 },
+    );
+    const result = await dso(['secret', 'list']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`no vault at ${vaultPath}`);
+    expect(result.stderr).toContain('providers.mine.config.vaultPath');
   });
 
   it('init --if-missing leaves an existing vault alone; init without it refuses', async () => {

@@ -3,12 +3,16 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DsoError, errorCode, resolveDsoPaths } from '@dso/core';
 import {
+  assertSecretPath,
   generateKeyFile,
   initVault,
   openVault,
+  readKeyFile,
   resolveVaultKey,
   VAULT_KEY_FILE_ENV,
   VAULT_PASSPHRASE_ENV,
+  type VaultKey,
+  vaultKeyFromPassphrase,
 } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
@@ -18,7 +22,8 @@ import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerUpCommand } from './commands/up.js';
 import {
-  localSecretLimit,
+  type LocalVaultSettings,
+  localVaultSettings,
   readHiddenLine,
   readSecretFromStream,
   valueTooLarge,
@@ -57,31 +62,40 @@ export function createProgram(io: CliIo): Command {
     .option('--if-missing', 'do nothing when the vault already exists')
     .action(async (options: { ifMissing?: boolean }) => {
       const paths = resolveDsoPaths(io.env);
-      if (existsSync(paths.vaultPath)) {
+      // The vault the agent will read: dso.yaml's local provider, else the defaults.
+      const settings = await localVaultSettings(io.env);
+      const { vaultPath } = settings;
+      if (existsSync(vaultPath)) {
         if (options.ifMissing) {
-          print(`vault already exists: ${paths.vaultPath}`);
+          print(`vault already exists: ${vaultPath}`);
           return;
         }
         // Checked before a key file is written, so a refused init leaves nothing behind.
         throw new DsoError(
           'DSO_VAULT_EXISTS',
-          `a vault already exists at ${paths.vaultPath}: keep it, or move it away to start over`,
+          `a vault already exists at ${vaultPath}: keep it, or move it away to start over`,
         );
       }
       // The home holds the vault and maybe its key: readable by its owner only.
-      await mkdir(dirname(paths.vaultPath), { recursive: true, mode: 0o700 });
+      await mkdir(dirname(vaultPath), { recursive: true, mode: 0o700 });
       await mkdir(paths.home, { recursive: true, mode: 0o700 });
-      // Without a passphrase or key file of the operator's choosing, a new key file beside the vault.
-      const ownKey = io.env[VAULT_PASSPHRASE_ENV] || io.env[VAULT_KEY_FILE_ENV];
-      if (!ownKey && !existsSync(paths.defaultKeyFile)) {
-        await generateKeyFile(paths.defaultKeyFile);
+      // Without a passphrase or key file of the operator's choosing, a new key file: the one
+      // dso.yaml names, else beside the vault.
+      const ownKey =
+        settings.passphraseEnv !== undefined ||
+        (settings.keyFile === undefined &&
+          (io.env[VAULT_PASSPHRASE_ENV] || io.env[VAULT_KEY_FILE_ENV]));
+      const newKeyFile = settings.keyFile ?? paths.defaultKeyFile;
+      if (!ownKey && !existsSync(newKeyFile)) {
+        await mkdir(dirname(newKeyFile), { recursive: true, mode: 0o700 });
+        await generateKeyFile(newKeyFile);
         print(
-          `created key file ${paths.defaultKeyFile} (mode 0600): keep it safe, the vault cannot be read without it`,
+          `created key file ${newKeyFile} (mode 0600): keep it safe, the vault cannot be read without it`,
         );
       }
-      const key = await resolveVaultKey({ env: io.env, defaultKeyFile: paths.defaultKeyFile });
-      await using _vault = await initVault({ path: paths.vaultPath, key });
-      print(`created vault ${paths.vaultPath} (mode 0600)`);
+      const key = await localVaultKey(io.env, settings);
+      await using _vault = await initVault({ path: vaultPath, key });
+      print(`created vault ${vaultPath} (mode 0600)`);
     });
 
   const secret = program.command('secret').description('store and list secrets in the local vault');
@@ -93,9 +107,15 @@ export function createProgram(io: CliIo): Command {
     )
     .argument('<path>', 'where to store it, e.g. app/db/password')
     .option('--keep-newline', 'keep a trailing newline read from stdin')
-    .action(async (path: string, options: { keepNewline?: boolean }) => {
+    // Extra arguments reach the action, which refuses them with the reason, not commander's
+    // bare "too many arguments".
+    .allowExcessArguments(true)
+    .action(async (path: string, options: { keepNewline?: boolean }, command: Command) => {
+      if (command.args.length > 1) throw valueInArgv(path);
+      // Before any prompt: a bad path is said before the value is typed, not after.
+      assertSecretPath(path);
       // Refused before anything is stored: a value the agent could not get is no use.
-      const limit = await localSecretLimit(io.env);
+      const limit = await localVaultSettings(io.env);
       let bytes: Buffer;
       if (io.stdin.isTTY) {
         bytes = await readHiddenLine(`value for ${path}: `, io.stdin, io.stderr);
@@ -115,7 +135,7 @@ export function createProgram(io: CliIo): Command {
       }
       const value = SecretValue.fromBytes(bytes);
       bytes.fill(0);
-      await using vault = await openLocalVault(io.env, limit.maxBytes);
+      await using vault = await openLocalVault(io.env, limit);
       try {
         // The same value again is not a new version (consumers would restart for nothing).
         const { version, created } = await vault.put(path, value);
@@ -140,10 +160,23 @@ export function createProgram(io: CliIo): Command {
     .command('rm')
     .description('delete a secret and all its versions')
     .argument('<path>', 'the secret to delete')
-    .action(async (path: string) => {
+    .option('--if-exists', 'succeed when there is no secret at the path (nothing is deleted)')
+    .action(async (path: string, options: { ifExists?: boolean }) => {
+      assertSecretPath(path);
       await using vault = await openLocalVault(io.env);
-      await vault.delete(path);
-      print(`deleted ${path}`);
+      if (await vault.delete(path)) {
+        print(`deleted ${path}`);
+        return;
+      }
+      if (options.ifExists) {
+        print(`no secret at ${path}: nothing to delete`);
+        return;
+      }
+      throw new DsoError(
+        'DSO_CLI_SECRET_NOT_FOUND',
+        `no secret at ${path}: nothing deleted; \`dso secret list\` shows the stored paths (--if-exists accepts a missing one)`,
+        { path },
+      );
     });
 
   // Commands that talk to the running agent over its socket.
@@ -156,21 +189,55 @@ export function createProgram(io: CliIo): Command {
   return program;
 }
 
-async function openLocalVault(env: NodeJS.ProcessEnv, maxSecretBytes?: number) {
-  const { vaultPath, defaultKeyFile } = resolveDsoPaths(env);
+/**
+ * DSO_CLI_VALUE_IN_ARGV: a value after the path. It is not echoed: it is already in the
+ * shell's history, and the message says so.
+ */
+function valueInArgv(path: string): DsoError {
+  return new DsoError(
+    'DSO_CLI_VALUE_IN_ARGV',
+    `a secret value is never taken from the command line: other users see it in \`ps\` and the shell keeps it in its history (remove it from there). Nothing stored. Pipe it in: printf %s "$VALUE" | dso secret set ${path}, or run \`dso secret set ${path}\` on a terminal and type it at the hidden prompt`,
+  );
+}
+
+/**
+ * The vault's key as the agent's provider finds it: dso.yaml's `keyFile`, else its
+ * `passphraseEnv`, else DSO_VAULT_PASSPHRASE / DSO_VAULT_KEY_FILE / `$DSO_HOME/vault.key`.
+ */
+async function localVaultKey(
+  env: NodeJS.ProcessEnv,
+  settings: LocalVaultSettings,
+): Promise<VaultKey> {
+  if (settings.keyFile !== undefined) return readKeyFile(settings.keyFile);
+  if (settings.passphraseEnv !== undefined) {
+    const passphrase = env[settings.passphraseEnv];
+    if (!passphrase) {
+      throw new DsoError(
+        'DSO_VAULT_KEY_MISSING',
+        `no vault key: providers.${settings.provider}.config.passphraseEnv in ${settings.configFile ?? 'dso.yaml'} names ${settings.passphraseEnv}, which is not set; set it to the vault's passphrase`,
+      );
+    }
+    return vaultKeyFromPassphrase(passphrase, `env ${settings.passphraseEnv}`);
+  }
+  return resolveVaultKey({ env, defaultKeyFile: resolveDsoPaths(env).defaultKeyFile });
+}
+
+async function openLocalVault(env: NodeJS.ProcessEnv, known?: LocalVaultSettings) {
+  const settings = known ?? (await localVaultSettings(env));
+  const { vaultPath } = settings;
   // Checked before the key, so a first-time user learns about `dso init`, not about keys.
   if (!existsSync(vaultPath)) {
+    const where =
+      settings.configFile === undefined
+        ? 'or set DSO_HOME'
+        : `it is providers.${settings.provider}.config.vaultPath in ${settings.configFile}`;
     throw new DsoError(
       'DSO_VAULT_NOT_FOUND',
-      `no vault at ${vaultPath}: create it with \`dso init\` (or set DSO_HOME)`,
+      `no vault at ${vaultPath}: create it with \`dso init\` (${where})`,
     );
   }
-  const key = await resolveVaultKey({ env, defaultKeyFile });
-  return openVault({
-    path: vaultPath,
-    key,
-    ...(maxSecretBytes === undefined ? {} : { maxSecretBytes }),
-  });
+  const key = await localVaultKey(env, settings);
+  return openVault({ path: vaultPath, key, maxSecretBytes: settings.maxBytes });
 }
 
 /** Runs the CLI and returns its exit code; errors print as one line with their code. */
@@ -187,6 +254,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     const code = errorCode(error);
     const message = error instanceof Error ? error.message : String(error);
     io.stderr.write(`dso: ${message}${code ? ` (${code})` : ''}\n`);
-    return 1;
+    // A value in argv is a usage error, like an extra argument.
+    return code === 'DSO_CLI_VALUE_IN_ARGV' ? 2 : 1;
   }
 }

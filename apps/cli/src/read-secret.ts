@@ -24,6 +24,71 @@ export interface SecretSizeLimit {
 }
 
 /**
+ * The local vault the CLI works on, as the agent sees it: its file, where its key comes from
+ * and how large a value its provider carries, all from `dso.yaml`.
+ */
+export interface LocalVaultSettings extends SecretSizeLimit {
+  /** The vault file. */
+  vaultPath: string;
+  /** The provider's `keyFile`, when `dso.yaml` names one. */
+  keyFile?: string;
+  /** The provider's `passphraseEnv`, when `dso.yaml` names one. */
+  passphraseEnv?: string;
+  /** The configuration file read, when there is one. */
+  configFile?: string;
+}
+
+/**
+ * The local vault the agent reads, from the same `dso.yaml` (`$DSO_CONFIG`, else
+ * `$DSO_HOME/dso.yaml`): the `local` provider that is the default provider, else the one whose
+ * vault is `DSO_VAULT_PATH` (or `$DSO_HOME/vault.dso`), else the first `local` provider. With
+ * `DSO_VAULT_PATH` set, only the provider naming that file; a file no provider names is used
+ * with the environment's key. Without a `local` provider: the environment's defaults.
+ *
+ * @throws DsoError DSO_CONFIG_* when `dso.yaml` cannot be read
+ */
+export async function localVaultSettings(env: NodeJS.ProcessEnv): Promise<LocalVaultSettings> {
+  const { config, path: configFile } = await loadConfig({ env });
+  const fromFile = configFile === undefined ? {} : { configFile };
+  const defaultVault = resolve(resolveDsoPaths(env).vaultPath);
+  const locals = Object.entries(config.providers).filter(([, entry]) => entry.type === 'local');
+  const namesDefaultVault = ([, entry]: (typeof locals)[number]) => {
+    const path = entry.config.vaultPath;
+    return typeof path === 'string' && resolve(path) === defaultVault;
+  };
+  const chosen = env.DSO_VAULT_PATH
+    ? locals.find(namesDefaultVault)
+    : (locals.find(([name]) => name === config.defaultProvider) ??
+      locals.find(namesDefaultVault) ??
+      locals[0]);
+  if (chosen === undefined) {
+    return {
+      vaultPath: defaultVault,
+      provider: 'local',
+      maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+      maxBytes: maxSecretBytesFor(DEFAULT_MAX_MESSAGE_BYTES),
+      ...fromFile,
+    };
+  }
+  const [name, entry] = chosen;
+  const text = (key: string) => {
+    const value = entry.config[key];
+    return typeof value === 'string' && value !== '' ? value : undefined;
+  };
+  const keyFile = text('keyFile');
+  const passphraseEnv = text('passphraseEnv');
+  return {
+    vaultPath: resolve(text('vaultPath') ?? defaultVault),
+    ...(keyFile === undefined ? {} : { keyFile }),
+    ...(passphraseEnv === undefined ? {} : { passphraseEnv }),
+    provider: name,
+    maxMessageBytes: entry.maxMessageBytes,
+    maxBytes: maxSecretBytesFor(entry.maxMessageBytes),
+    ...fromFile,
+  };
+}
+
+/**
  * The largest value the agent can get from the local vault: what its provider's messages carry
  * (`providers.<name>.maxMessageBytes` in `dso.yaml`, after base64). `dso secret set` refuses a
  * larger value before storing it, so a value stored is a value the agent can deliver.
@@ -31,21 +96,8 @@ export interface SecretSizeLimit {
  * @throws DsoError DSO_CONFIG_* when `dso.yaml` cannot be read
  */
 export async function localSecretLimit(env: NodeJS.ProcessEnv): Promise<SecretSizeLimit> {
-  const { config } = await loadConfig({ env });
-  const vaultPath = resolve(resolveDsoPaths(env).vaultPath);
-  const locals = Object.entries(config.providers).filter(([, entry]) => entry.type === 'local');
-  // The provider reading this vault: the one naming its path, or one naming no path (default).
-  const [name, entry] = locals.find(([, entry]) => {
-    const path = entry.config.vaultPath;
-    return typeof path === 'string' && resolve(path) === vaultPath;
-  }) ??
-    locals.find(([, entry]) => entry.config.vaultPath === undefined) ??
-    locals[0] ?? ['local', { maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES }];
-  return {
-    maxBytes: maxSecretBytesFor(entry.maxMessageBytes),
-    provider: name,
-    maxMessageBytes: entry.maxMessageBytes,
-  };
+  const { maxBytes, provider, maxMessageBytes } = await localVaultSettings(env);
+  return { maxBytes, provider, maxMessageBytes };
 }
 
 /** DSO_CLI_VALUE_TOO_LARGE: the limit, and the setting that raises it. */
