@@ -97,6 +97,26 @@ describe('createAgent: host path, rotate on request, environment for dso up, sta
     await agent.close();
   });
 
+  it('checks dso:// and dsofile:// references for dso up: versions, or the code and message of each missing one, never a value', async () => {
+    const { agent } = setup([]);
+    await agent.start();
+    const checked = await agent.checkReferences([
+      { scheme: 'dso', path: 'app/db' },
+      { scheme: 'dsofile', path: 'app/missing' },
+      { scheme: 'dsofile', path: 'app/cfg', field: 'token' },
+    ]);
+    expect(
+      checked.map(({ reference, provider, version, code }) => [reference, provider, version, code]),
+    ).toEqual([
+      ['dso://app/db', 'local', '1', undefined],
+      ['dsofile://app/missing', 'local', undefined, 'DSO_PROVIDER_NOT_FOUND'],
+      ['dsofile://app/cfg#token', 'local', '1', undefined],
+    ]);
+    expect(checked[1]?.error).toContain('app/missing');
+    expect(JSON.stringify(checked)).not.toContain(CANARY);
+    await agent.close();
+  });
+
   it("refuses a stale value older than its provider's maximum staleness", async () => {
     const clock = createFakeClock();
     let down = false;

@@ -199,6 +199,16 @@ export interface Agent extends AsyncDisposable {
     options?: { signal?: AbortSignal },
   ): Promise<ResolvedEnvironmentValue[]>;
   /**
+   * Looks references (`dso://` or `dsofile://`) up in their stores, through the cache, as a
+   * delivery would, and answers each one's version or failure; the values are disposed at once
+   * (`dso up` checks its references before it starts anything).
+   * @throws DsoError DSO_AGENT_NOT_RUNNING before start or after close
+   */
+  checkReferences(
+    references: readonly SecretReference[],
+    options?: { signal?: AbortSignal },
+  ): Promise<CheckedReference[]>;
+  /**
    * Calls `listener` with every {@link AgentEvent} from now on, synchronously (a listener must
    * not block; one that throws is dropped). Returns the unsubscribe function.
    */
@@ -246,6 +256,17 @@ export type AgentEvent = {
     }
   | { type: 'replaced'; newContainerId: string }
 );
+
+/** One reference {@link Agent.checkReferences} looked up: a version, or a failure (never a value). */
+export interface CheckedReference {
+  /** The reference as written (formatted). */
+  reference: string;
+  provider: string;
+  version?: string;
+  /** The failure's code (e.g. `DSO_PROVIDER_NOT_FOUND`) and message, when it could not be had. */
+  code?: string;
+  error?: string;
+}
 
 /** One value {@link Agent.resolveEnvironment} resolved. */
 export interface ResolvedEnvironmentValue {

@@ -1,7 +1,15 @@
-import { cacheKey, createMemoryCache, DsoError, errorCode, systemClock } from '@dso/core';
+import {
+  cacheKey,
+  createMemoryCache,
+  DsoError,
+  errorCode,
+  formatReference,
+  systemClock,
+} from '@dso/core';
 import {
   type Agent,
   type AgentOptions,
+  type CheckedReference,
   type ContainerStatus,
   DEFAULT_CONCURRENCY,
   DEFAULT_MAX_RECONNECTS,
@@ -53,6 +61,7 @@ export {
   type AgentEvent,
   type AgentOptions,
   type AgentStatus,
+  type CheckedReference,
   type ContainerStatus,
   DEFAULT_CONCURRENCY,
   DEFAULT_MAX_RECONNECTS,
@@ -429,6 +438,31 @@ export function createAgent(options: AgentOptions): Agent {
         }
         throw error;
       }
+    },
+    async checkReferences(references, checkOptions = {}) {
+      assertRunning('');
+      const signal = checkOptions.signal
+        ? AbortSignal.any([checkOptions.signal, stopping.signal])
+        : stopping.signal;
+      const checked: CheckedReference[] = [];
+      for (const reference of references) {
+        try {
+          const one = await secrets.resolve(reference, signal);
+          one.value.dispose();
+          checked.push({ reference: one.formatted, provider: one.provider, version: one.version });
+        } catch (error) {
+          if (signal.aborted) throw error;
+          const formatted = formatReference(reference);
+          checked.push({
+            reference: formatted,
+            provider: secrets.providerOf(formatted),
+            code: failureCode(error),
+            // Provider and agent messages name references and ids, never a value.
+            error: error instanceof Error ? error.message : String(error),
+          });
+        }
+      }
+      return checked;
     },
     subscribe: (listener) => bus.subscribe(listener),
     volumeDriver,

@@ -12,6 +12,7 @@ import type { Agent } from '../agent.js';
 import { pathnameOf, readBody } from '../http/serve.js';
 import type { AuditSink } from '../reporting.js';
 import type { ResolveAllow } from '../resolve-allow.js';
+import { handleCheck } from './check-route.js';
 import type { EventStreams } from './events-stream.js';
 import { handleResolve } from './resolve-route.js';
 import { type Clean, INTERNAL_ERROR, parseBody, sendAgentError, sendJson } from './respond.js';
@@ -19,7 +20,7 @@ import { type ApiProviderInfo, toApiStatus } from './status.js';
 
 /** What the routes read and call: the few things of the server each needs. */
 export interface ApiRoutesContext {
-  agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment'>;
+  agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment' | 'checkReferences'>;
   allow: ResolveAllow;
   /** Where refusals of `POST /v1/resolve` are audited. */
   audit?: AuditSink | undefined;
@@ -112,6 +113,9 @@ export function createApiHandler(
         return;
       case 'resolve':
         await handleResolve(context, body, response);
+        return;
+      case 'check':
+        await handleCheck(context, body, response);
         return;
       case 'events':
         context.events.open(response);

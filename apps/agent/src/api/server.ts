@@ -59,7 +59,10 @@ export interface ApiServerOptions {
   /** Group that owns the socket (`api.socketGroup`): a name from the group file or a gid. */
   socketGroup?: string | number;
   /** What the routes read and call. */
-  agent: Pick<Agent, 'status' | 'reconcile' | 'rotate' | 'resolveEnvironment' | 'subscribe'>;
+  agent: Pick<
+    Agent,
+    'status' | 'reconcile' | 'rotate' | 'resolveEnvironment' | 'checkReferences' | 'subscribe'
+  >;
   /**
    * `api.resolveAllow`: the `dso://` reference patterns `POST /v1/resolve` may resolve (grammar
    * in `resolve-allow.ts`). Empty: that route resolves nothing.

@@ -113,6 +113,15 @@ export function fakeAgent(overrides: Partial<ApiAgent> = {}) {
         };
       });
     },
+    // A path under `missing/` is not in its store.
+    checkReferences: async (references: readonly SecretReference[]) =>
+      references.map((reference) => ({
+        reference: formatReference(reference),
+        provider: reference.provider ?? 'local',
+        ...(reference.path.startsWith('missing/')
+          ? { code: 'DSO_PROVIDER_NOT_FOUND', error: `no secret at ${reference.path}` }
+          : { version: '7' }),
+      })),
     subscribe: (listener) => {
       listeners.add(listener);
       return () => listeners.delete(listener);
