@@ -4,6 +4,7 @@ import type {
   Clock,
   EventQueueRetryOptions,
   LabelRotationPolicy,
+  LabelWarning,
   Logger,
   Redactor,
   SecretReference,
@@ -255,6 +256,7 @@ export type AgentEvent = {
       code: string;
     }
   | { type: 'replaced'; newContainerId: string }
+  | ({ type: 'label-warning' } & LabelWarning)
 );
 
 /** One reference {@link Agent.checkReferences} looked up: a version, or a failure (never a value). */
@@ -295,6 +297,8 @@ export interface ContainerStatus {
   env?: DeliveredFile[];
   /** When that delivery happened, ms since the epoch. */
   deliveredAt?: number;
+  /** What its labels got wrong without failing (an unknown `dso.*` label, …), with a suggestion. */
+  warnings?: LabelWarning[];
   lastAction: {
     trigger: DeliveryTrigger | 'api';
     at: number;

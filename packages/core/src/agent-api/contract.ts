@@ -162,6 +162,20 @@ export const agentApiDeliveredSchema = z.object({
 /** {@link agentApiDeliveredSchema}'s data. */
 export type AgentApiDelivered = z.infer<typeof agentApiDeliveredSchema>;
 
+/**
+ * A problem in a container's labels that fails nothing but means something asked for is not
+ * happening (`dso.flie.x` delivers nothing): the label, a code, the sentence with the fix, and
+ * what was probably meant. A function, so the schema reads in the order of the status.
+ */
+function agentApiLabelWarningSchema() {
+  return z.object({
+    code: z.string(),
+    label: z.string(),
+    message: z.string(),
+    suggestion: z.string().optional(),
+  });
+}
+
 /** A failure as status shows it: when, what started it, its code and reference, reason and fix. */
 export const agentApiFailureSchema = z.object({
   trigger: z.enum(API_DELIVERY_TRIGGERS),
@@ -201,6 +215,8 @@ export const agentApiContainerSchema = z.object({
   }),
   /** Its last failure, kept after a later success until the container is gone. */
   lastFailure: agentApiFailureSchema.optional(),
+  /** What its labels got wrong without failing: unknown `dso.*` labels, near-miss references, owner/mode hints. */
+  warnings: z.array(agentApiLabelWarningSchema()).optional(),
 });
 /** {@link agentApiContainerSchema}'s data. */
 export type AgentApiContainer = z.infer<typeof agentApiContainerSchema>;
@@ -378,6 +394,15 @@ export const agentApiEventSchema = z.discriminatedUnion('type', [
     message: z.string().optional(),
   }),
   z.object({ type: z.literal('replaced'), ...containerEvent, newContainerId: z.string() }),
+  z.object({
+    /** Its labels have a problem that fails nothing: {@link agentApiContainerSchema}'s `warnings`, one event each. */
+    type: z.literal('label-warning'),
+    ...containerEvent,
+    code: z.string(),
+    label: z.string(),
+    message: z.string(),
+    suggestion: z.string().optional(),
+  }),
 ]);
 /** {@link agentApiEventSchema}'s data. */
 export type AgentApiEvent = z.infer<typeof agentApiEventSchema>;
