@@ -226,6 +226,10 @@ export type AgentEvent = {
   /** ms since the epoch. */
   at: number;
   containerId: string;
+  /** The container's name, when the agent knows it (the event bus adds it). */
+  containerName?: string;
+  /** The engine's state of the container as the agent last saw it (the event bus adds it). */
+  containerState?: string;
 } & (
   | {
       type: 'delivered';
@@ -239,6 +243,8 @@ export type AgentEvent = {
       code: string;
       reference?: string;
       retry: boolean;
+      /** What happened and what to do (never a value). */
+      message?: string;
     }
   | { type: 'rotated'; policy: LabelRotationPolicy }
   | {
@@ -254,6 +260,8 @@ export type AgentEvent = {
       type: 'secret-missing';
       reference: string;
       code: string;
+      /** What happened and what to do (never a value). */
+      message?: string;
     }
   | { type: 'replaced'; newContainerId: string }
   | ({ type: 'label-warning' } & LabelWarning)
@@ -291,6 +299,12 @@ export interface DeliveredFile {
 /** What the agent last did for one container. */
 export interface ContainerStatus {
   id: string;
+  /** Its name (without the leading `/`) once inspected. */
+  name?: string;
+  /** The engine's state as last seen: `running`, `exited`, … */
+  state?: string;
+  /** Its rotation policy as its `dso.rotate*` labels say it, when they do. */
+  rotation?: string;
   /** The files of the last successful delivery (absent before one). */
   files?: DeliveredFile[];
   /** Its `dso://` environment variables (`name` is the variable) and their current versions. */
@@ -308,6 +322,14 @@ export interface ContainerStatus {
     code?: string;
     reference?: string;
     /** For a failure: what happened and what to do (never a value). */
+    message?: string;
+  };
+  /** Its last failure, kept after a later success (until the container is gone). */
+  lastFailure?: {
+    trigger: DeliveryTrigger | 'api';
+    at: number;
+    code: string;
+    reference?: string;
     message?: string;
   };
 }

@@ -23,6 +23,7 @@ import { createChangeDetector } from './change-detector.js';
 import { createConsumption } from './consumption.js';
 import { createDeliveredStore } from './delivered-store.js';
 import { createDelivery } from './delivery.js';
+import { createLabelWarnings } from './label-warnings.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { watchEngine } from './engine-watch.js';
 import { createHostFolders } from './host-folders.js';
@@ -93,10 +94,10 @@ export function createAgent(options: AgentOptions): Agent {
   const defaultProvider = options.defaultProvider ?? 'local';
   const graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
   const stopping = new AbortController();
-  const bus = createEventBus();
-  const audit = createAuditSink(options.audit, logger);
   /** The last action per consumer, for status(): references and versions, never values. */
   const statuses = new Map<string, ContainerStatus>();
+  const bus = createEventBus((id) => statuses.get(id));
+  const audit = createAuditSink(options.audit, logger);
 
   const secrets = createSecretResolver({
     providers,
@@ -206,6 +207,7 @@ export function createAgent(options: AgentOptions): Agent {
     onDelivered: (containerId) => deliveries.forgetFailures(containerId),
     logger,
     metrics,
+    labelWarnings: createLabelWarnings({ statuses, bus, audit, logger, clock }),
   });
   const volumeDriver: VolumeDriver | undefined =
     options.volumes === undefined
@@ -330,7 +332,10 @@ export function createAgent(options: AgentOptions): Agent {
                   // Never rejects (it logs its own failures); the next reconciliation judges.
                 });
             },
-            died: (id) => hostFolders.clear(id, false),
+            died: (id) => {
+              hostFolders.clear(id, false);
+              outcomes.stateChanged(id, 'exited');
+            },
             destroyed: (id) => {
               hostFolders.clear(id, true);
               forget(id);

@@ -13,8 +13,9 @@ import type { Consumption } from './consumption.js';
 import type { DeliveredState } from './delivered-state.js';
 import type { DeliveredStore } from './delivered-store.js';
 import type { HostFolders } from './host-folders.js';
+import type { LabelWarnings } from './label-warnings.js';
 import type { AgentMetrics } from './observability.js';
-import type { Outcomes } from './outcomes.js';
+import type { ContainerFacts, Outcomes } from './outcomes.js';
 import type { Rotations } from './rotation.js';
 import type { ResolvedFile, SecretResolver } from './secrets.js';
 
@@ -91,6 +92,8 @@ export interface DeliveryContext {
   onDelivered(containerId: string): void;
   logger: Logger;
   metrics?: AgentMetrics | undefined;
+  /** Unknown `dso.*` labels and near-miss references: status, event, log and audit. */
+  labelWarnings?: LabelWarnings;
 }
 
 /**
@@ -171,15 +174,20 @@ export function createDelivery(context: DeliveryContext): Deliver {
     const started = performance.now();
     const log = logger.child({ containerId: containerId.slice(0, 12) });
     let spec: ManagedSpec | undefined;
-    // For the audit line of a refusal: the container's name once inspected.
+    // For status, events and the audit line of a refusal: the container's name once inspected.
     let containerName: string | undefined;
+    let facts: ContainerFacts | undefined;
     let resolved: ResolvedFile[] = [];
     let method: 'exec' | 'host' = 'exec';
+    let warnings: ReturnType<LabelWarnings['check']> | undefined;
     try {
       const details = await runtime.inspectContainer(containerId, { signal });
       containerName = details.name;
+      facts = { name: details.name, state: details.state };
       if (!details.running) return;
+      warnings = context.labelWarnings?.check(containerId, details.name, details.labels);
       spec = parseManagedLabels(details.labels);
+      facts = { ...facts, ...rotationOf(spec) };
       if (!spec || (spec.files.length === 0 && spec.env.length === 0)) return;
       const managed = spec;
       // Waiting on providers holds no engine slot; `resolved` is set as soon as it exists, so
@@ -214,7 +222,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
           resolved.map((file) => file.content),
         );
         log.debug({ trigger }, 'secrets up to date');
-        outcomes.upToDate(containerId, trigger);
+        outcomes.upToDate(containerId, trigger, { files: resolved, env, container: facts });
         return;
       }
       const files = resolved.map(({ name, content }) => ({ name, content }));
@@ -266,6 +274,11 @@ export function createDelivery(context: DeliveryContext): Deliver {
         createdVersions: spec.env.map((variable) => variable.createdVersion),
         envVersions: spec.env.map((_, index) => env[index]?.version),
       });
+      const durationMs = Math.round((performance.now() - started) * 100) / 100;
+      if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
+      // Reported before a rotation starts, so `delivered` comes before that rotation's events.
+      outcomes.delivered(containerId, trigger, resolved, method, env, facts);
+      outcomes.written(resolved, { containerId }, durationMs);
       if (rotate) {
         context.rotations.start(
           containerId,
@@ -276,10 +289,6 @@ export function createDelivery(context: DeliveryContext): Deliver {
           trigger,
         );
       }
-      const durationMs = Math.round((performance.now() - started) * 100) / 100;
-      if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
-      outcomes.delivered(containerId, trigger, resolved, method, env);
-      outcomes.written(resolved, { containerId }, durationMs);
       log.info(
         { files: result.files, bytes: result.bytes, trigger, durationMs: Math.round(durationMs) },
         'secrets delivered',
@@ -289,10 +298,13 @@ export function createDelivery(context: DeliveryContext): Deliver {
       // The error says whether it may pass (an engine or provider that was unavailable).
       const retry = isRetryable(error);
       metrics?.injection(method, 'error', performance.now() - started);
-      outcomes.failed(containerId, trigger, error, {
+      outcomes.failed(
         containerId,
-        ...(containerName === undefined ? {} : { containerName }),
-      });
+        trigger,
+        error,
+        { containerId, ...(containerName === undefined ? {} : { containerName }) },
+        facts === undefined ? {} : { container: facts },
+      );
       log.warn(
         {
           err: error,
@@ -311,6 +323,17 @@ export function createDelivery(context: DeliveryContext): Deliver {
       throw error;
     } finally {
       for (const file of resolved) file.content.fill(0);
+      // After the outcome: a status the delivery just replaced gets its warnings back.
+      if (warnings !== undefined) context.labelWarnings?.show(containerId, trigger, warnings);
     }
   };
+}
+
+/** A container's rotation policy as its labels say it, for status (absent: the agent's default). */
+function rotationOf(spec: ManagedSpec | undefined): { rotation?: string } {
+  const rotation = spec?.rotation;
+  if (rotation === undefined) return {};
+  const signal = rotation.signal === undefined ? '' : ` ${rotation.signal}`;
+  const escalate = rotation.escalateTo === undefined ? '' : `, escalates to ${rotation.escalateTo}`;
+  return { rotation: `${rotation.policy}${signal}${escalate}` };
 }

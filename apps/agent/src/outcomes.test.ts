@@ -1,7 +1,12 @@
-import { type AuditLog, createAuditLog, parseAuditLine } from '@dso/core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type AuditLog, createAuditLog, createMemoryCache, parseAuditLine } from '@dso/core';
 import { DockerRuntimeError, type DockerRuntimeErrorCode } from '@dso/docker-runtime';
 import { describe, expect, it } from 'vitest';
-import { CANARY, container, MANAGED, setup } from './test-support/agent-fixture.js';
+import type { AgentEvent } from './agent.js';
+import { failureMessage } from './outcomes.js';
+import { CANARY, container, MANAGED, setup, versioned } from './test-support/agent-fixture.js';
 
 // Every refusal is one audit line: the agent and the fake engine, the real audit log (its
 // strict schema and redactor), and the lines read back.
@@ -134,13 +139,13 @@ describe('outcomes: every refusal audited once', () => {
 });
 
 describe('outcomes: what to do, in status', () => {
-  it('shows the message of a failure that will not pass by itself, and none for one that may', async () => {
+  it('shows the message of every failure: one that may pass says the agent tries again', async () => {
     const { agent, fake } = auditedAgent(MANAGED);
     fake.failing.add('write');
     await agent.start();
     await agent.idle();
     expect(agent.status().containers[0]?.lastAction).toMatchObject({ outcome: 'failed' });
-    expect(agent.status().containers[0]?.lastAction.message).toBeUndefined();
+    expect(agent.status().containers[0]?.lastAction.message).toMatch(/the agent tries again\)$/);
     fake.failing.delete('write');
     const fix = 'no CAP_DAC_OVERRIDE: leave the tmpfs root-owned, or --cap-add DAC_OVERRIDE';
     refuseWrites(fake, 'DSO_DOCKER_TARGET_NOT_WRITABLE', fix);
@@ -153,5 +158,113 @@ describe('outcomes: what to do, in status', () => {
       .poll(() => agent.status().containers[0]?.lastAction)
       .toMatchObject({ outcome: 'failed', code: 'DSO_DOCKER_TARGET_NOT_WRITABLE', message: fix });
     await agent.close();
+  });
+});
+
+describe('outcomes: names, state, reasons and order for the operator', () => {
+  it('names the container and its state in status and events, and its state once it died', async () => {
+    const { agent, fake } = auditedAgent({ ...MANAGED, 'dso.rotate': 'signal' });
+    const events: AgentEvent[] = [];
+    agent.subscribe((event) => events.push(event));
+    await agent.start();
+    await agent.idle();
+    expect(agent.status().containers[0]).toMatchObject({
+      id: ID,
+      name: 'web-1',
+      state: 'running',
+      rotation: 'signal',
+    });
+    fake.stop(ID);
+    await expect.poll(() => agent.status().containers[0]?.state).toBe('exited');
+    fake.start({ ...container(ID, MANAGED), name: 'web-1', startedAt: '2026-11-27T13:00:00Z' });
+    await expect
+      .poll(() => events.find((event) => event.type === 'delivered' && event.trigger === 'started'))
+      .toMatchObject({ containerId: ID, containerName: 'web-1', containerState: 'running' });
+    await agent.close();
+  });
+
+  it('gives a failure of a provider its reason and fix in status and in the event, and keeps the last failure after a success', async () => {
+    const { agent, fake } = auditedAgent({ ...MANAGED, 'dso.file.gone': 'dsofile://app/gone' });
+    const events: AgentEvent[] = [];
+    agent.subscribe((event) => events.push(event));
+    await agent.start();
+    await agent.idle();
+    const failed = agent.status().containers[0]!;
+    expect(failed).toMatchObject({ name: 'web-1', lastAction: { outcome: 'failed' } });
+    // The agent's message, the provider's reason, and what to do.
+    expect(failed.lastAction.message).toBe(
+      'could not resolve dsofile://app/gone: no secret at app/gone; store the secret (dso secret set <path>) or correct the reference in the label, then restart the container or run dso reconcile',
+    );
+    expect(failed.lastFailure).toEqual({
+      trigger: 'startup',
+      at: failed.lastAction.at,
+      code: 'DSO_PROVIDER_NOT_FOUND',
+      reference: 'dsofile://app/gone',
+      message: failed.lastAction.message,
+    });
+    expect(events.find((event) => event.type === 'delivery-failed')).toMatchObject({
+      containerName: 'web-1',
+      code: 'DSO_PROVIDER_NOT_FOUND',
+      message: failed.lastAction.message,
+    });
+    expect(JSON.stringify(agent.status())).not.toContain(CANARY);
+    // Fixed: delivered, and the failure is still there to read.
+    fake.start({ ...container(ID, MANAGED), name: 'web-1', startedAt: '2026-11-27T13:00:00Z' });
+    await expect.poll(() => agent.status().containers[0]?.lastAction.outcome).toBe('delivered');
+    expect(agent.status().containers[0]?.lastFailure?.code).toBe('DSO_PROVIDER_NOT_FOUND');
+    await agent.close();
+  });
+
+  it("names only the code of an error that is not DSO's own (its message may quote anything)", () => {
+    const message = failureMessage(new Error(`backend said ${CANARY}`));
+    expect(message).toBe("the delivery failed (DSO_ERROR): the agent's log has the details");
+  });
+
+  it('sends delivered before the rotated of the same new version', async () => {
+    const values: Record<string, string> = { 'app/db': 'v1', 'app/cfg': '{"token":"t"}' };
+    const { provider, state } = versioned(values);
+    const { agent } = setup([container(ID, MANAGED)], {
+      providers: new Map([['local', provider]]),
+      cache: createMemoryCache({ ttlMs: 0 }),
+      rotation: { jitterMs: 0 },
+    });
+    const events: string[] = [];
+    agent.subscribe((event) => events.push(event.type));
+    await agent.start();
+    await agent.idle();
+    values['app/db'] = 'v2';
+    state.version = 2;
+    await agent.reconcile();
+    await agent.idle();
+    await expect.poll(() => events).toContain('rotated');
+    expect(events).toEqual(['delivered', 'delivered', 'rotated']);
+    await agent.close();
+  });
+
+  it('lists the files a restarted agent finds delivered (from its state file), not none', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dso-outcomes-'));
+    try {
+      const statePath = join(dir, 'agent-state.json');
+      const first = setup([{ ...container(ID, MANAGED), name: 'web-1' }], { statePath });
+      await first.agent.start();
+      await first.agent.idle();
+      await first.agent.close();
+      const second = setup([{ ...container(ID, MANAGED), name: 'web-1' }], { statePath });
+      await second.agent.start();
+      await second.agent.idle();
+      expect(second.fake.writes).toEqual([]);
+      const [status] = second.agent.status().containers;
+      expect(status).toMatchObject({
+        name: 'web-1',
+        lastAction: { outcome: 'up-to-date', trigger: 'startup' },
+      });
+      expect(status?.files?.map((file) => [file.name, file.reference, file.version])).toEqual([
+        ['db', 'dsofile://app/db', '1'],
+        ['token', 'dsofile://app/cfg#token', '1'],
+      ]);
+      await second.agent.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

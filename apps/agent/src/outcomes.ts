@@ -1,7 +1,53 @@
-import { type Clock, isDsoError, isRetryable } from '@dso/core';
+import { type Clock, errorCode, isRetryable } from '@dso/core';
 import type { ContainerStatus, DeliveredFile, DeliveryTrigger } from './agent-types.js';
 import type { AuditSink, EventBus } from './reporting.js';
 import { failedReference, failureCode } from './secrets.js';
+
+/** What a delivery learnt of its container when it inspected it: shown in status and events. */
+export interface ContainerFacts {
+  /** Its name, without the leading `/`. */
+  name: string;
+  /** The engine's state: `running`, `exited`, … */
+  state: string;
+  /** Its `dso.rotation` policy as written on it, when it has one. */
+  rotation?: string;
+}
+
+/**
+ * What to do about a failure, by code, where the error's own message does not say it (a
+ * provider's message says what it found, not what the operator does next).
+ */
+const FIXES: Readonly<Record<string, string>> = {
+  DSO_PROVIDER_NOT_FOUND:
+    'store the secret (dso secret set <path>) or correct the reference in the label, then restart the container or run dso reconcile',
+  DSO_PROVIDER_UNAUTHORIZED: "check the provider's credentials in dso.yaml",
+  DSO_PROVIDER_INVALID_CONFIG:
+    "correct the provider's configuration in dso.yaml and restart the agent",
+  DSO_PROVIDER_TOO_LARGE: 'store a smaller value, or raise the provider’s size limit in dso.yaml',
+};
+
+/**
+ * A failure in one line for people: the agent's message, what the error it wraps says (a
+ * provider's or the engine's message: built from references, ids and paths, never a value), and
+ * what to do. An error that is not DSO's own may quote anything: only its code is named.
+ */
+export function failureMessage(error: unknown): string {
+  const code = failureCode(error);
+  const retry = isRetryable(error);
+  const own = (value: unknown): value is Error =>
+    value instanceof Error && errorCode(value) !== undefined && value.message !== '';
+  let text: string;
+  if (own(error)) {
+    text = error.message;
+    const cause = (error as { cause?: unknown }).cause;
+    if (own(cause) && !text.includes(cause.message)) text = `${text}: ${cause.message}`;
+  } else {
+    text = `the delivery failed (${code}): the agent's log has the details`;
+  }
+  const fix = FIXES[code];
+  if (fix !== undefined && !text.includes(fix)) text = `${text}; ${fix}`;
+  return retry ? `${text} (the agent tries again)` : text;
+}
 
 /** What reporting a consumer's outcome needs from the agent. */
 export interface OutcomesContext {
@@ -38,6 +84,7 @@ export interface Outcomes {
     files: readonly DeliveredFile[],
     method: 'exec' | 'host' | 'volume',
     env?: readonly DeliveredFile[],
+    container?: ContainerFacts,
   ): void;
   /** One audit line per file written (references and versions, never values). */
   written(
@@ -45,8 +92,21 @@ export interface Outcomes {
     target: AuditTarget,
     durationMs: number,
   ): void;
-  /** Nothing to write: the same versions are there. */
-  upToDate(id: string, trigger: DeliveryTrigger): void;
+  /**
+   * Nothing to write: the same versions are there. `delivered` lists them, for a status that
+   * has none (after an agent restart, the files were delivered by the agent before).
+   */
+  upToDate(
+    id: string,
+    trigger: DeliveryTrigger,
+    delivered?: {
+      files: readonly DeliveredFile[];
+      env?: readonly DeliveredFile[];
+      container?: ContainerFacts;
+    },
+  ): void;
+  /** The engine says the container's state changed (it died): status and events show it. */
+  stateChanged(id: string, state: string): void;
   /**
    * A failure: its code and the reference it concerns (never a value) in status (unless
    * `status` is false), to subscribers and in the audit trail. A failure that may pass (the
@@ -61,7 +121,7 @@ export interface Outcomes {
     trigger: DeliveryTrigger,
     error: unknown,
     target: AuditTarget,
-    options?: { status?: boolean },
+    options?: { status?: boolean; container?: ContainerFacts },
   ): void;
 }
 
@@ -96,18 +156,34 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
     provider,
     version,
   });
+  // What status keeps of a container across its outcomes: its facts and its last failure.
+  const kept = (id: string, container: ContainerFacts | undefined) => {
+    const known = statuses.get(id);
+    const facts = container ?? known;
+    return {
+      ...(facts?.name === undefined ? {} : { name: facts.name }),
+      ...(facts?.state === undefined ? {} : { state: facts.state }),
+      ...(facts?.rotation === undefined ? {} : { rotation: facts.rotation }),
+      ...(known?.lastFailure === undefined ? {} : { lastFailure: known.lastFailure }),
+    };
+  };
   return {
-    delivered(id, trigger, files, method, env = []) {
+    delivered(id, trigger, files, method, env = [], container = undefined) {
       refusals.delete(id);
       const at = now();
       statuses.set(id, {
         id,
+        ...kept(id, container),
         files: files.map(described),
         ...(env.length === 0 ? {} : { env: env.map(described) }),
         deliveredAt: at,
         lastAction: { trigger, at, outcome: 'delivered' },
       });
       bus.emit({ type: 'delivered', at, containerId: id, trigger, files: files.length, method });
+    },
+    stateChanged(id, state) {
+      const known = statuses.get(id);
+      if (known !== undefined) statuses.set(id, { ...known, state });
     },
     written(files, target, durationMs) {
       for (const file of files) {
@@ -124,10 +200,23 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
         });
       }
     },
-    upToDate(id, trigger) {
+    upToDate(id, trigger, delivered) {
       refusals.delete(id);
+      const known = statuses.get(id);
+      // Known files are the ones delivered; a restarted agent knows none until this check.
+      const files =
+        known?.files !== undefined || delivered === undefined
+          ? {}
+          : {
+              files: delivered.files.map(described),
+              ...(delivered.env === undefined || delivered.env.length === 0
+                ? {}
+                : { env: delivered.env.map(described) }),
+            };
       statuses.set(id, {
-        ...statuses.get(id),
+        ...known,
+        ...kept(id, delivered?.container),
+        ...files,
         id,
         lastAction: { trigger, at: now(), outcome: 'up-to-date' },
       });
@@ -137,14 +226,17 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
       const code = failureCode(error);
       const at = now();
       const about = reference === undefined ? {} : { reference };
-      // A failure that will not pass by itself needs the operator: status says what to do. A
-      // DsoError's message is built from references, ids and paths, never a value.
-      const advice = !isRetryable(error) && isDsoError(error) ? { message: error.message } : {};
+      // Every failure says what happened and what to do, in status and events (DSO's messages
+      // are built from references, ids and paths, never a value).
+      const message = failureMessage(error);
       if (options.status !== false) {
+        const failure = { trigger, at, code, ...about, message };
         statuses.set(id, {
           ...statuses.get(id),
+          ...kept(id, options.container),
           id,
-          lastAction: { trigger, at, outcome: 'failed', code, ...about, ...advice },
+          lastAction: { ...failure, outcome: 'failed' },
+          lastFailure: failure,
         });
       }
       bus.emit({
@@ -155,6 +247,7 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
         code,
         ...about,
         retry: isRetryable(error),
+        message,
       });
       if (!isRetryable(error)) {
         const reason = error instanceof Error && error.message !== '' ? error.message : code;

@@ -9,11 +9,29 @@ export interface EventBus {
   subscribe(listener: (event: AgentEvent) => void): () => void;
 }
 
-/** @example const bus = createEventBus(); bus.subscribe(console.log); */
-export function createEventBus(): EventBus {
+/**
+ * @param describe The container's name and state as the agent knows them: every event carries
+ *   them (an event's own fields win), so a reader sees names, not only ids.
+ * @example const bus = createEventBus(); bus.subscribe(console.log);
+ */
+export function createEventBus(
+  describe: (containerId: string) => { name?: string; state?: string } | undefined = () =>
+    undefined,
+): EventBus {
   const listeners = new Set<(event: AgentEvent) => void>();
   return {
-    emit(event) {
+    emit(plain) {
+      if (listeners.size === 0) return;
+      const known = describe(plain.containerId);
+      const event: AgentEvent = {
+        ...plain,
+        ...(known?.name === undefined || plain.containerName !== undefined
+          ? {}
+          : { containerName: known.name }),
+        ...(known?.state === undefined || plain.containerState !== undefined
+          ? {}
+          : { containerState: known.state }),
+      };
       for (const listener of listeners) {
         try {
           listener(event);

@@ -52,8 +52,12 @@ export function toApiStatus(status: AgentStatus, providers: ApiProviderInfo[]): 
 
 function toApiContainer(container: ContainerStatus): AgentApiContainer {
   const { lastAction } = container;
+  const { lastFailure } = container;
   return {
     id: container.id,
+    ...(container.name === undefined ? {} : { name: container.name }),
+    ...(container.state === undefined ? {} : { state: container.state }),
+    ...(container.rotation === undefined ? {} : { rotation: container.rotation }),
     ...(container.files === undefined
       ? {}
       : {
@@ -83,6 +87,17 @@ function toApiContainer(container: ContainerStatus): AgentApiContainer {
       ...(lastAction.reference === undefined ? {} : { reference: lastAction.reference }),
       ...(lastAction.message === undefined ? {} : { message: lastAction.message }),
     },
+    ...(lastFailure === undefined
+      ? {}
+      : {
+          lastFailure: {
+            trigger: lastFailure.trigger,
+            at: lastFailure.at,
+            code: lastFailure.code,
+            ...(lastFailure.reference === undefined ? {} : { reference: lastFailure.reference }),
+            ...(lastFailure.message === undefined ? {} : { message: lastFailure.message }),
+          },
+        }),
   };
 }
 

@@ -64,6 +64,7 @@ export function createMissingReporter(
       const entry = referenceIn(known, missing);
       const reference = entry?.reference ?? `${missing.provider}:${missing.path}`;
       const held = entry === undefined ? '' : ` (version ${entry.version})`;
+      const message = `${reference} is no longer in provider ${missing.provider}: the container keeps the value it was given${held} until it restarts, when its delivery fails; store the secret again or remove the reference`;
       statuses.set(id, {
         ...known,
         id,
@@ -73,10 +74,17 @@ export function createMissingReporter(
           outcome: 'missing',
           code: missing.code,
           reference,
-          message: `${reference} is no longer in provider ${missing.provider}: the container keeps the value it was given${held} until it restarts, when its delivery fails; store the secret again or remove the reference`,
+          message,
         },
       });
-      bus.emit({ type: 'secret-missing', at, containerId: id, reference, code: missing.code });
+      bus.emit({
+        type: 'secret-missing',
+        at,
+        containerId: id,
+        reference,
+        code: missing.code,
+        message,
+      });
       audit.record({
         actor: { kind: 'agent' },
         action: 'inject',

@@ -195,7 +195,7 @@ export const agentApiContainerSchema = z.object({
   name: z.string().optional(),
   /** The engine's state as the agent last saw it: `running`, `exited`, … */
   state: z.string().optional(),
-  /** Its rotation policy label (`dso.rotation`); absent: the configured default. */
+  /** Its rotation policy as its `dso.rotate*` labels say it; absent: the configured default. */
   rotation: z.string().optional(),
   /** The files of the last successful delivery (absent before one). */
   files: z.array(agentApiDeliveredSchema).optional(),
