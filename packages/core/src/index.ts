@@ -205,7 +205,9 @@ export {
 export {
   createLogger,
   DEFAULT_LOG_LEVEL,
+  LOG_FORMATS,
   LOG_LEVELS,
+  type LogFormat,
   type Logger,
   type LoggerOptions,
 } from './logger.js';

@@ -1,5 +1,6 @@
 import { type DestinationStream, type Logger as PinoLogger, pino } from 'pino';
 import { DsoError } from './errors.js';
+import { createPrettyDestination } from './logger-pretty.js';
 import { createRedactor, type Redactor } from './redaction.js';
 
 /** DSO's logger: pino's, so every pino method, child logger and level works unchanged. */
@@ -10,6 +11,15 @@ export const DEFAULT_LOG_LEVEL = 'info';
 
 /** The levels {@link createLogger} accepts, most verbose first, plus `silent`. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/**
+ * How lines are written: `json` one JSON object a line, `pretty` one readable line, `auto`
+ * pretty on a terminal and JSON elsewhere.
+ */
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+
+/** One of {@link LOG_FORMATS}. */
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /** Options of {@link createLogger}. */
 export interface LoggerOptions {
@@ -33,6 +43,18 @@ export interface LoggerOptions {
    * @default standard output
    */
   destination?: DestinationStream;
+  /**
+   * `json`, `pretty` (time, level, message and fields on one line; the JSON line is redacted
+   * first, the readable line once more), or `auto`: pretty when no `destination` is given and
+   * standard output is a terminal.
+   * @default 'json'
+   */
+  format?: LogFormat;
+  /**
+   * ANSI colours in `pretty` lines.
+   * @default standard output is a terminal and `NO_COLOR` is not set
+   */
+  color?: boolean;
   /** The logger's name, written as `name` on every line. */
   name?: string;
   /**
@@ -43,7 +65,7 @@ export interface LoggerOptions {
 }
 
 /**
- * Creates a JSON-lines logger. Errors under `err` or `error` are serialised with pino's
+ * Creates a logger writing JSON lines, or readable lines with `format: 'pretty'`. Errors under `err` or `error` are serialised with pino's
  * standard error serializer (type, message, stack, causes, code and other own fields); a
  * `SecretValue` anywhere prints `[REDACTED]`.
  *
@@ -68,6 +90,24 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     );
   }
   const redactor = options.redactor ?? createRedactor();
+  const format = options.format ?? 'json';
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new DsoError(
+      'DSO_LOG_FORMAT_INVALID',
+      `log format ${JSON.stringify(format)} is not known; use one of ${LOG_FORMATS.join(', ')}`,
+      { format },
+    );
+  }
+  const terminal = process.stdout.isTTY === true;
+  const pretty = format === 'pretty' || (format === 'auto' && !options.destination && terminal);
+  const destination = pretty
+    ? createPrettyDestination({
+        // Synchronous on standard output: a line written just before exit is not lost.
+        target: options.destination ?? pino.destination({ dest: 1, sync: true }),
+        redactor,
+        color: options.color ?? (terminal && !process.env.NO_COLOR),
+      })
+    : options.destination;
   return pino(
     {
       level,
@@ -76,6 +116,6 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       serializers: { err: pino.stdSerializers.err, error: pino.stdSerializers.err },
       hooks: { streamWrite: (line: string) => redactor.redact(line) },
     },
-    options.destination,
+    destination,
   );
 }

@@ -27,6 +27,7 @@ export type ConfigEnvOverride = {
  */
 export const CONFIG_ENV_OVERRIDES: readonly ConfigEnvOverride[] = Object.freeze([
   { name: 'DSO_LOG_LEVEL', path: ['log', 'level'] },
+  { name: 'DSO_LOG_FORMAT', path: ['log', 'format'] },
   { name: 'DOCKER_HOST', path: ['docker', 'host'] },
   // As the docker CLI reads them: any non-empty DOCKER_TLS_VERIFY (even `0`) turns TLS on.
   {

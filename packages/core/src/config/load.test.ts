@@ -107,7 +107,7 @@ describe('parseConfig: defaults', () => {
         maxFileBytes: 64 * 1024 * 1024,
         maxFiles: 5,
       },
-      log: { level: 'info' },
+      log: { level: 'info', format: 'auto' },
       shutdownGraceMs: 10_000,
       pluginsDir: '/srv/dso/plugins',
     });

@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { DEFAULT_API_SOCKET, MAX_SOCKET_PATH_BYTES } from '../agent-api/contract.js';
 import { DEFAULT_QUEUE_CONCURRENCY, MAX_QUEUE_CONCURRENCY } from '../event-queue.js';
-import { LOG_LEVELS } from '../logger.js';
+import { LOG_FORMATS, LOG_LEVELS } from '../logger.js';
 import { closestMatch } from './suggest.js';
 import {
   DURATION_SYNTAX,
@@ -852,12 +852,21 @@ export const configSchema = z.strictObject({
     }),
   ),
   log: section(
-    'Logging: JSON lines on standard output, every line redacted.',
+    'Logging on standard output, every line redacted: JSON lines, or readable lines on a terminal.',
     z.strictObject({
       level: z
         .enum(LOG_LEVELS)
         .default('info')
         .meta(meta({ description: 'The lowest level written.' })),
+      format: z
+        .enum(LOG_FORMATS)
+        .default('auto')
+        .meta(
+          meta({
+            description:
+              '`json`: one JSON object a line, for log collectors. `pretty`: one readable, coloured line (time, level, message, key fields). `auto`: `pretty` when standard output is a terminal, else `json`.',
+          }),
+        ),
     }),
   ),
   pluginsDir: z
