@@ -169,3 +169,76 @@ describe('createLogger', () => {
     }
   });
 });
+
+describe('createLogger with format pretty', () => {
+  it('writes one readable line: time, level, message and fields, no JSON braces', () => {
+    const destination = capture();
+    const logger = createLogger({ destination, format: 'pretty', color: false, name: 'agent' });
+    logger.info({ containerName: 'api', files: 3, reference: 'dso://app/db' }, 'secrets delivered');
+    expect(destination.lines).toHaveLength(1);
+    const line = destination.lines[0]!;
+    expect(line).toMatch(
+      /^\d\d:\d\d:\d\d\.\d{3} INFO {2}secrets delivered containerName=api files=3 reference=dso:\/\/app\/db\n$/,
+    );
+    expect(line).not.toContain('{');
+    expect(line).not.toContain('pid=');
+  });
+
+  it('never writes a registered value, in any form, in a message, field or error', () => {
+    const redactor = createRedactor();
+    redactor.register(CANARY);
+    const destination = capture();
+    const logger = createLogger({ level: 'trace', redactor, destination, format: 'pretty' });
+    const error = new Error(`connection refused by ${CANARY}`);
+    for (const form of CANARY_FORMS) {
+      logger.error({ err: error, detail: { nested: form }, note: `x ${form} y` }, `msg ${form}`);
+    }
+    logger.info({ value: SecretValue.fromText(CANARY) }, 'a secret value field');
+    // A value split by JSON escaping in the JSON line comes back whole only in the pretty line.
+    logger.warn({ quoted: `"${CANARY}"`, control: `${CANARY}\n` }, 'escaped forms');
+    for (const form of CANARY_FORMS) expect(destination.text()).not.toContain(form);
+    expect(destination.text()).toContain(REDACTED);
+  });
+
+  it('colours the level only when asked, and escapes control characters from fields and messages', () => {
+    const plain = capture();
+    createLogger({ destination: plain, format: 'pretty', color: false }).warn(
+      { containerName: 'evil\u001b[2Jname' },
+      'bell\u0007 here',
+    );
+    expect(plain.text()).not.toContain('\u001b');
+    expect(plain.text()).not.toContain('\u0007');
+    expect(plain.text()).toContain(String.raw`"evil\u001b[2Jname"`);
+    const coloured = capture();
+    createLogger({ destination: coloured, format: 'pretty', color: true }).warn('careful');
+    expect(coloured.text()).toContain('\u001b[33mWARN');
+  });
+
+  it('prints a coded error as its message alone, and an uncoded one with its stack', () => {
+    const destination = capture();
+    const logger = createLogger({ destination, format: 'pretty', color: false });
+    logger.warn(
+      { err: new DsoError('DSO_TEST_EXPECTED', '/run is not on a tmpfs: mount one'), code: 'x' },
+      'host path off',
+    );
+    expect(destination.lines[0]).toContain('err="DsoError: /run is not on a tmpfs: mount one"');
+    expect(destination.lines[0]).not.toContain('    at ');
+    logger.error({ err: new TypeError('boom') }, 'bug');
+    expect(destination.lines[1]).toContain('err="TypeError: boom"');
+    expect(destination.lines[1]).toContain('    at ');
+  });
+
+  it('writes JSON with format json, and with auto when a destination is given', () => {
+    for (const format of ['json', 'auto'] as const) {
+      const destination = capture();
+      createLogger({ destination, format }).info({ a: 1 }, 'hello');
+      expect(JSON.parse(destination.lines[0]!)).toMatchObject({ a: 1, msg: 'hello' });
+    }
+  });
+
+  it('rejects an unknown format with DSO_LOG_FORMAT_INVALID', () => {
+    expect(() =>
+      createLogger({ destination: capture(), format: 'text' as unknown as 'json' }),
+    ).toThrow(expect.objectContaining({ code: 'DSO_LOG_FORMAT_INVALID' }));
+  });
+});
