@@ -98,6 +98,16 @@ function toApiContainer(container: ContainerStatus): AgentApiContainer {
             ...(lastFailure.message === undefined ? {} : { message: lastFailure.message }),
           },
         }),
+    ...(container.warnings === undefined || container.warnings.length === 0
+      ? {}
+      : {
+          warnings: container.warnings.map(({ code, label, message, suggestion }) => ({
+            code,
+            label,
+            message,
+            ...(suggestion === undefined ? {} : { suggestion }),
+          })),
+        }),
   };
 }
 
