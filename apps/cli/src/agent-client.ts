@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AGENT_API_ROUTES,
+  type AgentApiCheckedReference,
   type AgentApiEventLine,
   type AgentApiReconcileResult,
   type AgentApiRotateRequest,
@@ -93,6 +94,16 @@ export interface AgentClient {
    */
   resolve(references: readonly string[], options?: AgentCallOptions): Promise<AgentResolvedValue[]>;
   /**
+   * Has the agent look references (`dso://` and `dsofile://`, 1 to `API_MAX_RESOLVE_REFERENCES`)
+   * up in their stores: one entry per reference, in order, with its version or the failure's
+   * code and message; never a value.
+   * @throws DsoError DSO_CLI_RESOLVE_TOO_MANY for more references than the agent takes
+   */
+  check(
+    references: readonly string[],
+    options?: AgentCallOptions,
+  ): Promise<AgentApiCheckedReference[]>;
+  /**
    * Follows the agent's events (`GET /v1/events`): `onEvent` gets each line as sent (its `type`
    * and fields; heartbeats included, and types newer than this CLI), until the agent closes the
    * stream (resolves), the caller's signal aborts (resolves), or the connection fails (rejects).
@@ -142,6 +153,21 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
         body: JSON.stringify(request),
       });
       return answerOf(route, body, settings.socketPath);
+    },
+    async check(references, call = {}) {
+      if (references.length === 0) return [];
+      if (references.length > API_MAX_RESOLVE_REFERENCES) {
+        throw new DsoError(
+          'DSO_CLI_RESOLVE_TOO_MANY',
+          `${references.length} references in one go; the agent checks at most ${API_MAX_RESOLVE_REFERENCES}: split the compose project`,
+        );
+      }
+      const route = AGENT_API_ROUTES.check;
+      const body = await callAgent(settings, route, call.signal, {
+        body: JSON.stringify({ references }),
+        timeoutMs: Math.max(settings.timeoutMs, DEFAULT_RESOLVE_TIMEOUT_MS),
+      });
+      return answerOf(route, body, settings.socketPath).references;
     },
     async resolve(references, call = {}) {
       if (references.length === 0) return [];

@@ -46,6 +46,7 @@ function fakes(
   volumeDriver?: string,
 ) {
   const calls = {
+    check: [] as string[][],
     resolve: [] as string[][],
     inspect: [] as string[],
     runs: [] as ComposeRun[],
@@ -62,6 +63,20 @@ function fakes(
         providers: [],
         ...(volumeDriver === undefined ? {} : { volumeDriver }),
       }),
+      // A path under app/missing/ is not in its store.
+      check: async (references) => {
+        calls.check.push([...references]);
+        return references.map((reference) =>
+          reference.includes('app/missing/')
+            ? {
+                reference,
+                provider: 'local',
+                code: 'DSO_PROVIDER_NOT_FOUND',
+                error: `no secret at ${reference.replace(/^dso(file)?:\/\//, '')}`,
+              }
+            : { reference, provider: 'local', version: '1' },
+        );
+      },
       resolve: async (references) => {
         calls.resolve.push([...references]);
         return references.map((reference) => {
@@ -366,7 +381,9 @@ describe('dso up', () => {
       '/project/compose.yaml': COMPOSE,
       '/project/.env': 'TAG=1',
     });
+    const agent = dependencies.agent();
     dependencies.agent = () => ({
+      check: agent.check,
       status: async () => {
         throw new DsoError('DSO_CLI_AGENT_UNREACHABLE', 'no agent');
       },
@@ -392,9 +409,52 @@ describe('dso up', () => {
     dependencies.agent = () => createAgentClient({ socketPath });
     await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
       code: 'DSO_CLI_AGENT_UNREACHABLE',
-      message: `the agent is not running (no socket at ${socketPath}): start it with dso-agent or systemctl start dso-agent`,
+      message: `dso up checks that every secret exists before it starts anything, and the agent could not check: the agent is not running (no socket at ${socketPath}): start it with dso-agent or systemctl start dso-agent (or start without the check: dso up --no-check)`,
     });
     expect(calls.runs).toEqual([]);
+  });
+
+  it('checks every dso:// and dsofile:// reference first and starts nothing when one is missing, naming it and its service', async () => {
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': `
+services:
+  app:
+    image: dso-test/busybox:1
+    entrypoint: [ "sleep" ]
+    environment:
+      API_TOKEN: dso://app/api/token
+      KEY_FILE: dsofile://app/missing/key
+  web:
+    image: dso-test/busybox:1
+    entrypoint: [ "sleep" ]
+    environment: [ "OTHER_FILE=dsofile://app/missing/key" ]
+`,
+    });
+    const error = await runUp(options({ detach: true }), makeIo().io, dependencies).catch(
+      (caught: unknown) => caught,
+    );
+    expect(error).toMatchObject({ code: 'DSO_CLI_UP_SECRET_MISSING' });
+    expect((error as Error).message).toBe(
+      'nothing was started: a secret the services use cannot be had: dsofile://app/missing/key (app.KEY_FILE, web.OTHER_FILE): DSO_PROVIDER_NOT_FOUND no secret at app/missing/key: store it (dso secret set <path>) or fix the reference, then run dso up again',
+    );
+    expect(calls.check).toEqual([['dso://app/api/token', 'dsofile://app/missing/key']]);
+    expect(calls.resolve).toEqual([]);
+    expect(calls.runs).toEqual([]);
+  });
+
+  it('starts without the check with --no-check', async () => {
+    const { dependencies, calls } = fakes({
+      '/project/compose.yaml': `
+services:
+  app:
+    image: dso-test/busybox:1
+    entrypoint: [ "sleep" ]
+    environment: { KEY_FILE: dsofile://app/missing/key }
+`,
+    });
+    expect(await runUp(options({ check: false }), makeIo().io, dependencies)).toBe(0);
+    expect(calls.check).toEqual([]);
+    expect(calls.runs).toHaveLength(1);
   });
 
   it('refuses a value an environment variable cannot carry, without showing it', async () => {

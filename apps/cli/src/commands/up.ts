@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DsoError, errorCode, LABELS, resolveApiSocket } from '@dso/core';
+import { DsoError, errorCode, isDsoError, LABELS, resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
 import {
@@ -39,6 +39,12 @@ export interface UpOptions {
   dryRun?: boolean;
   /** `-d`: pass `-d` to `compose up`. */
   detach?: boolean;
+  /**
+   * `--no-check` (false): start without first asking the agent whether every referenced
+   * secret is in its store.
+   * @default true
+   */
+  check?: boolean;
   /** Arguments after `--`, passed to `compose up`. */
   composeArgs: string[];
 }
@@ -47,7 +53,7 @@ export interface UpOptions {
 export interface UpDependencies {
   /** Where a default compose file is looked for (then in each parent). */
   cwd: string;
-  agent: () => Pick<AgentClient, 'resolve' | 'status'>;
+  agent: () => Pick<AgentClient, 'check' | 'resolve' | 'status'>;
   detectCompose: (env: NodeJS.ProcessEnv) => Promise<ComposeCommand>;
   inspectImage: (image: string, service: string, env: NodeJS.ProcessEnv) => Promise<ImageCommand>;
   runCompose: (run: ComposeRun) => Promise<number>;
@@ -86,6 +92,10 @@ export function registerUpCommand(
     .option('-p, --project-name <name>', "compose's project name")
     .option('-d, --detach', 'run the containers in the background (compose up -d)')
     .option(
+      '--no-check',
+      'start without first having the agent check that every referenced secret exists (by default a missing one starts nothing)',
+    )
+    .option(
       '--dry-run',
       'print what dso up adds to the compose project (references, never values) and run nothing',
     )
@@ -93,7 +103,13 @@ export function registerUpCommand(
     .action(
       async (
         composeArgs: string[],
-        options: { file: string[]; projectName?: string; detach?: boolean; dryRun?: boolean },
+        options: {
+          file: string[];
+          projectName?: string;
+          detach?: boolean;
+          dryRun?: boolean;
+          check?: boolean;
+        },
       ) => {
         const code = await runUp(
           {
@@ -102,6 +118,7 @@ export function registerUpCommand(
             ...(options.projectName === undefined ? {} : { projectName: options.projectName }),
             ...(options.detach ? { detach: true } : {}),
             ...(options.dryRun ? { dryRun: true } : {}),
+            ...(options.check === false ? { check: false } : {}),
           },
           io,
           dependencies(),
@@ -213,6 +230,7 @@ export async function runUp(
     });
   }
 
+  if (options.check !== false) await checkReferences(plan, dependencies);
   const { values, versions } = await resolveValues(plan, dependencies);
   recordVersions(plan, versions);
   describe(plan, err);
@@ -255,6 +273,47 @@ async function volumeDriverOf(
     );
     return undefined;
   }
+}
+
+/**
+ * Has the agent look up every reference the services use, `dso://` and `dsofile://`, before
+ * anything starts: a secret that is not in its store (or a store that cannot answer) would
+ * otherwise surface only once the container runs, as a failed start or an exit 60 s later.
+ *
+ * @throws DsoError DSO_CLI_UP_SECRET_MISSING naming each failing reference with its service and
+ *   variable, its code and the agent's message
+ */
+async function checkReferences(plan: ComposeUpPlan, dependencies: UpDependencies): Promise<void> {
+  const users = new Map<string, string[]>();
+  for (const service of plan.services) {
+    for (const { variable, reference } of [...service.files, ...service.env]) {
+      users.set(reference, [...(users.get(reference) ?? []), `${service.name}.${variable}`]);
+    }
+  }
+  const references = [...users.keys()].sort();
+  if (references.length === 0) return;
+  let checked: Awaited<ReturnType<AgentClient['check']>>;
+  try {
+    checked = await dependencies.agent().check(references);
+  } catch (error) {
+    if (!isDsoError(error)) throw error;
+    throw new DsoError(
+      error.code,
+      `dso up checks that every secret exists before it starts anything, and the agent could not check: ${error.message} (or start without the check: dso up --no-check)`,
+      { cause: error },
+    );
+  }
+  const failed = checked.filter((one) => one.code !== undefined);
+  if (failed.length === 0) return;
+  const lines = failed.map(
+    (one) =>
+      `${one.reference} (${(users.get(one.reference) ?? []).join(', ')}): ${one.code}${one.error === undefined ? '' : ` ${one.error}`}`,
+  );
+  throw new DsoError(
+    'DSO_CLI_UP_SECRET_MISSING',
+    `nothing was started: ${failed.length === 1 ? 'a secret' : `${failed.length} secrets`} the services use cannot be had: ${lines.join('; ')}: store ${failed.length === 1 ? 'it' : 'them'} (dso secret set <path>) or fix the reference${failed.length === 1 ? '' : 's'}, then run dso up again`,
+    { references: failed.map((one) => one.reference) },
+  );
 }
 
 /** The values of every `dso://` variable, by variable name, from one call to the agent. */
