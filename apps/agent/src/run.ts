@@ -50,7 +50,7 @@ Configuration: $DSO_CONFIG, else $DSO_HOME/dso.yaml when it exists, else the def
   DSO_VAULT_PATH         local vault file (default $DSO_HOME/vault.dso)
   DSO_VAULT_PASSPHRASE   vault passphrase, or
   DSO_VAULT_KEY_FILE     vault key file (default $DSO_HOME/vault.key)
-  DOCKER_HOST, DSO_LOG_LEVEL, DSO_SHUTDOWN_GRACE_MS, …  per-host overrides of dso.yaml
+  DOCKER_HOST, DSO_LOG_LEVEL, DSO_LOG_FORMAT (json|pretty), …  per-host overrides of dso.yaml
 `;
 
 /**
@@ -77,7 +77,12 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
   let logger: Logger;
   try {
     ({ config, warnings, path: configPath } = await loadConfig({ env }));
-    logger = createLogger({ level: config.log.level, redactor, name: 'dso-agent' });
+    logger = createLogger({
+      level: config.log.level,
+      format: config.log.format,
+      redactor,
+      name: 'dso-agent',
+    });
   } catch (error) {
     // Configuration messages quote keys, paths and types, never values.
     const message = error instanceof Error ? error.message : String(error);
@@ -389,6 +394,17 @@ async function openCache(
 }
 
 /**
+ * The fields that log a failure the operator can expect and fix (a coded DsoError, e.g. a root
+ * that is not a tmpfs): its code and its message, which says the fix; no stack, which would
+ * only bury that sentence at every start. Anything else keeps its stack under `err`.
+ */
+export function expectedFailure(error: unknown): Record<string, unknown> {
+  const code = errorCode(error);
+  if (code === undefined || !(error instanceof Error)) return { err: error, code };
+  return { code, reason: error.message };
+}
+
+/**
  * The host path's folders when the agent shares the host with the engine (a unix socket) and
  * `hostPath.enabled`; undefined (exec only) otherwise, or when the root cannot be used (not a
  * tmpfs, no permission), which is said once at start.
@@ -408,8 +424,8 @@ function openHostDirs(config: DsoConfig, logger: Logger): HostSecretDirs | undef
     return dirs;
   } catch (error) {
     logger.warn(
-      { err: error, code: errorCode(error), root: config.hostPath.root },
-      'host path off: files are written by exec',
+      { ...expectedFailure(error), root: config.hostPath.root },
+      'host path off: files are written by exec (hostPath.enabled: false in dso.yaml turns it off quietly)',
     );
     return undefined;
   }
@@ -438,7 +454,7 @@ async function openVolumeFolders(
     return folders;
   } catch (error) {
     logger.warn(
-      { err: error, code: errorCode(error), root: config.volumes.root },
+      { ...expectedFailure(error), root: config.volumes.root },
       'volume driver off: containers that mount DSO volumes will not start',
     );
     return undefined;
