@@ -1,3 +1,9 @@
 import { runAgentMain } from './run.js';
+import { agentVersionLine, asksForVersion } from './version.js';
 
-process.exitCode = await runAgentMain(process.argv.slice(2), process.env);
+const argv = process.argv.slice(2);
+if (asksForVersion(argv)) {
+  process.stdout.write(`${agentVersionLine()}\n`);
+} else {
+  process.exitCode = await runAgentMain(argv, process.env);
+}
