@@ -24,15 +24,21 @@ const EVENTS: AgentApiEvent[] = [
     at: 2,
     containerId: 'a'.repeat(64),
     trigger: 'started',
+    containerName: 'web-1',
+    containerState: 'running',
     code: 'DSO_PROVIDER_NOT_FOUND',
     reference: 'dsofile://app/db',
     retry: false,
+    message: 'could not resolve dsofile://app/db: no secret at app/db; store the secret',
   },
   { type: 'replaced', at: 3, containerId: 'b'.repeat(64), newContainerId: 'c'.repeat(64) },
 ];
 
-/** `dso events …` against a fake agent (the client itself: agent-client.test.ts). */
-async function run(args: string[]) {
+/**
+ * `dso events …` against a fake agent (the client itself: agent-client.test.ts) that sends
+ * EVENTS, then ends the stream (the agent stopped) or, with `interrupted`, is stopped by Ctrl-C.
+ */
+async function run(args: string[], options: { interrupted?: boolean } = { interrupted: true }) {
   const stdout = output();
   const io: CliIo = {
     env: {},
@@ -41,13 +47,15 @@ async function run(args: string[]) {
     stderr: new PassThrough(),
   };
   const program = new Command('dso').exitOverride();
+  const interrupt = new AbortController();
   registerEventsCommand(program, io, () => ({
     agent: () => ({
       events: async (onEvent) => {
         for (const event of EVENTS) onEvent(event);
+        if (options.interrupted) interrupt.abort();
       },
     }),
-    signal: new AbortController().signal,
+    signal: interrupt.signal,
   }));
   await program.parseAsync(['events', ...args], { from: 'user' });
   return stdout.text();
@@ -57,9 +65,48 @@ describe('dso events', () => {
   it('prints each event for people, without heartbeats', async () => {
     const lines = (await run([])).trim().split('\n');
     expect(lines).toHaveLength(3);
-    expect(lines[1]).toContain('delivery failed aaaaaaaaaaaa');
-    expect(lines[1]).toContain('code=DSO_PROVIDER_NOT_FOUND reference=dsofile://app/db');
+    expect(lines[1]).toBe(
+      '1970-01-01T00:00:00.002Z delivery failed web-1 (aaaaaaaaaaaa, running) code=DSO_PROVIDER_NOT_FOUND reference=dsofile://app/db trigger=started retry=false: could not resolve dsofile://app/db: no secret at app/db; store the secret',
+    );
     expect(lines[2]).toContain('replaced        bbbbbbbbbbbb by cccccccccccc');
+  });
+
+  it('fails with DSO_CLI_AGENT_UNAVAILABLE, saying the agent stopped, when the stream ends', async () => {
+    await expect(run([], { interrupted: false })).rejects.toMatchObject({
+      code: 'DSO_CLI_AGENT_UNAVAILABLE',
+      message: expect.stringMatching(/^the agent stopped: its events ended; run dso events again/),
+    });
+    await expect(run(['--json'], { interrupted: false })).rejects.toMatchObject({
+      code: 'DSO_CLI_AGENT_UNAVAILABLE',
+    });
+  });
+
+  it('names a container with its state before the agent knows its name, and a volume by name', () => {
+    expect(
+      describeEvent({ type: 'rotated', at: 0, containerId: 'd'.repeat(64), policy: 'files' }),
+    ).toBe('1970-01-01T00:00:00.000Z rotated         dddddddddddd policy=files');
+    expect(
+      describeEvent({
+        type: 'delivered',
+        at: 0,
+        containerId: 'volume:app-secrets:1234',
+        files: 1,
+        method: 'volume',
+        trigger: 'started',
+      }),
+    ).toContain('delivered       volume app-secrets files=1');
+  });
+
+  it('prints a container name with control characters as ?', () => {
+    const line = describeEvent({
+      type: 'rotated',
+      at: 0,
+      containerId: 'd'.repeat(64),
+      containerName: 'x\u001b]0;owned\u0007',
+      policy: 'files',
+    });
+    expect(line).not.toContain('\u001b');
+    expect(line).toContain('x?]0;owned? (dddddddddddd) policy=files');
   });
 
   it('prints JSON lines with --json', async () => {
@@ -69,6 +116,10 @@ describe('dso events', () => {
       'delivery-failed',
       'replaced',
     ]);
+    expect(JSON.parse(lines[1]!)).toMatchObject({
+      containerName: 'web-1',
+      message: expect.any(String),
+    });
   });
 
   it('shows an unknown event type by name', () => {

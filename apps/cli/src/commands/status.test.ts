@@ -7,7 +7,7 @@ import { PassThrough, Readable } from 'node:stream';
 import type { AgentApiStatus } from '@dso/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../program.js';
-import { formatAge, formatStatus } from './status.js';
+import { findContainer, formatAge, formatContainer, formatStatus } from './status.js';
 
 const NOW = Date.UTC(2025, 0, 2, 12, 0, 0);
 
@@ -16,6 +16,18 @@ const STATUS: AgentApiStatus = {
   containers: [
     {
       id: 'a1'.repeat(32),
+      name: 'api',
+      state: 'running',
+      rotation: 'signal SIGHUP',
+      env: [{ name: 'API_KEY', reference: 'dso://vault:app/key', provider: 'vault', version: '2' }],
+      lastFailure: {
+        trigger: 'started',
+        at: NOW - 10 * 60_000,
+        code: 'DSO_PROVIDER_UNAVAILABLE',
+        reference: 'dsofile://vault:app/api',
+        message:
+          'could not resolve dsofile://vault:app/api: vault cannot be reached (the agent tries again)',
+      },
       files: [
         { name: 'db', reference: 'dsofile://app/db', provider: 'local', version: '3' },
         { name: 'api', reference: 'dsofile://vault:app/api', provider: 'vault', version: '7' },
@@ -25,12 +37,16 @@ const STATUS: AgentApiStatus = {
     },
     {
       id: 'b2'.repeat(32),
+      name: 'web-1',
+      state: 'exited',
       lastAction: {
         trigger: 'started',
         at: NOW - 42_000,
         outcome: 'failed',
         code: 'DSO_PROVIDER_NOT_FOUND',
         reference: 'dsofile://app/missing',
+        message:
+          'could not resolve dsofile://app/missing: no secret at app/missing; store the secret (dso secret set <path>)',
       },
     },
   ],
@@ -52,9 +68,10 @@ describe('formatStatus', () => {
       [
         'agent: running since 2025-01-02T09:55:00.000Z (up 2h 5m)',
         '',
-        'CONTAINER     FILES  ENV  LAST ACTION  OUTCOME     WHEN     DETAIL',
-        'b2b2b2b2b2b2  -      -    started      failed      42s ago  DSO_PROVIDER_NOT_FOUND dsofile://app/missing',
-        'a1a1a1a1a1a1  2      -    periodic     up-to-date  3m ago',
+        'NAME   CONTAINER ID  STATE    FILES  ENV  LAST ACTION  OUTCOME     WHEN     DETAIL',
+        'web-1  b2b2b2b2b2b2  exited   -      -    started      failed      42s ago  DSO_PROVIDER_NOT_FOUND dsofile://app/missing',
+        'api    a1a1a1a1a1a1  running  2      1    periodic     up-to-date  3m ago',
+        'web-1 (b2b2b2b2b2b2): could not resolve dsofile://app/missing: no secret at app/missing; store the secret (dso secret set <path>)',
         '',
         'queue: 1 waiting, 2 in flight, 0 shed',
         'cache: 1 entry, 10 hits, 3 misses, 0 stale served',
@@ -103,12 +120,107 @@ describe('formatStatus', () => {
     expect(text).toContain(
       'c3c3c3c3c3c3: dsofile://app/db is no longer in provider local: store the secret again\n',
     );
+    expect(text).toMatch(/^- {5}c3c3c3c3c3c3 {2}- {6}- {6}- {4}changed/m);
+  });
+
+  it('shows a volume consumer as volume <name>, with no id or state', () => {
+    const status = structuredClone(STATUS);
+    status.containers = [
+      {
+        id: `volume:app-secrets:${'d4'.repeat(32)}`,
+        lastAction: { trigger: 'started', at: NOW - 1_000, outcome: 'delivered' },
+        files: [],
+      },
+    ];
+    expect(formatStatus(status, NOW)).toMatch(/^volume app-secrets {2}- {13}- {6}0 {6}- {4}started/m);
   });
 
   it('rounds ages for people', () => {
     expect(
       [0, 59_999, 60_000, 3_599_999, 3_600_000, 5_400_000, 48 * 3_600_000].map(formatAge),
     ).toEqual(['0s', '59s', '1m', '59m', '1h', '1h 30m', '2d']);
+  });
+});
+
+describe('formatContainer', () => {
+  it('shows one container in full: state, rotation, last action, delivery and failure with its fix, files and variables', () => {
+    expect(formatContainer(STATUS.containers[0]!, NOW)).toBe(
+      [
+        'Name:          api',
+        `ID:            ${'a1'.repeat(32)}`,
+        'State:         running',
+        'Rotation:      signal SIGHUP',
+        'Last action:   up-to-date (periodic), 3m ago (2025-01-02T11:57:00.000Z)',
+        'Last delivery: 3m ago (2025-01-02T11:57:00.000Z)',
+        'Last failure:  DSO_PROVIDER_UNAVAILABLE dsofile://vault:app/api (started), 10m ago (2025-01-02T11:50:00.000Z)',
+        '               could not resolve dsofile://vault:app/api: vault cannot be reached (the agent tries again)',
+        '',
+        'Files:',
+        '  FILE  REFERENCE                PROVIDER  VERSION',
+        '  db    dsofile://app/db         local     3',
+        '  api   dsofile://vault:app/api  vault     7',
+        '',
+        'Environment:',
+        '  VARIABLE  REFERENCE            PROVIDER  VERSION',
+        '  API_KEY   dso://vault:app/key  vault     2',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it("says the files were delivered before the agent started, and the agent's default rotation", () => {
+    const text = formatContainer(
+      {
+        id: 'e5'.repeat(32),
+        files: [{ name: 'db', reference: 'dsofile://app/db', provider: 'local', version: '3' }],
+        lastAction: { trigger: 'startup', at: NOW - 1_000, outcome: 'up-to-date' },
+      },
+      NOW,
+    );
+    expect(text).toContain('Last delivery: before the agent started');
+    expect(text).toContain("Rotation:      the agent's default");
+    expect(text).toContain('Last failure:  none\n');
+    expect(text).toContain('Environment:\n  none\n');
+  });
+});
+
+describe('findContainer', () => {
+  const containers = [
+    ...STATUS.containers,
+    {
+      id: `b2b3${'0'.repeat(60)}`,
+      name: 'other',
+      lastAction: { trigger: 'started' as const, at: NOW, outcome: 'delivered' as const },
+    },
+    {
+      id: `volume:app-secrets:${'d4'.repeat(32)}`,
+      lastAction: { trigger: 'started' as const, at: NOW, outcome: 'delivered' as const },
+    },
+  ];
+
+  it('finds a container by name (with or without /), full id, id prefix, and a volume by name', () => {
+    expect(findContainer(containers, 'web-1').id).toBe('b2'.repeat(32));
+    expect(findContainer(containers, '/web-1').id).toBe('b2'.repeat(32));
+    expect(findContainer(containers, 'b2'.repeat(32)).id).toBe('b2'.repeat(32));
+    expect(findContainer(containers, 'a1a').name).toBe('api');
+    expect(findContainer(containers, 'app-secrets').id).toMatch(/^volume:app-secrets:/);
+  });
+
+  it('refuses an unknown name with DSO_CLI_CONTAINER_UNKNOWN and an ambiguous prefix with DSO_CLI_CONTAINER_AMBIGUOUS', () => {
+    expect(() => findContainer(containers, 'nope')).toThrow(
+      expect.objectContaining({
+        code: 'DSO_CLI_CONTAINER_UNKNOWN',
+        message: expect.stringMatching(
+          /^no container the agent manages is named "nope".*see dso status/,
+        ),
+      }),
+    );
+    expect(() => findContainer(containers, 'b2')).toThrow(
+      expect.objectContaining({
+        code: 'DSO_CLI_CONTAINER_AMBIGUOUS',
+        message: expect.stringContaining('web-1 (b2b2b2b2b2b2), other (b2b300000000)'),
+      }),
+    );
   });
 });
 
@@ -163,7 +275,7 @@ describe('dso status', () => {
     expect(seen).toEqual(['GET /v1/status']);
     expect(result.stdout).toMatch(/^agent: running since 2025-01-02T09:55:00.000Z \(up \d+/);
     expect(result.stdout).toMatch(
-      /^b2b2b2b2b2b2 {2}- {6}- {4}started {6}failed {6}\S+ ago {2}DSO_PROVIDER_NOT_FOUND dsofile:\/\/app\/missing$/m,
+      /^web-1 {2}b2b2b2b2b2b2 {2}exited {3}- {6}- {4}started {6}failed {6}\S+ ago {2}DSO_PROVIDER_NOT_FOUND dsofile:\/\/app\/missing$/m,
     );
     expect(result.stdout).toContain('queue: 1 waiting, 2 in flight, 0 shed\n');
     expect(result.stdout).toContain(
@@ -179,6 +291,32 @@ describe('dso status', () => {
     const result = await dso(['status', '--json']);
     expect(result.code).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual(STATUS);
+  });
+
+  it('shows one container with dso status <name>, and its entry with --json', async () => {
+    await stubAgent((response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify(STATUS));
+    });
+    const result = await dso(['status', 'web-1']);
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/^Name: +web-1\nID: +b2b2/);
+    expect(result.stdout).toContain('no secret at app/missing; store the secret');
+    const json = await dso(['status', 'b2b2', '--json']);
+    expect(JSON.parse(json.stdout)).toEqual(STATUS.containers[1]);
+  });
+
+  it('fails on a container the agent does not manage, naming it and what to do', async () => {
+    await stubAgent((response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(JSON.stringify(STATUS));
+    });
+    const result = await dso(['status', 'nope']);
+    expect(result.code).not.toBe(0);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toMatch(
+      /^dso: no container the agent manages is named "nope" .*see dso status.* \(DSO_CLI_CONTAINER_UNKNOWN\)\n$/,
+    );
   });
 
   it('says how to start the agent when it is not running, exit 1', async () => {

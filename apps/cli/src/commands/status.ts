@@ -2,6 +2,7 @@ import {
   type AgentApiContainer,
   type AgentApiProvider,
   type AgentApiStatus,
+  DsoError,
   resolveApiSocket,
 } from '@dso/core';
 import type { Command } from 'commander';
@@ -9,23 +10,145 @@ import { consumerLabel, createAgentClient, printable } from '../agent-client.js'
 import type { CliIo } from '../program.js';
 
 /**
- * Adds `dso status [--json]`: what the agent did for each managed container (references,
- * versions and outcomes, never values), its queue, cache and providers.
+ * Adds `dso status [container] [--json]`: what the agent did for each managed container (names,
+ * states, references, versions and outcomes with their reason and fix, never values), its
+ * queue, cache and providers; with a container (a name, or an id or its prefix), that
+ * container's files, variables, last delivery, last failure and rotation policy.
  */
 export function registerStatusCommand(program: Command, io: CliIo): void {
   program
     .command('status')
+    .argument('[container]', 'one container: its name, or its id or a prefix of it')
     .description(
-      "show the agent's managed containers (files, last action, outcome), queue, cache and providers; never a secret value",
+      "show the agent's managed containers (name, state, files, last action, outcome, reason and fix), queue, cache and providers, or one container in full; never a secret value",
     )
-    .option('--json', "print the agent's answer as JSON")
-    .action(async (options: { json?: boolean }) => {
+    .option('--json', "print the agent's answer as JSON (with a container: that container's entry)")
+    .action(async (selector: string | undefined, options: { json?: boolean }) => {
       const agent = createAgentClient({ socketPath: resolveApiSocket(io.env) });
       const status = await agent.status();
+      if (selector !== undefined) {
+        const container = findContainer(status.containers, selector);
+        io.stdout.write(
+          options.json
+            ? `${JSON.stringify(container, null, 2)}\n`
+            : formatContainer(container, Date.now()),
+        );
+        return;
+      }
       io.stdout.write(
         options.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status, Date.now()),
       );
     });
+}
+
+/**
+ * The one container `selector` names, as `docker inspect` finds it: its exact name, its exact
+ * id, else the one id that starts with it (a DSO volume's consumers by `volume <name>` or the
+ * volume's name).
+ *
+ * @throws DsoError DSO_CLI_CONTAINER_UNKNOWN when none matches, DSO_CLI_CONTAINER_AMBIGUOUS when
+ *   several ids start with it (both name what to do)
+ */
+export function findContainer(
+  containers: readonly AgentApiContainer[],
+  selector: string,
+): AgentApiContainer {
+  const wanted = selector.replace(/^\//, '');
+  const exact = containers.filter(
+    (container) =>
+      container.name === wanted ||
+      container.id === wanted ||
+      consumerLabel(container.id) === wanted ||
+      consumerLabel(container.id) === `volume ${wanted}`,
+  );
+  if (exact.length === 1) return exact[0]!;
+  const prefixed =
+    exact.length > 1 || !/^[0-9a-f]+$/.test(wanted)
+      ? exact
+      : containers.filter((container) => container.id.startsWith(wanted));
+  if (prefixed.length === 1) return prefixed[0]!;
+  const shown = printable(selector.slice(0, 80));
+  if (prefixed.length > 1) {
+    throw new DsoError(
+      'DSO_CLI_CONTAINER_AMBIGUOUS',
+      `"${shown}" names ${prefixed.length} containers (${prefixed
+        .slice(0, 5)
+        .map((container) => labelOf(container))
+        .join(', ')}): give more of the id, or the name`,
+    );
+  }
+  throw new DsoError(
+    'DSO_CLI_CONTAINER_UNKNOWN',
+    `no container the agent manages is named "${shown}" or has an id starting with it (${containers.length} managed): see dso status; a container without dso.enable=true, or one the agent has not handled yet, is not listed`,
+  );
+}
+
+/** A container for people: `name (id12)`, its short id alone before the agent knows its name. */
+function labelOf(container: AgentApiContainer): string {
+  const short = consumerLabel(container.id);
+  return container.name === undefined ? short : `${container.name} (${short})`;
+}
+
+/**
+ * One container in full, as `kubectl describe` shows one: what it is, its state and rotation
+ * policy, its last action, delivery and failure (reason and fix), then every file and variable
+ * with its reference, provider and version. Text from the agent is made printable.
+ */
+export function formatContainer(container: AgentApiContainer, now: number): string {
+  const when = (at: number) => `${formatAge(now - at)} ago (${new Date(at).toISOString()})`;
+  const { lastAction, lastFailure } = container;
+  const rows: Array<[string, string]> = [
+    [
+      'Name:',
+      container.name ?? (container.id.startsWith('volume:') ? consumerLabel(container.id) : '-'),
+    ],
+    ['ID:', container.id],
+    ['State:', container.state ?? '-'],
+    ['Rotation:', container.rotation ?? "the agent's default (rotation in dso.yaml)"],
+    ['Last action:', `${lastAction.outcome} (${lastAction.trigger}), ${when(lastAction.at)}`],
+    [
+      'Last delivery:',
+      container.deliveredAt !== undefined
+        ? when(container.deliveredAt)
+        : container.files !== undefined
+          ? 'before the agent started (its files are there, same versions)'
+          : 'none',
+    ],
+  ];
+  const failure = lastFailure ?? (lastAction.code === undefined ? undefined : lastAction);
+  rows.push([
+    'Last failure:',
+    failure === undefined || failure.code === undefined
+      ? 'none'
+      : `${[failure.code, failure.reference].filter((part) => part !== undefined).join(' ')} (${failure.trigger}), ${when(failure.at)}`,
+  ]);
+  const width = Math.max(...rows.map(([key]) => key.length)) + 1;
+  const lines = rows.map(([key, value]) => `${key.padEnd(width)}${printable(value)}`);
+  if (failure?.message !== undefined)
+    lines.push(`${''.padEnd(width)}${printable(failure.message)}`);
+  if (
+    lastAction.outcome === 'missing' &&
+    lastAction.message !== undefined &&
+    lastAction !== failure
+  ) {
+    lines.push(`${''.padEnd(width)}${printable(lastAction.message)}`);
+  }
+  const delivered = (title: string, entries: AgentApiContainer['files'], head: string) => {
+    lines.push('', title);
+    if (entries === undefined || entries.length === 0) {
+      lines.push('  none');
+      return;
+    }
+    lines.push(
+      ...table([
+        [head, 'REFERENCE', 'PROVIDER', 'VERSION'],
+        ...entries.map((entry) => [entry.name, entry.reference, entry.provider, entry.version]),
+      ]).map((line) => `  ${line}`),
+    );
+  };
+  delivered('Files:', container.files, 'FILE');
+  delivered('Environment:', container.env, 'VARIABLE');
+  return `${lines.join('\n')}\n`;
 }
 
 /**
@@ -46,7 +169,17 @@ export function formatStatus(status: AgentApiStatus, now: number): string {
     const containers = [...status.containers].sort((a, b) => b.lastAction.at - a.lastAction.at);
     lines.push(
       ...table([
-        ['CONTAINER', 'FILES', 'ENV', 'LAST ACTION', 'OUTCOME', 'WHEN', 'DETAIL'],
+        [
+          'NAME',
+          'CONTAINER ID',
+          'STATE',
+          'FILES',
+          'ENV',
+          'LAST ACTION',
+          'OUTCOME',
+          'WHEN',
+          'DETAIL',
+        ],
         ...containers.map((container) => containerRow(container, now)),
       ]),
     );
@@ -54,7 +187,7 @@ export function formatStatus(status: AgentApiStatus, now: number): string {
     for (const container of containers) {
       const { message } = container.lastAction;
       if (message !== undefined) {
-        lines.push(`${consumerLabel(container.id)}: ${printable(message)}`);
+        lines.push(`${printable(labelOf(container))}: ${printable(message)}`);
       }
     }
   }
@@ -81,8 +214,11 @@ function containerRow(container: AgentApiContainer, now: number): string[] {
     lastAction.outcome === 'failed' || lastAction.outcome === 'missing'
       ? [lastAction.code, lastAction.reference].filter((part) => part !== undefined).join(' ')
       : '';
+  const volume = container.id.startsWith('volume:');
   return [
-    consumerLabel(container.id),
+    volume ? consumerLabel(container.id) : (container.name ?? '-'),
+    volume ? '-' : consumerLabel(container.id),
+    container.state ?? '-',
     container.files === undefined ? '-' : String(container.files.length),
     container.env === undefined ? '-' : String(container.env.length),
     lastAction.trigger,
