@@ -132,7 +132,9 @@ describe('formatStatus', () => {
         files: [],
       },
     ];
-    expect(formatStatus(status, NOW)).toMatch(/^volume app-secrets {2}- {13}- {6}0 {6}- {4}started/m);
+    expect(formatStatus(status, NOW)).toMatch(
+      /^volume app-secrets {2}- {13}- {6}0 {6}- {4}started/m,
+    );
   });
 
   it('rounds ages for people', () => {
