@@ -16,11 +16,13 @@ import {
 } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
+import { registerDoctorCommand } from './commands/doctor.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerReconcileCommand } from './commands/reconcile.js';
 import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerUpCommand } from './commands/up.js';
+import { registerValidateCommand } from './commands/validate.js';
 import {
   type LocalVaultSettings,
   localVaultSettings,
@@ -185,6 +187,8 @@ export function createProgram(io: CliIo): Command {
   registerEventsCommand(program, io);
   registerRotateCommand(program, io);
   registerUpCommand(program, io);
+  registerValidateCommand(program, io);
+  registerDoctorCommand(program, io);
 
   return program;
 }

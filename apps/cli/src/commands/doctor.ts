@@ -1,0 +1,341 @@
+import { stat } from 'node:fs/promises';
+import { type AgentApiStatus, DsoError, errorCode, loadConfig, resolveApiSocket } from '@dso/core';
+import type { Command } from 'commander';
+import packageJson from '../../package.json' with { type: 'json' };
+import { createAgentClient } from '../agent-client.js';
+import { query } from '../docker-cli.js';
+import type { CliIo } from '../program.js';
+
+/** How a check ended: `ok`, a `warning` (works, but worth a look), or an `error` (broken). */
+export type CheckOutcome = 'ok' | 'warning' | 'error';
+
+/** One line of `dso doctor`: what was checked, what was found, and what to do when it is not ok. */
+export interface DoctorCheck {
+  /** Short and stable: `engine`, `agent`, `socket`, `delivery`, `resolve-allow`, `provider <name>`, `clock`, `versions`. */
+  name: string;
+  outcome: CheckOutcome;
+  /** What was found (versions, paths, counts; never a value). */
+  detail: string;
+  /** What to do, when the outcome is not `ok`. */
+  fix?: string;
+}
+
+/** The oldest Node the CLI and agent are built for (`engines.node`). */
+export const MIN_NODE_VERSION = '20.19.0';
+/** A clock further than this from the engine's makes rotation and staleness decisions wrong. */
+export const MAX_CLOCK_SKEW_MS = 5_000;
+
+/** What `dso doctor` looks at, injected so tests need no engine, agent or socket. */
+export interface DoctorDependencies {
+  env: NodeJS.ProcessEnv;
+  /** `docker version` and the engine's clock; an error's text when it does not answer. */
+  engine(): Promise<
+    { version: string; apiVersion: string; systemTime?: string } | { error: string }
+  >;
+  /** The agent's status; throws the client's DsoError when it does not answer. */
+  agentStatus(): Promise<AgentApiStatus>;
+  /** The socket file's type, mode, owner and group, or undefined when missing. */
+  socketFile(
+    path: string,
+  ): Promise<{ socket: boolean; mode: number; uid: number; gid: number } | undefined>;
+  /** This process's uid and groups (the caller of the socket). */
+  identity(): { uid: number; groups: number[] };
+  /** `api.resolveAllow` of dso.yaml, or why it cannot be read. */
+  resolveAllow(): Promise<{ patterns: string[]; file: string | undefined } | { error: string }>;
+  now(): number;
+  nodeVersion: string;
+}
+
+/**
+ * Adds `dso doctor`: checks the engine, the agent, its socket's permissions, how files are
+ * delivered (volume driver or tmpfs), `api.resolveAllow`, the providers, the clock and versions;
+ * prints each with its fix, and fails when any is an error.
+ */
+export function registerDoctorCommand(
+  program: Command,
+  io: CliIo,
+  dependencies: DoctorDependencies = defaultDoctorDependencies(io),
+): void {
+  program
+    .command('doctor')
+    .description(
+      'check the setup: engine, agent, socket permissions, volume driver or tmpfs, resolveAllow, providers, clock, versions; each problem with its fix',
+    )
+    .option('--json', 'print the checks as JSON')
+    .action(async (options: { json?: boolean }) => {
+      const checks = await runDoctor(dependencies);
+      const errors = checks.filter((check) => check.outcome === 'error').length;
+      if (options.json) {
+        io.stdout.write(`${JSON.stringify({ ok: errors === 0, checks }, null, 2)}\n`);
+      } else {
+        const mark = { ok: 'ok  ', warning: 'warn', error: 'FAIL' } as const;
+        for (const check of checks) {
+          io.stdout.write(`${mark[check.outcome]} ${check.name}: ${check.detail}\n`);
+          if (check.fix !== undefined) io.stdout.write(`     fix: ${check.fix}\n`);
+        }
+      }
+      if (errors > 0) {
+        throw new DsoError(
+          'DSO_CLI_DOCTOR_FAILED',
+          `${errors} ${errors === 1 ? 'check' : 'checks'} failed (each with its fix above)`,
+        );
+      }
+    });
+}
+
+/** Every check, in the order a person would fix them: engine first, versions last. */
+export async function runDoctor(dependencies: DoctorDependencies): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [];
+  const engine = await dependencies.engine();
+  if ('error' in engine) {
+    checks.push({
+      name: 'engine',
+      outcome: 'error',
+      detail: `the Docker engine does not answer (${engine.error})`,
+      fix: 'start it (systemctl start docker), check DOCKER_HOST, or add yourself to the docker group (sudo usermod -aG docker $USER, then log in again)',
+    });
+  } else {
+    checks.push({
+      name: 'engine',
+      outcome: 'ok',
+      detail: `Docker ${engine.version} (API ${engine.apiVersion})`,
+    });
+  }
+
+  const socketPath = resolveApiSocket(dependencies.env);
+  let status: AgentApiStatus | undefined;
+  try {
+    status = await dependencies.agentStatus();
+    checks.push({
+      name: 'agent',
+      outcome: 'ok',
+      detail: `running on ${socketPath}${status.startedAt === null ? '' : ` since ${new Date(status.startedAt).toISOString()}`}, ${status.containers.length} managed ${status.containers.length === 1 ? 'consumer' : 'consumers'}`,
+    });
+  } catch (error) {
+    const code = errorCode(error);
+    checks.push({
+      name: 'agent',
+      outcome: 'error',
+      detail: `no answer on ${socketPath} (${code ?? (error instanceof Error ? error.message : String(error))})`,
+      fix:
+        code === 'DSO_CLI_AGENT_DENIED'
+          ? 'you may not use its socket: see the socket check below'
+          : `start it (dso-agent, or systemctl start dso-agent); if it runs elsewhere, set DSO_API_SOCKET to its socket`,
+    });
+  }
+
+  checks.push(await socketCheck(socketPath, dependencies));
+
+  if (status !== undefined) {
+    checks.push(
+      status.volumeDriver === undefined
+        ? {
+            name: 'delivery',
+            outcome: 'warning',
+            detail:
+              'the agent serves no volume driver: files go into a tmpfs in each container by docker exec (the image needs sh and tar, and the container a tmpfs at the target)',
+            fix: 'set volumes.enabled: true in dso.yaml and restart the agent (as root) for DSO volumes, which need neither',
+          }
+        : {
+            name: 'delivery',
+            outcome: 'ok',
+            detail: `volume driver "${status.volumeDriver}" served (--mount type=volume,volume-driver=${status.volumeDriver},...); tmpfs and exec for other containers`,
+          },
+    );
+  }
+
+  const allow = await dependencies.resolveAllow();
+  if ('error' in allow) {
+    checks.push({
+      name: 'resolve-allow',
+      outcome: 'warning',
+      detail: `cannot read dso.yaml (${allow.error})`,
+      fix: "fix dso.yaml, or set DSO_CONFIG to the agent's file",
+    });
+  } else if (allow.patterns.length === 0) {
+    checks.push({
+      name: 'resolve-allow',
+      outcome: 'warning',
+      detail: `api.resolveAllow is empty${allow.file === undefined ? ' (no dso.yaml)' : ` in ${allow.file}`}: dso:// environment values are refused (dsofile:// files work)`,
+      fix: "to let dso up resolve dso:// values, list the references it may resolve, e.g. api.resolveAllow: ['dso://app/*']",
+    });
+  } else {
+    checks.push({
+      name: 'resolve-allow',
+      outcome: 'ok',
+      detail: `dso:// values may be resolved for ${allow.patterns.join(', ')}`,
+    });
+  }
+
+  for (const provider of status?.providers ?? []) {
+    const state = provider.state ?? {};
+    const down = state.status === 'closed' || state.breaker === 'open';
+    const shaky = state.status === 'restarting' || state.breaker === 'half-open';
+    const facts = Object.entries(state)
+      .filter(([key]) => key === 'status' || key === 'breaker' || key === 'restarts')
+      .map(([key, value]) => `${key} ${String(value)}`)
+      .join(', ');
+    checks.push({
+      name: `provider ${provider.name}`,
+      outcome: down ? 'error' : shaky ? 'warning' : 'ok',
+      detail: `${provider.type}${facts === '' ? '' : `: ${facts}`}`,
+      ...(down || shaky
+        ? {
+            fix: `its store does not answer: check its address and credentials in dso.yaml (providers.${provider.name}), and the agent's log`,
+          }
+        : {}),
+    });
+  }
+
+  const now = dependencies.now();
+  const engineTime =
+    'error' in engine || engine.systemTime === undefined
+      ? Number.NaN
+      : Date.parse(engine.systemTime);
+  if (new Date(now).getUTCFullYear() < 2024) {
+    checks.push({
+      name: 'clock',
+      outcome: 'error',
+      detail: `this host's clock says ${new Date(now).toISOString()}`,
+      fix: 'set the time (timedatectl set-ntp true): versions, staleness and audit times depend on it',
+    });
+  } else if (Number.isFinite(engineTime) && Math.abs(engineTime - now) > MAX_CLOCK_SKEW_MS) {
+    checks.push({
+      name: 'clock',
+      outcome: 'warning',
+      detail: `this host and the engine differ by ${Math.round(Math.abs(engineTime - now) / 1000)} s`,
+      fix: 'synchronise both clocks (timedatectl set-ntp true)',
+    });
+  } else {
+    checks.push({
+      name: 'clock',
+      outcome: 'ok',
+      detail: Number.isFinite(engineTime)
+        ? `within ${MAX_CLOCK_SKEW_MS / 1000} s of the engine's`
+        : new Date(now).toISOString(),
+    });
+  }
+
+  const nodeOk = compareVersions(dependencies.nodeVersion, MIN_NODE_VERSION) >= 0;
+  checks.push({
+    name: 'versions',
+    outcome: nodeOk ? 'ok' : 'error',
+    detail: `dso ${packageJson.version}, node ${dependencies.nodeVersion}${'error' in engine ? '' : `, Docker ${engine.version}`}`,
+    ...(nodeOk ? {} : { fix: `install Node ${MIN_NODE_VERSION} or newer` }),
+  });
+  return checks;
+}
+
+async function socketCheck(path: string, dependencies: DoctorDependencies): Promise<DoctorCheck> {
+  const file = await dependencies.socketFile(path);
+  if (file === undefined) {
+    return {
+      name: 'socket',
+      outcome: 'error',
+      detail: `${path} does not exist`,
+      fix: 'start the agent; a non-root agent listens at $DSO_HOME/agent.sock: set DSO_API_SOCKET to that path',
+    };
+  }
+  if (!file.socket) {
+    return {
+      name: 'socket',
+      outcome: 'error',
+      detail: `${path} is not a socket`,
+      fix: 'remove it and restart the agent, or set api.socket to another path',
+    };
+  }
+  const mode = `0${(file.mode & 0o777).toString(8).padStart(3, '0')}`;
+  if ((file.mode & 0o002) !== 0) {
+    return {
+      name: 'socket',
+      outcome: 'warning',
+      detail: `${path} is mode ${mode}: every user of this host may ask the agent for secrets`,
+      fix: 'set api.socketMode: "0660" and api.socketGroup to the operators\' group in dso.yaml',
+    };
+  }
+  const me = dependencies.identity();
+  const may =
+    me.uid === 0 ||
+    (me.uid === file.uid && (file.mode & 0o600) === 0o600) ||
+    (me.groups.includes(file.gid) && (file.mode & 0o060) === 0o060);
+  if (!may) {
+    return {
+      name: 'socket',
+      outcome: 'error',
+      detail: `${path} (mode ${mode}, owner ${file.uid}, group ${file.gid}) is not usable by uid ${me.uid}`,
+      fix: `add yourself to group ${file.gid} (sudo usermod -aG $(getent group ${file.gid} | cut -d: -f1) $USER, then log in again), or run as root`,
+    };
+  }
+  return {
+    name: 'socket',
+    outcome: 'ok',
+    detail: `${path} (mode ${mode}, group ${file.gid}) usable by uid ${me.uid}`,
+  };
+}
+
+function compareVersions(a: string, b: string): number {
+  const parts = (text: string) =>
+    text
+      .replace(/^v/, '')
+      .split('.')
+      .map((part) => Number.parseInt(part, 10) || 0);
+  const [x, y] = [parts(a), parts(b)];
+  for (let index = 0; index < 3; index++) {
+    const difference = (x[index] ?? 0) - (y[index] ?? 0);
+    if (difference !== 0) return difference;
+  }
+  return 0;
+}
+
+/** The real engine (docker CLI), agent (its socket), socket file and dso.yaml. */
+export function defaultDoctorDependencies(io: CliIo): DoctorDependencies {
+  return {
+    env: io.env,
+    engine: async () => {
+      const version = await query('docker', ['version', '--format', '{{json .Server}}'], io.env);
+      if (version.error !== undefined) return { error: `docker: ${version.error.message}` };
+      if (version.code !== 0) {
+        return {
+          error: version.stderr.trim().split('\n')[0] || `docker version exited ${version.code}`,
+        };
+      }
+      const server = JSON.parse(version.stdout) as { Version?: string; ApiVersion?: string } | null;
+      const info = await query('docker', ['info', '--format', '{{json .SystemTime}}'], io.env);
+      let systemTime: string | undefined;
+      try {
+        systemTime = info.code === 0 ? (JSON.parse(info.stdout) as string) : undefined;
+      } catch {
+        // No engine time: the clock check falls back to this host's alone.
+        systemTime = undefined;
+      }
+      return {
+        version: server?.Version ?? 'unknown',
+        apiVersion: server?.ApiVersion ?? 'unknown',
+        ...(systemTime === undefined ? {} : { systemTime }),
+      };
+    },
+    agentStatus: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }).status(),
+    socketFile: async (path) => {
+      try {
+        const file = await stat(path);
+        return { socket: file.isSocket(), mode: file.mode, uid: file.uid, gid: file.gid };
+      } catch {
+        // Missing or unreadable: both are "does not exist" to the caller, with the same fix.
+        return undefined;
+      }
+    },
+    identity: () => ({ uid: process.getuid?.() ?? -1, groups: process.getgroups?.() ?? [] }),
+    resolveAllow: async () => {
+      try {
+        const { config, path } = await loadConfig({ env: io.env });
+        return { patterns: [...config.api.resolveAllow], file: path };
+      } catch (error) {
+        return {
+          error: errorCode(error) ?? (error instanceof Error ? error.message : String(error)),
+        };
+      }
+    },
+    now: () => Date.now(),
+    nodeVersion: process.versions.node,
+  };
+}
