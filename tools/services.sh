@@ -39,6 +39,8 @@ install_missing() {
   # The Swarm end-to-end test's engine runs in a network namespace of its own, loopback brought
   # up with ip.
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  # The terminal end-to-end test reads the agent's screen in a tmux pane.
+  command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   [ "${#missing[@]}" -eq 0 ] && return 0
   # De-duplicate (docker.io can be listed twice).
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
