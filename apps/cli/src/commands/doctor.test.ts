@@ -1,0 +1,135 @@
+import type { AgentApiStatus } from '@dso/core';
+import { DsoError } from '@dso/core';
+import { describe, expect, it } from 'vitest';
+import { type DoctorDependencies, runDoctor } from './doctor.js';
+
+const NOW = Date.parse('2026-12-07T05:00:00.000Z');
+
+const STATUS: AgentApiStatus = {
+  startedAt: NOW - 60_000,
+  containers: [],
+  queue: { depth: 0, inFlight: 0, shed: 0 },
+  cache: { entries: 0, hits: 0, misses: 0, staleServed: 0 },
+  providers: [{ name: 'local', type: 'local', state: { status: 'ready', breaker: 'closed' } }],
+  volumeDriver: 'dso',
+};
+
+function healthy(overrides: Partial<DoctorDependencies> = {}): DoctorDependencies {
+  return {
+    env: { DSO_API_SOCKET: '/run/dso/agent.sock' },
+    engine: async () => ({
+      version: '20.10.24',
+      apiVersion: '1.41',
+      systemTime: new Date(NOW).toISOString(),
+    }),
+    agentStatus: async () => STATUS,
+    socketFile: async () => ({ socket: true, mode: 0o140660, uid: 0, gid: 990 }),
+    identity: () => ({ uid: 1000, groups: [1000, 990] }),
+    resolveAllow: async () => ({ patterns: ['dso://app/*'], file: '/etc/dso/dso.yaml' }),
+    now: () => NOW,
+    nodeVersion: '20.19.5',
+    ...overrides,
+  };
+}
+
+const outcomes = async (dependencies: DoctorDependencies) =>
+  Object.fromEntries((await runDoctor(dependencies)).map((check) => [check.name, check.outcome]));
+
+describe('dso doctor', () => {
+  it('is all ok on a healthy setup', async () => {
+    expect(await outcomes(healthy())).toEqual({
+      engine: 'ok',
+      agent: 'ok',
+      socket: 'ok',
+      delivery: 'ok',
+      'resolve-allow': 'ok',
+      'provider local': 'ok',
+      clock: 'ok',
+      versions: 'ok',
+    });
+  });
+
+  it('fails the agent with how to start it when it does not answer', async () => {
+    const checks = await runDoctor(
+      healthy({
+        agentStatus: async () => {
+          throw new DsoError('DSO_CLI_AGENT_UNREACHABLE', 'no agent');
+        },
+        socketFile: async () => undefined,
+      }),
+    );
+    expect(checks.find((check) => check.name === 'agent')).toMatchObject({
+      outcome: 'error',
+      detail: expect.stringContaining('DSO_CLI_AGENT_UNREACHABLE'),
+      fix: expect.stringContaining('dso-agent'),
+    });
+    expect(checks.find((check) => check.name === 'socket')?.outcome).toBe('error');
+    // Nothing the agent would have said is made up.
+    expect(checks.some((check) => check.name.startsWith('provider'))).toBe(false);
+  });
+
+  it('fails the engine with its fix when docker does not answer', async () => {
+    const checks = await runDoctor(healthy({ engine: async () => ({ error: 'cannot connect' }) }));
+    expect(checks[0]).toMatchObject({
+      name: 'engine',
+      outcome: 'error',
+      fix: expect.stringContaining('docker group'),
+    });
+  });
+
+  it('fails the socket for a user outside its group, and warns for a world-writable one', async () => {
+    const denied = await runDoctor(healthy({ identity: () => ({ uid: 1000, groups: [1000] }) }));
+    expect(denied.find((check) => check.name === 'socket')).toMatchObject({
+      outcome: 'error',
+      fix: expect.stringContaining('usermod -aG'),
+    });
+    const open = await runDoctor(
+      healthy({ socketFile: async () => ({ socket: true, mode: 0o140666, uid: 0, gid: 0 }) }),
+    );
+    expect(open.find((check) => check.name === 'socket')?.outcome).toBe('warning');
+  });
+
+  it('warns without a volume driver, with an empty resolveAllow, a skewed clock; fails an open breaker and an old Node', async () => {
+    const result = await outcomes(
+      healthy({
+        agentStatus: async () => ({
+          ...STATUS,
+          volumeDriver: undefined,
+          providers: [
+            { name: 'vault', type: 'vault', state: { status: 'ready', breaker: 'open' } },
+          ],
+        }),
+        resolveAllow: async () => ({ patterns: [], file: undefined }),
+        engine: async () => ({
+          version: '20.10.24',
+          apiVersion: '1.41',
+          systemTime: new Date(NOW + 60_000).toISOString(),
+        }),
+        nodeVersion: '18.20.0',
+      }),
+    );
+    expect(result).toMatchObject({
+      delivery: 'warning',
+      'resolve-allow': 'warning',
+      'provider vault': 'error',
+      clock: 'warning',
+      versions: 'error',
+    });
+  });
+
+  it('gives every check that is not ok a fix', async () => {
+    const checks = await runDoctor(
+      healthy({
+        engine: async () => ({ error: 'down' }),
+        agentStatus: async () => {
+          throw new DsoError('DSO_CLI_AGENT_DENIED', 'denied');
+        },
+        resolveAllow: async () => ({ patterns: [], file: undefined }),
+        now: () => Date.parse('2001-01-01T00:00:00Z'),
+      }),
+    );
+    for (const check of checks.filter((entry) => entry.outcome !== 'ok')) {
+      expect(check.fix, check.name).toMatch(/\w/);
+    }
+  });
+});
