@@ -4,9 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import {
   type ComposeFile,
+  composeProjectName,
   composeSearchDirectories,
   composeServiceViews,
   composeVersion,
+  dsoVolumesOf,
   escapeCompose,
   extendedFiles,
   type ImageCommand,
@@ -621,6 +623,43 @@ describe("compose's text rules", () => {
       B: 'z',
       C: 'v',
     });
+  });
+
+  it('reads .env files with util.parseEnv: a multi-line double-quoted value and an escaped newline', () => {
+    expect(parseDotEnv('KEY="line one\nline two"\nM="a\\nb"\n')).toEqual({
+      KEY: 'line one\nline two',
+      M: 'a\nb',
+    });
+  });
+
+  it('names the project as compose does: -p, COMPOSE_PROJECT_NAME from the environment then .env, else the folder, normalised', () => {
+    const base = { env: {}, dotEnv: {}, firstFile: '/srv/My App.v2/compose.yaml' };
+    expect(composeProjectName(base)).toBe('myappv2');
+    expect(composeProjectName({ ...base, dotEnv: { COMPOSE_PROJECT_NAME: 'fromdotenv' } })).toBe(
+      'fromdotenv',
+    );
+    expect(
+      composeProjectName({
+        ...base,
+        env: { COMPOSE_PROJECT_NAME: 'FromEnv' },
+        dotEnv: { COMPOSE_PROJECT_NAME: 'fromdotenv' },
+      }),
+    ).toBe('fromenv');
+    expect(composeProjectName({ ...base, projectName: '_given-1' })).toBe('given-1');
+  });
+
+  it("picks dso up's volumes among a project's: its names, on the agent's driver", () => {
+    const volumes = [
+      { name: 'p_dso-web-0123456789', driver: 'dso', composeName: 'dso-web-0123456789' },
+      { name: 'p_data', driver: 'local', composeName: 'data' },
+      { name: 'p_dso-notes', driver: 'local', composeName: 'dso-notes' },
+      { name: 'p_dso-x-abcdefabcd', driver: 'other', composeName: 'dso-x-abcdefabcd' },
+    ];
+    expect(dsoVolumesOf(volumes, 'dso').map(({ name }) => name)).toEqual(['p_dso-web-0123456789']);
+    expect(dsoVolumesOf(volumes, undefined).map(({ name }) => name)).toEqual([
+      'p_dso-web-0123456789',
+      'p_dso-x-abcdefabcd',
+    ]);
   });
 
   it('escapes every $ for compose', () => {

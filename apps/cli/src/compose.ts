@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
+import { parseEnv } from 'node:util';
 import {
   checkSecretFileName,
   DEFAULT_SECRETS_DIR,
@@ -819,24 +820,53 @@ export function interpolate(
 }
 
 /**
- * Reads a `.env` file's `NAME=value` lines (compose's own variables for interpolation): `#`
- * comments, optional `export `, values in single or double quotes.
+ * Reads a `.env` file's `NAME=value` lines (compose's own variables for interpolation) with
+ * Node's `util.parseEnv`, the dotenv grammar compose follows: `#` comments, `export `, quotes,
+ * multi-line double-quoted values.
  */
 export function parseDotEnv(text: string): Record<string, string> {
-  const variables: Record<string, string> = {};
-  for (const rawLine of text.split(/\r?\n/)) {
-    const line = rawLine.trim().replace(/^export\s+/, '');
-    if (line === '' || line.startsWith('#')) continue;
-    const equals = line.indexOf('=');
-    if (equals <= 0) continue;
-    const name = line.slice(0, equals).trim();
-    let value = line.slice(equals + 1).trim();
-    const quoted = /^(['"])(.*)\1$/.exec(value);
-    if (quoted) value = quoted[2] as string;
-    else value = value.replace(/\s+#.*$/, '');
-    variables[name] = value;
-  }
-  return variables;
+  return { ...parseEnv(text) } as Record<string, string>;
+}
+
+/**
+ * The project name compose uses: `-p`, else `COMPOSE_PROJECT_NAME` (environment, then the
+ * project's `.env`), else the name of the first file's folder, normalised as compose does
+ * (lowercase; only `a-z`, `0-9`, `_` and `-` kept; v2 also trims a leading `_` or `-`).
+ * `dso down` needs it to find the DSO volumes `dso up` made, which compose labels with it.
+ */
+export function composeProjectName(options: {
+  projectName?: string | undefined;
+  env: NodeJS.ProcessEnv;
+  dotEnv: Readonly<Record<string, string>>;
+  firstFile: string;
+}): string {
+  const given =
+    options.projectName ||
+    options.env.COMPOSE_PROJECT_NAME ||
+    options.dotEnv.COMPOSE_PROJECT_NAME ||
+    basename(dirname(options.firstFile));
+  return given
+    .toLowerCase()
+    .replace(/[^-_a-z0-9]/g, '')
+    .replace(/^[-_]+/, '');
+}
+
+/** The compose name `dso up` gives a service's DSO volume (see {@link planComposeUp}). */
+const DSO_VOLUME_NAME = /^dso-.+-[0-9a-f]{10}$/;
+
+/**
+ * Of a project's volumes, the DSO volumes `dso up` made: named by its rule and served by the
+ * agent's volume driver (by any driver but `local` when the agent did not say which).
+ */
+export function dsoVolumesOf<T extends { driver: string; composeName: string }>(
+  volumes: readonly T[],
+  volumeDriver: string | undefined,
+): T[] {
+  return volumes.filter(
+    (volume) =>
+      DSO_VOLUME_NAME.test(volume.composeName) &&
+      (volumeDriver === undefined ? volume.driver !== 'local' : volume.driver === volumeDriver),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ export interface ComposeRun {
   args: string[];
   /** The override read after the user's files (references and `${…}` names only); none when absent. */
   override?: string;
-  /** `up` and its arguments. */
+  /** The compose command (`up`, `down`, `ps`, …) and its arguments. */
   upArgs: string[];
   /** Compose's whole environment: the caller's, plus the `DSO_UP_*` variables. */
   env: NodeJS.ProcessEnv;
@@ -312,4 +312,68 @@ function dockerMissing(error: NodeJS.ErrnoException): DsoError {
 
 function firstLine(text: string): string {
   return (text.trim().split('\n')[0] ?? '').slice(0, 300);
+}
+
+/** A volume compose made for a project: its engine name, driver and name in the compose file. */
+export interface ProjectVolume {
+  name: string;
+  driver: string;
+  /** The `com.docker.compose.volume` label: the name the compose file (or dso up's override) gave it. */
+  composeName: string;
+}
+
+/**
+ * The volumes compose made for `project` (`docker volume ls` by the label
+ * `com.docker.compose.project`).
+ *
+ * @throws DsoError DSO_CLI_DOCKER_FAILED when docker cannot be run or fails
+ */
+export async function listProjectVolumes(
+  project: string,
+  env: NodeJS.ProcessEnv,
+): Promise<ProjectVolume[]> {
+  const result = await query(
+    'docker',
+    [
+      'volume',
+      'ls',
+      '--filter',
+      `label=com.docker.compose.project=${project}`,
+      '--format',
+      '{{.Name}}\t{{.Driver}}\t{{.Label "com.docker.compose.volume"}}',
+    ],
+    env,
+  );
+  if (result.error !== undefined) throw dockerMissing(result.error);
+  if (result.code !== 0) {
+    throw new DsoError(
+      'DSO_CLI_DOCKER_FAILED',
+      `docker volume ls failed (exit ${result.code}): ${firstLine(result.stderr)}`,
+      { project },
+    );
+  }
+  return result.stdout
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const [name = '', driver = '', composeName = ''] = line.split('\t');
+      return { name, driver, composeName };
+    });
+}
+
+/**
+ * Removes volumes by name (`docker volume rm`); answers the ones that could not be removed
+ * with docker's first line of why.
+ */
+export async function removeVolumes(
+  names: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<Array<{ name: string; problem: string }>> {
+  const failed: Array<{ name: string; problem: string }> = [];
+  for (const name of names) {
+    const result = await query('docker', ['volume', 'rm', name], env);
+    if (result.error !== undefined) throw dockerMissing(result.error);
+    if (result.code !== 0) failed.push({ name, problem: firstLine(result.stderr) });
+  }
+  return failed;
 }

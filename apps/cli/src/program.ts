@@ -16,6 +16,7 @@ import {
 } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
+import { registerComposeVerbCommands } from './commands/compose-verbs.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerEventsCommand } from './commands/events.js';
 import { registerReconcileCommand } from './commands/reconcile.js';
@@ -187,6 +188,7 @@ export function createProgram(io: CliIo): Command {
   registerEventsCommand(program, io);
   registerRotateCommand(program, io);
   registerUpCommand(program, io);
+  registerComposeVerbCommands(program, io);
   registerValidateCommand(program, io);
   registerDoctorCommand(program, io);
 

@@ -403,10 +403,10 @@ function describe(plan: ComposeUpPlan, err: (line: string) => void): void {
 }
 
 /** `-f` paths made absolute; else `COMPOSE_FILE`; else compose's lookup (with its override file). */
-async function composeFilePaths(
+export async function composeFilePaths(
   given: readonly string[],
   env: NodeJS.ProcessEnv,
-  dependencies: UpDependencies,
+  dependencies: Pick<UpDependencies, 'cwd' | 'readText'>,
 ): Promise<string[]> {
   if (given.includes('-')) {
     throw new DsoError(
@@ -440,7 +440,7 @@ async function composeFilePaths(
   );
 }
 
-async function exists(path: string, dependencies: UpDependencies): Promise<boolean> {
+async function exists(path: string, dependencies: Pick<UpDependencies, 'readText'>): Promise<boolean> {
   try {
     await dependencies.readText(path);
     return true;
@@ -479,6 +479,7 @@ async function interpolationVariables(
   return { ...dotEnv, ...env };
 }
 
-function collect(value: string, previous: string[]): string[] {
+/** Commander's collector for a repeated option. */
+export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
