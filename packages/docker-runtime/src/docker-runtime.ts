@@ -237,6 +237,13 @@ export interface ContainerDetails {
   volumes: VolumeMount[];
   /** The image reference it was created from. */
   image: string;
+  /**
+   * Its environment variables whose value is a DSO reference as written (`dso://…`,
+   * `dsofile://…`): it was created without the references wired in (a plain `compose up`
+   * instead of `dso up`). Only these leave the runtime: any other value of the environment may
+   * be a secret.
+   */
+  envReferences?: Array<{ name: string; value: string }>;
 }
 
 /**
@@ -1128,7 +1135,24 @@ function toDetails(info: Docker.ContainerInspectInfo): ContainerDetails {
     binds,
     volumes: volumesOf(info.Mounts),
     image: info.Config?.Image ?? '',
+    envReferences: envReferencesOf(info.Config?.Env),
   };
+}
+
+/** The `NAME=value` entries of `Config.Env` whose value is a DSO reference (see `envReferences`). */
+function envReferencesOf(env: unknown): Array<{ name: string; value: string }> {
+  if (!Array.isArray(env)) return [];
+  const found: Array<{ name: string; value: string }> = [];
+  for (const entry of env) {
+    if (typeof entry !== 'string') continue;
+    const equals = entry.indexOf('=');
+    if (equals <= 0) continue;
+    const value = entry.slice(equals + 1);
+    if (value.startsWith('dso://') || value.startsWith('dsofile://')) {
+      found.push({ name: entry.slice(0, equals), value });
+    }
+  }
+  return found;
 }
 
 /** The volume mounts of an engine's `Mounts` list (listing and inspect share the shape). */
