@@ -93,7 +93,7 @@ describe('dso', () => {
   it('fails with DSO_CLI_SECRET_NOT_FOUND when rm finds no secret; --if-exists accepts it', async () => {
     await dso(['init']);
     const result = await dso(['secret', 'rm', 'app/nothing']);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(4); // not found
     expect(result.stdout).toBe('');
     expect(result.stderr).toContain('no secret at app/nothing');
     expect(result.stderr).toContain('DSO_CLI_SECRET_NOT_FOUND');
@@ -105,7 +105,7 @@ describe('dso', () => {
     // Deleted once: the second rm finds nothing.
     await dso(['secret', 'set', 'app/x'], CANARY);
     expect((await dso(['secret', 'rm', 'app/x'])).stdout).toBe('deleted app/x\n');
-    expect((await dso(['secret', 'rm', 'app/x'])).code).toBe(1);
+    expect((await dso(['secret', 'rm', 'app/x'])).code).toBe(4);
   });
 
   it('rejects a bad path before prompting for the value on a terminal', async () => {
@@ -128,7 +128,7 @@ describe('dso', () => {
       stdout: new PassThrough(),
       stderr,
     });
-    expect(code).toBe(1);
+    expect(code).toBe(3); // invalid input
     expect(err).toContain('DSO_VAULT_PATH_INVALID');
     expect(err).not.toContain('value for');
   });
@@ -162,7 +162,7 @@ describe('dso', () => {
       { mode: 0o600 },
     );
     const result = await dso(['secret', 'list']);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(4); // not found
     expect(result.stderr).toContain(`no vault at ${vaultPath}`);
     expect(result.stderr).toContain('providers.mine.config.vaultPath');
   });
@@ -172,7 +172,7 @@ describe('dso', () => {
     expect((await dso(['init', '--if-missing'])).stdout).toContain('already exists');
     await rm(join(home, 'vault.key'));
     const again = await dso(['init']);
-    expect(again.code).toBe(1);
+    expect(again.code).toBe(5); // refused: it exists
     expect(again.stderr).toContain('DSO_VAULT_EXISTS');
     // Refused before anything was written: no new key file that would not match the vault.
     await expect(stat(join(home, 'vault.key'))).rejects.toThrow();
@@ -180,7 +180,7 @@ describe('dso', () => {
 
   it('says how to create the vault when there is none', async () => {
     const result = await dso(['secret', 'list']);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(4); // not found
     expect(result.stderr).toMatch(/dso init/);
   });
 
@@ -193,14 +193,14 @@ describe('dso', () => {
       DSO_HOME: home,
       DSO_VAULT_PASSPHRASE: 'wrong',
     });
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(5); // refused: wrong key
     expect(wrong.stderr).toContain('DSO_VAULT_WRONG_KEY');
   });
 
   it('rejects an empty value', async () => {
     await dso(['init']);
     const result = await dso(['secret', 'set', 'app/db'], '');
-    expect(result).toMatchObject({ code: 1 });
+    expect(result).toMatchObject({ code: 3 }); // invalid input
     expect(result.stderr).toContain('DSO_CLI_VALUE_EMPTY');
   });
 
@@ -212,7 +212,7 @@ describe('dso', () => {
       ['secret', 'set', 'app/too-large'],
       randomBytes(MAX_SECRET_BYTES + 1),
     );
-    expect(tooLarge.code).toBe(1);
+    expect(tooLarge.code).toBe(3); // invalid input
     expect(tooLarge.stderr).toContain('DSO_CLI_VALUE_TOO_LARGE');
     expect(tooLarge.stderr).toContain(`larger than ${MAX_SECRET_BYTES} bytes`);
     expect(tooLarge.stderr).toContain('raise providers.local.maxMessageBytes in dso.yaml');

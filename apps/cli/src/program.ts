@@ -16,6 +16,7 @@ import {
 } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import { Command, CommanderError } from 'commander';
+import { registerCompletionCommand } from './commands/completion.js';
 import { registerComposeVerbCommands } from './commands/compose-verbs.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerEventsCommand } from './commands/events.js';
@@ -24,6 +25,8 @@ import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerValidateCommand } from './commands/validate.js';
+import { registerVersionCommand } from './commands/version.js';
+import { exitCodeFor } from './exit-codes.js';
 import {
   type LocalVaultSettings,
   localVaultSettings,
@@ -31,6 +34,7 @@ import {
   readSecretFromStream,
   valueTooLarge,
 } from './read-secret.js';
+import { versionLine } from './version.js';
 
 /** What the CLI reads and writes besides its arguments; injected so tests need no process. */
 export interface CliIo {
@@ -54,6 +58,7 @@ export function createProgram(io: CliIo): Command {
       writeOut: (text) => io.stdout.write(text),
       writeErr: (text) => io.stderr.write(text),
     })
+    .version(versionLine(), '-v, --version', "print the version of dso, Node's and the platform")
     .exitOverride()
     .showHelpAfterError();
 
@@ -189,6 +194,8 @@ export function createProgram(io: CliIo): Command {
   registerRotateCommand(program, io);
   registerUpCommand(program, io);
   registerComposeVerbCommands(program, io);
+  registerCompletionCommand(program, io);
+  registerVersionCommand(program, io);
   registerValidateCommand(program, io);
   registerDoctorCommand(program, io);
 
@@ -253,14 +260,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (error) {
-    if (error instanceof CommanderError) {
-      // Help and version exit 0; a usage error (unknown command, missing or extra argument) is 2.
-      return error.exitCode === 0 ? 0 : 2;
-    }
+    // Commander has printed its own message (help and version exit 0, a usage error 2).
+    if (error instanceof CommanderError) return exitCodeFor(error);
     const code = errorCode(error);
     const message = error instanceof Error ? error.message : String(error);
     io.stderr.write(`dso: ${message}${code ? ` (${code})` : ''}\n`);
-    // A value in argv is a usage error, like an extra argument.
-    return code === 'DSO_CLI_VALUE_IN_ARGV' ? 2 : 1;
+    // One exit code per failure class (exit-codes.ts): a value in argv is a usage error, 2.
+    return exitCodeFor(error);
   }
 }

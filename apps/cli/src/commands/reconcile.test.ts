@@ -69,7 +69,7 @@ describe('dso reconcile', () => {
     );
   });
 
-  it("prints the agent's refusal with its code, exit 1", async () => {
+  it("prints the agent's refusal with its code, exit 6 (unavailable) for DSO_AGENT_NOT_RUNNING", async () => {
     await stubAgent((response) =>
       json(response, 503, {
         error: 'the agent is not running: nothing to reconcile',
@@ -77,18 +77,27 @@ describe('dso reconcile', () => {
       }),
     );
     expect(await dso(['reconcile'])).toEqual({
-      code: 1,
+      code: 6,
       stdout: '',
       stderr: 'dso: the agent is not running: nothing to reconcile (DSO_AGENT_NOT_RUNNING)\n',
     });
   });
 
-  it('says how to start the agent when there is no socket, exit 1', async () => {
+  it('says how to start the agent when there is no socket, exit 6', async () => {
     const result = await dso(['reconcile']);
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(6);
     expect(result.stderr).toBe(
       `dso: the agent is not running (no socket at ${socketPath}): start it with dso-agent or systemctl start dso-agent (DSO_CLI_AGENT_UNREACHABLE)\n`,
     );
+  });
+
+  it('prints the answer as JSON with --json', async () => {
+    await stubAgent((response) => json(response, 202, { containers: 3 }));
+    expect(await dso(['reconcile', '--json'])).toEqual({
+      code: 0,
+      stdout: '{"containers":3}\n',
+      stderr: '',
+    });
   });
 
   it('refuses arguments (exit 2)', async () => {

@@ -10,9 +10,15 @@ export function registerReconcileCommand(program: Command, io: CliIo): void {
     .description(
       'ask the agent to check every managed container now and repair any drift (it also does so on a timer: reconcile.intervalMs)',
     )
-    .action(async () => {
+    .option('--json', "print the agent's JSON answer")
+    .action(async (options: { json?: boolean }) => {
       const agent = createAgentClient({ socketPath: resolveApiSocket(io.env) });
-      const { containers } = await agent.reconcile();
+      const result = await agent.reconcile();
+      if (options.json) {
+        io.stdout.write(`${JSON.stringify(result)}\n`);
+        return;
+      }
+      const { containers } = result;
       io.stdout.write(
         `reconciliation requested: ${containers} managed ${containers === 1 ? 'container' : 'containers'} queued for a check\n`,
       );

@@ -321,10 +321,10 @@ describe('dso status', () => {
     );
   });
 
-  it('says how to start the agent when it is not running, exit 1', async () => {
+  it('says how to start the agent when it is not running, exit 6', async () => {
     const result = await dso(['status']);
     expect(result).toEqual({
-      code: 1,
+      code: 6,
       stdout: '',
       stderr: `dso: the agent is not running (no socket at ${socketPath}): start it with dso-agent or systemctl start dso-agent (DSO_CLI_AGENT_UNREACHABLE)\n`,
     });
@@ -336,7 +336,7 @@ describe('dso status', () => {
     expect(result.stderr === '' || result.stderr.includes('/run/dso/agent.sock')).toBe(true);
   });
 
-  it('names the group to join when the socket refuses the user, exit 1', async () => {
+  it('names the group to join when the socket refuses the user, exit 5', async () => {
     await stubAgent((response) => {
       response.writeHead(200, { 'Content-Type': 'application/json' });
       response.end(JSON.stringify(STATUS));
@@ -345,7 +345,7 @@ describe('dso status', () => {
       // Not root: a socket with no permission bits refuses its owner too.
       await chmod(socketPath, 0o000);
       const result = await dso(['status']);
-      expect(result.code).toBe(1);
+      expect(result.code).toBe(5);
       expect(result.stderr).toMatch(
         /permission denied on the agent's socket .*DSO_CLI_AGENT_DENIED/,
       );
@@ -384,7 +384,7 @@ describe('dso status', () => {
       child.once('close', (code) => resolve({ code, stderr }));
     });
     expect(result).toEqual({
-      code: 1,
+      code: 5,
       stderr: `dso: permission denied on the agent's socket ${socketPath}: join its group: sudo usermod -aG root "$USER", then log in again (or run dso as root) (DSO_CLI_AGENT_DENIED)\n`,
     });
   }, 30_000);
