@@ -218,7 +218,7 @@ function fishScript(model: CommandModel): string {
     })();
     for (const sub of command.commands) {
       lines.push(
-        `complete -c ${name}${condition} -a ${sub.path.at(-1)} -d ${quote(firstClause(sub.description))}`,
+        `complete -c ${name}${condition} -a ${sub.path.at(-1)} -d ${quote(sub.description)}`,
       );
     }
     for (const option of command.options) {
@@ -236,7 +236,7 @@ function fishScript(model: CommandModel): string {
             : ' -x'
           : '';
       lines.push(
-        `complete -c ${name}${condition} ${flags}${value} -d ${quote(firstClause(option.description))}`,
+        `complete -c ${name}${condition} ${flags}${value} -d ${quote(option.description)}`,
       );
     }
     if (command.commands.length === 0 && words.length > 0) {
@@ -252,9 +252,4 @@ function fishScript(model: CommandModel): string {
     }
   }
   return `${lines.join('\n')}\n`;
-}
-
-// A completion menu has one short line per word: the description up to its first colon or semicolon.
-function firstClause(description: string): string {
-  return description.split(/[:;]\s/)[0]?.trim() ?? '';
 }
