@@ -6,6 +6,26 @@
  * import { runCli } from '@dso/cli';
  * const code = await runCli(['secret', 'list'], { env: process.env, stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
  */
+export { renderCliReference } from './cli-reference.js';
+export {
+  type ArgumentModel,
+  type CommandModel,
+  describeProgram,
+  type OptionModel,
+} from './command-model.js';
+export {
+  COMPLETION_SHELLS,
+  type CompletionShell,
+  completionScript,
+} from './commands/completion.js';
+export {
+  EXIT_CODE_TABLE,
+  EXIT_CODES,
+  type ExitClass,
+  type ExitCodeRow,
+  exitClassOf,
+  exitCodeFor,
+} from './exit-codes.js';
 export { type CliIo, createProgram, runCli } from './program.js';
 export {
   localSecretLimit,
@@ -15,3 +35,4 @@ export {
   type SecretSizeLimit,
   valueTooLarge,
 } from './read-secret.js';
+export { CLI_VERSION, versionLine } from './version.js';
