@@ -49,6 +49,7 @@ describe('checkLabels', () => {
         'dso.rotate': 'signal',
         'dso.rotate.signal': 'SIGHUP',
         'dso.replace.of': 'abc',
+        'dso.test': 'image',
         'com.docker.compose.project': 'demo',
         'org.opencontainers.image.title': 'dsofile:/not/ours',
       }),

@@ -85,9 +85,15 @@ export function suggestLabel(key: string): string | undefined {
   return best.text;
 }
 
+/**
+ * `dso.*` labels that are DSO's own without being read by the agent, never suggested:
+ * `dso.test` marks everything DSO's own tests create (and its test image: `tools/test-image.json`).
+ */
+const RESERVED_LABEL_KEYS: readonly string[] = ['dso.test'];
+
 /** True when DSO reads the label `key` (a known key, or a known prefix followed by a name). */
 export function isKnownLabel(key: string): boolean {
-  if (KNOWN_LABEL_KEYS.includes(key)) return true;
+  if (KNOWN_LABEL_KEYS.includes(key) || RESERVED_LABEL_KEYS.includes(key)) return true;
   return KNOWN_LABEL_PREFIXES.some(
     (prefix) => key.startsWith(prefix) && key.length > prefix.length,
   );
