@@ -265,6 +265,13 @@ export type AgentEvent = {
     }
   | { type: 'replaced'; newContainerId: string }
   | ({ type: 'label-warning' } & LabelWarning)
+  | {
+      /** Started with `dso://`/`dsofile://` text in its environment (created without dso up). */
+      type: 'literal-references';
+      variables: string[];
+      code: string;
+      message: string;
+    }
 );
 
 /** One reference {@link Agent.checkReferences} looked up: a version, or a failure (never a value). */
@@ -313,6 +320,8 @@ export interface ContainerStatus {
   deliveredAt?: number;
   /** What its labels got wrong without failing (an unknown `dso.*` label, …), with a suggestion. */
   warnings?: LabelWarning[];
+  /** Environment variables it was started with whose value is a reference as text (created without dso up). */
+  literalReferences?: Array<{ variable: string; reference: string }>;
   lastAction: {
     trigger: DeliveryTrigger | 'api';
     at: number;

@@ -23,10 +23,11 @@ import { createChangeDetector } from './change-detector.js';
 import { createConsumption } from './consumption.js';
 import { createDeliveredStore } from './delivered-store.js';
 import { createDelivery } from './delivery.js';
-import { createLabelWarnings } from './label-warnings.js';
 import { createDeliveryQueue } from './delivery-queue.js';
 import { watchEngine } from './engine-watch.js';
 import { createHostFolders } from './host-folders.js';
+import { createLabelWarnings } from './label-warnings.js';
+import { createLiteralReferences } from './literal-references.js';
 import { createOutcomes } from './outcomes.js';
 import { createReconciler } from './reconciler.js';
 import { createAuditSink, createEventBus } from './reporting.js';
@@ -230,6 +231,8 @@ export function createAgent(options: AgentOptions): Agent {
           clock,
           stopping: stopping.signal,
         });
+  // Containers started with dso:// text in their environment (a plain compose up): told loudly.
+  const literal = createLiteralReferences({ runtime, statuses, bus, audit, logger, clock });
   const deliveries = createDeliveryQueue({
     // One queue for both kinds of consumer: containers by id, volume mounts by `volume:<id>`.
     deliver: (id, trigger, signal, attempt, outside) =>
@@ -258,7 +261,7 @@ export function createAgent(options: AgentOptions): Agent {
         consumption.record(id, undefined);
       }
       for (const id of statuses.keys()) {
-        if (!running.has(id) && !isVolumeConsumer(id)) statuses.delete(id);
+        if (!running.has(id) && !isVolumeConsumer(id) && !literal.reported(id)) statuses.delete(id);
       }
       void hostFolders.sweep(signal);
       void volumeDriver?.sweep();
@@ -323,6 +326,7 @@ export function createAgent(options: AgentOptions): Agent {
             // A container binding a host path folder's owner's folder: the owner's next
             // delivery, now, judges it (refused when that container can write the folder).
             anyStarted: (id) => {
+              void literal.check(id, stopping.signal);
               void hostFolders
                 .ownersReachedBy(id, stopping.signal)
                 .then((owners) => {
@@ -338,6 +342,7 @@ export function createAgent(options: AgentOptions): Agent {
             },
             destroyed: (id) => {
               hostFolders.clear(id, true);
+              literal.forget(id);
               forget(id);
               deliveries.forgetFailures(id);
             },

@@ -108,6 +108,9 @@ function toApiContainer(container: ContainerStatus): AgentApiContainer {
             ...(suggestion === undefined ? {} : { suggestion }),
           })),
         }),
+    ...(container.literalReferences === undefined
+      ? {}
+      : { literalReferences: container.literalReferences.map((entry) => ({ ...entry })) }),
   };
 }
 

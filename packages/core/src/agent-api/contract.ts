@@ -217,6 +217,11 @@ export const agentApiContainerSchema = z.object({
   lastFailure: agentApiFailureSchema.optional(),
   /** What its labels got wrong without failing: unknown `dso.*` labels, near-miss references, owner/mode hints. */
   warnings: z.array(agentApiLabelWarningSchema()).optional(),
+  /**
+   * Environment variables it was started with whose value is `dso://`/`dsofile://` text: it was
+   * created without dso up (a plain compose up); its last action says how to recreate it.
+   */
+  literalReferences: z.array(z.object({ variable: z.string(), reference: z.string() })).optional(),
 });
 /** {@link agentApiContainerSchema}'s data. */
 export type AgentApiContainer = z.infer<typeof agentApiContainerSchema>;
@@ -402,6 +407,15 @@ export const agentApiEventSchema = z.discriminatedUnion('type', [
     label: z.string(),
     message: z.string(),
     suggestion: z.string().optional(),
+  }),
+  z.object({
+    /** Started with `dso://`/`dsofile://` text in its environment: created without dso up. */
+    type: z.literal('literal-references'),
+    ...containerEvent,
+    variables: z.array(z.string()),
+    code: z.string(),
+    /** What happened and the command that fixes it. */
+    message: z.string(),
   }),
 ]);
 /** {@link agentApiEventSchema}'s data. */
