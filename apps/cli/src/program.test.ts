@@ -69,6 +69,17 @@ describe('dso', () => {
     expect((await stat(nested)).mode & 0o777).toBe(0o700);
   });
 
+  it('lists paths as JSON with --json, never values', async () => {
+    await dso(['init']);
+    await dso(['secret', 'set', 'app/db'], CANARY);
+    await dso(['secret', 'set', 'app/api'], CANARY);
+    const listed = await dso(['secret', 'list', '--json']);
+    expect(listed.code).toBe(0);
+    expect(JSON.parse(listed.stdout)).toEqual({ paths: ['app/api', 'app/db'] });
+    expect(listed.stdout).not.toContain(CANARY);
+    expect((await dso(['secret', 'list', 'nothing/', '--json'])).stdout).toBe('{"paths":[]}\n');
+  });
+
   it('deletes a secret', async () => {
     await dso(['init']);
     await dso(['secret', 'set', 'app/x'], CANARY);

@@ -159,9 +159,12 @@ export function createProgram(io: CliIo): Command {
     .command('list')
     .description('list stored secret paths (never values)')
     .argument('[prefix]', 'only paths under this prefix')
-    .action(async (prefix?: string) => {
+    .option('--json', 'print {"paths": [...]} as one JSON object')
+    .action(async (prefix: string | undefined, options: { json?: boolean }) => {
       await using vault = await openLocalVault(io.env);
-      for (const path of await vault.list(prefix)) print(path);
+      const paths = await vault.list(prefix);
+      if (options.json) print(JSON.stringify({ paths }));
+      else for (const path of paths) print(path);
     });
 
   secret
