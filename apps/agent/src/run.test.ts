@@ -16,6 +16,17 @@ describe('expectedFailure', () => {
     expect(JSON.stringify(fields)).not.toContain('    at ');
   });
 
+  it("keeps the cause's message, not its stack", () => {
+    const error = new DsoError('DSO_DOCKER_UNREACHABLE', 'no engine answers: start it', {
+      cause: new Error('connect ECONNREFUSED /var/run/docker.sock'),
+    });
+    expect(expectedFailure(error)).toEqual({
+      code: 'DSO_DOCKER_UNREACHABLE',
+      reason: 'no engine answers: start it',
+      cause: 'connect ECONNREFUSED /var/run/docker.sock',
+    });
+  });
+
   it('keeps an unexpected failure whole under err, stack included', () => {
     const error = new TypeError('boom');
     expect(expectedFailure(error)).toEqual({ err: error, code: undefined });

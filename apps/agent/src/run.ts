@@ -105,7 +105,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
   }
 
   const fail = (error: unknown): number => {
-    logger.fatal({ err: error, code: errorCode(error) }, 'agent stopped');
+    logger.fatal(expectedFailure(error), 'agent stopped');
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`dso-agent: ${redactor.redact(message)}\n`);
     return 1;
@@ -321,7 +321,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
       } catch (error) {
         // Another agent serves this driver on this host: this one goes on without it.
         if (errorCode(error) !== 'DSO_VOLUME_SOCKET_IN_USE') throw error;
-        logger.error({ err: error, code: errorCode(error) }, 'volume driver not served');
+        logger.error(expectedFailure(error), 'volume driver not served');
       }
     }
     logger.info('agent ready');
@@ -395,13 +395,20 @@ async function openCache(
 
 /**
  * The fields that log a failure the operator can expect and fix (a coded DsoError, e.g. a root
- * that is not a tmpfs): its code and its message, which says the fix; no stack, which would
- * only bury that sentence at every start. Anything else keeps its stack under `err`.
+ * that is not a tmpfs, an engine that does not answer): its code, its message, which says the
+ * fix, and its cause's message; no stack, which would only bury that sentence at every start.
+ * Anything else keeps its stack under `err`.
  */
 export function expectedFailure(error: unknown): Record<string, unknown> {
   const code = errorCode(error);
   if (code === undefined || !(error instanceof Error)) return { err: error, code };
-  return { code, reason: error.message };
+  // The underlying failure's words (ECONNREFUSED, EACCES) still help; its stack does not.
+  const { cause } = error;
+  return {
+    code,
+    reason: error.message,
+    ...(cause instanceof Error ? { cause: cause.message } : {}),
+  };
 }
 
 /**
