@@ -97,6 +97,33 @@ describe('dso events', () => {
     ).toContain('delivered       volume app-secrets files=1');
   });
 
+  it('prints a label warning and literal references with their message', () => {
+    expect(
+      describeEvent({
+        type: 'label-warning',
+        at: 0,
+        containerId: 'd'.repeat(64),
+        containerName: 'web-1',
+        code: 'DSO_LABEL_UNKNOWN',
+        label: 'dso.flie.db',
+        suggestion: 'dso.file.db',
+        message: 'dso.flie.db is not a DSO label',
+      }),
+    ).toBe(
+      '1970-01-01T00:00:00.000Z label warning   web-1 (dddddddddddd) label=dso.flie.db code=DSO_LABEL_UNKNOWN suggestion=dso.file.db: dso.flie.db is not a DSO label',
+    );
+    expect(
+      describeEvent({
+        type: 'literal-references',
+        at: 0,
+        containerId: 'd'.repeat(64),
+        variables: ['API_KEY', 'DB'],
+        code: 'DSO_CONTAINER_LITERAL_REFERENCES',
+        message: 'recreate it with dso up',
+      }),
+    ).toContain('literal refs    dddddddddddd variables=API_KEY,DB code=');
+  });
+
   it('prints a container name with control characters as ?', () => {
     const line = describeEvent({
       type: 'rotated',

@@ -87,6 +87,10 @@ export function describeEvent(event: AgentApiEventLine): string {
         return `${time} rotation failed ${container} ${fields(['policy', 'code', 'rolledBack'])}${why}`;
       case 'secret-missing':
         return `${time} secret missing  ${container} ${fields(['reference', 'code'])}${why}`;
+      case 'label-warning':
+        return `${time} label warning   ${container} ${fields(['label', 'code', 'suggestion'])}${why}`;
+      case 'literal-references':
+        return `${time} literal refs    ${container} ${fields(['variables', 'code'])}${why}`;
       case 'replaced':
         return `${time} replaced        ${container} by ${String(event.newContainerId).slice(0, 12)}`;
       case 'dropped':

@@ -123,6 +123,24 @@ describe('formatStatus', () => {
     expect(text).toMatch(/^- {5}c3c3c3c3c3c3 {2}- {6}- {6}- {4}changed/m);
   });
 
+  it('shows label warnings below the table and in the per-container view, with the suggestion', () => {
+    const status = structuredClone(STATUS);
+    status.containers[0]!.warnings = [
+      {
+        code: 'DSO_LABEL_UNKNOWN',
+        label: 'dso.flie.db',
+        message: 'dso.flie.db is not a DSO label: it is ignored',
+        suggestion: 'dso.file.db',
+      },
+    ];
+    expect(formatStatus(status, NOW)).toContain(
+      'api (a1a1a1a1a1a1): warning: dso.flie.db is not a DSO label: it is ignored (did you mean dso.file.db?)\n',
+    );
+    expect(formatContainer(status.containers[0]!, NOW)).toContain(
+      '\nWarnings:\n  DSO_LABEL_UNKNOWN: dso.flie.db is not a DSO label: it is ignored (did you mean dso.file.db?)\n',
+    );
+  });
+
   it('shows a volume consumer as volume <name>, with no id or state', () => {
     const status = structuredClone(STATUS);
     status.containers = [

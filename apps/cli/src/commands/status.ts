@@ -83,6 +83,14 @@ export function findContainer(
   );
 }
 
+/** A label warning in one line: its message, and the suggestion when the message has not said it. */
+function warningText(warning: NonNullable<AgentApiContainer['warnings']>[number]): string {
+  const { message, suggestion } = warning;
+  return suggestion === undefined || message.includes(suggestion)
+    ? message
+    : `${message} (did you mean ${suggestion}?)`;
+}
+
 /** A container for people: `name (id12)`, its short id alone before the agent knows its name. */
 function labelOf(container: AgentApiContainer): string {
   const short = consumerLabel(container.id);
@@ -148,6 +156,12 @@ export function formatContainer(container: AgentApiContainer, now: number): stri
   };
   delivered('Files:', container.files, 'FILE');
   delivered('Environment:', container.env, 'VARIABLE');
+  if (container.warnings !== undefined && container.warnings.length > 0) {
+    lines.push('', 'Warnings:');
+    for (const warning of container.warnings) {
+      lines.push(`  ${printable(warning.code)}: ${printable(warningText(warning))}`);
+    }
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -188,6 +202,9 @@ export function formatStatus(status: AgentApiStatus, now: number): string {
       const { message } = container.lastAction;
       if (message !== undefined) {
         lines.push(`${printable(labelOf(container))}: ${printable(message)}`);
+      }
+      for (const warning of container.warnings ?? []) {
+        lines.push(`${printable(labelOf(container))}: warning: ${printable(warningText(warning))}`);
       }
     }
   }
