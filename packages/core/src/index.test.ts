@@ -58,6 +58,7 @@ describe('@dso/core', () => {
       'KNOWN_LABEL_PREFIXES',
       'LABELS',
       'LABEL_ROTATION_POLICIES',
+      'LOG_FORMATS',
       'LOG_LEVELS',
       'MAX_CONFIG_FILE_BYTES',
       'MAX_FILE_NAME_LENGTH',
