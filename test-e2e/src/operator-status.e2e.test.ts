@@ -142,7 +142,7 @@ describe('operator status (built CLI and agent, private engine)', () => {
         },
       });
       const unknown = await workspace.cli(['status', `nope-${suffix}`]);
-      expect(unknown.code).not.toBe(0);
+      expect(unknown.code).toBe(4); // not found
       expect(unknown.stderr).toMatch(
         /no container the agent manages is named .*\(DSO_CLI_CONTAINER_UNKNOWN\)/,
       );
@@ -158,7 +158,7 @@ describe('operator status (built CLI and agent, private engine)', () => {
       // The agent stops: dso events says so on stderr and fails.
       expect(await agent.stop()).toBe(0);
       followed.code = await ended;
-      expect(followed.code).not.toBe(0);
+      expect(followed.code).toBe(6); // the agent is unavailable
       expect(followed.stderr).toMatch(
         /the agent stopped: its events ended; .*\(DSO_CLI_AGENT_UNAVAILABLE\)/,
       );
