@@ -38,7 +38,7 @@ import { createAuditSink } from './reporting.js';
 import { createVolumeFolders, type VolumeFolders } from './volumes/folders.js';
 import { startVolumePluginServer } from './volumes/plugin-server.js';
 
-const USAGE = `Usage: dso-agent
+const USAGE = `Usage: dso-agent [--help | --version]
 
 Runs the DSO agent in the foreground: watches the Docker Engine and writes the secrets named by
 a container's dso.file.* labels into its tmpfs. Stops cleanly on SIGTERM or SIGINT.
