@@ -229,6 +229,29 @@ describe('dso validate of a compose file', () => {
 });
 
 describe('dso validate of a container', () => {
+  it('fails a container whose target is no tmpfs, and accepts one whose target is mounted', async () => {
+    const labels = { 'dso.enable': 'true', 'dso.file.a': 'dsofile://app/a' };
+    const containers = {
+      bare: { name: 'bare', labels, tmpfs: [], mounts: [] },
+      bound: { name: 'bound', labels, tmpfs: [], mounts: ['/run/secrets'] },
+    };
+    const bare = await runValidate(
+      ['bare'],
+      {},
+      dependencies({}, { known: ['app/a'], containers }),
+    );
+    expect(bare).toEqual([
+      expect.objectContaining({
+        severity: 'error',
+        code: 'DSO_DOCKER_TARGET_NOT_TMPFS',
+        message: expect.stringContaining('--tmpfs /run/secrets'),
+      }),
+    ]);
+    expect(
+      await runValidate(['bound'], {}, dependencies({}, { known: ['app/a'], containers })),
+    ).toEqual([]);
+  });
+
   it('reads its labels: a typo, and a reference that does not resolve', async () => {
     const findings = await runValidate(
       ['web-1'],

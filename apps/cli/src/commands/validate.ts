@@ -270,7 +270,9 @@ function checkContainer(container: ContainerFacts, findings: Finding[], wanted: 
           });
         }
         if (spec.files.length > 0)
-          checkTarget(container.labels, container.tmpfs, container.mounts, where, findings);
+          checkTarget(container.labels, container.tmpfs, container.mounts, where, findings, {
+            container: true,
+          });
       }
     } catch {
       // parseManagedLabels' refusal is a finding of checkLabelSet already.
@@ -338,10 +340,24 @@ function checkTarget(
   mounts: readonly string[],
   where: string,
   findings: Finding[],
+  options: { container?: boolean } = {},
 ): void {
   const target = labels[LABELS.target] ?? DEFAULT_SECRETS_DIR;
   const trim = (path: string) => path.replace(/\/+$/, '') || '/';
   if (tmpfs.map(trim).includes(target)) return;
+  if (options.container) {
+    // A running container's mount at the target may be its host-path folder (a read-only bind
+    // the agent writes into); no mount at all is the agent's DSO_DOCKER_TARGET_NOT_TMPFS.
+    if (!mounts.map(trim).includes(target)) {
+      findings.push({
+        severity: 'error',
+        where,
+        code: 'DSO_DOCKER_TARGET_NOT_TMPFS',
+        message: `${target}, where the secret files go, is no tmpfs in this container, so the agent refuses to write there (it would be the container's disk): recreate it with --tmpfs ${target}, or use a DSO volume (--mount type=volume,volume-driver=dso,dst=${target},...)`,
+      });
+    }
+    return;
+  }
   if (mounts.map(trim).includes(target)) {
     findings.push({
       severity: 'warning',
