@@ -119,12 +119,15 @@ const CREDENTIAL_VALUE = [
 ].join('|');
 
 /**
- * A key that ends a path (`app/db/password`, `app/db_password`) followed by `: ` is a secret
- * reference in a sentence (`could not resolve dso://app/db/password: secret not found`), not a
- * credential: the next word is the message, not a value. A path-ended key with `=`, a JSON member
- * named by a path (`"app/db/password":"…"`) and every key not inside a path still redact.
+ * Right after a credential key: a key that ends a path (`app/db/password`, `app/db_password`)
+ * followed by `: ` is a secret reference in a sentence (`could not resolve
+ * dso://app/db/password: secret not found`), not a credential: the next word is the message,
+ * not a value. A path-ended key with `=`, a JSON member named by a path (`"app/db/password":"…"`)
+ * and every key not inside a path still redact. Checked only where a key matched, and the look
+ * back is bounded (a path segment is at most 100 characters here), so a long run of word
+ * characters costs no more than before.
  */
-const NOT_A_PATH_IN_PROSE = String.raw`(?:(?<!/[A-Za-z0-9_.-]*)|(?!(?:${CREDENTIAL_KEY})\s*:\s))`;
+const NOT_A_PATH_IN_PROSE = String.raw`(?:(?<!/[A-Za-z0-9_.-]{0,100})|(?!\s*:\s))`;
 
 const HTTP_AUTH_SCHEMES =
   'Bearer|Basic|Token|Bot|Digest|Negotiate|NTLM|ApiKey|SSWS|AWS4-HMAC-SHA256';
@@ -287,7 +290,7 @@ export const REDACTION_PATTERNS: readonly RedactionPattern[] = Object.freeze([
   pattern(
     'credential-pair',
     'The value of a key that names a credential (password, passwd, pwd, secret, token, api_key, access_key, private_key, credentials, auth, and keys ending in them) in key=value, key: value and JSON',
-    `${NOT_A_PATH_IN_PROSE}(?:${CREDENTIAL_KEY})(?:${CREDENTIAL_VALUE})`,
+    `(?:${CREDENTIAL_KEY})${NOT_A_PATH_IN_PROSE}(?:${CREDENTIAL_VALUE})`,
     ['pass', 'pwd', 'secret', 'token', 'key', 'credential', 'auth'],
     'i',
   ),
