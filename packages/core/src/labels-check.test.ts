@@ -56,6 +56,16 @@ describe('checkLabels', () => {
     ).toEqual([]);
   });
 
+  it('reports a near miss outside the dso. namespace only when it is close to a DSO label', () => {
+    expect(checkLabels({ 'ds.file.x': 'dsofile://app/x' })).toEqual([
+      expect.objectContaining({ label: 'ds.file.x', suggestion: 'dso.file.x' }),
+    ]);
+    expect(checkLabels({ 'ds.version': '3', 'dso-build': 'x' })).toEqual([]);
+    expect(checkLabels({ 'dso.whatever': 'x' })).toEqual([
+      expect.objectContaining({ code: 'DSO_LABEL_UNKNOWN', label: 'dso.whatever' }),
+    ]);
+  });
+
   it('reports a near-miss reference in a DSO label', () => {
     expect(checkLabels({ 'dso.flie.x': 'dsofile:/app/x' })).toContainEqual(
       expect.objectContaining({
