@@ -2,7 +2,9 @@
  * The operator's checks end to end, with the built CLI and agent on a private engine: a label
  * typo on a running container is reported with a suggestion (status warning, event, audit line),
  * `dso validate` of a compose file names a typo label and a near-miss reference with what was
- * meant, and `dso doctor` passes on a healthy setup and fails, with the fix, once the agent stops.
+ * meant, the README's owner/mode example holds (a worker of uid 33 reads a `dso.owner=0:33`,
+ * `dso.mode=0440` file and not a default one), and `dso doctor` passes on a healthy setup and
+ * fails, with the fix, once the agent stops.
  */
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -131,6 +133,53 @@ describe('dso validate, dso doctor and label warnings', () => {
         reason: expect.stringContaining('did you mean dso.file.db?'),
       });
       stream.close();
+
+      // The README's worked example: a server whose workers run as another user (nginx's
+      // www-data, uid and gid 33) reads its file with dso.owner=0:33 and dso.mode=0440, and
+      // cannot with the default (0400, the container's user: root).
+      const tmpfs = ['--label', 'dso.enable=true', '--label', 'dso.file.db=dsofile://app/db'];
+      await using shared = await runContainer(
+        [
+          ...tmpfs,
+          '--label',
+          'dso.owner=0:33',
+          '--label',
+          'dso.mode=0440',
+          '--tmpfs',
+          '/run/secrets',
+        ],
+        ['sleep', '600'],
+        { host: engine.host },
+      );
+      await using plain = await runContainer(
+        [...tmpfs, '--tmpfs', '/run/secrets'],
+        ['sleep', '600'],
+        {
+          host: engine.host,
+        },
+      );
+      const asWorker = (id: string) =>
+        runCommand('docker', [
+          '-H',
+          engine.host,
+          'exec',
+          '--user',
+          '33:33',
+          id,
+          'cat',
+          '/run/secrets/db',
+        ]);
+      await waitFor('the files of both', async () =>
+        (await shared.readFile('/run/secrets/db').catch(() => '')) === canary &&
+        (await plain.readFile('/run/secrets/db').catch(() => '')) === canary
+          ? true
+          : undefined,
+      );
+      expect((await asWorker(shared.id)).stdout).toBe(canary);
+      const refused = await asWorker(plain.id);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stdout).not.toContain(canary);
+      expect(refused.stderr).toMatch(/Permission denied/i);
 
       // 2. dso validate of a compose file with a typo label and a near-miss reference.
       const compose = join(workspace.home, 'compose.yaml');
