@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -18,12 +19,18 @@ beforeAll(async () => {
     `#!/bin/sh\n[ "$1" = ps ] && printf 'web-1\\nworker-1\\n'\n`,
   );
   await chmod(join(dir, 'docker'), 0o755);
+  // A dso whose agent manages web-1 (running) and old-job (exited).
+  await writeFile(
+    join(dir, 'dso'),
+    `#!/bin/sh\n[ "$1" = __complete ] && printf 'web-1\\nold-job\\n'\n`,
+  );
+  await chmod(join(dir, 'dso'), 0o755);
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function dso(args: string[]) {
+async function dso(args: string[], env: NodeJS.ProcessEnv = {}) {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = '';
@@ -35,7 +42,7 @@ async function dso(args: string[]) {
     err += chunk;
   });
   const stdin = Readable.from([]) as unknown as NodeJS.ReadStream;
-  const code = await runCli(args, { env: {}, stdin, stdout, stderr });
+  const code = await runCli(args, { env, stdin, stdout, stderr });
   return { code, stdout: out, stderr: err };
 }
 
@@ -67,7 +74,9 @@ describe('dso completion', () => {
     expect(await bashCompletes(['dso', '--vers'])).toEqual(['--version']);
     expect(await bashCompletes(['dso', 'up', '--pro'])).toEqual(['--project-name']);
     expect(await bashCompletes(['dso', 'completion', ''])).toEqual(['bash', 'zsh', 'fish']);
+    // The agent's containers and the engine's running ones, each once.
     expect(await bashCompletes(['dso', 'status', 'w'])).toEqual(['web-1', 'worker-1']);
+    expect(await bashCompletes(['dso', 'status', ''])).toEqual(['old-job', 'web-1', 'worker-1']);
     expect(await bashCompletes(['dso', 'rotate', 'wo'])).toEqual(['worker-1']);
     // After an option that takes a name, nothing is guessed.
     expect(await bashCompletes(['dso', 'up', '-p', ''])).toEqual([]);
@@ -96,7 +105,7 @@ describe('dso completion', () => {
       /^complete -c dso -n '__fish_seen_subcommand_from up' -s f -l file -r -F /m,
     );
     expect(stdout).toContain(
-      `complete -c dso -n '__fish_seen_subcommand_from status' -a '(docker ps --format '\\''{{.Names}}'\\'' 2>/dev/null)'`,
+      `complete -c dso -n '__fish_seen_subcommand_from status' -a '(begin; dso __complete containers; docker ps --format '\\''{{.Names}}'\\''; end 2>/dev/null | sort -u)'`,
     );
   });
 
@@ -107,5 +116,52 @@ describe('dso completion', () => {
     const refused = await dso(['completion', 'powershell']);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('bash, zsh, fish');
+  });
+
+  it('__complete containers: the names of the containers the agent reports, nothing when it is away', async () => {
+    const socketPath = join(dir, 'agent.sock');
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end(
+        JSON.stringify({
+          startedAt: 0,
+          containers: [
+            {
+              id: 'a1'.repeat(32),
+              name: 'api',
+              lastAction: { trigger: 'started', at: 0, outcome: 'delivered' },
+            },
+            {
+              id: 'b2'.repeat(32),
+              name: 'web-1',
+              lastAction: { trigger: 'started', at: 0, outcome: 'delivered' },
+            },
+            {
+              id: 'c3'.repeat(32),
+              lastAction: { trigger: 'started', at: 0, outcome: 'delivered' },
+            },
+          ],
+          queue: { depth: 0, inFlight: 0, shed: 0 },
+          cache: { entries: 0, hits: 0, misses: 0, staleServed: 0 },
+          providers: [],
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    try {
+      expect(await dso(['__complete', 'containers'], { DSO_API_SOCKET: socketPath })).toEqual({
+        code: 0,
+        stdout: 'api\nweb-1\n',
+        stderr: '',
+      });
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    const away = await dso(['__complete', 'containers'], { DSO_API_SOCKET: socketPath });
+    expect(away.stdout).toBe('');
+    expect(away.code).not.toBe(0);
+    // Hidden: not in the help, nor offered by completion.
+    expect((await dso(['--help'])).stdout).not.toContain('__complete');
+    expect((await dso(['completion', 'bash'])).stdout).not.toMatch(/commands='[^']*__complete/);
   });
 });

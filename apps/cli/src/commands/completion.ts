@@ -1,4 +1,6 @@
+import { resolveApiSocket } from '@dso/core';
 import { Argument, type Command } from 'commander';
+import { createAgentClient } from '../agent-client.js';
 import {
   type ArgumentModel,
   allCommands,
@@ -14,9 +16,16 @@ export const COMPLETION_SHELLS = ['bash', 'zsh', 'fish'] as const;
 /** One of {@link COMPLETION_SHELLS}. */
 export type CompletionShell = (typeof COMPLETION_SHELLS)[number];
 
-// Running containers, by name: what `dso status <container>` and `dso rotate <container>` take.
-// Errors (no docker, no permission) complete nothing rather than print into the prompt.
-const RUNNING_CONTAINERS = "docker ps --format '{{.Names}}' 2>/dev/null";
+// Container names for `dso status <container>` and `dso rotate <container>`: those the agent
+// manages (through its socket, which members of its group may use without docker access), else
+// the engine's running ones. Errors complete nothing rather than print into the prompt.
+const BASH_CONTAINERS =
+  "{ dso __complete containers; docker ps --format '{{.Names}}'; } 2>/dev/null | sort -u";
+const FISH_CONTAINERS =
+  "begin; dso __complete containers; docker ps --format '{{.Names}}'; end 2>/dev/null | sort -u";
+
+/** How long Tab waits for the agent's list of containers. */
+const COMPLETE_TIMEOUT_MS = 1_000;
 
 /** Adds `dso completion bash|zsh|fish`: prints the shell's completion script for `dso`. */
 export function registerCompletionCommand(program: Command, io: CliIo): void {
@@ -37,6 +46,22 @@ Load it:
     )
     .action((shell: CompletionShell) => {
       io.stdout.write(completionScript(describeProgram(program), shell));
+    });
+
+  // Called by the scripts at each Tab; hidden from help, completion and docs/cli.md.
+  program
+    .command('__complete', { hidden: true })
+    .argument('<what>', 'containers: the names of the containers the agent manages')
+    .action(async (what: string) => {
+      if (what !== 'containers') return;
+      const agent = createAgentClient({
+        socketPath: resolveApiSocket(io.env),
+        timeoutMs: COMPLETE_TIMEOUT_MS,
+      });
+      const names = new Set<string>();
+      for (const container of (await agent.status()).containers)
+        if (container.name) names.add(container.name);
+      io.stdout.write([...names].map((name) => `${name}\n`).join(''));
     });
 }
 
@@ -171,7 +196,7 @@ ${fn}() {
     return 0
   fi
   case "$arguments" in
-    container) mapfile -t COMPREPLY < <(compgen -W "$(${RUNNING_CONTAINERS})" -- "$cur") ;;
+    container) mapfile -t COMPREPLY < <(compgen -W "$(${BASH_CONTAINERS})" -- "$cur") ;;
     choices:*) mapfile -t COMPREPLY < <(compgen -W "\${arguments#choices:}" -- "$cur") ;;
     *)
       compopt -o filenames 2>/dev/null
@@ -245,7 +270,7 @@ function fishScript(model: CommandModel): string {
         words.length === 1 ? model.commands.map((sub) => sub.path.at(-1) as string) : [],
       );
       if (kind === 'container')
-        lines.push(`complete -c ${name}${condition} -a ${quote(`(${RUNNING_CONTAINERS})`)}`);
+        lines.push(`complete -c ${name}${condition} -a ${quote(`(${FISH_CONTAINERS})`)}`);
       else if (kind.startsWith('choices:'))
         lines.push(`complete -c ${name}${condition} -a ${quote(kind.slice('choices:'.length))}`);
       else lines.push(`complete -c ${name}${condition} -F`);
