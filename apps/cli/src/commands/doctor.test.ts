@@ -42,6 +42,7 @@ describe('dso doctor', () => {
       agent: 'ok',
       socket: 'ok',
       delivery: 'ok',
+      labels: 'ok',
       'resolve-allow': 'ok',
       'provider local': 'ok',
       clock: 'ok',
@@ -115,6 +116,46 @@ describe('dso doctor', () => {
       clock: 'warning',
       versions: 'error',
     });
+  });
+
+  it('warns about managed containers with label warnings, naming them, and explains ownership otherwise', async () => {
+    const checks = await runDoctor(
+      healthy({
+        agentStatus: async () => ({
+          ...STATUS,
+          containers: [
+            {
+              id: 'a'.repeat(64),
+              name: 'web-1',
+              lastAction: {
+                trigger: 'started',
+                at: NOW,
+                outcome: 'failed',
+                code: 'DSO_LABEL_UNKNOWN',
+              },
+              warnings: [
+                {
+                  code: 'DSO_LABEL_UNKNOWN',
+                  label: 'dso.flie.x',
+                  message:
+                    'label dso.flie.x is not a DSO label and is ignored; did you mean dso.file.x?',
+                  suggestion: 'dso.file.x',
+                },
+              ],
+            },
+          ],
+        }),
+      }),
+    );
+    expect(checks.find((check) => check.name === 'labels')).toMatchObject({
+      outcome: 'warning',
+      detail: expect.stringContaining('web-1'),
+      fix: expect.stringContaining('dso status web-1'),
+    });
+    const healthyChecks = await runDoctor(healthy());
+    expect(healthyChecks.find((check) => check.name === 'labels')?.detail).toContain(
+      'dso.owner=0:33 dso.mode=0440',
+    );
   });
 
   it('gives every check that is not ok a fix', async () => {

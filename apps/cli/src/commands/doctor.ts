@@ -11,7 +11,7 @@ export type CheckOutcome = 'ok' | 'warning' | 'error';
 
 /** One line of `dso doctor`: what was checked, what was found, and what to do when it is not ok. */
 export interface DoctorCheck {
-  /** Short and stable: `engine`, `agent`, `socket`, `delivery`, `resolve-allow`, `provider <name>`, `clock`, `versions`. */
+  /** Short and stable: `engine`, `agent`, `socket`, `delivery`, `labels`, `resolve-allow`, `provider <name>`, `clock`, `versions`. */
   name: string;
   outcome: CheckOutcome;
   /** What was found (versions, paths, counts; never a value). */
@@ -140,6 +140,28 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
             name: 'delivery',
             outcome: 'ok',
             detail: `volume driver "${status.volumeDriver}" served (--mount type=volume,volume-driver=${status.volumeDriver},...); tmpfs and exec for other containers`,
+          },
+    );
+  }
+
+  if (status !== undefined) {
+    // The agent's label warnings (typos, near misses, owner/mode hints), and the one ownership
+    // rule that breaks servers whose workers run as another user.
+    const warned = status.containers.filter((entry) => (entry.warnings ?? []).length > 0);
+    const names = warned.map((entry) => entry.name ?? entry.id.slice(0, 12));
+    checks.push(
+      warned.length > 0
+        ? {
+            name: 'labels',
+            outcome: 'warning',
+            detail: `${warned.length} managed ${warned.length === 1 ? 'container has' : 'containers have'} label warnings: ${names.slice(0, 10).join(', ')}${names.length > 10 ? ', …' : ''}`,
+            fix: `dso status ${names[0]} shows each with its fix (an unknown dso.* label with what was meant, or an owner and mode that lock readers out)`,
+          }
+        : {
+            name: 'labels',
+            outcome: 'ok',
+            detail:
+              'no label warnings; files are mode 0400 owned by each container\'s user unless dso.owner/dso.mode say otherwise (a server whose workers run as another user, e.g. nginx: dso.owner=0:33 dso.mode=0440; see the README, "Ownership and modes")',
           },
     );
   }
