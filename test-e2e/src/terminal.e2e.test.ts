@@ -8,7 +8,8 @@
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -39,11 +40,22 @@ const tmux = (...args: string[]) => run('tmux', ['-L', TMUX_SOCKET, ...args]);
 const screen = async (pane: string) =>
   (await tmux('capture-pane', '-p', '-J', '-S', '-200', '-t', pane)).stdout;
 
-const leftovers: { engine?: PrivateEngine; workspace?: Workspace; container?: string } = {};
+const leftovers: {
+  engine?: PrivateEngine;
+  workspace?: Workspace;
+  container?: string;
+  agentPid?: number;
+} = {};
 afterAll(async () => {
+  // The agent first (closing tmux only hangs its terminal up, and the agent ignores SIGHUP):
+  // SIGTERM, then SIGKILL if it has not stopped within 15 s.
+  if (leftovers.agentPid !== undefined) await stopProcess(leftovers.agentPid);
   await tmux('kill-server').catch(() => {
     // No server left (never started, or already gone): nothing to stop.
   });
+  // tmux may leave its socket file behind.
+  const tmuxDir = process.env.TMUX_TMPDIR || tmpdir();
+  await rm(join(tmuxDir, `tmux-${process.getuid?.() ?? 0}`, TMUX_SOCKET), { force: true });
   if (leftovers.engine !== undefined && leftovers.container !== undefined) {
     await dockerOn(leftovers.engine.host, 'rm', '-f', '-v', leftovers.container).catch(() => {
       // Already removed by the test.
@@ -53,6 +65,26 @@ afterAll(async () => {
   await leftovers.engine?.destroy();
   await leftovers.workspace?.[Symbol.asyncDispose]();
 });
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    // ESRCH: it has exited.
+    return false;
+  }
+};
+
+async function stopProcess(pid: number) {
+  if (!alive(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  await waitFor('the agent to stop', async () => (alive(pid) ? undefined : true), {
+    timeoutMs: 15_000,
+  }).catch(() => {
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+}
 
 /** A script that runs `command` with `env` (no value of a secret: paths and addresses only). */
 async function script(path: string, env: Record<string, string>, command: string[]) {
@@ -135,6 +167,10 @@ describe('a terminal session', () => {
     await tmux('new-session', '-d', '-x', '200', '-y', '50', '-s', 'agent', agentScript);
     // remain-on-exit keeps what an agent that stopped printed, for the failure message.
     await tmux('set-option', '-t', 'agent', 'remain-on-exit', 'on');
+    // The script execs the agent: the pane's process is the agent.
+    leftovers.agentPid = Number(
+      (await tmux('display-message', '-p', '-t', 'agent', '#{pane_pid}')).stdout.trim(),
+    );
     await waitForScreen('agent', 'agent ready');
 
     const name = `dso-term-${randomUUID().slice(0, 8)}`;
