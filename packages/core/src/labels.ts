@@ -6,7 +6,7 @@ import {
   parseReference,
   type SecretReference,
 } from './references.js';
-import { suggestReference } from './references-near-miss.js';
+import { editDistance, suggestReference } from './references-near-miss.js';
 
 /**
  * The container labels DSO reads. Labels hold references and policy, never secret values.
@@ -578,10 +578,15 @@ export function parseVolumeOptions(
     } else if (key === VOLUME_SETTINGS.owner) {
       owner = parseOwner(text(key, value), key, volumeOptionError) ?? owner;
     } else if (key.startsWith('dso.')) {
+      const meant = Object.values(VOLUME_SETTINGS).find(
+        (setting) => editDistance(key.toLowerCase(), setting) <= 2,
+      );
       throw volumeOptionError(
         key,
         'is not a DSO volume setting',
-        `use ${Object.values(VOLUME_SETTINGS).join(' or ')}; a container's rotation policy is its dso.rotate label`,
+        meant === undefined
+          ? `use ${Object.values(VOLUME_SETTINGS).join(' or ')}; a container's rotation policy is its dso.rotate label`
+          : `did you mean ${meant}?`,
       );
     } else {
       const problem = checkSecretFileName(key);

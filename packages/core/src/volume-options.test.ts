@@ -44,6 +44,14 @@ describe('parseVolumeOptions', () => {
       { a: 'dsofile://a', 'dso.rotate': 'signal' },
       /volume option dso\.rotate is not a DSO volume setting/,
     ],
+    [
+      { a: 'dsofile://a', 'dso.mdoe': '0440' },
+      /volume option dso\.mdoe is not a DSO volume setting; did you mean dso\.mode\?/,
+    ],
+    [
+      { a: 'dsofile://a', db: 'dsofile:/app/db' },
+      /volume option db holds "dsofile:\/app\/db", which is not a dsofile:\/\/ reference; did you mean db=dsofile:\/\/app\/db\?/,
+    ],
     [{}, /names no file/],
     [{ a: 7 }, /volume option a is not text/],
   ])('refuses %j with DSO_VOLUME_OPTION_INVALID naming the option', (options, message) => {
