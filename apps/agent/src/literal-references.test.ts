@@ -126,6 +126,19 @@ describe('fixFor', () => {
     );
   });
 
+  it('goes to the working folder first when compose recorded relative files', () => {
+    expect(
+      fixFor({
+        'com.docker.compose.project': 'shop',
+        'com.docker.compose.project.config_files': 'compose.yaml',
+        'com.docker.compose.project.working_dir': '/srv/shop',
+        'com.docker.compose.service': 'web',
+      }),
+    ).toBe(
+      'recreate it with dso up instead of docker compose up: cd /srv/shop && dso up -d -p shop -f compose.yaml web',
+    );
+  });
+
   it('says what to do for a container compose did not make', () => {
     expect(fixFor({})).toContain(
       'from a compose file with dso up -d, or with the labels dso.enable=true',

@@ -154,7 +154,12 @@ export function fixFor(labels: Readonly<Record<string, string>>): string {
     ...files.map((file) => `-f ${shellWord(file)}`),
     ...(service === undefined || service === '' ? [] : [shellWord(service)]),
   ].join(' ');
-  return `recreate it with dso up instead of docker compose up: ${directory === undefined || directory === '' || files.length > 0 ? '' : `cd ${shellWord(directory)} && `}${command}`;
+  // Compose records the files as given: relative ones are from its working folder.
+  const cd =
+    directory !== undefined && directory !== '' && !files.every((file) => file.startsWith('/'))
+      ? `cd ${shellWord(directory)} && `
+      : '';
+  return `recreate it with dso up instead of docker compose up: ${cd}${command}`;
 }
 
 /** `text` as one shell word: as is when plain, else single-quoted. */

@@ -14,6 +14,11 @@ import type { ImageCommand } from './compose.js';
 
 /** How long a `docker … version` or `inspect` may take. */
 export const DOCKER_QUERY_TIMEOUT_MS = 15_000;
+/**
+ * How long listing or removing volumes may take: the engine asks every volume plugin it has met
+ * (each socket in /run/docker/plugins) and waits ~15 s for one whose socket is gone.
+ */
+export const DOCKER_VOLUME_QUERY_TIMEOUT_MS = 60_000;
 /** The most output read from a `docker` query. */
 const MAX_QUERY_OUTPUT = 1024 * 1024;
 
@@ -343,6 +348,7 @@ export async function listProjectVolumes(
       '{{.Name}}\t{{.Driver}}\t{{.Label "com.docker.compose.volume"}}',
     ],
     env,
+    DOCKER_VOLUME_QUERY_TIMEOUT_MS,
   );
   if (result.error !== undefined) throw dockerMissing(result.error);
   if (result.code !== 0) {
@@ -371,7 +377,12 @@ export async function removeVolumes(
 ): Promise<Array<{ name: string; problem: string }>> {
   const failed: Array<{ name: string; problem: string }> = [];
   for (const name of names) {
-    const result = await query('docker', ['volume', 'rm', name], env);
+    const result = await query(
+      'docker',
+      ['volume', 'rm', name],
+      env,
+      DOCKER_VOLUME_QUERY_TIMEOUT_MS,
+    );
     if (result.error !== undefined) throw dockerMissing(result.error);
     if (result.code !== 0) failed.push({ name, problem: firstLine(result.stderr) });
   }

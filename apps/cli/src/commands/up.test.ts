@@ -435,7 +435,7 @@ services:
     );
     expect(error).toMatchObject({ code: 'DSO_CLI_UP_SECRET_MISSING' });
     expect((error as Error).message).toBe(
-      'nothing was started: a secret the services use cannot be had: dsofile://app/missing/key (app.KEY_FILE, web.OTHER_FILE): DSO_PROVIDER_NOT_FOUND no secret at app/missing/key: store it (dso secret set <path>) or fix the reference, then run dso up again',
+      'nothing was started: a secret the services use cannot be had: dsofile://app/missing/key (app.KEY_FILE, web.OTHER_FILE): DSO_PROVIDER_NOT_FOUND (no secret at app/missing/key): store it (dso secret set <path>) or fix the reference, then run dso up again',
     );
     expect(calls.check).toEqual([['dso://app/api/token', 'dsofile://app/missing/key']]);
     expect(calls.resolve).toEqual([]);

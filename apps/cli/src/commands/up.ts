@@ -307,7 +307,7 @@ async function checkReferences(plan: ComposeUpPlan, dependencies: UpDependencies
   if (failed.length === 0) return;
   const lines = failed.map(
     (one) =>
-      `${one.reference} (${(users.get(one.reference) ?? []).join(', ')}): ${one.code}${one.error === undefined ? '' : ` ${one.error}`}`,
+      `${one.reference} (${(users.get(one.reference) ?? []).join(', ')}): ${one.code}${one.error === undefined ? '' : ` (${one.error})`}`,
   );
   throw new DsoError(
     'DSO_CLI_UP_SECRET_MISSING',
@@ -440,7 +440,10 @@ export async function composeFilePaths(
   );
 }
 
-async function exists(path: string, dependencies: Pick<UpDependencies, 'readText'>): Promise<boolean> {
+async function exists(
+  path: string,
+  dependencies: Pick<UpDependencies, 'readText'>,
+): Promise<boolean> {
   try {
     await dependencies.readText(path);
     return true;
