@@ -6,6 +6,7 @@ import {
 } from '@dso/core';
 import { describe, expect, it } from 'vitest';
 import type { AgentStatus } from '../agent.js';
+import { AGENT_VERSION } from '../version.js';
 import {
   type ApiAgent,
   CANARY,
@@ -48,6 +49,8 @@ describe('startApiServer: routes', () => {
         },
         { name: 'env', type: 'env' },
       ],
+      // The agent's own version, for dso doctor.
+      version: AGENT_VERSION,
     };
     expect(answer.json).toEqual(expected);
   });

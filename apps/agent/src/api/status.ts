@@ -8,6 +8,7 @@ import {
   API_PROVIDER_STATE_KEY,
 } from '@dso/core';
 import type { AgentStatus, ContainerStatus } from '../agent.js';
+import { AGENT_VERSION } from '../version.js';
 
 // ---------------------------------------------------------------------------------------------
 // The status as sent: the contract's `AgentApiStatus`, built field by field from the agent's
@@ -47,6 +48,7 @@ export function toApiStatus(status: AgentStatus, providers: ApiProviderInfo[]): 
     },
     providers: providers.map(toApiProvider),
     ...(status.volumeDriver === undefined ? {} : { volumeDriver: status.volumeDriver }),
+    version: AGENT_VERSION,
   };
 }
 

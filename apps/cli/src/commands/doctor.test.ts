@@ -12,6 +12,7 @@ const STATUS: AgentApiStatus = {
   cache: { entries: 0, hits: 0, misses: 0, staleServed: 0 },
   providers: [{ name: 'local', type: 'local', state: { status: 'ready', breaker: 'closed' } }],
   volumeDriver: 'dso',
+  version: '9.9.9',
 };
 
 function healthy(overrides: Partial<DoctorDependencies> = {}): DoctorDependencies {
@@ -48,6 +49,16 @@ describe('dso doctor', () => {
       clock: 'ok',
       versions: 'ok',
     });
+  });
+
+  it("names the agent's version, and the CLI's, Node's and Docker's", async () => {
+    const checks = await runDoctor(healthy());
+    expect(checks.find((check) => check.name === 'agent')?.detail).toMatch(
+      /^dso-agent 9\.9\.9 running/,
+    );
+    expect(checks.find((check) => check.name === 'versions')?.detail).toMatch(
+      /^dso \S+, dso-agent 9\.9\.9, node 20\.19\.5, Docker 20\.10\.24$/,
+    );
   });
 
   it('fails the agent with how to start it when it does not answer', async () => {

@@ -109,7 +109,7 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
     checks.push({
       name: 'agent',
       outcome: 'ok',
-      detail: `running on ${socketPath}${status.startedAt === null ? '' : ` since ${new Date(status.startedAt).toISOString()}`}, ${status.containers.length} managed ${status.containers.length === 1 ? 'consumer' : 'consumers'}`,
+      detail: `${status.version === undefined ? '' : `dso-agent ${status.version} `}running on ${socketPath}${status.startedAt === null ? '' : ` since ${new Date(status.startedAt).toISOString()}`}, ${status.containers.length} managed ${status.containers.length === 1 ? 'consumer' : 'consumers'}`,
     });
   } catch (error) {
     const code = errorCode(error);
@@ -242,7 +242,7 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
   checks.push({
     name: 'versions',
     outcome: nodeOk ? 'ok' : 'error',
-    detail: `dso ${packageJson.version}, node ${dependencies.nodeVersion}${'error' in engine ? '' : `, Docker ${engine.version}`}`,
+    detail: `dso ${packageJson.version}${status?.version === undefined ? '' : `, dso-agent ${status.version}`}, node ${dependencies.nodeVersion}${'error' in engine ? '' : `, Docker ${engine.version}`}`,
     ...(nodeOk ? {} : { fix: `install Node ${MIN_NODE_VERSION} or newer` }),
   });
   return checks;

@@ -257,6 +257,8 @@ export const agentApiStatusSchema = z.object({
   providers: z.array(agentApiProviderSchema),
   /** The name of the volume driver the agent serves (`--mount ...,volume-driver=<name>`); absent when it serves none. */
   volumeDriver: z.string().optional(),
+  /** The agent's version (its package's, as `dso-agent --version` prints it), for `dso doctor`. */
+  version: z.string().optional(),
 });
 /** {@link agentApiStatusSchema}'s data. */
 export type AgentApiStatus = z.infer<typeof agentApiStatusSchema>;
