@@ -42,7 +42,11 @@ describe('dso and dso-agent conventions (built binaries)', () => {
       node: process.version,
       platform: process.platform,
       arch: process.arch,
+      agent: { socket: workspace.env.DSO_API_SOCKET, error: 'DSO_CLI_AGENT_UNREACHABLE' },
     });
+    expect((await workspace.cli(['version', '--client'])).stdout).toBe(
+      `dso ${cli} (${PLATFORM})\n`,
+    );
 
     const agent = packageVersion('apps/agent');
     for (const flag of ['--version', '-v']) {
@@ -87,6 +91,10 @@ describe('dso and dso-agent conventions (built binaries)', () => {
     await using agent = startAgent(env);
     await agent.waitForLog('agent ready');
     await expectExit(['rotate', '0123456789ab'], 4, 'DSO_AGENT_CONTAINER_UNKNOWN');
+    // As docker version names the server's: the agent's version, from its status.
+    expect((await workspace.cli(['version'])).stdout).toContain(
+      `dso-agent ${packageVersion('apps/agent')} on ${workspace.env.DSO_API_SOCKET}\n`,
+    );
     const reconciled = await workspace.cli(['reconcile', '--json']);
     expect(reconciled).toMatchObject({ code: 0, stderr: '' });
     expect(JSON.parse(reconciled.stdout)).toEqual({ containers: 0 });
