@@ -12,9 +12,9 @@ Every command of \`dso\` with its arguments and options, as \`dso <command> --he
 is described in [\`apps/agent/README.md\`](../apps/agent/README.md) and configured by
 [\`dso.yaml\`](config.md).
 
-\`dso --version\` (or \`-v\`, or \`dso version\`) prints the version of \`dso\`, Node's and the
-platform. \`dso completion bash|zsh|fish\` prints a shell completion script. Commands that print
-data take \`--json\`.
+\`dso --version\` (or \`-v\`, or \`dso version --client\`) prints the version of \`dso\`, Node's
+and the platform; \`dso version\` adds the agent's. \`dso completion bash|zsh|fish\` prints a shell
+completion script. Commands that print data take \`--json\`.
 `;
 
 /**
