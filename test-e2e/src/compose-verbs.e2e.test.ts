@@ -1,0 +1,191 @@
+/**
+ * The compose side end to end, with the built CLI and agent, Debian's docker-compose (or the
+ * plugin) and a private engine (so that no other test's agent manages these containers, nor
+ * this agent theirs): `dso up` refuses a missing secret before it starts anything, a plain
+ * `compose up` after `dso up` is reported by the agent, and `dso down` removes the containers
+ * and the DSO volumes `dso up` made.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { startPrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
+import {
+  agentEnv,
+  CLI_BIN,
+  createWorkspace,
+  dockerOn,
+  filesContaining,
+  RUN_ID,
+  readAuditTrail,
+  runCommand,
+  startAgent,
+  TEST_IMAGE,
+  TEST_LABEL,
+  waitFor,
+} from './harness.js';
+
+/** The compose this host has: `docker compose` when it answers, else `docker-compose`. */
+async function composeArgv(): Promise<string[]> {
+  const plugin = await runCommand('docker', ['compose', 'version']);
+  return plugin.code === 0 ? ['docker', 'compose'] : ['docker-compose'];
+}
+
+function service(name: string, variable: string, reference: string): string[] {
+  return [
+    `  ${name}:`,
+    `    image: ${TEST_IMAGE}`,
+    '    network_mode: none',
+    `    labels: { ${TEST_LABEL}: "${RUN_ID}" }`,
+    `    environment: { ${variable}: ${reference} }`,
+    '    command: ["sleep", "600"]',
+  ];
+}
+
+describe('dso up, down and a plain compose up (private engine)', () => {
+  it('refuses a missing secret before starting anything, reports a plain compose up, and dso down removes containers and DSO volumes', async () => {
+    const password = `canary-compose-verbs-${randomUUID()}`;
+    // A driver name of this test's own: the plugin socket folder is the host's, shared by all.
+    const driver = `dso-e2e-c4-${RUN_ID.slice(0, 8)}`;
+    const engine = await startPrivateEngine();
+    await using workspace = await createWorkspace();
+    const projectDir = await mkdtemp(join(tmpdir(), 'dso-e2e-verbs-'));
+    const project = `dso-e2e-verbs-${RUN_ID.slice(0, 8)}`;
+    const goodFile = join(projectDir, 'compose.yaml');
+    const badFile = join(projectDir, 'missing.yaml');
+    const [command, ...prefix] = (await composeArgv()) as [string, ...string[]];
+    const { env } = await agentEnv(workspace, {
+      DOCKER_HOST: engine.host,
+      DSO_VOLUME_DRIVER_NAME: driver,
+    });
+    const cli = (args: string[]) => runCommand(process.execPath, [CLI_BIN, ...args], { env });
+    const compose = (...args: string[]) =>
+      runCommand(command, [...prefix, '-p', project, ...args], { env });
+    await using agent = startAgent(env);
+    await using _cleanup = {
+      async [Symbol.asyncDispose]() {
+        // While the agent runs: the engine needs the driver to remove its volumes.
+        for (const file of [goodFile, badFile]) await compose('-f', file, 'down', '-v');
+        const left = await dockerOn(engine.host, 'volume', 'ls', '-q').catch(() => '');
+        for (const volume of left.split('\n').filter(Boolean)) {
+          await dockerOn(engine.host, 'volume', 'rm', '-f', volume).catch(() => '');
+        }
+        await agent.stop();
+        await engine.destroy();
+        await runCommand('umount', ['-R', `/run/${driver}/volumes`]);
+        await rm(`/run/${driver}`, { recursive: true, force: true });
+        await rm(projectDir, { recursive: true, force: true });
+      },
+    };
+    expect((await workspace.cli(['init'])).code).toBe(0);
+    expect((await workspace.cli(['secret', 'set', 'app/db/password'], password)).code).toBe(0);
+    await writeFile(
+      join(workspace.home, 'dso.yaml'),
+      `volumes: { root: /run/${driver}/volumes }\n`,
+    );
+    await agent.waitForLog('agent ready');
+
+    await writeFile(
+      badFile,
+      [
+        'services:',
+        ...service('app', 'DB_PASSWORD_FILE', 'dsofile://app/db/password'),
+        ...service('broken', 'KEY_FILE', 'dsofile://app/missing/key'),
+        '',
+      ].join('\n'),
+    );
+    await writeFile(
+      goodFile,
+      ['services:', ...service('app', 'DB_PASSWORD_FILE', 'dsofile://app/db/password'), ''].join(
+        '\n',
+      ),
+    );
+    const projectContainers = () =>
+      dockerOn(
+        engine.host,
+        'ps',
+        '-aq',
+        '--no-trunc',
+        '--filter',
+        `label=com.docker.compose.project=${project}`,
+      );
+    const dsoVolumes = () =>
+      dockerOn(engine.host, 'volume', 'ls', '-q', '--filter', `name=${project}_dso-`);
+
+    // 1. A missing secret: nothing is started, the reference and its service are named.
+    const refused = await cli(['up', '-d', '-p', project, '-f', badFile]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain(
+      'nothing was started: a secret the services use cannot be had: dsofile://app/missing/key (broken.KEY_FILE): DSO_PROVIDER_NOT_FOUND',
+    );
+    expect(refused.stderr).toContain('(DSO_CLI_UP_SECRET_MISSING)');
+    expect(await projectContainers()).toBe('');
+    expect(await dsoVolumes()).toBe('');
+
+    // 2. dso up, then a plain compose up: the recreated container is reported.
+    const up = await cli(['up', '-d', '-p', project, '-f', goodFile]);
+    expect(up, up.stderr).toMatchObject({ code: 0 });
+    const first = await waitFor(
+      'the dso up container',
+      async () => (await projectContainers()) || undefined,
+    );
+    const read = await runCommand('docker', [
+      '-H',
+      engine.host,
+      'exec',
+      first,
+      'sh',
+      '-c',
+      'cat "$DB_PASSWORD_FILE"',
+    ]);
+    expect(read.stdout).toBe(password);
+    expect((await dsoVolumes()).split('\n').filter(Boolean)).toHaveLength(1);
+    const ps = await cli(['ps', '-p', project, '-f', goodFile]);
+    expect(ps.code).toBe(0);
+    expect(ps.stdout).toMatch(/sleep 600|Up|running/);
+
+    const plain = await compose('-f', goodFile, 'up', '-d');
+    expect(plain.code, plain.stderr).toBe(0);
+    const second = await waitFor('the recreated container', async () => {
+      const id = await projectContainers();
+      return id !== '' && id !== first ? id : undefined;
+    });
+    const records = await waitFor('the audit line', async () => {
+      const found = (await readAuditTrail(workspace.home)).filter(
+        (record) => record.code === 'DSO_AGENT_LITERAL_REFERENCE',
+      );
+      return found.length > 0 ? found : undefined;
+    });
+    expect(records).toEqual([
+      expect.objectContaining({
+        outcome: 'refused',
+        containerId: second,
+        reason: expect.stringContaining(`dso up -d -p ${project} -f ${goodFile} app`),
+      }),
+    ]);
+    const status = await cli(['status']);
+    // The row names the code; the line under it the command that fixes it.
+    expect(status.stdout + status.stderr).toContain('DSO_AGENT_LITERAL_REFERENCE');
+    expect(status.stdout).toContain(
+      `recreate it with dso up instead of docker compose up: dso up -d -p ${project}`,
+    );
+    expect(
+      agent
+        .lines()
+        .some((line) => line.code === 'DSO_AGENT_LITERAL_REFERENCE' && line.level === 40),
+    ).toBe(true);
+
+    // 3. dso down: the containers and the DSO volume are gone.
+    const down = await cli(['down', '-p', project, '-f', goodFile]);
+    expect(down, down.stderr).toMatchObject({ code: 0 });
+    expect(await projectContainers()).toBe('');
+    expect(await dsoVolumes()).toBe('');
+
+    for (const output of [refused, up, ps, plain, status, down]) {
+      expect(output.stdout + output.stderr).not.toContain(password);
+    }
+    expect(agent.output).not.toContain(password);
+    expect(await filesContaining(password, [workspace.home, projectDir])).toEqual([]);
+  }, 420_000);
+});
