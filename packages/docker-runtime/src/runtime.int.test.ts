@@ -296,6 +296,24 @@ describe('inspectContainer', () => {
     expect(details.tmpfs.sort()).toEqual(['/run/other', '/run/secrets']);
   });
 
+  it('lists the environment variables holding dso:// or dsofile:// text as envReferences, and no other value', async () => {
+    const canary = `canary-env-${randomUUID()}`;
+    const container = await pool.create({
+      env: [
+        'API_TOKEN=dso://app/api/token',
+        'KEY_FILE=dsofile://vault:app/key#pem',
+        `PLAIN=${canary}`,
+        'NEAR=dsofile:/app/x',
+      ],
+    });
+    const details = await runtime.inspectContainer(container.id);
+    expect(details.envReferences).toEqual([
+      { name: 'API_TOKEN', value: 'dso://app/api/token' },
+      { name: 'KEY_FILE', value: 'dsofile://vault:app/key#pem' },
+    ]);
+    expect(JSON.stringify(details)).not.toContain(canary);
+  });
+
   it("reports '' for a container running as the image's default user", async () => {
     const container = await pool.create();
     expect((await runtime.inspectContainer(container.id)).user).toBe('');

@@ -41,6 +41,8 @@ export interface TestContainerOptions {
   mounts?: Docker.MountConfig;
   capDrop?: string[];
   labels?: Record<string, string>;
+  /** `NAME=value` entries of its environment. */
+  env?: string[];
   start?: boolean;
 }
 
@@ -62,6 +64,7 @@ export function createContainerPool() {
         Image: TEST_IMAGE,
         Cmd: ['sleep', '3600'],
         User: options.user ?? '',
+        Env: options.env ?? [],
         Labels: { [TEST_LABEL]: runId, ...options.labels },
         HostConfig: {
           NetworkMode: 'none',
