@@ -288,8 +288,10 @@ describe('the host path, through a real container', () => {
           if (!isDockerRuntimeError(error)) throw error;
           outcome = error.code;
           // The operator's clean-up, so that later writes race again: the planted links go.
+          // The attacker keeps renaming entries meanwhile: one listed may be gone already.
           for (const name of readdirSync(folder)) {
-            if (name.startsWith('..') && lstatSync(join(folder, name)).isSymbolicLink()) {
+            const entry = lstatSync(join(folder, name), { throwIfNoEntry: false });
+            if (name.startsWith('..') && entry?.isSymbolicLink()) {
               rmSync(join(folder, name), { force: true });
             }
           }
