@@ -1,9 +1,10 @@
 // Small helpers shared by the workspace scripts (start, test, package checks). Node built-ins
 // only: these scripts run on a fresh clone, before `npm ci` has installed anything.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -79,4 +80,46 @@ export async function requireEngine() {
 
 export function readJson(path) {
   return JSON.parse(readFileSync(join(ROOT, path), 'utf8'));
+}
+
+/**
+ * A generated reference in docs/ (`npm run docs:config`, `npm run docs:cli`): loads `render`
+ * (a function exported by a built package) and writes `docs/<file>`, or with `--check` on the
+ * command line writes nothing and exits 1 when the file differs. `project` and `script` name
+ * what to build and what to run in the messages; `source` says what the file is made from.
+ */
+export async function writeGeneratedDoc({ file, built, exportName, project, script, source }) {
+  const target = join(ROOT, 'docs', file);
+  let module;
+  try {
+    module = await import(pathToFileURL(join(ROOT, built)).href);
+  } catch (error) {
+    say(`cannot load ${built} (${error.message}): build it with \`npx nx run ${project}:build\``);
+    process.exit(1);
+  }
+  if (typeof module[exportName] !== 'function') {
+    say(
+      `the built ${project} has no ${exportName}: rebuild it with \`npx nx run ${project}:build\``,
+    );
+    process.exit(1);
+  }
+  const rendered = module[exportName]();
+  let current = '';
+  try {
+    current = readFileSync(target, 'utf8');
+  } catch {
+    // No file yet: it is written below (or reported stale by --check).
+  }
+  if (process.argv.includes('--check')) {
+    if (current !== rendered) {
+      say(`docs/${file} does not match ${source}: run \`npm run ${script}\``);
+      process.exit(1);
+    }
+    say(`docs/${file} is up to date`);
+  } else if (current === rendered) {
+    say(`docs/${file} is up to date`);
+  } else {
+    writeFileSync(target, rendered);
+    say(`wrote docs/${file}`);
+  }
 }
