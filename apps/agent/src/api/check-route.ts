@@ -8,7 +8,7 @@ import {
   type SecretReference,
 } from '@dso/core';
 import type { Agent, CheckedReference } from '../agent.js';
-import { type Clean, parseBody, sendAgentError, sendJson } from './respond.js';
+import { type Clean, parseBody, requestSignal, sendAgentError, sendJson } from './respond.js';
 
 // ---------------------------------------------------------------------------------------------
 // `POST /v1/check`, for `dso up`: are these references in their stores? Each one is looked up
@@ -56,11 +56,7 @@ export async function handleCheck(
       return;
     }
   }
-  // Bounded like resolve: a store that hangs must not hold the connection forever.
-  const gone = new AbortController();
-  response.once('close', () => gone.abort());
-  response.setTimeout(API_RESOLVE_TIMEOUT_MS + 5_000);
-  const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(API_RESOLVE_TIMEOUT_MS)]);
+  const signal = requestSignal(response, API_RESOLVE_TIMEOUT_MS);
   let checked: CheckedReference[];
   try {
     checked = await agent.checkReferences(references, { signal });

@@ -11,7 +11,14 @@ import {
 import type { Agent, ResolvedEnvironmentValue } from '../agent.js';
 import type { AuditSink } from '../reporting.js';
 import type { ResolveAllow } from '../resolve-allow.js';
-import { type Clean, parseBody, sendAgentError, sendJson, sendValues } from './respond.js';
+import {
+  type Clean,
+  parseBody,
+  requestSignal,
+  sendAgentError,
+  sendJson,
+  sendValues,
+} from './respond.js';
 
 // ---------------------------------------------------------------------------------------------
 // `POST /v1/resolve`, the one route that answers with values, for `dso up`. A caller names
@@ -141,12 +148,7 @@ export async function handleResolve(
     );
     return;
   }
-  // Cancelled when the caller goes away, and bounded: a provider that hangs must not hold the
-  // connection forever. The socket's idle timeout is raised to match for this request only.
-  const gone = new AbortController();
-  response.once('close', () => gone.abort());
-  response.setTimeout(API_RESOLVE_TIMEOUT_MS + 5_000);
-  const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(API_RESOLVE_TIMEOUT_MS)]);
+  const signal = requestSignal(response, API_RESOLVE_TIMEOUT_MS);
   let values: ResolvedEnvironmentValue[];
   try {
     values = await agent.resolveEnvironment(references, { signal });

@@ -130,3 +130,15 @@ export function parseBody<T>(body: Buffer, route: BodyRoute<T>): Parsed<T> {
   });
   return bad(`the request body is not what this route takes (${problems.join('; ')})`);
 }
+
+/**
+ * The signal of a request that calls providers: aborted when the caller goes away or after
+ * `timeoutMs`, so a store that hangs cannot hold the connection forever. The socket's idle
+ * timeout is raised to match, for this request only.
+ */
+export function requestSignal(response: ServerResponse, timeoutMs: number): AbortSignal {
+  const gone = new AbortController();
+  response.once('close', () => gone.abort());
+  response.setTimeout(timeoutMs + 5_000);
+  return AbortSignal.any([gone.signal, AbortSignal.timeout(timeoutMs)]);
+}
