@@ -197,12 +197,13 @@ export function startAgent(env: NodeJS.ProcessEnv) {
  * Runs a labelled test container in the background, with no network unless `args` names one;
  * removed on dispose. `env` is the docker CLI's own environment: with `-e NAME` in `args` a
  * value reaches the container the way `dso up` passes one, never through argv. `host` runs it
- * on a private engine (`unix://…`) instead of the shared one.
+ * on a private engine (`unix://…`) instead of the shared one; `image` replaces the test image
+ * (whose command is then `command`, or the image's own when it is empty).
  */
 export async function runContainer(
   args: string[],
   command: string[] = ['sleep', '600'],
-  options: { env?: NodeJS.ProcessEnv; host?: string; name?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; host?: string; name?: string; image?: string } = {},
 ) {
   const name = options.name ?? `dso-test-${randomUUID()}`;
   const network = args.some((arg) => arg === '--network' || arg.startsWith('--network='))
@@ -219,7 +220,7 @@ export async function runContainer(
     '--label',
     `${TEST_LABEL}=${RUN_ID}`,
     ...args,
-    TEST_IMAGE,
+    options.image ?? TEST_IMAGE,
     ...command,
   ];
   const created = await runCommand('docker', argv, { env: { ...process.env, ...options.env } });
