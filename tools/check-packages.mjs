@@ -2,33 +2,18 @@
 // Proves every publishable package is publishable as it is: publint finds no error, `npm pack`
 // yields a tarball, and all tarballs install together in a scratch folder where each package
 // imports and each bin answers --help.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, readJson, say } from './lib.mjs';
-
-const exec = (command, args, cwd = ROOT) =>
-  execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-const projects = ['packages', 'apps']
-  .flatMap((dir) => readdirSync(join(ROOT, dir)).map((name) => join(dir, name)))
-  .map((dir) => ({ dir, manifest: readJson(join(dir, 'package.json')) }))
-  .filter(({ manifest }) => !manifest.private);
+import { ROOT, say } from './lib.mjs';
+import { exec, packProjects } from './pack.mjs';
 
 const scratch = mkdtempSync(join(tmpdir(), 'dso-pack-'));
 try {
-  const tarballs = [];
-  for (const { dir, manifest } of projects) {
-    exec('npx', ['publint', '--strict', dir]);
-    const [packed] = JSON.parse(
-      exec('npm', ['pack', '--json', '--pack-destination', scratch], join(ROOT, dir)),
-    );
-    tarballs.push(join(scratch, packed.filename));
-    say(`packed ${manifest.name} (${packed.entryCount} files, ${packed.size} bytes)`);
-  }
+  const projects = packProjects(scratch);
+  const tarballs = projects.map(({ tarball }) => tarball);
   const app = join(scratch, 'app');
-  exec('mkdir', ['-p', app]);
+  mkdirSync(app);
   // Peers the packages name are pinned as an author's project would pin them: vitest (the
   // conformance suite runs inside it) at the workspace's own version, which npm has cached.
   const rootManifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));

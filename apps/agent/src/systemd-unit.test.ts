@@ -32,6 +32,19 @@ describe('systemd/dso-agent.service', () => {
     expect(section('Install').get('WantedBy')).toEqual(['multi-user.target']);
   });
 
+  it('runs the dso-agent the bundle installs under /usr/local and limits restarts where systemd reads it', () => {
+    // install.sh links <prefix>/bin/dso-agent and rewrites these two paths for another prefix;
+    // test-e2e/src/install.e2e.test.ts checks the installed copy with systemd-analyze verify.
+    expect(section('Service').get('ExecStart')).toEqual(['/usr/local/bin/dso-agent']);
+    expect(section('Unit').get('Documentation')).toEqual([
+      'file:/usr/local/lib/dso/node_modules/@dso/agent/README.md',
+    ]);
+    // systemd 230+ reads the start limit in [Unit] only (in [Service] it is ignored).
+    expect(section('Unit').get('StartLimitIntervalSec')).toEqual(['300']);
+    expect(section('Unit').get('StartLimitBurst')).toEqual(['20']);
+    expect(section('Service').has('StartLimitIntervalSec')).toBe(false);
+  });
+
   it('keeps secrets out of core dumps and state private, and puts nothing secret on its command line', () => {
     const service = section('Service');
     expect(service.get('LimitCORE')).toEqual(['0']);
