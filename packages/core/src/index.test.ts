@@ -29,6 +29,7 @@ describe('@dso/core', () => {
       'BUILTIN_PROVIDER_TYPES',
       'CACHE_ENTRY_OVERHEAD_BYTES',
       'CACHE_ERROR_CODES',
+      'COMMAND_PROVIDER_TYPE',
       'CONFIG_ENV_OVERRIDES',
       'CacheError',
       'DEFAULT_API_SOCKET',

@@ -148,6 +148,7 @@ export type { ConfigProblem } from './config/problems.js';
 export { renderConfigReference } from './config/reference.js';
 export {
   BUILTIN_PROVIDER_TYPES,
+  COMMAND_PROVIDER_TYPE,
   configSchema,
   type DsoConfig,
   type ProviderConfig,

@@ -87,6 +87,20 @@ export {
   PROTOCOL_VERSION,
 } from './protocol/messages.js';
 export {
+  inspectProviderPackage,
+  PROVIDER_PACKAGE_NAME,
+  PROVIDER_SDK_PACKAGE,
+  PROVIDER_SDK_VERSION,
+  type ProviderPackageInfo,
+  sdkProblem,
+  supplySdkToPlugins,
+} from './protocol/plugin-sdk.js';
+export {
+  findProviderPackageDir,
+  type ProviderCommand,
+  readProviderCommand,
+} from './protocol/provider-package.js';
+export {
   type CallOptions,
   OPTIONAL_OPERATIONS,
   type ProviderCapabilities,
@@ -107,3 +121,4 @@ export {
 } from './provider-error.js';
 export { isSecretValue, SecretValue } from './secret-value.js';
 export { selectField } from './select-field.js';
+export { satisfiesVersionRange } from './version-range.js';

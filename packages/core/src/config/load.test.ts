@@ -339,6 +339,24 @@ describe('parseConfig: each section is checked', () => {
     ['providers: [a, b]', 'providers', '`providers`: expected a mapping, got a list'],
     ['providers: { x: { type: vualt } }', 'providers.x.type', 'did you mean `vault`?'],
     ['providers: { x: { type: some-package } }', 'providers.x.type', 'dso-provider-<name>'],
+    ['providers: { x: { type: command } }', 'providers.x.command', 'required with `type: command`'],
+    [
+      'providers: { x: { type: env, command: [python3, p.py] } }',
+      'providers.x.command',
+      'only with `type: command`',
+    ],
+    ['providers: { x: { type: command, command: [] } }', 'providers.x.command', "child's argv"],
+    ['providers: { x: { type: command, command: python3 } }', 'providers.x.command', 'a list'],
+    [
+      'providers: { x: { type: command, command: [python3, ""] } }',
+      'providers.x.command[1]',
+      'must not be empty',
+    ],
+    [
+      'providers: { x: { type: command, command: [python3], mode: inline } }',
+      'providers.x.mode',
+      'remove `mode: inline`',
+    ],
     [
       'providers: { x: { type: env, mode: thread } }',
       'providers.x.mode',
@@ -451,6 +469,18 @@ describe('parseConfig: each section is checked', () => {
       line: 2,
       column: 3,
       message: '`providers.vault.type` is required',
+    });
+  });
+
+  it('accepts a command provider: type command with the argv of its child', () => {
+    const config = parseConfig(
+      lines('providers:', '  py:', '    type: command', '    command: [python3, /opt/p.py]'),
+      { env: ENV },
+    );
+    expect(config.providers.py).toMatchObject({
+      type: 'command',
+      command: ['python3', '/opt/p.py'],
+      mode: 'process',
     });
   });
 

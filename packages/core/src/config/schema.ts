@@ -29,6 +29,12 @@ export type ConfigFieldMeta = {
 /** The provider types DSO ships. Any other type must be a provider package's name. */
 export const BUILTIN_PROVIDER_TYPES = ['local', 'env', 'file', 'vault', 'aws', 'azure'] as const;
 
+/**
+ * The type of a provider run from its own `command` (a child in any language that speaks the
+ * provider protocol, PROTOCOL.md of `@dso/provider-sdk`); `command` goes with it and no other.
+ */
+export const COMMAND_PROVIDER_TYPE = 'command';
+
 /** How a container takes a rotated secret, from least to most disruptive. */
 export const ROTATION_POLICIES = ['files', 'signal', 'hook', 'restart', 'replace'] as const;
 
@@ -233,14 +239,15 @@ function backoff(
 function isProviderType(type: string): boolean {
   return (
     (BUILTIN_PROVIDER_TYPES as readonly string[]).includes(type) ||
+    type === COMMAND_PROVIDER_TYPE ||
     (type.length <= MAX_PACKAGE_NAME_LENGTH && PROVIDER_PACKAGE.test(type))
   );
 }
 
 /** The message for a `type` that is neither built in nor a provider package's name. */
 export const PROVIDER_TYPE_HINT =
-  `expected a built-in provider (${BUILTIN_PROVIDER_TYPES.join(', ')}) or a provider ` +
-  'package name (dso-provider-<name>, @scope/dso-provider-<name>)';
+  `expected a built-in provider (${BUILTIN_PROVIDER_TYPES.join(', ')}), a provider ` +
+  'package name (dso-provider-<name>, @scope/dso-provider-<name>), or `command` with a `command:` list';
 
 function isHostPort(text: string): boolean {
   const match = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$/.exec(text);
@@ -278,98 +285,142 @@ const fileMode = z
   });
 
 /** One entry of `providers`. */
-export const providerSchema = z.strictObject({
-  type: z
-    .string()
-    .refine(isProviderType, {
-      error: (issue) => {
-        // Names a built-in type, never echoes the value.
-        const near =
-          typeof issue.input === 'string'
-            ? closestMatch(issue.input, BUILTIN_PROVIDER_TYPES)
-            : undefined;
-        return near === undefined
-          ? PROVIDER_TYPE_HINT
-          : `${PROVIDER_TYPE_HINT}; did you mean \`${near}\`?`;
-      },
-    })
-    .meta(
+export const providerSchema = z
+  .strictObject({
+    type: z
+      .string()
+      .refine(isProviderType, {
+        error: (issue) => {
+          // Names a built-in type, never echoes the value.
+          const near =
+            typeof issue.input === 'string'
+              ? closestMatch(issue.input, BUILTIN_PROVIDER_TYPES)
+              : undefined;
+          return near === undefined
+            ? PROVIDER_TYPE_HINT
+            : `${PROVIDER_TYPE_HINT}; did you mean \`${near}\`?`;
+        },
+      })
+      .meta(
+        meta({
+          description:
+            'Which provider serves this name: a built-in one, an installed provider package loaded by its name (`dso-provider-<name>` or `@scope/dso-provider-<name>`), or `command`: the child named in `command`.',
+          type: `${BUILTIN_PROVIDER_TYPES.map((type) => `'${type}'`).join(' | ')} | 'command' | package name`,
+        }),
+      ),
+    command: z
+      .array(z.string().min(1), {
+        error: (issue) =>
+          `expected a list: the child's argv, e.g. [python3, /opt/dso/provider.py], got ${describeValue(issue.input)}`,
+      })
+      .max(256)
+      .refine((argv) => argv.length > 0, {
+        error: "expected the child's argv, e.g. [python3, /opt/dso/provider.py], got an empty list",
+      })
+      .optional()
+      .meta(
+        meta({
+          description:
+            'With `type: command` (and only then): the argv of a child that speaks the provider protocol (PROTOCOL.md of `@dso/provider-sdk`), in any language, e.g. `[python3, /opt/dso/provider.py]`. It runs under the same `timeoutMs`, restarts, breaker and `env` allow-list as any provider process, in the agent\'s working directory: write absolute paths. A provider package may name its command in its package.json instead (`"dso": {"command": [...]}`), installed and configured by its package name.',
+          type: 'list of strings',
+        }),
+      ),
+    config: z.preprocess(emptyAsAbsent, z.record(z.string(), z.unknown()).default({})).meta(
       meta({
         description:
-          'Which provider serves this name: a built-in one, or an installed provider package loaded by its name.',
-        type: `${BUILTIN_PROVIDER_TYPES.map((type) => `'${type}'`).join(' | ')} | package name`,
+          "The provider's own settings, checked by the provider's schema when it starts. May hold " +
+          'credentials: keep the file private (see "File permissions"). Values here are never quoted in errors.',
+        type: 'mapping',
+        defaultText: '`{}`',
       }),
     ),
-  config: z.preprocess(emptyAsAbsent, z.record(z.string(), z.unknown()).default({})).meta(
-    meta({
-      description:
-        "The provider's own settings, checked by the provider's schema when it starts. May hold " +
-        'credentials: keep the file private (see "File permissions"). Values here are never quoted in errors.',
-      type: 'mapping',
-      defaultText: '`{}`',
+    mode: z
+      .enum(['process', 'inline'])
+      .default('process')
+      .meta(
+        meta({
+          description:
+            "`process` runs the provider in its own child process (JSON-RPC over stdio); `inline` loads it into the agent's process, for embedded use.",
+        }),
+      ),
+    timeoutMs: duration('The deadline on every call to the provider.', 30_000, {
+      min: 100,
+      max: HOUR_MS,
     }),
-  ),
-  mode: z
-    .enum(['process', 'inline'])
-    .default('process')
-    .meta(
-      meta({
-        description:
-          "`process` runs the provider in its own child process (JSON-RPC over stdio); `inline` loads it into the agent's process, for embedded use.",
-      }),
+    failureThreshold: count(
+      'Consecutive failed calls after which the provider is restarted (its child killed) and calls fail fast until it answers again.',
+      5,
+      { min: 1, max: 1_000 },
     ),
-  timeoutMs: duration('The deadline on every call to the provider.', 30_000, {
-    min: 100,
-    max: HOUR_MS,
-  }),
-  failureThreshold: count(
-    'Consecutive failed calls after which the provider is restarted (its child killed) and calls fail fast until it answers again.',
-    5,
-    { min: 1, max: 1_000 },
-  ),
-  circuitOpenMs: duration(
-    "The longest time calls fail fast while a failing provider's process is restarted: restarts back off (jittered, doubling from 0.5 s) up to this, and one trial call closes the breaker. Only for `mode: process`.",
-    30_000,
-    { min: 100, max: DAY_MS },
-  ),
-  maxInFlight: count(
-    "Calls sent to the provider at once; more wait their turn, at most `timeoutMs` (`mode: inline`: the wait counts against the call's `timeoutMs`), then fail with DSO_PROVIDER_TIMEOUT. A delivery waiting on its provider holds none of `queue.concurrency`.",
-    64,
-    {
-      min: 1,
-      max: 10_000,
-    },
-  ),
-  maxMessageBytes: byteSize(
-    "Largest protocol message to and from the provider's process: a secret (base64) must fit in it; a larger one is refused with DSO_PROVIDER_TOO_LARGE. It sets the largest secret this provider carries, `3 × (maxMessageBytes − 64 KiB) / 4`: the default carries 1 MiB (up to 1,130,496 bytes); `16MiB` carries 12 MiB. `dso secret set` refuses a larger value for the `local` provider before storing it. Only for `mode: process`.",
-    1.5 * MIB,
-    { min: 64 * 1024, max: 64 * MIB },
-  ),
-  pollIntervalMs: optionalDuration(
-    'How often this provider is asked for the current version of each secret in use, when it can neither push nor watch. Unset: `rotation.pollIntervalMs`.',
-    { min: 1_000, max: 7 * DAY_MS },
-  ),
-  maxStalenessMs: optionalDuration(
-    'While this provider fails, how long past its expiry a cached (last known good) value is still served to new containers. Unset: `cache.staleIfErrorMs`. `0`: never serve a stale value of this provider.',
-    { min: 0, max: 30 * DAY_MS },
-  ),
-  env: z
-    .array(
-      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {
-        error: 'expected a variable name, or a prefix ending in `*` such as `ACME_*`',
-      }),
-    )
-    .max(256)
-    .default([])
-    .meta(
-      meta({
-        description:
-          "Environment variables of the agent passed to the provider's process (names, or prefixes ending in `*`). Nothing else is: built-in types add only their own (`local`: `DSO_HOME`, `DSO_VAULT_*`; `vault`: `VAULT_*`; `aws`: `AWS_*`; `azure`: `AZURE_*`, `IDENTITY_*`, `MSI_*`; `env`: its `allow` list), plus `PATH` and `HOME`.",
-        type: 'list of names',
-        defaultText: '`[]`',
-      }),
+    circuitOpenMs: duration(
+      "The longest time calls fail fast while a failing provider's process is restarted: restarts back off (jittered, doubling from 0.5 s) up to this, and one trial call closes the breaker. Only for `mode: process`.",
+      30_000,
+      { min: 100, max: DAY_MS },
     ),
-});
+    maxInFlight: count(
+      "Calls sent to the provider at once; more wait their turn, at most `timeoutMs` (`mode: inline`: the wait counts against the call's `timeoutMs`), then fail with DSO_PROVIDER_TIMEOUT. A delivery waiting on its provider holds none of `queue.concurrency`.",
+      64,
+      {
+        min: 1,
+        max: 10_000,
+      },
+    ),
+    maxMessageBytes: byteSize(
+      "Largest protocol message to and from the provider's process: a secret (base64) must fit in it; a larger one is refused with DSO_PROVIDER_TOO_LARGE. It sets the largest secret this provider carries, `3 × (maxMessageBytes − 64 KiB) / 4`: the default carries 1 MiB (up to 1,130,496 bytes); `16MiB` carries 12 MiB. `dso secret set` refuses a larger value for the `local` provider before storing it. Only for `mode: process`.",
+      1.5 * MIB,
+      { min: 64 * 1024, max: 64 * MIB },
+    ),
+    pollIntervalMs: optionalDuration(
+      'How often this provider is asked for the current version of each secret in use, when it can neither push nor watch. Unset: `rotation.pollIntervalMs`.',
+      { min: 1_000, max: 7 * DAY_MS },
+    ),
+    maxStalenessMs: optionalDuration(
+      'While this provider fails, how long past its expiry a cached (last known good) value is still served to new containers. Unset: `cache.staleIfErrorMs`. `0`: never serve a stale value of this provider.',
+      { min: 0, max: 30 * DAY_MS },
+    ),
+    env: z
+      .array(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {
+          error: 'expected a variable name, or a prefix ending in `*` such as `ACME_*`',
+        }),
+      )
+      .max(256)
+      .default([])
+      .meta(
+        meta({
+          description:
+            "Environment variables of the agent passed to the provider's process (names, or prefixes ending in `*`). Nothing else is: built-in types add only their own (`local`: `DSO_HOME`, `DSO_VAULT_*`; `vault`: `VAULT_*`; `aws`: `AWS_*`; `azure`: `AZURE_*`, `IDENTITY_*`, `MSI_*`; `env`: its `allow` list), plus `PATH` and `HOME`.",
+          type: 'list of names',
+          defaultText: '`[]`',
+        }),
+      ),
+  })
+  .superRefine((entry, ctx) => {
+    // `type: command` and `command` go together: one names the other's meaning.
+    if (entry.type === COMMAND_PROVIDER_TYPE && entry.command === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['command'],
+        message:
+          "required with `type: command`: the child's argv, e.g. `command: [python3, /opt/dso/provider.py]`",
+      });
+    }
+    if (entry.type !== COMMAND_PROVIDER_TYPE && entry.command !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['command'],
+        message:
+          'only with `type: command`: set `type: command` to run this child, or remove `command` to use the provider type',
+      });
+    }
+    if (entry.type === COMMAND_PROVIDER_TYPE && entry.mode === 'inline') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['mode'],
+        message: 'a `command` provider always runs in its own process: remove `mode: inline`',
+      });
+    }
+  });
 
 /**
  * The whole `dso.yaml`, field by field, with its defaults. Mappings are strict: a key that is

@@ -6,6 +6,7 @@ import {
   createProcessProvider,
   type ProcessProvider,
   type ProcessProviderLogEntry,
+  type ProcessProviderOptions,
 } from './host.js';
 import {
   createHarness,
@@ -319,17 +320,24 @@ describe('createProcessProvider refuses what it cannot serve', {
     [{ resolveFrom: 'relative/dir' }, 'resolveFrom must be an absolute directory'],
     [{ resolveFrom: '/nonexistent/plugins' }, 'resolveFrom /nonexistent/plugins does not exist'],
     [{ execArgv: [] }, "execArgv ['--conditions=@dso/source', '--import', 'tsx']"],
-    [{ command: [] }, 'command must be a non-empty array'],
+    [{ module: undefined, execArgv: undefined, command: [] }, 'command must be a non-empty array'],
+    [{ module: undefined, execArgv: undefined, command: ['node', ''] }, 'non-empty strings'],
+    [{ execArgv: undefined, command: ['python3'] }, 'either module'],
+    [{ module: undefined, command: ['python3'] }, 'execArgv are Node arguments of the runner'],
+    [{ module: undefined, execArgv: undefined }, 'give module'],
   ])('refuses options %j before starting anything', async (overrides, message) => {
-    const error = await rejection(
-      createProcessProvider({
-        name: 'fixture',
-        module: fixturePath('full-provider.ts'),
-        execArgv: TSX,
-        config: {},
-        ...overrides,
-      }),
-    );
+    const options = {
+      name: 'fixture',
+      module: fixturePath('full-provider.ts'),
+      execArgv: TSX,
+      config: {},
+      ...overrides,
+    };
+    // An explicit undefined stands for an option left out.
+    for (const key of Object.keys(options) as (keyof typeof options)[]) {
+      if (options[key] === undefined) delete options[key];
+    }
+    const error = await rejection(createProcessProvider(options as ProcessProviderOptions));
     expect(error).toMatchObject({ code: 'DSO_PROVIDER_INVALID_CONFIG' });
     expect(error.message).toContain(message);
   });

@@ -66,20 +66,25 @@ export interface ProcessProviderOptions {
   /** The configured name, e.g. `prod-vault`: errors and log lines carry it. */
   name: string;
   /**
-   * What the runner imports: a package name (resolved from `resolveFrom`) or an absolute file
-   * path. Its default export (or export `provider`) is a ProviderDefinition. Unused with `command`.
+   * What the SDK's runner imports: a package name (resolved from `resolveFrom`) or an absolute
+   * file path. Its default export (or export `provider`) is a ProviderDefinition. Give exactly
+   * one of `module` and `command`: the child is then `[node, ...execArgv, runner, module]`.
    */
-  module: string;
+  module?: string;
+  /**
+   * The child's whole argv instead of the runner: a provider in any language that speaks
+   * PROTOCOL.md, e.g. `['python3', '/opt/dso/provider.py']`. Give exactly one of `module` and
+   * `command`. A relative path in it is relative to the working directory (`resolveFrom`).
+   */
+  command?: readonly string[];
   /** Directory the package name is resolved from (the operator's plugins folder), and the child's working directory. @default process.cwd() */
   resolveFrom?: string;
   /** The provider's configuration: sent in the `initialize` request on stdin, never in argv or env. */
   config: unknown;
   /** The child's whole environment. @default { PATH, HOME } of this process only */
   env?: Record<string, string>;
-  /** Node arguments before the runner script, e.g. ['--conditions=@dso/source', '--import', 'tsx'] to run TypeScript sources unbuilt (tests). @default [] */
+  /** Node arguments before the runner script, e.g. ['--conditions=@dso/source', '--import', 'tsx'] to run TypeScript sources unbuilt (tests). Only with `module`. @default [] */
   execArgv?: string[];
-  /** Replace the whole command (a provider in another language): argv of the child. */
-  command?: string[];
   /** Deadline of every call. @default 30_000 */
   callTimeoutMs?: number;
   /** Deadline of the handshake (process start, module import, provider creation). @default max(callTimeoutMs, 10_000) */
@@ -1019,19 +1024,38 @@ function resolveOptions(options: ProcessProviderOptions): ResolvedOptions {
   if (!existsSync(cwd)) {
     throw invalid(`provider ${name}: resolveFrom ${cwd} does not exist: create the plugins folder`);
   }
+  // One mechanism: a module becomes the command [node, ...execArgv, runner, module].
   let command: string[];
+  if (options.command !== undefined && options.module !== undefined) {
+    throw invalid(
+      `provider ${name}: give either module (a JavaScript provider the SDK's runner hosts) or ` +
+        'command (a child that speaks the protocol itself), not both',
+    );
+  }
   if (options.command !== undefined) {
     if (
       !Array.isArray(options.command) ||
       options.command.length === 0 ||
       !options.command.every((part) => typeof part === 'string' && part !== '')
     ) {
-      throw invalid(`provider ${name}: command must be a non-empty array of strings`);
+      throw invalid(
+        `provider ${name}: command must be a non-empty array of non-empty strings, the child's ` +
+          "argv, e.g. ['python3', '/opt/dso/provider.py']",
+      );
+    }
+    if (options.execArgv !== undefined) {
+      throw invalid(
+        `provider ${name}: execArgv are Node arguments of the runner; with command, put the ` +
+          "child's arguments in command itself",
+      );
     }
     command = [...options.command];
   } else {
     if (typeof options.module !== 'string' || options.module === '') {
-      throw invalid(`provider ${name}: module must name a package or an absolute file`);
+      throw invalid(
+        `provider ${name}: give module (a package name or an absolute file of a JavaScript ` +
+          "provider) or command (the argv of a child that speaks PROTOCOL.md, e.g. ['python3', '/opt/dso/provider.py'])",
+      );
     }
     const execArgv = options.execArgv ?? [];
     const runner = findRunner();

@@ -48,8 +48,10 @@ export function createHarness(canary: string): Harness {
       const logs: ProcessProviderLogEntry[] = [];
       const provider = await createProcessProvider({
         name: 'fixture',
-        module: fixturePath('full-provider.ts'),
-        execArgv: TSX,
+        // The TypeScript fixture through the runner, unless the test gives its own command.
+        ...(options.command === undefined
+          ? { module: fixturePath('full-provider.ts'), execArgv: TSX }
+          : {}),
         config: { canary },
         callTimeoutMs: 5_000,
         startTimeoutMs: 20_000,
