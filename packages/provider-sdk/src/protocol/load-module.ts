@@ -7,6 +7,7 @@ import {
   type ProviderDefinition,
 } from '../define-provider.js';
 import { ProviderError } from '../provider-error.js';
+import { supplySdkToPlugins } from './plugin-sdk.js';
 
 /** Options of {@link loadProviderModule}. */
 export interface LoadProviderModuleOptions {
@@ -29,8 +30,9 @@ const PACKAGE_NAME = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/i;
  * export named `provider`, made by `defineProvider()` (from any copy of the SDK). A package
  * name is resolved from `resolveFrom` as Node resolves an `import` there (its `exports` map
  * with the `node`, `import` and `default` conditions, else `main`); a path must be absolute
- * (or `./…` relative to `resolveFrom`), or a `file:` URL. The runner uses it in the child; the
- * agent may use it to load a provider in process.
+ * (or `./…` relative to `resolveFrom`), or a `file:` URL. `@dso/provider-sdk`, imported by the
+ * module, resolves to this copy of the SDK ({@link supplySdkToPlugins}). The runner uses it in
+ * the child; the agent may use it to load a provider in process.
  *
  * @throws ProviderError DSO_PROVIDER_INVALID_CONFIG when the module cannot be found or
  *   imported, exports no provider definition, or was built for an unsupported SDK API version
@@ -48,6 +50,8 @@ export async function loadProviderModule(
     resolveFrom,
     options.conditions ?? conditionsOf(process.execArgv),
   );
+  // A plugin declares this SDK as a peer and installs without it: it gets this copy.
+  supplySdkToPlugins();
   let namespace: Record<string, unknown>;
   try {
     namespace = (await import(url)) as Record<string, unknown>;
