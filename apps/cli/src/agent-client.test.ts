@@ -1,4 +1,4 @@
-import { mkdtemp, rename, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,12 @@ import {
   API_MAX_RESOLVE_REFERENCES as MAX_RESOLVE_REFERENCES,
 } from '@dso/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { consumerLabel, createAgentClient, MAX_AGENT_RESPONSE_BYTES } from './agent-client.js';
+import {
+  consumerLabel,
+  createAgentClient,
+  findAgentSocket,
+  MAX_AGENT_RESPONSE_BYTES,
+} from './agent-client.js';
 
 let dir: string;
 let socketPath: string;
@@ -399,6 +404,64 @@ describe('createAgentClient: resolve', () => {
     });
     const values = await createAgentClient({ socketPath, timeoutMs: 100 }).resolve(['dso://app/a']);
     expect(values).toHaveLength(1);
+  });
+});
+
+describe('findAgentSocket', () => {
+  /** A dso.yaml in the test's DSO_HOME, as the agent's operator writes it (0600). */
+  async function dsoYaml(text: string): Promise<void> {
+    await writeFile(join(dir, 'dso.yaml'), text);
+    await chmod(join(dir, 'dso.yaml'), 0o600);
+  }
+  const nothing = () => false;
+
+  it("takes api.socket from the agent's dso.yaml, DSO_API_SOCKET overriding it", async () => {
+    await dsoYaml(`api:\n  socket: ${socketPath}\n`);
+    expect(await findAgentSocket({ DSO_HOME: dir })).toEqual({
+      path: socketPath,
+      source: 'dso.yaml',
+      configFile: join(dir, 'dso.yaml'),
+    });
+    expect(
+      await findAgentSocket({ DSO_HOME: dir, DSO_API_SOCKET: '/tmp/other.sock' }),
+    ).toMatchObject({ path: '/tmp/other.sock', source: 'DSO_API_SOCKET' });
+    // DSO_CONFIG names the file the agent reads, wherever it is.
+    expect(
+      await findAgentSocket({ DSO_HOME: '/nonexistent', DSO_CONFIG: join(dir, 'dso.yaml') }),
+    ).toMatchObject({ path: socketPath, source: 'dso.yaml' });
+  });
+
+  it("finds a non-root agent's socket in DSO_HOME when the default one is not there", async () => {
+    const own = join(dir, 'agent.sock');
+    const exists = (path: string) => path === own;
+    expect(await findAgentSocket({ DSO_HOME: dir }, { uid: 1000, exists })).toEqual({
+      path: own,
+      source: 'DSO_HOME',
+    });
+    // Root's agent listens on the default path; so does a non-root one with neither socket.
+    expect(await findAgentSocket({ DSO_HOME: dir }, { uid: 0, exists })).toMatchObject({
+      path: '/run/dso/agent.sock',
+      source: 'default',
+    });
+    expect(await findAgentSocket({ DSO_HOME: dir }, { uid: 1000, exists: nothing })).toMatchObject({
+      path: '/run/dso/agent.sock',
+      source: 'default',
+    });
+  });
+
+  it("refuses a broken dso.yaml with the config's own code and fix (the agent would not start with it)", async () => {
+    await dsoYaml('api:\n  socket: relative/agent.sock\n');
+    await expect(findAgentSocket({ DSO_HOME: dir })).rejects.toMatchObject({
+      code: 'DSO_CONFIG_INVALID',
+      message: expect.stringContaining('api.socket'),
+    });
+  });
+
+  it('talks to the agent on the socket dso.yaml names, found at the first call', async () => {
+    await dsoYaml(`api: { socket: ${socketPath} }\n`);
+    await stub((_request, response) => json(response, 200, STATUS));
+    const agent = createAgentClient({ socketPath: { env: { DSO_HOME: dir } } });
+    expect(await agent.status()).toEqual(STATUS);
   });
 });
 

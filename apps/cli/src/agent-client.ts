@@ -1,6 +1,7 @@
+import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AGENT_API_ROUTES,
@@ -13,10 +14,15 @@ import {
   type AgentApiStatus,
   API_MAX_RESOLVE_REFERENCES,
   API_RESOLVE_TIMEOUT_MS,
+  API_SOCKET_ENV,
   agentApiErrorSchema,
   agentApiEventLineSchema,
+  DEFAULT_API_SOCKET,
   DsoError,
+  errorCode,
   isDsoError,
+  loadConfig,
+  resolveDsoPaths,
 } from '@dso/core';
 
 // ---------------------------------------------------------------------------------------------
@@ -49,10 +55,64 @@ export interface AgentResolvedValue {
   value: Buffer;
 }
 
+/** Where the agent's socket is, and what said so (for messages and `dso doctor`). */
+export interface AgentSocket {
+  path: string;
+  /**
+   * `DSO_API_SOCKET`; `dso.yaml` (its `api.socket`); `DSO_HOME` (a non-root agent on the default
+   * path listens at `$DSO_HOME/agent.sock`); `default` (`/run/dso/agent.sock`).
+   */
+  source: 'DSO_API_SOCKET' | 'dso.yaml' | 'DSO_HOME' | 'default';
+  /** The `dso.yaml` read, when one was. */
+  configFile?: string;
+}
+
+/**
+ * Finds the agent's socket the way the agent chooses it, so that `dso` and `dso-agent` meet
+ * with the same environment and the same `dso.yaml`: `DSO_API_SOCKET`, else `api.socket` of
+ * `dso.yaml` (`$DSO_CONFIG`, else `$DSO_HOME/dso.yaml`), else the default `/run/dso/agent.sock`
+ * or, for a caller other than root when that does not exist, `$DSO_HOME/agent.sock` where a
+ * non-root agent listens instead. A `dso.yaml` this user may not read (root's, 0600) is skipped:
+ * the default applies, as for the agent's operators in its group.
+ *
+ * @example
+ * const { path } = await findAgentSocket(process.env);
+ * @throws DsoError DSO_CONFIG_INVALID, DSO_CONFIG_INSECURE, DSO_CONFIG_NOT_FOUND when `dso.yaml`
+ *   is broken (the agent would not start with it either; the message says what to fix)
+ */
+export async function findAgentSocket(
+  env: Readonly<Record<string, string | undefined>>,
+  options: { uid?: number; exists?: (path: string) => boolean } = {},
+): Promise<AgentSocket> {
+  const fromEnv = env[API_SOCKET_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') return { path: fromEnv, source: 'DSO_API_SOCKET' };
+  let configFile: string | undefined;
+  try {
+    const loaded = await loadConfig({ env });
+    configFile = loaded.path;
+    if (loaded.path !== undefined && loaded.config.api.socket !== DEFAULT_API_SOCKET) {
+      return { path: loaded.config.api.socket, source: 'dso.yaml', configFile: loaded.path };
+    }
+  } catch (error) {
+    // Unreadable by this user: its operators use the default socket, as before dso.yaml was read.
+    if (errorCode(error) !== 'DSO_CONFIG_UNREADABLE') throw error;
+  }
+  const found = configFile === undefined ? {} : { configFile };
+  const exists = options.exists ?? existsSync;
+  if ((options.uid ?? process.getuid?.() ?? 0) !== 0 && !exists(DEFAULT_API_SOCKET)) {
+    const own = join(resolveDsoPaths(env).home, 'agent.sock');
+    if (exists(own)) return { path: own, source: 'DSO_HOME', ...found };
+  }
+  return { path: DEFAULT_API_SOCKET, source: 'default', ...found };
+}
+
 /** Options of {@link createAgentClient}. */
 export interface AgentClientOptions {
-  /** The agent's socket (see `resolveApiSocket` in @dso/core). */
-  socketPath: string;
+  /**
+   * The agent's socket; or the environment to find it in with {@link findAgentSocket} (looked
+   * up at the first call).
+   */
+  socketPath: string | { env: Readonly<Record<string, string | undefined>> };
   /** Longest wait for one call, connection included. @default DEFAULT_AGENT_TIMEOUT_MS */
   timeoutMs?: number;
   /** Where the socket's group name is looked up for a permission error. @default '/etc/group' */
@@ -116,7 +176,7 @@ export interface AgentClient {
  * says what to do:
  *
  * @example
- * const agent = createAgentClient({ socketPath: resolveApiSocket(process.env) });
+ * const agent = createAgentClient({ socketPath: { env: process.env } });
  * const { containers } = await agent.reconcile();
  * @throws DsoError DSO_CLI_AGENT_UNREACHABLE when no agent answers on the socket (or it is missing)
  * @throws DsoError DSO_CLI_AGENT_DENIED when the caller may not use the socket (names its group)
@@ -128,24 +188,36 @@ export interface AgentClient {
  * @throws DsoError the agent's own code (e.g. DSO_AGENT_NOT_RUNNING) when it refuses a call
  */
 export function createAgentClient(options: AgentClientOptions): AgentClient {
-  const settings = {
-    socketPath: options.socketPath,
-    timeoutMs: options.timeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS,
-    groupFile: options.groupFile ?? '/etc/group',
+  const { socketPath } = options;
+  let found: Promise<Settings> | undefined;
+  const settingsOf = (): Promise<Settings> => {
+    found ??= (
+      typeof socketPath === 'string'
+        ? Promise.resolve(socketPath)
+        : findAgentSocket(socketPath.env).then((socket) => socket.path)
+    ).then((path) => ({
+      socketPath: path,
+      timeoutMs: options.timeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS,
+      groupFile: options.groupFile ?? '/etc/group',
+    }));
+    return found;
   };
   return {
-    events(onEvent, call = {}) {
-      return followEvents(settings, onEvent, call.signal);
+    async events(onEvent, call = {}) {
+      return followEvents(await settingsOf(), onEvent, call.signal);
     },
     async status(call = {}) {
+      const settings = await settingsOf();
       const route = AGENT_API_ROUTES.status;
       return answerOf(route, await callAgent(settings, route, call.signal), settings.socketPath);
     },
     async reconcile(call = {}) {
+      const settings = await settingsOf();
       const route = AGENT_API_ROUTES.reconcile;
       return answerOf(route, await callAgent(settings, route, call.signal), settings.socketPath);
     },
     async rotate(selector = {}, call = {}) {
+      const settings = await settingsOf();
       const route = AGENT_API_ROUTES.rotate;
       const request: AgentApiRotateRequest =
         selector.containerId === undefined ? {} : { containerId: selector.containerId };
@@ -156,6 +228,7 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
     },
     async check(references, call = {}) {
       if (references.length === 0) return [];
+      const settings = await settingsOf();
       if (references.length > API_MAX_RESOLVE_REFERENCES) {
         throw new DsoError(
           'DSO_CLI_RESOLVE_TOO_MANY',
@@ -171,6 +244,7 @@ export function createAgentClient(options: AgentClientOptions): AgentClient {
     },
     async resolve(references, call = {}) {
       if (references.length === 0) return [];
+      const settings = await settingsOf();
       if (references.length > API_MAX_RESOLVE_REFERENCES) {
         throw new DsoError(
           'DSO_CLI_RESOLVE_TOO_MANY',

@@ -141,7 +141,7 @@ const BY_CODE: Readonly<Record<string, ExitClass>> = {
   DSO_AGENT_API_BUSY: 'unavailable',
   DSO_AGENT_ENGINE_LOST: 'unavailable',
   DSO_CLI_AGENT_RESPONSE: 'failure',
-  DSO_CLI_DOCTOR_FAILED: 'failure', // checks of every kind failed: each printed with its own fix
+  DSO_CLI_DOCTOR_FAILED: 'failure', // the clock or Node failed (else its first check's class: exitCodeFor)
   DSO_CLI_VALIDATE_FAILED: 'invalid', // what it checked is not valid: each finding printed
   DSO_CLI_CONTAINER_AMBIGUOUS: 'invalid', // a name or id prefix that matches several
   DSO_CLI_AGENT_ERROR: 'failure',
@@ -227,6 +227,9 @@ export function exitClassOf(code: string): ExitClass {
 export function exitCodeFor(error: unknown): number {
   if (error instanceof CommanderError)
     return error.exitCode === 0 ? EXIT_CODES.ok : EXIT_CODES.usage;
+  // An error that sums up others (dso doctor's failed checks) takes the class of the one named.
+  if (isDsoError(error) && typeof error.details.classOf === 'string')
+    return EXIT_CODES[exitClassOf(error.details.classOf)];
   const code = errorCode(error);
   if (code === undefined) return EXIT_CODES.failure;
   const exitClass = exitClassOf(code);

@@ -1,4 +1,3 @@
-import { resolveApiSocket } from '@dso/core';
 import { Argument, type Command } from 'commander';
 import { createAgentClient } from '../agent-client.js';
 import {
@@ -55,7 +54,7 @@ Load it:
     .action(async (what: string) => {
       if (what !== 'containers') return;
       const agent = createAgentClient({
-        socketPath: resolveApiSocket(io.env),
+        socketPath: { env: io.env },
         timeoutMs: COMPLETE_TIMEOUT_MS,
       });
       const names = new Set<string>();

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { DsoError, errorCode, resolveApiSocket } from '@dso/core';
+import { DsoError, errorCode } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
 import { composeProjectName, dsoVolumesOf, parseDotEnv } from '../compose.js';
@@ -74,7 +74,7 @@ export interface ComposeVerbDependencies {
 export function defaultComposeVerbDependencies(io: CliIo): ComposeVerbDependencies {
   return {
     cwd: process.cwd(),
-    agent: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }),
+    agent: () => createAgentClient({ socketPath: { env: io.env } }),
     detectCompose,
     runCompose,
     readText: (path) => readFile(path, 'utf8'),

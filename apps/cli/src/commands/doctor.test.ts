@@ -1,7 +1,10 @@
+import { PassThrough, Readable } from 'node:stream';
 import type { AgentApiStatus } from '@dso/core';
 import { DsoError } from '@dso/core';
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { type DoctorDependencies, runDoctor } from './doctor.js';
+import { EXIT_CODES, exitCodeFor } from '../exit-codes.js';
+import { type DoctorDependencies, registerDoctorCommand, runDoctor } from './doctor.js';
 
 const NOW = Date.parse('2026-12-07T05:00:00.000Z');
 
@@ -18,6 +21,7 @@ const STATUS: AgentApiStatus = {
 function healthy(overrides: Partial<DoctorDependencies> = {}): DoctorDependencies {
   return {
     env: { DSO_API_SOCKET: '/run/dso/agent.sock' },
+    agentSocket: async () => ({ path: '/run/dso/agent.sock', source: 'DSO_API_SOCKET' }),
     engine: async () => ({
       version: '20.10.24',
       apiVersion: '1.41',
@@ -31,6 +35,24 @@ function healthy(overrides: Partial<DoctorDependencies> = {}): DoctorDependencie
     nodeVersion: '20.19.5',
     ...overrides,
   };
+}
+
+/** `dso doctor` run as the CLI runs it: the exit code its error (if any) ends `dso` with. */
+async function exitCodeOf(dependencies: DoctorDependencies): Promise<number> {
+  const io = {
+    env: {},
+    stdin: Readable.from([]) as unknown as NodeJS.ReadStream,
+    stdout: new PassThrough(),
+    stderr: new PassThrough(),
+  };
+  const program = new Command('dso').exitOverride();
+  registerDoctorCommand(program, io, dependencies);
+  try {
+    await program.parseAsync(['doctor'], { from: 'user' });
+    return EXIT_CODES.ok;
+  } catch (error) {
+    return exitCodeFor(error);
+  }
 }
 
 const outcomes = async (dependencies: DoctorDependencies) =>
@@ -166,6 +188,67 @@ describe('dso doctor', () => {
     const healthyChecks = await runDoctor(healthy());
     expect(healthyChecks.find((check) => check.name === 'labels')?.detail).toContain(
       'dso.owner=0:33 dso.mode=0440',
+    );
+  });
+
+  it('exits with the class of the first failed check: 8 engine, 6 agent, 5 socket, 7 provider, 1 Node', async () => {
+    const unreachable = async () => {
+      throw new DsoError('DSO_CLI_AGENT_UNREACHABLE', 'no agent');
+    };
+    expect(await exitCodeOf(healthy())).toBe(0);
+    // Warnings alone (no volume driver, empty resolveAllow) do not fail it.
+    expect(
+      await exitCodeOf(healthy({ resolveAllow: async () => ({ patterns: [], file: undefined }) })),
+    ).toBe(0);
+    // Engine down and agent down: the engine comes first.
+    expect(
+      await exitCodeOf(
+        healthy({ engine: async () => ({ error: 'down' }), agentStatus: unreachable }),
+      ),
+    ).toBe(EXIT_CODES.docker);
+    expect(
+      await exitCodeOf(healthy({ agentStatus: unreachable, socketFile: async () => undefined })),
+    ).toBe(EXIT_CODES.unavailable);
+    expect(await exitCodeOf(healthy({ identity: () => ({ uid: 1000, groups: [1000] }) }))).toBe(
+      EXIT_CODES.refused,
+    );
+    expect(
+      await exitCodeOf(
+        healthy({
+          agentStatus: async () => ({
+            ...STATUS,
+            providers: [{ name: 'vault', type: 'vault', state: { status: 'closed' } }],
+          }),
+        }),
+      ),
+    ).toBe(EXIT_CODES.store);
+    expect(await exitCodeOf(healthy({ nodeVersion: '18.20.0' }))).toBe(EXIT_CODES.failure);
+  });
+
+  it("names where the socket came from: dso.yaml's api.socket, or a non-root agent's in DSO_HOME", async () => {
+    const fromYaml = await runDoctor(
+      healthy({
+        agentSocket: async () => ({
+          path: '/srv/dso/agent.sock',
+          source: 'dso.yaml',
+          configFile: '/etc/dso/dso.yaml',
+        }),
+        agentStatus: async () => {
+          throw new DsoError('DSO_CLI_AGENT_UNREACHABLE', 'no agent');
+        },
+      }),
+    );
+    expect(fromYaml.find((check) => check.name === 'agent')?.detail).toBe(
+      'no answer on /srv/dso/agent.sock (api.socket in /etc/dso/dso.yaml) (DSO_CLI_AGENT_UNREACHABLE)',
+    );
+    expect(fromYaml.find((check) => check.name === 'socket')?.detail).toContain(
+      '/srv/dso/agent.sock',
+    );
+    const unreadable = await runDoctor(
+      healthy({ agentSocket: async () => ({ error: 'DSO_CONFIG_INVALID' }) }),
+    );
+    expect(unreadable.find((check) => check.name === 'agent')?.detail).toContain(
+      'running on /run/dso/agent.sock since',
     );
   });
 

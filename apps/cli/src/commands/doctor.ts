@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { type AgentApiStatus, DsoError, errorCode, loadConfig, resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
 import packageJson from '../../package.json' with { type: 'json' };
-import { createAgentClient } from '../agent-client.js';
+import { type AgentSocket, createAgentClient, findAgentSocket } from '../agent-client.js';
 import { query } from '../docker-cli.js';
 import type { CliIo } from '../program.js';
 
@@ -18,6 +18,11 @@ export interface DoctorCheck {
   detail: string;
   /** What to do, when the outcome is not `ok`. */
   fix?: string;
+  /**
+   * For an `error`: the `DSO_*` code of the failure, whose exit class (docs/cli.md) `dso doctor`
+   * exits with when this is the first failed check (none for the clock and Node: exit 1).
+   */
+  code?: string;
 }
 
 /** The oldest Node the CLI and agent are built for (`engines.node`). */
@@ -28,6 +33,8 @@ export const MAX_CLOCK_SKEW_MS = 5_000;
 /** What `dso doctor` looks at, injected so tests need no engine, agent or socket. */
 export interface DoctorDependencies {
   env: NodeJS.ProcessEnv;
+  /** Where the agent's socket is (as `dso status` finds it), or why it cannot be told. */
+  agentSocket(): Promise<AgentSocket | { error: string }>;
   /** `docker version` and the engine's clock; an error's text when it does not answer. */
   engine(): Promise<
     { version: string; apiVersion: string; systemTime?: string } | { error: string }
@@ -49,7 +56,8 @@ export interface DoctorDependencies {
 /**
  * Adds `dso doctor`: checks the engine, the agent, its socket's permissions, how files are
  * delivered (volume driver or tmpfs), `api.resolveAllow`, the providers, the clock and versions;
- * prints each with its fix, and fails when any is an error.
+ * prints each with its fix, and fails when any is an error, with the exit code of the first
+ * failed check's class (its `code`).
  */
 export function registerDoctorCommand(
   program: Command,
@@ -59,7 +67,7 @@ export function registerDoctorCommand(
   program
     .command('doctor')
     .description(
-      'check the setup: engine, agent, socket permissions, volume driver or tmpfs, resolveAllow, providers, clock, versions; each problem with its fix',
+      'check the setup: engine, agent, socket permissions, volume driver or tmpfs, resolveAllow, providers, clock, versions; each problem with its fix. Exits 0 when none failed (warnings included), else with the class of the first failed check in the order printed: 8 engine, 6 agent not answering or no socket, 5 socket not usable by you, 7 a provider down, 1 clock or Node',
     )
     .option('--json', 'print the checks as JSON')
     .action(async (options: { json?: boolean }) => {
@@ -74,10 +82,13 @@ export function registerDoctorCommand(
           if (check.fix !== undefined) io.stdout.write(`     fix: ${check.fix}\n`);
         }
       }
-      if (errors > 0) {
+      const first = checks.find((check) => check.outcome === 'error');
+      if (first !== undefined) {
         throw new DsoError(
           'DSO_CLI_DOCTOR_FAILED',
-          `${errors} ${errors === 1 ? 'check' : 'checks'} failed (each with its fix above)`,
+          `${errors} ${errors === 1 ? 'check' : 'checks'} failed (each with its fix above); the first, ${first.name}, gives the exit code`,
+          // The exit code is the class of the first failure's own code (exit-codes.ts).
+          first.code === undefined ? {} : { classOf: first.code },
         );
       }
     });
@@ -92,6 +103,7 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
       name: 'engine',
       outcome: 'error',
       detail: `the Docker engine does not answer (${engine.error})`,
+      code: 'DSO_CLI_DOCKER_FAILED',
       fix: 'start it (systemctl start docker), check DOCKER_HOST, or add yourself to the docker group (sudo usermod -aG docker $USER, then log in again)',
     });
   } else {
@@ -102,25 +114,36 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
     });
   }
 
-  const socketPath = resolveApiSocket(dependencies.env);
+  const socket = await dependencies.agentSocket();
+  // A dso.yaml that cannot be read is the resolve-allow check's to report; the default applies.
+  const socketPath = 'error' in socket ? resolveApiSocket(dependencies.env) : socket.path;
+  const socketFrom =
+    'error' in socket || socket.source === 'default'
+      ? ''
+      : socket.source === 'dso.yaml'
+        ? ` (api.socket in ${socket.configFile ?? 'dso.yaml'})`
+        : socket.source === 'DSO_HOME'
+          ? " (a non-root agent's, in DSO_HOME)"
+          : ' (DSO_API_SOCKET)';
   let status: AgentApiStatus | undefined;
   try {
     status = await dependencies.agentStatus();
     checks.push({
       name: 'agent',
       outcome: 'ok',
-      detail: `${status.version === undefined ? '' : `dso-agent ${status.version} `}running on ${socketPath}${status.startedAt === null ? '' : ` since ${new Date(status.startedAt).toISOString()}`}, ${status.containers.length} managed ${status.containers.length === 1 ? 'consumer' : 'consumers'}`,
+      detail: `${status.version === undefined ? '' : `dso-agent ${status.version} `}running on ${socketPath}${socketFrom}${status.startedAt === null ? '' : ` since ${new Date(status.startedAt).toISOString()}`}, ${status.containers.length} managed ${status.containers.length === 1 ? 'consumer' : 'consumers'}`,
     });
   } catch (error) {
     const code = errorCode(error);
     checks.push({
       name: 'agent',
       outcome: 'error',
-      detail: `no answer on ${socketPath} (${code ?? (error instanceof Error ? error.message : String(error))})`,
+      detail: `no answer on ${socketPath}${socketFrom} (${code ?? (error instanceof Error ? error.message : String(error))})`,
+      code: code ?? 'DSO_CLI_AGENT_ERROR',
       fix:
         code === 'DSO_CLI_AGENT_DENIED'
           ? 'you may not use its socket: see the socket check below'
-          : `start it (dso-agent, or systemctl start dso-agent); if it runs elsewhere, set DSO_API_SOCKET to its socket`,
+          : `start it (dso-agent, or systemctl start dso-agent); if it listens elsewhere, set api.socket in dso.yaml (or DSO_API_SOCKET) to its socket`,
     });
   }
 
@@ -200,6 +223,7 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
     checks.push({
       name: `provider ${provider.name}`,
       outcome: down ? 'error' : shaky ? 'warning' : 'ok',
+      ...(down ? { code: 'DSO_PROVIDER_UNAVAILABLE' } : {}),
       detail: `${provider.type}${facts === '' ? '' : `: ${facts}`}`,
       ...(down || shaky
         ? {
@@ -255,6 +279,7 @@ async function socketCheck(path: string, dependencies: DoctorDependencies): Prom
       name: 'socket',
       outcome: 'error',
       detail: `${path} does not exist`,
+      code: 'DSO_CLI_AGENT_UNREACHABLE',
       fix: 'start the agent; a non-root agent listens at $DSO_HOME/agent.sock: set DSO_API_SOCKET to that path',
     };
   }
@@ -263,6 +288,7 @@ async function socketCheck(path: string, dependencies: DoctorDependencies): Prom
       name: 'socket',
       outcome: 'error',
       detail: `${path} is not a socket`,
+      code: 'DSO_CLI_AGENT_UNREACHABLE',
       fix: 'remove it and restart the agent, or set api.socket to another path',
     };
   }
@@ -285,6 +311,7 @@ async function socketCheck(path: string, dependencies: DoctorDependencies): Prom
       name: 'socket',
       outcome: 'error',
       detail: `${path} (mode ${mode}, owner ${file.uid}, group ${file.gid}) is not usable by uid ${me.uid}`,
+      code: 'DSO_CLI_AGENT_DENIED',
       fix: `add yourself to group ${file.gid} (sudo usermod -aG $(getent group ${file.gid} | cut -d: -f1) $USER, then log in again), or run as root`,
     };
   }
@@ -313,6 +340,10 @@ function compareVersions(a: string, b: string): number {
 export function defaultDoctorDependencies(io: CliIo): DoctorDependencies {
   return {
     env: io.env,
+    agentSocket: () =>
+      findAgentSocket(io.env).catch((error: unknown) => ({
+        error: errorCode(error) ?? (error instanceof Error ? error.message : String(error)),
+      })),
     engine: async () => {
       const version = await query('docker', ['version', '--format', '{{json .Server}}'], io.env);
       if (version.error !== undefined) return { error: `docker: ${version.error.message}` };
@@ -336,7 +367,7 @@ export function defaultDoctorDependencies(io: CliIo): DoctorDependencies {
         ...(systemTime === undefined ? {} : { systemTime }),
       };
     },
-    agentStatus: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }).status(),
+    agentStatus: () => createAgentClient({ socketPath: { env: io.env } }).status(),
     socketFile: async (path) => {
       try {
         const file = await stat(path);

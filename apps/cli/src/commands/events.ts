@@ -1,4 +1,4 @@
-import { type AgentApiEventLine, DsoError, resolveApiSocket } from '@dso/core';
+import { type AgentApiEventLine, DsoError } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, consumerLabel, createAgentClient, printable } from '../agent-client.js';
 import type { CliIo } from '../program.js';
@@ -21,7 +21,7 @@ export function registerEventsCommand(
   program: Command,
   io: CliIo,
   dependencies: () => EventsDependencies = () => ({
-    agent: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }),
+    agent: () => createAgentClient({ socketPath: { env: io.env } }),
     signal: interruptSignal(),
   }),
 ): void {

@@ -1,4 +1,3 @@
-import { resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
 import { createAgentClient } from '../agent-client.js';
 import type { CliIo } from '../program.js';
@@ -12,7 +11,7 @@ export function registerReconcileCommand(program: Command, io: CliIo): void {
     )
     .option('--json', "print the agent's JSON answer")
     .action(async (options: { json?: boolean }) => {
-      const agent = createAgentClient({ socketPath: resolveApiSocket(io.env) });
+      const agent = createAgentClient({ socketPath: { env: io.env } });
       const result = await agent.reconcile();
       if (options.json) {
         io.stdout.write(`${JSON.stringify(result)}\n`);

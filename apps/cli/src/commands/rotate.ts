@@ -1,4 +1,3 @@
-import { resolveApiSocket } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
 import { containerId as inspectContainerId } from '../docker-cli.js';
@@ -22,7 +21,7 @@ export function registerRotateCommand(
   program: Command,
   io: CliIo,
   dependencies: () => RotateDependencies = () => ({
-    agent: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }),
+    agent: () => createAgentClient({ socketPath: { env: io.env } }),
     containerId: inspectContainerId,
   }),
 ): void {

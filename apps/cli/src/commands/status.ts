@@ -3,7 +3,6 @@ import {
   type AgentApiProvider,
   type AgentApiStatus,
   DsoError,
-  resolveApiSocket,
 } from '@dso/core';
 import type { Command } from 'commander';
 import { consumerLabel, createAgentClient, printable } from '../agent-client.js';
@@ -24,7 +23,7 @@ export function registerStatusCommand(program: Command, io: CliIo): void {
     )
     .option('--json', "print the agent's answer as JSON (with a container: that container's entry)")
     .action(async (selector: string | undefined, options: { json?: boolean }) => {
-      const agent = createAgentClient({ socketPath: resolveApiSocket(io.env) });
+      const agent = createAgentClient({ socketPath: { env: io.env } });
       const status = await agent.status();
       if (selector !== undefined) {
         const container = findContainer(status.containers, selector);

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { DsoError, errorCode, isDsoError, LABELS, resolveApiSocket } from '@dso/core';
+import { DsoError, errorCode, isDsoError, LABELS } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
 import {
@@ -64,7 +64,7 @@ export interface UpDependencies {
 export function defaultUpDependencies(io: CliIo): UpDependencies {
   return {
     cwd: process.cwd(),
-    agent: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }),
+    agent: () => createAgentClient({ socketPath: { env: io.env } }),
     detectCompose,
     inspectImage: inspectImageCommand,
     runCompose,

@@ -13,7 +13,6 @@ import {
   parseManagedLabels,
   parseReference,
   parseVolumeOptions,
-  resolveApiSocket,
   resolveDsoPaths,
   suggestReference,
   VOLUME_DEFAULT_MODE,
@@ -435,7 +434,7 @@ export function defaultValidateDependencies(io: CliIo): ValidateDependencies {
     cwd: process.cwd(),
     readText: (path) => readFile(path, 'utf8'),
     exists: (path) => existsSync(path),
-    agent: () => createAgentClient({ socketPath: resolveApiSocket(io.env) }),
+    agent: () => createAgentClient({ socketPath: { env: io.env } }),
     inspectContainer: async (name) => {
       const result = await query('docker', ['container', 'inspect', name], io.env);
       if (result.error !== undefined || result.code !== 0) {

@@ -1,6 +1,6 @@
-import { errorCode, resolveApiSocket } from '@dso/core';
+import { DEFAULT_API_SOCKET, errorCode } from '@dso/core';
 import type { Command } from 'commander';
-import { createAgentClient } from '../agent-client.js';
+import { createAgentClient, findAgentSocket } from '../agent-client.js';
 import type { CliIo } from '../program.js';
 import { versionInfo, versionLine } from '../version.js';
 
@@ -24,9 +24,10 @@ export function registerVersionCommand(program: Command, io: CliIo): void {
         io.stdout.write(options.json ? `${JSON.stringify(versionInfo())}\n` : `${versionLine()}\n`);
         return;
       }
-      const socket = resolveApiSocket(io.env);
+      let socket = DEFAULT_API_SOCKET;
       let agent: { socket: string; version?: string; error?: string };
       try {
+        socket = (await findAgentSocket(io.env)).path;
         const status = await createAgentClient({
           socketPath: socket,
           timeoutMs: AGENT_VERSION_TIMEOUT_MS,
