@@ -19,6 +19,16 @@ export {
   completionScript,
 } from './commands/completion.js';
 export {
+  DOCKER_PLUGIN_COMMAND,
+  DOCKER_PLUGIN_METADATA_COMMAND,
+  DOCKER_PLUGIN_NAME,
+  type DockerPluginInvocation,
+  type DockerPluginMetadata,
+  dockerPluginMetadata,
+  parseDockerPluginArgs,
+  runDockerPlugin,
+} from './docker-plugin.js';
+export {
   EXIT_CODE_TABLE,
   EXIT_CODES,
   type ExitClass,
@@ -26,7 +36,7 @@ export {
   exitClassOf,
   exitCodeFor,
 } from './exit-codes.js';
-export { type CliIo, createProgram, runCli } from './program.js';
+export { type CliIo, createProgram, type RunCliOptions, runCli } from './program.js';
 export {
   localSecretLimit,
   MAX_SECRET_BYTES,

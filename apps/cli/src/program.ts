@@ -256,9 +256,20 @@ async function openLocalVault(env: NodeJS.ProcessEnv, known?: LocalVaultSettings
   return openVault({ path: vaultPath, key, maxSecretBytes: settings.maxBytes });
 }
 
+/** How `runCli` presents itself. */
+export interface RunCliOptions {
+  /** The command name usage and help lines show (`docker dso` when run as a Docker CLI plugin). */
+  name?: string;
+}
+
 /** Runs the CLI and returns its exit code; errors print as one line with their code. */
-export async function runCli(argv: string[], io: CliIo): Promise<number> {
+export async function runCli(
+  argv: string[],
+  io: CliIo,
+  options: RunCliOptions = {},
+): Promise<number> {
   const program = createProgram(io);
+  if (options.name) program.name(options.name);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
