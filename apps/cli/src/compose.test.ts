@@ -3,19 +3,15 @@ import { waitForSecretsCommand } from '@dso/core';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import {
-  type ComposeFile,
+  activeServices,
   composeProjectName,
   composeSearchDirectories,
-  composeServiceViews,
-  composeVersion,
   dsoVolumesOf,
   escapeCompose,
-  extendedFiles,
   type ImageCommand,
-  interpolate,
-  parseComposeText,
   parseDotEnv,
   planComposeUp,
+  readComposeModel,
   renderOverride,
   servicesNeedingImage,
   splitCommandLine,
@@ -26,245 +22,181 @@ const CANARY = 'canary-compose-5f0c2a';
 const WAIT = waitForSecretsCommand('/run/secrets', ['x']).slice(0, 4);
 const WAIT_ESCAPED = WAIT.map(escapeCompose);
 
-function file(text: string, path = '/project/compose.yaml'): ComposeFile {
-  return parseComposeText(text, path);
+/** The services of a model: the compose-file-shaped YAML of these tests is one. */
+function views(text: string) {
+  return readComposeModel(text).services;
 }
 
 function plan(text: string, images: Record<string, ImageCommand> = {}) {
-  return planComposeUp(composeServiceViews([file(text)]), {
+  return planComposeUp(views(text), {
     images: new Map(Object.entries(images)),
   });
 }
 
-describe('parseComposeText', () => {
-  it('reads a mapping, resolving anchors and merge keys', () => {
-    const { document } = file(`
-x-env: &env
-  A: dso://app/a
-services:
-  web:
-    image: app
+// Captured from the real tool: `docker-compose -f compose.yaml -f compose.override.yaml config`
+// (docker-compose 1.29.2, Debian 12) for a project whose compose.yaml extends a service of
+// base.yaml (`entrypoint: [/bin/sh, -c]`, `TOKEN: dso://app/api/token`, `labels: [team=core]`),
+// gives `command: echo "$$HOME"`, `DB_PASSWORD_FILE: ${DB_REF:-dsofile://app/db/password}`,
+// `FROM_SHELL:` and `PRICE: 5$$`, and has a `debug` service (`image: busybox:${TAG}`,
+// `profiles: [debug]`); compose.override.yaml adds `EXTRA: "2"`; .env says `TAG=1.36`.
+const V1_MODEL = `services:
+  debug:
     environment:
-      <<: *env
-      B: plain
-`);
-    expect(document).toEqual({
-      'x-env': { A: 'dso://app/a' },
-      services: { web: { image: 'app', environment: { A: 'dso://app/a', B: 'plain' } } },
+      "N": '1'
+    image: busybox:1.36
+    profiles:
+    - debug
+  web:
+    command: echo "$$HOME"
+    entrypoint:
+    - /bin/sh
+    - -c
+    environment:
+      DB_PASSWORD_FILE: dsofile://app/db/password
+      EXTRA: '2'
+      FROM_SHELL: null
+      PRICE: 5$$
+      TOKEN: dso://app/api/token
+    image: busybox:1
+    labels:
+      team: core
+    tmpfs:
+    - /tmp/
+    volumes:
+    - data:/data:rw
+    - target: /run/secrets
+      type: tmpfs
+version: '3.9'
+volumes:
+  data: {}
+`;
+
+// The same project in the shape Compose v2 prints with `config --format json` (lists for
+// command and entrypoint, long-form volumes, no version). Written by hand after Compose v2's
+// documented output: this machine has docker-compose 1.29 only.
+const V2_MODEL = JSON.stringify({
+  name: 'cap',
+  services: {
+    web: {
+      command: ['echo', '$$HOME'],
+      entrypoint: ['/bin/sh', '-c'],
+      environment: {
+        DB_PASSWORD_FILE: 'dsofile://app/db/password',
+        EXTRA: '2',
+        FROM_SHELL: null,
+        PRICE: '5$$',
+        TOKEN: 'dso://app/api/token',
+      },
+      image: 'busybox:1',
+      labels: { team: 'core' },
+      tmpfs: ['/tmp/'],
+      volumes: [
+        { type: 'volume', source: 'data', target: '/data' },
+        { type: 'tmpfs', target: '/run/secrets' },
+      ],
+      networks: { default: null },
+    },
+  },
+  volumes: { data: { name: 'cap_data' } },
+});
+
+describe('readComposeModel', () => {
+  it("reads docker-compose 1.29's config output: merged, extended, interpolated, $$ undoubled", () => {
+    const model = readComposeModel(V1_MODEL);
+    expect(model.version).toBe('3.9');
+    expect(model.volumes).toEqual({ data: {} });
+    expect(model.services.map(({ name }) => name)).toEqual(['debug', 'web']);
+    expect(model.services[1]).toEqual({
+      name: 'web',
+      image: 'busybox:1',
+      build: false,
+      command: 'echo "$HOME"',
+      entrypoint: ['/bin/sh', '-c'],
+      environment: new Map([
+        ['DB_PASSWORD_FILE', 'dsofile://app/db/password'],
+        ['EXTRA', '2'],
+        ['FROM_SHELL', null],
+        ['PRICE', '5$'],
+        ['TOKEN', 'dso://app/api/token'],
+      ]),
+      labels: new Map([['team', 'core']]),
+      tmpfs: ['/tmp'],
+      volumeTargets: ['/data', '/run/secrets'],
+      profiles: [],
+    });
+    expect(model.services[0]).toMatchObject({
+      image: 'busybox:1.36',
+      profiles: ['debug'],
+      environment: new Map([['N', '1']]),
     });
   });
 
-  it('names the file, line and column of invalid YAML, without quoting the line', () => {
-    const text = `services:\n  web:\n    image: app\n   environment: [${CANARY}\n`;
-    let message = '';
-    try {
-      file(text);
-    } catch (error) {
-      expect(error).toMatchObject({ code: 'DSO_CLI_COMPOSE_INVALID' });
-      message = (error as Error).message;
-    }
-    expect(message).toMatch(
-      /^\/project\/compose\.yaml:4:\d+: not valid YAML \(.+\): fix the compose file$/,
-    );
-    expect(message).not.toContain(CANARY);
+  it("reads Compose v2's JSON model the same way", () => {
+    const [web] = readComposeModel(V2_MODEL).services;
+    const [, fromV1] = readComposeModel(V1_MODEL).services;
+    expect(web).toEqual({ ...fromV1, command: ['echo', '$HOME'] });
+    expect(readComposeModel(V2_MODEL).version).toBeUndefined();
   });
 
-  it('rejects a document that is not a mapping, or services that are not one', () => {
-    expect(() => file('')).toThrow(
-      expect.objectContaining({ message: expect.stringContaining('this one is empty') }),
+  it('reads list-form environment and labels, and scalars of any type', () => {
+    const [web] = views(
+      'services:\n  web:\n    environment: [ "A=x=y", "B" ]\n    labels: [ "k=v", "empty" ]\n',
     );
-    expect(() => file('- a\n- b\n')).toThrow(
-      expect.objectContaining({ message: expect.stringContaining('a list') }),
+    expect(web?.environment).toEqual(
+      new Map<string, string | null>([
+        ['A', 'x=y'],
+        ['B', null],
+      ]),
     );
-    expect(() => file('services: [web]\n')).toThrow(
-      expect.objectContaining({
-        code: 'DSO_CLI_COMPOSE_INVALID',
-        message:
-          '/project/compose.yaml: services must be a mapping of service names to services: fix the compose file',
-      }),
+    expect(web?.labels).toEqual(
+      new Map([
+        ['k', 'v'],
+        ['empty', ''],
+      ]),
+    );
+    const [other] = views('services:\n  web:\n    environment: { N: 1, T: true }\n');
+    expect(other?.environment).toEqual(
+      new Map([
+        ['N', '1'],
+        ['T', 'true'],
+      ]),
     );
   });
 
-  it('refuses an alias bomb', () => {
-    const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
-    for (let i = 1; i < 12; i += 1) {
-      lines.push(
-        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
-          .fill(`*${String.fromCharCode(96 + i)}`)
-          .join(', ')}]`,
+  it('refuses output that is no model, and keys of a shape compose would not print', () => {
+    for (const text of ['{ not json', '- a list\n', 'services: [ web ]\n']) {
+      expect(() => readComposeModel(text)).toThrow(
+        expect.objectContaining({
+          code: 'DSO_CLI_COMPOSE_INVALID',
+          message: expect.stringContaining('runs on its own'),
+        }),
       );
     }
-    expect(() => file(lines.join('\n'))).toThrow(
-      expect.objectContaining({ code: 'DSO_CLI_COMPOSE_INVALID' }),
+    expect(() => readComposeModel('services:\n  web:\n    environment: { A: [1] }\n')).toThrow(
+      expect.objectContaining({
+        code: 'DSO_CLI_COMPOSE_INVALID',
+        message: expect.stringContaining('services.web.environment.A'),
+      }),
     );
   });
 });
 
-describe('composeServiceViews', () => {
-  it('reads environment and labels in map and list form, and values of any scalar type', () => {
-    const [view] = composeServiceViews([
-      file(`
+describe('activeServices', () => {
+  const services = readComposeModel(`
 services:
-  web:
-    image: app:1
-    environment:
-      - A=dso://app/a
-      - B=x=y
-      - FROM_SHELL
-    labels: [ "k=v", "empty" ]
-    tmpfs: /tmp/
-    volumes: [ "data:/data", "/anon", { type: tmpfs, target: /run/secrets } ]
-    command: run it
-`),
-    ]);
-    expect(view).toEqual({
-      name: 'web',
-      image: 'app:1',
-      build: false,
-      command: 'run it',
-      environment: new Map([
-        ['A', 'dso://app/a'],
-        ['B', 'x=y'],
-        ['FROM_SHELL', null],
-      ]),
-      labels: new Map([
-        ['k', 'v'],
-        ['empty', ''],
-      ]),
-      tmpfs: ['/tmp'],
-      volumeTargets: ['/data', '/anon', '/run/secrets'],
-    });
-    const [other] = composeServiceViews([
-      file(
-        'services:\n  web:\n    environment: { N: 1, T: true, E: null }\n    labels: { n: 2 }\n',
-      ),
-    ]);
-    expect(other?.environment).toEqual(
-      new Map<string, string | null>([
-        ['N', '1'],
-        ['T', 'true'],
-        ['E', null],
-      ]),
-    );
-    expect(other?.labels).toEqual(new Map([['n', '2']]));
-  });
+  always: {}
+  debug: { profiles: [ debug ] }
+  tools: { profiles: [ tools, debug ] }
+  once: { profiles: [ once ] }
+`).services;
+  const names = (options: Parameters<typeof activeServices>[1]) =>
+    activeServices(services, options).map(({ name }) => name);
 
-  it('merges files in order: environment and labels by key, image/command/entrypoint replaced', () => {
-    const views = composeServiceViews([
-      file(`
-services:
-  web:
-    image: app:1
-    command: [a]
-    entrypoint: [e]
-    environment: [ "A=1", "B=2" ]
-    labels: { k: "1" }
-  db:
-    image: db
-`),
-      file(
-        `
-services:
-  web:
-    image: app:2
-    command: b c
-    environment: { B: dso://app/b }
-    labels: [ "k=2", "l=3" ]
-    tmpfs: [ /x ]
-`,
-        '/project/override.yaml',
-      ),
-    ]);
-    expect(views.map((view) => view.name)).toEqual(['db', 'web']);
-    expect(views[1]).toMatchObject({
-      image: 'app:2',
-      command: 'b c',
-      entrypoint: ['e'],
-      environment: new Map([
-        ['A', '1'],
-        ['B', 'dso://app/b'],
-      ]),
-      labels: new Map([
-        ['k', '2'],
-        ['l', '3'],
-      ]),
-      tmpfs: ['/x'],
-    });
-  });
-
-  it('follows extends in the same file and in another file', () => {
-    const base = file(
-      `
-services:
-  common:
-    image: base
-    entrypoint: [start]
-    environment: { A: dso://app/a, B: one }
-`,
-      '/project/lib/base.yaml',
-    );
-    const main = file(`
-services:
-  local:
-    extends: { service: web }
-    environment: { C: three }
-  web:
-    extends:
-      file: lib/base.yaml
-      service: common
-    environment: { B: two }
-`);
-    expect(extendedFiles([main])).toEqual(['/project/lib/base.yaml']);
-    const views = composeServiceViews([main], [base]);
-    expect(views.find((view) => view.name === 'web')).toMatchObject({
-      name: 'web',
-      image: 'base',
-      entrypoint: ['start'],
-      environment: new Map([
-        ['A', 'dso://app/a'],
-        ['B', 'two'],
-      ]),
-    });
-    expect(views.find((view) => view.name === 'local')?.environment).toEqual(
-      new Map([
-        ['A', 'dso://app/a'],
-        ['B', 'two'],
-        ['C', 'three'],
-      ]),
-    );
-  });
-
-  it('rejects an extends circle, a missing service or a file it was not given', () => {
-    expect(() =>
-      composeServiceViews([file('services:\n  a: { extends: b }\n  b: { extends: a }\n')]),
-    ).toThrow(
-      expect.objectContaining({
-        code: 'DSO_CLI_COMPOSE_INVALID',
-        message: expect.stringContaining('goes round in a circle'),
-      }),
-    );
-    expect(() => composeServiceViews([file('services:\n  a: { extends: nope }\n')])).toThrow(
-      expect.objectContaining({ message: expect.stringContaining('names the service nope') }),
-    );
-    expect(() =>
-      composeServiceViews([file('services:\n  a: { extends: { file: x.yaml, service: b } }\n')]),
-    ).toThrow(
-      expect.objectContaining({
-        message: expect.stringContaining('/project/x.yaml, which cannot be read'),
-      }),
-    );
-  });
-
-  it('rejects keys of the wrong shape, naming them', () => {
-    expect(() => composeServiceViews([file('services:\n  web:\n    environment: 3\n')])).toThrow(
-      '/project/compose.yaml: services.web.environment must be a mapping or a list of NAME=value: fix the compose file',
-    );
-    expect(() => composeServiceViews([file('services:\n  web:\n    command: { a: 1 }\n')])).toThrow(
-      'services.web.command must be a string or a list of strings',
-    );
-    expect(() =>
-      composeServiceViews([file('services:\n  web:\n    environment: { A: [1] }\n')]),
-    ).toThrow('services.web.environment.A must be a string, a number or a boolean');
+  it('keeps services without profiles, those with an active profile, and those named', () => {
+    expect(names({ profiles: [] })).toEqual(['always']);
+    expect(names({ profiles: ['debug'] })).toEqual(['always', 'debug', 'tools']);
+    expect(names({ profiles: ['tools'], named: ['once'] })).toEqual(['always', 'once', 'tools']);
+    expect(names({ profiles: ['*'] })).toEqual(['always', 'debug', 'once', 'tools']);
   });
 });
 
@@ -399,23 +331,33 @@ services:
     ]);
   });
 
+  it("doubles every $ of the model's entrypoint again, so compose reads it as the literal it is", () => {
+    const result = plan(
+      'services:\n  web:\n    image: app\n    entrypoint: [ sh, -c, "echo $$HOME" ]\n    environment: { KEY: dsofile://app/key }\n',
+    );
+    expect(result.override.services.web?.entrypoint).toEqual([
+      ...WAIT_ESCAPED,
+      'sh',
+      '-c',
+      'echo $$HOME',
+    ]);
+  });
+
   it('needs the image only for services with files and no entrypoint', () => {
-    const views = composeServiceViews([
-      file(`
+    const services = views(`
 services:
   a: { image: app, environment: { K: dsofile://x } }
   b: { image: app, command: [x], environment: { K: dsofile://x } }
   c: { image: app, entrypoint: [x], environment: { K: dsofile://x } }
   d: { build: ., environment: [ "K=dsofile://x" ] }
   e: { image: app, environment: { K: dso://x } }
-`),
-    ]);
-    expect(servicesNeedingImage(views)).toEqual([
+`);
+    expect(servicesNeedingImage(services)).toEqual([
       { service: 'a', image: 'app', build: false },
       { service: 'b', image: 'app', build: false },
       { service: 'd', image: undefined, build: true },
     ]);
-    expect(() => planComposeUp(views)).toThrow(
+    expect(() => planComposeUp(services)).toThrow(
       expect.objectContaining({ code: 'DSO_CLI_UP_NO_COMMAND' }),
     );
   });
@@ -580,13 +522,6 @@ services:
     });
     expect(text).not.toContain('DSO_UP_');
   });
-
-  it('takes the version from the first file that has one', () => {
-    expect(composeVersion([file('services: {}\n'), file('version: "2.4"\nservices: {}\n')])).toBe(
-      '2.4',
-    );
-    expect(composeVersion([file('services: {}\n')])).toBeUndefined();
-  });
 });
 
 describe("compose's text rules", () => {
@@ -604,16 +539,6 @@ describe("compose's text rules", () => {
       expect.objectContaining({ code: 'DSO_CLI_COMPOSE_INVALID' }),
     );
     expect(() => splitCommandLine('echo \\')).toThrow('ends with a backslash');
-  });
-
-  it('interpolates like compose, and names an unset variable', () => {
-    const variables = { TAG: '1.2', EMPTY: '' };
-    expect(interpolate('app:${TAG}', variables)).toEqual({ value: 'app:1.2' });
-    expect(interpolate('app:$TAG-x', variables)).toEqual({ value: 'app:1.2-x' });
-    expect(interpolate('a$$b', variables)).toEqual({ value: 'a$b' });
-    expect(interpolate('${NOPE:-d}/${EMPTY:-e}/${EMPTY-f}', variables)).toEqual({ value: 'd/e/' });
-    expect(interpolate('app:${NOPE}', variables)).toEqual({ missing: 'NOPE' });
-    expect(interpolate('app:${EMPTY:?set it}', variables)).toEqual({ missing: 'EMPTY' });
   });
 
   it('reads .env files', () => {

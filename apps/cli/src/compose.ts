@@ -14,7 +14,7 @@ import {
   type SecretReference,
   waitForSecretsCommand,
 } from '@dso/core';
-import { LineCounter, parseDocument, stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 
 // ---------------------------------------------------------------------------------------------
 // What `dso up` does to a compose project, as pure functions over parsed YAML.
@@ -38,11 +38,11 @@ import { LineCounter, parseDocument, stringify } from 'yaml';
 // list forms alike), `tmpfs` as a union, `entrypoint`/`command` replaced. Hence no value is ever
 // in a file, in argv, or in the YAML text: only references and `${…}` names.
 //
-// The decisions (does the service have a command, which labels does it already carry) need the
-// service as compose will see it, so the files given are merged here for the few keys read
-// (`image`, `build`, `command`, `entrypoint`, `environment`, `labels`, `tmpfs`, `volumes`),
-// `extends` followed, with compose's rules for those keys: a later file replaces `image`,
-// `command` and `entrypoint`, and merges `environment` and `labels` by key.
+// The decisions (which variables hold references, does the service have a command, which labels
+// does it already carry) need the service as compose will see it. That is compose's own merged
+// model (`config`, see {@link readComposeModel}), never a second reading of the Compose
+// specification here. Compose runs `config` with the caller's environment only: it sees
+// references, never a value.
 // ---------------------------------------------------------------------------------------------
 
 /** The file names compose looks for, in its order, when no `-f` is given. */
@@ -64,12 +64,14 @@ export const COMPOSE_OVERRIDE_FILE_NAMES = [
 /** The prefix of the variables that carry resolved `dso://` values into compose's environment. */
 export const DSO_UP_VARIABLE_PREFIX = 'DSO_UP_';
 
-/** A compose file, parsed. */
-export interface ComposeFile {
-  /** Absolute path. */
-  path: string;
-  /** The document as plain data (anchors and merge keys resolved). */
-  document: Record<string, unknown>;
+/** The merged model compose prints with `config`, as far as DSO reads it. */
+export interface ComposeModel {
+  /** `version`, when compose prints one (docker-compose 1.x does): the override then says the same. */
+  version?: string;
+  /** Every service compose printed, sorted by name (see {@link activeServices}). */
+  services: ServiceView[];
+  /** The top-level `volumes`, as printed (driver and options of each). */
+  volumes: Record<string, unknown>;
 }
 
 /** What an image runs when a container gives no command: `docker image inspect` `.Config`. */
@@ -78,16 +80,16 @@ export interface ImageCommand {
   cmd: string[];
 }
 
-/** The parts of a service `dso up` reads, merged over every file and `extends`. */
+/** The parts of a service `dso up` reads, from compose's merged model; values as the container gets them. */
 export interface ServiceView {
   name: string;
-  /** `image` as written (before interpolation). */
+  /** `image`, interpolated. */
   image?: string;
   /** Whether the service has a `build` section. */
   build: boolean;
-  /** `command` as written: compose splits a string itself. */
+  /** `command`: docker-compose 1.x prints a string as written (it splits it itself), v2 a list. */
   command?: string | string[];
-  /** `entrypoint` as written. */
+  /** `entrypoint`, a string or a list like `command`. */
   entrypoint?: string | string[];
   /** `environment`, by name; null for a name given without a value (taken from the shell). */
   environment: Map<string, string | null>;
@@ -96,6 +98,8 @@ export interface ServiceView {
   tmpfs: string[];
   /** Container paths of `volumes` entries. */
   volumeTargets: string[];
+  /** `profiles`: the service starts only when one is active (none: always). */
+  profiles: string[];
 }
 
 /** One variable `dso up` fills: its name and the `dso://` reference whose value it carries. */
@@ -149,167 +153,95 @@ export interface PlanOptions {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading
+// Reading the model
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Parses a compose file's text. Anchors, aliases and `<<` merge keys are resolved (at most 100
- * aliases, against "billion laughs" files).
+ * The merged model compose prints (`docker-compose config`: YAML; `docker compose config
+ * --format json`: JSON), read for what DSO needs of it. Compose did everything the Compose
+ * specification asks (every `-f` file merged, `extends`, `.env` and interpolation with nested
+ * defaults, anchors, relative paths), so this only reads its answer.
  *
- * @throws DsoError DSO_CLI_COMPOSE_INVALID with the file, line and column of the first error
+ * Compose prints text it can read again: a literal `$` is doubled (`$$`), as both
+ * docker-compose 1.29 and Compose v2 do. Every string is undoubled here, so the model holds the
+ * values the containers get; {@link escapeCompose} doubles them again where they go back to
+ * compose.
+ *
+ * @example
+ * const model = readComposeModel(await composeModel({ compose, args, env, stderr }));
+ * planComposeUp(activeServices(model.services, { profiles: [] }));
+ * @throws DsoError DSO_CLI_COMPOSE_INVALID when the text is not a model (a compose that answers
+ *   something else), or a key DSO reads has a shape compose would not print
  */
-export function parseComposeText(text: string, path: string): ComposeFile {
-  const lineCounter = new LineCounter();
-  // prettyErrors off: its messages quote the offending line, and a compose file may hold a
-  // credential that is none of DSO's business. Line and column say where to look.
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, merge: true });
-  const [error] = document.errors;
-  if (error !== undefined) {
-    const { line, col } = lineCounter.linePos(error.pos[0]);
-    throw new DsoError(
-      'DSO_CLI_COMPOSE_INVALID',
-      `${path}:${line}:${col}: not valid YAML (${error.message.split('\n')[0]}): fix the compose file`,
-      { file: path, line },
-    );
-  }
+export function readComposeModel(text: string): ComposeModel {
   let data: unknown;
   try {
-    data = document.toJS({ maxAliasCount: 100 });
+    // YAML reads JSON too. At most 100 aliases: compose prints none, so this only guards.
+    data = parse(text, { prettyErrors: false, maxAliasCount: 100 });
   } catch (cause) {
     throw new DsoError(
       'DSO_CLI_COMPOSE_INVALID',
-      `${path}: cannot read it (${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)}): fix the compose file`,
-      { file: path, cause },
+      `compose's config command printed something that is not YAML or JSON (${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)}): check that docker compose / docker-compose runs on its own`,
+      { cause },
     );
   }
-  if (!isRecord(data)) {
+  data = unescapeModel(data);
+  if (!isRecord(data) || (data.services !== undefined && !isRecord(data.services))) {
     throw new DsoError(
       'DSO_CLI_COMPOSE_INVALID',
-      `${path}: a compose file is a mapping with a services section; this one is ${data === null || data === undefined ? 'empty' : `a ${Array.isArray(data) ? 'list' : typeof data}`}`,
-      { file: path },
+      "compose's config command printed no services mapping: check that docker compose / docker-compose runs on its own",
     );
   }
-  if (data.services !== undefined && !isRecord(data.services)) {
-    throw invalidKey(path, 'services', 'must be a mapping of service names to services');
-  }
-  return { path, document: data };
+  const services = isRecord(data.services) ? data.services : {};
+  const model: ComposeModel = {
+    services: Object.keys(services)
+      .sort()
+      .map((name) => readService(name, services[name])),
+    volumes: isRecord(data.volumes) ? data.volumes : {},
+  };
+  if (isScalar(data.version)) model.version = String(data.version);
+  return model;
 }
 
 /**
- * The files `extends: { file }` entries name, relative to the file that names them, that are
- * not among `known` paths: read them before {@link composeServiceViews}.
+ * The services `compose up` starts: those without `profiles`, those with a profile that is
+ * active (`--profile`, `COMPOSE_PROFILES`; `*` for all), and those named on the command line.
+ * docker-compose 1.x prints every service in its model whatever the profiles; Compose v2 prints
+ * the active ones only, which this keeps.
  */
-export function extendedFiles(files: readonly ComposeFile[]): string[] {
-  const found = new Set<string>();
-  for (const file of files) {
-    for (const service of Object.values(servicesOf(file))) {
-      const target =
-        isRecord(service) && isRecord(service.extends) ? service.extends.file : undefined;
-      if (typeof target === 'string') found.add(resolve(dirname(file.path), target));
-    }
-  }
-  for (const file of files) found.delete(file.path);
-  return [...found];
-}
-
-/**
- * Every service of the project as compose will see it, for the keys `dso up` reads: `files`
- * merged in order, `extends` followed (in `files` or `extra`, the files {@link extendedFiles}
- * named). Sorted by name.
- *
- * @throws DsoError DSO_CLI_COMPOSE_INVALID for a key of the wrong shape or an `extends` that
- *   names a missing service, a missing file or itself
- */
-export function composeServiceViews(
-  files: readonly ComposeFile[],
-  extra: readonly ComposeFile[] = [],
+export function activeServices(
+  services: readonly ServiceView[],
+  options: { profiles: readonly string[]; named?: readonly string[] },
 ): ServiceView[] {
-  const byPath = new Map([...extra, ...files].map((file) => [file.path, file]));
-  const names = new Set(files.flatMap((file) => Object.keys(servicesOf(file))));
-  const views: ServiceView[] = [];
-  for (const name of [...names].sort()) {
-    let view: ServiceView | undefined;
-    for (const file of files) {
-      const raw = servicesOf(file)[name];
-      if (raw === undefined) continue;
-      const layer = serviceLayer(file, name, raw, byPath, []);
-      view = view === undefined ? layer : mergeViews(view, layer);
-    }
-    if (view !== undefined) views.push(view);
-  }
-  return views;
+  const profiles = new Set(options.profiles);
+  const named = new Set(options.named ?? []);
+  return services.filter(
+    (service) =>
+      service.profiles.length === 0 ||
+      profiles.has('*') ||
+      named.has(service.name) ||
+      service.profiles.some((profile) => profiles.has(profile)),
+  );
 }
 
-function serviceLayer(
-  file: ComposeFile,
-  name: string,
-  raw: unknown,
-  byPath: ReadonlyMap<string, ComposeFile>,
-  chain: string[],
-): ServiceView {
-  const where = `${file.path}: services.${name}`;
-  if (raw === null) return readService(file.path, name, {});
-  if (!isRecord(raw)) throw invalidKey(file.path, `services.${name}`, 'must be a mapping');
-  const own = readService(file.path, name, raw);
-  if (raw.extends === undefined) return own;
-  const link = `${file.path}#${name}`;
-  if (chain.includes(link)) {
-    throw new DsoError(
-      'DSO_CLI_COMPOSE_INVALID',
-      `${where}.extends goes round in a circle (${[...chain, link].join(' → ')}): fix the compose file`,
-      { file: file.path },
-    );
-  }
-  let baseName: unknown = raw.extends;
-  let baseFile = file;
-  if (isRecord(raw.extends)) {
-    baseName = raw.extends.service;
-    if (raw.extends.file !== undefined) {
-      if (typeof raw.extends.file !== 'string') {
-        throw invalidKey(file.path, `services.${name}.extends.file`, 'must be a path');
-      }
-      const path = resolve(dirname(file.path), raw.extends.file);
-      const found = byPath.get(path);
-      if (found === undefined) {
-        throw new DsoError(
-          'DSO_CLI_COMPOSE_INVALID',
-          `${where}.extends names the file ${path}, which cannot be read: fix the path`,
-          { file: file.path },
-        );
-      }
-      baseFile = found;
-    }
-  }
-  if (typeof baseName !== 'string' || baseName === '') {
-    throw invalidKey(file.path, `services.${name}.extends`, 'must name a service');
-  }
-  const baseRaw = servicesOf(baseFile)[baseName];
-  if (baseRaw === undefined) {
-    throw new DsoError(
-      'DSO_CLI_COMPOSE_INVALID',
-      `${where}.extends names the service ${baseName}, which ${baseFile.path} does not define: fix the name`,
-      { file: file.path },
-    );
-  }
-  const base = serviceLayer(baseFile, baseName, baseRaw, byPath, [...chain, link]);
-  return { ...mergeViews(base, own), name };
-}
-
-function readService(path: string, name: string, raw: Record<string, unknown>): ServiceView {
+function readService(name: string, raw: unknown): ServiceView {
   const key = (field: string) => `services.${name}.${field}`;
+  if (raw === null || raw === undefined) raw = {};
+  if (!isRecord(raw)) throw invalidKey(`services.${name}`, 'is not a mapping');
   const view: ServiceView = {
     name,
     build: raw.build !== undefined && raw.build !== null,
-    environment: readMapping(path, key('environment'), raw.environment, true) as Map<
+    environment: readMapping(key('environment'), raw.environment, true) as Map<
       string,
       string | null
     >,
-    labels: readMapping(path, key('labels'), raw.labels, false) as Map<string, string>,
-    tmpfs: readTmpfs(path, key('tmpfs'), raw.tmpfs),
-    volumeTargets: readVolumeTargets(path, key('volumes'), raw.volumes),
+    labels: readMapping(key('labels'), raw.labels, false) as Map<string, string>,
+    tmpfs: readTmpfs(key('tmpfs'), raw.tmpfs),
+    volumeTargets: readVolumeTargets(key('volumes'), raw.volumes),
+    profiles: Array.isArray(raw.profiles) ? raw.profiles.map((profile) => String(profile)) : [],
   };
   if (raw.image !== undefined && raw.image !== null) {
-    if (typeof raw.image !== 'string') throw invalidKey(path, key('image'), 'must be a string');
+    if (typeof raw.image !== 'string') throw invalidKey(key('image'), 'is not a string');
     view.image = raw.image;
   }
   for (const field of ['command', 'entrypoint'] as const) {
@@ -318,77 +250,50 @@ function readService(path: string, name: string, raw: Record<string, unknown>): 
     if (typeof value === 'string') view[field] = value;
     else if (Array.isArray(value) && value.every((arg) => isScalar(arg))) {
       view[field] = value.map((arg) => String(arg));
-    } else throw invalidKey(path, key(field), 'must be a string or a list of strings');
+    } else throw invalidKey(key(field), 'is neither a string nor a list of strings');
   }
   return view;
 }
 
-/** Compose's merge of two layers of a service, for the keys read. */
-function mergeViews(base: ServiceView, over: ServiceView): ServiceView {
-  const merged: ServiceView = {
-    name: over.name,
-    build: base.build || over.build,
-    environment: new Map([...base.environment, ...over.environment]),
-    labels: new Map([...base.labels, ...over.labels]),
-    tmpfs: [...new Set([...base.tmpfs, ...over.tmpfs])],
-    volumeTargets: [...new Set([...base.volumeTargets, ...over.volumeTargets])],
-  };
-  const image = over.image ?? base.image;
-  if (image !== undefined) merged.image = image;
-  const command = over.command ?? base.command;
-  if (command !== undefined) merged.command = command;
-  const entrypoint = over.entrypoint ?? base.entrypoint;
-  if (entrypoint !== undefined) merged.entrypoint = entrypoint;
-  return merged;
-}
-
 /** `environment` or `labels`, map or list form, as a map of strings (null: no value given). */
-function readMapping(
-  path: string,
-  key: string,
-  raw: unknown,
-  allowNull: boolean,
-): Map<string, string | null> {
+function readMapping(key: string, raw: unknown, allowNull: boolean): Map<string, string | null> {
   const map = new Map<string, string | null>();
   if (raw === undefined || raw === null) return map;
   if (Array.isArray(raw)) {
     for (const entry of raw) {
-      if (typeof entry !== 'string') throw invalidKey(path, key, 'must list NAME=value strings');
+      if (typeof entry !== 'string') throw invalidKey(key, 'is not a list of NAME=value');
       const equals = entry.indexOf('=');
-      if (equals === -1) {
-        // `- NAME` takes the value from the shell; a label without "=" is an empty label.
-        map.set(entry, allowNull ? null : '');
-      } else {
-        map.set(entry.slice(0, equals), entry.slice(equals + 1));
-      }
+      // `NAME` alone takes the value from the shell; a label without "=" is an empty label.
+      if (equals === -1) map.set(entry, allowNull ? null : '');
+      else map.set(entry.slice(0, equals), entry.slice(equals + 1));
     }
     return map;
   }
-  if (!isRecord(raw)) throw invalidKey(path, key, 'must be a mapping or a list of NAME=value');
+  if (!isRecord(raw)) throw invalidKey(key, 'is neither a mapping nor a list of NAME=value');
   for (const [name, value] of Object.entries(raw)) {
     if (value === null || value === undefined) map.set(name, allowNull ? null : '');
     else if (isScalar(value)) map.set(name, String(value));
-    else throw invalidKey(path, `${key}.${name}`, 'must be a string, a number or a boolean');
+    else throw invalidKey(`${key}.${name}`, 'is not a string, a number or a boolean');
   }
   return map;
 }
 
-function readTmpfs(path: string, key: string, raw: unknown): string[] {
+function readTmpfs(key: string, raw: unknown): string[] {
   if (raw === undefined || raw === null) return [];
   const entries = Array.isArray(raw) ? raw : [raw];
   return entries.map((entry) => {
-    if (typeof entry !== 'string') throw invalidKey(path, key, 'must be a path or a list of paths');
+    if (typeof entry !== 'string') throw invalidKey(key, 'is neither a path nor a list of paths');
     return trimSlash(entry.split(':')[0] as string);
   });
 }
 
-function readVolumeTargets(path: string, key: string, raw: unknown): string[] {
+function readVolumeTargets(key: string, raw: unknown): string[] {
   if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) throw invalidKey(path, key, 'must be a list');
+  if (!Array.isArray(raw)) throw invalidKey(key, 'is not a list');
   const targets: string[] = [];
   for (const entry of raw) {
     if (typeof entry === 'string') {
-      // `target`, `source:target` or `source:target:mode`.
+      // `target`, `source:target` or `source:target:mode` (docker-compose 1.x's short form).
       const parts = entry.split(':');
       const target = parts.length === 1 ? parts[0] : parts[1];
       if (target) targets.push(trimSlash(target));
@@ -397,6 +302,21 @@ function readVolumeTargets(path: string, key: string, raw: unknown): string[] {
     }
   }
   return targets;
+}
+
+/** Every string of compose's printed model with its `$$` made `$` again. */
+function unescapeModel(value: unknown): unknown {
+  if (typeof value === 'string') return value.replaceAll('$$', '$');
+  if (Array.isArray(value)) return value.map(unescapeModel);
+  if (isRecord(value)) {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, entry]) => [
+        key.replaceAll('$$', '$'),
+        unescapeModel(entry),
+      ]),
+    );
+  }
+  return value;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,15 +525,6 @@ export function renderOverride(
   return stringify(document, { lineWidth: 0 });
 }
 
-/** The `version` of the first file that has one. */
-export function composeVersion(files: readonly ComposeFile[]): string | undefined {
-  for (const file of files) {
-    const version = file.document.version;
-    if (isScalar(version)) return String(version);
-  }
-  return undefined;
-}
-
 /** The variable that carries the value of `reference` (formatted): stable, names nothing secret. */
 export function variableFor(reference: string): string {
   const hash = createHash('sha256').update(reference).digest('hex').slice(0, 16).toUpperCase();
@@ -661,12 +572,13 @@ function wrapCommand(
   let shown: string[];
   let fromImage = false;
   if (view.entrypoint !== undefined) {
-    // As written: compose interpolates it (its `$$` stay escaped). A string is split the way
-    // compose splits it; only an interpolated variable holding spaces would split otherwise.
-    entrypoint =
+    // From the model: interpolated already, so every "$" is escaped for compose. A string is
+    // split the way compose splits it.
+    const literal =
       typeof view.entrypoint === 'string' ? splitCommandLine(view.entrypoint) : view.entrypoint;
+    entrypoint = literal.map(escapeCompose);
     shown = [
-      ...entrypoint,
+      ...literal,
       ...(typeof view.command === 'string' ? splitCommandLine(view.command) : (view.command ?? [])),
     ];
   } else {
@@ -782,47 +694,10 @@ export function splitCommandLine(text: string): string[] {
 }
 
 /**
- * Compose's interpolation of `text` (for an image name): `$$`, `$NAME`, `${NAME}`,
- * `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`, `${NAME?message}`. `missing` names
- * the first variable it needs that is unset: the caller says what to do.
- */
-export function interpolate(
-  text: string,
-  variables: Readonly<Record<string, string | undefined>>,
-): { value: string } | { missing: string } {
-  let missing: string | undefined;
-  const value = text.replace(
-    /\$(?:(\$)|([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\})/g,
-    (
-      _match,
-      dollar: string | undefined,
-      bare: string | undefined,
-      name: string | undefined,
-      operator: string | undefined,
-      argument: string | undefined,
-    ) => {
-      if (dollar !== undefined) return '$';
-      const key = (bare ?? name) as string;
-      const found = variables[key];
-      const unsetOrEmpty =
-        found === undefined || (operator?.startsWith(':') === true && found === '');
-      if (operator === undefined) {
-        if (found === undefined) missing ??= key;
-        return found ?? '';
-      }
-      if (!unsetOrEmpty) return found as string;
-      if (operator.endsWith('-')) return argument ?? '';
-      missing ??= key;
-      return '';
-    },
-  );
-  return missing === undefined ? { value } : { missing };
-}
-
-/**
- * Reads a `.env` file's `NAME=value` lines (compose's own variables for interpolation) with
- * Node's `util.parseEnv`, the dotenv grammar compose follows: `#` comments, `export `, quotes,
- * multi-line double-quoted values.
+ * Reads a `.env` file's `NAME=value` lines with Node's `util.parseEnv`, the dotenv grammar
+ * compose follows: `#` comments, `export `, quotes, multi-line double-quoted values. Only for
+ * the `COMPOSE_PROJECT_NAME` {@link composeProjectName} needs: compose interpolates the model
+ * with its `.env` itself.
  */
 export function parseDotEnv(text: string): Record<string, string> {
   return { ...parseEnv(text) } as Record<string, string>;
@@ -871,11 +746,6 @@ export function dsoVolumesOf<T extends { driver: string; composeName: string }>(
 
 // ---------------------------------------------------------------------------------------------
 
-function servicesOf(file: ComposeFile): Record<string, unknown> {
-  const services = file.document.services;
-  return isRecord(services) ? services : {};
-}
-
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -894,14 +764,11 @@ function sortKeys<T>(record: Record<string, T>): Record<string, T> {
   );
 }
 
-function invalidKey(path: string, key: string, problem: string): DsoError {
+function invalidKey(key: string, problem: string): DsoError {
   return new DsoError(
     'DSO_CLI_COMPOSE_INVALID',
-    `${path}: ${key} ${problem}: fix the compose file`,
-    {
-      file: path,
-      key,
-    },
+    `compose's merged model has ${key}, which ${problem}: check the compose file, then docker-compose config (or docker compose config) on its own`,
+    { key },
   );
 }
 

@@ -6,6 +6,7 @@ import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ComposeRun,
+  composeModel,
   containerId,
   detectCompose,
   inspectImageCommand,
@@ -62,6 +63,7 @@ describe('detectCompose', () => {
     await expect(detectCompose({ ...env, FAKE_PLUGIN: '1' })).resolves.toEqual({
       argv: ['docker', 'compose'],
       override: 'stdin',
+      model: 'json',
     });
     await expect(detectCompose(env)).rejects.toMatchObject({
       code: 'DSO_CLI_COMPOSE_MISSING',
@@ -73,7 +75,74 @@ describe('detectCompose', () => {
     await expect(detectCompose(env)).resolves.toEqual({
       argv: ['docker-compose'],
       override: 'fifo',
+      model: 'yaml',
     });
+  });
+});
+
+describe('composeModel', () => {
+  function capture() {
+    const stderr = new PassThrough();
+    let text = '';
+    stderr.on('data', (chunk) => {
+      text += chunk;
+    });
+    return { stderr, text: () => text };
+  }
+
+  it('runs config (with --format json for Compose v2) with the global arguments, and answers its output', async () => {
+    await script('docker-compose', 'echo "argv: $*"');
+    await script('docker', 'echo "argv: $*"');
+    const { stderr } = capture();
+    const args = ['-p', 'proj', '-f', '/p/compose.yaml'];
+    await expect(
+      composeModel({
+        compose: { argv: ['docker-compose'], override: 'fifo', model: 'yaml' },
+        args,
+        env,
+        stderr,
+      }),
+    ).resolves.toBe('argv: -p proj -f /p/compose.yaml config\n');
+    await expect(
+      composeModel({
+        compose: { argv: ['docker', 'compose'], override: 'stdin', model: 'json' },
+        args,
+        env,
+        stderr,
+      }),
+    ).resolves.toBe('argv: compose -p proj -f /p/compose.yaml config --format json\n');
+  });
+
+  it("passes compose's own message on and fails with its exit code when it refuses the files", async () => {
+    await script(
+      'docker-compose',
+      'echo "ERROR: The Compose file \'./compose.yaml\' is invalid" >&2; exit 14',
+    );
+    const { stderr, text } = capture();
+    await expect(
+      composeModel({
+        compose: { argv: ['docker-compose'], override: 'fifo', model: 'yaml' },
+        args: [],
+        env,
+        stderr,
+      }),
+    ).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_FAILED',
+      details: { exitCode: 14 },
+      message: expect.stringContaining('nothing was started'),
+    });
+    expect(text()).toBe("ERROR: The Compose file './compose.yaml' is invalid\n");
+  });
+
+  it('says so when compose is not there', async () => {
+    await expect(
+      composeModel({
+        compose: { argv: ['docker-compose'], override: 'fifo', model: 'yaml' },
+        args: [],
+        env,
+        stderr: new PassThrough(),
+      }),
+    ).rejects.toMatchObject({ code: 'DSO_CLI_COMPOSE_MISSING' });
   });
 });
 
@@ -155,7 +224,7 @@ exit 4
   it('hands docker-compose the override through a named pipe it removes afterwards, the value in its environment', async () => {
     await script('docker-compose', COMPOSE);
     const { code, out } = await run(
-      { argv: ['docker-compose'], override: 'fifo' },
+      { argv: ['docker-compose'], override: 'fifo', model: 'yaml' },
       'services: {}\n',
     );
     expect(code).toBe(4);
@@ -170,7 +239,7 @@ exit 4
   it('hands docker compose the override on stdin as -f -', async () => {
     await script('docker', `shift; ${COMPOSE}`);
     const { code, out } = await run(
-      { argv: ['docker', 'compose'], override: 'stdin' },
+      { argv: ['docker', 'compose'], override: 'stdin', model: 'json' },
       'services: {}\n',
     );
     expect(code).toBe(4);
@@ -181,7 +250,7 @@ exit 4
   it('does not hang when compose exits without reading the pipe', async () => {
     await script('docker-compose', 'echo "usage" >&2; exit 2');
     const { code, out } = await run(
-      { argv: ['docker-compose'], override: 'fifo' },
+      { argv: ['docker-compose'], override: 'fifo', model: 'yaml' },
       'services: {}\n',
     );
     expect({ code, out }).toEqual({ code: 2, out: 'usage\n' });
@@ -191,7 +260,10 @@ exit 4
   it('runs compose with the user files only when there is no override', async () => {
     await script('docker-compose', 'echo "argv: $*"');
     expect(
-      await run({ argv: ['docker-compose'], override: 'fifo' }, undefined, ['up', '-d']),
+      await run({ argv: ['docker-compose'], override: 'fifo', model: 'yaml' }, undefined, [
+        'up',
+        '-d',
+      ]),
     ).toEqual({
       code: 0,
       out: 'argv: -f /p/compose.yaml up -d\n',
@@ -200,7 +272,7 @@ exit 4
 
   it('says so when compose is not there', async () => {
     await expect(
-      run({ argv: ['docker-compose'], override: 'stdin' }, undefined),
+      run({ argv: ['docker-compose'], override: 'stdin', model: 'yaml' }, undefined),
     ).rejects.toMatchObject({
       code: 'DSO_CLI_COMPOSE_MISSING',
     });

@@ -33,6 +33,11 @@ export interface ComposeCommand {
    * Either way the override travels through the kernel, never through a file's content.
    */
   override: 'stdin' | 'fifo';
+  /**
+   * How it prints its merged model: `json` (`config --format json`, Compose v2) or `yaml`
+   * (`config`, docker-compose 1.x, which has no `--format`).
+   */
+  model: 'json' | 'yaml';
 }
 
 interface Output {
@@ -79,9 +84,9 @@ export function query(
  */
 export async function detectCompose(env: NodeJS.ProcessEnv): Promise<ComposeCommand> {
   const plugin = await query('docker', ['compose', 'version'], env);
-  if (plugin.code === 0) return { argv: ['docker', 'compose'], override: 'stdin' };
+  if (plugin.code === 0) return { argv: ['docker', 'compose'], override: 'stdin', model: 'json' };
   const standalone = await query('docker-compose', ['version'], env);
-  if (standalone.code === 0) return { argv: ['docker-compose'], override: 'fifo' };
+  if (standalone.code === 0) return { argv: ['docker-compose'], override: 'fifo', model: 'yaml' };
   throw new DsoError(
     'DSO_CLI_COMPOSE_MISSING',
     'dso up runs Docker Compose, and neither `docker compose` nor `docker-compose` answers: install the Compose plugin (apt-get install docker-compose-plugin, or see https://docs.docker.com/compose/install/) or docker-compose (apt-get install docker-compose)',
@@ -165,6 +170,70 @@ export async function containerId(container: string, env: NodeJS.ProcessEnv): Pr
     );
   }
   return id;
+}
+
+/** How long compose may take to print its model (docker-compose 1.x starts slowly). */
+export const COMPOSE_CONFIG_TIMEOUT_MS = 60_000;
+
+/** What {@link composeModel} runs. */
+export interface ComposeModelRun {
+  compose: ComposeCommand;
+  /** Compose's global arguments: `-p`, `--profile`, then `-f` for each of the user's files. */
+  args: string[];
+  /** Compose's environment: the caller's, without any value DSO resolves. */
+  env: NodeJS.ProcessEnv;
+  /** Where compose's own message goes when it refuses the files. */
+  stderr: NodeJS.WritableStream;
+}
+
+/**
+ * The project's merged model as compose prints it (`config`, JSON for Compose v2, YAML for
+ * docker-compose 1.x): every file merged, `extends` followed, interpolated. Read it with
+ * `readComposeModel`. It runs with the caller's environment: compose sees only references.
+ *
+ * @throws DsoError DSO_CLI_COMPOSE_FAILED with compose's exit code (`exitCode`) when compose
+ *   refuses the files; its own message is written to `stderr` first
+ * @throws DsoError DSO_CLI_COMPOSE_MISSING when compose cannot be started
+ */
+export async function composeModel(run: ComposeModelRun): Promise<string> {
+  const [command, ...prefix] = run.compose.argv as [string, ...string[]];
+  const config = run.compose.model === 'json' ? ['config', '--format', 'json'] : ['config'];
+  const result = await query(
+    command,
+    [...prefix, ...run.args, ...config],
+    run.env,
+    COMPOSE_CONFIG_TIMEOUT_MS,
+  );
+  const shown = `${run.compose.argv.join(' ')} config`;
+  if (result.error !== undefined) {
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_MISSING',
+      `cannot run ${shown} (${result.error.code ?? result.error.message}): install Docker Compose`,
+      { cause: result.error },
+    );
+  }
+  if (result.code === -1) {
+    throw new DsoError(
+      'DSO_CLI_DOCKER_FAILED',
+      `${shown} gave no answer within ${COMPOSE_CONFIG_TIMEOUT_MS / 1000} s: check that it runs on its own`,
+    );
+  }
+  if (result.code !== 0) {
+    // Compose's own words: they name the file, the key and the fix better than any summary.
+    run.stderr.write(result.stderr.endsWith('\n') ? result.stderr : `${result.stderr}\n`);
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_FAILED',
+      `${shown} refused the compose files (exit ${result.code}, its message is above): fix them, then run the command again; nothing was started`,
+      { exitCode: result.code },
+    );
+  }
+  if (result.stdout.length >= MAX_QUERY_OUTPUT) {
+    throw new DsoError(
+      'DSO_CLI_COMPOSE_INVALID',
+      `${shown} printed more than ${MAX_QUERY_OUTPUT / 1024} KiB: dso reads models up to that size; split the project`,
+    );
+  }
+  return result.stdout;
 }
 
 /** What {@link runCompose} runs. */

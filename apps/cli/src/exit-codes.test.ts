@@ -71,6 +71,16 @@ describe('exitCodeFor', () => {
     expect(exitCodeFor(new CommanderError(0, 'commander.helpDisplayed', '(help)'))).toBe(0);
   });
 
+  it("exits with compose's own code when compose ran and failed, and 8 when it could not be run", () => {
+    const failed = (exitCode?: unknown) =>
+      new DsoError('DSO_CLI_COMPOSE_FAILED', 'compose up exited', { exitCode });
+    expect(exitCodeFor(failed(1))).toBe(1);
+    expect(exitCodeFor(failed(17))).toBe(17);
+    expect(exitCodeFor(failed(130))).toBe(130);
+    for (const odd of [undefined, 0, -1, 256, 2.5, '3']) expect(exitCodeFor(failed(odd))).toBe(8);
+    expect(exitCodeFor(new DsoError('DSO_CLI_COMPOSE_MISSING', 'install compose'))).toBe(8);
+  });
+
   it('exits 1 for an error without a DSO code', () => {
     expect(exitCodeFor(new Error('boom'))).toBe(1);
     expect(exitCodeFor('a string')).toBe(1);

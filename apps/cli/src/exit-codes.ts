@@ -26,7 +26,7 @@ export const EXIT_CODES = {
   unavailable: 6,
   /** A secret store failed: a provider is unreachable, slow, throttled or refuses the credentials; the vault cannot be read. */
   store: 7,
-  /** The Docker engine or compose failed. */
+  /** The Docker engine failed, or compose could not be run (a compose that ran and failed: its own code). */
   docker: 8,
   /** Cancelled (Ctrl-C at a prompt or during a call). */
   cancelled: 130,
@@ -118,8 +118,9 @@ export const EXIT_CODE_TABLE: readonly ExitCodeRow[] = [
   {
     code: 8,
     name: 'docker',
-    meaning: 'the Docker engine or compose failed (compose prints its own output above)',
-    examples: ['DSO_CLI_COMPOSE_FAILED', 'DSO_CLI_DOCKER_FAILED', 'DSO_DOCKER_UNREACHABLE'],
+    meaning:
+      "the Docker engine failed, or compose could not be run at all (not installed). When compose runs and fails, `dso up`, `dso down` and the other compose verbs exit with compose's own exit code (DSO_CLI_COMPOSE_FAILED), its output above",
+    examples: ['DSO_CLI_COMPOSE_MISSING', 'DSO_CLI_DOCKER_FAILED', 'DSO_DOCKER_UNREACHABLE'],
   },
   {
     code: 130,
@@ -167,7 +168,8 @@ const BY_CODE: Readonly<Record<string, ExitClass>> = {
   DSO_CLI_UP_NO_COMMAND: 'invalid',
   DSO_CLI_UP_STDIN: 'invalid',
   DSO_CLI_RESOLVE_TOO_MANY: 'invalid',
-  DSO_CLI_COMPOSE_FAILED: 'docker',
+  DSO_CLI_COMPOSE_FAILED: 'docker', // when compose ran: its own exit code (composeExitCode)
+  DSO_CLI_COMPOSE_MISSING: 'docker', // compose could not be run at all: 8, not compose's code
   DSO_CLI_COMPOSE_PIPE: 'docker',
   DSO_CLI_DOCKER_FAILED: 'docker',
   DSO_PROVIDER_NOT_FOUND: 'notFound',
@@ -215,6 +217,20 @@ export function exitClassOf(code: string): ExitClass {
 }
 
 /**
+ * Compose's own exit code, carried by DSO_CLI_COMPOSE_FAILED as `exitCode`: `dso up`, `dso down`
+ * and the other compose verbs end as compose ended, like a wrapper should.
+ */
+function composeExitCode(error: unknown): number | undefined {
+  const exitCode = isDsoError(error) ? error.details.exitCode : undefined;
+  return typeof exitCode === 'number' &&
+    Number.isInteger(exitCode) &&
+    exitCode > 0 &&
+    exitCode < 256
+    ? exitCode
+    : undefined;
+}
+
+/**
  * The exit code `dso` ends with after `error` (see {@link EXIT_CODE_TABLE}): 0 for help and
  * version, 2 for commander's usage errors, else the class of the error's `DSO_*` code; an agent
  * code with no class of its own is classed by the HTTP status it came with; anything else is 1.
@@ -232,6 +248,8 @@ export function exitCodeFor(error: unknown): number {
     return EXIT_CODES[exitClassOf(error.details.classOf)];
   const code = errorCode(error);
   if (code === undefined) return EXIT_CODES.failure;
+  const composeExit = code === 'DSO_CLI_COMPOSE_FAILED' ? composeExitCode(error) : undefined;
+  if (composeExit !== undefined) return composeExit;
   const exitClass = exitClassOf(code);
   if (exitClass === 'failure' && isDsoError(error) && !(code in BY_CODE)) {
     const status = error.details.status;

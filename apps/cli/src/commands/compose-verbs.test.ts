@@ -3,6 +3,7 @@ import { DsoError } from '@dso/core';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import type { ComposeRun } from '../docker-cli.js';
+import { exitCodeFor } from '../exit-codes.js';
 import type { CliIo } from '../program.js';
 import {
   type ComposeVerbDependencies,
@@ -56,7 +57,7 @@ function fakes(
         };
       },
     }),
-    detectCompose: async () => ({ argv: ['docker-compose'], override: 'fifo' }),
+    detectCompose: async () => ({ argv: ['docker-compose'], override: 'fifo', model: 'yaml' }),
     runCompose: async (run) => {
       calls.runs.push(run);
       return 0;
@@ -166,9 +167,12 @@ describe('dso down and the other compose verbs', () => {
     dependencies.runCompose = async () => 3;
     const program = new Command('dso').exitOverride();
     registerComposeVerbCommands(program, io, () => dependencies);
-    await expect(program.parseAsync(['ps'], { from: 'user' })).rejects.toMatchObject({
+    const error = await program.parseAsync(['ps'], { from: 'user' }).catch((caught) => caught);
+    expect(error).toMatchObject({
       code: 'DSO_CLI_COMPOSE_FAILED',
-      message: 'compose ps exited 3: see its output above',
+      details: { exitCode: 3 },
+      message: 'compose ps exited 3: see its output above (dso exits with the same code)',
     });
+    expect(exitCodeFor(error)).toBe(3);
   });
 });

@@ -122,7 +122,7 @@ export function registerComposeVerbCommands(
           if (code !== 0) {
             throw new DsoError(
               'DSO_CLI_COMPOSE_FAILED',
-              `compose ${verb} exited ${code}: see its output above`,
+              `compose ${verb} exited ${code}: see its output above (dso exits with the same code)`,
               { exitCode: code },
             );
           }

@@ -8,7 +8,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { createAgentClient } from '../agent-client.js';
 import { variableFor } from '../compose.js';
-import type { ComposeRun } from '../docker-cli.js';
+import type { ComposeModelRun, ComposeRun } from '../docker-cli.js';
+import { EXIT_CODES, exitCodeFor } from '../exit-codes.js';
 import type { CliIo } from '../program.js';
 import { registerUpCommand, runUp, type UpDependencies, type UpOptions } from './up.js';
 
@@ -39,13 +40,18 @@ function makeIo(env: NodeJS.ProcessEnv = {}) {
   return { io, output };
 }
 
-/** Fake engine, compose and agent; `files` are the readable paths and their text. */
+/**
+ * Fake engine, compose and agent. `files` are the readable paths (their text is not read: compose
+ * reads them); `model` is what compose's `config` prints for them.
+ */
 function fakes(
   files: Record<string, string>,
+  model: string,
   values: Record<string, string> = {},
   volumeDriver?: string,
 ) {
   const calls = {
+    models: [] as ComposeModelRun[],
     check: [] as string[][],
     resolve: [] as string[][],
     inspect: [] as string[],
@@ -86,7 +92,11 @@ function fakes(
         });
       },
     }),
-    detectCompose: async () => ({ argv: ['docker-compose'], override: 'fifo' }),
+    detectCompose: async () => ({ argv: ['docker-compose'], override: 'fifo', model: 'yaml' }),
+    composeModel: async (run) => {
+      calls.models.push(run);
+      return model;
+    },
     inspectImage: async (image) => {
       calls.inspect.push(image);
       return { entrypoint: [], cmd: ['sleep', '600'] };
@@ -106,7 +116,9 @@ function fakes(
   return { dependencies, calls };
 }
 
-const COMPOSE = `
+// The project of most tests: compose.yaml and its .env.
+const FILES = {
+  '/project/compose.yaml': `
 version: "3.8"
 services:
   app:
@@ -124,7 +136,38 @@ services:
     environment: [ "API_TOKEN=dso://app/api/token" ]
   db:
     image: dso-test/busybox:1
+`,
+  '/project/.env': 'TAG=1\n',
+};
+
+// What the real tool prints for it: `HOME=/root docker-compose config` in /project
+// (docker-compose 1.29.2, Debian 12), captured.
+const MODEL = `services:
+  app:
+    environment:
+      API_TOKEN: dso://app/api/token
+      DB_PASSWORD_FILE: dsofile://app/db/password
+      PLAIN: /root
+    image: dso-test/busybox:1
+    labels:
+      team: core
+    network_mode: none
+  db:
+    image: dso-test/busybox:1
+  worker:
+    command:
+    - '600'
+    entrypoint:
+    - sleep
+    environment:
+      API_TOKEN: dso://app/api/token
+    image: dso-test/busybox:1
+version: '3.8'
 `;
+
+/** A one-service model in the shape compose prints (as docker-compose 1.29 prints this one). */
+const ONE = "services:\n  a:\n    environment:\n      T: dso://t\n    image: x\nversion: '3.9'\n";
+const PLAIN_MODEL = "services:\n  a:\n    image: x\nversion: '3.9'\n";
 
 const options = (extra: Partial<UpOptions> = {}): UpOptions => ({
   file: [],
@@ -135,10 +178,7 @@ const options = (extra: Partial<UpOptions> = {}): UpOptions => ({
 describe('dso up', () => {
   it('resolves every dso:// reference in one call and gives compose the values in its environment only', async () => {
     const { io, output } = makeIo({ PATH: '/usr/bin', HOME: '/root' });
-    const { dependencies, calls } = fakes(
-      { '/project/compose.yaml': COMPOSE, '/project/.env': 'TAG=1\n' },
-      { 'dso://app/api/token': CANARY },
-    );
+    const { dependencies, calls } = fakes(FILES, MODEL, { 'dso://app/api/token': CANARY });
     const code = await runUp(
       options({ detach: true, composeArgs: ['--no-color'] }),
       io,
@@ -147,7 +187,13 @@ describe('dso up', () => {
     expect(code).toBe(0);
 
     expect(calls.resolve).toEqual([['dso://app/api/token']]);
-    // The image's name interpolated from the project's .env, the way compose does.
+    // Compose was asked for its model first, with the caller's environment: no value in it.
+    expect(calls.models).toHaveLength(1);
+    expect(calls.models[0]).toMatchObject({
+      args: ['-f', '/project/compose.yaml'],
+      env: { PATH: '/usr/bin', HOME: '/root' },
+    });
+    // The image's name as compose interpolated it from the project's .env.
     expect(calls.inspect).toEqual(['dso-test/busybox:1']);
     expect(calls.runs).toHaveLength(1);
     const run = calls.runs[0] as ComposeRun;
@@ -200,11 +246,7 @@ describe('dso up', () => {
 
   it('puts dsofile:// files in a DSO volume when the agent serves the driver: no tmpfs, no wait, the command untouched', async () => {
     const { io, output } = makeIo({ PATH: '/usr/bin', HOME: '/root' });
-    const { dependencies, calls } = fakes(
-      { '/project/compose.yaml': COMPOSE, '/project/.env': 'TAG=1\n' },
-      { 'dso://app/api/token': CANARY },
-      'dso',
-    );
+    const { dependencies, calls } = fakes(FILES, MODEL, { 'dso://app/api/token': CANARY }, 'dso');
     expect(await runUp(options(), io, dependencies)).toBe(0);
     // No image to read: the command is not wrapped.
     expect(calls.inspect).toEqual([]);
@@ -232,10 +274,7 @@ describe('dso up', () => {
 
   it('falls back to the tmpfs and the wait, saying so, when the agent does not answer for the driver', async () => {
     const { io, output } = makeIo({ PATH: '/usr/bin', HOME: '/root' });
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': COMPOSE,
-      '/project/.env': 'TAG=1\n',
-    });
+    const { dependencies, calls } = fakes(FILES, MODEL);
     const agent = dependencies.agent();
     dependencies.agent = () => ({
       ...agent,
@@ -253,17 +292,23 @@ describe('dso up', () => {
 
   it('finds the compose file in a parent folder with its override file, as compose does', async () => {
     const { io } = makeIo();
-    const { dependencies, calls } = fakes({
-      '/project/docker-compose.yml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n',
-      '/project/docker-compose.override.yml': 'services:\n  a: { environment: { U: dso://u } }\n',
-    });
+    const { dependencies, calls } = fakes(
+      {
+        '/project/docker-compose.yml':
+          'services:\n  a: { image: x, environment: { T: dso://t } }\n',
+        '/project/docker-compose.override.yml': 'services:\n  a: { environment: { U: dso://u } }\n',
+      },
+      "services:\n  a:\n    environment:\n      T: dso://t\n      U: dso://u\n    image: x\nversion: '3.9'\n",
+    );
     await runUp(options(), io, dependencies);
-    expect(calls.runs[0]?.args).toEqual([
+    const args = [
       '-f',
       '/project/docker-compose.yml',
       '-f',
       '/project/docker-compose.override.yml',
-    ]);
+    ];
+    expect(calls.models[0]?.args).toEqual(args);
+    expect(calls.runs[0]?.args).toEqual(args);
     expect(calls.runs[0]?.override).toContain('services:');
     expect(calls.resolve).toEqual([
       ['dso://t', 'dso://u'].sort((a, b) => (variableFor(a) < variableFor(b) ? -1 : 1)),
@@ -276,7 +321,7 @@ describe('dso up', () => {
       '/project/b.yaml': 'services: {}\n',
     };
     const { io } = makeIo();
-    const given = fakes(files);
+    const given = fakes(files, ONE);
     await runUp(
       options({ file: ['a.yaml', '../b.yaml'], projectName: 'demo' }),
       io,
@@ -290,7 +335,7 @@ describe('dso up', () => {
       '-f',
       '/project/b.yaml',
     ]);
-    const fromEnv = fakes(files);
+    const fromEnv = fakes(files, ONE);
     await runUp(options(), makeIo({ COMPOSE_FILE: 'a.yaml:../b.yaml' }).io, fromEnv.dependencies);
     expect(fromEnv.calls.runs[0]?.args.slice(0, 4)).toEqual([
       '-f',
@@ -302,10 +347,7 @@ describe('dso up', () => {
 
   it('prints the additions with <dso:reference> placeholders for --dry-run, and calls nothing', async () => {
     const { io, output } = makeIo();
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': COMPOSE,
-      '/project/.env': 'TAG=1',
-    });
+    const { dependencies, calls } = fakes(FILES, MODEL);
     expect(await runUp(options({ dryRun: true }), io, dependencies)).toBe(0);
     expect(calls.resolve).toEqual([]);
     expect(calls.runs).toEqual([]);
@@ -319,9 +361,10 @@ describe('dso up', () => {
 
   it('runs compose as it is when no service uses a reference', async () => {
     const { io, output } = makeIo();
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': 'services:\n  a: { image: x }\n',
-    });
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': 'services:\n  a: { image: x }\n' },
+      PLAIN_MODEL,
+    );
     await runUp(options(), io, dependencies);
     expect(calls.resolve).toEqual([]);
     expect(calls.runs[0]).toMatchObject({ args: ['-f', '/project/compose.yaml'], upArgs: ['up'] });
@@ -332,55 +375,55 @@ describe('dso up', () => {
   });
 
   it('says where it looked when there is no compose file', async () => {
-    const { dependencies } = fakes({});
+    const { dependencies } = fakes({}, PLAIN_MODEL);
     await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
       code: 'DSO_CLI_COMPOSE_NOT_FOUND',
       message:
         "no compose file: looked for compose.yaml, compose.yml, docker-compose.yml, docker-compose.yaml in /project/sub and its parents: run dso up in the project's folder, or name the file with -f",
     });
-    await expect(
-      runUp(options({ file: ['x.yaml'] }), makeIo().io, dependencies),
-    ).rejects.toMatchObject({
-      code: 'DSO_CLI_COMPOSE_NOT_FOUND',
-      message: 'cannot read the compose file /project/sub/x.yaml (ENOENT): check the path',
-    });
+    // A -f file that does not exist is compose's to report (its message, its exit code).
   });
 
   it('refuses -f - (stdin is where its own additions go)', async () => {
-    const { dependencies } = fakes({});
+    const { dependencies } = fakes({}, PLAIN_MODEL);
     await expect(runUp(options({ file: ['-'] }), makeIo().io, dependencies)).rejects.toMatchObject({
       code: 'DSO_CLI_UP_STDIN',
     });
   });
 
-  it('reports invalid YAML with its line', async () => {
-    const { dependencies } = fakes({ '/project/compose.yaml': 'services:\n  a: [\n' });
-    await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
-      code: 'DSO_CLI_COMPOSE_INVALID',
-      message: expect.stringMatching(/^\/project\/compose\.yaml:3:1: not valid YAML/),
+  it("stops with compose's own exit code when compose refuses the files, asking nothing else", async () => {
+    const { io } = makeIo();
+    const { dependencies, calls } = fakes({ '/project/compose.yaml': 'services:\n  a: [\n' }, '');
+    dependencies.composeModel = async (run) => {
+      run.stderr.write('ERROR: yaml.parser.ParserError: while parsing a block mapping\n');
+      throw new DsoError('DSO_CLI_COMPOSE_FAILED', 'docker-compose config refused the files', {
+        exitCode: 1,
+      });
+    };
+    await expect(runUp(options(), io, dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_COMPOSE_FAILED',
+      details: { exitCode: 1 },
     });
+    expect(calls.check).toEqual([]);
+    expect(calls.runs).toEqual([]);
   });
 
-  it('says what to do for a built service without an image, or an image variable that is unset', async () => {
-    const built = fakes({
-      '/project/compose.yaml': 'services:\n  web: { build: ., environment: { K: dsofile://k } }\n',
-    });
+  it('says what to do for a built service without an image', async () => {
+    const built = fakes(
+      {
+        '/project/compose.yaml':
+          'services:\n  web: { build: ., environment: { K: dsofile://k } }\n',
+      },
+      "services:\n  web:\n    build:\n      context: /project\n    environment:\n      K: dsofile://k\nversion: '3.9'\n",
+    );
     await expect(runUp(options(), makeIo().io, built.dependencies)).rejects.toMatchObject({
       code: 'DSO_CLI_UP_NO_COMMAND',
       message: expect.stringContaining('service web is built (build:) and names no image'),
     });
-    const unset = fakes({ '/project/compose.yaml': COMPOSE });
-    await expect(runUp(options(), makeIo().io, unset.dependencies)).rejects.toMatchObject({
-      code: 'DSO_CLI_UP_NO_COMMAND',
-      message: expect.stringContaining('uses the variable TAG, which is not set'),
-    });
   });
 
   it("passes the agent's refusal on, and runs no compose", async () => {
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': COMPOSE,
-      '/project/.env': 'TAG=1',
-    });
+    const { dependencies, calls } = fakes(FILES, MODEL);
     const agent = dependencies.agent();
     dependencies.agent = () => ({
       check: agent.check,
@@ -401,10 +444,7 @@ describe('dso up', () => {
   });
 
   it('says how to start the agent when it is not running', async () => {
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': COMPOSE,
-      '/project/.env': 'TAG=1',
-    });
+    const { dependencies, calls } = fakes(FILES, MODEL);
     const socketPath = join(dir, 'agent.sock');
     dependencies.agent = () => createAgentClient({ socketPath });
     await expect(runUp(options(), makeIo().io, dependencies)).rejects.toMatchObject({
@@ -415,8 +455,10 @@ describe('dso up', () => {
   });
 
   it('checks every dso:// and dsofile:// reference first and starts nothing when one is missing, naming it and its service', async () => {
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': `
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': 'services: {}\n' },
+      // What compose's config prints for the project.
+      `
 services:
   app:
     image: dso-test/busybox:1
@@ -429,7 +471,7 @@ services:
     entrypoint: [ "sleep" ]
     environment: [ "OTHER_FILE=dsofile://app/missing/key" ]
 `,
-    });
+    );
     const error = await runUp(options({ detach: true }), makeIo().io, dependencies).catch(
       (caught: unknown) => caught,
     );
@@ -443,25 +485,26 @@ services:
   });
 
   it('starts without the check with --no-check', async () => {
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': `
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': 'services: {}\n' },
+      // What compose's config prints for the project.
+      `
 services:
   app:
     image: dso-test/busybox:1
     entrypoint: [ "sleep" ]
     environment: { KEY_FILE: dsofile://app/missing/key }
 `,
-    });
+    );
     expect(await runUp(options({ check: false }), makeIo().io, dependencies)).toBe(0);
     expect(calls.check).toEqual([]);
     expect(calls.runs).toHaveLength(1);
   });
 
   it('refuses a value an environment variable cannot carry, without showing it', async () => {
-    const { dependencies, calls } = fakes(
-      { '/project/compose.yaml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n' },
-      { 'dso://t': `${FILE_CANARY}\0` },
-    );
+    const { dependencies, calls } = fakes({ '/project/compose.yaml': 'services: {}\n' }, ONE, {
+      'dso://t': `${FILE_CANARY}\0`,
+    });
     let message = '';
     await runUp(options(), makeIo().io, dependencies).catch((error: Error) => {
       expect(error).toMatchObject({ code: 'DSO_CLI_UP_VALUE_BINARY' });
@@ -474,17 +517,16 @@ services:
     expect(calls.returned.every((value) => value.every((byte) => byte === 0))).toBe(true);
   });
 
-  it('fails with DSO_CLI_COMPOSE_FAILED when compose exits non-zero, and DSO_CLI_COMPOSE_MISSING without compose', async () => {
+  it("fails with DSO_CLI_COMPOSE_FAILED carrying compose's exit code when compose exits non-zero, and DSO_CLI_COMPOSE_MISSING without compose", async () => {
     const { io, output } = makeIo();
-    const { dependencies } = fakes({
-      '/project/compose.yaml': 'services:\n  a: { image: x, environment: { T: dso://t } }\n',
-    });
+    const { dependencies } = fakes({ '/project/compose.yaml': 'services: {}\n' }, ONE);
     dependencies.runCompose = async () => 3;
     const program = new Command('dso').exitOverride();
     registerUpCommand(program, io, () => dependencies);
     await expect(program.parseAsync(['up'], { from: 'user' })).rejects.toMatchObject({
       code: 'DSO_CLI_COMPOSE_FAILED',
-      message: 'compose up exited 3: see its output above',
+      details: { exitCode: 3 },
+      message: 'compose up exited 3: see its output above (dso exits with the same code)',
     });
     dependencies.detectCompose = async () => {
       throw new DsoError('DSO_CLI_COMPOSE_MISSING', 'install compose');
@@ -495,11 +537,91 @@ services:
     expect(output.stdout + output.stderr).not.toContain('value-of');
   });
 
+  it('refuses near-miss references before asking or starting anything, naming service.VARIABLE and what was meant', async () => {
+    const { io, output } = makeIo();
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': 'services: {}\n' },
+      // What compose's config prints for the project.
+      `
+services:
+  api:
+    entrypoint: [ sleep ]
+    environment:
+      DB_FILE: dsofile:/app/db/password
+      PLAIN: postgres://db:5432/app
+      TOKEN: dso://app/api/token
+    image: x
+  web:
+    entrypoint: [ sleep ]
+    environment:
+      KEY: dos://app/key
+      OTHER: dso//app/other
+    image: x
+`,
+    );
+    const error = await runUp(options({ detach: true }), io, dependencies).catch(
+      (caught: unknown) => caught,
+    );
+    expect(error).toMatchObject({ code: 'DSO_REFERENCE_NEAR_MISS' });
+    expect((error as Error).message).toBe(
+      'nothing was started: api.DB_FILE="dsofile:/app/db/password" is not a reference; did you mean dsofile://app/db/password?; web.KEY="dos://app/key" is not a reference; did you mean dso://app/key?; web.OTHER="dso//app/other" is not a reference; did you mean dso://app/other? Fix the compose files (compose would pass them to the application as plain text), then run dso up again',
+    );
+    expect(exitCodeFor(error)).toBe(EXIT_CODES.invalid);
+    expect(calls.check).toEqual([]);
+    expect(calls.resolve).toEqual([]);
+    expect(calls.inspect).toEqual([]);
+    expect(calls.runs).toEqual([]);
+    expect(output.stderr).toBe('');
+  });
+
+  it('plans only the services compose up starts: no profile, an active one (--profile, COMPOSE_PROFILES), or named', async () => {
+    const model = `
+services:
+  app:
+    entrypoint: [ sleep ]
+    environment: { T: dso://app/t }
+    image: x
+  debug:
+    entrypoint: [ sleep ]
+    environment: { D: dso://app/missing/debug, TYPO: "dsofile:/x" }
+    image: x
+    profiles: [ debug ]
+`;
+    const files = { '/project/compose.yaml': 'services: {}\n' };
+    const plain = fakes(files, model);
+    await runUp(options(), makeIo().io, plain.dependencies);
+    expect(plain.calls.check).toEqual([['dso://app/t']]);
+    expect(Object.keys(parse(plain.calls.runs[0]?.override as string).services)).toEqual(['app']);
+
+    const given = fakes(files, model);
+    await expect(
+      runUp(options({ profile: ['debug'] }), makeIo().io, given.dependencies),
+    ).rejects.toMatchObject({ code: 'DSO_REFERENCE_NEAR_MISS' });
+    // Compose is asked with the profile too (Compose v2 then prints the active services only).
+    expect(given.calls.models[0]?.args).toEqual([
+      '--profile',
+      'debug',
+      '-f',
+      '/project/compose.yaml',
+    ]);
+    const cases: Array<[Partial<UpOptions>, NodeJS.ProcessEnv]> = [
+      [{}, { COMPOSE_PROFILES: 'other,debug' }],
+      [{ composeArgs: ['--build', 'debug'] }, {}],
+    ];
+    for (const [extra, env] of cases) {
+      const active = fakes(files, model);
+      await expect(
+        runUp(options(extra), makeIo(env).io, active.dependencies),
+      ).rejects.toMatchObject({ code: 'DSO_REFERENCE_NEAR_MISS' });
+    }
+  });
+
   it('passes the arguments after -- to compose up', async () => {
     const { io } = makeIo();
-    const { dependencies, calls } = fakes({
-      '/project/compose.yaml': 'services:\n  a: { image: x }\n',
-    });
+    const { dependencies, calls } = fakes(
+      { '/project/compose.yaml': 'services: {}\n' },
+      PLAIN_MODEL,
+    );
     const program = new Command('dso').exitOverride();
     registerUpCommand(program, io, () => dependencies);
     await program.parseAsync(['up', '-d', '-p', 'demo', '--', '--build', 'a'], { from: 'user' });

@@ -1,28 +1,26 @@
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { DsoError, errorCode, isDsoError, LABELS } from '@dso/core';
+import { basename, join, resolve } from 'node:path';
+import { DsoError, errorCode, isDsoError, LABELS, suggestReference } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
 import {
+  activeServices,
   COMPOSE_FILE_NAMES,
   COMPOSE_OVERRIDE_FILE_NAMES,
-  type ComposeFile,
   type ComposeUpPlan,
   composeSearchDirectories,
-  composeServiceViews,
-  composeVersion,
-  extendedFiles,
   type ImageCommand,
-  interpolate,
-  parseComposeText,
-  parseDotEnv,
   planComposeUp,
+  readComposeModel,
   renderOverride,
+  type ServiceView,
   servicesNeedingImage,
 } from '../compose.js';
 import {
   type ComposeCommand,
+  type ComposeModelRun,
   type ComposeRun,
+  composeModel,
   detectCompose,
   inspectImageCommand,
   runCompose,
@@ -35,6 +33,8 @@ export interface UpOptions {
   file: string[];
   /** `-p`: compose's project name. */
   projectName?: string;
+  /** `--profile`: profiles to enable, as with compose (and `COMPOSE_PROFILES`). */
+  profile?: string[];
   /** Print the override (references only) instead of running compose. */
   dryRun?: boolean;
   /** `-d`: pass `-d` to `compose up`. */
@@ -55,6 +55,8 @@ export interface UpDependencies {
   cwd: string;
   agent: () => Pick<AgentClient, 'check' | 'resolve' | 'status'>;
   detectCompose: (env: NodeJS.ProcessEnv) => Promise<ComposeCommand>;
+  /** Compose's merged model of the project (`config`), as it prints it. */
+  composeModel: (run: ComposeModelRun) => Promise<string>;
   inspectImage: (image: string, service: string, env: NodeJS.ProcessEnv) => Promise<ImageCommand>;
   runCompose: (run: ComposeRun) => Promise<number>;
   readText: (path: string) => Promise<string>;
@@ -66,6 +68,7 @@ export function defaultUpDependencies(io: CliIo): UpDependencies {
     cwd: process.cwd(),
     agent: () => createAgentClient({ socketPath: { env: io.env } }),
     detectCompose,
+    composeModel,
     inspectImage: inspectImageCommand,
     runCompose,
     readText: (path) => readFile(path, 'utf8'),
@@ -90,6 +93,12 @@ export function registerUpCommand(
       [],
     )
     .option('-p, --project-name <name>', "compose's project name")
+    .option(
+      '--profile <name>',
+      'a compose profile to enable (repeat for several, as with compose; COMPOSE_PROFILES too)',
+      collect,
+      [],
+    )
     .option('-d, --detach', 'run the containers in the background (compose up -d)')
     .option(
       '--no-check',
@@ -106,6 +115,7 @@ export function registerUpCommand(
         options: {
           file: string[];
           projectName?: string;
+          profile: string[];
           detach?: boolean;
           dryRun?: boolean;
           check?: boolean;
@@ -116,6 +126,7 @@ export function registerUpCommand(
             file: options.file,
             composeArgs,
             ...(options.projectName === undefined ? {} : { projectName: options.projectName }),
+            ...(options.profile.length === 0 ? {} : { profile: options.profile }),
             ...(options.detach ? { detach: true } : {}),
             ...(options.dryRun ? { dryRun: true } : {}),
             ...(options.check === false ? { check: false } : {}),
@@ -126,7 +137,7 @@ export function registerUpCommand(
         if (code !== 0) {
           throw new DsoError(
             'DSO_CLI_COMPOSE_FAILED',
-            `compose up exited ${code}: see its output above`,
+            `compose up exited ${code}: see its output above (dso exits with the same code)`,
             { exitCode: code },
           );
         }
@@ -135,14 +146,17 @@ export function registerUpCommand(
 }
 
 /**
- * `dso up`. Reads the compose files, plans what DSO adds (`planComposeUp`), has the agent
- * resolve every `dso://` reference in one call, and runs `compose -f <files>… -f <override> up`
- * with the override on stdin (or a named pipe) and the values in compose's environment. Returns compose's exit code (0 for
- * `--dry-run`).
+ * `dso up`. Has compose print the project's merged model (`config`), refuses near-miss
+ * references, plans what DSO adds (`planComposeUp`), has the agent check every reference and
+ * resolve every `dso://` one in one call, and runs `compose -f <files>… -f <override> up` with
+ * the override on stdin (or a named pipe) and the values in compose's environment. Returns
+ * compose's exit code (0 for `--dry-run`).
  *
- * @throws DsoError DSO_CLI_COMPOSE_NOT_FOUND, DSO_CLI_COMPOSE_INVALID for the files;
- *   DSO_REFERENCE_INVALID, DSO_CLI_UP_* for what the services ask; DSO_CLI_AGENT_* and the
- *   agent's DSO_AGENT_RESOLVE_* when values cannot be had; DSO_CLI_COMPOSE_MISSING
+ * @throws DsoError DSO_CLI_COMPOSE_NOT_FOUND when there is no compose file;
+ *   DSO_CLI_COMPOSE_FAILED (with compose's `exitCode`) when compose refuses the files;
+ *   DSO_REFERENCE_NEAR_MISS, DSO_REFERENCE_INVALID, DSO_CLI_UP_* for what the services ask;
+ *   DSO_CLI_UP_SECRET_MISSING, DSO_CLI_AGENT_* and the agent's DSO_AGENT_RESOLVE_* when values
+ *   cannot be had; DSO_CLI_COMPOSE_MISSING
  */
 export async function runUp(
   options: UpOptions,
@@ -153,50 +167,43 @@ export async function runUp(
   const err = (line: string) => io.stderr.write(`${line}\n`);
 
   const paths = await composeFilePaths(options.file, io.env, dependencies);
-  const files = await Promise.all(paths.map((path) => readCompose(path, dependencies)));
-  const extra: ComposeFile[] = [];
-  for (let next = extendedFiles(files); next.length > 0; ) {
-    extra.push(...(await Promise.all(next.map((path) => readCompose(path, dependencies)))));
-    next = extendedFiles([...files, ...extra]).filter(
-      (path) => !extra.some((file) => file.path === path),
-    );
-  }
-  const views = composeServiceViews(files, extra);
+  const compose = await dependencies.detectCompose(io.env);
+  const args = [
+    ...(options.projectName === undefined ? [] : ['-p', options.projectName]),
+    ...(options.profile ?? []).flatMap((profile) => ['--profile', profile]),
+    ...paths.flatMap((path) => ['-f', path]),
+  ];
+  // Compose's own merged model, read with the caller's environment: no value is resolved yet.
+  const model = readComposeModel(
+    await dependencies.composeModel({ compose, args, env: io.env, stderr: io.stderr }),
+  );
+  const views = activeServices(model.services, {
+    profiles: [
+      ...(options.profile ?? []),
+      ...(io.env.COMPOSE_PROFILES ?? '').split(',').filter(Boolean),
+    ],
+    named: options.composeArgs.filter((arg) => !arg.startsWith('-')),
+  });
+  refuseNearMisses(views);
   const volumeDriver = await volumeDriverOf(views, dependencies, err);
 
   const images = new Map<string, ImageCommand>();
-  const needing = servicesNeedingImage(views, volumeDriver);
-  if (needing.length > 0) {
-    const variables = await interpolationVariables(
-      dirname(paths[0] as string),
-      io.env,
-      dependencies,
-    );
-    for (const { service, image, build } of needing) {
-      if (image === undefined) {
-        throw new DsoError(
-          'DSO_CLI_UP_NO_COMMAND',
-          `service ${service} ${build ? 'is built (build:) and names no image' : 'names no image'}, so dso up cannot read the entrypoint it must run after the wait for the secret files: give it an image name (and build it first: docker compose build ${service}) or an entrypoint in the compose file`,
-          { service },
-        );
-      }
-      const name = interpolate(image, variables);
-      if ('missing' in name) {
-        throw new DsoError(
-          'DSO_CLI_UP_NO_COMMAND',
-          `service ${service}: its image ${image} uses the variable ${name.missing}, which is not set: set it (in the environment or the project's .env), or give the service an entrypoint`,
-          { service },
-        );
-      }
-      images.set(service, await dependencies.inspectImage(name.value, service, io.env));
+  for (const { service, image, build } of servicesNeedingImage(views, volumeDriver)) {
+    if (image === undefined) {
+      throw new DsoError(
+        'DSO_CLI_UP_NO_COMMAND',
+        `service ${service} ${build ? 'is built (build:) and names no image' : 'names no image'}, so dso up cannot read the entrypoint it must run after the wait for the secret files: give it an image name (and build it first: docker compose build ${service}) or an entrypoint in the compose file`,
+        { service },
+      );
     }
+    images.set(service, await dependencies.inspectImage(image, service, io.env));
   }
 
   const plan = planComposeUp(views, {
     images,
     ...(volumeDriver === undefined ? {} : { volumeDriver }),
   });
-  const version = composeVersion(files);
+  const { version } = model;
   const shownFiles = paths.map((path) => basename(path)).join(', ');
 
   if (options.dryRun) {
@@ -212,11 +219,6 @@ export async function runUp(
     return 0;
   }
 
-  const compose = await dependencies.detectCompose(io.env);
-  const args = [
-    ...(options.projectName === undefined ? [] : ['-p', options.projectName]),
-    ...paths.flatMap((path) => ['-f', path]),
-  ];
   const upArgs = ['up', ...(options.detach ? ['-d'] : []), ...options.composeArgs];
   if (plan.services.length === 0) {
     err(`dso up: no dso:// or dsofile:// reference in ${shownFiles}: running compose as is`);
@@ -246,12 +248,40 @@ export async function runUp(
 }
 
 /**
+ * Refuses, before anything is asked or started, an environment value that looks like a mistyped
+ * reference (`dsofile:/app/x`, `dso//app/x`, `dos://app/x`): compose would hand it to the
+ * application as a literal, which fails later and far from the typo. The values named are
+ * reference-shaped text, never a resolved value.
+ *
+ * @throws DsoError DSO_REFERENCE_NEAR_MISS naming each `service.VARIABLE`, what it holds and
+ *   what was meant
+ */
+export function refuseNearMisses(views: readonly ServiceView[]): void {
+  const misses: string[] = [];
+  for (const view of views) {
+    for (const [variable, value] of view.environment) {
+      const meant = value === null ? undefined : suggestReference(value);
+      if (meant === undefined) continue;
+      misses.push(
+        `${view.name}.${variable}=${JSON.stringify(value)} is not a reference; did you mean ${meant}?`,
+      );
+    }
+  }
+  if (misses.length === 0) return;
+  throw new DsoError(
+    'DSO_REFERENCE_NEAR_MISS',
+    `nothing was started: ${misses.join('; ')} Fix the compose file${misses.length === 1 ? '' : 's'} (compose would pass ${misses.length === 1 ? 'it' : 'them'} to the application as plain text), then run dso up again`,
+    { count: misses.length },
+  );
+}
+
+/**
  * The volume driver the agent serves, when some service has `dsofile://` files: its files then
  * come through a DSO volume. An agent that does not answer (or serves no driver) leaves the
  * files to the tmpfs and the wait, said once.
  */
 async function volumeDriverOf(
-  views: ReturnType<typeof composeServiceViews>,
+  views: readonly ServiceView[],
   dependencies: UpDependencies,
   err: (line: string) => void,
 ): Promise<string | undefined> {
@@ -450,36 +480,6 @@ async function exists(
   } catch {
     return false; // missing or unreadable: not the file compose would pick either
   }
-}
-
-async function readCompose(path: string, dependencies: UpDependencies): Promise<ComposeFile> {
-  let text: string;
-  try {
-    text = await dependencies.readText(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new DsoError(
-      'DSO_CLI_COMPOSE_NOT_FOUND',
-      `cannot read the compose file ${path} (${code ?? String(error)}): check the path${code === 'EACCES' ? ' and its permissions' : ''}`,
-      { cause: error, file: path },
-    );
-  }
-  return parseComposeText(text, path);
-}
-
-/** What compose interpolates with: the project's `.env`, overridden by the environment. */
-async function interpolationVariables(
-  projectDirectory: string,
-  env: NodeJS.ProcessEnv,
-  dependencies: UpDependencies,
-): Promise<Record<string, string | undefined>> {
-  let dotEnv: Record<string, string> = {};
-  try {
-    dotEnv = parseDotEnv(await dependencies.readText(join(projectDirectory, '.env')));
-  } catch {
-    dotEnv = {}; // no .env: the environment alone, as for compose
-  }
-  return { ...dotEnv, ...env };
 }
 
 /** Commander's collector for a repeated option. */

@@ -6,7 +6,11 @@ import { type ContainerFacts, runValidate, type ValidateDependencies } from './v
 
 const CWD = '/project';
 
-/** Files in memory, an agent that knows `known` paths (or none), and containers by name. */
+/**
+ * Files in memory, an agent that knows `known` paths (or none), and containers by name. Each
+ * compose file here is written in the shape compose's `config` prints, so its text stands for
+ * compose's merged model of it (the real tool runs in validate-doctor.e2e.test.ts).
+ */
 function dependencies(
   files: Record<string, string>,
   options: { known?: string[]; agent?: boolean; containers?: Record<string, ContainerFacts> } = {},
@@ -14,9 +18,9 @@ function dependencies(
   const known = new Set(options.known ?? []);
   return {
     cwd: CWD,
-    readText: async (path) => {
-      const text = files[path];
-      if (text === undefined) throw new Error(`no file ${path}`);
+    composeModel: async (paths) => {
+      const text = files[paths[0] ?? ''];
+      if (paths.length !== 1 || text === undefined) throw new Error(`no model for ${paths}`);
       return text;
     },
     exists: (path) => files[path] !== undefined,

@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import {
   checkFileAccess,
@@ -21,14 +20,8 @@ import {
 import { openVault, readKeyFile, resolveVaultKey } from '@dso/provider-local';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
-import {
-  COMPOSE_FILE_NAMES,
-  type ComposeFile,
-  composeServiceViews,
-  extendedFiles,
-  parseComposeText,
-} from '../compose.js';
-import { query } from '../docker-cli.js';
+import { COMPOSE_FILE_NAMES, readComposeModel } from '../compose.js';
+import { composeModel, detectCompose, query } from '../docker-cli.js';
 import type { CliIo } from '../program.js';
 import { localVaultSettings } from '../read-secret.js';
 
@@ -49,7 +42,8 @@ export interface Finding {
 /** Everything `dso validate` needs from outside, injected so tests need no engine or agent. */
 export interface ValidateDependencies {
   cwd: string;
-  readText(path: string): Promise<string>;
+  /** Compose's merged model of these files (`config`), as it prints it. */
+  composeModel(paths: readonly string[]): Promise<string>;
   exists(path: string): boolean;
   /** The agent, or undefined when none answers (then the local vault is asked). */
   agent(): AgentClient;
@@ -170,16 +164,11 @@ async function checkCompose(
   findings: Finding[],
   wanted: Wanted[],
 ): Promise<void> {
-  const files: ComposeFile[] = [];
-  for (const path of paths) files.push(parseComposeText(await dependencies.readText(path), path));
-  const extra: ComposeFile[] = [];
-  for (let next = extendedFiles(files); next.length > 0; ) {
-    for (const path of next) extra.push(parseComposeText(await dependencies.readText(path), path));
-    const known = new Set([...files, ...extra].map((file) => file.path));
-    next = extendedFiles([...files, ...extra]).filter((path) => !known.has(path));
-  }
+  // Compose's own merged model: every file, `extends`, `.env` and interpolation as compose sees
+  // them, every service whatever its profiles.
+  const model = readComposeModel(await dependencies.composeModel(paths));
   const file = paths.length === 1 ? paths[0]! : `${paths.length} compose files`;
-  for (const view of composeServiceViews(files, extra)) {
+  for (const view of model.services) {
     const where = `${file} service ${view.name}`;
     const labels = Object.fromEntries(view.labels);
     checkLabelSet(labels, where, findings);
@@ -198,52 +187,48 @@ async function checkCompose(
     if (fileCount > 0) checkTarget(labels, view.tmpfs, view.volumeTargets, where, findings);
   }
   // A DSO volume's options are references and its owner and mode.
-  for (const composeFile of files) {
-    const volumes = composeFile.document.volumes;
-    if (volumes === null || typeof volumes !== 'object') continue;
-    for (const [name, volume] of Object.entries(volumes as Record<string, unknown>)) {
-      if (volume === null || typeof volume !== 'object') continue;
-      const { driver, driver_opts: options } = volume as {
-        driver?: unknown;
-        driver_opts?: unknown;
-      };
-      if (options === null || typeof options !== 'object') continue;
-      const values = Object.values(options as Record<string, unknown>);
-      const dsoLike =
-        (typeof driver === 'string' && /^dso(?:$|[-:@])/.test(driver)) ||
-        values.some(
-          (value) =>
-            typeof value === 'string' &&
-            (isReference(value) || suggestReference(value) !== undefined),
-        );
-      if (!dsoLike) continue;
-      const where = `${composeFile.path} volume ${name}`;
-      try {
-        const spec = parseVolumeOptions(options as Record<string, unknown>);
-        for (const file of spec.files) {
-          const text = (options as Record<string, string>)[file.name]!;
-          wanted.push({ reference: text, where: `${where} option ${file.name}` });
-        }
-      } catch (error) {
-        findings.push(errorFinding(error, where));
+  for (const [name, volume] of Object.entries(model.volumes)) {
+    if (volume === null || typeof volume !== 'object') continue;
+    const { driver, driver_opts: options } = volume as {
+      driver?: unknown;
+      driver_opts?: unknown;
+    };
+    if (options === null || typeof options !== 'object') continue;
+    const values = Object.values(options as Record<string, unknown>);
+    const dsoLike =
+      (typeof driver === 'string' && /^dso(?:$|[-:@])/.test(driver)) ||
+      values.some(
+        (value) =>
+          typeof value === 'string' &&
+          (isReference(value) || suggestReference(value) !== undefined),
+      );
+    if (!dsoLike) continue;
+    const where = `${file} volume ${name}`;
+    try {
+      const spec = parseVolumeOptions(options as Record<string, unknown>);
+      for (const file of spec.files) {
+        const text = (options as Record<string, string>)[file.name]!;
+        wanted.push({ reference: text, where: `${where} option ${file.name}` });
       }
-      for (const hint of checkFileAccess(options as Record<string, string>, {
-        owner: VOLUME_SETTINGS.owner,
-        mode: VOLUME_SETTINGS.mode,
-        defaultMode: VOLUME_DEFAULT_MODE,
-      })) {
-        findings.push({ severity: 'hint', where, code: hint.code, message: hint.message });
-      }
-      for (const [key, value] of Object.entries(options as Record<string, unknown>)) {
-        const meant = typeof value === 'string' ? suggestReference(value) : undefined;
-        if (meant !== undefined) {
-          findings.push({
-            severity: 'error',
-            where: `${where} option ${key}`,
-            code: 'DSO_REFERENCE_NEAR_MISS',
-            message: `${JSON.stringify(value)} is not a reference; did you mean ${key}=${meant}?`,
-          });
-        }
+    } catch (error) {
+      findings.push(errorFinding(error, where));
+    }
+    for (const hint of checkFileAccess(options as Record<string, string>, {
+      owner: VOLUME_SETTINGS.owner,
+      mode: VOLUME_SETTINGS.mode,
+      defaultMode: VOLUME_DEFAULT_MODE,
+    })) {
+      findings.push({ severity: 'hint', where, code: hint.code, message: hint.message });
+    }
+    for (const [key, value] of Object.entries(options as Record<string, unknown>)) {
+      const meant = typeof value === 'string' ? suggestReference(value) : undefined;
+      if (meant !== undefined) {
+        findings.push({
+          severity: 'error',
+          where: `${where} option ${key}`,
+          code: 'DSO_REFERENCE_NEAR_MISS',
+          message: `${JSON.stringify(value)} is not a reference; did you mean ${key}=${meant}?`,
+        });
       }
     }
   }
@@ -432,7 +417,13 @@ function errorFinding(error: unknown, where: string): Finding {
 export function defaultValidateDependencies(io: CliIo): ValidateDependencies {
   return {
     cwd: process.cwd(),
-    readText: (path) => readFile(path, 'utf8'),
+    composeModel: async (paths) =>
+      composeModel({
+        compose: await detectCompose(io.env),
+        args: paths.flatMap((path) => ['-f', path]),
+        env: io.env,
+        stderr: io.stderr,
+      }),
     exists: (path) => existsSync(path),
     agent: () => createAgentClient({ socketPath: { env: io.env } }),
     inspectContainer: async (name) => {
