@@ -59,7 +59,7 @@ try {
   await run('npx', [...nx, '-t', 'build', 'typecheck', 'lint', 'test']);
   // The third-party provider template, checked as its author would (not a workspace project).
   const template = 'examples/provider-template';
-  await run('npx', ['biome', 'check', template]);
+  await run('npx', ['biome', 'check', template, 'examples/provider-python']);
   await run('npx', [
     'tsc',
     '-p',
@@ -77,6 +77,22 @@ try {
     '--reporter=json',
     '--outputFile.json=.reports/test.json',
   ]);
+  // The Python provider example (no SDK), through the suite's command target, as its author
+  // would run it: the built dso-provider-conformance, its JSON report counted below.
+  await run(
+    'node',
+    [
+      '../../packages/provider-conformance/bin/dso-provider-conformance.js',
+      '--fixture',
+      'conformance-fixture.mjs',
+      '--report-json',
+      '.reports/test.json',
+      '--',
+      'python3',
+      'provider.py',
+    ],
+    { cwd: join(ROOT, 'examples/provider-python') },
+  );
   // Engine tests share one daemon: one project at a time.
   await run('npx', [...nx, '-t', 'test:int', 'e2e', '--parallel=1']);
   await run('node', ['tools/check-packages.mjs']);

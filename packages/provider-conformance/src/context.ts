@@ -18,7 +18,11 @@ import {
   serialiseError,
   toBytes,
 } from './assertions.js';
-import type { ConformanceFixture, ProviderConformanceOptions } from './fixture.js';
+import type {
+  CommandConformanceOptions,
+  ConformanceFixture,
+  ModuleConformanceOptions,
+} from './fixture.js';
 
 /** The two halves of the suite. */
 export type ConformanceMode = 'in-process' | 'process';
@@ -80,7 +84,8 @@ export interface ConformanceContext {
   readonly mode: ConformanceMode;
   /** The name providers are configured under; their errors should carry it. */
   readonly name: string;
-  readonly definition: ProviderDefinition<unknown>;
+  /** The definition under test; undefined for a child run from a command (any language). */
+  readonly definition: ProviderDefinition<unknown> | undefined;
   readonly capabilities: ProviderCapabilities;
   readonly fixture: ConformanceFixture;
   /** Every log line collected in this half so far. */
@@ -111,19 +116,37 @@ export interface ConformanceSession {
 }
 
 /** Options of {@link createSession}. */
-export interface SessionOptions {
+export type SessionOptions = {
   mode: ConformanceMode;
-  definition: ProviderDefinition<unknown>;
   fixture: () => Promise<ConformanceFixture>;
   open: ProviderOpener;
-  /** @default `<type>-under-test` */
+  /** @default `<type>-under-test` (`command-under-test` without a definition) */
   name?: string;
+} & (
+  | { definition: ProviderDefinition<unknown>; capabilities?: undefined }
+  | { definition?: undefined; capabilities: ProviderCapabilities }
+);
+
+/** The opener of a child run from a command: across the process boundary, as the agent does. */
+export function commandOpener(options: CommandConformanceOptions): ProviderOpener {
+  return ({ name, config, env, log, maxMessageBytes }) =>
+    createProcessProvider({
+      name,
+      command: [...options.command],
+      ...(options.cwd === undefined ? {} : { resolveFrom: options.cwd }),
+      config,
+      env,
+      callTimeoutMs: CONFORMANCE_CALL_TIMEOUT_MS,
+      startTimeoutMs: CONFORMANCE_START_TIMEOUT_MS,
+      ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),
+      onLog: (entry) => log({ ...entry }),
+    });
 }
 
 /** The opener of each half, from the suite's options. */
 export function openerFor(
   mode: ConformanceMode,
-  options: ProviderConformanceOptions,
+  options: ModuleConformanceOptions,
 ): ProviderOpener {
   if (mode === 'in-process') {
     return async ({ name, config, env, log }) =>
@@ -207,7 +230,9 @@ export function checkFixture(fixture: ConformanceFixture): void {
 /** Creates one half of the suite. */
 export function createSession(options: SessionOptions): ConformanceSession {
   const { mode, definition, open } = options;
-  const name = options.name ?? providerNameFor(definition);
+  const capabilities = definition?.capabilities ?? options.capabilities!;
+  const name =
+    options.name ?? (definition === undefined ? 'command-under-test' : providerNameFor(definition));
   const run = randomId(10);
   const logs: ConformanceLogLine[] = [];
   let fixture: ConformanceFixture | undefined;
@@ -249,7 +274,7 @@ export function createSession(options: SessionOptions): ConformanceSession {
         mode,
         name,
         definition,
-        capabilities: definition.capabilities,
+        capabilities,
         fixture: current,
         logs,
         errors,

@@ -1,4 +1,4 @@
-import type { ProviderDefinition } from '@dso/provider-sdk';
+import type { ProviderCapabilities, ProviderDefinition } from '@dso/provider-sdk';
 
 /** The backend failures a fixture can make its store produce, by the code they must map to. */
 export const CONFORMANCE_FAULT_CODES = [
@@ -49,8 +49,14 @@ export interface ConformanceFixture {
   close(): Promise<void>;
 }
 
-/** What {@link runProviderConformance} takes. */
-export interface ProviderConformanceOptions {
+/**
+ * What {@link runProviderConformance} takes: a JavaScript provider (its definition and the
+ * module the child imports), or a child in any language (its command).
+ */
+export type ProviderConformanceOptions = ModuleConformanceOptions | CommandConformanceOptions;
+
+/** A JavaScript provider: tested in process and across the process boundary. */
+export interface ModuleConformanceOptions {
   /** The title of the suite's `describe` block, e.g. `vault`. */
   name: string;
   /** The provider type under test: what its package exports. */
@@ -69,4 +75,26 @@ export interface ProviderConformanceOptions {
    * @default ['--conditions=@dso/source', '--import', 'tsx'] (TypeScript sources, unbuilt)
    */
   execArgv?: string[];
+}
+
+/**
+ * A provider child in any language that speaks PROTOCOL.md of `@dso/provider-sdk`: tested
+ * across the process boundary only (there is no definition to load in process), exactly as the
+ * agent runs a `type: command` provider.
+ */
+export interface CommandConformanceOptions {
+  /** The title of the suite's `describe` block, e.g. `pyfile`. */
+  name: string;
+  /** The child's argv, e.g. `['python3', '/abs/path/provider.py']`. */
+  command: string[];
+  /** The child's working directory (relative paths in `command` are relative to it). @default process.cwd() */
+  cwd?: string;
+  /**
+   * The capabilities the child declares in its handshake: declared here once, so the suite
+   * registers exactly their tests, and cross-checked against the live child (see
+   * {@link probeCommandCapabilities} to read them from the child).
+   */
+  capabilities: ProviderCapabilities;
+  /** A fresh store: called once, closed when the suite ends. */
+  fixture: () => Promise<ConformanceFixture>;
 }

@@ -29,9 +29,15 @@
  */
 export {
   CONFORMANCE_FAULT_CODES,
+  type CommandConformanceOptions,
   type ConformanceFaultCode,
   type ConformanceFixture,
+  type ModuleConformanceOptions,
   type ProviderConformanceOptions,
   type StartConformanceFault,
 } from './fixture.js';
-export { runProviderConformance } from './run-provider-conformance.js';
+export {
+  type ProbeCommandOptions,
+  probeCommandCapabilities,
+  runProviderConformance,
+} from './run-provider-conformance.js';

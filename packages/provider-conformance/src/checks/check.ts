@@ -99,7 +99,7 @@ export function checkCapabilities(
     const live = provider.capabilities?.[operation] === true;
     check(
       live === isDeclared,
-      `capabilities.${operation} is ${live} on the live provider but ${isDeclared} in its definition`,
+      `capabilities.${operation} is ${live} on the live provider but ${isDeclared} as declared (its definition, or the suite's capabilities for a command)`,
     );
     const member = (provider as unknown as Record<string, unknown>)[operation];
     if (isDeclared) {

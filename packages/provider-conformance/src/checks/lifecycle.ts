@@ -38,17 +38,21 @@ export const lifecycleChecks: ConformanceCheck[] = [
   {
     id: 'caps',
     group: 'capabilities and lifecycle',
-    name: 'exports a definition this SDK supports, and the live provider has exactly the declared capabilities: a method for each, none for the rest',
+    name: 'exports a definition this SDK supports (a command: its handshake does), and the live provider has exactly the declared capabilities: a method for each, none for the rest',
     async run(context) {
       const { definition } = context;
-      check(
-        isProviderDefinition(definition),
-        'the definition is not the result of defineProvider(): export defineProvider({...})',
-      );
-      check(
-        SUPPORTED_PROVIDER_SDK_API_VERSIONS.includes(definition.sdkApiVersion),
-        `the definition was built for provider SDK API version ${definition.sdkApiVersion}, which this SDK does not support`,
-      );
+      // A child run from a command has no definition: the host checked the protocol and SDK
+      // API versions of its handshake when it opened it, and its capabilities are checked here.
+      if (definition !== undefined) {
+        check(
+          isProviderDefinition(definition),
+          'the definition is not the result of defineProvider(): export defineProvider({...})',
+        );
+        check(
+          SUPPORTED_PROVIDER_SDK_API_VERSIONS.includes(definition.sdkApiVersion),
+          `the definition was built for provider SDK API version ${definition.sdkApiVersion}, which this SDK does not support`,
+        );
+      }
       checkCapabilities(await context.shared(), context.capabilities, context.name);
     },
   },
