@@ -20,6 +20,7 @@ import { registerCompletionCommand } from './commands/completion.js';
 import { registerComposeVerbCommands } from './commands/compose-verbs.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerEventsCommand } from './commands/events.js';
+import { registerPluginCommand } from './commands/plugin.js';
 import { registerReconcileCommand } from './commands/reconcile.js';
 import { registerRotateCommand } from './commands/rotate.js';
 import { registerStatusCommand } from './commands/status.js';
@@ -200,6 +201,7 @@ export function createProgram(io: CliIo): Command {
   registerCompletionCommand(program, io);
   registerVersionCommand(program, io);
   registerValidateCommand(program, io);
+  registerPluginCommand(program, io);
   registerDoctorCommand(program, io);
 
   return program;
