@@ -1,15 +1,23 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Clock, createLimiter, systemClock } from '@dso/async';
-import { type DsoConfig, DsoError, type Logger, type ProviderConfig } from '@dso/core';
+import {
+  COMMAND_PROVIDER_TYPE,
+  type DsoConfig,
+  DsoError,
+  type Logger,
+  type ProviderConfig,
+} from '@dso/core';
 import { allowedEnvironment } from '@dso/provider-env';
 import {
   type CallOptions,
   createProcessProvider,
   createProvider,
+  findProviderPackageDir,
   loadProviderModule,
   ProviderError,
   type ProviderLogger,
+  readProviderCommand,
   resolveProviderModule,
   type SecretProvider,
 } from '@dso/provider-sdk';
@@ -52,7 +60,9 @@ export interface StartProvidersOptions {
 /**
  * Starts one provider per configured name: a built-in type from the agent's own packages, any
  * other type as a package installed in `pluginsDir`, in its own process (`mode: process`, the
- * default: JSON-RPC over stdio through the SDK's runner) or in the agent's (`mode: inline`).
+ * default: JSON-RPC over stdio through the SDK's runner) or in the agent's (`mode: inline`);
+ * `type: command`, or a package whose package.json names a `dso.command`, runs that child
+ * (any language speaking the SDK's PROTOCOL.md) under the same host.
  * Each provider sees only the environment variables it needs. A provider that fails to start
  * stops the agent with a clear error: serving from a half-configured set of stores would fail
  * later and less clearly.
@@ -84,12 +94,21 @@ async function startProvider(
   pluginsDir: string,
   options: StartProvidersOptions,
 ): Promise<SecretProvider> {
-  const builtin = BUILTIN_PROVIDER_PACKAGES[entry.type];
-  const from = builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname);
-  const moduleUrl = resolveModule(name, builtin ?? entry.type, from, builtin === undefined);
   const env = providerEnv(entry, options.env);
   const log = options.logger.child({ provider: name });
-  if (entry.mode === 'inline') {
+  // What the child runs: a command (dso.yaml's, or a provider package's `dso.command`), else
+  // the SDK's runner hosting the package's module. One host either way: same deadlines,
+  // restarts, breaker and environment.
+  const target = childTarget(name, entry, pluginsDir, options);
+  if ('command' in target && entry.mode === 'inline') {
+    throw new DsoError(
+      'DSO_AGENT_PROVIDER_INVALID',
+      `provider "${name}" runs a command (${entry.type}), which cannot be loaded into the agent's process: remove mode: inline`,
+      { provider: name },
+    );
+  }
+  if ('moduleUrl' in target && entry.mode === 'inline') {
+    const { moduleUrl } = target;
     // The SDK's loader: the same resolution as the runner's, the definition and SDK API
     // version checked, then the in-process contract with its deadline and in-flight limit.
     const definition = await loadProviderModule(moduleUrl);
@@ -102,10 +121,17 @@ async function startProvider(
   }
   const provider = await createProcessProvider({
     name,
-    module: fileURLToPath(moduleUrl),
+    ...('command' in target
+      ? {
+          command: target.command,
+          ...(target.cwd === undefined ? {} : { resolveFrom: target.cwd }),
+        }
+      : {
+          module: fileURLToPath(target.moduleUrl),
+          ...(options.execArgv === undefined ? {} : { execArgv: options.execArgv }),
+        }),
     config: entry.config,
     env,
-    ...(options.execArgv === undefined ? {} : { execArgv: options.execArgv }),
     callTimeoutMs: entry.timeoutMs,
     failureThreshold: entry.failureThreshold,
     restart: { baseDelayMs: Math.min(500, entry.circuitOpenMs), maxDelayMs: entry.circuitOpenMs },
@@ -120,6 +146,39 @@ async function startProvider(
   // once, and bounds the wait for a turn by the same timeoutMs, so a provider that stops
   // answering fails its own calls in bounded time instead of queueing them for ever.
   return limitProvider(provider, { maxInFlight: entry.maxInFlight, maxWaitMs: entry.timeoutMs });
+}
+
+/**
+ * What a provider's process runs: `type: command` runs its `command` (in the agent's working
+ * directory); a provider package whose package.json has `dso.command` runs that in its folder;
+ * any other type is a module (a file: URL) for the SDK's runner or an inline load.
+ */
+function childTarget(
+  name: string,
+  entry: ProviderConfig,
+  pluginsDir: string,
+  options: StartProvidersOptions,
+): { command: string[]; cwd?: string } | { moduleUrl: string } {
+  if (entry.type === COMMAND_PROVIDER_TYPE) {
+    // The schema requires command with this type; checked again for a config built in code.
+    if (entry.command === undefined) {
+      throw new DsoError(
+        'DSO_AGENT_PROVIDER_INVALID',
+        `provider "${name}" has type command but no command: add command: [<program>, <args>...]`,
+        { provider: name },
+      );
+    }
+    return { command: [...entry.command] };
+  }
+  const builtin = BUILTIN_PROVIDER_PACKAGES[entry.type];
+  if (builtin === undefined) {
+    if (!existsSync(pluginsDir)) throw notInstalled(name, entry.type, pluginsDir);
+    const packageDir = findProviderPackageDir(entry.type, pluginsDir);
+    const packaged = packageDir === undefined ? undefined : readProviderCommand(packageDir);
+    if (packaged !== undefined) return packaged;
+  }
+  const from = builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname);
+  return { moduleUrl: resolveModule(name, builtin ?? entry.type, from, builtin === undefined) };
 }
 
 /**
