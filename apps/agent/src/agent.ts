@@ -77,6 +77,12 @@ export {
 } from './agent-types.js';
 
 /**
+ * The most stopped containers status keeps (each until it is removed); past it, the ones whose
+ * last action is oldest are dropped. Every entry is a few hundred bytes.
+ */
+export const MAX_STOPPED_STATUSES = 1_000;
+
+/**
  * The agent: watches the engine's container events and, for every running container that
  * carries `dso.enable=true` and `dso.file.*` labels, writes those secrets as files into the
  * container's tmpfs (or its host folder), and rotates them when their versions change.
@@ -182,11 +188,12 @@ export function createAgent(options: AgentOptions): Agent {
     rotations.forget(containerId);
   }
 
+  const rotation = rotationSettings(options.rotation);
   const rotations = createRotations({
     runtime,
     secrets,
     store,
-    settings: rotationSettings(options.rotation),
+    settings: rotation,
     requestDelivery: (containerId) => queue.add(containerId, 'started'),
     requestCheck: (containerId) => queue.add(containerId, 'changed'),
     statuses,
@@ -197,6 +204,7 @@ export function createAgent(options: AgentOptions): Agent {
     metrics,
     clock,
   });
+  const labelWarnings = createLabelWarnings({ statuses, bus, audit, logger, clock });
   const deliver = createDelivery({
     runtime,
     secrets,
@@ -208,7 +216,8 @@ export function createAgent(options: AgentOptions): Agent {
     onDelivered: (containerId) => deliveries.forgetFailures(containerId),
     logger,
     metrics,
-    labelWarnings: createLabelWarnings({ statuses, bus, audit, logger, clock }),
+    labelWarnings,
+    defaultRotation: `${rotation.defaultPolicy}${rotation.defaultPolicy === 'signal' ? ` ${rotation.signal}` : ''}${rotation.escalateTo === undefined ? '' : `, escalates to ${rotation.escalateTo}`} (the agent's default: rotation in dso.yaml)`,
   });
   const volumeDriver: VolumeDriver | undefined =
     options.volumes === undefined
@@ -253,20 +262,38 @@ export function createAgent(options: AgentOptions): Agent {
   const reconciler = createReconciler({
     runtime,
     enqueue: (containerId, trigger) => queue.add(containerId, trigger),
-    prune: (running, signal) => {
-      // Forget what was delivered to containers that are gone (a destroy event may be lost).
+    prune: (running, existing, signal) => {
+      // Forget what was delivered to containers that stopped or are gone (a destroy event may
+      // be lost): a new run starts with an empty tmpfs.
       for (const id of store.ids()) {
         if (running.has(id)) continue;
         store.delete(id);
         consumption.record(id, undefined);
       }
-      for (const id of statuses.keys()) {
-        if (!running.has(id) && !isVolumeConsumer(id) && !literal.reported(id)) statuses.delete(id);
+      // Status keeps a stopped container, in its state (`exited`), until it is removed.
+      const stopped: ContainerStatus[] = [];
+      for (const [id, status] of statuses) {
+        if (isVolumeConsumer(id) || literal.reported(id) || labelWarnings.isUnmanaged(id)) continue;
+        const state = existing.get(id);
+        if (state === undefined) {
+          statuses.delete(id);
+        } else if (!running.has(id)) {
+          if (status.state !== state) outcomes.stateChanged(id, state);
+          stopped.push(status);
+        }
+      }
+      // Bounded: past MAX_STOPPED_STATUSES stopped containers, the ones idle longest go.
+      stopped.sort((a, b) => a.lastAction.at - b.lastAction.at);
+      for (const status of stopped.slice(0, Math.max(0, stopped.length - MAX_STOPPED_STATUSES))) {
+        statuses.delete(status.id);
       }
       void hostFolders.sweep(signal);
       void volumeDriver?.sweep();
     },
     moreConsumers: () => volumeDriver?.consumers() ?? [],
+    unmanaged: (id, name, labels) => {
+      labelWarnings.unmanaged(id, name, labels);
+    },
     intervalMs: options.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS,
     clock,
     logger,
@@ -323,6 +350,10 @@ export function createAgent(options: AgentOptions): Agent {
           runtime,
           handlers: {
             started: (id) => queue.add(id, 'started'),
+            // Started without dso.enable=true: reported when it carries DSO labels (a typo).
+            unmanagedStarted: (id, name, labels) => {
+              labelWarnings.unmanaged(id, name, labels);
+            },
             // A container binding a host path folder's owner's folder: the owner's next
             // delivery, now, judges it (refused when that container can write the folder).
             anyStarted: (id) => {
@@ -343,6 +374,7 @@ export function createAgent(options: AgentOptions): Agent {
             destroyed: (id) => {
               hostFolders.clear(id, true);
               literal.forget(id);
+              labelWarnings.forget(id);
               forget(id);
               deliveries.forgetFailures(id);
             },

@@ -26,6 +26,29 @@ describe('delivered state', () => {
     expect(readdirSync(join(file, '..'))).toEqual(['agent-state.json']);
   });
 
+  it('keeps when each container was delivered to, and drops a time that is not one', async () => {
+    const file = path();
+    const at = Date.parse('2026-12-07T10:00:00Z');
+    await saveDeliveredState(file, [
+      ['c'.repeat(64), { ...ENTRY, deliveredAt: at }],
+      ['d'.repeat(64), ENTRY],
+    ]);
+    const state = await loadDeliveredState(file, () => {});
+    expect(state.get('c'.repeat(64))).toEqual({ ...ENTRY, deliveredAt: at });
+    expect(state.get('d'.repeat(64))).toEqual(ENTRY);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        containers: {
+          ['e'.repeat(64)]: { ...ENTRY, deliveredAt: 'yesterday' },
+          ['f'.repeat(64)]: { ...ENTRY, deliveredAt: -1 },
+        },
+      }),
+    );
+    const odd = await loadDeliveredState(file, () => {});
+    expect([...odd.values()]).toEqual([ENTRY, ENTRY]);
+  });
+
   it('starts empty from a missing file, and says why for a malformed one', async () => {
     const problems: string[] = [];
     expect((await loadDeliveredState(path(), (p) => problems.push(p))).size).toBe(0);

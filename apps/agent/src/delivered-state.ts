@@ -11,6 +11,11 @@ export interface DeliveredState {
   envDigest: string;
   startedAt: string;
   /**
+   * When it was delivered, ms since the epoch (the store stamps it): what `dso status` says of
+   * a delivery made before an agent restart. Absent in files of older agents.
+   */
+  deliveredAt?: number;
+  /**
    * A keyed digest of the files' values (the delivered store's `valuesDigestOf`, a
    * key that lives only in memory): a new version with the same values needs no rotation
    * action. Never written to the state file.
@@ -20,6 +25,8 @@ export interface DeliveredState {
 
 const DIGEST = /^[0-9a-f]{64}$/;
 const CONTAINER_ID = /^[0-9a-f]{12,64}$/;
+/** The latest time JavaScript can represent (year 275760): a `deliveredAt` past it is not one. */
+const MAX_EPOCH_MS = 8.64e15;
 /** Most containers kept in the file: far past what one engine runs. */
 const MAX_CONTAINERS = 100_000;
 
@@ -55,7 +62,7 @@ export async function loadDeliveredState(
   }
   for (const [id, entry] of Object.entries(containers)) {
     if (state.size >= MAX_CONTAINERS) break;
-    const { digest, envDigest, startedAt } = (entry ?? {}) as Record<string, unknown>;
+    const { digest, envDigest, startedAt, deliveredAt } = (entry ?? {}) as Record<string, unknown>;
     if (
       CONTAINER_ID.test(id) &&
       typeof digest === 'string' &&
@@ -65,7 +72,18 @@ export async function loadDeliveredState(
       typeof startedAt === 'string' &&
       startedAt.length <= 64
     ) {
-      state.set(id, { digest, envDigest, startedAt });
+      state.set(id, {
+        digest,
+        envDigest,
+        startedAt,
+        // A time that is not one is dropped, the rest of the entry kept.
+        ...(typeof deliveredAt === 'number' &&
+        Number.isSafeInteger(deliveredAt) &&
+        deliveredAt >= 0 &&
+        deliveredAt <= MAX_EPOCH_MS
+          ? { deliveredAt }
+          : {}),
+      });
     }
   }
   return state;
@@ -81,9 +99,14 @@ export async function saveDeliveredState(
 ): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const containers: Record<string, DeliveredState> = {};
-  // Only these three: the values' digest stays in memory (its key does).
-  for (const [id, { digest, envDigest, startedAt }] of state) {
-    containers[id] = { digest, envDigest, startedAt };
+  // Not the values' digest: it stays in memory (its key does).
+  for (const [id, { digest, envDigest, startedAt, deliveredAt }] of state) {
+    containers[id] = {
+      digest,
+      envDigest,
+      startedAt,
+      ...(deliveredAt === undefined ? {} : { deliveredAt }),
+    };
   }
   const temporary = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   await writeFile(temporary, `${JSON.stringify({ version: 1, containers })}\n`, { mode: 0o600 });

@@ -21,7 +21,7 @@ export interface DeliveredStoreContext {
  */
 export interface DeliveredStore {
   get(containerId: string): DeliveredState | undefined;
-  /** Records a delivery; the file follows shortly. */
+  /** Records a delivery (stamped with the time unless it has one); the file follows shortly. */
   set(containerId: string, state: DeliveredState): void;
   /** Forgets a container (gone, or replaced); the file follows shortly. */
   delete(containerId: string): void;
@@ -78,7 +78,11 @@ export function createDeliveredStore(context: DeliveredStoreContext): DeliveredS
       return hmac.digest('hex');
     },
     set(containerId, state) {
-      delivered.set(containerId, state);
+      // Stamped: after an agent restart, status still tells when the files were written.
+      delivered.set(containerId, {
+        ...state,
+        deliveredAt: state.deliveredAt ?? Math.floor(clock.now()),
+      });
       for (const wake of waiters.get(containerId) ?? []) wake();
       waiters.delete(containerId);
       store.scheduleSave();

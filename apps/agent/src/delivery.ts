@@ -94,6 +94,11 @@ export interface DeliveryContext {
   metrics?: AgentMetrics | undefined;
   /** Unknown `dso.*` labels and near-miss references: status, event, log and audit. */
   labelWarnings?: LabelWarnings;
+  /**
+   * The rotation status names for a container without `dso.rotate*` labels, e.g.
+   * `files (the agent's default: rotation in dso.yaml)`. Absent: none is named.
+   */
+  defaultRotation?: string;
 }
 
 /**
@@ -187,7 +192,7 @@ export function createDelivery(context: DeliveryContext): Deliver {
       if (!details.running) return;
       warnings = context.labelWarnings?.check(containerId, details.name, details.labels);
       spec = parseManagedLabels(details.labels);
-      facts = { ...facts, ...rotationOf(spec) };
+      facts = { ...facts, ...rotationOf(spec, context.defaultRotation) };
       if (!spec || (spec.files.length === 0 && spec.env.length === 0)) return;
       const managed = spec;
       // Waiting on providers holds no engine slot; `resolved` is set as soon as it exists, so
@@ -222,7 +227,13 @@ export function createDelivery(context: DeliveryContext): Deliver {
           resolved.map((file) => file.content),
         );
         log.debug({ trigger }, 'secrets up to date');
-        outcomes.upToDate(containerId, trigger, { files: resolved, env, container: facts });
+        outcomes.upToDate(containerId, trigger, {
+          files: resolved,
+          env,
+          container: facts,
+          // From the state file after an agent restart: when the files were written.
+          ...(previous.deliveredAt === undefined ? {} : { deliveredAt: previous.deliveredAt }),
+        });
         return;
       }
       const files = resolved.map(({ name, content }) => ({ name, content }));
@@ -329,10 +340,14 @@ export function createDelivery(context: DeliveryContext): Deliver {
   };
 }
 
-/** A container's rotation policy as its labels say it, for status (absent: the agent's default). */
-function rotationOf(spec: ManagedSpec | undefined): { rotation?: string } {
+/** A container's rotation policy as its labels say it, for status, else the agent's default. */
+function rotationOf(
+  spec: ManagedSpec | undefined,
+  defaultRotation: string | undefined,
+): { rotation?: string } {
   const rotation = spec?.rotation;
-  if (rotation === undefined) return {};
+  if (rotation === undefined)
+    return defaultRotation === undefined ? {} : { rotation: defaultRotation };
   const signal = rotation.signal === undefined ? '' : ` ${rotation.signal}`;
   const escalate = rotation.escalateTo === undefined ? '' : `, escalates to ${rotation.escalateTo}`;
   return { rotation: `${rotation.policy}${signal}${escalate}` };

@@ -19,6 +19,8 @@ describe('routeEvent', () => {
     const calls: string[] = [];
     routeEvent(item, {
       started: (id) => calls.push(`started ${id}`),
+      unmanagedStarted: (id, name, labels) =>
+        calls.push(`unmanaged ${id} ${name} ${Object.keys(labels).join(',')}`),
       died: (id) => calls.push(`died ${id}`),
       destroyed: (id) => calls.push(`destroyed ${id}`),
       resync: () => calls.push('resync'),
@@ -28,8 +30,16 @@ describe('routeEvent', () => {
 
   it('delivers on the start of a managed container only', () => {
     expect(route(event('container.started', { 'dso.enable': 'true' }))).toEqual(['started c1']);
-    expect(route(event('container.started', { 'dso.enable': 'false' }))).toEqual([]);
-    expect(route(event('container.started'))).toEqual([]);
+    expect(route(event('container.started', { 'dso.enable': 'false' }))).toEqual([
+      'unmanaged c1 c1 dso.enable',
+    ]);
+    expect(route(event('container.started'))).toEqual(['unmanaged c1 c1 ']);
+  });
+
+  it("hands an unmanaged start's name and labels over (a typo is judged from them, no inspection)", () => {
+    expect(route(event('container.started', { 'dso.enabel': 'true' }))).toEqual([
+      'unmanaged c1 c1 dso.enabel',
+    ]);
   });
 
   it('empties host files on a stop and forgets on a removal, managed or not', () => {

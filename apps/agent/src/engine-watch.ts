@@ -11,6 +11,16 @@ export interface ContainerEventHandlers {
    * writable binder that appears later stops the owner's deliveries).
    */
   anyStarted?(containerId: string): void;
+  /**
+   * A container started without `dso.enable=true` (its name and labels from the event, so the
+   * engine is not asked anything): the agent looks for DSO labels on it (a misspelt
+   * `dso.enable`) and reports them.
+   */
+  unmanagedStarted?(
+    containerId: string,
+    name: string,
+    labels: Readonly<Record<string, string>>,
+  ): void;
   /** A container stopped: its host folder is emptied. */
   died(containerId: string): void;
   /** A container is gone: forget it. */
@@ -31,6 +41,7 @@ export function routeEvent(event: ContainerEvent, handlers: ContainerEventHandle
     case 'container.started':
       handlers.anyStarted?.(event.id);
       if (event.labels[LABELS.enable] === 'true') handlers.started(event.id);
+      else handlers.unmanagedStarted?.(event.id, event.name, event.labels);
       return;
     default:
       return;

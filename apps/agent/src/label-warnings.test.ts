@@ -1,6 +1,7 @@
 import { createAuditLog, parseAuditLine } from '@dso/core';
 import { describe, expect, it } from 'vitest';
 import type { AgentEvent } from './agent.js';
+import { notEnabledWarnings } from './label-warnings.js';
 import { container, MANAGED, setup } from './test-support/agent-fixture.js';
 
 // The agent with a fake engine and a real audit log (its strict schema): a label typo is seen
@@ -74,6 +75,84 @@ describe('label warnings', () => {
       expect.objectContaining({ label: 'dso.ower', suggestion: 'dso.owner' }),
     ]);
     await agent.close();
+  });
+
+  it.each([
+    [{ 'dso.enabel': 'true', 'dso.file.db': 'dsofile://app/db' }, 'dso.enabel', 'dso.enable'],
+    [{ 'dso.enabled': 'true' }, 'dso.enabled', 'dso.enable'],
+    [{ 'dso.enable': 'yes', 'dso.file.db': 'dsofile://app/db' }, 'dso.enable', 'dso.enable=true'],
+    [{ 'dso.file.db': 'dsofile://app/db' }, 'dso.enable', 'dso.enable=true'],
+  ])(
+    'reports a started container that is not enabled (%o) once, with the label meant, in status until it is removed',
+    async (labels, label, suggestion) => {
+      const { agent, fake, events, records } = agentWith({});
+      await agent.start();
+      const other = 'd4d4d4d4'.repeat(8);
+      fake.start({ ...container(other, labels), name: 'typo-1' });
+      await expect
+        .poll(async () => (await agent.status()).containers.find((entry) => entry.id === other))
+        .toMatchObject({
+          name: 'typo-1',
+          state: 'running',
+          lastAction: { outcome: 'failed', code: expect.stringMatching(/^DSO_LABEL_/) },
+          warnings: [expect.objectContaining({ label, suggestion })],
+        });
+      // Restarted, reconciled: told once, still listed; stopped: `exited`.
+      fake.stop(other);
+      fake.start({ ...container(other, labels), name: 'typo-1' });
+      await agent.reconcile();
+      await agent.idle();
+      fake.stop(other);
+      await agent.reconcile();
+      await expect
+        .poll(
+          async () => (await agent.status()).containers.find((entry) => entry.id === other)?.state,
+        )
+        .toBe('exited');
+      const told = events.filter((event) => event.type === 'label-warning');
+      expect(told).toEqual([expect.objectContaining({ containerId: other, label, suggestion })]);
+      expect(records().filter((record) => record.containerId === other)).toEqual([
+        expect.objectContaining({
+          outcome: 'refused',
+          containerName: 'typo-1',
+          code: told[0]!.code,
+        }),
+      ]);
+      // Nothing was delivered to it.
+      expect(fake.writes.filter((write) => write.id === other)).toEqual([]);
+      fake.remove(other);
+      await expect
+        .poll(async () => (await agent.status()).containers.some((entry) => entry.id === other))
+        .toBe(false);
+      await agent.close();
+    },
+  );
+
+  it('reports an unmanaged container that was running before the agent started', async () => {
+    const other = 'e5e5e5e5'.repeat(8);
+    const { agent, fake } = agentWith(MANAGED);
+    // Started before the agent (and its events stream): only the start-up listing sees it.
+    fake.start({ ...container(other, { 'dso.enabel': 'true' }), name: 'early' });
+    await agent.start();
+    await agent.idle();
+    expect((await agent.status()).containers.find((entry) => entry.id === other)?.warnings).toEqual(
+      [expect.objectContaining({ label: 'dso.enabel', suggestion: 'dso.enable' })],
+    );
+    await agent.close();
+  });
+
+  it('leaves containers alone that have no DSO label, or opt out with dso.enable=false', () => {
+    expect(notEnabledWarnings({})).toEqual([]);
+    expect(notEnabledWarnings({ 'dso.test': 'run-1', 'com.example': 'x' })).toEqual([]);
+    expect(notEnabledWarnings({ 'dso.enable': 'false', 'dso.file.x': 'dsofile://a/b' })).toEqual(
+      [],
+    );
+    expect(notEnabledWarnings({ 'dso.enable': 'true', 'dso.file.x': 'dsofile://a/b' })).toEqual([]);
+    const [missing] = notEnabledWarnings({ 'dso.file.x': 'dsofile://a/b' });
+    expect(missing).toMatchObject({
+      code: 'DSO_LABEL_NOT_ENABLED',
+      message: expect.stringContaining('add the label dso.enable=true'),
+    });
   });
 
   it('has no warnings for correct labels', async () => {

@@ -103,6 +103,8 @@ export interface Outcomes {
       files: readonly DeliveredFile[];
       env?: readonly DeliveredFile[];
       container?: ContainerFacts;
+      /** When the files were written, when known (the state file's, after an agent restart). */
+      deliveredAt?: number;
     },
   ): void;
   /** The engine says the container's state changed (it died): status and events show it. */
@@ -217,6 +219,9 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
         ...known,
         ...kept(id, delivered?.container),
         ...files,
+        ...(known?.deliveredAt === undefined && delivered?.deliveredAt !== undefined
+          ? { deliveredAt: delivered.deliveredAt }
+          : {}),
         id,
         lastAction: { trigger, at: now(), outcome: 'up-to-date' },
       });

@@ -11,9 +11,14 @@ export type LabelWarning = {
   /**
    * `DSO_LABEL_UNKNOWN`: a `dso.*` label DSO does not read. `DSO_REFERENCE_NEAR_MISS`: text that
    * was meant as a reference but is not one. `DSO_LABEL_ACCESS_HINT`: owner and mode that lock
-   * out the readers they seem meant for.
+   * out the readers they seem meant for. `DSO_LABEL_NOT_ENABLED`: DSO labels on a container
+   * without `dso.enable=true` (the agent's own check of containers it does not manage).
    */
-  code: 'DSO_LABEL_UNKNOWN' | 'DSO_REFERENCE_NEAR_MISS' | 'DSO_LABEL_ACCESS_HINT';
+  code:
+    | 'DSO_LABEL_UNKNOWN'
+    | 'DSO_REFERENCE_NEAR_MISS'
+    | 'DSO_LABEL_ACCESS_HINT'
+    | 'DSO_LABEL_NOT_ENABLED';
   /** The label the warning is about, as written. */
   label: string;
   /** What is wrong and what to do, in one sentence. */
