@@ -188,7 +188,7 @@ describe('formatContainer', () => {
     );
   });
 
-  it("says the files were delivered before the agent started, and the agent's default rotation", () => {
+  it('says the files were delivered before the agent started when an older agent does not say when, and that it named no rotation', () => {
     const text = formatContainer(
       {
         id: 'e5'.repeat(32),
@@ -197,8 +197,10 @@ describe('formatContainer', () => {
       },
       NOW,
     );
-    expect(text).toContain('Last delivery: before the agent started');
-    expect(text).toContain("Rotation:      the agent's default");
+    expect(text).toContain('Last delivery: before the agent started, time unknown');
+    expect(text).toContain(
+      "Rotation:      not reported (the agent's default applies: rotation in dso.yaml)",
+    );
     expect(text).toContain('Last failure:  none\n');
     expect(text).toContain('Environment:\n  none\n');
   });
@@ -411,5 +413,20 @@ describe('dso status', () => {
     const result = await dso(['--help']);
     expect(result.stdout).toMatch(/^ {2}status \[options\]/m);
     expect(result.stdout).toMatch(/^ {2}reconcile/m);
+  });
+
+  it('shows the delivery time and default rotation an agent names after its restart', () => {
+    const text = formatContainer(
+      {
+        id: 'e6'.repeat(32),
+        rotation: "files (the agent's default: rotation in dso.yaml)",
+        files: [{ name: 'db', reference: 'dsofile://app/db', provider: 'local', version: '3' }],
+        deliveredAt: NOW - 7_200_000,
+        lastAction: { trigger: 'startup', at: NOW - 1_000, outcome: 'up-to-date' },
+      },
+      NOW,
+    );
+    expect(text).toContain("Rotation:      files (the agent's default: rotation in dso.yaml)");
+    expect(text).toContain(`Last delivery: 2h ago (${new Date(NOW - 7_200_000).toISOString()})`);
   });
 });

@@ -78,7 +78,7 @@ export function findContainer(
   }
   throw new DsoError(
     'DSO_CLI_CONTAINER_UNKNOWN',
-    `no container the agent manages is named "${shown}" or has an id starting with it (${containers.length} managed): see dso status; a container without dso.enable=true, or one the agent has not handled yet, is not listed`,
+    `no container the agent manages is named "${shown}" or has an id starting with it (${containers.length} managed): see dso status; a container without dso.enable=true (and no other dso.* label), or one the agent has not handled yet, is not listed`,
   );
 }
 
@@ -111,14 +111,19 @@ export function formatContainer(container: AgentApiContainer, now: number): stri
     ],
     ['ID:', container.id],
     ['State:', container.state ?? '-'],
-    ['Rotation:', container.rotation ?? "the agent's default (rotation in dso.yaml)"],
+    // The agent names its default when no label sets one; an older agent, or one that could not
+    // read the labels yet, does not.
+    [
+      'Rotation:',
+      container.rotation ?? "not reported (the agent's default applies: rotation in dso.yaml)",
+    ],
     ['Last action:', `${lastAction.outcome} (${lastAction.trigger}), ${when(lastAction.at)}`],
     [
       'Last delivery:',
       container.deliveredAt !== undefined
         ? when(container.deliveredAt)
         : container.files !== undefined
-          ? 'before the agent started (its files are there, same versions)'
+          ? 'before the agent started, time unknown (its files are there, same versions)'
           : 'none',
     ],
   ];
