@@ -5,6 +5,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkDocumentedPaths } from './doc-paths.mjs';
 import { ROOT, say } from './lib.mjs';
 import { exec, packProjects } from './pack.mjs';
 
@@ -29,7 +30,8 @@ try {
   // --prefer-offline: npm's cache (filled by `npm ci`) first; the registry only for what a fresh
   // resolution picks newer than the lockfile (transitive ranges of the SDKs).
   exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...tarballs], app);
-  for (const { manifest } of projects) {
+  for (const { dir, manifest, tarball } of projects) {
+    checkDocumentedPaths(dir, tarball);
     // The tarball's copy, not a registry package of the same name (the npm scope is not ours alone).
     const installed = JSON.parse(
       readFileSync(join(app, 'node_modules', manifest.name, 'package.json'), 'utf8'),
