@@ -6,9 +6,19 @@ import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, readJson, say } from './lib.mjs';
 
-/** Runs a command and returns its standard output; a failure throws with its standard error. */
-export const exec = (command, args, cwd = ROOT) =>
-  execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs a command and returns its standard output; a failure throws with what it printed. */
+export function exec(command, args, cwd = ROOT) {
+  try {
+    return execFileSync(command, args, {
+      cwd,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (error) {
+    const printed = `${error.stdout ?? ''}${error.stderr ?? ''}`.trim();
+    throw new Error(`${command} ${args.join(' ')} failed in ${cwd}:\n${printed || error.message}`);
+  }
+}
 
 /** Every package of packages/ and apps/ that is not private: `{ dir, manifest }`, dir relative to the root. */
 export function publishedProjects() {
