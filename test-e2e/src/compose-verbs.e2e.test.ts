@@ -1,9 +1,12 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: compose's own ${…} interpolation is what these files hold
 /**
  * The compose side end to end, with the built CLI and agent, Debian's docker-compose (or the
  * plugin) and a private engine (so that no other test's agent manages these containers, nor
  * this agent theirs): `dso up` refuses a missing secret before it starts anything, a plain
  * `compose up` after `dso up` is reported by the agent, and `dso down` removes the containers
- * and the DSO volumes `dso up` made.
+ * and the DSO volumes `dso up` made. Then `dso up` on compose's own model: `extends`, two `-f`
+ * files, `.env`, nested defaults and profiles as the tool reads them; near-miss references
+ * refused before anything starts; compose's own message and exit code when it refuses.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -187,5 +190,180 @@ describe('dso up, down and a plain compose up (private engine)', () => {
     }
     expect(agent.output).not.toContain(password);
     expect(await filesContaining(password, [workspace.home, projectDir])).toEqual([]);
+  }, 420_000);
+
+  it("works on compose's own model (extends, two -f files, .env, nested defaults, profiles), refuses near misses, and ends with compose's exit code", async () => {
+    const password = `canary-model-file-${randomUUID()}`;
+    const key = `canary-model-key-${randomUUID()}`;
+    const token = `canary-model-env-${randomUUID()}`;
+    const engine = await startPrivateEngine();
+    await using workspace = await createWorkspace();
+    const projectDir = await mkdtemp(join(tmpdir(), 'dso-e2e-model-'));
+    const project = `dso-e2e-model-${RUN_ID.slice(0, 8)}`;
+    const file = (name: string) => join(projectDir, name);
+    const [command, ...prefix] = (await composeArgv()) as [string, ...string[]];
+    const { env } = await agentEnv(workspace, { DOCKER_HOST: engine.host });
+    const cli = (args: string[]) => runCommand(process.execPath, [CLI_BIN, ...args], { env });
+    const compose = (...args: string[]) =>
+      runCommand(command, [...prefix, '-p', project, ...args], { env });
+    const main = ['-f', file('compose.yaml'), '-f', file('second.yaml')];
+    await using _engine = {
+      async [Symbol.asyncDispose]() {
+        await engine.destroy();
+        await rm(projectDir, { recursive: true, force: true });
+      },
+    };
+    expect((await workspace.cli(['init'])).code).toBe(0);
+    for (const [path, value] of [
+      ['app/db/password', password],
+      ['app/api/key', key],
+      ['app/api/token', token],
+    ] as const) {
+      expect((await workspace.cli(['secret', 'set', path], value)).code).toBe(0);
+    }
+    await writeFile(
+      join(workspace.home, 'dso.yaml'),
+      'api:\n  resolveAllow:\n    - dso://app/api/*\nvolumes: { enabled: false }\n',
+    );
+    await using agent = startAgent(env);
+    await using _cleanup = {
+      async [Symbol.asyncDispose]() {
+        await compose(...main, '--profile', 'debug', 'down', '-v');
+        await agent.stop();
+      },
+    };
+    await agent.waitForLog('agent ready');
+
+    // base.yaml: what `extends` brings (a dso:// value, the command). compose.yaml: a reference
+    // that only .env names, a nested default, and a profiled service whose secret is missing.
+    // second.yaml: a second -f file adding a dsofile:// variable.
+    await writeFile(
+      file('base.yaml'),
+      [
+        'services:',
+        '  base:',
+        `    image: ${TEST_IMAGE}`,
+        '    network_mode: none',
+        `    labels: { ${TEST_LABEL}: "${RUN_ID}" }`,
+        '    environment: { API_TOKEN: dso://app/api/token }',
+        '    command: ["sleep", "600"]',
+        '',
+      ].join('\n'),
+    );
+    await writeFile(
+      file('compose.yaml'),
+      [
+        'services:',
+        '  app:',
+        '    extends: { file: base.yaml, service: base }',
+        '    environment:',
+        '      DB_PASSWORD_FILE: ${PASSWORD_REF}',
+        '      NESTED: ${DSO_E2E_UNSET_A:-${DSO_E2E_UNSET_B:-x}}',
+        '  debug:',
+        '    extends: { file: base.yaml, service: base }',
+        '    profiles: [ debug ]',
+        '    environment: { MISSING_FILE: dsofile://app/missing/debug }',
+        '',
+      ].join('\n'),
+    );
+    await writeFile(
+      file('second.yaml'),
+      'services:\n  app:\n    environment: { API_KEY_FILE: dsofile://app/api/key }\n',
+    );
+    await writeFile(file('.env'), 'PASSWORD_REF=dsofile://app/db/password\n');
+    const projectContainers = () =>
+      dockerOn(
+        engine.host,
+        'ps',
+        '-aq',
+        '--no-trunc',
+        '--filter',
+        `label=com.docker.compose.project=${project}`,
+      );
+
+    // 1. Near-miss references: refused before anything starts, each named with what was meant.
+    await writeFile(
+      file('typo.yaml'),
+      [
+        'services:',
+        '  app:',
+        '    extends: { file: base.yaml, service: base }',
+        '    environment: { DB_PASSWORD_FILE: "dsofile:/app/db/password", KEY: "dos://app/api/key" }',
+        '',
+      ].join('\n'),
+    );
+    const typo = await cli(['up', '-d', '-p', project, '-f', file('typo.yaml')]);
+    expect(typo.code).toBe(3);
+    expect(typo.stderr).toContain(
+      'nothing was started: app.DB_PASSWORD_FILE="dsofile:/app/db/password" is not a reference; did you mean dsofile://app/db/password?; app.KEY="dos://app/api/key" is not a reference; did you mean dso://app/api/key?',
+    );
+    expect(typo.stderr).toContain('(DSO_REFERENCE_NEAR_MISS)');
+    expect(await projectContainers()).toBe('');
+
+    // 2. A file compose refuses: its own message, and its own exit code.
+    await writeFile(
+      file('bad.yaml'),
+      `services:\n  app:\n    image: ${TEST_IMAGE}\n    no_such_key: 1\n`,
+    );
+    const own = await compose('-f', file('bad.yaml'), 'config');
+    expect(own.code).not.toBe(0);
+    const bad = await cli(['up', '-d', '-p', project, '-f', file('bad.yaml')]);
+    expect(bad.code).toBe(own.code);
+    expect(bad.stderr).toContain('no_such_key');
+    expect(bad.stderr).toContain('(DSO_CLI_COMPOSE_FAILED)');
+    expect(await projectContainers()).toBe('');
+
+    // 3. The debug profile's service is only checked when the profile is on.
+    const profiled = await cli(['up', '-d', '-p', project, ...main, '--profile', 'debug']);
+    expect(profiled.code).toBe(4);
+    expect(profiled.stderr).toContain('dsofile://app/missing/debug (debug.MISSING_FILE)');
+    expect(await projectContainers()).toBe('');
+
+    // 4. dso up on the merged model: app only, every reference wired, as compose reads them.
+    const up = await cli(['up', '-d', '-p', project, ...main]);
+    expect(up, up.stderr).toMatchObject({ code: 0 });
+    const id = await waitFor(
+      'the app container',
+      async () => (await projectContainers()) || undefined,
+    );
+    expect(id.split('\n')).toHaveLength(1);
+    const exec = (script: string) =>
+      runCommand('docker', ['-H', engine.host, 'exec', id, 'sh', '-c', script]);
+    const content = await waitFor('the secret files', async () => {
+      const read = await exec('cat "$DB_PASSWORD_FILE"; echo; cat "$API_KEY_FILE"');
+      return read.code === 0 ? read.stdout : undefined;
+    });
+    expect(content).toBe(`${password}\n${key}`);
+    expect((await exec('printf %s "$API_TOKEN"')).stdout).toBe(token);
+    // Compose's own rule for the nested default: docker-compose 1.x does not nest (the inner
+    // ${…} stays as text), Compose v2 does. dso up follows whichever runs.
+    expect((await exec('printf %s "$NESTED"')).stdout).toBe(
+      command === 'docker-compose' ? '${DSO_E2E_UNSET_B:-x}' : 'x',
+    );
+
+    // 5. When compose itself fails, dso ends with compose's exit code (not 8).
+    const ownUsage = await compose(...main, 'ps', 'no-such-service');
+    expect(ownUsage.code).not.toBe(0);
+    const usage = await cli(['ps', '-p', project, ...main, 'no-such-service']);
+    expect(usage.code).toBe(ownUsage.code);
+    expect(usage.stderr).toContain('No such service: no-such-service');
+    expect(usage.stderr).toContain('(DSO_CLI_COMPOSE_FAILED)');
+    const upUsage = await cli(['up', '-d', '-p', project, ...main, '--', 'no-such-service']);
+    expect(upUsage.code).toBe(ownUsage.code);
+    expect(upUsage.stderr).toContain('compose up exited');
+
+    const down = await cli(['down', '-p', project, ...main]);
+    expect(down, down.stderr).toMatchObject({ code: 0 });
+    expect(await projectContainers()).toBe('');
+
+    for (const output of [typo, bad, profiled, up, usage, upUsage, down]) {
+      for (const value of [password, key, token]) {
+        expect(output.stdout + output.stderr).not.toContain(value);
+      }
+    }
+    for (const value of [password, key, token]) {
+      expect(agent.output).not.toContain(value);
+      expect(await filesContaining(value, [workspace.home, projectDir])).toEqual([]);
+    }
   }, 420_000);
 });

@@ -564,7 +564,7 @@ services:
     );
     expect(error).toMatchObject({ code: 'DSO_REFERENCE_NEAR_MISS' });
     expect((error as Error).message).toBe(
-      'nothing was started: api.DB_FILE="dsofile:/app/db/password" is not a reference; did you mean dsofile://app/db/password?; web.KEY="dos://app/key" is not a reference; did you mean dso://app/key?; web.OTHER="dso//app/other" is not a reference; did you mean dso://app/other? Fix the compose files (compose would pass them to the application as plain text), then run dso up again',
+      'nothing was started: api.DB_FILE="dsofile:/app/db/password" is not a reference; did you mean dsofile://app/db/password?; web.KEY="dos://app/key" is not a reference; did you mean dso://app/key?; web.OTHER="dso//app/other" is not a reference; did you mean dso://app/other? Fix the compose file (compose would pass them to the application as plain text), then run dso up again',
     );
     expect(exitCodeFor(error)).toBe(EXIT_CODES.invalid);
     expect(calls.check).toEqual([]);

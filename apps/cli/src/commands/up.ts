@@ -270,7 +270,7 @@ export function refuseNearMisses(views: readonly ServiceView[]): void {
   if (misses.length === 0) return;
   throw new DsoError(
     'DSO_REFERENCE_NEAR_MISS',
-    `nothing was started: ${misses.join('; ')} Fix the compose file${misses.length === 1 ? '' : 's'} (compose would pass ${misses.length === 1 ? 'it' : 'them'} to the application as plain text), then run dso up again`,
+    `nothing was started: ${misses.join('; ')} Fix the compose file (compose would pass ${misses.length === 1 ? 'it' : 'them'} to the application as plain text), then run dso up again`,
     { count: misses.length },
   );
 }
