@@ -12,10 +12,18 @@ export function say(message) {
   process.stderr.write(`dso: ${message}\n`);
 }
 
-/** Runs a command with inherited stdio; resolves on exit 0, rejects with its exit code. */
+/**
+ * Runs a command with its output on ours and no stdin: no step of these scripts reads the
+ * terminal, so none can stop at a question (with or without a terminal). Resolves on exit 0,
+ * rejects with its exit code.
+ */
 export function run(command, args, options = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: ROOT, stdio: 'inherit', ...options });
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      ...options,
+    });
     child.on('error', reject);
     child.on('exit', (code, signal) => {
       if (code === 0) resolve();
@@ -25,6 +33,28 @@ export function run(command, args, options = {}) {
             exitCode: code ?? 1,
           }),
         );
+    });
+  });
+}
+
+/**
+ * Runs the workspace's own Nx (`nx run-many …`) so that it never asks and never replays logs:
+ * no stdin (Nx asks only on a terminal; nx.json's `analytics: false` answers its usage-data
+ * question for good), Nx Cloud off (NX_NO_CLOUD: nothing leaves the machine), and the
+ * `static-failures-only` output style unless `args` names another: one line per task that
+ * passed or came from the cache, the whole log of a task that failed.
+ */
+export function nx(args) {
+  const style = args.some((arg) => arg.startsWith('--outputStyle'))
+    ? []
+    : ['--outputStyle=static-failures-only'];
+  const bin = join(ROOT, 'node_modules/nx', readJson('node_modules/nx/package.json').bin.nx);
+  return run(process.execPath, [bin, ...args, ...style], {
+    env: { ...process.env, NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+  }).catch((error) => {
+    // Nx has printed the failed tasks' logs above; the message names the command to rerun.
+    throw Object.assign(new Error(`npx nx ${args.join(' ')} failed (exit ${error.exitCode})`), {
+      exitCode: error.exitCode,
     });
   });
 }
