@@ -2,11 +2,15 @@
  * What an operator sees, with the built CLI and agent on a private engine (no other agent sees
  * these containers): `dso status` and `dso events` name containers with their state and give a
  * failure's reason and fix; `dso status <name>` shows one container in full and an unknown name
- * is an error; `dso events` fails when the agent stops; a restarted agent lists the files it
- * finds delivered. The secret's canary value appears in none of it.
+ * is an error; a stopped container stays `exited` through reconciliations until it is removed;
+ * `dso events` fails when the agent stops; a restarted agent (its socket set in dso.yaml only,
+ * which the CLI reads too) lists the files it finds delivered, with when they were delivered and
+ * the default rotation it applies. The secret's canary value appears in none of it.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startPrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
@@ -14,7 +18,7 @@ import {
   CLI_BIN,
   createWorkspace,
   dockerOn,
-  type runCommand,
+  runCommand,
   runContainer,
   startAgent,
   trackLeftovers,
@@ -35,6 +39,8 @@ async function statusOf(cli: (args: string[]) => ReturnType<typeof runCommand>) 
       name?: string;
       state?: string;
       files?: Array<{ name: string; reference: string }>;
+      deliveredAt?: number;
+      rotation?: string;
       lastAction: { outcome: string; code?: string; message?: string };
     }>;
   };
@@ -147,12 +153,27 @@ describe('operator status (built CLI and agent, private engine)', () => {
         /no container the agent manages is named .*\(DSO_CLI_CONTAINER_UNKNOWN\)/,
       );
 
-      // A stopped container is shown exited.
+      // A stopped container is shown exited, also after the agent lists every container again.
       await dockerOn(engine.host, 'stop', '-t', '0', broken.id);
       await waitFor('broken shown exited', async () =>
         (await statusOf(workspace.cli))?.containers.find(
           (c) => c.id === broken.id && c.state === 'exited',
         ),
+      );
+      expect((await workspace.cli(['reconcile'])).code).toBe(0);
+      expect((await workspace.cli(['reconcile'])).code).toBe(0);
+      const reconciled = await workspace.cli(['status']);
+      expect(reconciled.stdout).toMatch(
+        new RegExp(`^broken-${suffix} +${broken.id.slice(0, 12)} +exited `, 'm'),
+      );
+      const webDelivered = (await statusOf(workspace.cli))?.containers.find((c) => c.id === web.id);
+      expect(webDelivered?.rotation).toBe("files (the agent's default: rotation in dso.yaml)");
+      // Removed: gone from status.
+      await broken[Symbol.asyncDispose]();
+      await waitFor('broken gone from status', async () =>
+        (await statusOf(workspace.cli))?.containers.some((c) => c.id === broken.id) === false
+          ? true
+          : undefined,
       );
 
       // The agent stops: dso events says so on stderr and fails.
@@ -184,18 +205,39 @@ describe('operator status (built CLI and agent, private engine)', () => {
         }),
       );
 
-      // Restarted: the files it finds delivered are listed, not `-`.
-      const again = startAgent(env);
+      // Restarted with its socket named in dso.yaml only: the CLI finds it there too (no
+      // DSO_API_SOCKET for either). The files it finds delivered are listed, not `-`, with when.
+      const yamlSocket = join(workspace.home, 'from-yaml.sock');
+      await writeFile(join(workspace.home, 'dso.yaml'), `api: { socket: ${yamlSocket} }\n`, {
+        mode: 0o600,
+      });
+      const { DSO_API_SOCKET: _agentSocket, ...withoutSocket } = env;
+      const { DSO_API_SOCKET: _cliSocket, ...cliEnv } = workspace.env;
+      const cli = (args: string[]) =>
+        runCommand(process.execPath, [CLI_BIN, ...args], { env: cliEnv });
+      const again = startAgent(withoutSocket);
       leftovers.agents.add(again);
       await again.waitForLog('agent ready');
       const restored = await waitFor('web checked by the restarted agent', async () =>
-        (await statusOf(workspace.cli))?.containers.find(
+        (await statusOf(cli))?.containers.find(
           (c) => c.id === web.id && c.lastAction.outcome === 'up-to-date',
         ),
       );
+      // When the first agent delivered, from its state file: not "before the agent started".
+      expect(restored.deliveredAt).toBe(webDelivered?.deliveredAt);
+      const full = await cli(['status', `web-${suffix}`]);
+      expect(full.stdout).toMatch(/^Last delivery: +\S+ ago \(\d{4}-\d\d-\d\dT/m);
+      expect(full.stdout).not.toContain('before the agent started');
+      const doctor = await cli(['doctor', '--json']);
+      const agentCheck = (
+        JSON.parse(doctor.stdout) as { checks: Array<{ name: string; detail: string }> }
+      ).checks.find((check) => check.name === 'agent');
+      expect(agentCheck?.detail).toContain(
+        `running on ${yamlSocket} (api.socket in ${join(workspace.home, 'dso.yaml')})`,
+      );
       expect(restored).toMatchObject({ name: `web-${suffix}`, state: 'running' });
       expect(restored.files?.map((file) => file.reference)).toEqual(['dsofile://app/db']);
-      const after = await workspace.cli(['status']);
+      const after = await cli(['status']);
       expect(after.stdout).toMatch(
         new RegExp(
           `^web-${suffix} +${web.id.slice(0, 12)} +running +1 +- +startup +up-to-date`,
@@ -203,12 +245,11 @@ describe('operator status (built CLI and agent, private engine)', () => {
         ),
       );
 
-      for (const output of [table, one, byId, unknown, followed, after]) {
+      for (const output of [table, one, byId, unknown, followed, reconciled, after, full, doctor]) {
         expect(`${output.stdout}${output.stderr}`).not.toContain(CANARY);
       }
       expect(await again.stop()).toBe(0);
       await web[Symbol.asyncDispose]();
-      await broken[Symbol.asyncDispose]();
     } finally {
       if (follower.exitCode === null) follower.kill('SIGKILL');
     }
