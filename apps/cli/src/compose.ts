@@ -17,7 +17,7 @@ import {
 import { parse, stringify } from 'yaml';
 
 // ---------------------------------------------------------------------------------------------
-// What `dso up` does to a compose project, as pure functions over parsed YAML.
+// What `dso up` does to a compose project, as pure functions over compose's own model.
 //
 // The user's compose files are never rewritten nor copied: compose reads them itself, by path,
 // with everything it knows (interpolation, relative paths, anchors, `extends`, profiles), and
@@ -358,7 +358,8 @@ export function filesByVolume(view: ServiceView, volumeDriver: string | undefine
  * through it, and the override holds references and `${…}` names only.
  *
  * @example
- * const plan = planComposeUp(composeServiceViews([parseComposeText(text, path)]), { images });
+ * const { services } = readComposeModel(printedByComposeConfig);
+ * const plan = planComposeUp(activeServices(services, { profiles: [] }), { images });
  * stringify(plan.override); // services: { web: { environment: { DB: ${DSO_UP_…} }, labels: … } }
  * @throws DsoError DSO_REFERENCE_INVALID (with the service and variable) for a malformed reference
  * @throws DsoError DSO_CLI_UP_CONFLICT when the service's own `dso.*` labels say otherwise
