@@ -21,6 +21,7 @@ import {
   existsSync,
   mkdirSync,
   readdirSync,
+  renameSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -41,7 +42,7 @@ const NOT_BUNDLED = new Set(['@dso/provider-conformance']);
 const COMMANDS = [
   { name: 'dso', package: '@dso/cli', bin: 'bin/dso.js' },
   { name: 'dso-agent', package: '@dso/agent', bin: 'bin/dso-agent.js' },
-  { name: 'docker-dso', package: '@dso/cli', bin: 'bin/docker-dso.js', optional: true },
+  { name: 'docker-dso', package: '@dso/cli', bin: 'bin/docker-dso.js' },
 ];
 
 /**
@@ -149,10 +150,6 @@ async function writeBundle(projects, version, parent) {
   for (const command of COMMANDS) {
     const file = join('node_modules', command.package, command.bin);
     if (!existsSync(join(bundleDir, file))) {
-      if (command.optional) {
-        say(`no ${command.name} command: ${command.package} has no ${command.bin}`);
-        continue;
-      }
       throw new Error(`${command.package} has no ${command.bin} (the ${command.name} command)`);
     }
     symlinkSync(join('..', file), join(bundleDir, 'bin', command.name));
@@ -163,7 +160,7 @@ async function writeBundle(projects, version, parent) {
   const tarball = `${bundleDir}.tar.gz`;
   const tar = spawnSync('tar', ['-czf', tarball, '-C', parent, name], { stdio: 'inherit' });
   if (tar.status !== 0) throw new Error(`tar could not write ${tarball}`);
-  say(`wrote ${relative(ROOT, tarball)}`);
+  say(`bundled ${name}.tar.gz`);
   return { bundleDir, tarball };
 }
 
@@ -184,9 +181,13 @@ async function writeBundle(projects, version, parent) {
       ...projects.map(({ manifest }) => manifest.name),
     ]);
   }
+  // Written beside dist/release and swapped in whole: a failed release leaves the last one.
+  const next = `${RELEASE_DIR}.next`;
+  rmSync(next, { recursive: true, force: true });
+  packProjects(join(next, 'npm'), projects);
+  await writeBundle(projects, version, next);
   rmSync(RELEASE_DIR, { recursive: true, force: true });
-  packProjects(join(RELEASE_DIR, 'npm'), projects);
-  await writeBundle(projects, version, RELEASE_DIR);
+  renameSync(next, RELEASE_DIR);
   say(
     `release ${version} in ${relative(ROOT, RELEASE_DIR)}/: npm/*.tgz and dso-${version}-linux.tar.gz`,
   );

@@ -5,15 +5,28 @@
  *
  * - the bundle: `install.sh --prefix`, then `dso --version`, `dso-agent --version`, `dso init`,
  *   `dso secret set` (value on stdin), the installed agent on a private engine delivering the
- *   secret to a labelled container, `docker dso --version` through the installed plugin, and the
+ *   secret to a labelled container, then the template provider installed with `dso plugin
+ *   install` (it imports the SDK the bundle carries) delivering one of its own,
+ *   `docker dso --version` through the installed plugin, and the
  *   installed systemd unit naming what the install put there (systemd-analyze verify). Every
  *   command runs under strace: no file of the clone is opened, stat'ed or executed.
- * - the npm form: `npm install -g --offline --prefix` of every tarball, whose @dso packages are
- *   the packed ones (none fetched or nested: the @dso scope on the registry is not ours).
+ * - the npm form, the README's commands: `npm install -g --offline` of every tarball, whose @dso
+ *   packages are the packed ones (none fetched or nested: the @dso scope on the registry is not
+ *   ours), the docker plugin linked, the unit rewritten for the prefix and verified.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { access, constants, cp, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import {
+  access,
+  constants,
+  cp,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  writeFile,
+} from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -34,9 +47,16 @@ const AGENT_MANIFEST = JSON.parse(await readFile(join(ROOT, 'apps/agent/package.
 const VERSION: string = AGENT_MANIFEST.version;
 const BUNDLE = `dso-${VERSION}-linux`;
 const CANARY = `canary-install-${randomUUID()}`;
+const PROVIDER_CANARY = `canary-install-provider-${randomUUID()}`;
+/** npm's cache on this machine (filled by `npm ci`): a host's npm would have its own. */
+const NPM_CACHE = process.env.npm_config_cache ?? join(homedir(), '.npm');
+
+const TEMPLATE = join(ROOT, 'examples/provider-template');
 
 /** The scratch folder: the release's copy, the prefixes, HOME and DSO_HOME; nothing of the clone. */
 let scratch: string;
+/** The template provider, packed: a third-party package an operator installs. */
+let providerTarball: string;
 
 /** A host's environment: nothing inherited from this process (no NODE_OPTIONS, no npm_*). */
 function hostEnv(prefix: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -91,10 +111,27 @@ beforeAll(async () => {
   // Only the release's output reaches the scratch folder: the tarball and the npm tarballs.
   await cp(join(ROOT, 'dist/release', `${BUNDLE}.tar.gz`), join(scratch, `${BUNDLE}.tar.gz`));
   await cp(join(ROOT, 'dist/release/npm'), join(scratch, 'npm'), { recursive: true });
+  // A third-party provider as its author ships it: the template, built and packed (in the
+  // scratch folder too, as an operator's download would be).
+  const author = join(scratch, 'author', 'dso-provider-example');
+  const tsc = await runCommand(
+    'npx',
+    ['tsc', '-p', join(TEMPLATE, 'tsconfig.build.json'), '--outDir', join(author, 'dist')],
+    { cwd: ROOT },
+  );
+  expect(tsc.code, tsc.stdout + tsc.stderr).toBe(0);
+  for (const file of ['package.json', 'README.md']) {
+    await cp(join(TEMPLATE, file), join(author, file));
+  }
+  const packed = await runCommand('npm', ['pack', '--json', '--pack-destination', scratch], {
+    cwd: author,
+  });
+  expect(packed.code, packed.stderr).toBe(0);
+  providerTarball = join(scratch, JSON.parse(packed.stdout)[0].filename);
 }, 900_000);
 
 describe('install on a host (release output only, private engine)', () => {
-  it('installs the bundle under a prefix, whose dso, dso-agent, docker plugin and systemd unit work without the clone, and delivers a secret', async () => {
+  it('installs the bundle under a prefix, whose dso, dso-agent, docker plugin and systemd unit work without the clone, and delivers from the vault and from a provider package it installs', async () => {
     const prefix = join(scratch, 'prefix');
     const plugins = join(scratch, 'home', '.docker', 'cli-plugins');
     const units = join(scratch, 'systemd');
@@ -127,9 +164,9 @@ describe('install on a host (release output only, private engine)', () => {
     expect(set.code, set.stderr).toBe(0);
 
     // The Docker CLI finds the plugin in $HOME/.docker/cli-plugins and runs it as `docker dso`.
-    const plugin = await onHost('docker', ['dso', '--version'], { env });
-    expect(plugin.code, plugin.stderr).toBe(0);
-    expect(plugin.stdout).toContain(`dso ${VERSION}`);
+    const dockerDso = await onHost('docker', ['dso', '--version'], { env });
+    expect(dockerDso.code, dockerDso.stderr).toBe(0);
+    expect(dockerDso.stdout).toContain(`dso ${VERSION}`);
 
     // The unit starts what the install linked, and systemd reads it without a complaint.
     const unit = await readFile(join(units, 'dso-agent.service'), 'utf8');
@@ -141,43 +178,69 @@ describe('install on a host (release output only, private engine)', () => {
     ]);
     expect({ code: verify.code, stderr: verify.stderr }).toEqual({ code: 0, stderr: '' });
 
-    // The installed agent, on a private engine, under strace (it and its provider processes).
+    // The installed agent, on a private engine, under strace (it and its provider processes):
+    // first the local vault, then a third-party provider installed with `dso plugin install`,
+    // which imports the SDK the bundle carries.
     const engine = await startPrivateEngine();
     leftovers.engines.add(engine);
-    const trace = join(scratch, 'trace-agent.txt');
-    await using agent = startTracedAgent(trace, {
+    const agentEnvironment = {
       ...env,
       DOCKER_HOST: engine.host,
       DSO_METRICS_ADDRESS: `127.0.0.1:${await freePort()}`,
       DSO_LOG_LEVEL: 'debug',
+    };
+    const deliver = async (reference: string, expected: string) => {
+      const trace = join(scratch, `trace-agent-${randomUUID()}.txt`);
+      await using agent = startTracedAgent(trace, agentEnvironment);
+      await agent.waitForLog('agent ready');
+      await using web = await runContainer(
+        [
+          '--label',
+          'dso.enable=true',
+          '--label',
+          `dso.file.s=${reference}`,
+          '--tmpfs',
+          '/run/secrets',
+        ],
+        ['sleep', '600'],
+        { host: engine.host },
+      );
+      await waitFor(`${reference} in the container`, async () =>
+        (await web.readFile('/run/secrets/s').catch(() => '')) === expected ? true : undefined,
+      );
+      expect(await agent.stop()).toBe(0);
+      expect(await cloneAccesses(trace)).toEqual([]);
+      // The provider ran as a process of the bundle's runner, which the trace saw start.
+      expect(await readFile(trace, 'utf8')).toContain(
+        join(prefix, 'lib/dso/node_modules/@dso/provider-sdk/dist/runner.js'),
+      );
+      expect(agent.output).not.toContain(CANARY);
+      expect(agent.output).not.toContain(PROVIDER_CANARY);
+    };
+    await deliver('dsofile://app/db', CANARY);
+
+    const provider = await onHost('dso', ['plugin', 'install', providerTarball, '--offline'], {
+      env: { ...env, npm_config_cache: NPM_CACHE, npm_config_update_notifier: 'false' },
     });
-    await agent.waitForLog('agent ready');
-    await using web = await runContainer(
-      [
-        '--label',
-        'dso.enable=true',
-        '--label',
-        'dso.file.db=dsofile://app/db',
-        '--tmpfs',
-        '/run/secrets',
-      ],
-      ['sleep', '600'],
-      { host: engine.host },
+    expect(provider.code, provider.stderr).toBe(0);
+    expect(provider.stdout).toContain('installed dso-provider-example');
+    const store = join(scratch, 'store.json');
+    await writeFile(
+      store,
+      JSON.stringify({ secrets: { 'app/api': { version: '1', value: PROVIDER_CANARY } } }),
+      { mode: 0o600 },
     );
-    const delivered = await waitFor('the secret in the container', async () => {
-      const text = await web.readFile('/run/secrets/db');
-      return text === CANARY ? text : undefined;
-    });
-    expect(delivered).toBe(CANARY);
-    expect(await agent.stop()).toBe(0);
-    expect(await cloneAccesses(trace)).toEqual([]);
-    // The provider ran as a process of the bundle's runner, which the trace saw started.
-    expect(await readFile(trace, 'utf8')).toContain(
-      join(prefix, 'lib/dso/node_modules/@dso/provider-sdk/dist/runner.js'),
+    await writeFile(
+      join(dsoHome, 'dso.yaml'),
+      `providers:\n  example:\n    type: dso-provider-example\n    config:\n      file: ${store}\n`,
+      { mode: 0o600 },
     );
-    expect(agent.output).not.toContain(CANARY);
-    // Nowhere in the scratch folder: the installed bundle, DSO_HOME (an encrypted vault), HOME, traces.
+    await deliver('dsofile://example:app/api', PROVIDER_CANARY);
+
+    // Nowhere in the scratch folder: the installed bundle, DSO_HOME (an encrypted vault), HOME,
+    // the plugins folder, the traces; the provider's value only in the store the test wrote.
     expect(await filesContaining(CANARY, [scratch])).toEqual([]);
+    expect(await filesContaining(PROVIDER_CANARY, [scratch])).toEqual([store]);
   });
 
   it('installs every tarball with npm install -g --offline, the @dso packages from the tarballs only', async () => {
@@ -186,20 +249,33 @@ describe('install on a host (release output only, private engine)', () => {
       join(scratch, 'npm', name),
     );
     expect(tarballs.length).toBeGreaterThan(0);
-    // --offline: npm takes nothing from the network; third-party packages come from its cache
-    // (this machine's, filled by `npm ci`), the @dso ones only from the tarballs named here.
-    const install = await runCommand(
-      'npm',
-      ['install', '-g', '--offline', '--no-audit', '--no-fund', '--prefix', prefix, ...tarballs],
-      {
-        env: hostEnv(prefix, {
-          npm_config_cache: process.env.npm_config_cache ?? join(homedir(), '.npm'),
-          npm_config_update_notifier: 'false',
-        }),
-        cwd: scratch,
-        timeoutMs: 300_000,
-      },
-    );
+    // The README's commands, in a shell, with the global prefix, the plugin folder and the
+    // unit's folder in the scratch folder. --offline: npm takes nothing from the network; the
+    // third-party packages come from its cache (this machine's, filled by `npm ci`), the @dso
+    // ones only from the tarballs named, any other @dso lookup fails on loopback.
+    const plugins = join(scratch, 'home', '.docker', 'cli-plugins');
+    const units = join(scratch, 'npm-systemd');
+    await mkdir(plugins, { recursive: true });
+    await mkdir(units);
+    const script = [
+      'set -e',
+      'npm install -g --offline --@dso:registry=http://127.0.0.1:9 ./npm/*.tgz',
+      `ln -sfn "$(npm root -g)/@dso/cli/bin/docker-dso.js" ${plugins}/docker-dso`,
+      'sed -e "s|^ExecStart=.*|ExecStart=$(npm prefix -g)/bin/dso-agent|" \\',
+      '  -e "s|^Documentation=.*|Documentation=file:$(npm root -g)/@dso/agent/README.md|" \\',
+      `  "$(npm root -g)/@dso/agent/systemd/dso-agent.service" >${units}/dso-agent.service`,
+    ].join('\n');
+    const install = await runCommand('sh', ['-c', script], {
+      env: hostEnv(prefix, {
+        npm_config_prefix: prefix,
+        npm_config_cache: NPM_CACHE,
+        npm_config_update_notifier: 'false',
+        npm_config_audit: 'false',
+        npm_config_fund: 'false',
+      }),
+      cwd: scratch,
+      timeoutMs: 300_000,
+    });
     expect(install.code, install.stderr).toBe(0);
     const installed = join(prefix, 'lib', 'node_modules', '@dso');
     for (const tarball of tarballs) {
@@ -229,6 +305,16 @@ describe('install on a host (release output only, private engine)', () => {
       cwd: scratch,
     });
     expect(agent.stdout).toMatch(new RegExp(`^dso-agent ${VERSION.replaceAll('.', '\\.')} `));
+    const plugin = await runCommand('docker', ['dso', '--version'], { env, cwd: scratch });
+    expect(plugin.code, plugin.stderr).toBe(0);
+    expect(plugin.stdout).toContain(`dso ${VERSION}`);
+    const unit = await readFile(join(units, 'dso-agent.service'), 'utf8');
+    expect(unit).toMatch(new RegExp(`^ExecStart=${prefix}/bin/dso-agent$`, 'm'));
+    const verify = await runCommand('systemd-analyze', [
+      'verify',
+      join(units, 'dso-agent.service'),
+    ]);
+    expect({ code: verify.code, stderr: verify.stderr }).toEqual({ code: 0, stderr: '' });
   });
 });
 
