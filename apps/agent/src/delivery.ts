@@ -288,7 +288,16 @@ export function createDelivery(context: DeliveryContext): Deliver {
       const durationMs = Math.round((performance.now() - started) * 100) / 100;
       if (files.length > 0) metrics?.injection(method, 'ok', durationMs);
       // Reported before a rotation starts, so `delivered` comes before that rotation's events.
-      outcomes.delivered(containerId, trigger, resolved, method, env, facts);
+      // The time the store stamped: status tells the same one after an agent restart.
+      outcomes.delivered(
+        containerId,
+        trigger,
+        resolved,
+        method,
+        env,
+        facts,
+        store.get(containerId)?.deliveredAt,
+      );
       outcomes.written(resolved, { containerId }, durationMs);
       if (rotate) {
         context.rotations.start(

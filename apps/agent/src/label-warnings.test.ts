@@ -110,7 +110,9 @@ describe('label warnings', () => {
         )
         .toBe('exited');
       const told = events.filter((event) => event.type === 'label-warning');
-      expect(told).toEqual([expect.objectContaining({ containerId: other, label, suggestion })]);
+      expect(told).toEqual([
+        expect.objectContaining({ containerId: other, containerName: 'typo-1', label, suggestion }),
+      ]);
       expect(records().filter((record) => record.containerId === other)).toEqual([
         expect.objectContaining({
           outcome: 'refused',

@@ -114,7 +114,14 @@ export function createLabelWarnings(context: LabelWarningsContext): LabelWarning
     const at = Math.floor(clock.now());
     const name = containerName?.replace(/^\//, '');
     for (const warning of warnings) {
-      bus.emit({ type: 'label-warning', at, containerId, ...warning });
+      // Named here: an unmanaged container has no status yet for the bus to name it from.
+      bus.emit({
+        type: 'label-warning',
+        at,
+        containerId,
+        ...(name === undefined || name === '' ? {} : { containerName: name }),
+        ...warning,
+      });
       logger.warn(
         { containerId: containerId.slice(0, 12), code: warning.code, label: warning.label },
         warning.message,

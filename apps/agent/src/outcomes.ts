@@ -85,6 +85,8 @@ export interface Outcomes {
     method: 'exec' | 'host' | 'volume',
     env?: readonly DeliveredFile[],
     container?: ContainerFacts,
+    /** When the files were written (the delivered store's stamp); default now. */
+    deliveredAt?: number,
   ): void;
   /** One audit line per file written (references and versions, never values). */
   written(
@@ -170,9 +172,9 @@ export function createOutcomes(context: OutcomesContext): Outcomes {
     };
   };
   return {
-    delivered(id, trigger, files, method, env = [], container = undefined) {
+    delivered(id, trigger, files, method, env = [], container = undefined, deliveredAt = now()) {
       refusals.delete(id);
-      const at = now();
+      const at = deliveredAt;
       statuses.set(id, {
         id,
         ...kept(id, container),
