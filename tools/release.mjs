@@ -139,6 +139,7 @@ async function bundlePackage(esbuild, { dir, manifest }, bundleDir) {
  * .tar.gz beside it. Returns both paths.
  */
 async function writeBundle(projects, version, parent) {
+  // esbuild is tsup's bundler (a dependency of the workspace through tsup): no dependency added.
   const esbuild = await import('esbuild');
   const name = `dso-${version}-linux`;
   const bundleDir = join(parent, name);

@@ -241,6 +241,20 @@ describe('install on a host (release output only, private engine)', () => {
     // the plugins folder, the traces; the provider's value only in the store the test wrote.
     expect(await filesContaining(CANARY, [scratch])).toEqual([]);
     expect(await filesContaining(PROVIDER_CANARY, [scratch])).toEqual([store]);
+
+    // --uninstall (the copy of install.sh in the installed bundle) takes back all it put there.
+    const uninstall = await runCommand(
+      join(prefix, 'lib', 'dso', 'install.sh'),
+      ['--uninstall', '--prefix', prefix, '--docker-plugins-dir', plugins, '--systemd-dir', units],
+      { env: hostEnv(prefix), cwd: scratch },
+    );
+    expect(uninstall.code, uninstall.stderr).toBe(0);
+    expect({
+      bin: await readdir(join(prefix, 'bin')),
+      lib: await readdir(join(prefix, 'lib')),
+      plugins: await readdir(plugins),
+      units: await readdir(units),
+    }).toEqual({ bin: [], lib: [], plugins: [], units: [] });
   });
 
   it('installs every tarball with npm install -g --offline, the @dso packages from the tarballs only', async () => {
