@@ -3,7 +3,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { createFakeClock, type FakeClock } from '@dso/async';
 import { createLogger, createRedactor } from '@dso/core';
-import { isProviderError, type SecretProvider, SecretValue } from '@dso/provider-sdk';
+import {
+  isProviderError,
+  PROVIDER_SDK_VERSION,
+  type SecretProvider,
+  SecretValue,
+} from '@dso/provider-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { limitProvider, providerEnv, startProviders } from './providers.js';
 
@@ -104,9 +109,34 @@ describe('startProviders', () => {
       { env: {}, logger: logger() },
     ).catch((caught: unknown) => caught);
     expect(error).toMatchObject({ code: 'DSO_AGENT_PROVIDER_NOT_INSTALLED' });
-    expect((error as Error).message).toContain(
-      `npm install --prefix ${pluginsDir} dso-provider-missing`,
+    expect((error as Error).message).toContain('`dso plugin install dso-provider-missing`');
+  });
+
+  it('refuses a package whose @dso/provider-sdk peer range the agent does not supply, naming both versions', async () => {
+    const dir = join(pluginsDir, 'node_modules', 'dso-provider-newer');
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      join(dir, 'package.json'),
+      JSON.stringify({
+        name: 'dso-provider-newer',
+        version: '3.0.0',
+        type: 'module',
+        main: 'index.js',
+        peerDependencies: { '@dso/provider-sdk': '^9.0.0' },
+      }),
     );
+    await writeFile(join(dir, 'index.js'), STATIC_PROVIDER);
+    for (const mode of ['inline', 'process'] as const) {
+      const error = await startProviders(
+        { pluginsDir, providers: { n: entry('dso-provider-newer', mode) } },
+        { env: {}, logger: logger() },
+      ).catch((caught: unknown) => caught);
+      expect(error).toMatchObject({ code: 'DSO_AGENT_PROVIDER_SDK_MISMATCH' });
+      expect((error as Error).message).toBe(
+        `provider "n": dso-provider-newer 3.0.0 needs @dso/provider-sdk ^9.0.0; this DSO supplies ${PROVIDER_SDK_VERSION}: ` +
+          `install a release of the package built for @dso/provider-sdk ${PROVIDER_SDK_VERSION}, or a DSO whose SDK is in ^9.0.0`,
+      );
+    }
   });
 
   it('refuses a package built for an SDK API version it does not support, and one that is no provider', async () => {

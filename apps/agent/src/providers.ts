@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Clock, createLimiter, systemClock } from '@dso/async';
 import {
@@ -14,12 +15,14 @@ import {
   createProcessProvider,
   createProvider,
   findProviderPackageDir,
+  inspectProviderPackage,
   loadProviderModule,
   ProviderError,
   type ProviderLogger,
   readProviderCommand,
   resolveProviderModule,
   type SecretProvider,
+  sdkProblem,
 } from '@dso/provider-sdk';
 
 /** The package behind each built-in provider type; they ship with the agent. */
@@ -176,6 +179,7 @@ function childTarget(
     const packageDir = findProviderPackageDir(entry.type, pluginsDir);
     const packaged = packageDir === undefined ? undefined : readProviderCommand(packageDir);
     if (packaged !== undefined) return packaged;
+    if (packageDir !== undefined) checkPluginSdk(name, packageDir);
   }
   const from = builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname);
   return { moduleUrl: resolveModule(name, builtin ?? entry.type, from, builtin === undefined) };
@@ -204,9 +208,33 @@ function notInstalled(name: string, packageName: string, dir: string, cause?: un
   return new DsoError(
     'DSO_AGENT_PROVIDER_NOT_INSTALLED',
     `provider "${name}" has type ${packageName}, which is neither built in nor installed in ${dir}: ` +
-      `install it with \`npm install --prefix ${dir} ${packageName}\` (pluginsDir in dso.yaml)`,
+      `install it with \`dso plugin install ${packageName}\` (into pluginsDir of dso.yaml)`,
     { provider: name, ...(cause === undefined ? {} : { cause }) },
   );
+}
+
+/**
+ * A plugin gets the agent's own @dso/provider-sdk (its peer dependency, supplied by the SDK's
+ * loader): one whose range this SDK is not in would fail later and less clearly, so it stops
+ * the agent now with both versions. A package that names no SDK (a command provider, or one
+ * that bundles its own copy) is left to the SDK API version check of the loader.
+ *
+ * @throws DsoError DSO_AGENT_PROVIDER_SDK_MISMATCH
+ */
+function checkPluginSdk(name: string, packageDir: string): void {
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8'));
+  } catch {
+    // readProviderCommand has just read it; one that cannot be read now fails its load.
+    return;
+  }
+  const info = inspectProviderPackage(manifest);
+  const problem = sdkProblem(info);
+  if (problem === undefined || info.sdk === 'missing') return;
+  throw new DsoError('DSO_AGENT_PROVIDER_SDK_MISMATCH', `provider "${name}": ${problem}`, {
+    provider: name,
+  });
 }
 
 /** {@link limitProvider}'s bounds. */

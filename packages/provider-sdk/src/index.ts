@@ -101,15 +101,6 @@ export {
   readProviderCommand,
 } from './protocol/provider-package.js';
 export {
-  inspectProviderPackage,
-  PROVIDER_PACKAGE_NAME,
-  PROVIDER_SDK_PACKAGE,
-  PROVIDER_SDK_VERSION,
-  type ProviderPackageInfo,
-  sdkProblem,
-  supplySdkToPlugins,
-} from './protocol/plugin-sdk.js';
-export {
   type CallOptions,
   OPTIONAL_OPERATIONS,
   type ProviderCapabilities,
@@ -130,5 +121,4 @@ export {
 } from './provider-error.js';
 export { isSecretValue, SecretValue } from './secret-value.js';
 export { selectField } from './select-field.js';
-export { satisfiesVersionRange } from './version-range.js';
 export { satisfiesVersionRange } from './version-range.js';

@@ -927,7 +927,7 @@ export const configSchema = z.strictObject({
     .meta(
       meta({
         description:
-          'Where third-party provider packages are installed (`npm install --prefix <pluginsDir> <package>`); a provider `type` that is not built in is loaded from there by its package name. Only the operator should be able to write it: the agent runs what it holds.',
+          'Where third-party provider packages are installed (`dso plugin install <package>`); a provider `type` that is not built in is loaded from there by its package name. Only the operator should be able to write it: the agent runs what it holds.',
         defaultText: '`$DSO_HOME/plugins`',
       }),
     ),
