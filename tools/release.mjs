@@ -93,14 +93,12 @@ async function bundlePackage(esbuild, { dir, manifest }, bundleDir) {
     format: 'esm',
     target: 'node20',
     // The other @dso packages are folders beside this one (one copy of each, found by name).
-    // cpu-features is an optional native speed-up of ssh2 (DOCKER_HOST=ssh://), which ssh2
-    // requires inside a try: absent, ssh2 uses its JavaScript code.
-    external: ['@dso/*', 'cpu-features'],
+    // Native addons stay requires that fail, inside the try each sits in, as on a host where
+    // npm built none: cpu-features (ssh2's optional speed-up) and ssh2's crypto binding; ssh2
+    // (DOCKER_HOST=ssh://) then uses its JavaScript code.
+    external: ['@dso/*', 'cpu-features', '*.node'],
     banner: { js: BANNER },
-    // A require of a native addon inside a try (ssh2's optional crypto binding) stays a
-    // require that fails and is caught at run time.
-    loader: { '.node': 'empty' },
-    logLevel: 'error',
+    logLevel: 'warning',
     legalComments: 'eof',
   });
   if (result.errors.length > 0) throw new Error(`bundling ${manifest.name} failed`);
