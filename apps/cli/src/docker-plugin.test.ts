@@ -85,6 +85,11 @@ describe('parseDockerPluginArgs', () => {
     });
   });
 
+  it('answers --help and --version when run directly', () => {
+    expect(parseDockerPluginArgs(['--help'])).toEqual({ kind: 'run', args: ['--help'], env: {} });
+    expect(parseDockerPluginArgs(['-v'])).toEqual({ kind: 'run', args: ['-v'], env: {} });
+  });
+
   it('refuses what docker does not pass, saying how to run it', () => {
     expect(() => parseDockerPluginArgs([])).toThrow(/run it as `docker dso <command>`/);
     expect(() => parseDockerPluginArgs(['status'])).toThrow(

@@ -69,6 +69,9 @@ const GLOBAL_FLAGS: Readonly<Record<string, GlobalFlag>> = {
   '--tlskey': { takesValue: true, unsupported: CERT_PATH_FIX },
 };
 
+/** Asked of `docker-dso` itself; docker answers these itself before any plugin runs. */
+const STANDALONE_FLAGS = new Set(['-h', '--help', '-v', '--version']);
+
 const usageError = (message: string) =>
   new DsoError(
     'DSO_CLI_PLUGIN_USAGE',
@@ -96,6 +99,8 @@ export function parseDockerPluginArgs(argv: readonly string[]): DockerPluginInvo
       const args = helpTopic ? (rest.length > 0 ? ['help', ...rest] : ['--help']) : rest;
       return { kind: 'run', args, env };
     }
+    // Run directly (`docker-dso --help`, as a package check runs every bin): dso's own answer.
+    if (STANDALONE_FLAGS.has(arg) && !helpTopic) return { kind: 'run', args: [arg], env };
     if (arg === 'help' && !helpTopic) {
       helpTopic = true;
       continue;
