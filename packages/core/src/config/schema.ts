@@ -1,3 +1,4 @@
+import { PROVIDER_PACKAGE_NAME } from '@dso/provider-sdk';
 import * as z from 'zod';
 import { DEFAULT_API_SOCKET, MAX_SOCKET_PATH_BYTES } from '../agent-api/contract.js';
 import { DEFAULT_QUEUE_CONCURRENCY, MAX_QUEUE_CONCURRENCY } from '../event-queue.js';
@@ -43,8 +44,8 @@ export type RotationPolicy = (typeof ROTATION_POLICIES)[number];
 
 /** The same rule as a reference's provider part, so every configured name can be referenced. */
 const PROVIDER_NAME = /^[a-z][a-z0-9-]{0,62}$/;
-/** `dso-provider-<name>` or `@scope/dso-provider-<name>`, within npm's name rules. */
-const PROVIDER_PACKAGE = /^(?:@[a-z0-9][a-z0-9._-]*\/)?dso-provider-[a-z0-9][a-z0-9._-]*$/;
+/** `dso-provider-<name>` or `@scope/dso-provider-<name>`: the SDK's rule, also `dso plugin install`'s. */
+const PROVIDER_PACKAGE = PROVIDER_PACKAGE_NAME;
 const MAX_PACKAGE_NAME_LENGTH = 214;
 const SIGNALS = [
   'SIGHUP',
