@@ -280,7 +280,7 @@ async function socketCheck(path: string, dependencies: DoctorDependencies): Prom
       outcome: 'error',
       detail: `${path} does not exist`,
       code: 'DSO_CLI_AGENT_UNREACHABLE',
-      fix: 'start the agent; a non-root agent listens at $DSO_HOME/agent.sock: set DSO_API_SOCKET to that path',
+      fix: "start the agent (dso finds a non-root agent's $DSO_HOME/agent.sock by itself); if it listens elsewhere, set api.socket in dso.yaml, or DSO_API_SOCKET",
     };
   }
   if (!file.socket) {
