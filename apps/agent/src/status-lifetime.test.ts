@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createFakeRuntime } from '@dso/docker-runtime/testing';
 import { describe, expect, it } from 'vitest';
+import { MAX_STOPPED_STATUSES } from './agent.js';
 import { container, MANAGED, setup } from './test-support/agent-fixture.js';
 
 // How long a container stays in status, and what it says: stopped ones stay `exited` through
@@ -31,6 +32,21 @@ describe('status over a container’s life', () => {
     await expect
       .poll(async () => (await agent.status()).containers.some((entry) => entry.id === ID))
       .toBe(false);
+    await agent.close();
+  });
+
+  it(`keeps at most ${MAX_STOPPED_STATUSES} stopped containers in status, all shown exited`, async () => {
+    const ids = Array.from({ length: MAX_STOPPED_STATUSES + 2 }, (_, index) =>
+      index.toString(16).padStart(64, '0'),
+    );
+    const { agent, fake } = setup(ids.map((id) => container(id, MANAGED)));
+    await agent.start();
+    await agent.idle();
+    for (const id of ids) fake.stop(id);
+    await agent.reconcile();
+    const { containers } = await agent.status();
+    expect(containers).toHaveLength(MAX_STOPPED_STATUSES);
+    expect(containers.every((entry) => entry.state === 'exited')).toBe(true);
     await agent.close();
   });
 
