@@ -345,7 +345,7 @@ describe('dso up', () => {
     ]);
   });
 
-  it('prints the additions with <dso:reference> placeholders for --dry-run, and calls nothing', async () => {
+  it('prints the additions with <dso:reference> placeholders for --dry-run, and starts nothing', async () => {
     const { io, output } = makeIo();
     const { dependencies, calls } = fakes(FILES, MODEL);
     expect(await runUp(options({ dryRun: true }), io, dependencies)).toBe(0);

@@ -106,7 +106,7 @@ export function registerUpCommand(
     )
     .option(
       '--dry-run',
-      'print what dso up adds to the compose project (references, never values) and run nothing',
+      'print what dso up adds to the compose project (references, never values) and start nothing (compose is only asked for its model)',
     )
     .argument('[compose-args...]', 'more arguments for compose up, after --')
     .action(
