@@ -52,6 +52,8 @@ function fakes(
 ) {
   const calls = {
     models: [] as ComposeModelRun[],
+    /** What was asked, in order: compose's model, the agent's check and resolve, compose up. */
+    order: [] as string[],
     check: [] as string[][],
     resolve: [] as string[][],
     inspect: [] as string[],
@@ -72,6 +74,7 @@ function fakes(
       // A path under app/missing/ is not in its store.
       check: async (references) => {
         calls.check.push([...references]);
+        calls.order.push('check');
         return references.map((reference) =>
           reference.includes('app/missing/')
             ? {
@@ -85,6 +88,7 @@ function fakes(
       },
       resolve: async (references) => {
         calls.resolve.push([...references]);
+        calls.order.push('resolve');
         return references.map((reference) => {
           const value = Buffer.from(values[reference] ?? `value-of-${reference}`);
           calls.returned.push(value);
@@ -95,6 +99,7 @@ function fakes(
     detectCompose: async () => ({ argv: ['docker-compose'], override: 'fifo', model: 'yaml' }),
     composeModel: async (run) => {
       calls.models.push(run);
+      calls.order.push('model');
       return model;
     },
     inspectImage: async (image) => {
@@ -103,6 +108,7 @@ function fakes(
     },
     runCompose: async (run) => {
       calls.runs.push(run);
+      calls.order.push('run');
       return 0;
     },
     readText: async (path) => {
@@ -189,10 +195,11 @@ describe('dso up', () => {
     expect(calls.resolve).toEqual([['dso://app/api/token']]);
     // Compose was asked for its model first, with the caller's environment: no value in it.
     expect(calls.models).toHaveLength(1);
-    expect(calls.models[0]).toMatchObject({
-      args: ['-f', '/project/compose.yaml'],
-      env: { PATH: '/usr/bin', HOME: '/root' },
-    });
+    expect(calls.models[0]?.args).toEqual(['-f', '/project/compose.yaml']);
+    expect(calls.models[0]?.env).toEqual({ PATH: '/usr/bin', HOME: '/root' });
+    // It ran before the agent was asked for any value.
+    expect(calls.order).toEqual(['model', 'check', 'resolve', 'run']);
+    expect(JSON.stringify(calls.models)).not.toContain(CANARY);
     // The image's name as compose interpolated it from the project's .env.
     expect(calls.inspect).toEqual(['dso-test/busybox:1']);
     expect(calls.runs).toHaveLength(1);
