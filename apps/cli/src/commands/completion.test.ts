@@ -72,7 +72,8 @@ describe('dso completion', () => {
   it('bash: completes subcommands, options, choices and running containers', async () => {
     expect(await bashCompletes(['dso', 'secret', 'r'])).toEqual(['rm']);
     expect(await bashCompletes(['dso', '--vers'])).toEqual(['--version']);
-    expect(await bashCompletes(['dso', 'up', '--pro'])).toEqual(['--project-name']);
+    expect(await bashCompletes(['dso', 'up', '--proj'])).toEqual(['--project-name']);
+    expect(await bashCompletes(['dso', 'up', '--pro'])).toEqual(['--project-name', '--profile']);
     expect(await bashCompletes(['dso', 'completion', ''])).toEqual(['bash', 'zsh', 'fish']);
     // The agent's containers and the engine's running ones, each once.
     expect(await bashCompletes(['dso', 'status', 'w'])).toEqual(['web-1', 'worker-1']);
