@@ -6,7 +6,7 @@
 // one line, "tests: N passed, N failed".
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertNodeVersion, ensureDependencies, ROOT, run, say } from './lib.mjs';
+import { assertNodeVersion, ensureDependencies, nx, ROOT, run, say } from './lib.mjs';
 
 /** Each project's `.reports/` folder, where vitest writes its JSON reports (vitest.shared.ts). */
 const reportDirs = () =>
@@ -55,8 +55,8 @@ try {
   // Package boundaries (the dependency direction in README.md): the check's tests, then the check.
   await run('node', ['--test', 'tools/check-boundaries.test.mjs']);
   await run('node', ['tools/check-boundaries.mjs']);
-  const nx = ['nx', 'run-many', '--outputStyle=stream'];
-  await run('npx', [...nx, '-t', 'build', 'typecheck', 'lint', 'test']);
+  // A line per task that passed or came from the cache; a failed task's whole log (lib.mjs).
+  await nx(['run-many', '-t', 'build', 'typecheck', 'lint', 'test']);
   // The third-party provider template, checked as its author would (not a workspace project).
   const template = 'examples/provider-template';
   await run('npx', ['biome', 'check', template, 'examples/provider-python']);
@@ -94,7 +94,8 @@ try {
     { cwd: join(ROOT, 'examples/provider-python') },
   );
   // Engine tests share one daemon: one project at a time.
-  await run('npx', [...nx, '-t', 'test:int', 'e2e', '--parallel=1']);
+  // Never cached, so nothing is replayed: their output streams as they run.
+  await nx(['run-many', '-t', 'test:int', 'e2e', '--parallel=1', '--outputStyle=stream']);
   await run('node', ['tools/check-packages.mjs']);
 } catch (error) {
   failure = error;
