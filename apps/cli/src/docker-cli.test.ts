@@ -90,10 +90,10 @@ describe('composeModel', () => {
     return { stderr, text: () => text };
   }
 
-  it('runs config (with --format json for Compose v2) with the global arguments, and answers its output', async () => {
-    await script('docker-compose', 'echo "argv: $*"');
+  it('runs config (with --format json for Compose v2) with the global arguments, answers its output and passes its warnings on', async () => {
+    await script('docker-compose', 'echo "argv: $*"; echo "WARNING: TAG is not set" >&2');
     await script('docker', 'echo "argv: $*"');
-    const { stderr } = capture();
+    const { stderr, text } = capture();
     const args = ['-p', 'proj', '-f', '/p/compose.yaml'];
     await expect(
       composeModel({
@@ -111,6 +111,8 @@ describe('composeModel', () => {
         stderr,
       }),
     ).resolves.toBe('argv: compose -p proj -f /p/compose.yaml config --format json\n');
+    // Its warnings go to the stderr given.
+    expect(text()).toBe('WARNING: TAG is not set\n');
   });
 
   it("passes compose's own message on and fails with its exit code when it refuses the files", async () => {

@@ -182,7 +182,7 @@ export interface ComposeModelRun {
   args: string[];
   /** Compose's environment: the caller's, without any value DSO resolves. */
   env: NodeJS.ProcessEnv;
-  /** Where compose's own message goes when it refuses the files. */
+  /** Where compose's own stderr goes: its message when it refuses the files, else its warnings. */
   stderr: NodeJS.WritableStream;
 }
 
@@ -190,6 +190,8 @@ export interface ComposeModelRun {
  * The project's merged model as compose prints it (`config`, JSON for Compose v2, YAML for
  * docker-compose 1.x): every file merged, `extends` followed, interpolated. Read it with
  * `readComposeModel`. It runs with the caller's environment: compose sees only references.
+ *
+ * Compose's stderr is written to `stderr` (its warnings, such as a variable that is not set).
  *
  * @throws DsoError DSO_CLI_COMPOSE_FAILED with compose's exit code (`exitCode`) when compose
  *   refuses the files; its own message is written to `stderr` first
@@ -218,9 +220,11 @@ export async function composeModel(run: ComposeModelRun): Promise<string> {
       `${shown} gave no answer within ${COMPOSE_CONFIG_TIMEOUT_MS / 1000} s: check that it runs on its own`,
     );
   }
-  if (result.code !== 0) {
-    // Compose's own words: they name the file, the key and the fix better than any summary.
+  // Compose's own words: they name the file, the key and the fix better than any summary.
+  if (result.stderr !== '') {
     run.stderr.write(result.stderr.endsWith('\n') ? result.stderr : `${result.stderr}\n`);
+  }
+  if (result.code !== 0) {
     throw new DsoError(
       'DSO_CLI_COMPOSE_FAILED',
       `${shown} refused the compose files (exit ${result.code}, its message is above): fix them, then run the command again; nothing was started`,

@@ -399,7 +399,7 @@ describe('dso up', () => {
   });
 
   it("stops with compose's own exit code when compose refuses the files, asking nothing else", async () => {
-    const { io } = makeIo();
+    const { io, output } = makeIo();
     const { dependencies, calls } = fakes({ '/project/compose.yaml': 'services:\n  a: [\n' }, '');
     dependencies.composeModel = async (run) => {
       run.stderr.write('ERROR: yaml.parser.ParserError: while parsing a block mapping\n');
@@ -411,8 +411,40 @@ describe('dso up', () => {
       code: 'DSO_CLI_COMPOSE_FAILED',
       details: { exitCode: 1 },
     });
+    expect(output.stderr).toBe('ERROR: yaml.parser.ParserError: while parsing a block mapping\n');
     expect(calls.check).toEqual([]);
     expect(calls.runs).toEqual([]);
+  });
+
+  it("shows compose's warnings from its model when dso up stops before compose up, or for --dry-run, and leaves them to compose up otherwise", async () => {
+    const warning = 'WARNING: The TAG variable is not set. Defaulting to a blank string.\n';
+    const setUp = (imageMissing: boolean) => {
+      const made = fakes(FILES, MODEL);
+      const model = made.dependencies.composeModel;
+      made.dependencies.composeModel = async (run) => {
+        run.stderr.write(warning);
+        return model(run);
+      };
+      if (imageMissing) {
+        made.dependencies.inspectImage = async () => {
+          throw new DsoError('DSO_CLI_UP_IMAGE_UNKNOWN', 'the image dso-test/busybox: is not here');
+        };
+      }
+      return made;
+    };
+    const stopped = makeIo();
+    await expect(runUp(options(), stopped.io, setUp(true).dependencies)).rejects.toMatchObject({
+      code: 'DSO_CLI_UP_IMAGE_UNKNOWN',
+    });
+    expect(stopped.output.stderr).toContain(warning);
+    const dry = makeIo();
+    await runUp(options({ dryRun: true }), dry.io, setUp(false).dependencies);
+    expect(dry.output.stderr).toContain(warning);
+    const ran = makeIo();
+    const { dependencies, calls } = setUp(false);
+    expect(await runUp(options(), ran.io, dependencies)).toBe(0);
+    expect(calls.runs).toHaveLength(1);
+    expect(ran.output.stderr).not.toContain('WARNING');
   });
 
   it('says what to do for a built service without an image', async () => {

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
 import { DsoError, errorCode, isDsoError, LABELS, suggestReference } from '@dso/core';
 import type { Command } from 'commander';
 import { type AgentClient, createAgentClient } from '../agent-client.js';
@@ -7,6 +8,7 @@ import {
   activeServices,
   COMPOSE_FILE_NAMES,
   COMPOSE_OVERRIDE_FILE_NAMES,
+  type ComposeModel,
   type ComposeUpPlan,
   composeSearchDirectories,
   type ImageCommand,
@@ -163,9 +165,6 @@ export async function runUp(
   io: CliIo,
   dependencies: UpDependencies,
 ): Promise<number> {
-  const out = (line: string) => io.stdout.write(`${line}\n`);
-  const err = (line: string) => io.stderr.write(`${line}\n`);
-
   const paths = await composeFilePaths(options.file, io.env, dependencies);
   const compose = await dependencies.detectCompose(io.env);
   const args = [
@@ -174,9 +173,52 @@ export async function runUp(
     ...paths.flatMap((path) => ['-f', path]),
   ];
   // Compose's own merged model, read with the caller's environment: no value is resolved yet.
-  const model = readComposeModel(
-    await dependencies.composeModel({ compose, args, env: io.env, stderr: io.stderr }),
-  );
+  // Its stderr (a variable that is not set, a refused file) is kept: `compose up` prints the
+  // same warnings again, so they are shown only when dso up stops before compose up runs, and
+  // for --dry-run.
+  const kept: Buffer[] = [];
+  const composeStderr = new Writable({
+    write(chunk, _encoding, done) {
+      kept.push(Buffer.from(chunk));
+      done();
+    },
+  });
+  const showComposeStderr = () => {
+    if (kept.length > 0) io.stderr.write(Buffer.concat(kept.splice(0)));
+  };
+  try {
+    const model = readComposeModel(
+      await dependencies.composeModel({ compose, args, env: io.env, stderr: composeStderr }),
+    );
+    return await upWithModel(
+      model,
+      { paths, compose, args, showComposeStderr },
+      options,
+      io,
+      dependencies,
+    );
+  } catch (error) {
+    showComposeStderr();
+    throw error;
+  }
+}
+
+/** The rest of {@link runUp}, once compose has printed its model. */
+async function upWithModel(
+  model: ComposeModel,
+  context: {
+    paths: string[];
+    compose: ComposeCommand;
+    args: string[];
+    showComposeStderr: () => void;
+  },
+  options: UpOptions,
+  io: CliIo,
+  dependencies: UpDependencies,
+): Promise<number> {
+  const out = (line: string) => io.stdout.write(`${line}\n`);
+  const err = (line: string) => io.stderr.write(`${line}\n`);
+  const { paths, compose, args } = context;
   const views = activeServices(model.services, {
     profiles: [
       ...(options.profile ?? []),
@@ -207,6 +249,7 @@ export async function runUp(
   const shownFiles = paths.map((path) => basename(path)).join(', ');
 
   if (options.dryRun) {
+    context.showComposeStderr();
     if (plan.services.length === 0) {
       out(`# dso up: no dso:// or dsofile:// reference in ${shownFiles}: compose would run as is`);
       return 0;
