@@ -169,6 +169,7 @@ const BY_CODE: Readonly<Record<string, ExitClass>> = {
   DSO_CLI_UP_STDIN: 'invalid',
   DSO_CLI_RESOLVE_TOO_MANY: 'invalid',
   DSO_CLI_PLUGIN_SDK_MISMATCH: 'invalid', // a plugin built for an SDK this DSO does not supply
+  DSO_CLI_PLUGIN_INSTALL_FAILED: 'invalid', // npm refused the package (a conflict, a failing script): its lines say why
   DSO_CLI_COMPOSE_FAILED: 'docker', // when compose ran: its own exit code (composeExitCode)
   DSO_CLI_COMPOSE_MISSING: 'docker', // compose could not be run at all: 8, not compose's code
   DSO_CLI_COMPOSE_PIPE: 'docker',

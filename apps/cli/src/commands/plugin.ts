@@ -294,6 +294,13 @@ function npmFailure(output: string, what: string, context: PluginContext): DsoEr
         `setting, or install the package's tarball with --offline (npm: ${said})`,
     );
   }
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new DsoError(
+      'DSO_CLI_PLUGIN_DENIED',
+      `npm may not write the plugins folder ${context.pluginsDir} for ${what}: run dso plugin as the ` +
+        `user who owns it (the operator; root for the agent's default) (npm: ${said})`,
+    );
+  }
   return new DsoError(
     'DSO_CLI_PLUGIN_INSTALL_FAILED',
     `npm failed for ${what}${code ? ` (${code})` : ''}: ${said || 'see npm output above'}`,
@@ -316,7 +323,7 @@ async function readManifest(dir: string): Promise<Record<string, unknown> | unde
  * @throws DsoError DSO_CLI_PLUGIN_NAME_INVALID, DSO_CLI_PLUGIN_SDK_MISMATCH,
  *   DSO_CLI_PLUGIN_DEPENDENCY_INVALID, DSO_CLI_PLUGIN_INVALID, DSO_CLI_PLUGIN_SOURCE_NOT_FOUND,
  *   DSO_CLI_PLUGIN_SOURCE_INVALID, DSO_CLI_PLUGIN_NOT_FOUND, DSO_CLI_PLUGIN_REGISTRY_UNREACHABLE,
- *   DSO_CLI_PLUGIN_INSTALL_FAILED, DSO_CLI_NPM_MISSING
+ *   DSO_CLI_PLUGIN_DENIED, DSO_CLI_PLUGIN_INSTALL_FAILED, DSO_CLI_NPM_MISSING
  */
 export async function installPlugin(
   spec: string,
