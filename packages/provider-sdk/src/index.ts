@@ -88,6 +88,7 @@ export {
 } from './protocol/messages.js';
 export {
   inspectProviderPackage,
+  needsSuppliedSdk,
   PROVIDER_PACKAGE_NAME,
   PROVIDER_SDK_PACKAGE,
   PROVIDER_SDK_VERSION,

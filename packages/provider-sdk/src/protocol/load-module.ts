@@ -7,7 +7,7 @@ import {
   type ProviderDefinition,
 } from '../define-provider.js';
 import { ProviderError } from '../provider-error.js';
-import { supplySdkToPlugins } from './plugin-sdk.js';
+import { needsSuppliedSdk, supplySdkToPlugins } from './plugin-sdk.js';
 
 /** Options of {@link loadProviderModule}. */
 export interface LoadProviderModuleOptions {
@@ -31,7 +31,7 @@ const PACKAGE_NAME = /^(?:@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/i;
  * name is resolved from `resolveFrom` as Node resolves an `import` there (its `exports` map
  * with the `node`, `import` and `default` conditions, else `main`); a path must be absolute
  * (or `./…` relative to `resolveFrom`), or a `file:` URL. `@dso/provider-sdk`, imported by the
- * module, resolves to this copy of the SDK ({@link supplySdkToPlugins}). The runner uses it in
+ * module without a copy of its own, resolves to this copy of the SDK ({@link supplySdkToPlugins}). The runner uses it in
  * the child; the agent may use it to load a provider in process.
  *
  * @throws ProviderError DSO_PROVIDER_INVALID_CONFIG when the module cannot be found or
@@ -51,7 +51,7 @@ export async function loadProviderModule(
     options.conditions ?? conditionsOf(process.execArgv),
   );
   // A plugin declares this SDK as a peer and installs without it: it gets this copy.
-  supplySdkToPlugins();
+  if (needsSuppliedSdk(url)) supplySdkToPlugins();
   let namespace: Record<string, unknown>;
   try {
     namespace = (await import(url)) as Record<string, unknown>;

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProcessProvider } from './host.js';
 import {
   inspectProviderPackage,
+  needsSuppliedSdk,
   PROVIDER_PACKAGE_NAME,
   PROVIDER_SDK_VERSION,
   sdkProblem,
@@ -134,6 +135,12 @@ export default defineProvider({
   });
   afterAll(async () => {
     await rm(pluginsDir, { recursive: true, force: true });
+  });
+
+  it('needs the supplied SDK only where no copy of its own resolves', () => {
+    expect(needsSuppliedSdk(pathToFileURL(moduleFile).href)).toBe(true);
+    // Inside this repository the workspace's SDK resolves: no loader thread for that.
+    expect(needsSuppliedSdk(import.meta.url)).toBe(false);
   });
 
   it('cannot import the SDK on its own (what the runner supplies)', () => {

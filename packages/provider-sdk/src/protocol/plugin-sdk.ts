@@ -1,4 +1,5 @@
-import { register } from 'node:module';
+import { createRequire, register } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { satisfiesVersionRange } from '../version-range.js';
 
 /**
@@ -28,11 +29,30 @@ export function resolve(specifier, context, nextResolve) {
 let supplied = false;
 
 /**
+ * Whether the module at `moduleUrl` (a `file:` URL) has no `@dso/provider-sdk` of its own to
+ * import: a plugin installed with the SDK as its peer. Only those need
+ * {@link supplySdkToPlugins}, whose loader thread costs a provider process about 10 MiB.
+ *
+ * @example
+ * needsSuppliedSdk('file:///var/lib/dso/plugins/node_modules/dso-provider-acme/dist/index.js'); // true
+ */
+export function needsSuppliedSdk(moduleUrl: string): boolean {
+  if (!moduleUrl.startsWith('file:')) return true;
+  try {
+    createRequire(fileURLToPath(moduleUrl)).resolve(`${PROVIDER_SDK_PACKAGE}/package.json`);
+    return false;
+  } catch {
+    // Not found from there: nothing of its own to import, so it gets this copy.
+    return true;
+  }
+}
+
+/**
  * Makes `import '@dso/provider-sdk'` in any module this process loads from now on resolve to
  * this copy of the SDK, so a plugin installed without its own copy (the SDK is its peer
  * dependency, which nothing fetches from a registry) finds the one the agent runs. Called by
- * {@link loadProviderModule} (the runner in every provider process, and the agent for
- * `mode: inline`); calling it again does nothing.
+ * {@link loadProviderModule} (the runner in a provider process, and the agent for
+ * `mode: inline`) for a module that {@link needsSuppliedSdk}; calling it again does nothing.
  *
  * @example
  * supplySdkToPlugins();
