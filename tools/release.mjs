@@ -27,7 +27,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join, relative } from 'node:path';
-import { assertNodeVersion, ensureDependencies, ROOT, run, say } from './lib.mjs';
+import { assertNodeVersion, ensureDependencies, nx, ROOT, say } from './lib.mjs';
 import { packProjects, publishedProjects, releaseVersion } from './pack.mjs';
 
 const RELEASE_DIR = join(ROOT, 'dist', 'release');
@@ -170,15 +170,7 @@ async function writeBundle(projects, version, parent) {
   const version = releaseVersion(projects);
   if (!process.argv.includes('--no-build')) {
     say(`building ${projects.length} packages`);
-    await run('npx', [
-      'nx',
-      'run-many',
-      '-t',
-      'build',
-      '--outputStyle=static',
-      '-p',
-      ...projects.map(({ manifest }) => manifest.name),
-    ]);
+    await nx(['run-many', '-t', 'build', '-p', ...projects.map(({ manifest }) => manifest.name)]);
   }
   // Written beside dist/release and swapped in whole: a failed release leaves the last one.
   const next = `${RELEASE_DIR}.next`;
