@@ -54,6 +54,8 @@ try {
   ]);
   // Package boundaries (the dependency direction in README.md): the check's tests, then the check.
   await run('node', ['--test', 'tools/check-boundaries.test.mjs']);
+  // The host bundle's install script refuses what it cannot install (tools/release/install.sh).
+  await run('node', ['--test', 'tools/release.test.mjs']);
   await run('node', ['tools/check-boundaries.mjs']);
   // A line per task that passed or came from the cache; a failed task's whole log (lib.mjs).
   await nx(['run-many', '-t', 'build', 'typecheck', 'lint', 'test']);
