@@ -269,11 +269,11 @@ describe('install on a host (release output only, private engine)', () => {
     // ones only from the tarballs named, any other @dso lookup fails on loopback.
     const plugins = join(scratch, 'home', '.docker', 'cli-plugins');
     const units = join(scratch, 'npm-systemd');
-    await mkdir(plugins, { recursive: true });
     await mkdir(units);
     const script = [
       'set -e',
       'npm install -g --offline --@dso:registry=http://127.0.0.1:9 ./npm/*.tgz',
+      `mkdir -p ${plugins}`,
       `ln -sfn "$(npm root -g)/@dso/cli/bin/docker-dso.js" ${plugins}/docker-dso`,
       'sed -e "s|^ExecStart=.*|ExecStart=$(npm prefix -g)/bin/dso-agent|" \\',
       '  -e "s|^Documentation=.*|Documentation=file:$(npm root -g)/@dso/agent/README.md|" \\',
