@@ -41,6 +41,13 @@ install_missing() {
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   # The terminal end-to-end test reads the agent's screen in a tmux pane.
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  # The install end-to-end test proves the installed commands never open a file of the clone
+  # (strace -f) and checks the installed systemd unit (systemd-analyze verify; systemd is not
+  # started, only its analyzer runs).
+  command -v strace >/dev/null 2>&1 || missing+=(strace)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  # The provider in examples/provider-python runs with the standard library only.
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   [ "${#missing[@]}" -eq 0 ] && return 0
   # De-duplicate (docker.io can be listed twice).
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
