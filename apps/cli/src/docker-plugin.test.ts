@@ -93,13 +93,13 @@ describe('parseDockerPluginArgs', () => {
   it('refuses what docker does not pass, saying how to run it', () => {
     expect(() => parseDockerPluginArgs([])).toThrow(/run it as `docker dso <command>`/);
     expect(() => parseDockerPluginArgs(['status'])).toThrow(
-      expect.objectContaining({ code: 'DSO_CLI_PLUGIN_USAGE' }),
+      expect.objectContaining({ code: 'DSO_CLI_DOCKER_PLUGIN_USAGE' }),
     );
     expect(() => parseDockerPluginArgs(['--nope', 'dso'])).toThrow(/unknown docker option --nope/);
     expect(() => parseDockerPluginArgs(['-H'])).toThrow(/-H has no value/);
     expect(() => parseDockerPluginArgs(['--tlscert', '/c.pem', 'dso'])).toThrow(
       expect.objectContaining({
-        code: 'DSO_CLI_PLUGIN_FLAG_UNSUPPORTED',
+        code: 'DSO_CLI_DOCKER_PLUGIN_FLAG',
         message: expect.stringContaining('DOCKER_CERT_PATH'),
       }),
     );
@@ -142,7 +142,7 @@ describe('runDockerPlugin', () => {
     const result = await plugin(['status']);
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(
-      /^docker dso: unexpected "status" where docker passes `dso`: .*\(DSO_CLI_PLUGIN_USAGE\)\n$/,
+      /^docker dso: unexpected "status" where docker passes `dso`: .*\(DSO_CLI_DOCKER_PLUGIN_USAGE\)\n$/,
     );
   });
 });

@@ -74,7 +74,7 @@ const STANDALONE_FLAGS = new Set(['-h', '--help', '-v', '--version']);
 
 const usageError = (message: string) =>
   new DsoError(
-    'DSO_CLI_PLUGIN_USAGE',
+    'DSO_CLI_DOCKER_PLUGIN_USAGE',
     `${message}: docker-dso is the Docker CLI plugin, run it as \`docker dso <command>\` (or run \`dso <command>\`)`,
   );
 
@@ -84,7 +84,7 @@ const usageError = (message: string) =>
  * @example
  * parseDockerPluginArgs(['-H', 'unix:///run/x.sock', 'dso', 'status']);
  * // { kind: 'run', args: ['status'], env: { DOCKER_HOST: 'unix:///run/x.sock' } }
- * @throws DsoError DSO_CLI_PLUGIN_USAGE when `dso` is not the command, or a global flag
+ * @throws DsoError DSO_CLI_DOCKER_PLUGIN_USAGE when `dso` is not the command, or a global flag
  *   cannot be passed on
  */
 export function parseDockerPluginArgs(argv: readonly string[]): DockerPluginInvocation {
@@ -116,7 +116,7 @@ export function parseDockerPluginArgs(argv: readonly string[]): DockerPluginInvo
     if (!flag) throw usageError(`unknown docker option ${name}`);
     if (flag.unsupported) {
       throw new DsoError(
-        'DSO_CLI_PLUGIN_FLAG_UNSUPPORTED',
+        'DSO_CLI_DOCKER_PLUGIN_FLAG',
         `docker dso cannot pass docker's ${name} on: ${flag.unsupported}`,
       );
     }

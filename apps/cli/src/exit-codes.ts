@@ -133,6 +133,8 @@ export const EXIT_CODE_TABLE: readonly ExitCodeRow[] = [
 // Codes whose class their name does not say (or says otherwise); checked before the rules below.
 const BY_CODE: Readonly<Record<string, ExitClass>> = {
   DSO_CLI_VALUE_IN_ARGV: 'usage',
+  DSO_CLI_DOCKER_PLUGIN_USAGE: 'usage', // docker-dso run without `dso` as its command
+  DSO_CLI_DOCKER_PLUGIN_FLAG: 'usage', // a docker global flag the plugin cannot pass on (--tlscacert...)
   DSO_CLI_CANCELLED: 'cancelled',
   DSO_CLI_AGENT_ABORTED: 'cancelled',
   DSO_CLI_AGENT_UNREACHABLE: 'unavailable',
