@@ -6,7 +6,8 @@
  * - the bundle: `install.sh --prefix`, then `dso --version`, `dso-agent --version`, `dso init`,
  *   `dso secret set` (value on stdin), the installed agent on a private engine delivering the
  *   secret to a labelled container, then the template provider installed with `dso plugin
- *   install` (it imports the SDK the bundle carries) delivering one of its own,
+ *   install` (it imports the SDK the bundle carries) delivering one of its own, and the Python
+ *   provider (examples/provider-python, its own `dso.command`) installed and delivering the same way,
  *   `docker dso --version` through the installed plugin, and the
  *   installed systemd unit naming what the install put there (systemd-analyze verify). Every
  *   command runs under strace: no file of the clone is opened, stat'ed or executed.
@@ -48,15 +49,19 @@ const VERSION: string = AGENT_MANIFEST.version;
 const BUNDLE = `dso-${VERSION}-linux`;
 const CANARY = `canary-install-${randomUUID()}`;
 const PROVIDER_CANARY = `canary-install-provider-${randomUUID()}`;
+const PYTHON_CANARY = `canary-install-python-${randomUUID()}`;
 /** npm's cache on this machine (filled by `npm ci`): a host's npm would have its own. */
 const NPM_CACHE = process.env.npm_config_cache ?? join(homedir(), '.npm');
 
 const TEMPLATE = join(ROOT, 'examples/provider-template');
+const PYTHON_PROVIDER = join(ROOT, 'examples/provider-python');
 
 /** The scratch folder: the release's copy, the prefixes, HOME and DSO_HOME; nothing of the clone. */
 let scratch: string;
 /** The template provider, packed: a third-party package an operator installs. */
 let providerTarball: string;
+/** The Python provider (examples/provider-python, `dso.command`, no SDK), packed. */
+let pythonTarball: string;
 
 /** A host's environment: nothing inherited from this process (no NODE_OPTIONS, no npm_*). */
 function hostEnv(prefix: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -128,6 +133,12 @@ beforeAll(async () => {
   });
   expect(packed.code, packed.stderr).toBe(0);
   providerTarball = join(scratch, JSON.parse(packed.stdout)[0].filename);
+  // A provider in another language, packed by its author the same way (npm pack of its folder).
+  const python = await runCommand('npm', ['pack', '--json', '--pack-destination', scratch], {
+    cwd: PYTHON_PROVIDER,
+  });
+  expect(python.code, python.stderr).toBe(0);
+  pythonTarball = join(scratch, JSON.parse(python.stdout)[0].filename);
 }, 900_000);
 
 describe('install on a host (release output only, private engine)', () => {
@@ -216,6 +227,7 @@ describe('install on a host (release output only, private engine)', () => {
       );
       expect(agent.output).not.toContain(CANARY);
       expect(agent.output).not.toContain(PROVIDER_CANARY);
+      expect(agent.output).not.toContain(PYTHON_CANARY);
     };
     await deliver('dsofile://app/db', CANARY);
 
@@ -237,10 +249,28 @@ describe('install on a host (release output only, private engine)', () => {
     );
     await deliver('dsofile://example:app/api', PROVIDER_CANARY);
 
+    // The Python provider, installed with the same command: it runs its own `dso.command`
+    // (python3 in its package folder), no SDK, under the installed agent.
+    const python = await onHost('dso', ['plugin', 'install', pythonTarball, '--offline'], {
+      env: { ...env, npm_config_cache: NPM_CACHE, npm_config_update_notifier: 'false' },
+    });
+    expect(python.code, python.stderr).toBe(0);
+    expect(python.stdout).toContain('installed dso-provider-pyfile');
+    const pythonStore = join(scratch, 'py-store.json');
+    await writeFile(pythonStore, JSON.stringify({ 'app/token': PYTHON_CANARY }), { mode: 0o600 });
+    await writeFile(
+      join(dsoHome, 'dso.yaml'),
+      `providers:\n  example:\n    type: dso-provider-example\n    config:\n      file: ${store}\n` +
+        `  py:\n    type: dso-provider-pyfile\n    config:\n      file: ${pythonStore}\n`,
+      { mode: 0o600 },
+    );
+    await deliver('dsofile://py:app/token', PYTHON_CANARY);
+
     // Nowhere in the scratch folder: the installed bundle, DSO_HOME (an encrypted vault), HOME,
     // the plugins folder, the traces; the provider's value only in the store the test wrote.
     expect(await filesContaining(CANARY, [scratch])).toEqual([]);
     expect(await filesContaining(PROVIDER_CANARY, [scratch])).toEqual([store]);
+    expect(await filesContaining(PYTHON_CANARY, [scratch])).toEqual([pythonStore]);
 
     // --uninstall (the copy of install.sh in the installed bundle) takes back all it put there.
     const uninstall = await runCommand(
