@@ -124,6 +124,32 @@ describe('parseConfig: defaults', () => {
     expect(config.providers.local?.config).toEqual({ vaultPath: '/data/v.dso' });
   });
 
+  it('gives `local: {type: local}` beside other providers the default vault, and keeps a vaultPath it sets', () => {
+    const env = { ...ENV, DSO_VAULT_PATH: '/data/v.dso' };
+    const embedded = parseConfig('', { env }).providers.local;
+    for (const text of [
+      lines('providers:', '  acme:', '    type: env', '  local: {type: local}'),
+      lines('providers:', '  acme:', '    type: env', '  local:', '    type: local', '    config:'),
+    ]) {
+      const config = parseConfig(text, { env });
+      expect(config.providers.local).toEqual(embedded);
+      expect(config.defaultProvider).toBe('local');
+    }
+    const own = parseConfig(
+      lines(
+        'providers:',
+        '  local:',
+        '    type: local',
+        '    config: {vaultPath: /srv/own.dso, keyFile: /srv/own.key}',
+      ),
+      { env },
+    );
+    expect(own.providers.local?.config).toEqual({
+      vaultPath: '/srv/own.dso',
+      keyFile: '/srv/own.key',
+    });
+  });
+
   it('gives a section left empty all its defaults', () => {
     const config = parseConfig(lines('cache:', 'queue:', 'providers:'), { env: ENV });
     expect(config.cache).toEqual(parseConfig('', { env: ENV }).cache);
@@ -137,9 +163,31 @@ describe('parseConfig: defaults', () => {
   });
 
   it('does not add the local provider when others are configured', () => {
-    const config = parseConfig(lines('providers:', '  env:', '    type: env'), { env: ENV });
+    const warnings: string[] = [];
+    const config = parseConfig(lines('providers:', '  env:', '    type: env'), {
+      env: ENV,
+      warnings,
+    });
     expect(Object.keys(config.providers)).toEqual(['env']);
     expect(config.defaultProvider).toBe('env');
+    // Said once, with the way to keep the vault.
+    expect(warnings).toEqual([
+      expect.stringMatching(
+        /^references without a provider .* go to provider env, the only one configured, not to the local vault: .*`local: \{type: local\}`.*`defaultProvider`/,
+      ),
+    ]);
+  });
+
+  it('does not warn where references without a provider go when local or defaultProvider says it', () => {
+    for (const text of [
+      '',
+      lines('providers:', '  env:', '    type: env', '  local: {type: local}'),
+      lines('defaultProvider: env', 'providers:', '  env:', '    type: env'),
+    ]) {
+      const warnings: string[] = [];
+      parseConfig(text, { env: ENV, warnings });
+      expect(warnings).toEqual([]);
+    }
   });
 });
 

@@ -37,6 +37,12 @@ export interface ParseConfigOptions {
    * @default process.env
    */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Where to add things worth a `warn` line that do not make the file invalid (sentences
+   * without values), such as references without a provider going to a provider other than the
+   * vault.
+   */
+  warnings?: string[];
 }
 
 /**
@@ -113,16 +119,23 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Dso
 
   const parsed = result.data;
   const paths = resolveDsoPaths(env);
-  const providers =
+  const providers = withLocalDefaults(
     Object.keys(parsed.providers).length > 0
       ? parsed.providers
-      : { local: providerSchema.parse({ type: 'local', config: { vaultPath: paths.vaultPath } }) };
+      : { local: providerSchema.parse({ type: 'local' }) },
+    paths.vaultPath,
+  );
   const names = Object.keys(providers);
   let defaultProvider = parsed.defaultProvider;
   if (defaultProvider === undefined) {
     if (names.includes('local')) defaultProvider = 'local';
-    else if (names.length === 1) defaultProvider = names[0];
-    else {
+    else if (names.length === 1) {
+      defaultProvider = names[0];
+      options.warnings?.push(
+        `references without a provider (dsofile://app/db) go to provider ${names[0]}, the only one configured, not to the local vault: ` +
+          'to keep the vault for them, add `local: {type: local}` beside it under `providers`; or set `defaultProvider` to say which provider they ask',
+      );
+    } else {
       problems.push({
         path: 'defaultProvider',
         ...locator.locate(['providers'], 'key'),
@@ -149,6 +162,27 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Dso
     audit: { ...parsed.audit, path: parsed.audit.path ?? join(paths.home, 'audit.jsonl') },
     pluginsDir: parsed.pluginsDir ?? join(paths.home, 'plugins'),
   };
+}
+
+/**
+ * A `local` provider without a `vaultPath` gets the vault the embedded default uses
+ * (`DSO_VAULT_PATH`, else `$DSO_HOME/vault.dso`), so `local: {type: local}` written beside
+ * other providers is the same vault as no providers at all. Its key comes, as for the embedded
+ * default, from the provider's environment (`DSO_VAULT_PASSPHRASE`, `DSO_VAULT_KEY_FILE`, else
+ * `$DSO_HOME/vault.key`).
+ */
+function withLocalDefaults(
+  providers: DsoConfig['providers'],
+  vaultPath: string,
+): DsoConfig['providers'] {
+  return Object.fromEntries(
+    Object.entries(providers).map(([name, provider]) => [
+      name,
+      provider.type === 'local' && provider.config.vaultPath === undefined
+        ? { ...provider, config: { ...provider.config, vaultPath } }
+        : provider,
+    ]),
+  );
 }
 
 function describeTop(value: unknown): string {
@@ -321,7 +355,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Loade
   } finally {
     await handle.close();
   }
-  return { config: parseConfig(text, { file: path, env }), path, warnings };
+  return { config: parseConfig(text, { file: path, env, warnings }), path, warnings };
 }
 
 function unreadable(path: string, why: string, cause?: unknown): DsoError {

@@ -444,7 +444,7 @@ export const configSchema = z.strictObject({
     .meta(
       meta({
         description:
-          'The provider a reference without a `provider:` part asks. It must be configured under `providers`.',
+          'The provider a reference without a `provider:` part asks. It must be configured under `providers`. Listing providers without `local` (and without this) sends those references to the only provider, not to the vault: write `local: {type: local}` beside them to keep the vault (the agent warns at start when that happens).',
         defaultText: '`local` if configured, else the only provider',
       }),
     ),
@@ -464,7 +464,7 @@ export const configSchema = z.strictObject({
     .meta(
       meta({
         description:
-          'The secret stores, by the name references use (`dso://<name>:path`). Names are a lowercase letter, then lowercase letters, digits and `-`.',
+          'The secret stores, by the name references use (`dso://<name>:path`). Names are a lowercase letter, then lowercase letters, digits and `-`. A `type: local` provider without `config.vaultPath` uses the vault of the default (`DSO_VAULT_PATH` or `$DSO_HOME/vault.dso`, its key from the environment as for the default).',
         type: 'mapping of name → provider',
         defaultText:
           '`{ local: { type: local, config: { vaultPath: <DSO_VAULT_PATH or $DSO_HOME/vault.dso> } } }` when empty',
