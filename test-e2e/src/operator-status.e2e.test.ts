@@ -126,9 +126,11 @@ describe('operator status (built CLI and agent, private engine)', () => {
         ),
       );
       expect(table.stdout).toContain(
-        `broken-${suffix} (${broken.id.slice(0, 12)}): could not resolve dsofile://app/missing: `,
+        `broken-${suffix} (${broken.id.slice(0, 12)}): could not resolve dsofile://app/missing from provider local (the default for references without \`provider:\`): `,
       );
-      expect(table.stdout).toMatch(/store the secret \(dso secret set <path>\)/);
+      expect(table.stdout).toMatch(
+        /store the secret in the provider named \(dso secret set <path> for the local vault\)/,
+      );
 
       // One container in full, by name and by id prefix; an unknown one is an error.
       const one = await workspace.cli(['status', `web-${suffix}`]);

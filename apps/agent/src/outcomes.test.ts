@@ -193,7 +193,7 @@ describe('outcomes: names, state, reasons and order for the operator', () => {
     expect(failed).toMatchObject({ name: 'web-1', lastAction: { outcome: 'failed' } });
     // The agent's message, the provider's reason, and what to do.
     expect(failed.lastAction.message).toBe(
-      'could not resolve dsofile://app/gone: no secret at app/gone; store the secret (dso secret set <path>) or correct the reference in the label, then restart the container or run dso reconcile',
+      'could not resolve dsofile://app/gone from provider local (the default for references without `provider:`): no secret at app/gone; store the secret in the provider named (dso secret set <path> for the local vault) or correct the reference in the label (`provider:` before the path names another provider), then restart the container or run dso reconcile',
     );
     expect(failed.lastFailure).toEqual({
       trigger: 'startup',

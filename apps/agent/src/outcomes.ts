@@ -19,7 +19,7 @@ export interface ContainerFacts {
  */
 const FIXES: Readonly<Record<string, string>> = {
   DSO_PROVIDER_NOT_FOUND:
-    'store the secret (dso secret set <path>) or correct the reference in the label, then restart the container or run dso reconcile',
+    'store the secret in the provider named (dso secret set <path> for the local vault) or correct the reference in the label (`provider:` before the path names another provider), then restart the container or run dso reconcile',
   DSO_PROVIDER_UNAUTHORIZED: "check the provider's credentials in dso.yaml",
   DSO_PROVIDER_INVALID_CONFIG:
     "correct the provider's configuration in dso.yaml and restart the agent",

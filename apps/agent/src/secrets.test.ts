@@ -95,6 +95,18 @@ describe('createSecretResolver', () => {
     ).rejects.toMatchObject({ code: 'DSO_AGENT_PROVIDER_UNKNOWN' });
   });
 
+  it('names the provider a reference without `provider:` asked when it fails there', async () => {
+    const { secrets, state } = setup();
+    state.down = true;
+    await expect(secrets.resolve(parseReference('dsofile://app/db'), signal)).rejects.toThrow(
+      /^could not resolve dsofile:\/\/app\/db from provider local \(the default for references without `provider:`\)$/,
+    );
+    // A reference with `provider:` names it already.
+    await expect(
+      secrets.resolve(parseReference('dsofile://local:app/other'), signal),
+    ).rejects.toThrow(/^could not resolve dsofile:\/\/local:app\/other$/);
+  });
+
   it('keeps the cached value when asking again past the cache fails', async () => {
     const { secrets, state } = setup();
     const reference = parseReference('dsofile://app/db');

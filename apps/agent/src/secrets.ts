@@ -173,7 +173,14 @@ export function createSecretResolver(context: SecretResolverContext): SecretReso
           { signal },
         );
       } catch (error) {
-        throw new DsoError('DSO_AGENT_RESOLVE_FAILED', `could not resolve ${formatted}`, {
+        // A reference without `provider:` does not show which provider it asked: say it, and
+        // why that one (dso.yaml's defaultProvider rule), so a miss there is not taken for a
+        // miss in the vault.
+        const asked =
+          reference.provider === undefined
+            ? ` from provider ${providerName} (the default for references without \`provider:\`)`
+            : '';
+        throw new DsoError('DSO_AGENT_RESOLVE_FAILED', `could not resolve ${formatted}${asked}`, {
           cause: error,
           reference: formatted,
         });
