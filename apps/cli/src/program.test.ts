@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -193,6 +193,31 @@ describe('dso', () => {
     const result = await dso(['secret', 'list']);
     expect(result.code).toBe(4); // not found
     expect(result.stderr).toMatch(/dso init/);
+  });
+
+  it("says to restore an existing vault's key file when it is gone, never to make a new key", async () => {
+    await dso(['init']);
+    await rename(join(home, 'vault.key'), join(home, 'vault.key.moved'));
+    const result = await dso(['secret', 'list']);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('DSO_VAULT_KEY_MISSING');
+    expect(result.stderr).toContain(`restore the vault's key file to ${join(home, 'vault.key')}`);
+    expect(result.stderr).toContain('DSO_VAULT_PASSPHRASE');
+    expect(result.stderr).toContain(
+      `a new key cannot open the vault at ${join(home, 'vault.dso')}`,
+    );
+    expect(result.stderr).not.toMatch(/urandom|dso init/);
+  });
+
+  it('refuses a DSO_CONFIG that names no file, as the agent does', async () => {
+    const env = { DSO_HOME: home, DSO_CONFIG: join(home, 'nope.yaml') };
+    for (const args of [['secret', 'list'], ['status']]) {
+      const result = await dso(args, '', { ...env, DSO_API_SOCKET: join(home, 'agent.sock') });
+      expect(result.code, args.join(' ')).toBe(4); // not found
+      expect(result.stderr).toContain(
+        `configuration file ${env.DSO_CONFIG} (from DSO_CONFIG) does not exist (DSO_CONFIG_NOT_FOUND)`,
+      );
+    }
   });
 
   it('uses DSO_VAULT_PASSPHRASE instead of a key file when set', async () => {

@@ -226,7 +226,8 @@ async function localVaultKey(
   env: NodeJS.ProcessEnv,
   settings: LocalVaultSettings,
 ): Promise<VaultKey> {
-  if (settings.keyFile !== undefined) return readKeyFile(settings.keyFile);
+  const { vaultPath } = settings;
+  if (settings.keyFile !== undefined) return readKeyFile(settings.keyFile, { vaultPath });
   if (settings.passphraseEnv !== undefined) {
     const passphrase = env[settings.passphraseEnv];
     if (!passphrase) {
@@ -237,7 +238,7 @@ async function localVaultKey(
     }
     return vaultKeyFromPassphrase(passphrase, `env ${settings.passphraseEnv}`);
   }
-  return resolveVaultKey({ env, defaultKeyFile: resolveDsoPaths(env).defaultKeyFile });
+  return resolveVaultKey({ env, defaultKeyFile: resolveDsoPaths(env).defaultKeyFile, vaultPath });
 }
 
 async function openLocalVault(env: NodeJS.ProcessEnv, known?: LocalVaultSettings) {

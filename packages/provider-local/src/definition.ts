@@ -91,7 +91,9 @@ export const localProvider: ProviderDefinition<LocalProviderConfig> = defineProv
 });
 
 async function findKey(config: LocalProviderConfig, context: ProviderContext): Promise<VaultKey> {
-  if (config.keyFile !== undefined) return readKeyFile(config.keyFile);
+  // The vault's path words a missing key's advice: restore it, or make one for a new vault.
+  const { vaultPath } = config;
+  if (config.keyFile !== undefined) return readKeyFile(config.keyFile, { vaultPath });
   if (config.passphraseEnv !== undefined) {
     const passphrase = context.env[config.passphraseEnv];
     if (passphrase === undefined || passphrase === '') {
@@ -102,5 +104,5 @@ async function findKey(config: LocalProviderConfig, context: ProviderContext): P
     }
     return vaultKeyFromPassphrase(passphrase, `env ${config.passphraseEnv}`);
   }
-  return resolveVaultKey({ env: context.env });
+  return resolveVaultKey({ env: context.env, vaultPath });
 }

@@ -66,6 +66,38 @@ describe('resolveVaultKey', () => {
     expect(key.source).toBe(`key file ${path}`);
   });
 
+  it('for a vault that exists, says to restore its key, never to make a new one', async () => {
+    const vaultPath = join(dir, 'vault.dso');
+    await writeFile(vaultPath, 'a vault', { mode: 0o600 });
+    const keyFile = join(dir, 'vault.key');
+    const missing = await vaultError(
+      resolveVaultKey({ env: {}, defaultKeyFile: keyFile, vaultPath }),
+    );
+    expect(missing.code).toBe('DSO_VAULT_KEY_MISSING');
+    expect(missing.message).toContain(`restore the vault's key file to ${keyFile}`);
+    expect(missing.message).toContain(VAULT_PASSPHRASE_ENV);
+    expect(missing.message).toContain(`a new key cannot open the vault at ${vaultPath}`);
+    expect(missing.message).not.toMatch(/urandom|dso init|create/);
+    // The same through DSO_VAULT_KEY_FILE naming a file that is gone.
+    const named = await vaultError(
+      resolveVaultKey({ env: { [VAULT_KEY_FILE_ENV]: keyFile }, vaultPath }),
+    );
+    expect(named.message).toContain(`key file ${keyFile} does not exist: restore`);
+    expect(named.message).not.toMatch(/urandom|dso init|create/);
+  });
+
+  it('for a vault that does not exist yet, says how to make it and a new key', async () => {
+    const vaultPath = join(dir, 'vault.dso');
+    const keyFile = join(dir, 'vault.key');
+    for (const env of [{}, { [VAULT_KEY_FILE_ENV]: keyFile }]) {
+      const error = await vaultError(resolveVaultKey({ env, defaultKeyFile: keyFile, vaultPath }));
+      expect(error.code).toBe('DSO_VAULT_KEY_MISSING');
+      expect(error.message).toContain(`there is no vault at ${vaultPath} yet: \`dso init\``);
+      expect(error.message).toContain(`head -c 32 /dev/urandom | base64 > ${keyFile}`);
+      expect(error.message).not.toContain('restore');
+    }
+  });
+
   it('refuses with DSO_VAULT_KEY_CONFLICT when both variables are set', async () => {
     const env = { [VAULT_PASSPHRASE_ENV]: 'p', [VAULT_KEY_FILE_ENV]: join(dir, 'vault.key') };
     expect((await vaultError(resolveVaultKey({ env }))).code).toBe('DSO_VAULT_KEY_CONFLICT');

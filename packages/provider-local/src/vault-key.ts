@@ -48,6 +48,11 @@ export interface ResolveVaultKeyOptions {
    * from `@dso/core`'s `resolveDsoPaths()`. Absent: no fallback.
    */
   defaultKeyFile?: string;
+  /**
+   * The vault the key is for. A missing key's message depends on it: for a vault that exists,
+   * restore its key (a new key cannot open it); for one that does not exist yet, make one.
+   */
+  vaultPath?: string;
   signal?: AbortSignal;
 }
 
@@ -64,7 +69,7 @@ export interface ResolveVaultKeyOptions {
  *   DSO_VAULT_KEY_INVALID or DSO_VAULT_IO from {@link readKeyFile}
  */
 export async function resolveVaultKey(options: ResolveVaultKeyOptions = {}): Promise<VaultKey> {
-  const { env = process.env, defaultKeyFile, signal } = options;
+  const { env = process.env, defaultKeyFile, vaultPath, signal } = options;
   const passphrase = env[VAULT_PASSPHRASE_ENV];
   const keyFile = env[VAULT_KEY_FILE_ENV];
   const hasPassphrase = passphrase !== undefined && passphrase !== '';
@@ -80,21 +85,50 @@ export async function resolveVaultKey(options: ResolveVaultKeyOptions = {}): Pro
   if (hasPassphrase) {
     return { source: `env ${VAULT_PASSPHRASE_ENV}`, material: SecretValue.fromText(passphrase) };
   }
-  if (hasKeyFile) return readKeyFile(keyFile, { signal });
+  if (hasKeyFile) return readKeyFile(keyFile, { signal, vaultPath });
   if (defaultKeyFile !== undefined && (await pathExists(defaultKeyFile))) {
-    return readKeyFile(defaultKeyFile, { signal });
+    return readKeyFile(defaultKeyFile, { signal, vaultPath });
   }
-  const fallback = defaultKeyFile === undefined ? '' : `, or create the key file ${defaultKeyFile}`;
   throw new VaultError(
     'DSO_VAULT_KEY_MISSING',
-    `no vault key: set ${VAULT_PASSPHRASE_ENV} to a passphrase, or ${VAULT_KEY_FILE_ENV} to the path of a key file with mode 0600 (make one with: (umask 077; head -c 32 /dev/urandom | base64 > vault.key))${fallback}; ${NEW_VAULT_ADVICE}`,
+    `no vault key: ${await missingKeyAdvice(vaultPath, defaultKeyFile)}`,
+    defaultKeyFile === undefined ? {} : { keyFile: defaultKeyFile },
   );
+}
+
+/**
+ * What to do about a missing key, by whether the vault it is for exists. A vault opens only with
+ * the key it was made with: for one that exists (or an unknown one) the advice is to restore
+ * that key, never to make a new one; a new key only for a vault that does not exist yet.
+ *
+ * @param keyFile the key file looked for, when there is one
+ */
+async function missingKeyAdvice(
+  vaultPath: string | undefined,
+  keyFile: string | undefined,
+): Promise<string> {
+  if (vaultPath !== undefined && !(await pathExists(vaultPath))) {
+    const make =
+      keyFile === undefined
+        ? ''
+        : `, or make the key file yourself: (umask 077; head -c 32 /dev/urandom | base64 > ${keyFile})`;
+    return `there is no vault at ${vaultPath} yet: \`dso init\` creates it and a new key file${make}`;
+  }
+  const restore =
+    keyFile === undefined
+      ? `point ${VAULT_KEY_FILE_ENV} at the vault's key file (mode 0600)`
+      : `restore the vault's key file to ${keyFile} (mode 0600) from where you keep its copy, or point ${VAULT_KEY_FILE_ENV} at it`;
+  const vault = vaultPath === undefined ? 'an existing vault' : `the vault at ${vaultPath}`;
+  const forNew = vaultPath === undefined ? `; ${NEW_VAULT_ADVICE}` : '';
+  return `${restore}, or set ${VAULT_PASSPHRASE_ENV} if the vault was made with a passphrase; a new key cannot open ${vault}${forNew}`;
 }
 
 /**
  * Reads a key file: it must be a regular file (symlinks are followed), no more than
  * {@link MAX_KEY_FILE_BYTES}, readable by its owner only, and hold at least
  * {@link MIN_KEY_FILE_BYTES} bytes besides surrounding whitespace, which is ignored.
+ * `vaultPath`, the vault the key is for, words the advice when the file is missing (restore the
+ * key of a vault that exists; make one only for a vault that does not).
  *
  * @throws VaultError DSO_VAULT_KEY_MISSING when it does not exist; DSO_VAULT_KEY_PERMISSIONS when
  *   group or others may read or write it; DSO_VAULT_KEY_INVALID when it is not a regular file or
@@ -102,14 +136,22 @@ export async function resolveVaultKey(options: ResolveVaultKeyOptions = {}): Pro
  */
 export async function readKeyFile(
   path: string,
-  options: { signal?: AbortSignal } = {},
+  options: { signal?: AbortSignal; vaultPath?: string } = {},
 ): Promise<VaultKey> {
   const facts = { keyFile: path };
   let raw: Buffer;
   try {
     raw = await readPrivateFile(path, { maxBytes: MAX_KEY_FILE_BYTES, signal: options.signal });
   } catch (error) {
-    throw isPrivateFileError(error) ? keyFileRefused(error, 'read') : error;
+    if (!isPrivateFileError(error)) throw error;
+    if (error.problem === 'missing') {
+      throw new VaultError(
+        'DSO_VAULT_KEY_MISSING',
+        `key file ${path} does not exist: ${await missingKeyAdvice(options.vaultPath, path)}`,
+        { ...facts, cause: error.cause },
+      );
+    }
+    throw keyFileRefused(error, 'read');
   }
   try {
     const material = trimWhitespace(raw);
@@ -132,11 +174,11 @@ function keyFileRefused(error: PrivateFileError, operation: 'read' | 'write'): V
   const facts = { keyFile: path };
   switch (error.problem) {
     case 'missing':
-      return new VaultError(
-        'DSO_VAULT_KEY_MISSING',
-        `key file ${path} does not exist: point ${VAULT_KEY_FILE_ENV} at the vault's key file, or set ${VAULT_PASSPHRASE_ENV} if the vault was made with a passphrase; ${NEW_VAULT_ADVICE}`,
-        { ...facts, cause: error.cause },
-      );
+      // readKeyFile words its own (it knows the vault); a write does not meet a missing file.
+      return new VaultError('DSO_VAULT_KEY_MISSING', `key file ${path} does not exist`, {
+        ...facts,
+        cause: error.cause,
+      });
     case 'not-file':
       return new VaultError(
         'DSO_VAULT_KEY_INVALID',
