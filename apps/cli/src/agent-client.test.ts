@@ -449,6 +449,26 @@ describe('findAgentSocket', () => {
     });
   });
 
+  it('refuses a DSO_CONFIG that names no file, as the agent does, even with DSO_API_SOCKET set', async () => {
+    const missing = join(dir, 'nope.yaml');
+    for (const env of [
+      { DSO_HOME: dir, DSO_CONFIG: missing },
+      { DSO_HOME: dir, DSO_CONFIG: missing, DSO_API_SOCKET: socketPath },
+    ]) {
+      await expect(findAgentSocket(env)).rejects.toMatchObject({
+        code: 'DSO_CONFIG_NOT_FOUND',
+        message: expect.stringContaining(`${missing} (from DSO_CONFIG) does not exist`),
+      });
+    }
+    // The configuration file read is reported with the socket DSO_API_SOCKET names.
+    await dsoYaml('api: {}\n');
+    expect(await findAgentSocket({ DSO_HOME: dir, DSO_API_SOCKET: '/tmp/other.sock' })).toEqual({
+      path: '/tmp/other.sock',
+      source: 'DSO_API_SOCKET',
+      configFile: join(dir, 'dso.yaml'),
+    });
+  });
+
   it("refuses a broken dso.yaml with the config's own code and fix (the agent would not start with it)", async () => {
     await dsoYaml('api:\n  socket: relative/agent.sock\n');
     await expect(findAgentSocket({ DSO_HOME: dir })).rejects.toMatchObject({

@@ -73,7 +73,8 @@ export interface AgentSocket {
  * `dso.yaml` (`$DSO_CONFIG`, else `$DSO_HOME/dso.yaml`), else the default `/run/dso/agent.sock`
  * or, for a caller other than root when that does not exist, `$DSO_HOME/agent.sock` where a
  * non-root agent listens instead. A `dso.yaml` this user may not read (root's, 0600) is skipped:
- * the default applies, as for the agent's operators in its group.
+ * the default applies, as for the agent's operators in its group. `dso.yaml` is read even when
+ * `DSO_API_SOCKET` is set, so a `DSO_CONFIG` naming no file fails here as it stops the agent.
  *
  * @example
  * const { path } = await findAgentSocket(process.env);
@@ -84,20 +85,26 @@ export async function findAgentSocket(
   env: Readonly<Record<string, string | undefined>>,
   options: { uid?: number; exists?: (path: string) => boolean } = {},
 ): Promise<AgentSocket> {
-  const fromEnv = env[API_SOCKET_ENV];
-  if (fromEnv !== undefined && fromEnv !== '') return { path: fromEnv, source: 'DSO_API_SOCKET' };
+  // Read even when DSO_API_SOCKET names the socket: a configuration the agent would refuse (a
+  // DSO_CONFIG that does not exist, an invalid file) is refused here too, by the same loadConfig.
   let configFile: string | undefined;
+  let configured: string | undefined;
   try {
     const loaded = await loadConfig({ env });
     configFile = loaded.path;
-    if (loaded.path !== undefined && loaded.config.api.socket !== DEFAULT_API_SOCKET) {
-      return { path: loaded.config.api.socket, source: 'dso.yaml', configFile: loaded.path };
-    }
+    configured = loaded.config.api.socket;
   } catch (error) {
     // Unreadable by this user: its operators use the default socket, as before dso.yaml was read.
     if (errorCode(error) !== 'DSO_CONFIG_UNREADABLE') throw error;
   }
   const found = configFile === undefined ? {} : { configFile };
+  const fromEnv = env[API_SOCKET_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') {
+    return { path: fromEnv, source: 'DSO_API_SOCKET', ...found };
+  }
+  if (configFile !== undefined && configured !== undefined && configured !== DEFAULT_API_SOCKET) {
+    return { path: configured, source: 'dso.yaml', configFile };
+  }
   const exists = options.exists ?? existsSync;
   if ((options.uid ?? process.getuid?.() ?? 0) !== 0 && !exists(DEFAULT_API_SOCKET)) {
     const own = join(resolveDsoPaths(env).home, 'agent.sock');
