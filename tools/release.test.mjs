@@ -75,4 +75,46 @@ describe('tools/release/install.sh', () => {
     assert.match(missing.stderr, /DSO_INSTALL_NODE_MISSING: .* no node is on PATH/);
     assert.equal(spawnSync('test', ['-e', prefix]).status, 1, 'nothing was written');
   });
+
+  it('--uninstall removes what it installed, touches no state, and names where the state is', () => {
+    const prefix = join(scratch, 'uninstall-prefix');
+    const units = join(scratch, 'uninstall-units');
+    const home = join(scratch, 'uninstall-home');
+    const installed = [
+      join(prefix, 'bin', 'dso'),
+      join(prefix, 'bin', 'dso-agent'),
+      join(prefix, 'lib', 'dso', 'VERSION'),
+      join(units, 'dso-agent.service'),
+    ];
+    const put = (file) => {
+      mkdirSync(join(file, '..'), { recursive: true });
+      writeFileSync(file, 'x');
+    };
+    for (const file of [...installed, join(home, 'vault.dso'), join(home, 'vault.key')]) put(file);
+    const args = ['--uninstall', '--prefix', prefix, '--docker-plugins-dir', 'none'];
+    // With the unit: its /var/lib/dso and /etc/dso, and this user's DSO_HOME.
+    const withUnit = install(INSTALL, [...args, '--systemd-dir', units], { DSO_HOME: home });
+    assert.equal(withUnit.status, 0, withUnit.stderr);
+    for (const file of installed) assert.equal(spawnSync('test', ['-e', file]).status, 1, file);
+    assert.match(withUnit.stdout, /DSO_HOME's contents are not touched/);
+    assert.match(withUnit.stdout, /\/var\/lib\/dso \(the unit's DSO_HOME/);
+    assert.match(withUnit.stdout, /\/etc\/dso \(the unit's agent\.env\)/);
+    assert.ok(withUnit.stdout.includes(`${home} (this user's DSO_HOME`), withUnit.stdout);
+    for (const file of ['vault.dso', 'vault.key']) {
+      assert.equal(spawnSync('test', ['-f', join(home, file)]).status, 0, `${file} stays`);
+    }
+    // No unit installed: only DSO_HOME, by the rule resolveDsoPaths follows without DSO_HOME.
+    put(join(prefix, 'bin', 'dso'));
+    const noUnit = install(INSTALL, [...args, '--systemd-dir', 'none'], {
+      HOME: '/home/someone',
+      XDG_DATA_HOME: '',
+    });
+    assert.equal(noUnit.status, 0, noUnit.stderr);
+    assert.doesNotMatch(noUnit.stdout, /\/etc\/dso/);
+    const expected = process.getuid() === 0 ? '/var/lib/dso' : '/home/someone/.local/share/dso';
+    assert.ok(
+      noUnit.stdout.includes(`left in place: ${expected} (this user's DSO_HOME`),
+      noUnit.stdout,
+    );
+  });
 });

@@ -50,11 +50,34 @@ prefix=${prefix%/}
 lib=$prefix/lib/dso
 
 if [ "$uninstall" = yes ]; then
+  unit=no
+  [ "$systemd_dir" = none ] || [ ! -e "$systemd_dir/dso-agent.service" ] || unit=yes
   rm -f "$prefix/bin/dso" "$prefix/bin/dso-agent"
   [ "$plugins_dir" = none ] || rm -f "$plugins_dir/docker-dso"
   [ "$systemd_dir" = none ] || rm -f "$systemd_dir/dso-agent.service"
   rm -rf "$lib"
-  echo "removed DSO from $prefix (the agent's state in /var/lib/dso and /etc/dso stays)"
+  echo "removed DSO from $prefix"
+  # State is never removed: the vault, its key and the plugins are in DSO_HOME (the rule of
+  # @dso/core's resolveDsoPaths: DSO_HOME, else /var/lib/dso for root, else XDG_DATA_HOME/dso or
+  # ~/.local/share/dso); the unit's agent keeps them in /var/lib/dso, its settings in /etc/dso.
+  if [ -n "${DSO_HOME:-}" ]; then
+    home=$DSO_HOME
+  elif [ "$(id -u)" = 0 ]; then
+    home=/var/lib/dso
+  else
+    case "${XDG_DATA_HOME:-}" in
+      /*) home=$XDG_DATA_HOME/dso ;;
+      *) home=${HOME:-~}/.local/share/dso ;;
+    esac
+  fi
+  state=
+  if [ "$unit" = yes ]; then
+    state="/var/lib/dso (the unit's DSO_HOME: vault, key, plugins) and /etc/dso (the unit's agent.env)"
+  fi
+  if [ "$unit" = no ] || [ "$home" != /var/lib/dso ]; then
+    state="${state:+$state, and }$home (this user's DSO_HOME, for dso init and a dso-agent run by hand)"
+  fi
+  echo "left in place: $state; DSO_HOME's contents are not touched: remove them yourself to erase the vault and its key"
   exit 0
 fi
 
