@@ -109,7 +109,21 @@ describe('startProviders', () => {
       { env: {}, logger: logger() },
     ).catch((caught: unknown) => caught);
     expect(error).toMatchObject({ code: 'DSO_AGENT_PROVIDER_NOT_INSTALLED' });
-    expect((error as Error).message).toContain('`dso plugin install dso-provider-missing`');
+    const { message } = error as Error;
+    expect(message).toContain(
+      `installed in ${join(pluginsDir, 'node_modules')}: install the package there with \`dso plugin install <its .tgz, its folder, or dso-provider-missing from your npm registry>\``,
+    );
+    expect(message).not.toMatch(/npm install --prefix|or above it/);
+    // A package in a node_modules folder above pluginsDir is not the operator's plugin.
+    await expect(
+      startProviders(
+        {
+          pluginsDir: join(pluginsDir, 'inner'),
+          providers: { acme: entry('dso-provider-acme', 'process') },
+        },
+        { env: {}, logger: logger() },
+      ),
+    ).rejects.toMatchObject({ code: 'DSO_AGENT_PROVIDER_NOT_INSTALLED' });
   });
 
   it('refuses a package whose @dso/provider-sdk peer range the agent does not supply, naming both versions', async () => {

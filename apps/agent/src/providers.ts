@@ -14,7 +14,6 @@ import {
   type CallOptions,
   createProcessProvider,
   createProvider,
-  findProviderPackageDir,
   inspectProviderPackage,
   loadProviderModule,
   ProviderError,
@@ -175,11 +174,16 @@ function childTarget(
   }
   const builtin = BUILTIN_PROVIDER_PACKAGES[entry.type];
   if (builtin === undefined) {
-    if (!existsSync(pluginsDir)) throw notInstalled(name, entry.type, pluginsDir);
-    const packageDir = findProviderPackageDir(entry.type, pluginsDir);
-    const packaged = packageDir === undefined ? undefined : readProviderCommand(packageDir);
+    // Only pluginsDir's own node_modules, where `dso plugin install` puts packages and `dso
+    // plugin list` looks: not a node_modules folder above it, which the operator did not
+    // choose and the plugin commands do not show.
+    const packageDir = join(pluginsDir, 'node_modules', entry.type);
+    if (!existsSync(join(packageDir, 'package.json'))) {
+      throw notInstalled(name, entry.type, pluginsDir);
+    }
+    const packaged = readProviderCommand(packageDir);
     if (packaged !== undefined) return packaged;
-    if (packageDir !== undefined) checkPluginSdk(name, packageDir);
+    checkPluginSdk(name, packageDir);
   }
   const from = builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname);
   return { moduleUrl: resolveModule(name, builtin ?? entry.type, from, builtin === undefined) };
@@ -207,8 +211,9 @@ function resolveModule(name: string, packageName: string, from: string, plugin: 
 function notInstalled(name: string, packageName: string, dir: string, cause?: unknown): DsoError {
   return new DsoError(
     'DSO_AGENT_PROVIDER_NOT_INSTALLED',
-    `provider "${name}" has type ${packageName}, which is neither built in nor installed in ${dir}: ` +
-      `install it with \`dso plugin install ${packageName}\` (into pluginsDir of dso.yaml)`,
+    `provider "${name}" has type ${packageName}, which is neither built in nor installed in ${join(dir, 'node_modules')}: ` +
+      `install the package there with \`dso plugin install <its .tgz, its folder, or ${packageName} from your npm registry>\` ` +
+      `(it installs into pluginsDir of dso.yaml, ${dir}); \`dso plugin list\` shows what is installed`,
     { provider: name, ...(cause === undefined ? {} : { cause }) },
   );
 }

@@ -99,7 +99,7 @@ describe('resolveProviderModule', () => {
   });
 
   it.each([
-    ['dso-provider-missing', 'provider package dso-provider-missing is not installed in'],
+    ['dso-provider-missing', 'provider package dso-provider-missing is in no node_modules folder of'],
     ['dso-provider-closed', 'exports nothing at .'],
     ['Not A Package!', 'neither a package name nor an absolute path'],
     ['/nowhere/provider.mjs', 'provider module /nowhere/provider.mjs does not exist'],
@@ -114,7 +114,11 @@ describe('resolveProviderModule', () => {
 
   it('says how to install a missing package', () => {
     expect(() => resolveProviderModule('dso-provider-missing', plugins)).toThrow(
-      `npm install --prefix ${plugins} dso-provider-missing`,
+      `provider package dso-provider-missing is in no node_modules folder of ${plugins} or its parent folders (where Node looks): for the agent, install it with \`dso plugin install <its .tgz, its folder, or dso-provider-missing from your npm registry>\``,
+    );
+    // Not a way around dso plugin's checks.
+    expect(() => resolveProviderModule('dso-provider-missing', plugins)).not.toThrow(
+      /npm install --prefix/,
     );
   });
 });

@@ -126,8 +126,9 @@ export function resolveProviderModule(
     if (dirname(dir) === dir) break;
   }
   throw invalid(
-    `provider package ${name} is not installed in ${resolveFrom} or above it: ` +
-      `install it there (npm install --prefix ${resolveFrom} ${name})`,
+    `provider package ${name} is in no node_modules folder of ${resolveFrom} or its parent folders (where Node looks): ` +
+      `for the agent, install it with \`dso plugin install <its .tgz, its folder, or ${name} from your npm registry>\` ` +
+      "(it checks the package first); for a project of your own, add it to that project's dependencies",
   );
 }
 
