@@ -83,6 +83,8 @@ export class Connection {
   #exitSignal: NodeJS.Signals | null = null;
   #hasExited = false;
   #corked = false;
+  #sawStderr = false;
+  #startFailed = false;
 
   constructor(options: ConnectionOptions) {
     this.#options = options;
@@ -92,6 +94,11 @@ export class Connection {
       env: options.env,
       stdio: ['pipe', 'pipe', 'pipe'],
       windowsHide: true,
+      // Its own process group: a terminal's Ctrl-C (SIGINT to the whole foreground group) reaches
+      // the host only, which stops it after the work in flight, instead of killing it at once
+      // and seeing that as a crash to restart from. The child still ends when the host does:
+      // its input closes.
+      detached: true,
     });
     let markExited: () => void = () => undefined;
     this.exited = new Promise((resolve) => {
@@ -129,15 +136,19 @@ export class Connection {
         timer.unref();
       }
     });
-    this.child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    this.child.stderr?.on('data', (chunk: Buffer) => {
+      if (chunk.length > 0) this.#sawStderr = true;
+      stderr.push(chunk);
+    });
     this.child.stderr?.on('end', () => stderr.end());
     // Writes to a child that just died fail with EPIPE; the exit is reported on its own.
     this.child.stdin?.on('error', () => undefined);
     this.child.on('error', (error: NodeJS.ErrnoException) => {
       if (this.child.pid === undefined) {
         this.#hasExited = true;
+        this.#startFailed = true;
         markExited();
-        this.#lose(`could not be started (${error.code ?? error.name})`);
+        this.#lose(`could not be started: ${startFailure(file as string, error)}`);
       }
     });
     this.child.on('exit', (code, signal) => {
@@ -152,6 +163,16 @@ export class Connection {
 
   get pid(): number | undefined {
     return this.child.pid;
+  }
+
+  /** Whether the child wrote anything to stderr (then the log has it). */
+  get sawStderr(): boolean {
+    return this.#sawStderr;
+  }
+
+  /** Whether the process could not be started at all (no such program, not executable, …). */
+  get startFailed(): boolean {
+    return this.#startFailed;
   }
 
   get inFlight(): number {
@@ -346,4 +367,16 @@ export class Connection {
   #protocolError(reason: string): void {
     this.#options.events.onProtocolError(this, reason);
   }
+}
+
+/**
+ * Why `program` could not be started, for people: the path named, and what ENOENT and EACCES
+ * mean for it (a program named without `/` is looked up on the child's PATH).
+ */
+function startFailure(program: string, error: NodeJS.ErrnoException): string {
+  const code = error.code ?? error.name;
+  const where = program.includes('/') ? program : `${program} (looked up on the PATH it is given)`;
+  if (code === 'ENOENT') return `${where} was not found (ENOENT)`;
+  if (code === 'EACCES') return `${where} is not executable (EACCES)`;
+  return `${where} could not be run (${code})`;
 }

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isProviderError } from '../provider-error.js';
 import {
@@ -186,6 +188,15 @@ describe('a process provider on a healthy child', { timeout: SPAWN_TEST_TIMEOUT_
     ).toEqual(['HOME', 'PATH'].filter((key) => process.env[key] !== undefined));
     expect(JSON.stringify(logs)).not.toContain(CANARY);
   });
+
+  it("runs the child in a process group of its own: a terminal's Ctrl-C reaches the host only", () => {
+    const pid = provider.state().pid!;
+    // Field 5 of /proc/<pid>/stat is the process group (after the parenthesised command name).
+    const group = (of: number | 'self') =>
+      Number(readFileSync(`/proc/${of}/stat`, 'utf8').split(') ')[1]!.split(' ')[2]);
+    expect(group(pid)).toBe(pid);
+    expect(group(pid)).not.toBe(group('self'));
+  });
 });
 
 describe('a provider with only resolve', { timeout: SPAWN_TEST_TIMEOUT_MS }, () => {
@@ -292,6 +303,14 @@ describe('createProcessProvider refuses what it cannot serve', {
     const error = await rejection(harness.start({ command: rogueCommand('exit-initialize') }));
     expect(error).toMatchObject({ code: 'DSO_PROVIDER_UNAVAILABLE' });
     expect(error.message).toContain('exited with code 4 before answering initialize');
+    // It wrote nothing to stderr: the message does not send anyone to look for it.
+    expect(error.message).toContain('it wrote nothing to stderr');
+    const talking = await rejection(
+      harness.start({ command: ['/bin/sh', '-c', 'echo boom >&2; exit 3'] }),
+    );
+    expect(talking.message).toContain(
+      'exited with code 3 before answering initialize: its stderr is in the log',
+    );
   });
 
   it('reports a child that writes garbage instead of the handshake', async () => {
@@ -306,10 +325,24 @@ describe('createProcessProvider refuses what it cannot serve', {
     expect(error.message).toContain('speaks protocol version 2; this host speaks 1');
   });
 
-  it('reports a command that cannot be started', async () => {
+  it('reports a command that cannot be started, naming its path', async () => {
     const error = await rejection(harness.start({ command: ['/nonexistent/dso-provider-x'] }));
     expect(error).toMatchObject({ code: 'DSO_PROVIDER_UNAVAILABLE' });
-    expect(error.message).toContain('could not be started (ENOENT)');
+    expect(error.message).toContain(
+      'could not be started: /nonexistent/dso-provider-x was not found (ENOENT): correct its command',
+    );
+    expect(error.message).not.toContain('stderr');
+    const dir = mkdtempSync(join(tmpdir(), 'dso-host-'));
+    try {
+      const plain = join(dir, 'provider');
+      writeFileSync(plain, '#!/bin/sh\n', { mode: 0o600 });
+      const refused = await rejection(harness.start({ command: [plain] }));
+      expect(refused.message).toContain(
+        `could not be started: ${plain} is not executable (EACCES)`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it.each([

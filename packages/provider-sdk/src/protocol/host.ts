@@ -712,8 +712,12 @@ class ProcessHost {
       case 'lost':
         throw new ProviderError(
           'DSO_PROVIDER_UNAVAILABLE',
-          `provider ${name}'s process ${outcome.detail} before answering initialize: ` +
-            'its stderr is in the log',
+          connection.startFailed
+            ? `provider ${name}'s process ${outcome.detail}: correct its command (an absolute path to an executable file) or install the program`
+            : `provider ${name}'s process ${outcome.detail} before answering initialize` +
+                (connection.sawStderr
+                  ? ': its stderr is in the log'
+                  : ': it wrote nothing to stderr; run its command by hand to see why'),
           { provider: name },
         );
       default:
