@@ -184,6 +184,21 @@ describe('dso plugin install, list, remove', () => {
     expect(dependency.code).toBe(3);
     expect(dependency.stderr).toContain('move @dso/provider-sdk to peerDependencies');
     expect(dependency.stderr).toContain('(DSO_CLI_PLUGIN_DEPENDENCY_INVALID)');
+    // Another @dso package: named, and removed rather than made a peer.
+    const core = await packageFolder('core-dep', {
+      name: 'dso-provider-core-dep',
+      peerDependencies: { '@dso/provider-sdk': '^0.1.0' },
+      dependencies: { '@dso/core': '^0.1.0' },
+    });
+    const coreDependency = await dso(['plugin', 'install', core], { PATH: '' });
+    expect(coreDependency.code).toBe(3);
+    expect(coreDependency.stderr).toContain(
+      'lists @dso/core in its dependencies, which npm would fetch from the public registry',
+    );
+    expect(coreDependency.stderr).toContain(
+      'its author should remove @dso/core: the agent supplies only @dso/provider-sdk',
+    );
+    expect(coreDependency.stderr).not.toContain('move @dso/provider-sdk');
 
     const neither = await packageFolder('neither', { name: 'dso-provider-neither' });
     const none = await dso(['plugin', 'install', neither], { PATH: '' });

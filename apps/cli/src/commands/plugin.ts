@@ -173,11 +173,24 @@ function checkManifest(manifest: Record<string, unknown>): PluginEntry {
     (manifest.dependencies as Record<string, unknown> | undefined) ?? {},
   ).filter((name) => name.startsWith('@dso/'));
   if (dependencies.length > 0) {
+    // What the author does depends on the package: the SDK becomes a peer, the rest goes.
+    const others = dependencies.filter((name) => name !== PROVIDER_SDK_PACKAGE);
+    const fixes = [
+      ...(dependencies.includes(PROVIDER_SDK_PACKAGE)
+        ? [
+            `move ${PROVIDER_SDK_PACKAGE} to peerDependencies ("${PROVIDER_SDK_PACKAGE}": "^${PROVIDER_SDK_VERSION}"): the agent supplies it`,
+          ]
+        : []),
+      ...(others.length > 0
+        ? [
+            `remove ${others.join(', ')}: the agent supplies only ${PROVIDER_SDK_PACKAGE} (a peer dependency), so import from it or bundle what the provider needs`,
+          ]
+        : []),
+    ];
     throw new DsoError(
       'DSO_CLI_PLUGIN_DEPENDENCY_INVALID',
       `${info.name} lists ${dependencies.join(', ')} in its dependencies, which npm would fetch from ` +
-        `the public registry (the @dso scope there is not DSO's): its author should move ${PROVIDER_SDK_PACKAGE} ` +
-        `to peerDependencies ("${PROVIDER_SDK_PACKAGE}": "^${PROVIDER_SDK_VERSION}"); the agent supplies it`,
+        `the public registry (the @dso scope there is not DSO's): its author should ${fixes.join('; and ')}`,
     );
   }
   const command = (manifest.dso as { command?: unknown } | undefined)?.command;
