@@ -99,7 +99,10 @@ describe('resolveProviderModule', () => {
   });
 
   it.each([
-    ['dso-provider-missing', 'provider package dso-provider-missing is in no node_modules folder of'],
+    [
+      'dso-provider-missing',
+      'provider package dso-provider-missing is in no node_modules folder of',
+    ],
     ['dso-provider-closed', 'exports nothing at .'],
     ['Not A Package!', 'neither a package name nor an absolute path'],
     ['/nowhere/provider.mjs', 'provider module /nowhere/provider.mjs does not exist'],
