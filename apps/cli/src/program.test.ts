@@ -175,7 +175,10 @@ describe('dso', () => {
     const result = await dso(['secret', 'list']);
     expect(result.code).toBe(4); // not found
     expect(result.stderr).toContain(`no vault at ${vaultPath}`);
-    expect(result.stderr).toContain('providers.mine.config.vaultPath');
+    expect(result.stderr).toContain(
+      'providers.mine.config.vaultPath in ' +
+        `${join(home, 'dso.yaml')}, by default DSO_VAULT_PATH or $DSO_HOME/vault.dso`,
+    );
   });
 
   it('init --if-missing leaves an existing vault alone; init without it refuses', async () => {

@@ -249,7 +249,7 @@ async function openLocalVault(env: NodeJS.ProcessEnv, known?: LocalVaultSettings
     const where =
       settings.configFile === undefined
         ? 'or set DSO_HOME'
-        : `it is providers.${settings.provider}.config.vaultPath in ${settings.configFile}`;
+        : `it is providers.${settings.provider}.config.vaultPath in ${settings.configFile}, by default DSO_VAULT_PATH or $DSO_HOME/vault.dso`;
     throw new DsoError(
       'DSO_VAULT_NOT_FOUND',
       `no vault at ${vaultPath}: create it with \`dso init\` (${where})`,
