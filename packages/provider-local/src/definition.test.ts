@@ -131,6 +131,16 @@ describe('the local provider definition', () => {
     expect(missing.code).toBe('DSO_PROVIDER_UNAUTHORIZED');
     expect(missing.message).toContain('DSO_VAULT_PASSPHRASE');
     expect(isVaultError(missing.cause) && missing.cause.code).toBe('DSO_VAULT_KEY_MISSING');
+    // The vault exists: its key is to be restored (the agent names $DSO_HOME/vault.key), never
+    // made anew, which could not open it.
+    const gone = join(dir, 'gone.key');
+    const moved = await providerError(
+      createProvider(localProvider, { vaultPath }, { env: { DSO_VAULT_KEY_FILE: gone } }),
+    );
+    expect(moved.code).toBe('DSO_PROVIDER_UNAUTHORIZED');
+    expect(moved.message).toContain(`restore the vault's key file to ${gone}`);
+    expect(moved.message).toContain(`a new key cannot open the vault at ${vaultPath}`);
+    expect(moved.message).not.toMatch(/urandom|dso init/);
     const unset = await providerError(
       createProvider(localProvider, { vaultPath, passphraseEnv: 'HOME_VAULT' }, { env: {} }),
     );
