@@ -260,7 +260,10 @@ describe('install on a host (release output only, private engine)', () => {
     await writeFile(pythonStore, JSON.stringify({ 'app/token': PYTHON_CANARY }), { mode: 0o600 });
     await writeFile(
       join(dsoHome, 'dso.yaml'),
-      `providers:\n  example:\n    type: dso-provider-example\n    config:\n      file: ${store}\n` +
+      // The local vault stays beside the two packages (and stays the default for references
+      // without a provider: part).
+      `providers:\n  local:\n    type: local\n` +
+        `  example:\n    type: dso-provider-example\n    config:\n      file: ${store}\n` +
         `  py:\n    type: dso-provider-pyfile\n    config:\n      file: ${pythonStore}\n`,
       { mode: 0o600 },
     );
@@ -397,10 +400,15 @@ function startTracedAgent(trace: string, env: NodeJS.ProcessEnv) {
     get output() {
       return output;
     },
-    waitForLog(message: string) {
-      return waitFor(`installed agent log "${message}"`, async () =>
-        output.includes(`"msg":"${message}"`) ? true : undefined,
-      );
+    /** Waits for a log line; a timeout says what the agent printed (why it is not there). */
+    async waitForLog(message: string) {
+      try {
+        return await waitFor(`installed agent log "${message}"`, async () =>
+          output.includes(`"msg":"${message}"`) ? true : undefined,
+        );
+      } catch (error) {
+        throw new Error(`${(error as Error).message}; the agent printed:\n${output.slice(-3000)}`);
+      }
     },
     /** SIGTERM to the agent; resolves with the exit code strace passes on. */
     async stop(): Promise<number | null> {
