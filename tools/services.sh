@@ -4,22 +4,29 @@
 #
 #   bash tools/services.sh up     install what is missing (needs root), start what is down
 #   bash tools/services.sh stop   stop only what an earlier `up` started
-#   bash tools/services.sh check  exit 0 when the engine and Redis answer, else say what is missing
+#   bash tools/services.sh check  exit 0 when the engines and Redis answer, else say what is missing
 #
 # The engine is Debian's docker.io started without a bridge, so containers get loopback only;
-# nothing here ever sends traffic beyond 127.0.0.1. Daemons log to files under $STATE_DIR and
+# nothing here ever sends traffic beyond 127.0.0.1. Podman (Debian's podman) runs as a rootful
+# Docker-compatible API service on a socket of its own ($PODMAN_SOCK), with a private
+# containers.conf written under $STATE_DIR/podman: no default ulimits (this kind of machine refuses
+# them), cgroupfs, events to a file, and no bridge possible (an empty CNI plugin folder: a
+# container that asks for a network other than `none` fails instead of making one). Daemons log to files under $STATE_DIR and
 # are detached from this script's stdout/stderr, so a CI pipe is never held open by them.
 set -euo pipefail
 
 STATE_DIR="${DSO_SERVICES_DIR:-/tmp/dso-services}"
 REDIS_PORT="${DSO_TEST_REDIS_PORT:-6379}"
 DOCKER_SOCK="${DOCKER_SOCK:-/var/run/docker.sock}"
+PODMAN_SOCK="${DSO_PODMAN_SOCK:-/run/dso-podman/podman.sock}"
+PODMAN_DIR="$STATE_DIR/podman"
 WAIT_S="${DSO_SERVICES_WAIT_S:-60}"
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
 engine_answers() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+podman_answers() { timeout 5 curl -sf --unix-socket "$PODMAN_SOCK" http://podman/_ping >/dev/null 2>&1; }
 redis_answers() { timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
 compose_available() { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }
 busybox_static_present() { dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; }
@@ -31,6 +38,9 @@ install_missing() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   compose_available || missing+=(docker-compose)
   busybox_static_present || missing+=(busybox-static)
+  # Podman is the second engine the runtime's integration tests and an end-to-end subset run on.
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   # The TLS tests make a throwaway CA and certificates with the openssl CLI.
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   # The volume driver's end-to-end test builds a static, shell-less application with gcc.
@@ -110,6 +120,37 @@ start_engine() {
   log "engine answers: $(timeout 10 docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')"
 }
 
+# The private containers.conf (CONTAINERS_CONF) of the Podman service; tests that start a Podman
+# of their own write theirs the same way (packages/docker-runtime/src/test-support).
+write_podman_conf() {
+  mkdir -p "$PODMAN_DIR/cni-conf" "$PODMAN_DIR/no-cni-plugins" "$(dirname "$PODMAN_SOCK")"
+  cat >"$PODMAN_DIR/containers.conf" <<EOF_CONF
+[containers]
+default_ulimits = []
+netns = "none"
+
+[network]
+network_backend = "cni"
+network_config_dir = "$PODMAN_DIR/cni-conf"
+cni_plugin_dirs = ["$PODMAN_DIR/no-cni-plugins"]
+
+[engine]
+events_logger = "file"
+cgroup_manager = "cgroupfs"
+EOF_CONF
+}
+
+start_podman() {
+  if podman_answers; then return 0; fi
+  [ "$(id -u)" -eq 0 ] || die "no Podman API service answers at $PODMAN_SOCK and starting one needs root: sudo bash tools/services.sh up"
+  write_podman_conf
+  rm -f "$PODMAN_SOCK"
+  log "starting podman system service at unix://$PODMAN_SOCK (CONTAINERS_CONF=$PODMAN_DIR/containers.conf), log: $STATE_DIR/podman.log"
+  CONTAINERS_CONF="$PODMAN_DIR/containers.conf" spawn podman podman system service --time=0 "unix://$PODMAN_SOCK"
+  wait_for "the Podman API service" podman_answers "$STATE_DIR/podman.log"
+  log "podman answers: $(podman --version)"
+}
+
 start_redis() {
   if redis_answers; then return 0; fi
   log "starting redis-server on 127.0.0.1:$REDIS_PORT (no persistence), log: $STATE_DIR/redis.log"
@@ -121,7 +162,7 @@ start_redis() {
 
 stop_started() {
   local name pid
-  for name in redis dockerd; do
+  for name in redis podman dockerd; do
     [ -f "$STATE_DIR/$name.pid" ] || continue
     pid=$(cat "$STATE_DIR/$name.pid")
     rm -f "$STATE_DIR/$name.pid"
@@ -136,13 +177,14 @@ stop_started() {
 check() {
   local ok=0
   engine_answers || { log "no Docker engine answers at $DOCKER_SOCK (fix: sudo bash tools/services.sh up)"; ok=1; }
+  podman_answers || { log "no Podman API service answers at $PODMAN_SOCK (fix: sudo bash tools/services.sh up)"; ok=1; }
   redis_answers || { log "no Redis answers at 127.0.0.1:$REDIS_PORT (fix: sudo bash tools/services.sh up)"; ok=1; }
   return "$ok"
 }
 
 mkdir -p "$STATE_DIR"
 case "${1:-up}" in
-  up) install_missing; start_engine; start_redis ;;
+  up) install_missing; start_engine; start_podman; start_redis ;;
   stop) stop_started ;;
   check) check ;;
   *) die "usage: bash tools/services.sh up|stop|check" ;;

@@ -3,14 +3,28 @@
 # Debian's busybox-static (/bin/busybox and its applets as symlinks), a root user and an
 # unprivileged `app` user (uid/gid 1000), imported with `docker import`.
 # The tag lives in tools/test-image.json, which the tests read too. Does nothing when the
-# image already exists, unless --force is given.
+# image already exists, unless --force is given. When the Podman API service of
+# tools/services.sh answers ($DSO_PODMAN_SOCK), the same image is loaded into it too
+# (`docker save | docker load`, so both engines run the very same layer).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 image=$(node -p "require('$here/test-image.json').image")
 label=$(node -p "require('$here/test-image.json').label")
 
-if [ "${1:-}" != "--force" ] && docker image inspect "$image" >/dev/null 2>&1; then
+podman_sock="${DSO_PODMAN_SOCK:-/run/dso-podman/podman.sock}"
+on_podman() { DOCKER_HOST="unix://$podman_sock" "$@"; }
+load_into_podman() {
+  [ -S "$podman_sock" ] || return 0
+  if [ "${1:-}" != "--force" ] && on_podman docker image inspect "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  DOCKER_HOST= docker save "$image" | on_podman docker load >/dev/null
+  echo "test-image: loaded $image into Podman at unix://$podman_sock" >&2
+}
+
+if [ "${1:-}" != "--force" ] && DOCKER_HOST= docker image inspect "$image" >/dev/null 2>&1; then
+  load_into_podman
   exit 0
 fi
 
@@ -34,5 +48,6 @@ printf 'root:x:0:\napp:x:1000:\n' >"$rootfs/etc/group"
 chown 1000:1000 "$rootfs/home/app"
 
 tar --numeric-owner -C "$rootfs" -c . \
-  | docker import --change "LABEL $label=image" --change 'CMD ["sh"]' - "$image" >/dev/null
+  | DOCKER_HOST= docker import --change "LABEL $label=image" --change 'CMD ["sh"]' - "$image" >/dev/null
 echo "test-image: built $image" >&2
+load_into_podman --force

@@ -256,6 +256,7 @@ function fakeContext(
   } as unknown as Docker;
   const context: EngineContext = {
     docker,
+    dialect: { kind: 'docker', display: 'Docker fake' },
     host: 'unix:///fake.sock',
     settings: { connectTimeoutMs: 1000, requestTimeoutMs: 1000, writeTimeoutMs: 1000 },
     closed: new AbortController().signal,

@@ -26,6 +26,12 @@ import {
   tlsFailure,
 } from './docker-host.js';
 import type { EngineContext, RuntimeSettings } from './engine-context.js';
+import {
+  detectEngineDialect,
+  type EngineDialect,
+  type EngineKind,
+  type EngineVersionReply,
+} from './engine-dialect.js';
 import { toEngineError, UNREACHABLE_FIX } from './engine-errors.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 import {
@@ -257,6 +263,8 @@ export interface DockerRuntime extends AsyncDisposable {
   readonly engineVersion: string;
   /** Where the engine was reached, e.g. `unix:///var/run/docker.sock`. */
   readonly host: string;
+  /** Which engine answers: `docker` or `podman` (its Docker-compatible API service). */
+  readonly engineKind: EngineKind;
 
   /**
    * Streams container lifecycle events (created, started, died, destroyed, renamed, health) and
@@ -643,7 +651,8 @@ export async function createDockerRuntime(
     throw error;
   }
   const docker = client(apiVersion);
-  return new EngineRuntime(docker, agent, endpoint, apiVersion, engineVersion, settings);
+  const dialect = detectEngineDialect(version as EngineVersionReply);
+  return new EngineRuntime(docker, agent, endpoint, apiVersion, engineVersion, dialect, settings);
 }
 
 interface ProbeCalls {
@@ -664,6 +673,7 @@ class EngineRuntime implements DockerRuntime {
 
   /** What the operation modules (exec, control, replace, users) share with this runtime. */
   readonly #context: EngineContext;
+  readonly engineKind: EngineKind;
 
   constructor(
     docker: Docker,
@@ -671,8 +681,10 @@ class EngineRuntime implements DockerRuntime {
     endpoint: DockerEndpoint,
     readonly apiVersion: string,
     readonly engineVersion: string,
+    dialect: EngineDialect,
     settings: RuntimeSettings,
   ) {
+    this.engineKind = dialect.kind;
     this.#docker = docker;
     this.#agent = agent;
     this.#endpoint = endpoint;
@@ -682,6 +694,7 @@ class EngineRuntime implements DockerRuntime {
     setMaxListeners(0, this.#closed.signal);
     this.#context = {
       docker,
+      dialect,
       host: endpoint.display,
       settings,
       closed: this.#closed.signal,

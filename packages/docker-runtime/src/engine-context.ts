@@ -1,5 +1,6 @@
 import type { Duplex, Readable } from 'node:stream';
 import type Docker from 'dockerode';
+import type { EngineDialect } from './engine-dialect.js';
 
 /** The runtime's timeouts, validated once at creation. */
 export interface RuntimeSettings {
@@ -14,6 +15,8 @@ export interface RuntimeSettings {
  */
 export interface EngineContext {
   readonly docker: Docker;
+  /** Which engine answers, and every way it differs from Docker (engine-dialect.ts). */
+  readonly dialect: EngineDialect;
   /** The endpoint as the user wrote it, for messages: `unix:///var/run/docker.sock`. */
   readonly host: string;
   readonly settings: RuntimeSettings;

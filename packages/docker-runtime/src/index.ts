@@ -63,6 +63,12 @@ export {
   type VolumeMount,
 } from './docker-runtime.js';
 export {
+  detectEngineDialect,
+  type EngineDialect,
+  type EngineKind,
+  type EngineVersionReply,
+} from './engine-dialect.js';
+export {
   DOCKER_RUNTIME_ERROR_CODES,
   DockerRuntimeError,
   type DockerRuntimeErrorCode,

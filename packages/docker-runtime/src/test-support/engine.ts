@@ -13,6 +13,8 @@ import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import { vi } from 'vitest';
 import testImage from '../../../../tools/test-image.json' with { type: 'json' };
+import { parseDockerHost } from '../docker-host.js';
+import { detectEngineDialect, type EngineKind } from '../engine-dialect.js';
 
 const run = promisify(execFile);
 const WORKSPACE = join(import.meta.dirname, '../../../..');
@@ -21,8 +23,43 @@ const WORKSPACE = join(import.meta.dirname, '../../../..');
 export const TEST_IMAGE = testImage.image;
 export const TEST_LABEL = testImage.label;
 
+/**
+ * The engine the tests run against: `DOCKER_HOST` when set (tools/test.mjs runs the engine
+ * tests once on Docker and once on the Podman service of tools/services.sh this way), else the
+ * local Docker. A unix socket only: the tests read and write the host side of that engine.
+ */
+export const TEST_DOCKER_HOST = process.env.DOCKER_HOST || 'unix:///var/run/docker.sock';
+const testEndpoint = parseDockerHost(TEST_DOCKER_HOST);
+if (testEndpoint.kind !== 'unix') {
+  throw new Error(
+    `the engine tests need a local engine on a unix socket; DOCKER_HOST is ${TEST_DOCKER_HOST}`,
+  );
+}
+/** The socket of {@link TEST_DOCKER_HOST}. */
+export const TEST_ENGINE_SOCKET: string = testEndpoint.socketPath;
+
 /** The engine, straight through dockerode, for arranging and checking what the tests need. */
-export const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+export const docker = new Docker({ socketPath: TEST_ENGINE_SOCKET });
+
+/** What the tests may need to know of the engine under test: its kind and data root. */
+export interface TestEngineFacts {
+  kind: EngineKind;
+  /** `docker info`'s DockerRootDir: /var/lib/docker, or Podman's graph root. */
+  dataRoot: string;
+}
+
+let engineFacts: Promise<TestEngineFacts> | undefined;
+/** The engine's kind (from /version, as the runtime reads it) and data root (from /info). */
+export function testEngineFacts(): Promise<TestEngineFacts> {
+  engineFacts ??= (async () => {
+    const [version, info] = await Promise.all([docker.version(), docker.info()]);
+    return {
+      kind: detectEngineDialect(version).kind,
+      dataRoot: String((info as { DockerRootDir?: string }).DockerRootDir ?? ''),
+    };
+  })();
+  return engineFacts;
+}
 
 /** Builds the test image with tools/test-image.sh when it is missing. */
 export async function ensureTestImage(): Promise<void> {
@@ -309,7 +346,7 @@ export async function createTlsMaterial(): Promise<TlsMaterial> {
 /**
  * A TLS front for the local engine, as `dockerd --tlsverify` would be: a `tls` server on
  * 127.0.0.1 with {@link createTlsMaterial}'s certificates that demands a client certificate
- * from its CA and pipes each connection to /var/run/docker.sock. `close()` stops it, destroys
+ * from its CA and pipes each connection to the engine under test ({@link TEST_ENGINE_SOCKET}). `close()` stops it, destroys
  * its connections and deletes the certificates.
  */
 export async function startTlsEngineProxy(): Promise<{
@@ -335,7 +372,7 @@ export async function startTlsEngineProxy(): Promise<{
       allowHalfOpen: true,
     },
     (client) => {
-      const engine = connect('/var/run/docker.sock');
+      const engine = connect(TEST_ENGINE_SOCKET);
       sockets.add(client);
       sockets.add(engine);
       const forget = () => {

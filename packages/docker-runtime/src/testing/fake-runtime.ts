@@ -140,6 +140,7 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
   const runtime: DockerRuntime = {
     apiVersion: '1.41',
     engineVersion: 'fake',
+    engineKind: 'docker',
     host: 'unix:///fake.sock',
     async *events({ signal, since }) {
       const pending: RuntimeEvent[] = [];
