@@ -7,6 +7,7 @@ import {
   normaliseSignal,
   restartContainer,
   signalContainer,
+  stopContainer,
   validateExecRequest,
 } from './control.js';
 import type { EngineContext } from './engine-context.js';
@@ -33,7 +34,7 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
 }
 
 /** An engine context whose container calls are recorded; nothing reaches a socket. */
-function fakeContext(requestTimeoutMs = 30_000) {
+function fakeContext(requestTimeoutMs = 30_000, stopStatus?: number) {
   const calls: Array<{ method: string; id: string; options: Record<string, unknown> }> = [];
   const closed = new AbortController();
   const container = (id: string) => ({
@@ -42,6 +43,14 @@ function fakeContext(requestTimeoutMs = 30_000) {
     },
     restart: async (options: Record<string, unknown>) => {
       calls.push({ method: 'restart', id, options });
+    },
+    stop: async (options: Record<string, unknown>) => {
+      calls.push({ method: 'stop', id, options });
+      if (stopStatus !== undefined) {
+        throw Object.assign(new Error(`(HTTP code ${stopStatus}) stop`), {
+          statusCode: stopStatus,
+        });
+      }
     },
     exec: async (options: Record<string, unknown>) => {
       calls.push({ method: 'exec', id, options });
@@ -225,6 +234,36 @@ describe('restartContainer', () => {
       expect(calls).toEqual([]);
     },
   );
+});
+
+describe('stopContainer', () => {
+  it('stops with the grace in whole seconds, 10 s by default', async () => {
+    const { context, calls } = fakeContext();
+    await stopContainer(context, 'app', {});
+    await stopContainer(context, 'app', { stopTimeoutMs: 1_500 });
+    expect(calls.map((call) => [call.method, call.options.t])).toEqual([
+      ['stop', 10],
+      ['stop', 2],
+    ]);
+  });
+
+  it('takes a container that had stopped already (HTTP 304) as stopped', async () => {
+    const { context } = fakeContext(30_000, 304);
+    expect(await codeOf(stopContainer(context, 'app', {}))).toBe('resolved');
+  });
+
+  it('maps a missing container to DSO_DOCKER_CONTAINER_NOT_FOUND', async () => {
+    const { context } = fakeContext(30_000, 404);
+    expect(await codeOf(stopContainer(context, 'app', {}))).toBe('DSO_DOCKER_CONTAINER_NOT_FOUND');
+  });
+
+  it('rejects a negative grace without calling the engine', async () => {
+    const { context, calls } = fakeContext();
+    expect(await codeOf(stopContainer(context, 'app', { stopTimeoutMs: -1 }))).toBe(
+      'DSO_DOCKER_INVALID_REQUEST',
+    );
+    expect(calls).toEqual([]);
+  });
 });
 
 describe('execInContainer', () => {

@@ -157,27 +157,57 @@ export async function signalContainer(
 }
 
 /** Runs {@link DockerRuntime.restartContainer}; see its contract there. */
-export async function restartContainer(
+export function restartContainer(
   context: EngineContext,
   id: string,
   options: { stopTimeoutMs?: number; signal?: AbortSignal },
 ): Promise<void> {
-  context.assertOpen('restart container');
+  return withGrace(context, 'restart container', id, options, (t, abortSignal) =>
+    context.docker.getContainer(id).restart({ t, abortSignal }),
+  );
+}
+
+/** Runs {@link DockerRuntime.stopContainer}; see its contract there. */
+export function stopContainer(
+  context: EngineContext,
+  id: string,
+  options: { stopTimeoutMs?: number; signal?: AbortSignal },
+): Promise<void> {
+  return withGrace(context, 'stop container', id, options, async (t, abortSignal) => {
+    try {
+      await context.docker.getContainer(id).stop({ t, abortSignal });
+    } catch (error) {
+      // 304: it had stopped already, which is what was asked.
+      if ((error as { statusCode?: unknown } | null)?.statusCode !== 304) throw error;
+    }
+  });
+}
+
+/**
+ * One stop or restart: the grace in whole seconds for the engine, and a bound of that grace
+ * plus the usual request timeout (the engine answers only once the container has stopped).
+ */
+async function withGrace(
+  context: EngineContext,
+  operation: string,
+  id: string,
+  options: { stopTimeoutMs?: number; signal?: AbortSignal },
+  call: (seconds: number, abortSignal: AbortSignal) => Promise<unknown>,
+): Promise<void> {
+  context.assertOpen(operation);
   assertContainerId(id);
   const stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   if (!Number.isSafeInteger(stopTimeoutMs) || stopTimeoutMs < 0) {
     throw invalid('stopTimeoutMs must be an integer number of ms, 0 or more', 'stopTimeoutMs');
   }
   const seconds = Math.ceil(stopTimeoutMs / 1_000);
-  // The engine answers only once the container is up again: the grace comes on top of the
-  // usual bound for a request.
   const timeoutMs = Math.min(MAX_TIMER_MS, seconds * 1_000 + context.settings.requestTimeoutMs);
   const deadline = new Deadline({ caller: options.signal, closed: context.closed }, timeoutMs);
   try {
-    await context.docker.getContainer(id).restart({ t: seconds, abortSignal: deadline.signal });
+    await call(seconds, deadline.signal);
   } catch (error) {
     throw toEngineError(error, {
-      operation: `restart container ${id}`,
+      operation: `${operation} ${id}`,
       endpoint: context.host,
       containerId: id,
       deadlineCause: deadline.cause,

@@ -15,6 +15,7 @@ import {
   MAX_EXEC_OUTPUT_BYTES,
   restartContainer,
   signalContainer,
+  stopContainer,
 } from './control.js';
 import { Deadline } from './deadline.js';
 import {
@@ -57,6 +58,7 @@ import {
   recoverReplacements,
   replaceContainer,
 } from './replace.js';
+import { inspectSwarmService, type SwarmService } from './swarm.js';
 import { buildTar } from './tar.js';
 import {
   type ValidatedWriteRequest,
@@ -437,6 +439,44 @@ export interface DockerRuntime extends AsyncDisposable {
     id: string,
     options?: { stopTimeoutMs?: number; signal?: AbortSignal },
   ): Promise<void>;
+
+  /**
+   * Stops a container (`docker stop`): SIGTERM (or the image's stop signal), up to
+   * `stopTimeoutMs` (rounded up to whole seconds) for it to exit, then SIGKILL. A container
+   * already stopped is not an error. Bounded by `stopTimeoutMs` plus the runtime's
+   * requestTimeoutMs. On a Swarm task this is how its task ends: Swarm, not the engine, decides
+   * whether a new task replaces it (the service's restart policy).
+   *
+   * @default stopTimeoutMs 10000
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST when stopTimeoutMs is not an integer >= 0
+   * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND when it does not exist
+   * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED: the
+   *   stop may still complete in the engine
+   * @example
+   * await runtime.stopContainer(id, { stopTimeoutMs: 5_000 });
+   */
+  stopContainer(
+    id: string,
+    options?: { stopTimeoutMs?: number; signal?: AbortSignal },
+  ): Promise<void>;
+
+  /**
+   * A Swarm service's name and restart policy (`GET /services/{id}`), to know whether Swarm
+   * replaces a task that stops. Only a manager node can tell: on a worker node (and for a
+   * service removed meanwhile) the answer is `undefined`.
+   *
+   * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST for an id that is no service id
+   * @throws DockerRuntimeError DSO_DOCKER_UNREACHABLE, DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED,
+   *   DSO_DOCKER_ENGINE_ERROR
+   * @example
+   * const task = swarmTaskOf(container.labels);
+   * const service = task && (await runtime.inspectSwarmService(task.serviceId));
+   * if (service?.restart.condition === 'none') refuse();
+   */
+  inspectSwarmService(
+    serviceId: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<SwarmService | undefined>;
 
   /**
    * Clone-and-replace (blue-green): recreates a running container with changed environment
@@ -1031,6 +1071,20 @@ class EngineRuntime implements DockerRuntime {
     options: { stopTimeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<void> {
     return restartContainer(this.#context, id, options);
+  }
+
+  stopContainer(
+    id: string,
+    options: { stopTimeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    return stopContainer(this.#context, id, options);
+  }
+
+  inspectSwarmService(
+    serviceId: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<SwarmService | undefined> {
+    return inspectSwarmService(this.#context, serviceId, options);
   }
 
   replaceContainer(id: string, request: ReplaceRequest): Promise<ReplaceResult> {

@@ -116,6 +116,12 @@ export {
 } from './replace.js';
 export { type RemoveReport, SafeDir } from './safe-dir.js';
 export {
+  SWARM_DEFAULT_RESTART_DELAY_MS,
+  type SwarmService,
+  type SwarmTask,
+  swarmTaskOf,
+} from './swarm.js';
+export {
   checkFileName,
   MAX_FILES_PER_WRITE,
   MAX_WRITE_BYTES,

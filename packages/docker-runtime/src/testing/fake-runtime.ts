@@ -7,10 +7,11 @@ import type {
 } from '../docker-runtime.js';
 import { DockerRuntimeError } from '../errors.js';
 import type { ContainerEvent, RuntimeEvent } from '../events.js';
+import type { SwarmService } from '../swarm.js';
 import type { WriteFilesRequest } from '../write-request.js';
 
 /** The runtime operations a {@link FakeRuntime} can be told to fail (as the engine would). */
-export type FakeFailure = 'write' | 'exec' | 'signal' | 'restart' | 'replace';
+export type FakeFailure = 'write' | 'exec' | 'signal' | 'restart' | 'stop' | 'replace';
 
 /** One `writeFiles` call the fake took, its contents copied (callers zero their buffers). */
 export interface FakeWrite {
@@ -26,6 +27,11 @@ export interface FakeRuntimeOptions {
   containers?: ContainerDetails[];
   /** What `resolveUser` answers, by the container's `user`; absent: DSO_DOCKER_USER_UNRESOLVED. */
   users?: Record<string, { uid: number; gid: number }>;
+  /**
+   * What `inspectSwarmService` answers, by service id, as a manager node would; a service not
+   * here answers `undefined`, as on a worker node.
+   */
+  services?: Record<string, SwarmService>;
 }
 
 /**
@@ -39,7 +45,10 @@ export interface FakeRuntime {
   readonly runtime: DockerRuntime;
   /** Every write, in order. */
   readonly writes: FakeWrite[];
-  /** Rotation actions taken: `signal <id> <SIG>`, `exec <id> <argv…>`, `restart <id>`, `replace <id>`. */
+  /**
+   * Rotation actions taken: `signal <id> <SIG>`, `exec <id> <argv…>`, `restart <id>`,
+   * `stop <id>`, `replace <id>`.
+   */
   readonly actions: string[];
   /** Operations that fail from now on, until removed. */
   readonly failing: Set<FakeFailure>;
@@ -255,6 +264,20 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
       container.state = 'running';
       container.startedAt = startedNow();
       emit('container.started', id);
+    },
+    async stopContainer(id) {
+      const container = existing(id);
+      actions.push(`stop ${id}`);
+      fail('stop');
+      if (container.running) {
+        container.running = false;
+        container.state = 'exited';
+        emit('container.died', id);
+      }
+    },
+    async inspectSwarmService(serviceId) {
+      const service = options.services?.[serviceId];
+      return service === undefined ? undefined : structuredClone(service);
     },
     async replaceContainer(id, request) {
       actions.push(`replace ${id}`);

@@ -34,7 +34,7 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
  * engine (an integration test) and against `createFakeRuntime` (a unit test), so the fake
  * the agent's tests use cannot drift from what the engine does: label filters, inspect's
  * facts, the events of a start, a stop and a removal (in that order, with labels), writes into
- * a tmpfs and their refusals, signals and restarts (a new run, its events).
+ * a tmpfs and their refusals, signals, restarts (a new run, its events) and stops.
  *
  * @example
  * runRuntimeConformance('fake runtime', async () => { const fake = createFakeRuntime(); … });
@@ -163,6 +163,21 @@ export function runRuntimeConformance(name: string, setup: () => Promise<Runtime
       const after = await engine.runtime.inspectContainer(id);
       expect(after.running).toBe(true);
       expect(after.startedAt).not.toBe(before);
+    });
+
+    it('stops a container: a die event, not running after, and a second stop is no error', async () => {
+      const id = await engine.run({ labels, tmpfs: ['/run/secrets'] });
+      const events = await eventsDuring(
+        (event) => event.id === id,
+        () => engine.runtime.stopContainer(id, { stopTimeoutMs: 1_000 }),
+        (seen) => seen.some((event) => event.type === 'container.died'),
+      );
+      expect(events.map((event) => event.type)).toContain('container.died');
+      expect((await engine.runtime.inspectContainer(id)).running).toBe(false);
+      expect(await codeOf(engine.runtime.stopContainer(id, { stopTimeoutMs: 0 }))).toBe('resolved');
+      expect(await codeOf(engine.runtime.stopContainer('0'.repeat(64)))).toBe(
+        'DSO_DOCKER_CONTAINER_NOT_FOUND',
+      );
     });
   });
 }
