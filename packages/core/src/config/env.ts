@@ -49,6 +49,10 @@ export const CONFIG_ENV_OVERRIDES: readonly ConfigEnvOverride[] = Object.freeze(
   { name: 'DSO_REDIS_URL', path: ['cache', 'redis', 'url'] },
   { name: 'DSO_SHUTDOWN_GRACE_MS', path: ['shutdownGraceMs'] },
   { name: 'DSO_VOLUME_DRIVER_NAME', path: ['volumes', 'driverName'] },
+  // With DSO_VOLUME_DRIVER_NAME and DSO_API_SOCKET: what a second agent on the same host (one per
+  // engine, or a test's) needs of its own, since the defaults under /run/dso are per host.
+  { name: 'DSO_VOLUMES_ROOT', path: ['volumes', 'root'] },
+  { name: 'DSO_HOST_PATH_ROOT', path: ['hostPath', 'root'] },
 ]);
 
 /** The variable that overrides the setting at `path`, if one does. */
