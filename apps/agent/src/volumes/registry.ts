@@ -5,7 +5,11 @@ import type { Logger } from '@dso/core';
 
 /** One mount of a DSO volume: the engine's mount id, and the folder the agent serves it from. */
 export interface VolumeMountRecord {
-  /** The engine's mount id (one per container that mounts the volume). */
+  /**
+   * The engine's mount id: Docker gives one per container that mounts the volume; Podman gives
+   * one fixed id to every mount of every volume (it mounts a volume once and counts its users
+   * itself), so a mount is known by its volume and id together, never by the id alone.
+   */
   id: string;
   volume: string;
   /** The folder key under `volumes.root` (a digest of volume and mount id). */
@@ -23,6 +27,7 @@ export interface VolumeMountRecord {
 /** What the registry keeps: volumes with their options (references, never values), and mounts. */
 export interface VolumeRegistryState {
   volumes: Map<string, { options: Record<string, string>; createdAt: number }>;
+  /** By the mount's folder key ({@link mountKey} of its volume and id). */
   mounts: Map<string, VolumeMountRecord>;
 }
 
@@ -83,13 +88,16 @@ export async function loadVolumeRegistry(
       });
     }
   }
-  for (const [id, entry] of Object.entries(asRecord(parsed.mounts)).slice(0, MAX_ENTRIES)) {
+  for (const [name, entry] of Object.entries(asRecord(parsed.mounts)).slice(0, MAX_ENTRIES)) {
     const { volume, digest, refs } = asRecord(entry);
+    // Files of earlier agents are keyed by the mount id and hold no `id` field.
+    const id = asRecord(entry).id ?? name;
     if (!isMountId(id) || !isVolumeName(volume)) continue;
-    state.mounts.set(id, {
+    const key = mountKey(volume, id);
+    state.mounts.set(key, {
       id,
       volume,
-      key: mountKey(volume, id),
+      key,
       refs: typeof refs === 'number' && Number.isInteger(refs) && refs > 0 ? refs : 1,
       ...(typeof digest === 'string' && DIGEST.test(digest) ? { digest } : {}),
     });
@@ -104,9 +112,9 @@ export async function saveVolumeRegistry(path: string, state: VolumeRegistryStat
     version: 1,
     volumes: Object.fromEntries(state.volumes),
     mounts: Object.fromEntries(
-      [...state.mounts.values()].map(({ id, volume, digest, refs }) => [
-        id,
-        { volume, refs, ...(digest === undefined ? {} : { digest }) },
+      [...state.mounts.values()].map(({ id, volume, key, digest, refs }) => [
+        key,
+        { id, volume, refs, ...(digest === undefined ? {} : { digest }) },
       ]),
     ),
   };

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -54,6 +54,13 @@ function memoryFolders(): VolumeFolders & { files: Map<string, string[]>; views:
     },
     keys: () => [...files.keys()],
   };
+}
+
+/** A state file path in a folder removed after the test. */
+async function scratchState(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'dso-volumes-'));
+  dirs.push(dir);
+  return join(dir, 'volumes.json');
 }
 
 async function setup(statePath?: string) {
@@ -275,6 +282,38 @@ describe('createVolumeDriver', () => {
     expect(folders.files.get(key)).toEqual([`db=${CANARY}`]);
     await driver.unmount('v1', MOUNT_ID); // the container stops
     expect(folders.files.size).toBe(0);
+  });
+
+  it('keeps two volumes mounted with one id apart (Podman gives every mount the same id)', async () => {
+    const { driver, folders, values } = await setup(await scratchState());
+    values['app/other'] = 'other-value';
+    await driver.create('v1', { db: 'dsofile://app/db' });
+    await driver.create('v2', { db: 'dsofile://app/other' });
+    const first = await driver.mount('v1', MOUNT_ID);
+    const second = await driver.mount('v2', MOUNT_ID);
+    expect(second).not.toBe(first);
+    expect(folders.files.get(folders.keyOf(first) as string)).toEqual([`db=${CANARY}`]);
+    expect(folders.files.get(folders.keyOf(second) as string)).toEqual(['db=other-value']);
+    expect(driver.consumers().sort()).toEqual([`volume:v1:${MOUNT_ID}`, `volume:v2:${MOUNT_ID}`]);
+    await driver.unmount('v2', MOUNT_ID);
+    expect([...folders.files.values()]).toEqual([[`db=${CANARY}`]]);
+    await driver.unmount('v1', MOUNT_ID);
+    expect(folders.files.size).toBe(0);
+  });
+
+  it('reads a state file of an earlier agent, whose mounts are keyed by their id alone', async () => {
+    const statePath = await scratchState();
+    await writeFile(
+      statePath,
+      JSON.stringify({
+        version: 1,
+        volumes: { v1: { options: { db: 'dsofile://app/db' }, createdAt: 1 } },
+        mounts: { [MOUNT_ID]: { volume: 'v1', refs: 1 } },
+      }),
+    );
+    const { driver } = await setup(statePath);
+    await driver.recover();
+    expect(driver.consumers()).toEqual([`volume:v1:${MOUNT_ID}`]);
   });
 
   it('shows a mounted volume in status with its files, and a mount that never happened not at all', async () => {

@@ -139,9 +139,11 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
   const now = () => Math.floor(clock.now());
   const consumerOf = (mount: VolumeMountRecord) =>
     `${VOLUME_CONSUMER_PREFIX}${mount.volume}:${mount.id}`;
-  /** The mount a consumer id names. */
-  const mountOf = (consumerId: string) =>
-    registry.mounts.get(consumerId.slice(consumerId.lastIndexOf(':') + 1));
+  /** The mount a consumer id (`volume:<name>:<mount id>`) names. */
+  const mountOf = (consumerId: string) => {
+    const [volume = '', id = ''] = consumerId.slice(VOLUME_CONSUMER_PREFIX.length).split(':');
+    return registry.mounts.get(mountKey(volume, id));
+  };
 
   function specOf(volume: string): VolumeSpec {
     const known = registry.volumes.get(volume);
@@ -172,7 +174,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       const after = digestOf({ target: '', mode: spec.mode, owner: spec.owner }, resolved, '');
       const before = mount.digest;
       // Unmounted while its secrets were resolved: nothing to write (the folder is gone).
-      const current = force || registry.mounts.get(mount.id) === mount;
+      const current = force || registry.mounts.get(mount.key) === mount;
       if (current && (force || before !== after)) {
         signal.throwIfAborted();
         folders.write(mount.key, {
@@ -223,7 +225,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         trigger,
         outcome.error,
         { volume: mount.volume },
-        { status: registry.mounts.get(mount.id) === mount },
+        { status: registry.mounts.get(mount.key) === mount },
       );
     } else if (outcome.changed) {
       context.outcomes.delivered(id, trigger, outcome.files, 'volume');
@@ -331,13 +333,10 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
           },
         );
       }
-      const known = registry.mounts.get(id);
-      const mount: VolumeMountRecord = known ?? {
-        id,
-        volume: name,
-        key: mountKey(name, id),
-        refs: 0,
-      };
+      // By volume and id: Podman gives every mount of every volume one and the same id.
+      const key = mountKey(name, id);
+      const known = registry.mounts.get(key);
+      const mount: VolumeMountRecord = known ?? { id, volume: name, key, refs: 0 };
       // Below the engine's own plugin timeout: the engine must hear a clear failure.
       const deadline = new AbortController();
       const timer = clock.setTimeout(
@@ -360,7 +359,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         for (const file of resolved) file.content.fill(0);
         const mountpoint = await folders.publish(mount.key);
         mount.refs += 1;
-        registry.mounts.set(id, mount);
+        registry.mounts.set(key, mount);
         await saver.save();
         if (!again) report(mount, 'started', { files: resolved, changed: true });
         logger.info(
@@ -371,7 +370,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       } catch (caught) {
         const error = signal.aborted && deadline.signal.aborted ? deadline.signal.reason : caught;
         report(mount, 'started', { error });
-        if (!registry.mounts.has(id)) await folders.remove(mount.key).catch(() => {});
+        if (!registry.mounts.has(key)) await folders.remove(mount.key).catch(() => {});
         const reference = failedReference(error);
         const code = failureCode(error);
         logger.warn(
@@ -392,7 +391,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
       }
     },
     async unmount(name, id) {
-      const mount = registry.mounts.get(id);
+      const mount = registry.mounts.get(mountKey(name, id));
       if (mount === undefined) return;
       mount.refs -= 1;
       if (mount.refs > 0) {
@@ -404,7 +403,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
         return;
       }
       await folders.remove(mount.key);
-      registry.mounts.delete(id);
+      registry.mounts.delete(mount.key);
       context.consumption.record(consumerOf(mount), undefined);
       secrets.letGo(consumerOf(mount));
       statuses.delete(consumerOf(mount));
@@ -476,7 +475,7 @@ export function createVolumeDriver(context: VolumeDriverContext): VolumeDriver {
           ),
         );
         for (const [name, volume] of kept.volumes) registry.volumes.set(name, volume);
-        for (const [id, mount] of kept.mounts) registry.mounts.set(id, mount);
+        for (const [key, mount] of kept.mounts) registry.mounts.set(key, mount);
       }
       await driver.sweep();
       for (const mount of registry.mounts.values()) {
