@@ -246,7 +246,12 @@ export type AgentEvent = {
       /** What happened and what to do (never a value). */
       message?: string;
     }
-  | { type: 'rotated'; policy: LabelRotationPolicy }
+  | {
+      type: 'rotated';
+      policy: LabelRotationPolicy;
+      /** What was done when it says more than the policy (a Swarm task stopped, by names). */
+      message?: string;
+    }
   | {
       type: 'rotation-failed';
       policy: LabelRotationPolicy;

@@ -17,6 +17,8 @@ import {
   policyChain,
   type RotationContext,
   rotationSettings,
+  taskRestartMessage,
+  taskRestartRefusal,
 } from './rotation.js';
 
 const specOf = (labels: Record<string, string>) =>
@@ -393,5 +395,243 @@ describe('createRotations', () => {
       expect(fake.actions).toEqual(['replace c1']);
       await rotations.close(0);
     });
+  });
+});
+
+describe('dso.rotate=restart on a Swarm task', () => {
+  const service = (condition: 'any' | 'on-failure' | 'none') => ({
+    id: 'svc1',
+    name: 'web',
+    restart: { condition, delayMs: 5_000, maxAttempts: 0 },
+  });
+  const taskLabels = (slot: number, taskId: string) => ({
+    'com.docker.swarm.service.id': 'svc1',
+    'com.docker.swarm.service.name': 'web',
+    'com.docker.swarm.task.id': taskId,
+    'com.docker.swarm.task.name': `web.${slot}.${taskId}`,
+  });
+  const taskContainer = (id: string, slot: number, taskId: string): ContainerDetails => ({
+    id,
+    name: `web.${slot}.${taskId}`,
+    labels: { 'dso.enable': 'true', ...taskLabels(slot, taskId) },
+    running: true,
+    state: 'running',
+    startedAt: '2026-12-01T10:00:00Z',
+    user: '',
+    tmpfs: ['/run/secrets'],
+    binds: [],
+    volumes: [],
+    image: 'x',
+  });
+  const secret = { reference: 'dsofile://app/db', provider: 'local', version: '2' };
+
+  /** Two tasks of service `web` on this node (`a`, `b`); `services` as a manager knows them. */
+  function taskSetup(services?: Record<string, ReturnType<typeof service>>) {
+    const clock = createFakeClock();
+    const logger = createLogger({ level: 'silent', redactor: createRedactor() });
+    const fake = createFakeRuntime({
+      containers: [taskContainer('a', 1, 'ta'), taskContainer('b', 2, 'tb')],
+      ...(services === undefined ? {} : { services }),
+    });
+    const bus = createEventBus();
+    const events: AgentEvent[] = [];
+    bus.subscribe((event) => events.push(event));
+    const audits: Array<Record<string, unknown>> = [];
+    const statuses = new Map<string, ContainerStatus>();
+    for (const id of ['a', 'b']) {
+      statuses.set(id, { id, lastAction: { trigger: 'changed', at: 0, outcome: 'delivered' } });
+    }
+    const rotations = createRotations({
+      runtime: fake.runtime,
+      secrets: { resolveEach: async () => [] },
+      store: createDeliveredStore({ clock, logger }),
+      settings: rotationSettings({ jitterMs: 0, healthTimeoutMs: 10_000 }),
+      requestDelivery: () => {},
+      statuses,
+      onReplaced: () => {},
+      logger,
+      audit: { record: (entry) => audits.push(entry as Record<string, unknown>) },
+      bus,
+      clock,
+      random: () => 0,
+    });
+    /** What Swarm does after a stop: a new task in the same slot, running. */
+    const replace = (id: string, slot: number, taskId: string) =>
+      fake.start(taskContainer(id, slot, taskId));
+    return { clock, fake, rotations, events, audits, statuses, replace };
+  }
+  const restartSpec = () => specOf({ 'dso.rotate': 'restart' });
+
+  it('stops the task (never restarts it) and names the task, its service and its replacement', async () => {
+    const { clock, fake, rotations, events, audits, statuses, replace } = taskSetup({
+      svc1: service('any'),
+    });
+    rotations.start('a', restartSpec(), [secret], false, undefined);
+    clock.advance(0);
+    await settle();
+    expect(fake.actions).toEqual(['stop a']);
+    expect(fake.get('a')?.running).toBe(false);
+    // Swarm's restart delay passes, then its replacement runs on this node.
+    clock.advance(500);
+    await settle();
+    expect(events.some((event) => event.type === 'rotated')).toBe(false);
+    replace('a2', 1, 'ta2');
+    clock.advance(500);
+    await settle();
+    const message = 'stopped task web.1.ta of service web; Swarm replaces it (task web.1.ta2 runs)';
+    expect(events.find((event) => event.type === 'rotated')).toMatchObject({
+      containerId: 'a',
+      policy: 'restart',
+      message,
+    });
+    expect(audits).toEqual([
+      expect.objectContaining({
+        action: 'rotate',
+        outcome: 'ok',
+        policy: 'restart',
+        containerId: 'a',
+        containerName: 'web.1.ta',
+      }),
+    ]);
+    expect(statuses.get('a')?.lastAction.message).toBe(message);
+    expect(fake.actions).not.toContain('restart a');
+    await rotations.close(0);
+  });
+
+  it('stops a service’s tasks one at a time: the next once the last one’s replacement runs', async () => {
+    const { clock, fake, rotations, replace } = taskSetup({ svc1: service('any') });
+    rotations.start('a', restartSpec(), [secret], false, undefined);
+    rotations.start('b', restartSpec(), [secret], false, undefined);
+    clock.advance(0);
+    await settle();
+    expect(fake.actions).toEqual(['stop a']);
+    clock.advance(5_000);
+    await settle();
+    expect(fake.actions).toEqual(['stop a']); // b still serves while a's slot is empty
+    replace('a2', 1, 'ta2');
+    clock.advance(500);
+    await settle();
+    expect(fake.actions).toEqual(['stop a', 'stop b']);
+    expect(fake.get('b')?.running).toBe(false);
+    replace('b2', 2, 'tb2');
+    clock.advance(500);
+    await settle();
+    expect(rotations.size).toBe(0);
+    await rotations.close(0);
+  });
+
+  it('goes on after the restart delay plus healthTimeoutMs when no replacement runs on this node, and says so', async () => {
+    // A worker node: the service's policy cannot be read, the stop goes ahead.
+    const { clock, fake, rotations, events } = taskSetup();
+    rotations.start('a', restartSpec(), [secret], false, undefined);
+    rotations.start('b', restartSpec(), [secret], false, undefined);
+    clock.advance(0);
+    await settle();
+    expect(fake.actions).toEqual(['stop a']);
+    for (let waited = 0; waited < 15_000; waited += 500) {
+      clock.advance(500);
+      await settle();
+    }
+    expect(fake.actions).toEqual(['stop a', 'stop b']);
+    const rotated = events.find((event) => event.type === 'rotated' && event.containerId === 'a');
+    expect(rotated).toMatchObject({ policy: 'restart' });
+    const message = rotated?.type === 'rotated' ? (rotated.message ?? '') : '';
+    expect(message).toContain('stopped task web.1.ta of service web; Swarm replaces it');
+    expect(message).toContain('no replacement ran on this node within 15 s');
+    expect(message).toContain('this worker node cannot read it');
+    // b's wait is cut short by the shutdown (its grace on the rotations' clock).
+    const closing = rotations.close(0);
+    clock.advance(0);
+    await closing;
+  });
+
+  it.each(['on-failure', 'none'] as const)(
+    'refuses to stop a task whose service restarts it only %s, with the fix',
+    async (condition) => {
+      const { clock, fake, rotations, events, audits, statuses } = taskSetup({
+        svc1: service(condition),
+      });
+      rotations.start('a', restartSpec(), [secret], false, undefined);
+      clock.advance(0);
+      await settle();
+      expect(fake.actions).toEqual([]);
+      expect(fake.get('a')?.running).toBe(true);
+      const failed = events.find((event) => event.type === 'rotation-failed');
+      expect(failed).toMatchObject({ code: 'DSO_AGENT_TASK_RESTART_REFUSED', policy: 'restart' });
+      const message = failed?.type === 'rotation-failed' ? (failed.message ?? '') : '';
+      expect(message).toContain(
+        `task of Swarm service web, whose restart condition is ${condition}`,
+      );
+      expect(message).toContain('docker service update --restart-condition any web');
+      expect(statuses.get('a')?.lastAction).toMatchObject({
+        outcome: 'failed',
+        code: 'DSO_AGENT_TASK_RESTART_REFUSED',
+        message,
+      });
+      expect(audits).toEqual([
+        expect.objectContaining({
+          outcome: 'refused',
+          code: 'DSO_AGENT_TASK_RESTART_REFUSED',
+          containerName: 'web.1.ta',
+          reason: message.slice(0, 300),
+        }),
+      ]);
+      await rotations.close(0);
+    },
+  );
+
+  it('refuses dso.rotate=replace on a task and says what to use instead', async () => {
+    const { clock, fake, rotations, events, statuses } = taskSetup();
+    rotations.start('a', specOf({ 'dso.rotate': 'replace' }), [secret], false, undefined);
+    clock.advance(0);
+    await settle();
+    expect(fake.actions).toEqual(['replace a']);
+    expect(fake.get('a')?.running).toBe(true);
+    const failed = events.find((event) => event.type === 'rotation-failed');
+    expect(failed).toMatchObject({ code: 'DSO_DOCKER_REPLACE_FAILED', rolledBack: false });
+    const message = failed?.type === 'rotation-failed' ? (failed.message ?? '') : '';
+    expect(message).toContain('is a swarm task');
+    expect(message).toContain('use dso.rotate=restart');
+    expect(statuses.get('a')?.lastAction).toMatchObject({ outcome: 'failed', message });
+    await rotations.close(0);
+  });
+
+  it('restarts a container that is no task as before', async () => {
+    const { clock, fake, rotations } = setup(['c1'], rotationSettings({ jitterMs: 0 }));
+    rotations.start('c1', restartSpec(), [], false, undefined);
+    clock.advance(0);
+    await settle();
+    expect(fake.actions).toEqual(['restart c1']);
+    await rotations.close(0);
+  });
+});
+
+describe('taskRestartRefusal and taskRestartMessage', () => {
+  const task = {
+    taskId: 't1',
+    taskName: 'web.1.t1',
+    serviceId: 's',
+    serviceName: 'web',
+    slot: 'web.1',
+  };
+  const withCondition = (condition: 'any' | 'on-failure' | 'none') => ({
+    id: 's',
+    name: 'web',
+    restart: { condition, delayMs: 5_000, maxAttempts: 0 },
+  });
+
+  it('lets a stop go ahead under condition any, and where the node cannot tell', () => {
+    expect(taskRestartRefusal(task, withCondition('any'))).toBeUndefined();
+    expect(taskRestartRefusal(task, undefined)).toBeUndefined();
+    expect(taskRestartRefusal(task, withCondition('none'))).toContain('a replica short');
+  });
+
+  it('names the replacement, or says why none was seen', () => {
+    expect(
+      taskRestartMessage(task, undefined, { ...task, taskId: 't2', taskName: 'web.1.t2' }, 1),
+    ).toBe('stopped task web.1.t1 of service web; Swarm replaces it (task web.1.t2 runs)');
+    const manager = taskRestartMessage(task, withCondition('any'), undefined, 65_000);
+    expect(manager).toContain('within 65 s: Swarm may have placed it on another node)');
+    expect(manager).not.toContain('worker');
   });
 });

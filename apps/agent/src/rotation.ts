@@ -12,7 +12,13 @@ import {
   type Logger,
   type ManagedSpec,
 } from '@dso/core';
-import type { DockerRuntime } from '@dso/docker-runtime';
+import {
+  type DockerRuntime,
+  SWARM_DEFAULT_RESTART_DELAY_MS,
+  type SwarmService,
+  type SwarmTask,
+  swarmTaskOf,
+} from '@dso/docker-runtime';
 import type { ContainerStatus, DeliveryTrigger, RotationOptions } from './agent-types.js';
 import type { DeliveredState } from './delivered-state.js';
 import type { DeliveredStore } from './delivered-store.js';
@@ -84,7 +90,15 @@ export interface RotatedSecret {
 export interface RotationContext {
   runtime: Pick<
     DockerRuntime,
-    'sendSignal' | 'exec' | 'restartContainer' | 'replaceContainer' | 'recoverReplacements'
+    | 'sendSignal'
+    | 'exec'
+    | 'restartContainer'
+    | 'stopContainer'
+    | 'replaceContainer'
+    | 'recoverReplacements'
+    | 'inspectContainer'
+    | 'listContainers'
+    | 'inspectSwarmService'
   >;
   secrets: Pick<SecretResolver, 'resolveEach'>;
   store: Pick<
@@ -148,7 +162,9 @@ export interface Rotations {
 
 /**
  * Rotation: `files` does nothing more, `signal` signals the container, `hook` runs its command
- * in it, `restart` restarts it (its next start writes the files again), `replace` starts a new
+ * in it, `restart` restarts it (its next start writes the files again; a Swarm task is stopped
+ * instead, and Swarm starts the task that replaces it: see {@link taskRestartRefusal}; a
+ * service's tasks on this node one at a time), `replace` starts a new
  * container beside it with its `dso://` values resolved again and hands it the name once
  * healthy (rolled back otherwise). A failed action is followed by the next heavier one in its
  * {@link policyChain}. Actions across containers are bounded (`maxInFlight`) and spread
@@ -168,6 +184,101 @@ export function createRotations(context: RotationContext): Rotations {
   const aborting = new AbortController();
   /** Containers whose replacement failed: attempts so far, and the timer of the next one. */
   const retries = new Map<string, RetryEntry>();
+  /** Per Swarm service: the end of the last task restart queued, so they run one at a time. */
+  const serviceTurns = new Map<string, Promise<void>>();
+
+  /**
+   * Runs `task` after every earlier call for the same key has finished (`undefined`: at once).
+   * A service's tasks are stopped one at a time, each after the last one's replacement ran.
+   */
+  async function inTurn(key: string | undefined, task: () => Promise<void>): Promise<void> {
+    if (key === undefined) return task();
+    const previous = serviceTurns.get(key) ?? Promise.resolve();
+    const mine = previous.then(task, task);
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    serviceTurns.set(key, settled);
+    try {
+      await mine;
+    } finally {
+      if (serviceTurns.get(key) === settled) serviceTurns.delete(key);
+    }
+  }
+
+  /** The Swarm task a container runs (from its labels), or undefined when it runs none. */
+  async function taskOf(containerId: string, signal: AbortSignal): Promise<SwarmTask | undefined> {
+    try {
+      return swarmTaskOf((await runtime.inspectContainer(containerId, { signal })).labels);
+    } catch {
+      // Gone or unreachable: its restart fails on its own, with the engine's code.
+      return undefined;
+    }
+  }
+
+  /**
+   * `restart` on a Swarm task: a restarted task container would run on beside the task Swarm
+   * starts in its place (Swarm sees its task end), so the agent stops it and Swarm's restart
+   * policy starts the replacement, to which the agent delivers as it starts. Refused (before
+   * anything is stopped) when this node can tell that Swarm would not replace it. Waits for
+   * the replacement to run on this node, at most the service's restart delay plus
+   * `healthTimeoutMs` (it may run on another node). Returns what was done, by names.
+   * @throws DsoError DSO_AGENT_TASK_RESTART_REFUSED when the service's restart policy would not
+   *   replace a stopped task
+   */
+  async function restartTask(
+    containerId: string,
+    task: SwarmTask,
+    signal: AbortSignal,
+  ): Promise<string> {
+    const service = await runtime.inspectSwarmService(task.serviceId, { signal });
+    const refusal = taskRestartRefusal(task, service);
+    if (refusal !== undefined) {
+      throw new DsoError('DSO_AGENT_TASK_RESTART_REFUSED', refusal, {
+        task: task.taskName,
+        service: task.serviceName,
+      });
+    }
+    await runtime.stopContainer(containerId, { stopTimeoutMs: settings.stopTimeoutMs, signal });
+    const waitMs =
+      (service?.restart.delayMs ?? SWARM_DEFAULT_RESTART_DELAY_MS) + settings.healthTimeoutMs;
+    const replacement = await replacementOf(task, waitMs, signal);
+    return taskRestartMessage(task, service, replacement, waitMs);
+  }
+
+  /** The task that took `task`'s slot, once it runs on this node; undefined after `waitMs`. */
+  async function replacementOf(
+    task: SwarmTask,
+    waitMs: number,
+    signal: AbortSignal,
+  ): Promise<SwarmTask | undefined> {
+    const deadline = clock.now() + waitMs;
+    for (;;) {
+      try {
+        const listed = await runtime.listContainers({
+          label: `com.docker.swarm.service.id=${task.serviceId}`,
+          signal,
+        });
+        for (const container of listed) {
+          const other = swarmTaskOf(container.labels);
+          if (
+            container.state === 'running' &&
+            other?.slot === task.slot &&
+            other.taskId !== task.taskId
+          ) {
+            return other;
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) throw error;
+        // The engine did not answer this time: asked again until the deadline.
+      }
+      const left = deadline - clock.now();
+      if (left <= 0) return undefined;
+      await sleep(Math.min(REPLACEMENT_POLL_MS, left), { signal, clock });
+    }
+  }
 
   /** Whether the files just delivered hold the same values as before (new versions only). */
   function filesUnchanged(containerId: string, before: DeliveredState | undefined): boolean {
@@ -344,7 +455,13 @@ export function createRotations(context: RotationContext): Rotations {
       envChanged = false;
     }
     const chain = policyChain(spec, envChanged, settings);
-    const record = (policy: LabelRotationPolicy, outcome: 'ok' | 'error', code?: string) => {
+    const record = (
+      policy: LabelRotationPolicy,
+      outcome: 'ok' | 'error' | 'refused',
+      code?: string,
+      task?: SwarmTask,
+      reason?: string,
+    ) => {
       for (const { reference, provider, version } of secrets) {
         audit.record({
           actor: { kind: 'agent' },
@@ -353,9 +470,12 @@ export function createRotations(context: RotationContext): Rotations {
           provider,
           version,
           containerId,
+          // A task's container is named after its task (`web.1.<task id>`).
+          ...(task === undefined ? {} : { containerName: task.taskName }),
           outcome,
           policy,
           ...(code === undefined ? {} : { code }),
+          ...(reason === undefined ? {} : { reason: reason.slice(0, 300) }),
         });
       }
     };
@@ -368,81 +488,133 @@ export function createRotations(context: RotationContext): Rotations {
     }
     try {
       await sleep(random() * settings.jitterMs, { signal, clock });
-      await limiter.run(
-        async () => {
-          for (const [index, policy] of chain.entries()) {
-            signal.throwIfAborted();
-            const started = performance.now();
-            try {
-              await runAction(policy, containerId, spec, signal);
-              clearRetry(containerId);
-              metrics?.rotation(policy, 'ok', performance.now() - started);
-              record(policy, 'ok');
-              bus.emit({ type: 'rotated', at: now(), containerId, policy });
-              log.info({ policy }, 'secrets rotated');
-              return;
-            } catch (error) {
-              if (signal.aborted) return;
-              const code = errorCode(error) ?? 'DSO_ERROR';
-              const details = (error as { details?: Record<string, unknown> }).details ?? {};
-              const rolledBack =
-                code === 'DSO_DOCKER_REPLACE_FAILED' && details.rollback === 'done';
-              metrics?.rotation(
-                policy,
-                rolledBack ? 'rolled_back' : 'error',
-                performance.now() - started,
-              );
-              record(policy, 'error', code);
-              const next = chain[index + 1];
-              // New dso:// values not delivered: recorded as such, shown, and retried.
-              const message =
-                envChanged && next === undefined
-                  ? replacementFailed(containerId, spec, before, error, code)
-                  : undefined;
-              bus.emit({
-                type: 'rotation-failed',
-                at: now(),
-                containerId,
-                policy,
-                code,
-                rolledBack,
-                ...(message === undefined ? {} : { message }),
-              });
-              // The files already hold the new versions: a container left as it is picks them
-              // up at its next start or reload. Said loudly, not retried in a loop.
-              log.warn(
-                {
-                  err: error,
-                  code,
+      // A Swarm task's restart waits for those of its service's other tasks on this node.
+      const task =
+        chain.includes('restart') || chain.includes('replace')
+          ? await taskOf(containerId, signal)
+          : undefined;
+      await inTurn(task?.serviceId, async () => {
+        await limiter.run(
+          async () => {
+            for (const [index, policy] of chain.entries()) {
+              signal.throwIfAborted();
+              const started = performance.now();
+              try {
+                const done = await runAction(policy, containerId, spec, signal, task);
+                clearRetry(containerId);
+                metrics?.rotation(policy, 'ok', performance.now() - started);
+                record(policy, 'ok', undefined, task);
+                bus.emit({
+                  type: 'rotated',
+                  at: now(),
+                  containerId,
                   policy,
-                  ...(rolledBack
-                    ? { stage: details.stage, reason: details.reason, rollback: 'done' }
-                    : {}),
-                  ...(next === undefined ? {} : { escalatingTo: next }),
-                  ...(message === undefined ? {} : { advice: message }),
-                },
-                rolledBack
-                  ? 'replacement rolled back: the old container keeps serving'
-                  : 'rotation action failed',
-              );
+                  ...(done === undefined ? {} : { message: done }),
+                });
+                if (done !== undefined) {
+                  showDone(containerId, done);
+                  log.info(
+                    { policy, task: task?.taskName, service: task?.serviceName, action: done },
+                    'swarm task stopped; Swarm replaces it',
+                  );
+                } else {
+                  log.info({ policy }, 'secrets rotated');
+                }
+                return;
+              } catch (error) {
+                if (signal.aborted) return;
+                const code = errorCode(error) ?? 'DSO_ERROR';
+                const details = (error as { details?: Record<string, unknown> }).details ?? {};
+                const rolledBack =
+                  code === 'DSO_DOCKER_REPLACE_FAILED' && details.rollback === 'done';
+                metrics?.rotation(
+                  policy,
+                  rolledBack ? 'rolled_back' : 'error',
+                  performance.now() - started,
+                );
+                // Refused by what the container is (a Swarm task Swarm would not replace, or
+                // would not let be replaced): recorded as a refusal, its message shown.
+                const refusal = refusalOf(error, code);
+                record(policy, refusal === undefined ? 'error' : 'refused', code, task, refusal);
+                const next = chain[index + 1];
+                // New dso:// values not delivered: recorded as such, shown, and retried.
+                const message =
+                  envChanged && next === undefined
+                    ? replacementFailed(containerId, spec, before, error, code)
+                    : refusal;
+                if (refusal !== undefined && message === refusal) {
+                  showRefusal(containerId, code, refusal);
+                }
+                bus.emit({
+                  type: 'rotation-failed',
+                  at: now(),
+                  containerId,
+                  policy,
+                  code,
+                  rolledBack,
+                  ...(message === undefined ? {} : { message }),
+                });
+                // The files already hold the new versions: a container left as it is picks them
+                // up at its next start or reload. Said loudly, not retried in a loop.
+                log.warn(
+                  {
+                    err: error,
+                    code,
+                    policy,
+                    ...(rolledBack
+                      ? { stage: details.stage, reason: details.reason, rollback: 'done' }
+                      : {}),
+                    ...(next === undefined ? {} : { escalatingTo: next }),
+                    ...(message === undefined ? {} : { advice: message }),
+                  },
+                  rolledBack
+                    ? 'replacement rolled back: the old container keeps serving'
+                    : 'rotation action failed',
+                );
+              }
             }
-          }
-        },
-        { signal },
-      );
+          },
+          { signal },
+        );
+      });
     } catch (error) {
       if (signal.aborted) return;
       log.warn({ err: error, code: errorCode(error) }, 'rotation could not run');
     }
   }
 
-  /** One rotation action on one container; throws when it failed. */
+  /** A stopped task's status says what was done (its state turns `exited` as it stops). */
+  function showDone(containerId: string, message: string): void {
+    const known = context.statuses?.get(containerId);
+    if (known === undefined) return;
+    context.statuses?.set(containerId, { ...known, lastAction: { ...known.lastAction, message } });
+  }
+
+  /** A refused action shows in status as a failure with its code and what to do. */
+  function showRefusal(containerId: string, code: string, message: string): void {
+    const statuses = context.statuses;
+    if (statuses === undefined) return;
+    const known = statuses.get(containerId);
+    const failure = { trigger: known?.lastAction.trigger ?? ('changed' as const), at: now(), code };
+    statuses.set(containerId, {
+      ...known,
+      id: containerId,
+      lastAction: { ...failure, outcome: 'failed', message },
+      lastFailure: { ...failure, message },
+    });
+  }
+
+  /**
+   * One rotation action on one container; throws when it failed. Returns what was done when it
+   * says more than the policy (a Swarm task stopped, by names).
+   */
   async function runAction(
     policy: LabelRotationPolicy,
     containerId: string,
     spec: ManagedSpec,
     signal: AbortSignal,
-  ): Promise<void> {
+    task: SwarmTask | undefined,
+  ): Promise<string | undefined> {
     switch (policy) {
       case 'files':
         return;
@@ -475,6 +647,7 @@ export function createRotations(context: RotationContext): Rotations {
         return;
       }
       case 'restart':
+        if (task !== undefined) return restartTask(containerId, task, signal);
         await runtime.restartContainer(containerId, {
           stopTimeoutMs: settings.stopTimeoutMs,
           signal,
@@ -728,4 +901,56 @@ export function replacementFailureMessage(
   }: ${cause}); it still runs the old values (${running}); tried again in ${Math.ceil(
     retryInMs / 1_000,
   )} s with backoff, and at dso rotate, dso reconcile, an agent restart or its own restart; ${advice}`;
+}
+
+/** How often a task restart asks the engine whether the stopped task's replacement runs. */
+const REPLACEMENT_POLL_MS = 500;
+
+/**
+ * Why stopping a Swarm task for `dso.rotate=restart` would not be safe, or undefined when it is.
+ * Swarm replaces a stopped task only under the restart condition `any` (its default):
+ * `on-failure` leaves a task that exits 0 on SIGTERM ended, `none` any task, and the service
+ * would run a replica short. A worker node cannot read the service (`service` undefined): the
+ * restart goes ahead, and the README says the condition must be `any`.
+ */
+export function taskRestartRefusal(
+  task: SwarmTask,
+  service: SwarmService | undefined,
+): string | undefined {
+  if (service === undefined || service.restart.condition === 'any') return undefined;
+  return `container ${task.taskName} is a task of Swarm service ${task.serviceName}, whose restart condition is ${service.restart.condition}: Swarm would not replace a task the agent stops, so dso.rotate=restart would leave the service a replica short; set the condition to any (docker service update --restart-condition any ${task.serviceName}) or use dso.rotate=signal, hook or files`;
+}
+
+/**
+ * What a task restart did, by names: the task stopped, its service, and the task that took its
+ * place on this node (or that none did in `waitMs`, and why that may be).
+ */
+export function taskRestartMessage(
+  task: SwarmTask,
+  service: SwarmService | undefined,
+  replacement: SwarmTask | undefined,
+  waitMs: number,
+): string {
+  const done = `stopped task ${task.taskName} of service ${task.serviceName}; Swarm replaces it`;
+  if (replacement !== undefined) return `${done} (task ${replacement.taskName} runs)`;
+  return `${done} (no replacement ran on this node within ${Math.ceil(waitMs / 1_000)} s: Swarm may have placed it on another node${
+    service === undefined
+      ? ", or the service's restart condition is not any (this worker node cannot read it)"
+      : ''
+  })`;
+}
+
+/**
+ * The message of a rotation action refused for what the container is, to show and audit as a
+ * refusal: a Swarm task's restart Swarm would not follow, or its replacement (a service owns
+ * its tasks). Undefined for any other failure.
+ */
+export function refusalOf(error: unknown, code: string): string | undefined {
+  const details = (error as { details?: Record<string, unknown> } | undefined)?.details ?? {};
+  if (!(error instanceof Error)) return undefined;
+  if (code === 'DSO_AGENT_TASK_RESTART_REFUSED') return error.message;
+  if (code === 'DSO_DOCKER_REPLACE_FAILED' && details.reason === 'swarm-task') {
+    return `${error.message}: dso.rotate=replace never runs on a Swarm task (its service owns its containers); use dso.rotate=restart (the agent stops the task and Swarm starts a new one, which gets the new files), signal, hook or files`;
+  }
+  return undefined;
 }

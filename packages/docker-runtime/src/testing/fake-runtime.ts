@@ -284,6 +284,14 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
       replacedEnv.push({ ...request.env });
       fail('replace');
       const old = existing(id);
+      if (old.labels['com.docker.swarm.task.id'] !== undefined) {
+        // As the real runtime's plan: a service owns its tasks.
+        throw new DockerRuntimeError(
+          'DSO_DOCKER_REPLACE_FAILED',
+          `container ${old.name} is a swarm task: update its service instead of replacing it`,
+          { stage: 'plan', reason: 'swarm-task', containerId: id, name: old.name },
+        );
+      }
       const newId = `${id}-next`;
       byId.delete(id);
       const labels = { ...old.labels };
