@@ -14,6 +14,7 @@ import {
   userDatabasesNeeded,
 } from './container-user.js';
 import type { EngineContext } from './engine-context.js';
+import { DOCKER_DIALECT } from './engine-dialect.js';
 import { toEngineError } from './engine-errors.js';
 import { type DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 
@@ -256,7 +257,7 @@ function fakeContext(
   } as unknown as Docker;
   const context: EngineContext = {
     docker,
-    dialect: { kind: 'docker', display: 'Docker fake' },
+    dialect: { ...DOCKER_DIALECT, display: 'Docker fake' },
     host: 'unix:///fake.sock',
     settings: { connectTimeoutMs: 1000, requestTimeoutMs: 1000, writeTimeoutMs: 1000 },
     closed: new AbortController().signal,

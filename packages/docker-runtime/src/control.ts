@@ -133,6 +133,7 @@ export async function execInContainer(
       operation: `exec in container ${id}`,
       endpoint: context.host,
       containerId: id,
+      dialect: context.dialect,
       deadlineCause: deadline.cause,
       timeoutMs: valid.timeoutMs,
     });
@@ -210,6 +211,7 @@ async function withGrace(
       operation: `${operation} ${id}`,
       endpoint: context.host,
       containerId: id,
+      dialect: context.dialect,
       deadlineCause: deadline.cause,
       timeoutMs,
     });

@@ -41,7 +41,6 @@ import {
   resilientEvents,
 } from './event-stream.js';
 import {
-  CONTAINER_ACTIONS,
   type ContainerEvent,
   LineSplitter,
   parseContainerEvent,
@@ -790,16 +789,22 @@ class EngineRuntime implements DockerRuntime {
     this.#assertOpen('stream events');
     if (options.signal.aborted) return;
     const since = options.since;
+    // The engine's own action names and `since` format (Podman's differ from Docker's).
+    const events = this.#context.dialect.events;
     const deadline = new Deadline(
       { caller: options.signal, closed: this.#closed.signal },
       this.#settings.connectTimeoutMs,
     );
-    const context = { operation: 'stream events', endpoint: this.host };
+    const context = {
+      operation: 'stream events',
+      endpoint: this.host,
+      dialect: this.#context.dialect,
+    };
     let stream: Readable;
     try {
       stream = (await this.#docker.getEvents({
-        filters: { type: ['container'], event: Object.keys(CONTAINER_ACTIONS) },
-        ...(since === undefined ? {} : { since: since as unknown as number }),
+        filters: { type: ['container'], event: [...events.subscribe] },
+        ...(since === undefined ? {} : { since: events.since(since) as unknown as number }),
         abortSignal: deadline.signal,
       } as Docker.GetEventsOptions)) as Readable;
     } catch (error) {
@@ -821,7 +826,7 @@ class EngineRuntime implements DockerRuntime {
     try {
       for await (const chunk of stream) {
         for (const line of lines.push(decoder.decode(chunk as Buffer, { stream: true }))) {
-          const event = parseContainerEvent(line);
+          const event = parseContainerEvent(line, events);
           if (event !== undefined) yield event;
         }
       }
@@ -934,7 +939,12 @@ class EngineRuntime implements DockerRuntime {
       { caller: request.signal, closed: this.#closed.signal },
       timeoutMs,
     );
-    const context = { endpoint: this.host, containerId: id, timeoutMs };
+    const context = {
+      endpoint: this.host,
+      containerId: id,
+      timeoutMs,
+      dialect: this.#context.dialect,
+    };
     try {
       // Calls for one container run in call order (keyed by the id as given), and never
       // overlap inside the container (keyed again by the full id, which another spelling of the
@@ -1146,6 +1156,7 @@ class EngineRuntime implements DockerRuntime {
         containerId,
         deadlineCause: deadline.cause,
         timeoutMs,
+        dialect: this.#context.dialect,
       });
     } finally {
       deadline.dispose();

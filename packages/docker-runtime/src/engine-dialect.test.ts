@@ -8,7 +8,7 @@ describe('detectEngineDialect', () => {
         Version: '20.10.24+dfsg1',
         Components: [{ Name: 'Engine', Version: '20.10.24+dfsg1' }, { Name: 'containerd' }],
       }),
-    ).toEqual({ kind: 'docker', display: 'Docker 20.10.24+dfsg1' });
+    ).toMatchObject({ kind: 'docker', display: 'Docker 20.10.24+dfsg1' });
   });
 
   it("reads Podman from its compatible service's component list", () => {
@@ -20,7 +20,7 @@ describe('detectEngineDialect', () => {
           { Name: 'Conmon', Version: 'conmon version 2.1.6' },
         ],
       }),
-    ).toEqual({ kind: 'podman', display: 'Podman 4.3.1' });
+    ).toMatchObject({ kind: 'podman', display: 'Podman 4.3.1' });
   });
 
   it('takes an engine that lists no components for Docker', () => {

@@ -1,4 +1,5 @@
 import type { DeadlineCause } from './deadline.js';
+import { DOCKER_DIALECT, type EngineDialect } from './engine-dialect.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 
 /** Socket error codes that mean nothing (usable) answers at the endpoint. */
@@ -28,6 +29,11 @@ export interface EngineCallContext {
   /** The call's timeout in ms, for the message. */
   timeoutMs?: number | undefined;
   containerId?: string | undefined;
+  /**
+   * The engine's dialect, which reads its error texts (Podman answers 500 `container state
+   * improper` where Docker answers 409). Docker's rules when absent: before the engine is known.
+   */
+  dialect?: EngineDialect | undefined;
 }
 
 /**
@@ -90,18 +96,33 @@ export function toEngineError(error: unknown, context: EngineCallContext): Docke
   }
   const status = statusCode(error);
   const engineMessage = engineMessageOf(error);
-  if (status === 404 && context.containerId !== undefined) {
+  const failure = (context.dialect ?? DOCKER_DIALECT).classifyFailure({
+    statusCode: status,
+    message: engineMessage,
+    cause: engineCauseOf(error),
+  });
+  if (failure === 'container-not-found' && context.containerId !== undefined) {
     return new DockerRuntimeError(
       'DSO_DOCKER_CONTAINER_NOT_FOUND',
       `container ${context.containerId} does not exist`,
       { ...facts, statusCode: status },
     );
   }
-  if (status === 409 && context.containerId !== undefined) {
+  if (failure === 'container-not-running' && context.containerId !== undefined) {
     return new DockerRuntimeError(
       'DSO_DOCKER_CONTAINER_NOT_RUNNING',
       `container ${context.containerId} is not running (or is paused): start it first`,
       { ...facts, statusCode: status },
+    );
+  }
+  if (failure === 'user-unresolved') {
+    // The engine's words name the user or group (never a value): `unable to find user app: …`.
+    return new DockerRuntimeError(
+      'DSO_DOCKER_USER_UNRESOLVED',
+      `${context.operation} failed: ${engineMessage ?? 'the user does not resolve'} in ` +
+        `${context.containerId === undefined ? 'the container' : `container ${context.containerId}`}` +
+        ': use a numeric uid:gid, or a user (and group) named in its /etc/passwd (and /etc/group)',
+      { ...facts, ...(status === undefined ? {} : { statusCode: status }) },
     );
   }
   return new DockerRuntimeError(
@@ -125,8 +146,19 @@ function statusCode(error: unknown): number | undefined {
 
 /** The engine's JSON `message`, bounded; dockerode keeps the parsed body on `json`. */
 function engineMessageOf(error: unknown): string | undefined {
+  return bodyField(error, 'message');
+}
+
+/** Podman's JSON `cause` (the underlying error's own words), bounded. */
+function engineCauseOf(error: unknown): string | undefined {
+  return bodyField(error, 'cause');
+}
+
+function bodyField(error: unknown, field: 'message' | 'cause'): string | undefined {
   const json = (error as { json?: unknown } | null)?.json;
-  const message =
-    typeof json === 'object' && json !== null ? (json as { message?: unknown }).message : undefined;
-  return typeof message === 'string' ? message.slice(0, 512) : undefined;
+  const value =
+    typeof json === 'object' && json !== null
+      ? (json as Record<string, unknown>)[field]
+      : undefined;
+  return typeof value === 'string' ? value.slice(0, 512) : undefined;
 }

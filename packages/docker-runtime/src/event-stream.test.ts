@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
+import { detectEngineDialect } from './engine-dialect.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 import { type ConnectEvents, type ResilientEventsDeps, resilientEvents } from './event-stream.js';
 import { type ContainerEvent, parseContainerEvent, type RuntimeEvent } from './events.js';
@@ -339,5 +342,52 @@ describe('resilientEvents', () => {
     const { connect } = scripted([() => ({ events: many, ending: 'hang' })]);
     const items = await take((signal) => resilientEvents({ signal }, deps(connect)), 5_000);
     expect(new Set(items.map(label)).size).toBe(5_000);
+  });
+});
+
+describe('resilientEvents on recorded engine replays', () => {
+  const podman = detectEngineDialect({ Components: [{ Name: 'Podman Engine', Version: '4.3.1' }] });
+  const read = (name: string) =>
+    readFileSync(join(import.meta.dirname, 'test-fixtures/events', `${name}.jsonl`), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => parseContainerEvent(line, podman.events))
+      .filter((item): item is ContainerEvent => item !== undefined);
+  const live = read('podman-4.3');
+  // The first connection sees the first event, then breaks; the reconnect resumes after it.
+  // Podman answered the resume's two spellings of that instant with these (record.sh):
+  const replays: Record<string, ContainerEvent[]> = {
+    decimal: read('podman-4.3.replay-decimal'),
+    rfc3339: read('podman-4.3.replay-rfc3339'),
+  };
+  function podmanEngine(spell: (since: string) => string) {
+    const queries: string[] = [];
+    const { connect } = scripted([
+      () => ({ events: live.slice(0, 1), ending: 'break' }),
+      ({ since }) => {
+        const query = spell(since ?? '');
+        queries.push(query);
+        const replay = /Z$/.test(query) ? replays.rfc3339 : replays.decimal;
+        return { events: replay ?? [], ending: 'hang' };
+      },
+    ]);
+    return { connect, queries };
+  }
+
+  it('resumes on Podman without a gap, through its dialect, delivering each event once', async () => {
+    const { connect, queries } = podmanEngine((since) => podman.events.since(since));
+    const items = await take((signal) => resilientEvents({ signal }, deps(connect)), live.length);
+    expect(items.map(label)).toEqual(live.map(label));
+    expect(queries[0]).toMatch(/Z$/);
+  });
+
+  it("reports a gap on Podman when asked with Docker's decimal since (what it did before)", async () => {
+    const { connect } = podmanEngine((since) => since);
+    const items = await take((signal) => resilientEvents({ signal }, deps(connect)), 3);
+    expect(items.map(label)).toEqual([
+      label(live[0] as ContainerEvent),
+      'resync:gap',
+      label(live[1] as ContainerEvent),
+    ]);
   });
 });

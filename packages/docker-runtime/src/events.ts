@@ -1,3 +1,4 @@
+import { DOCKER_DIALECT, type EventDialect } from './engine-dialect.js';
 import { DockerRuntimeError } from './errors.js';
 
 /** The container health states a `container.health` event reports. */
@@ -38,7 +39,10 @@ export type ContainerEvent = {
   exitCode?: number;
   /** For `container.renamed`: the name before, without the leading `/`. */
   oldName?: string;
-  /** For `container.health`: the state the healthcheck reached. */
+  /**
+   * For `container.health`: the state the healthcheck reached, when the engine says it (Docker
+   * does; Podman 4.3 only says a check ran: inspect the container for its state).
+   */
   health?: ContainerHealth;
 };
 
@@ -62,7 +66,10 @@ export type EventsResync = {
 /** What {@link DockerRuntime.events} yields. */
 export type RuntimeEvent = ContainerEvent | EventsResync;
 
-/** Engine actions we subscribe to, and the event type each becomes. */
+/**
+ * The container actions the runtime reads, in Docker's words, and the event type each becomes.
+ * Another engine's names for them are mapped in its dialect (engine-dialect.ts).
+ */
 export const CONTAINER_ACTIONS = {
   create: 'container.created',
   start: 'container.started',
@@ -71,6 +78,9 @@ export const CONTAINER_ACTIONS = {
   rename: 'container.renamed',
   health_status: 'container.health',
 } as const satisfies Record<string, ContainerEvent['type']>;
+
+/** One of {@link CONTAINER_ACTIONS}' keys: an action in the runtime's own words. */
+export type ContainerAction = keyof typeof CONTAINER_ACTIONS;
 
 const HEALTH_STATES = new Set<string>(['starting', 'healthy', 'unhealthy']);
 
@@ -126,12 +136,16 @@ interface RawEvent {
 }
 
 /**
- * Parses one line of `/events` into a {@link ContainerEvent}; `undefined` for events of other
- * types or actions (the subscription filters them, this double-checks).
+ * Parses one line of `/events` into a {@link ContainerEvent}, reading the engine's action names
+ * and attributes through its dialect; `undefined` for events of other types or actions (the
+ * subscription filters them, this double-checks).
  *
  * @throws DockerRuntimeError DSO_DOCKER_EVENTS_LOST when the line is not an engine event
  */
-export function parseContainerEvent(line: string): ContainerEvent | undefined {
+export function parseContainerEvent(
+  line: string,
+  dialect: EventDialect = DOCKER_DIALECT.events,
+): ContainerEvent | undefined {
   let raw: RawEvent;
   try {
     raw = JSON.parse(line) as RawEvent;
@@ -144,12 +158,19 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
   }
   if (typeof raw !== 'object' || raw === null) return undefined;
   if (raw.Type !== 'container' || typeof raw.Action !== 'string') return undefined;
-  // `health_status: healthy` carries its state in the action itself.
-  const [action = '', detail] = raw.Action.split(': ', 2);
-  const type = (CONTAINER_ACTIONS as Record<string, ContainerEvent['type']>)[action];
-  if (type === undefined) return undefined;
-  if (action === 'health_status' && (detail === undefined || !HEALTH_STATES.has(detail))) {
-    return undefined;
+  // Docker's `health_status: healthy` carries its state in the action itself.
+  const [engineAction = '', detail] = raw.Action.split(': ', 2);
+  const action = Object.hasOwn(dialect.actions, engineAction)
+    ? dialect.actions[engineAction]
+    : undefined;
+  if (action === undefined) return undefined;
+  const type = CONTAINER_ACTIONS[action];
+  if (action === 'health_status') {
+    if (dialect.healthState === 'action') {
+      if (detail === undefined || !HEALTH_STATES.has(detail)) return undefined;
+    } else if (detail !== undefined) {
+      return undefined;
+    }
   }
   const id = typeof raw.Actor?.ID === 'string' ? raw.Actor.ID : raw.id;
   if (typeof id !== 'string' || id === '') return undefined;
@@ -168,6 +189,7 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
   const labels: Record<string, string> = {};
   for (const [key, value] of Object.entries(attributes)) {
     if (typeof value !== 'string' || ENGINE_ATTRIBUTES.has(key)) continue;
+    if (dialect.engineAttributes.has(key)) continue;
     if (ACTION_ATTRIBUTES[action]?.has(key)) continue;
     labels[key] = value;
   }
@@ -188,7 +210,7 @@ export function parseContainerEvent(line: string): ContainerEvent | undefined {
   if (action === 'rename' && typeof attributes.oldName === 'string') {
     event.oldName = attributes.oldName.replace(/^\//, '');
   }
-  if (action === 'health_status') event.health = detail as ContainerHealth;
+  if (action === 'health_status' && detail !== undefined) event.health = detail as ContainerHealth;
   return event;
 }
 
@@ -224,14 +246,18 @@ export function parseEventCursor(cursor: string): EventCursor {
   return { timeNano: match[1] as string, key: cursor };
 }
 
-/** The engine's `since` value that replays from exactly this time on (inclusive). */
+/**
+ * `seconds.nanoseconds` of this cursor's event: replaying from there on (inclusive) starts at
+ * it. The runtime turns it into the engine's own `since` through its dialect.
+ */
 export function sinceOf(cursor: EventCursor): string {
   const digits = cursor.timeNano.padStart(10, '0');
   return `${digits.slice(0, -9)}.${digits.slice(-9)}`;
 }
 
 /**
- * Turns `since` into the engine's `since` query value: seconds with up to nine decimals.
+ * Turns `since` into seconds with up to nine decimals (the runtime hands that to the engine
+ * through its dialect, exactly as Docker reads it).
  * A number below 1e11 is unix seconds, anything larger is ms (1e11 s is the year 5138);
  * a string must already be `seconds[.fraction]`.
  *
