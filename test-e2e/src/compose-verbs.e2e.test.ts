@@ -49,19 +49,15 @@ function service(name: string, variable: string, reference: string): string[] {
 describe('dso up, down and a plain compose up (private engine)', () => {
   it('refuses a missing secret before starting anything, reports a plain compose up, and dso down removes containers and DSO volumes', async () => {
     const password = `canary-compose-verbs-${randomUUID()}`;
-    // A driver name of this test's own: the plugin socket folder is the host's, shared by all.
-    const driver = `dso-e2e-c4-${RUN_ID.slice(0, 8)}`;
     const engine = await startPrivateEngine();
+    // Its agent serves the workspace's own driver name and volume root (see the harness).
     await using workspace = await createWorkspace();
     const projectDir = await mkdtemp(join(tmpdir(), 'dso-e2e-verbs-'));
     const project = `dso-e2e-verbs-${RUN_ID.slice(0, 8)}`;
     const goodFile = join(projectDir, 'compose.yaml');
     const badFile = join(projectDir, 'missing.yaml');
     const [command, ...prefix] = (await composeArgv()) as [string, ...string[]];
-    const { env } = await agentEnv(workspace, {
-      DOCKER_HOST: engine.host,
-      DSO_VOLUME_DRIVER_NAME: driver,
-    });
+    const { env } = await agentEnv(workspace, { DOCKER_HOST: engine.host });
     const cli = (args: string[]) => runCommand(process.execPath, [CLI_BIN, ...args], { env });
     const compose = (...args: string[]) =>
       runCommand(command, [...prefix, '-p', project, ...args], { env });
@@ -76,17 +72,11 @@ describe('dso up, down and a plain compose up (private engine)', () => {
         }
         await agent.stop();
         await engine.destroy();
-        await runCommand('umount', ['-R', `/run/${driver}/volumes`]);
-        await rm(`/run/${driver}`, { recursive: true, force: true });
         await rm(projectDir, { recursive: true, force: true });
       },
     };
     expect((await workspace.cli(['init'])).code).toBe(0);
     expect((await workspace.cli(['secret', 'set', 'app/db/password'], password)).code).toBe(0);
-    await writeFile(
-      join(workspace.home, 'dso.yaml'),
-      `volumes: { root: /run/${driver}/volumes }\n`,
-    );
     await agent.waitForLog('agent ready');
 
     await writeFile(

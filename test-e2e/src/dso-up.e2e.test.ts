@@ -19,7 +19,6 @@ import {
   startAgent,
   TEST_IMAGE,
   TEST_LABEL,
-  VOLUME_DRIVER,
   waitFor,
 } from './harness.js';
 
@@ -48,19 +47,13 @@ async function upScenario(mode: 'tmpfs' | 'volume') {
     expect((await workspace.cli(['init'])).code).toBe(0);
     expect((await workspace.cli(['secret', 'set', 'app/api/token'], token)).code).toBe(0);
     expect((await workspace.cli(['secret', 'set', 'app/db/password'], password)).code).toBe(0);
-    const driver = VOLUME_DRIVER;
+    // The workspace's driver name and volume root (unmounted with it).
+    const driver = workspace.volumeDriver;
     await writeFile(
       join(workspace.home, 'dso.yaml'),
-      `api:\n  resolveAllow:\n    - dso://app/api/*\nvolumes: ${mode === 'volume' ? `{ root: /run/${driver}/volumes }` : '{ enabled: false }'}\n`,
+      `api:\n  resolveAllow:\n    - dso://app/api/*\nvolumes: { enabled: ${mode === 'volume'} }\n`,
     );
-    await using agent = startAgent({ ...workspace.env, DSO_VOLUME_DRIVER_NAME: driver });
-    await using _volumes = {
-      async [Symbol.asyncDispose]() {
-        if (mode !== 'volume') return;
-        await runCommand('umount', ['-R', `/run/${driver}/volumes`]);
-        await rm(`/run/${driver}`, { recursive: true, force: true });
-      },
-    };
+    await using agent = startAgent(workspace.env);
     await agent.waitForLog('agent ready');
 
     const projectDir = await mkdtemp(join(tmpdir(), 'dso-e2e-up-'));

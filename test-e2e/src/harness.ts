@@ -3,7 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, vi } from 'vitest';
 import type { PrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
@@ -20,12 +20,23 @@ export const TEST_IMAGE = testImage.image;
 export const TEST_LABEL = testImage.label;
 export const RUN_ID = randomUUID();
 /**
- * The volume driver name every end-to-end agent that serves volumes uses. The engine keeps each
- * legacy plugin it has used in memory until it restarts, and looks a volume up by name in every
- * one of them (retrying about 15 s for one whose socket is gone): one name keeps that to one
- * plugin, served whenever a volume test runs.
+ * Which group of files this process runs (test-e2e/run-e2e.mjs sets it): `shared`, the files that
+ * use the shared engine, one at a time; `private`, the files that use private engines only, two
+ * at a time beside them; absent when vitest runs on its own (one file at a time).
  */
-export const VOLUME_DRIVER = 'dso-e2e';
+export const E2E_GROUP = process.env.DSO_E2E_GROUP ?? 'all';
+/**
+ * The volume driver name this file's agents serve (every workspace's `DSO_VOLUME_DRIVER_NAME`).
+ * Every engine on the host finds plugins in the one folder /run/docker/plugins, so two agents
+ * that run at once need two names. An engine also keeps each legacy plugin it has seen in memory
+ * until it restarts, and asks every one of them for a volume looked up by name (retrying about
+ * 15 s for one whose socket is gone): so the names are few and come back, never one per run.
+ * The shared engine's files, one at a time, share `dso-e2e`; a private-engine file takes the
+ * name of its worker slot (vitest's VITEST_POOL_ID), which no other file running at the same
+ * time has.
+ */
+export const VOLUME_DRIVER =
+  E2E_GROUP === 'private' ? `dso-e2e-p${process.env.VITEST_POOL_ID ?? '1'}` : 'dso-e2e';
 
 export interface CommandResult {
   code: number;
@@ -105,9 +116,20 @@ export async function waitFor<T>(
   );
 }
 
-/** A DSO home folder of the test's own, with a vault created by the built CLI. */
+/**
+ * A DSO home folder of the test's own, with a vault created by the built CLI, and the host
+ * folders an agent of it uses: its own volume root (under /run: the agent mounts a tmpfs there)
+ * and host-path root (on /dev/shm, a tmpfs), set in its environment (`DSO_VOLUMES_ROOT`,
+ * `DSO_HOST_PATH_ROOT`). As root every agent would otherwise use /run/dso/volumes and
+ * /run/dso/containers whatever its home, and sweep away the folders of another agent running
+ * at the same time. Its driver name is {@link VOLUME_DRIVER}. Dispose unmounts and removes
+ * them: after its agents have stopped.
+ */
 export async function createWorkspace() {
   const home = await mkdtemp(join(tmpdir(), 'dso-e2e-'));
+  const id = randomUUID().slice(0, 8);
+  const volumesRoot = `/run/dso-e2e-${id}/volumes`;
+  const hostPathRoot = `/dev/shm/dso-e2e-${id}/containers`;
   // The operator's own key settings would point the test at another vault's key.
   const {
     DSO_VAULT_PASSPHRASE: _passphrase,
@@ -120,6 +142,9 @@ export async function createWorkspace() {
     ...inherited,
     DSO_HOME: home,
     DSO_API_SOCKET: join(home, 'agent.sock'),
+    DSO_VOLUME_DRIVER_NAME: VOLUME_DRIVER,
+    DSO_VOLUMES_ROOT: volumesRoot,
+    DSO_HOST_PATH_ROOT: hostPathRoot,
   };
   const cli = (args: string[], input?: string) =>
     runCommand(process.execPath, [CLI_BIN, ...args], { env, input });
@@ -127,8 +152,19 @@ export async function createWorkspace() {
     home,
     env,
     cli,
+    /** The driver name its agents serve: {@link VOLUME_DRIVER}. */
+    volumeDriver: VOLUME_DRIVER,
+    /** `volumes.root` of its agents. */
+    volumesRoot,
+    /** `hostPath.root` of its agents (on a tmpfs). */
+    hostPathRoot,
     async [Symbol.asyncDispose]() {
+      // The agent's tmpfs at the root and its read-only view in it; lazily, should a container
+      // of a failed test still hold a mount. Nothing mounted when no agent served volumes.
+      await runCommand('umount', ['-R', '-l', volumesRoot]);
       await rm(home, { recursive: true, force: true });
+      await rm(dirname(volumesRoot), { recursive: true, force: true });
+      await rm(dirname(hostPathRoot), { recursive: true, force: true });
     },
   };
 }

@@ -64,12 +64,11 @@ async function arrange(canary: string) {
   const engine = await startPrivateEngine();
   leftovers.engines.add(engine);
   const workspace = await createWorkspace();
-  leftovers.paths.add(workspace.home);
+  leftovers.workspaces.add(workspace);
   expect((await workspace.cli(['init'])).code).toBe(0);
   expect(await workspace.cli(['secret', 'set', 'app/db'], canary)).toMatchObject({ code: 0 });
-  const root = `/dev/shm/dso-e2e-host-path-${randomUUID()}`;
-  leftovers.paths.add(root);
-  await writeFile(join(workspace.home, 'dso.yaml'), `hostPath: { root: ${root} }\n`);
+  // The workspace's own host-path root (DSO_HOST_PATH_ROOT, on /dev/shm), removed with it.
+  const root = workspace.hostPathRoot;
   const { env } = await agentEnv(workspace, { DOCKER_HOST: engine.host });
   const agent = startAgent(env);
   leftovers.agents.add(agent);

@@ -33,6 +33,7 @@ import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { startPrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import {
+  createWorkspace,
   filesContaining,
   freePort,
   runCommand,
@@ -194,8 +195,15 @@ describe('install on a host (release output only, private engine)', () => {
     // which imports the SDK the bundle carries.
     const engine = await startPrivateEngine();
     leftovers.engines.add(engine);
+    // A driver name and host folders of its own, as every agent of the suite (see the harness):
+    // the installed defaults under /run/dso are the host's, shared with any other agent.
+    const folders = await createWorkspace();
+    leftovers.workspaces.add(folders);
     const agentEnvironment = {
       ...env,
+      DSO_VOLUME_DRIVER_NAME: folders.volumeDriver,
+      DSO_VOLUMES_ROOT: folders.volumesRoot,
+      DSO_HOST_PATH_ROOT: folders.hostPathRoot,
       DOCKER_HOST: engine.host,
       DSO_METRICS_ADDRESS: `127.0.0.1:${await freePort()}`,
       DSO_LOG_LEVEL: 'debug',

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import {
@@ -191,17 +191,15 @@ describe('an agent killed in the middle of a replacement', () => {
 describe('the host path', () => {
   it('writes a container that bind-mounts its folder from hostPath.root there, without exec', async () => {
     const canary = `canary-${randomUUID()}`;
-    const root = `/dev/shm/dso-e2e-${randomUUID()}`;
-    await mkdir(root, { recursive: true });
-    try {
+    {
+      // Its agent's hostPath.root is the workspace's (DSO_HOST_PATH_ROOT, on /dev/shm).
       await using workspace = await createWorkspace();
       expect((await workspace.cli(['init'])).code).toBe(0);
       expect(await workspace.cli(['secret', 'set', 'app/db'], canary)).toMatchObject({ code: 0 });
-      await writeFile(join(workspace.home, 'dso.yaml'), `hostPath: { root: ${root} }\n`);
       const { env, metricsAddress } = await agentEnv(workspace);
       await using agent = startAgent(env);
       await agent.waitForLog('agent ready');
-      const folder = join(root, `web-${RUN_ID.slice(0, 8)}`);
+      const folder = join(workspace.hostPathRoot, `web-${RUN_ID.slice(0, 8)}`);
       await mkdir(folder);
       await using container = await runContainer([
         '--user',
@@ -232,8 +230,6 @@ describe('the host path', () => {
       );
       expect(await agent.stop()).toBe(0);
       expect(agent.output).not.toContain(canary);
-    } finally {
-      await rm(root, { recursive: true, force: true });
     }
   });
 });

@@ -157,8 +157,10 @@ describe('a terminal session', () => {
       DSO_API_SOCKET: workspace.env.DSO_API_SOCKET ?? join(workspace.home, 'agent.sock'),
       DSO_METRICS_ADDRESS: `127.0.0.1:${await freePort()}`,
       DOCKER_HOST: engine.host,
-      // Its own volume driver socket: other agents of the run serve theirs.
-      DSO_VOLUME_DRIVER_NAME: `dso-term-${RUN_ID.slice(0, 8)}`,
+      // The workspace's own volume driver name and folders: other agents of the run serve theirs.
+      DSO_VOLUME_DRIVER_NAME: workspace.volumeDriver,
+      DSO_VOLUMES_ROOT: workspace.volumesRoot,
+      DSO_HOST_PATH_ROOT: workspace.hostPathRoot,
     };
     const agentScript = await script(join(workspace.home, 'agent.sh'), env, [
       process.execPath,

@@ -20,7 +20,7 @@
  * agent, and stops them (the agent after its volumes are removed) before the next one starts.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -35,7 +35,6 @@ import {
   dockerRaw,
   RUN_ID,
   removeContainers,
-  runCommand,
   runContainerIds,
   startAgent,
   TEST_IMAGE,
@@ -53,7 +52,6 @@ const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 let workspace: Awaited<ReturnType<typeof createWorkspace>> | undefined;
 let engine: PrivateEngine | undefined;
 let agent: ReturnType<typeof startAgent> | undefined;
-let volumesDir: string | undefined;
 const canary = `canary-${randomUUID()}`;
 
 async function setSecret(path: string, value: string): Promise<void> {
@@ -77,24 +75,23 @@ function readInContainer(id: string, path = SECRET_FILE): Promise<string> {
 const logged = (message: string) => agent?.lines().filter((line) => line.msg === message) ?? [];
 
 /** Keys of the mounts whose files the agent holds under its volumes root. */
-const heldMounts = async () => (await readdir(join(`${volumesDir}/volumes`, 'data'))).sort();
+const heldMounts = async () =>
+  (await readdir(join(workspace?.volumesRoot ?? '/nonexistent', 'data'))).sort();
 
 /**
  * A vault holding `app/db` = the canary, a private engine, and the built agent serving that
- * engine DSO volumes under `dir`.
+ * engine DSO volumes under its workspace's volume root.
  */
 async function setUp(
-  dir: string,
   engineOptions: PrivateEngineOptions = {},
   beforeAgent: () => Promise<void> = async () => {},
 ): Promise<void> {
-  volumesDir = dir;
   workspace = await createWorkspace();
   expect((await workspace.cli(['init'])).code).toBe(0);
   await setSecret('app/db', canary);
   await writeFile(
     join(workspace.home, 'dso.yaml'),
-    `volumes: { root: ${dir}/volumes }\nrotation: { jitterMs: 0, pollIntervalMs: 600000 }\n`,
+    'rotation: { jitterMs: 0, pollIntervalMs: 600000 }\n',
   );
   engine = await startPrivateEngine(engineOptions);
   await beforeAgent();
@@ -126,17 +123,13 @@ async function tearDown(): Promise<void> {
     }
   }
   await agent?.stop();
-  if (volumesDir !== undefined) {
-    await runCommand('umount', ['-R', `${volumesDir}/volumes`]);
-    await rm(volumesDir, { recursive: true, force: true });
-  }
   await engine?.destroy();
   await workspace?.[Symbol.asyncDispose]();
-  [workspace, engine, agent, volumesDir] = [undefined, undefined, undefined, undefined];
+  [workspace, engine, agent] = [undefined, undefined, undefined];
 }
 
 describe('DSO volumes on a private engine', () => {
-  beforeAll(() => setUp('/run/dso-e2e-cluster'), 120_000);
+  beforeAll(() => setUp(), 120_000);
   afterAll(tearDown, 120_000);
 
   it('gives a --restart always consumer its file again when the engine restarts, and rotates its new mount', async () => {
@@ -222,22 +215,18 @@ describe('DSO volumes in a Swarm service on a private engine', () => {
     // Swarm's networks stay in the engine's own namespace; its tasks use the image loaded into
     // the engine instead of asking a registry first.
     // The node joins its swarm first, as on a host whose agent (re)starts on a Swarm node.
-    await setUp(
-      '/run/dso-e2e-swarm',
-      { netns: true, env: { DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1' } },
-      async () => {
-        await onEngine(
-          'swarm',
-          'init',
-          '--advertise-addr',
-          '127.0.0.1',
-          '--listen-addr',
-          '127.0.0.1:2377',
-          '--data-path-addr',
-          '127.0.0.1',
-        );
-      },
-    );
+    await setUp({ netns: true, env: { DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1' } }, async () => {
+      await onEngine(
+        'swarm',
+        'init',
+        '--advertise-addr',
+        '127.0.0.1',
+        '--listen-addr',
+        '127.0.0.1:2377',
+        '--data-path-addr',
+        '127.0.0.1',
+      );
+    });
     // The scheduler places a task with a volume driver only on a node whose description lists
     // that driver ("no suitable node (missing plugin on 1 node)" otherwise), and an engine
     // lists a legacy plugin only once it has used it: on a Swarm node the agent has its engine

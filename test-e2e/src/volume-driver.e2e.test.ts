@@ -67,9 +67,8 @@ async function buildReaderImage(): Promise<void> {
   }
 }
 
-// One driver name for every end-to-end file (see VOLUME_DRIVER in the harness).
+// The driver name of every shared-engine file (see VOLUME_DRIVER in the harness).
 const driver = VOLUME_DRIVER;
-const volumesRoot = `/run/${driver}/volumes`;
 let workspace: Awaited<ReturnType<typeof createWorkspace>>;
 let agent: ReturnType<typeof startAgent>;
 let env: NodeJS.ProcessEnv;
@@ -115,9 +114,9 @@ beforeAll(async () => {
   await setSecret('app/db', canary);
   await writeFile(
     join(workspace.home, 'dso.yaml'),
-    `volumes: { root: ${volumesRoot} }\nrotation: { jitterMs: 0, pollIntervalMs: 600000 }\n`,
+    'rotation: { jitterMs: 0, pollIntervalMs: 600000 }\n',
   );
-  ({ env } = await agentEnv(workspace, { DSO_VOLUME_DRIVER_NAME: driver }));
+  ({ env } = await agentEnv(workspace));
   await startTheAgent();
 }, 120_000);
 
@@ -131,8 +130,7 @@ afterAll(async () => {
     await docker('volume', 'rm', '-f', volume).catch(() => {});
   }
   await agent?.stop();
-  await runCommand('umount', ['-R', `/run/${driver}/volumes`]);
-  await rm(`/run/${driver}`, { recursive: true, force: true });
+  // Its volume root goes with it.
   await workspace?.[Symbol.asyncDispose]();
 });
 
