@@ -560,7 +560,7 @@ describe('dso.rotate=restart on a Swarm task', () => {
       expect(failed).toMatchObject({ code: 'DSO_AGENT_TASK_RESTART_REFUSED', policy: 'restart' });
       const message = failed?.type === 'rotation-failed' ? (failed.message ?? '') : '';
       expect(message).toContain(
-        `task of Swarm service web, whose restart condition is ${condition}`,
+        `task web.1.ta of Swarm service web (restart condition ${condition})`,
       );
       expect(message).toContain('docker service update --restart-condition any web');
       expect(statuses.get('a')?.lastAction).toMatchObject({

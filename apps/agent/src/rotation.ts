@@ -918,7 +918,7 @@ export function taskRestartRefusal(
   service: SwarmService | undefined,
 ): string | undefined {
   if (service === undefined || service.restart.condition === 'any') return undefined;
-  return `container ${task.taskName} is a task of Swarm service ${task.serviceName}, whose restart condition is ${service.restart.condition}: Swarm would not replace a task the agent stops, so dso.rotate=restart would leave the service a replica short; set the condition to any (docker service update --restart-condition any ${task.serviceName}) or use dso.rotate=signal, hook or files`;
+  return `dso.rotate=restart refused on task ${task.taskName} of Swarm service ${task.serviceName} (restart condition ${service.restart.condition}): run docker service update --restart-condition any ${task.serviceName}, or use dso.rotate=signal, hook or files; Swarm would not replace a task the agent stops, and the service would run a replica short`;
 }
 
 /**
