@@ -204,6 +204,20 @@ describe('formatContainer', () => {
     expect(text).toContain('Last failure:  none\n');
     expect(text).toContain('Environment:\n  none\n');
   });
+
+  it('shows what the last action did when the agent says it (a Swarm task stopped)', () => {
+    const message = 'stopped task web.1.t1 of service web; Swarm replaces it (task web.1.t2 runs)';
+    const text = formatContainer(
+      {
+        id: 'e6'.repeat(32),
+        state: 'exited',
+        lastAction: { trigger: 'changed', at: NOW - 1_000, outcome: 'delivered', message },
+      },
+      NOW,
+    );
+    expect(text).toContain('Last failure:  none\n');
+    expect(text.split('\n').filter((line) => line.trim() === message)).toHaveLength(1);
+  });
 });
 
 describe('findContainer', () => {

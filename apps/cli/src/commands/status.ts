@@ -138,11 +138,8 @@ export function formatContainer(container: AgentApiContainer, now: number): stri
   const lines = rows.map(([key, value]) => `${key.padEnd(width)}${printable(value)}`);
   if (failure?.message !== undefined)
     lines.push(`${''.padEnd(width)}${printable(failure.message)}`);
-  if (
-    lastAction.outcome === 'missing' &&
-    lastAction.message !== undefined &&
-    lastAction !== failure
-  ) {
+  // A missing secret's message, or what an action did (a Swarm task stopped, by names).
+  if (lastAction.message !== undefined && lastAction.message !== failure?.message) {
     lines.push(`${''.padEnd(width)}${printable(lastAction.message)}`);
   }
   const delivered = (title: string, entries: AgentApiContainer['files'], head: string) => {
