@@ -208,6 +208,7 @@ export async function runAgentMain(argv: string[], env: NodeJS.ProcessEnv): Prom
     logger.info(
       {
         engine: runtime.engineVersion,
+        engineKind: runtime.engineKind,
         api: runtime.apiVersion,
         config: configPath ?? '(defaults)',
         providers: [...providers.keys()],

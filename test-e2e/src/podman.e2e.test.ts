@@ -1,0 +1,307 @@
+/**
+ * The built agent against Podman (4.3's Docker-compatible API service), as a user runs it:
+ * `DOCKER_HOST` at the service's socket, and the service's containers.conf naming the agent's
+ * volume driver in `[engine.volume_plugins]`. One private Podman service and one agent for the
+ * whole file: a DSO volume made with `podman volume create --driver` is read by a hardened
+ * container at its first instruction (two volumes at once each get their own files); the labels
+ * path delivers into a tmpfs, rotates by files and replaces a container for a `dso://` value;
+ * `podman stop` and `podman rm` are seen (a host-path folder loses its secret); no value is in
+ * the agent's log, `podman inspect`, or anywhere under the service's folders.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type PrivatePodman,
+  startPrivatePodman,
+} from '../../packages/docker-runtime/src/test-support/private-podman.js';
+import {
+  type AgentProcess,
+  agentEnv,
+  createWorkspace,
+  filesContaining,
+  RUN_ID,
+  runCommand,
+  startAgent,
+  TEST_IMAGE,
+  TEST_LABEL,
+  type Workspace,
+  waitFor,
+} from './harness.js';
+
+/** A driver name no other file serves: Podman finds it by the socket its containers.conf names. */
+const DRIVER = `dso-podman-${RUN_ID.slice(0, 8)}`;
+const folders = `dso-e2e-podman-${RUN_ID.slice(0, 8)}`;
+const volumesRoot = `/run/${folders}/volumes`;
+const hostPathRoot = `/dev/shm/${folders}/containers`;
+/** Values of `dsofile://` secrets: never anywhere but the containers' files. */
+const fileCanary = `canary-file-${randomUUID()}`;
+const otherCanary = `canary-other-${randomUUID()}`;
+const rotatedCanary = `canary-rotated-${randomUUID()}`;
+/** The `dso://` value: in its container's environment by design, never in the agent's log. */
+const tokenCanary = `canary-token-${randomUUID()}`;
+
+let podman: PrivatePodman;
+let workspace: Workspace;
+let agent: AgentProcess;
+const volumes: string[] = [];
+
+/** `podman --url <service> …`, failing with podman's own words. */
+async function pm(...args: string[]): Promise<string> {
+  const result = await podman.podman(...args);
+  if (result.code !== 0) throw new Error(`podman ${args[0]} failed: ${result.stderr}`);
+  return result.stdout.trim();
+}
+
+/** `podman run -d` of the test image, labelled for this run, without a network. */
+function run(args: string[], command: string[] = ['sleep', '600']): Promise<string> {
+  return pm(
+    'run',
+    '-d',
+    '--network',
+    'none',
+    '--label',
+    `${TEST_LABEL}=${RUN_ID}`,
+    ...args,
+    TEST_IMAGE,
+    ...command,
+  );
+}
+
+async function setSecret(path: string, value: string): Promise<void> {
+  const stored = await workspace.cli(['secret', 'set', path], value);
+  if (stored.code !== 0) throw new Error(`dso secret set failed: ${stored.stderr}`);
+}
+
+/** The agent's view of one container, from `dso status --json`, or undefined when it has none. */
+async function statusOf(id: string): Promise<{ state?: string } | undefined> {
+  const status = await workspace.cli(['status', '--json']);
+  if (status.code !== 0) throw new Error(`dso status failed: ${status.stderr}`);
+  const { containers } = JSON.parse(status.stdout) as {
+    containers: Array<{ id: string; state?: string }>;
+  };
+  return containers.find((container) => container.id === id);
+}
+
+const readIn = (id: string, path: string) =>
+  podman.podman('exec', id, 'cat', path).then((result) => result.stdout);
+
+beforeAll(async () => {
+  podman = await startPrivatePodman({
+    volumePlugins: { [DRIVER]: `/run/docker/plugins/${DRIVER}.sock` },
+  });
+  workspace = await createWorkspace();
+  expect((await workspace.cli(['init'])).code).toBe(0);
+  await setSecret('app/db', fileCanary);
+  await setSecret('app/other', otherCanary);
+  await setSecret('app/token', tokenCanary);
+  await setSecret('app/rotating', fileCanary);
+  await writeFile(
+    join(workspace.home, 'dso.yaml'),
+    [
+      // Every check asks the provider, each second: a new version is seen at once.
+      'cache: { ttlMs: 0 }',
+      'reconcile: { intervalMs: 1s }',
+      'rotation: { jitterMs: 0, healthTimeoutMs: 30s, stopTimeoutMs: 1s }',
+    ].join('\n'),
+  );
+  await mkdir(hostPathRoot, { recursive: true, mode: 0o700 });
+  const { env } = await agentEnv(workspace, {
+    DOCKER_HOST: podman.host,
+    DSO_VOLUME_DRIVER_NAME: DRIVER,
+    DSO_VOLUMES_ROOT: volumesRoot,
+    DSO_HOST_PATH_ROOT: hostPathRoot,
+  });
+  agent = startAgent(env);
+  await agent.waitForLog('agent ready');
+}, 120_000);
+
+afterAll(async () => {
+  // The agent first (nothing works on what goes next), then the service with its containers,
+  // then the folders: the agent's tmpfs at the volume root, lazily, should a mount remain.
+  // Stopped, not killed: it removes its plugin socket (a name no later run uses again).
+  await agent?.stop();
+  await agent?.[Symbol.asyncDispose]();
+  await podman?.destroy();
+  await rm(`/run/docker/plugins/${DRIVER}.sock`, { force: true });
+  await workspace?.[Symbol.asyncDispose]();
+  await runCommand('umount', ['-R', '-l', volumesRoot]);
+  await runCommand('rm', ['-rf', `/run/${folders}`, `/dev/shm/${folders}`]);
+}, 120_000);
+
+describe('the agent on Podman', () => {
+  it('names Podman as its engine', () => {
+    expect(agent.lines().find((line) => line.msg === 'agent starting')).toMatchObject({
+      engineKind: 'podman',
+    });
+  });
+
+  it('serves a DSO volume made with podman volume create --driver: a hardened container reads its file at its first instruction', async () => {
+    for (const [name, reference] of [
+      [`dso-a-${RUN_ID.slice(0, 8)}`, 'dsofile://app/db'],
+      [`dso-b-${RUN_ID.slice(0, 8)}`, 'dsofile://app/other'],
+    ] as const) {
+      await pm('volume', 'create', '--driver', DRIVER, '-o', `db=${reference}`, name);
+      volumes.push(name);
+    }
+    const [first, second] = volumes as [string, string];
+    // The container's command is the read itself: no wait, no shell, no exec.
+    const read = await podman.podman(
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--label',
+      `${TEST_LABEL}=${RUN_ID}`,
+      '-v',
+      `${first}:/run/secrets`,
+      '--read-only',
+      '--cap-drop',
+      'ALL',
+      '--user',
+      '1000:1000',
+      TEST_IMAGE,
+      'cat',
+      '/run/secrets/db',
+    );
+    expect(read).toMatchObject({ code: 0, stdout: fileCanary });
+
+    // Podman gives every plugin mount the same id: two volumes mounted at once stay apart.
+    const a = await run(['-v', `${first}:/run/secrets`, '--user', '1000:1000']);
+    const b = await run(['-v', `${second}:/run/secrets`, '--user', '1000:1000']);
+    expect(await readIn(a, '/run/secrets/db')).toBe(fileCanary);
+    expect(await readIn(b, '/run/secrets/db')).toBe(otherCanary);
+
+    // Removing the containers unmounts the volumes: the agent's folders go with their files.
+    await pm('rm', '--force', '--time', '0', a, b);
+    await waitFor('the mounts’ folders to be removed', async () =>
+      (await filesContaining(fileCanary, [volumesRoot])).length === 0 &&
+      (await filesContaining(otherCanary, [volumesRoot])).length === 0
+        ? true
+        : undefined,
+    );
+    // podman volume rm reaches the driver: the agent forgets the volumes.
+    await pm('volume', 'rm', first, second);
+    const state = JSON.parse(await readFile(join(workspace.home, 'volumes.json'), 'utf8')) as {
+      volumes: Record<string, unknown>;
+      mounts: Record<string, unknown>;
+    };
+    expect(state).toMatchObject({ volumes: {}, mounts: {} });
+  });
+
+  it('delivers by labels into a tmpfs and rotates the files when the secret changes', async () => {
+    const id = await run([
+      '--label',
+      'dso.enable=true',
+      '--label',
+      'dso.file.db=dsofile://app/rotating',
+      '--tmpfs',
+      '/run/secrets',
+      '--read-only',
+      '--cap-drop',
+      'ALL',
+      '--user',
+      '1000:1000',
+    ]);
+    await waitFor('the first version', async () =>
+      (await readIn(id, '/run/secrets/db')) === fileCanary ? true : undefined,
+    );
+    await setSecret('app/rotating', rotatedCanary);
+    await waitFor('the rotated version', async () =>
+      (await readIn(id, '/run/secrets/db')) === rotatedCanary ? true : undefined,
+    );
+    expect(await pm('exec', id, 'stat', '-L', '-c', '%a %u', '/run/secrets/db')).toBe('400 1000');
+  });
+
+  it('replaces a container whose dso:// value changed: the new one has the name and the value', async () => {
+    const name = `dso-test-${randomUUID()}`;
+    // As `dso up` creates one: the value from the CLI's environment (never argv), its reference
+    // in a label.
+    const created = await runCommand(
+      'podman',
+      [
+        '--url',
+        podman.host,
+        'run',
+        '-d',
+        '--name',
+        name,
+        '--network',
+        'none',
+        '--label',
+        `${TEST_LABEL}=${RUN_ID}`,
+        '--label',
+        'dso.enable=true',
+        '--label',
+        'dso.env.TOKEN=dso://app/token',
+        '--label',
+        'dso.rotate=replace',
+        '-e',
+        'TOKEN',
+        TEST_IMAGE,
+        'sleep',
+        '600',
+      ],
+      { env: { ...podman.env, TOKEN: tokenCanary } },
+    );
+    expect(created).toMatchObject({ code: 0 });
+    const firstId = created.stdout.trim();
+    await waitFor('the agent to see the container', async () =>
+      (await statusOf(firstId)) === undefined ? undefined : true,
+    );
+    const next = `${tokenCanary}-2`;
+    await setSecret('app/token', next);
+    await agent.waitForLog('container replaced', 60_000);
+    const [nextId, env] = (
+      await pm('inspect', '--format', '{{.Id}} {{json .Config.Env}}', name)
+    ).split(' ', 2) as [string, string];
+    expect(nextId).not.toBe(firstId);
+    expect(JSON.parse(env)).toContain(`TOKEN=${next}`);
+    expect(await pm('inspect', '--format', '{{.State.Running}}', name)).toBe('true');
+    expect((await podman.podman('container', 'exists', firstId)).code).toBe(1);
+  });
+
+  it('sees podman stop (exited, the host-path folder emptied) and podman rm (gone)', async () => {
+    const folder = join(hostPathRoot, `web-${RUN_ID.slice(0, 8)}`);
+    await mkdir(folder);
+    const id = await run([
+      '--label',
+      'dso.enable=true',
+      '--label',
+      'dso.file.db=dsofile://app/db',
+      '--mount',
+      `type=bind,source=${folder},target=/run/secrets,readonly`,
+    ]);
+    await waitFor('the file through the bind mount', async () =>
+      (await readIn(id, '/run/secrets/db')) === fileCanary ? true : undefined,
+    );
+    await pm('stop', '--time', '0', id);
+    await waitFor('the agent to see the container exited', async () =>
+      (await statusOf(id))?.state === 'exited' ? true : undefined,
+    );
+    await waitFor('the folder to be emptied', async () =>
+      existsSync(join(folder, '..data')) ? undefined : true,
+    );
+    expect(await filesContaining(fileCanary, [folder])).toEqual([]);
+    await pm('rm', id);
+    await waitFor('the agent to forget the container', async () =>
+      (await statusOf(id)) === undefined ? true : undefined,
+    );
+  });
+
+  it('leaves no value in its log, podman inspect, or the service’s folders', async () => {
+    const ids = (await pm('ps', '-aq', '--no-trunc')).split('\n').filter(Boolean);
+    expect(ids.length).toBeGreaterThan(0);
+    const inspected = await pm('inspect', ...ids);
+    for (const canary of [fileCanary, otherCanary, rotatedCanary]) {
+      expect(inspected).not.toContain(canary);
+      expect(await filesContaining(canary, [podman.dir])).toEqual([]);
+    }
+    expect(agent.output).not.toContain(fileCanary);
+    expect(agent.output).not.toContain(otherCanary);
+    expect(agent.output).not.toContain(rotatedCanary);
+    expect(agent.output).not.toContain(tokenCanary);
+  });
+});
