@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { describe, expect, it } from 'vitest';
+import { DOCKER_DIALECT, detectEngineDialect } from './engine-dialect.js';
 import { isDockerRuntimeError } from './errors.js';
 import {
   applyEnvChanges,
@@ -12,12 +13,20 @@ import {
   DEFAULT_REPLACE_RUNNING_FOR_MS,
   DEFAULT_REPLACE_STOP_TIMEOUT_MS,
   decideRecovery,
+  findNetworkDependents,
   hasHealthcheck,
   planReplacement,
   REPLACE_LABELS,
   replacementNames,
   resolveReplaceRequest,
 } from './replace.js';
+import podmanInspectApp from './test-support/recorded/podman-4.3.1-inspect-app.json' with {
+  type: 'json',
+};
+import podmanInspectSidecar from './test-support/recorded/podman-4.3.1-inspect-sidecar.json' with {
+  type: 'json',
+};
+import podmanList from './test-support/recorded/podman-4.3.1-list.json' with { type: 'json' };
 
 const OLD_ID = 'a1b2c3d4e5f6'.padEnd(64, '0');
 const OLD_SHORT = OLD_ID.slice(0, 12);
@@ -519,5 +528,152 @@ describe('createContainer', () => {
       await new Promise((resolve) => server.close(resolve));
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// Recorded from Podman 4.3.1's compatible API (tools/services.sh's service): `app` runs as
+// 1000:1000 with `--tmpfs /run/secrets:mode=0700,U`, `--ulimit nofile=1024:2048` and
+// `--ulimit nproc=8192`; `app-sidecar` runs with `--network container:app`; `other` with
+// `--network none`.
+const PODMAN = detectEngineDialect({ Components: [{ Name: 'Podman Engine', Version: '4.3.1' }] });
+const podmanApp = podmanInspectApp as unknown as Docker.ContainerInspectInfo;
+
+describe('planReplacement on Podman', () => {
+  it('turns the limits and tmpfs owner Podman inspects back into what its create takes', () => {
+    // What Podman reports, and refuses at create: RLIMIT_NOFILE, uid=/gid= on a tmpfs.
+    expect(podmanApp.HostConfig.Ulimits?.map((limit) => limit.Name)).toEqual([
+      'RLIMIT_NOFILE',
+      'RLIMIT_NPROC',
+    ]);
+    expect(podmanApp.HostConfig.Tmpfs?.['/run/secrets']).toMatch(/uid=1000,gid=1000/);
+
+    const result = planReplacement(podmanApp, {
+      env: [['API_TOKEN', 'canary-value-7']],
+      image: podmanApp.Image,
+      dialect: PODMAN.containers,
+    });
+    expect(result.body.HostConfig?.Ulimits).toEqual([
+      { Name: 'nofile', Soft: 1024, Hard: 2048 },
+      { Name: 'nproc', Soft: 8192, Hard: 8192 },
+    ]);
+    expect(result.body.HostConfig?.Tmpfs).toEqual({
+      '/run/secrets': 'mode=0700,U,rw,rprivate,nosuid,nodev,tmpcopyup',
+    });
+    expect(result.body.User).toBe('1000:1000');
+  });
+
+  it('drops the HOSTNAME Podman wrote into the environment with the hostname it dropped', () => {
+    const hostname = podmanApp.Config.Hostname;
+    expect(hostname).toBe(podmanApp.Id.slice(0, 12));
+    expect(podmanApp.Config.Env).toContain(`HOSTNAME=${hostname}`);
+
+    const result = planReplacement(podmanApp, {
+      env: [['MODE', 'rotated']],
+      image: podmanApp.Image,
+      dialect: PODMAN.containers,
+    });
+    expect(result.body.Hostname).toBeUndefined();
+    expect(result.body.Env?.filter((entry) => entry.startsWith('HOSTNAME='))).toEqual([]);
+    expect(result.body.Env).toContain('MODE=rotated');
+    expect(result.body.Env).toContain('API_TOKEN=dso://vault/app/token');
+  });
+
+  it('keeps a HOSTNAME Podman wrote for a hostname that was set, as Docker keeps the hostname', () => {
+    const named = structuredClone(podmanApp);
+    named.Config.Hostname = 'api';
+    named.Config.Env = [
+      ...(named.Config.Env ?? []).filter((e) => !e.startsWith('HOSTNAME=')),
+      'HOSTNAME=api',
+    ];
+    const result = planReplacement(named, {
+      env: [],
+      image: named.Image,
+      dialect: PODMAN.containers,
+    });
+    expect(result.body.Hostname).toBe('api');
+    expect(result.body.Env).toContain('HOSTNAME=api');
+  });
+
+  it("leaves Docker's inspect as it is: its limit names and tmpfs options are create's own", () => {
+    const result = plan(
+      inspect({
+        hostConfig: {
+          Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }],
+          Tmpfs: { '/run/secrets': 'mode=0700,uid=1000' },
+        },
+        config: { Env: ['HOSTNAME=kept-by-the-user'] },
+      }),
+    );
+    expect(result.body.HostConfig?.Ulimits).toEqual([{ Name: 'nofile', Soft: 1024, Hard: 2048 }]);
+    expect(result.body.HostConfig?.Tmpfs).toEqual({ '/run/secrets': 'mode=0700,uid=1000' });
+    expect(result.body.Env).toEqual(['HOSTNAME=kept-by-the-user']);
+  });
+});
+
+describe('findNetworkDependents', () => {
+  const list = podmanList as unknown as Docker.ContainerInfo[];
+  const app = list.find((info) => info.Names?.[0] === '/app');
+  const sidecar = podmanInspectSidecar as unknown as Docker.ContainerInspectInfo;
+
+  it("inspects, on Podman's list without HostConfig, only containers without a network of their own", async () => {
+    expect(app).toBeDefined();
+    expect(list.every((info) => info.HostConfig === undefined)).toBe(true);
+    const inspected: string[] = [];
+    const dependents = await findNetworkDependents(
+      podmanApp,
+      list,
+      PODMAN.containers,
+      async (id) => {
+        inspected.push(id);
+        return id === sidecar.Id ? sidecar.HostConfig.NetworkMode : 'none';
+      },
+    );
+    expect(sidecar.HostConfig.NetworkMode).toBe(`container:${podmanApp.Id}`);
+    expect(dependents).toEqual(['app-sidecar']);
+    // Never the old container itself; a container with its own network is no candidate.
+    expect(inspected).not.toContain(podmanApp.Id);
+    expect(inspected.sort()).toEqual(
+      list
+        .filter((info) => info.Id !== podmanApp.Id)
+        .map((info) => info.Id)
+        .sort(),
+    );
+    const networked = list.map((info) =>
+      info.Id === sidecar.Id ? { ...info, NetworkSettings: { Networks: { podman: {} } } } : info,
+    ) as unknown as Docker.ContainerInfo[];
+    inspected.length = 0;
+    await findNetworkDependents(podmanApp, networked, PODMAN.containers, async (id) => {
+      inspected.push(id);
+      return 'none';
+    });
+    expect(inspected).not.toContain(sidecar.Id);
+  });
+
+  it('skips a candidate removed since the list, and finds one that names the old one by name', async () => {
+    const dependents = await findNetworkDependents(
+      podmanApp,
+      list,
+      PODMAN.containers,
+      async (id) => (id === sidecar.Id ? 'container:app' : undefined),
+    );
+    expect(dependents).toEqual(['app-sidecar']);
+  });
+
+  it("reads Docker's list alone, inspecting nothing", async () => {
+    const dockerList = [
+      { Id: 'b'.repeat(64), Names: ['/side'], HostConfig: { NetworkMode: `container:${OLD_ID}` } },
+      { Id: 'c'.repeat(64), Names: ['/by-name'], HostConfig: { NetworkMode: 'container:web' } },
+      { Id: 'd'.repeat(64), Names: ['/alone'], HostConfig: { NetworkMode: 'none' } },
+      { Id: OLD_ID, Names: ['/web'], HostConfig: { NetworkMode: 'none' } },
+    ] as unknown as Docker.ContainerInfo[];
+    const dependents = await findNetworkDependents(
+      inspect(),
+      dockerList,
+      DOCKER_DIALECT.containers,
+      async () => {
+        throw new Error('Docker lists the network mode: nothing to inspect');
+      },
+    );
+    expect(dependents).toEqual(['side', 'by-name']);
   });
 });

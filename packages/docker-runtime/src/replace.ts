@@ -26,6 +26,7 @@ import { assertContainerId } from './container-id.js';
 import { Deadline } from './deadline.js';
 import { DockerStreamDemuxer, TailBuffer } from './demux.js';
 import type { EngineContext } from './engine-context.js';
+import { type ContainerDialect, DOCKER_DIALECT } from './engine-dialect.js';
 import { toEngineError } from './engine-errors.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
 
@@ -52,6 +53,10 @@ export const DEFAULT_REPLACE_LOG_TAIL_BYTES = 4_096;
 
 /** How often the new container is inspected while waiting for it. */
 const POLL_INTERVAL_MS = 100;
+/** Containers inspected at once to find network dependents where the list does not say. */
+const DEPENDENT_INSPECTS_AT_ONCE = 8;
+/** A healthcheck's interval when it sets none (the engines' default, 30 s). */
+const DEFAULT_HEALTH_INTERVAL_MS = 30_000;
 /** Lines of the new container's log read on failure (then bounded by bytes). */
 const LOG_TAIL_LINES = 200;
 /** Container names are kept within this, the common limit of tools that show them. */
@@ -377,6 +382,12 @@ export interface PlanInput {
   image: string;
   /** Names of containers that share the old one's network namespace. */
   networkDependents?: readonly string[];
+  /**
+   * How the engine's inspect differs from what its create takes (limit names, an environment
+   * entry it wrote itself).
+   * @default Docker's
+   */
+  dialect?: ContainerDialect;
 }
 
 /** One network the new container joins after create (the engine takes one at create). */
@@ -414,8 +425,12 @@ type Json = Record<string, unknown>;
  * (as given), the {@link REPLACE_LABELS} (inherited ones replaced), `Hostname` (dropped when
  * it is the engine's default, the old id's first 12 characters, or the network namespace is
  * another container's), the old id's automatic network alias (dropped), `ContainerIDFile`
- * (dropped, a client-side setting). Anonymous volumes of the old container are mounted into
- * the new one by their volume name, so their data carries over instead of starting empty.
+ * (dropped, a client-side setting), limit names and tmpfs options (as the engine's create
+ * takes them: Podman's inspect says `RLIMIT_NOFILE` and `uid=1000,gid=1000`, its create takes
+ * `nofile` and `U`), and on an engine that writes
+ * `HOSTNAME=<hostname>` into `Config.Env` itself (Podman), that entry when the hostname is
+ * dropped. Anonymous volumes of the old container are mounted into the new one by their volume
+ * name, so their data carries over instead of starting empty.
  *
  * @throws DockerRuntimeError DSO_DOCKER_REPLACE_FAILED, stage `plan`, when the container cannot
  *   run twice at once: a fixed host port, IP or MAC address, a network namespace others share,
@@ -424,6 +439,7 @@ type Json = Record<string, unknown>;
 export function planReplacement(old: Docker.ContainerInspectInfo, input: PlanInput): ReplacePlan {
   const name = (old.Name ?? '').replace(/^\//, '');
   const oldId = old.Id;
+  const dialect = input.dialect ?? DOCKER_DIALECT.containers;
   const names = replacementNames(name, oldId);
   const config = structuredClone((old.Config ?? {}) as unknown as Json);
   const hostConfig = structuredClone((old.HostConfig ?? {}) as unknown as Json);
@@ -524,17 +540,35 @@ export function planReplacement(old: Docker.ContainerInspectInfo, input: PlanInp
   labels[REPLACE_LABELS.name] = name;
   labels[REPLACE_LABELS.generation] = String(generation);
 
+  let env = (config.Env as string[] | null) ?? [];
   if (config.Hostname === oldId.slice(0, 12) || networkMode.startsWith('container:')) {
+    // The engine wrote this entry from the hostname the new container will not have.
+    if (dialect.hostnameInEnv && typeof config.Hostname === 'string') {
+      env = env.filter((entry) => entry !== `HOSTNAME=${config.Hostname}`);
+    }
     delete config.Hostname;
   }
   if (networkMode.startsWith('container:')) delete config.Domainname;
   delete hostConfig.ContainerIDFile;
+  if (typeof hostConfig.Tmpfs === 'object' && hostConfig.Tmpfs !== null) {
+    hostConfig.Tmpfs = Object.fromEntries(
+      Object.entries(hostConfig.Tmpfs as Record<string, string>).map(([target, options]) => [
+        target,
+        dialect.tmpfsOptions(options),
+      ]),
+    );
+  }
+  if (Array.isArray(hostConfig.Ulimits)) {
+    hostConfig.Ulimits = (hostConfig.Ulimits as Docker.Ulimit[]).map((limit) =>
+      typeof limit.Name === 'string' ? { ...limit, Name: dialect.ulimitName(limit.Name) } : limit,
+    );
+  }
   hostConfig.Mounts = carryAnonymousVolumes(old, hostConfig);
 
   const body = {
     ...config,
     Image: input.image,
-    Env: applyEnvChanges(config.Env as string[] | null, input.env),
+    Env: applyEnvChanges(env, input.env),
     Labels: labels,
     HostConfig: hostConfig,
     ...(primary === undefined
@@ -600,6 +634,45 @@ function carryAnonymousVolumes(
     });
   }
   return mounts;
+}
+
+/**
+ * Names of the containers that use the old one's network namespace (`--network
+ * container:<it>`), stopped ones included: removing the old container would take their network
+ * away (Docker), or is refused while they exist (Podman). Read from the list where it carries
+ * the network mode; else (Podman's list has no `HostConfig`) by inspecting only the containers
+ * that could be such a dependent: those the list shows without a network of their own, a few
+ * at a time. `networkModeOf` answers undefined for a container that is gone.
+ */
+export async function findNetworkDependents(
+  old: { Id: string; Name?: string },
+  all: readonly Docker.ContainerInfo[],
+  dialect: ContainerDialect,
+  networkModeOf: (id: string) => Promise<string | undefined>,
+): Promise<string[]> {
+  const name = nameOf(old);
+  const shares = (mode: string | undefined) =>
+    mode === `container:${old.Id}` || mode === `container:${name}`;
+  const display = (info: Docker.ContainerInfo) => (info.Names?.[0] ?? info.Id).replace(/^\//, '');
+  const dependents: string[] = [];
+  const candidates: Docker.ContainerInfo[] = [];
+  for (const info of all) {
+    if (info.Id === old.Id) continue;
+    const mode = info.HostConfig?.NetworkMode;
+    if (mode !== undefined || dialect.listHasNetworkMode) {
+      if (shares(mode)) dependents.push(display(info));
+    } else if (Object.keys(info.NetworkSettings?.Networks ?? {}).length === 0) {
+      candidates.push(info);
+    }
+  }
+  for (let index = 0; index < candidates.length; index += DEPENDENT_INSPECTS_AT_ONCE) {
+    const batch = candidates.slice(index, index + DEPENDENT_INSPECTS_AT_ONCE);
+    const modes = await Promise.all(batch.map((info) => networkModeOf(info.Id)));
+    batch.forEach((info, at) => {
+      if (shares(modes[at])) dependents.push(display(info));
+    });
+  }
+  return dependents;
 }
 
 /** What recovery does with one replacement it found. */
@@ -741,12 +814,7 @@ class Replacement {
         docker.listContainers({ all: true, abortSignal: signal }),
       );
       await this.#assertNotPending(old, all);
-      const networkDependents = all
-        .filter((info) => {
-          const mode = info.HostConfig?.NetworkMode ?? '';
-          return mode === `container:${old.Id}` || mode === `container:${name}`;
-        })
-        .map((info) => (info.Names?.[0] ?? info.Id).replace(/^\//, ''));
+      const networkDependents = await this.#networkDependents(old, all);
       const image = await this.#imageFor(old);
 
       this.#stage = 'plan';
@@ -755,6 +823,7 @@ class Replacement {
         labels: this.#options.labels,
         image,
         networkDependents,
+        dialect: this.#context.dialect.containers,
       });
       this.#plan = plan;
       this.#redactor = redactorFor(plan.body.Env ?? [], this.#options.env, 'strict');
@@ -883,6 +952,25 @@ class Replacement {
     }
   }
 
+  /** See {@link findNetworkDependents}; inspects under this operation's signal. */
+  #networkDependents(
+    old: Docker.ContainerInspectInfo,
+    all: Docker.ContainerInfo[],
+  ): Promise<string[]> {
+    return findNetworkDependents(old, all, this.#context.dialect.containers, async (id) => {
+      try {
+        const inspected = await this.#call('inspect container', id, (signal) =>
+          this.#context.docker.getContainer(id).inspect({ abortSignal: signal }),
+        );
+        return inspected.HostConfig?.NetworkMode;
+      } catch (error) {
+        // Removed since the list: it depends on nothing any more.
+        if (isGone(error)) return undefined;
+        throw error;
+      }
+    });
+  }
+
   /**
    * The image to create from: `Config.Image` as written while it still names the old
    * container's image id (so `docker ps` and tools keep showing the tag), else that id (a tag
@@ -968,6 +1056,12 @@ class Replacement {
       healthcheck ? healthTimeoutMs : undefined,
     );
     const begin = performance.now();
+    // Where the engine runs no healthcheck on its own (Podman without systemd), this wait runs
+    // it, the first time one interval after start, as an engine would.
+    const checkIntervalMs = healthIntervalMs(this.#plan?.body.Healthcheck);
+    const runsChecks =
+      healthcheck && this.#context.dialect.containers.healthchecks === 'on-request';
+    let nextCheckAt = begin + checkIntervalMs;
     let info = started;
     try {
       for (;;) {
@@ -1000,6 +1094,10 @@ class Replacement {
           ? POLL_INTERVAL_MS
           : Math.max(1, Math.min(POLL_INTERVAL_MS, runningForMs - (performance.now() - begin)));
         await delay(wait, undefined, { signal: deadline.signal });
+        if (runsChecks && performance.now() >= nextCheckAt) {
+          await this.#runHealthcheck(newId, deadline.signal);
+          nextCheckAt = performance.now() + checkIntervalMs;
+        }
         try {
           info = await this.#call(
             'inspect container',
@@ -1008,7 +1106,7 @@ class Replacement {
             deadline.signal,
           );
         } catch (error) {
-          if (statusOf(error) !== 404 || deadline.signal.aborted) throw error;
+          if (!isGone(error) || deadline.signal.aborted) throw error;
           // Gone (auto-remove after it exited): nothing left to read.
           throw new StageFailure('health', 'exited', 'the new container exited and was removed');
         }
@@ -1026,6 +1124,49 @@ class Replacement {
       throw error;
     } finally {
       deadline.dispose();
+    }
+  }
+
+  /**
+   * Runs the new container's healthcheck once through libpod's endpoint (Podman), which
+   * records the result in its health state as a scheduled run would. A container that stopped
+   * meanwhile is left to the next inspect to report.
+   */
+  async #runHealthcheck(newId: string, caller: AbortSignal): Promise<void> {
+    const modem = this.#context.docker.modem;
+    try {
+      await this.#call(
+        'run healthcheck',
+        newId,
+        (signal) =>
+          new Promise((resolve, reject) => {
+            modem.dial(
+              {
+                path: `/libpod/containers/${newId}/healthcheck?`,
+                method: 'GET',
+                options: {},
+                abortSignal: signal,
+                statusCodes: {
+                  200: true,
+                  404: 'no such container',
+                  409: 'container has no healthcheck or is not running',
+                  500: 'server error',
+                },
+              },
+              (error: unknown, data: unknown) => (error ? reject(error) : resolve(data)),
+            );
+          }),
+        caller,
+      );
+    } catch (error) {
+      if (caller.aborted) throw error;
+      // Stopped or gone: the next inspect says so, with the facts. Anything else is a failure.
+      if (
+        !isGone(error) &&
+        !(isDockerRuntimeError(error) && error.code === 'DSO_DOCKER_CONTAINER_NOT_RUNNING')
+      ) {
+        throw error;
+      }
     }
   }
 
@@ -1242,6 +1383,12 @@ class Replacement {
   }
 }
 
+/** A healthcheck's interval in ms (the engine's 30 s when it sets none). */
+function healthIntervalMs(healthcheck: Docker.HealthConfig | undefined): number {
+  const nanoseconds = healthcheck?.Interval ?? 0;
+  return nanoseconds > 0 ? nanoseconds / 1_000_000 : DEFAULT_HEALTH_INTERVAL_MS;
+}
+
 /** The name of the old container, which every message uses (never a value). */
 function nameOf(info: { Name?: string; Id: string }): string {
   return (info.Name ?? '').replace(/^\//, '') || short(info.Id);
@@ -1255,6 +1402,17 @@ function statusOf(error: unknown): number | undefined {
   if (!isDockerRuntimeError(error)) return undefined;
   const status = error.details.statusCode;
   return typeof status === 'number' ? status : undefined;
+}
+
+/**
+ * The container (or image) is not there: HTTP 404, or what the engine's dialect reads as
+ * not found (Podman answers 500 `no such container` for one removed while the call ran).
+ */
+function isGone(error: unknown): boolean {
+  return (
+    statusOf(error) === 404 ||
+    (isDockerRuntimeError(error) && error.code === 'DSO_DOCKER_CONTAINER_NOT_FOUND')
+  );
 }
 
 function pending(containerId: string, name: string, what: string): DockerRuntimeError {
@@ -1336,6 +1494,11 @@ async function cleanupCall<T>(
   call: (signal: AbortSignal) => Promise<T>,
   links: CleanupLinks = {},
   timeoutMs: number = context.settings.requestTimeoutMs,
+  /**
+   * The container an inspect or stop is about: its absence is then read in the engine's words
+   * (DSO_DOCKER_CONTAINER_NOT_FOUND). Not for a rename or remove, whose 409 means a conflict.
+   */
+  containerId?: string,
 ): Promise<T> {
   const deadline = new Deadline(links, timeoutMs);
   try {
@@ -1346,6 +1509,8 @@ async function cleanupCall<T>(
       endpoint: context.host,
       deadlineCause: deadline.cause,
       timeoutMs,
+      dialect: context.dialect,
+      ...(containerId === undefined ? {} : { containerId }),
     });
   } finally {
     deadline.dispose();
@@ -1363,9 +1528,11 @@ async function inspectIfExists(
       `inspect container ${ref}`,
       (signal) => context.docker.getContainer(ref).inspect({ abortSignal: signal }),
       links,
+      context.settings.requestTimeoutMs,
+      ref,
     );
   } catch (error) {
-    if (statusOf(error) === 404) return undefined;
+    if (isGone(error)) return undefined;
     throw error;
   }
 }
@@ -1420,12 +1587,16 @@ async function stopAndRemove(
       (signal) => context.docker.getContainer(id).stop({ t: seconds, abortSignal: signal }),
       links,
       seconds * 1000 + context.settings.requestTimeoutMs,
+      id,
     );
   } catch (error) {
-    const status = statusOf(error);
-    // 304: already stopped; 404: already removed (auto-remove after the stop).
-    if (status === 404) return;
-    if (status !== 304) throw error;
+    // Gone: already removed (auto-remove after the stop).
+    if (isGone(error)) return;
+    // 304 (Docker), or not running in the engine's words (Podman): already stopped.
+    const stopped =
+      statusOf(error) === 304 ||
+      (isDockerRuntimeError(error) && error.code === 'DSO_DOCKER_CONTAINER_NOT_RUNNING');
+    if (!stopped) throw error;
   }
   if (hostConfig?.AutoRemove === true) {
     // The engine removes it itself after the stop; wait for that rather than race it.
@@ -1547,8 +1718,10 @@ async function applyRecovery(
     case 'rename-new': {
       // Only a container that is serving gets the name: this one never passed its health wait.
       const fresh = await inspectIfExists(context, entry.newId, links);
-      const health = fresh?.State?.Health?.Status;
-      if (fresh?.State?.Running !== true || (health !== undefined && health !== 'healthy')) {
+      // By its healthcheck when it has one. Podman reports a `Health` (status '') without one.
+      const unhealthy =
+        hasHealthcheck(fresh?.Config?.Healthcheck) && fresh?.State?.Health?.Status !== 'healthy';
+      if (fresh?.State?.Running !== true || unhealthy) {
         return { action: 'blocked', reason: 'new-unproven' };
       }
       return (await rename(entry.newId, entry.name))
