@@ -98,6 +98,25 @@ try {
   // Engine tests share one daemon: one project at a time.
   // Never cached, so nothing is replayed: their output streams as they run.
   await nx(['run-many', '-t', 'test:int', 'e2e', '--parallel=1', '--outputStyle=stream']);
+  // The runtime's engine tests again, on the Podman API service tools/services.sh started (the
+  // tests take the engine from DOCKER_HOST); their own report, so both runs are counted.
+  await run(
+    'npx',
+    [
+      'vitest',
+      'run',
+      '--config',
+      'vitest.int.config.ts',
+      '--outputFile.json=.reports/test-int-podman.json',
+    ],
+    {
+      cwd: join(ROOT, 'packages/docker-runtime'),
+      env: {
+        ...process.env,
+        DOCKER_HOST: `unix://${process.env.DSO_PODMAN_SOCK ?? '/run/dso-podman/podman.sock'}`,
+      },
+    },
+  );
   await run('node', ['tools/check-packages.mjs']);
 } catch (error) {
   failure = error;
