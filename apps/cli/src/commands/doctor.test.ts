@@ -83,6 +83,27 @@ describe('dso doctor', () => {
     );
   });
 
+  it('names Podman when it answers, and its way to use the volume driver', async () => {
+    const checks = await runDoctor(
+      healthy({
+        engine: async () => ({
+          name: 'Podman',
+          version: '4.3.1',
+          apiVersion: '1.41',
+          systemTime: new Date(NOW).toISOString(),
+        }),
+      }),
+    );
+    expect(checks.find((check) => check.name === 'engine')?.detail).toBe('Podman 4.3.1 (API 1.41)');
+    expect(checks.find((check) => check.name === 'versions')?.detail).toMatch(/, Podman 4\.3\.1$/);
+    const delivery = checks.find((check) => check.name === 'delivery')?.detail;
+    expect(delivery).toContain('podman volume create --driver dso');
+    expect(delivery).toContain(
+      'dso = "/run/docker/plugins/dso.sock" under [engine.volume_plugins]',
+    );
+    expect(delivery).not.toContain('volume-driver=');
+  });
+
   it('fails the agent with how to start it when it does not answer', async () => {
     const checks = await runDoctor(
       healthy({

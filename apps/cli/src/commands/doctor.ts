@@ -35,9 +35,13 @@ export interface DoctorDependencies {
   env: NodeJS.ProcessEnv;
   /** Where the agent's socket is (as `dso status` finds it), or why it cannot be told. */
   agentSocket(): Promise<AgentSocket | { error: string }>;
-  /** `docker version` and the engine's clock; an error's text when it does not answer. */
+  /**
+   * `docker version` and the engine's clock; an error's text when it does not answer. `name`
+   * says which engine answers on the Docker API: `Docker` (the default) or `Podman`.
+   */
   engine(): Promise<
-    { version: string; apiVersion: string; systemTime?: string } | { error: string }
+    | { name?: 'Docker' | 'Podman'; version: string; apiVersion: string; systemTime?: string }
+    | { error: string }
   >;
   /** The agent's status; throws the client's DsoError when it does not answer. */
   agentStatus(): Promise<AgentApiStatus>;
@@ -110,7 +114,7 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
     checks.push({
       name: 'engine',
       outcome: 'ok',
-      detail: `Docker ${engine.version} (API ${engine.apiVersion})`,
+      detail: `${engine.name ?? 'Docker'} ${engine.version} (API ${engine.apiVersion})`,
     });
   }
 
@@ -162,7 +166,12 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
         : {
             name: 'delivery',
             outcome: 'ok',
-            detail: `volume driver "${status.volumeDriver}" served (--mount type=volume,volume-driver=${status.volumeDriver},...); tmpfs and exec for other containers`,
+            // Podman has no volume-driver in --mount: a named volume, which its containers.conf
+            // must route to the agent's socket (README, "Podman").
+            detail:
+              'error' in engine || engine.name !== 'Podman'
+                ? `volume driver "${status.volumeDriver}" served (--mount type=volume,volume-driver=${status.volumeDriver},...); tmpfs and exec for other containers`
+                : `volume driver "${status.volumeDriver}" served (podman volume create --driver ${status.volumeDriver} -o <file>=dsofile://<ref> <volume>, then -v <volume>:/run/secrets; containers.conf needs ${status.volumeDriver} = "/run/docker/plugins/${status.volumeDriver}.sock" under [engine.volume_plugins]); tmpfs and exec for other containers`,
           },
     );
   }
@@ -266,7 +275,7 @@ export async function runDoctor(dependencies: DoctorDependencies): Promise<Docto
   checks.push({
     name: 'versions',
     outcome: nodeOk ? 'ok' : 'error',
-    detail: `dso ${packageJson.version}${status?.version === undefined ? '' : `, dso-agent ${status.version}`}, node ${dependencies.nodeVersion}${'error' in engine ? '' : `, Docker ${engine.version}`}`,
+    detail: `dso ${packageJson.version}${status?.version === undefined ? '' : `, dso-agent ${status.version}`}, node ${dependencies.nodeVersion}${'error' in engine ? '' : `, ${engine.name ?? 'Docker'} ${engine.version}`}`,
     ...(nodeOk ? {} : { fix: `install Node ${MIN_NODE_VERSION} or newer` }),
   });
   return checks;
@@ -352,7 +361,11 @@ export function defaultDoctorDependencies(io: CliIo): DoctorDependencies {
           error: version.stderr.trim().split('\n')[0] || `docker version exited ${version.code}`,
         };
       }
-      const server = JSON.parse(version.stdout) as { Version?: string; ApiVersion?: string } | null;
+      const server = JSON.parse(version.stdout) as {
+        Version?: string;
+        ApiVersion?: string;
+        Components?: Array<{ Name?: string }> | null;
+      } | null;
       const info = await query('docker', ['info', '--format', '{{json .SystemTime}}'], io.env);
       let systemTime: string | undefined;
       try {
@@ -362,6 +375,10 @@ export function defaultDoctorDependencies(io: CliIo): DoctorDependencies {
         systemTime = undefined;
       }
       return {
+        // Podman's compatible service lists a component of that name (as the runtime reads it).
+        name: server?.Components?.some((part) => part.Name === 'Podman Engine')
+          ? 'Podman'
+          : 'Docker',
         version: server?.Version ?? 'unknown',
         apiVersion: server?.ApiVersion ?? 'unknown',
         ...(systemTime === undefined ? {} : { systemTime }),
