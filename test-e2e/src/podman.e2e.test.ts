@@ -2,8 +2,10 @@
  * The built agent against Podman (4.3's Docker-compatible API service), as a user runs it:
  * `DOCKER_HOST` at the service's socket, and the service's containers.conf naming the agent's
  * volume driver in `[engine.volume_plugins]`. One private Podman service and one agent for the
- * whole file: a DSO volume made with `podman volume create --driver` is read by a hardened
- * container at its first instruction (two volumes at once each get their own files); the labels
+ * whole file: a DSO volume made with `podman volume create --driver` (or `docker volume create
+ * -d` through the service) is read by a hardened container at its first instruction, two volumes
+ * at once each get their own files, a new version reaches a volume's containers with their
+ * `dso.rotate` policy, and the folders go with the last container and the volume; the labels
  * path delivers into a tmpfs, rotates by files and replaces a container for a `dso://` value;
  * `podman stop` and `podman rm` are seen (a host-path folder loses its secret); no value is in
  * the agent's log, `podman inspect`, or anywhere under the service's folders.
@@ -39,6 +41,8 @@ const hostPathRoot = `/dev/shm/${folders}/containers`;
 /** Values of `dsofile://` secrets: never anywhere but the containers' files. */
 const fileCanary = `canary-file-${randomUUID()}`;
 const otherCanary = `canary-other-${randomUUID()}`;
+const volumeCanary = `canary-volume-${randomUUID()}`;
+const rotatedVolumeCanary = `canary-volume-rotated-${randomUUID()}`;
 const rotatedCanary = `canary-rotated-${randomUUID()}`;
 /** The `dso://` value: in its container's environment by design, never in the agent's log. */
 const tokenCanary = `canary-token-${randomUUID()}`;
@@ -46,7 +50,6 @@ const tokenCanary = `canary-token-${randomUUID()}`;
 let podman: PrivatePodman;
 let workspace: Workspace;
 let agent: AgentProcess;
-const volumes: string[] = [];
 
 /** `podman --url <service> …`, failing with podman's own words. */
 async function pm(...args: string[]): Promise<string> {
@@ -96,6 +99,7 @@ beforeAll(async () => {
   expect((await workspace.cli(['init'])).code).toBe(0);
   await setSecret('app/db', fileCanary);
   await setSecret('app/other', otherCanary);
+  await setSecret('app/vol', volumeCanary);
   await setSecret('app/token', tokenCanary);
   await setSecret('app/rotating', fileCanary);
   await writeFile(
@@ -139,14 +143,9 @@ describe('the agent on Podman', () => {
   });
 
   it('serves a DSO volume made with podman volume create --driver: a hardened container reads its file at its first instruction', async () => {
-    for (const [name, reference] of [
-      [`dso-a-${RUN_ID.slice(0, 8)}`, 'dsofile://app/db'],
-      [`dso-b-${RUN_ID.slice(0, 8)}`, 'dsofile://app/other'],
-    ] as const) {
-      await pm('volume', 'create', '--driver', DRIVER, '-o', `db=${reference}`, name);
-      volumes.push(name);
-    }
-    const [first, second] = volumes as [string, string];
+    const [first, second] = [`dso-a-${RUN_ID.slice(0, 8)}`, `dso-b-${RUN_ID.slice(0, 8)}`];
+    await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/vol', first);
+    await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/other', second);
     // The container's command is the read itself: no wait, no shell, no exec.
     const read = await podman.podman(
       'run',
@@ -166,29 +165,80 @@ describe('the agent on Podman', () => {
       'cat',
       '/run/secrets/db',
     );
-    expect(read).toMatchObject({ code: 0, stdout: fileCanary });
+    expect(read).toMatchObject({ code: 0, stdout: volumeCanary });
 
-    // Podman gives every plugin mount the same id: two volumes mounted at once stay apart.
-    const a = await run(['-v', `${first}:/run/secrets`, '--user', '1000:1000']);
-    const b = await run(['-v', `${second}:/run/secrets`, '--user', '1000:1000']);
-    expect(await readIn(a, '/run/secrets/db')).toBe(fileCanary);
-    expect(await readIn(b, '/run/secrets/db')).toBe(otherCanary);
+    // Podman gives every plugin mount the same id: two volumes mounted at once stay apart, and
+    // two containers of one volume share its folder.
+    const signalled = await run(
+      [
+        '-v',
+        `${first}:/run/secrets`,
+        '--user',
+        '1000:1000',
+        '--label',
+        'dso.rotate=signal',
+        '--label',
+        'dso.rotate.signal=SIGUSR1',
+      ],
+      ['sh', '-c', 'trap "echo got-usr1" USR1; while true; do sleep 0.2; done'],
+    );
+    const sharing = await run(['-v', `${first}:/run/secrets`, '--user', '1000:1000']);
+    const other = await run(['-v', `${second}:/run/secrets`, '--user', '1000:1000']);
+    expect(await readIn(signalled, '/run/secrets/db')).toBe(volumeCanary);
+    expect(await readIn(sharing, '/run/secrets/db')).toBe(volumeCanary);
+    expect(await readIn(other, '/run/secrets/db')).toBe(otherCanary);
 
-    // Removing the containers unmounts the volumes: the agent's folders go with their files.
-    await pm('rm', '--force', '--time', '0', a, b);
+    // A new version: the folder is rewritten, then the container's policy runs (a signal).
+    await setSecret('app/vol', rotatedVolumeCanary);
+    await waitFor('the rotated volume file', async () =>
+      (await readIn(sharing, '/run/secrets/db')) === rotatedVolumeCanary ? true : undefined,
+    );
+    await waitFor('the signal', async () =>
+      (await pm('logs', signalled)).includes('got-usr1') ? true : undefined,
+    );
+
+    // One container of the shared volume goes: the other keeps its files.
+    await pm('rm', '--force', '--time', '0', signalled);
+    expect(await readIn(sharing, '/run/secrets/db')).toBe(rotatedVolumeCanary);
+    // The last ones go: the agent's folders go with their files.
+    await pm('rm', '--force', '--time', '0', sharing, other);
     await waitFor('the mounts’ folders to be removed', async () =>
-      (await filesContaining(fileCanary, [volumesRoot])).length === 0 &&
+      (await filesContaining(rotatedVolumeCanary, [volumesRoot])).length === 0 &&
       (await filesContaining(otherCanary, [volumesRoot])).length === 0
         ? true
         : undefined,
     );
+
+    // Through the Docker API of the service, as a docker CLI user would.
+    const third = `dso-c-${RUN_ID.slice(0, 8)}`;
+    const dockerCli = (...args: string[]) => runCommand('docker', ['-H', podman.host, ...args]);
+    expect(
+      await dockerCli('volume', 'create', '-d', DRIVER, '-o', 'db=dsofile://app/other', third),
+    ).toMatchObject({ code: 0 });
+    expect(
+      await dockerCli(
+        'run',
+        '--rm',
+        '--network',
+        'none',
+        '--label',
+        `${TEST_LABEL}=${RUN_ID}`,
+        '-v',
+        `${third}:/run/secrets`,
+        TEST_IMAGE,
+        'cat',
+        '/run/secrets/db',
+      ),
+    ).toMatchObject({ code: 0, stdout: otherCanary });
+
     // podman volume rm reaches the driver: the agent forgets the volumes.
-    await pm('volume', 'rm', first, second);
+    await pm('volume', 'rm', first, second, third);
     const state = JSON.parse(await readFile(join(workspace.home, 'volumes.json'), 'utf8')) as {
       volumes: Record<string, unknown>;
       mounts: Record<string, unknown>;
     };
-    expect(state).toMatchObject({ volumes: {}, mounts: {} });
+    expect(state.volumes).toEqual({});
+    expect(state.mounts).toEqual({});
   });
 
   it('delivers by labels into a tmpfs and rotates the files when the secret changes', async () => {
@@ -295,13 +345,11 @@ describe('the agent on Podman', () => {
     const ids = (await pm('ps', '-aq', '--no-trunc')).split('\n').filter(Boolean);
     expect(ids.length).toBeGreaterThan(0);
     const inspected = await pm('inspect', ...ids);
-    for (const canary of [fileCanary, otherCanary, rotatedCanary]) {
+    const canaries = [fileCanary, otherCanary, rotatedCanary, volumeCanary, rotatedVolumeCanary];
+    for (const canary of canaries) {
       expect(inspected).not.toContain(canary);
       expect(await filesContaining(canary, [podman.dir])).toEqual([]);
     }
-    expect(agent.output).not.toContain(fileCanary);
-    expect(agent.output).not.toContain(otherCanary);
-    expect(agent.output).not.toContain(rotatedCanary);
-    expect(agent.output).not.toContain(tokenCanary);
+    for (const canary of [...canaries, tokenCanary]) expect(agent.output).not.toContain(canary);
   });
 });
