@@ -146,6 +146,8 @@ describe('the agent on Podman', () => {
     const [first, second] = [`dso-a-${RUN_ID.slice(0, 8)}`, `dso-b-${RUN_ID.slice(0, 8)}`];
     await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/vol', first);
     await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/other', second);
+    // The containers.conf line the README gives: Podman waits for the plugin that long (not 5 s).
+    expect(await pm('volume', 'inspect', '--format', '{{.Timeout}}', first)).toBe('30');
     // The container's command is the read itself: no wait, no shell, no exec.
     const read = await podman.podman(
       'run',
