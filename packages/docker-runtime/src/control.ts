@@ -18,7 +18,7 @@ export const MAX_EXEC_STDIN_BYTES = 64 * 1024 * 1024;
 export const MAX_EXEC_ARG_BYTES = 64 * 1024;
 /** The largest {@link ExecRequest.argv} and env together. */
 export const MAX_EXEC_COMMAND_BYTES = 256 * 1024;
-/** Default grace of {@link DockerRuntime.restartContainer} before SIGKILL. */
+/** Default grace of {@link DockerRuntime.restartContainer} and `stopContainer` before SIGKILL. */
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 /** The longest a Node timer can wait; a longer one would fire at once. */
