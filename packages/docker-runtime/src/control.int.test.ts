@@ -8,6 +8,7 @@ import {
   docker,
   ensureTestImage,
   shIn,
+  testEngineFacts,
   waitFor,
 } from './test-support/engine.js';
 
@@ -127,9 +128,11 @@ describe('exec', () => {
     // The caller's buffer is theirs: left as it was.
     expect(new TextDecoder().decode(stdin)).toBe(canary);
 
-    // argv is published to every events subscriber; stdin is not.
+    // Docker publishes argv to every events subscriber (Podman's `exec` event carries none);
+    // stdin is in no event on either.
     const events = await eventsOf(id, since);
-    expect(events.actions).toContain(`exec_create: sh -c ${script}`);
+    const { kind } = await testEngineFacts();
+    expect(events.actions).toContain(kind === 'podman' ? 'exec' : `exec_create: sh -c ${script}`);
     expect(events.raw).not.toContain(canary);
   });
 
@@ -153,6 +156,31 @@ describe('exec', () => {
     expect(await idOf(asRoot.id, '1000:1000')).toBe('1000\n');
     expect(await idOf(as1000.id)).toBe('1000\n');
     expect(await idOf(as1000.id, '0:0')).toBe('0\n');
+  });
+
+  it('reports a user the container does not know: exit 126 on Docker, DSO_DOCKER_USER_UNRESOLVED on Podman', async () => {
+    const { id } = await pool.create();
+    const { kind } = await testEngineFacts();
+    const asUnknown = runtime.exec(id, { argv: ['true'], user: 'nosuchuser' });
+    if (kind === 'docker') {
+      // Docker starts the exec and prints runc's words; the exit code is the result.
+      const result = await asUnknown;
+      expect(result.exitCode).toBe(126);
+      expect(result.stdout + result.stderr).toContain('unable to find user nosuchuser');
+      return;
+    }
+    // Podman refuses the exec's start with HTTP 500 and the same words.
+    await expect(asUnknown).rejects.toMatchObject({
+      code: 'DSO_DOCKER_USER_UNRESOLVED',
+      retryable: false,
+      message: expect.stringContaining('unable to find user nosuchuser'),
+    });
+    await expect(runtime.exec(id, { argv: ['true'], user: '0:nosuchgroup' })).rejects.toMatchObject(
+      {
+        code: 'DSO_DOCKER_USER_UNRESOLVED',
+        message: expect.stringContaining('unable to find group nosuchgroup'),
+      },
+    );
   });
 
   it('sets env and workingDir for the command', async () => {

@@ -116,6 +116,19 @@ describe('toEngineError', () => {
       },
     );
 
+    it("reads a hijacked exec start's refusal, which dockerode keeps only in its message", () => {
+      // As docker-modem reports it: no parsed body, the text after the reason.
+      const hijacked = Object.assign(
+        new Error(
+          '(HTTP code 500) container not running - unable to find user nosuchuser: no matching entries in passwd file ',
+        ),
+        { statusCode: 500, json: null, reason: 'container not running' },
+      );
+      const error = toEngineError(hijacked, on('exec in container'));
+      expect(error.code).toBe('DSO_DOCKER_USER_UNRESOLVED');
+      expect(error.message).toContain('unable to find user nosuchuser: no matching entries');
+    });
+
     it('keeps any other 500 an engine error (retryable), with its message', () => {
       const error = toEngineError(
         reply(500, 'invalid signal: NOSUCH', 'invalid signal: NOSUCH'),

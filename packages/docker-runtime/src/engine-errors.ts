@@ -144,9 +144,18 @@ function statusCode(error: unknown): number | undefined {
   return typeof status === 'number' ? status : undefined;
 }
 
-/** The engine's JSON `message`, bounded; dockerode keeps the parsed body on `json`. */
+/**
+ * The engine's JSON `message`, bounded; dockerode keeps the parsed body on `json`. A hijacked
+ * call (exec start) keeps no body: docker-modem puts its text in the error's own message,
+ * `(HTTP code 500) <reason> - <body> `.
+ */
 function engineMessageOf(error: unknown): string | undefined {
-  return bodyField(error, 'message');
+  const fromBody = bodyField(error, 'message');
+  if (fromBody !== undefined) return fromBody;
+  const message = (error as { message?: unknown } | null)?.message;
+  if (typeof message !== 'string' || statusCode(error) === undefined) return undefined;
+  const body = /^\(HTTP code \d+\) [\s\S]*? - ([\s\S]*)$/.exec(message)?.[1]?.trim();
+  return body === undefined || body === '' ? undefined : body.slice(0, 512);
 }
 
 /** Podman's JSON `cause` (the underlying error's own words), bounded. */
