@@ -38,6 +38,12 @@ export interface ContainerDialect {
    */
   ulimitName(inspected: string): string;
   /**
+   * A `HostConfig.Tmpfs` options string as inspect reports it → one create takes. Podman
+   * reports its `U` option (the tmpfs belongs to the container's user) as `uid=N,gid=M` once
+   * the container ran, and its create refuses `uid=` and `gid=`: they become `U` again.
+   */
+  tmpfsOptions(inspected: string): string;
+  /**
    * Inspect's `Config.Env` holds `HOSTNAME=<hostname>` the engine wrote itself (Podman): a
    * clone that gets its own hostname must not carry the old one's in its environment.
    */
@@ -59,6 +65,7 @@ export interface ContainerDialect {
 
 const DOCKER_CONTAINERS: ContainerDialect = {
   ulimitName: (inspected) => inspected,
+  tmpfsOptions: (inspected) => inspected,
   hostnameInEnv: false,
   listHasNetworkMode: true,
   healthchecks: 'engine',
@@ -67,6 +74,7 @@ const DOCKER_CONTAINERS: ContainerDialect = {
 const PODMAN_CONTAINERS: ContainerDialect = {
   ulimitName: (inspected) =>
     inspected.startsWith('RLIMIT_') ? inspected.slice('RLIMIT_'.length).toLowerCase() : inspected,
+  tmpfsOptions: podmanTmpfsOptions,
   hostnameInEnv: true,
   listHasNetworkMode: false,
   healthchecks: 'on-request',
@@ -113,6 +121,7 @@ export interface EngineVersionReply {
 // The user (or group) lookup of runc's libcontainer: the same words from both engines when a
 // container starts, and from Podman's exec (Docker's exec prints them and exits 126).
 const USER_UNRESOLVED = /^unable to find (user|group) /;
+const PODMAN_UNKNOWN_USER = /^(user|group): unknown (user|group) error looking up /;
 
 const DOCKER_EVENTS: EventDialect = {
   subscribe: ['create', 'start', 'die', 'destroy', 'rename', 'health_status'],
@@ -183,7 +192,10 @@ const PODMAN_DIALECT: EngineDialect = {
     if (
       cause === 'no matching entries in passwd file' ||
       cause === 'no matching entries in group file' ||
-      (message !== undefined && USER_UNRESOLVED.test(message))
+      (message !== undefined && USER_UNRESOLVED.test(message)) ||
+      // Its archive GET resolves the container's user first: `determining run uid: user:
+      // unknown user error looking up user "app"`.
+      (cause !== undefined && PODMAN_UNKNOWN_USER.test(cause))
     ) {
       return 'user-unresolved';
     }
@@ -204,6 +216,17 @@ export function detectEngineDialect(version: EngineVersionReply): EngineDialect 
     };
   }
   return { ...DOCKER_DIALECT, display: `Docker ${version.Version ?? 'unknown'}` };
+}
+
+/** Podman's tmpfs options with the `uid=`/`gid=` its `U` became turned back into `U`. */
+function podmanTmpfsOptions(inspected: string): string {
+  const options = inspected.split(',');
+  const owner = options.findIndex((option) => /^(uid|gid)=/.test(option));
+  if (owner === -1) return inspected;
+  const kept = options.map((option, index) =>
+    index === owner && !options.includes('U') ? 'U' : option,
+  );
+  return kept.filter((option) => !/^(uid|gid)=/.test(option)).join(',');
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   shIn,
   TEST_IMAGE,
   TEST_LABEL,
+  testEngineFacts,
   waitFor,
 } from './test-support/engine.js';
 import type { SecretFile } from './write-request.js';
@@ -20,6 +21,24 @@ import { WRITE_SCRIPT } from './write-script.js';
 
 const run = promisify(execFile);
 const pool = createContainerPool();
+const engine = await testEngineFacts();
+/**
+ * Where the engine keeps what it knows of containers, searched for values: its data root (from
+ * its info) and, for Docker, containerd's; for Podman, its run-time state too (runroot
+ * /run/containers, tmp dir /run/libpod with its event log).
+ */
+const ENGINE_STATE_ROOTS = [
+  engine.dataRoot,
+  ...(engine.kind === 'podman'
+    ? ['/var/lib/containers', '/run/containers', '/run/libpod']
+    : ['/var/lib/containerd']),
+].filter((root, index, all) => root !== '' && all.indexOf(root) === index && existsSync(root));
+/**
+ * `--tmpfs` options for a 0700 tmpfs owned by the container's user 1000:1000. Podman 4.3's
+ * tmpfs refuses `uid=`; its `U` gives the tmpfs to the container's user.
+ */
+const OWNERS_TMPFS =
+  engine.kind === 'podman' ? 'size=1m,mode=0700,U' : 'size=1m,uid=1000,mode=0700';
 const SECRETS = { '/run/secrets': 'size=1m' };
 const text = (value: string) => new TextEncoder().encode(value);
 let runtime: DockerRuntime;
@@ -440,7 +459,7 @@ describe('writeFiles', () => {
     expect(await dsoEntries(id)).toEqual([]);
   });
 
-  it('never puts a value in argv, env, events, inspect, diff, logs or anywhere under /var/lib/docker', async () => {
+  it("never puts a value in argv, env, events, inspect, diff, logs or anywhere in the engine's state", async () => {
     const canary = `dso-canary-${randomUUID()}`;
     const control = `dso-control-${randomUUID()}`;
     const since = Math.floor(Date.now() / 1000) - 1;
@@ -468,23 +487,29 @@ describe('writeFiles', () => {
     });
     let events = '';
     for await (const chunk of eventStream as AsyncIterable<Buffer>) events += chunk.toString();
-    expect(events).toContain('exec_create');
+    expect(events).toContain(engine.kind === 'podman' ? '"Action":"exec"' : 'exec_create');
     expect(events).not.toContain(canary);
 
-    // The exec we ran is recorded with its command line: it holds the script, never the value.
-    const execIds = events
-      .split('\n')
-      .filter((line) => line.includes('exec_create') && line.includes('dso-write'))
-      .map(
-        (line) =>
-          (JSON.parse(line) as { Actor: { Attributes: { execID: string } } }).Actor.Attributes
-            .execID,
-      );
-    expect(execIds).toHaveLength(1);
-    const exec = await docker.getExec(execIds[0] ?? '').inspect();
-    expect(exec.ProcessConfig.user).toBe('0:0');
-    expect(exec.ProcessConfig.arguments).toContain('/run/secrets');
-    expect(JSON.stringify(exec)).not.toContain(canary);
+    if (engine.kind === 'docker') {
+      // The exec we ran is recorded with its command line: it holds the script, never the value.
+      const execIds = events
+        .split('\n')
+        .filter((line) => line.includes('exec_create') && line.includes('dso-write'))
+        .map(
+          (line) =>
+            (JSON.parse(line) as { Actor: { Attributes: { execID: string } } }).Actor.Attributes
+              .execID,
+        );
+      expect(execIds).toHaveLength(1);
+      const exec = await docker.getExec(execIds[0] ?? '').inspect();
+      expect(exec.ProcessConfig.user).toBe('0:0');
+      expect(exec.ProcessConfig.arguments).toContain('/run/secrets');
+      expect(JSON.stringify(exec)).not.toContain(canary);
+    } else {
+      // Podman's exec events name no exec and carry no command line.
+      expect(events).not.toContain('dso-write');
+      expect(events).not.toContain('execID');
+    }
 
     const changes: Array<{ Path: string; Kind: number }> = (await container.changes()) ?? [];
     expect(changes.map((change) => change.Path)).toContain('/root/control');
@@ -495,7 +520,8 @@ describe('writeFiles', () => {
     const logs = await container.logs({ stdout: true, stderr: true });
     expect(logs.toString()).not.toContain(canary);
 
-    const roots = ['/var/lib/docker', '/var/lib/containerd'].filter((root) => existsSync(root));
+    const roots = ENGINE_STATE_ROOTS;
+    expect(roots).toContain(engine.dataRoot);
     const grep = async (needle: string) =>
       run('grep', ['-r', '-l', '--binary-files=text', '-F', needle, ...roots]).then(
         (found) => found.stdout,
@@ -537,9 +563,9 @@ describe('writeFiles on hardened containers', () => {
     expect(await listing(named.id)).toBe('a 400 1000:1000 -> ..data/a\n');
   });
 
-  it('writes as the owner into a tmpfs only the owner may write (uid=1000,mode=0700)', async () => {
+  it('writes as the owner into a tmpfs only the owner may write (owned by 1000, mode 0700)', async () => {
     const { id } = await pool.create({
-      tmpfs: { '/run/secrets': 'size=1m,uid=1000,mode=0700' },
+      tmpfs: { '/run/secrets': OWNERS_TMPFS },
       capDrop: ['ALL'],
       user: '1000:1000',
     });
@@ -549,7 +575,7 @@ describe('writeFiles on hardened containers', () => {
 
   it('fails with DSO_DOCKER_TARGET_NOT_WRITABLE, not retryable, when root lacks CAP_DAC_OVERRIDE for the tmpfs', async () => {
     const { id } = await pool.create({
-      tmpfs: { '/run/secrets': 'size=1m,uid=1000,mode=0700' },
+      tmpfs: { '/run/secrets': OWNERS_TMPFS },
       capDrop: ['ALL'],
       user: '1000:1000',
     });
@@ -620,7 +646,7 @@ describe('writeFiles on hardened containers', () => {
       await container.start();
       return container.id;
     };
-    const owners = await create('size=1m,uid=1000,mode=0700');
+    const owners = await create(OWNERS_TMPFS);
     await runtime.writeFiles(owners, { target: '/run/secrets', files: one });
     // Root there cannot enter the owner's 0700 tmpfs either: read as the owner.
     expect((await read(owners, '/run/secrets/a', '1000:1000')).toString()).toBe('canary-hardened');
@@ -628,7 +654,12 @@ describe('writeFiles on hardened containers', () => {
       '400 1000:1000',
     );
 
-    const others = await create('size=1m,uid=2000,mode=0700');
+    // Another user's: Podman's tmpfs takes no uid=, so there root (it has CAP_CHOWN) gives it.
+    const others = await create(
+      engine.kind === 'podman' ? 'size=1m,mode=0700' : 'size=1m,uid=2000,mode=0700',
+    );
+    if (engine.kind === 'podman') await shIn(others, 'chown 2000 /run/secrets');
+    expect((await shIn(others, 'stat -c "%a %u" /run/secrets')).trim()).toBe('700 2000');
     const error = await failureOf(
       runtime.writeFiles(others, { target: '/run/secrets', files: one }),
     );

@@ -51,7 +51,13 @@ export const WRITE_SCRIPT = `
 t=$1 gen=$2 mode=$3 owner=$4
 shift 4
 umask 077
-fail() { code=$1; shift; echo "dso: $*" >&2; exit "$code"; }
+# Stdin is read to its end before any exit: Podman's exec drops the output of a process that
+# exits with its stdin unread (its attach connection is reset), and the output says why.
+drain() {
+  if command -v cat >/dev/null 2>&1; then cat >/dev/null 2>&1
+  else while IFS= read -r _l; do :; done 2>/dev/null; fi
+}
+fail() { code=$1; shift; echo "dso: $*" >&2; drain; exit "$code"; }
 
 [ -d "$t" ] || fail 80 "$t is not a directory"
 fs= fsopts=
@@ -214,7 +220,10 @@ d=$t/..dso_$gen
 tmp=$t/..tmp_$gen
 mkdir -m 700 "$d" || fail 84 "cannot create $d"
 unstage() { code=$1; shift; cd / && chmod 700 "$d" 2>/dev/null; rm -rf "$d"; fail "$code" "$@"; }
-tar -x -f - -C "$d" || unstage 84 "extracting the archive into $d failed"
+# -o: owned by who extracts. An owner writing for itself may hold CAP_CHOWN (Podman's exec gives
+# a non-root user the container's capabilities), and must not hand its files to the archive's uid.
+tar -x -o -f - -C "$d" || unstage 84 "extracting the archive into $d failed"
+drain
 cd "$d" || unstage 84 "cannot enter $d"
 for n; do
   { [ -f "$n" ] && [ ! -L "$n" ]; } || unstage 84 "$n is missing from the archive"
