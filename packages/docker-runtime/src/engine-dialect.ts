@@ -121,7 +121,7 @@ export interface EngineVersionReply {
 // The user (or group) lookup of runc's libcontainer: the same words from both engines when a
 // container starts, and from Podman's exec (Docker's exec prints them and exits 126).
 const USER_UNRESOLVED = /^unable to find (user|group) /;
-const PODMAN_UNKNOWN_USER = /^(user|group): unknown (user|group) error looking up /;
+const PODMAN_UNKNOWN_USER = /\b(user|group): unknown (user|group) error looking up /;
 
 const DOCKER_EVENTS: EventDialect = {
   subscribe: ['create', 'start', 'die', 'destroy', 'rename', 'health_status'],
@@ -195,7 +195,7 @@ const PODMAN_DIALECT: EngineDialect = {
       (message !== undefined && USER_UNRESOLVED.test(message)) ||
       // Its archive GET resolves the container's user first: `determining run uid: user:
       // unknown user error looking up user "app"`.
-      (cause !== undefined && PODMAN_UNKNOWN_USER.test(cause))
+      PODMAN_UNKNOWN_USER.test(cause ?? message ?? '')
     ) {
       return 'user-unresolved';
     }

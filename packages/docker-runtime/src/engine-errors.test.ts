@@ -116,6 +116,19 @@ describe('toEngineError', () => {
       },
     );
 
+    it('maps the unknown user its archive GET meets (it resolves the run uid first)', () => {
+      const error = toEngineError(
+        reply(
+          500,
+          'determining run uid: user: unknown user error looking up user "nosuchuser"',
+          'user: unknown user error looking up user "nosuchuser"',
+        ),
+        on('read /etc/passwd'),
+      );
+      expect(error.code).toBe('DSO_DOCKER_USER_UNRESOLVED');
+      expect(error.message).toContain('"nosuchuser"');
+    });
+
     it("reads a hijacked exec start's refusal, which dockerode keeps only in its message", () => {
       // As docker-modem reports it: no parsed body, the text after the reason.
       const hijacked = Object.assign(

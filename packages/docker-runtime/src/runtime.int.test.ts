@@ -320,7 +320,7 @@ describe('inspectContainer', () => {
     const details = await runtime.inspectContainer(container.id);
     // In Config.Env's order, which Podman does not keep as given.
     const byName = (a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name);
-    expect([...details.envReferences].sort(byName)).toEqual([
+    expect([...(details.envReferences ?? [])].sort(byName)).toEqual([
       { name: 'API_TOKEN', value: 'dso://app/api/token' },
       { name: 'KEY_FILE', value: 'dsofile://vault:app/key#pem' },
     ]);
