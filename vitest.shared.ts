@@ -6,16 +6,10 @@ const SOURCE_CONDITION = '@dso/source';
 
 export type TestKind = 'test' | 'test-int' | 'e2e';
 
-/** What one run of a project's files may change (test-e2e runs its files in two groups). */
+/** What a project may change of the shared settings. */
 export interface TestRunOptions {
-  /** Only these files (globs under the project), instead of every file of the kind. */
-  include?: string[];
-  /** More files to leave out. */
-  exclude?: string[];
-  /** Files at once; engine and end-to-end tests default to one. */
+  /** Files at once; engine and end-to-end tests default to one (test-e2e runs two). */
   maxWorkers?: number;
-  /** The JSON report's name under `.reports/`, without `.json`; the kind by default. */
-  report?: string;
 }
 
 /**
@@ -28,19 +22,14 @@ export function defineProjectTests(
   kind: TestKind = 'test',
   run: TestRunOptions = {},
 ) {
-  const include =
-    run.include ??
-    {
-      test: ['src/**/*.test.ts'],
-      'test-int': ['src/**/*.int.test.ts'],
-      e2e: ['src/**/*.e2e.test.ts'],
-    }[kind];
-  const exclude = [
-    ...(kind === 'test' ? ['src/**/*.int.test.ts', 'src/**/*.e2e.test.ts'] : []),
-    ...(run.exclude ?? []),
-  ];
-  // Engine and end-to-end tests share one daemon: their files run one at a time unless the
-  // project says how many of its files can run at once (test-e2e's private-engine group).
+  const include = {
+    test: ['src/**/*.test.ts'],
+    'test-int': ['src/**/*.int.test.ts'],
+    e2e: ['src/**/*.e2e.test.ts'],
+  }[kind];
+  const exclude = kind === 'test' ? ['src/**/*.int.test.ts', 'src/**/*.e2e.test.ts'] : [];
+  // Engine tests share one daemon: their files run one at a time unless the project says how
+  // many can run at once (test-e2e's files use engines of their own).
   const maxWorkers = kind === 'test' ? undefined : (run.maxWorkers ?? 1);
   return defineConfig({
     resolve: { conditions: [SOURCE_CONDITION, 'import', 'node', 'default'] },
@@ -52,7 +41,7 @@ export function defineProjectTests(
       environment: 'node',
       reporters: ['default', 'json'],
       // Read by tools/test.mjs for the closing summary; a cached run restores it (nx `outputs`).
-      outputFile: { json: join(projectDir, '.reports', `${run.report ?? kind}.json`) },
+      outputFile: { json: join(projectDir, '.reports', `${kind}.json`) },
       fileParallelism: maxWorkers === undefined || maxWorkers > 1,
       ...(maxWorkers === undefined ? {} : { maxWorkers }),
       testTimeout: kind === 'test' ? 10_000 : 120_000,

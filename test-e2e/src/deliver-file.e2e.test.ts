@@ -5,11 +5,15 @@ import {
   createWorkspace,
   docker,
   filesContaining,
+  privateEngineForFile,
   removeRunContainers,
   runContainer,
   startAgent,
   waitFor,
 } from './harness.js';
+
+// The whole file on an engine of its own (DOCKER_HOST), so it runs beside other files.
+privateEngineForFile();
 
 const SECRET_LABELS = [
   '--label',

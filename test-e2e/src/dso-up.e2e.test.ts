@@ -13,6 +13,7 @@ import {
   createWorkspace,
   docker,
   filesContaining,
+  privateEngineForFile,
   RUN_ID,
   removeRunContainers,
   runCommand,
@@ -21,6 +22,9 @@ import {
   TEST_LABEL,
   waitFor,
 } from './harness.js';
+
+// The whole file on an engine of its own (DOCKER_HOST), so it runs beside other files.
+privateEngineForFile();
 
 afterAll(removeRunContainers);
 

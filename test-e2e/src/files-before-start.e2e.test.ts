@@ -10,12 +10,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   createWorkspace,
   docker,
+  privateEngineForFile,
   RUN_ID,
   removeRunContainers,
   startAgent,
   TEST_IMAGE,
   TEST_LABEL,
 } from './harness.js';
+
+// The whole file on an engine of its own (DOCKER_HOST), so it runs beside other files.
+privateEngineForFile();
 
 afterAll(removeRunContainers);
 

@@ -1,12 +1,16 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
+import { renameSync, symlinkSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, vi } from 'vitest';
-import type { PrivateEngine } from '../../packages/docker-runtime/src/test-support/private-engine.js';
+import { afterAll, beforeAll, vi } from 'vitest';
+import {
+  type PrivateEngine,
+  startPrivateEngine,
+} from '../../packages/docker-runtime/src/test-support/private-engine.js';
 import testImage from '../../tools/test-image.json' with { type: 'json' };
 
 const execFileAsync = promisify(execFile);
@@ -20,23 +24,13 @@ export const TEST_IMAGE = testImage.image;
 export const TEST_LABEL = testImage.label;
 export const RUN_ID = randomUUID();
 /**
- * Which group of files this process runs (test-e2e/run-e2e.mjs sets it): `shared`, the files that
- * use the shared engine, one at a time; `private`, the files that use private engines only, two
- * at a time beside them; absent when vitest runs on its own (one file at a time).
+ * The volume driver name this file's agents serve (every workspace's `DSO_VOLUME_DRIVER_NAME`):
+ * `dso-e2e-p<worker slot>` (vitest's VITEST_POOL_ID), which no file running at the same time
+ * has, since every engine on the host finds plugins in the one folder /run/docker/plugins. The
+ * names are few and come back from file to file on purpose: an engine that has used a legacy
+ * plugin keeps it until it restarts (see `hideVolumeSocket`).
  */
-export const E2E_GROUP = process.env.DSO_E2E_GROUP ?? 'all';
-/**
- * The volume driver name this file's agents serve (every workspace's `DSO_VOLUME_DRIVER_NAME`).
- * Every engine on the host finds plugins in the one folder /run/docker/plugins, so two agents
- * that run at once need two names. An engine also keeps each legacy plugin it has seen in memory
- * until it restarts, and asks every one of them for a volume looked up by name (retrying about
- * 15 s for one whose socket is gone): so the names are few and come back, never one per run.
- * The shared engine's files, one at a time, share `dso-e2e`; a private-engine file takes the
- * name of its worker slot (vitest's VITEST_POOL_ID), which no other file running at the same
- * time has.
- */
-export const VOLUME_DRIVER =
-  E2E_GROUP === 'private' ? `dso-e2e-p${process.env.VITEST_POOL_ID ?? '1'}` : 'dso-e2e';
+export const VOLUME_DRIVER = `dso-e2e-p${process.env.VITEST_POOL_ID ?? '1'}`;
 
 export interface CommandResult {
   code: number;
@@ -186,6 +180,40 @@ export async function agentEnv(
   return { env, metricsAddress };
 }
 
+/**
+ * Moves the volume plugin socket an agent just logged (`volume driver serving`) into its
+ * workspace's folder, leaving a symlink at /run/docker/plugins/<name>.sock. An engine looks for
+ * a driver it is told to use by following that path (symlinks too), but when it looks a volume
+ * up by name it scans the folder for sockets (not symlinks), keeps every plugin it found, and
+ * asks each one again at every later lookup, retrying ~15 s once its socket is gone: so every
+ * engine on the host, the shared one included, would wait on every agent that ran beside it.
+ * Hidden, an agent's plugin is known only to the engines told to use it. The agent removes the
+ * symlink when it stops; the socket goes with the workspace's folder.
+ */
+function hideVolumeSocket(line: string, env: NodeJS.ProcessEnv): void {
+  const root = env.DSO_VOLUMES_ROOT;
+  if (root === undefined) return;
+  let socketPath: unknown;
+  try {
+    socketPath = (JSON.parse(line) as { socketPath?: unknown }).socketPath;
+  } catch {
+    return; // not a JSON log line: nothing was served
+  }
+  if (typeof socketPath !== 'string' || !socketPath.startsWith('/run/docker/plugins/')) return;
+  const hidden = join(dirname(root), 'plugin.sock');
+  try {
+    renameSync(socketPath, hidden);
+  } catch {
+    return; // another file system, or gone already: the socket stays where it is, visible
+  }
+  try {
+    symlinkSync(hidden, socketPath);
+  } catch (error) {
+    renameSync(hidden, socketPath); // back where the engine looks, rather than nowhere
+    throw error;
+  }
+}
+
 /** The built agent, its whole output kept for the canary checks. */
 export function startAgent(env: NodeJS.ProcessEnv) {
   const child: ChildProcess = spawn(process.execPath, [AGENT_BIN], {
@@ -193,8 +221,15 @@ export function startAgent(env: NodeJS.ProcessEnv) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
+  let partial = '';
   child.stdout?.setEncoding('utf8').on('data', (text: string) => {
     output += text;
+    // Each whole line as it comes, so the plugin socket is hidden the moment it is served.
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.includes('"volume driver serving"')) hideVolumeSocket(line, env);
+    }
   });
   child.stderr?.setEncoding('utf8').on('data', (text: string) => {
     output += text;
@@ -305,6 +340,43 @@ export function trackLeftovers() {
     for (const path of leftovers.paths) await rm(path, { recursive: true, force: true });
   });
   return leftovers;
+}
+
+/**
+ * Runs the whole file on a private engine instead of the shared one: started before the file's
+ * own `beforeAll` hooks (call this first, at the top level), it sets `DOCKER_HOST` in this
+ * worker's environment, which every docker CLI call of the harness, `runCommand`, compose, and
+ * the workspaces made afterwards (their CLI and agents) inherit. Each file runs in a process of
+ * its own, so no other file sees it. After the file's own `afterAll` hooks, the engine goes
+ * with this run's containers on it. So a file written for the shared engine shares nothing
+ * with the files running beside it.
+ *
+ * @example
+ * const engine = privateEngineForFile();
+ * it('…', async () => { await docker('ps'); engine.host; });
+ */
+export function privateEngineForFile(): { readonly host: string } {
+  let engine: PrivateEngine | undefined;
+  const before = process.env.DOCKER_HOST;
+  beforeAll(async () => {
+    engine = await startPrivateEngine();
+    process.env.DOCKER_HOST = engine.host;
+  }, 120_000);
+  afterAll(async () => {
+    if (engine !== undefined) {
+      const ids = await runContainerIds({ host: engine.host }).catch(() => []);
+      await removeContainers(ids, { host: engine.host });
+      await engine.destroy();
+    }
+    if (before === undefined) delete process.env.DOCKER_HOST;
+    else process.env.DOCKER_HOST = before;
+  }, 120_000);
+  return {
+    get host() {
+      if (engine === undefined) throw new Error('the file engine starts in beforeAll');
+      return engine.host;
+    },
+  };
 }
 
 /** A workspace of {@link createWorkspace}. */

@@ -11,6 +11,7 @@ import {
   agentEnv,
   createWorkspace,
   metricValue,
+  privateEngineForFile,
   readMetrics,
   removeRunContainers,
   runCommand,
@@ -18,6 +19,9 @@ import {
   startAgent,
   waitFor,
 } from './harness.js';
+
+// The whole file on an engine of its own (DOCKER_HOST), so it runs beside other files.
+privateEngineForFile();
 
 const PREFIX = `dso-e2e-${randomUUID().slice(0, 8)}:`;
 

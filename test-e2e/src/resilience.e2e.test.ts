@@ -22,7 +22,6 @@ import {
   readAuditTrail,
   readMetrics,
   removeContainers,
-  removeRunContainers,
   runContainer,
   runContainerIds,
   runManyContainers,
@@ -42,10 +41,27 @@ const leftovers = {
 };
 afterAll(async () => {
   for (const agent of leftovers.agents) await agent[Symbol.asyncDispose]();
-  await removeRunContainers();
-  for (const engine of leftovers.engines) await engine.destroy();
+  for (const engine of leftovers.engines) {
+    const ids = await runContainerIds({ host: engine.host }).catch(() => []);
+    await removeContainers(ids, { host: engine.host });
+    await engine.destroy();
+  }
   for (const workspace of leftovers.workspaces) await workspace[Symbol.asyncDispose]();
 });
+
+/**
+ * The engine of the tests that do not restart theirs: one private engine for the file, started
+ * at its first use, so the file shares no engine with files running beside it. Each test
+ * removes its containers before the next one's agent starts.
+ */
+let fileEngine: PrivateEngine | undefined;
+async function engineHost(): Promise<string> {
+  if (fileEngine === undefined) {
+    fileEngine = await startPrivateEngine();
+    leftovers.engines.add(fileEngine);
+  }
+  return fileEngine.host;
+}
 
 /** The built agent (see `startAgent`), also stopped after all tests should a test not get to it. */
 function launchAgent(env: NodeJS.ProcessEnv) {
@@ -135,16 +151,17 @@ describe('resilience of the built agent', () => {
   it('delivers one shared secret to 100 containers started at once with one provider call', async () => {
     const canary = `canary-${randomUUID()}`;
     await using workspace = await workspaceWith({ 'app/db': canary });
-    const { env, metricsAddress } = await agentEnv(workspace);
+    const host = await engineHost();
+    const { env, metricsAddress } = await agentEnv(workspace, { DOCKER_HOST: host });
     await using agent = launchAgent(env);
     await agent.waitForLog('agent ready');
 
-    const { ids, failures } = await runManyContainers(100, SHARED_SECRET);
+    const { ids, failures } = await runManyContainers(100, SHARED_SECRET, { host });
     try {
       expect(failures).toEqual([]);
       expect(ids).toHaveLength(100);
-      await waitForContainerFiles(ids, SECRET_FILE, canary, { timeoutMs: 90_000 });
-      await expectReadableThroughExec(ids, canary);
+      await waitForContainerFiles(ids, SECRET_FILE, canary, { host, timeoutMs: 90_000 });
+      await expectReadableThroughExec(ids, canary, host);
 
       // The cache's single flight: however many deliveries asked at once, one call went out.
       const metrics = await readMetrics(metricsAddress);
@@ -169,14 +186,15 @@ describe('resilience of the built agent', () => {
       expect(await agent.stop()).toBe(0);
       expect(agent.output).not.toContain(canary);
     } finally {
-      await removeContainers(ids);
+      await removeContainers(ids, { host });
     }
   }, 180_000);
 
   it('gives all 100 containers their files when the agent is SIGKILLed mid-burst and restarted', async () => {
     const canary = `canary-${randomUUID()}`;
     await using workspace = await workspaceWith({ 'app/db': canary });
-    const { env } = await agentEnv(workspace);
+    const host = await engineHost();
+    const { env } = await agentEnv(workspace, { DOCKER_HOST: host });
     await using killed = launchAgent(env);
     const killedPid = await agentPid(killed);
     const children = (await providerProcesses(workspace.home)).filter(
@@ -189,6 +207,7 @@ describe('resilience of the built agent', () => {
     const kill = milestone();
     const restart = milestone();
     const burst = runManyContainers(100, SHARED_SECRET, {
+      host,
       onStarted: (_, started) => {
         if (started === 30) kill.reach();
         if (started === 70) restart.reach();
@@ -223,14 +242,14 @@ describe('resilience of the built agent', () => {
       ids = started.ids;
       expect(started.failures).toEqual([]);
       expect(ids).toHaveLength(100);
-      await waitForContainerFiles(ids, SECRET_FILE, canary, { timeoutMs: 90_000 });
-      await expectReadableThroughExec(ids, canary);
+      await waitForContainerFiles(ids, SECRET_FILE, canary, { host, timeoutMs: 90_000 });
+      await expectReadableThroughExec(ids, canary, host);
 
       expect(await restarted.stop()).toBe(0);
       expect(restarted.output).not.toContain(canary);
     } finally {
       ids = ids.length > 0 ? ids : (await burst).ids;
-      await removeContainers(ids);
+      await removeContainers(ids, { host });
     }
   }, 180_000);
 
@@ -315,12 +334,13 @@ describe('resilience of the built agent', () => {
     const first = `canary-${randomUUID()}`;
     const second = `canary-${randomUUID()}`;
     await using workspace = await workspaceWith({ 'app/db': first, 'app/api': second });
-    const { env, metricsAddress } = await agentEnv(workspace);
+    const host = await engineHost();
+    const { env, metricsAddress } = await agentEnv(workspace, { DOCKER_HOST: host });
     await using agent = launchAgent(env);
     const pid = await agentPid(agent);
 
-    await using before = await runContainer(SHARED_SECRET);
-    await waitForContainerFiles([before.id], SECRET_FILE, first);
+    await using before = await runContainer(SHARED_SECRET, undefined, { host });
+    await waitForContainerFiles([before.id], SECRET_FILE, first, { host });
     const [child, ...others] = (await providerProcesses(workspace.home)).filter(
       (candidate) => candidate.ppid === pid,
     );
@@ -334,15 +354,22 @@ describe('resilience of the built agent', () => {
     // a restart does not always fit in, and then waits for the next reconciliation.
     await agent.waitForLog('provider process ready');
     // A secret no one asked for yet: nothing in the cache, only the new process can answer.
-    await using after = await runContainer([
-      '--label',
-      'dso.enable=true',
-      '--label',
-      'dso.file.api=dsofile://app/api',
-      '--tmpfs',
-      '/run/secrets',
-    ]);
-    await waitForContainerFiles([after.id], '/run/secrets/api', second, { timeoutMs: 60_000 });
+    await using after = await runContainer(
+      [
+        '--label',
+        'dso.enable=true',
+        '--label',
+        'dso.file.api=dsofile://app/api',
+        '--tmpfs',
+        '/run/secrets',
+      ],
+      undefined,
+      { host },
+    );
+    await waitForContainerFiles([after.id], '/run/secrets/api', second, {
+      host,
+      timeoutMs: 60_000,
+    });
     expect(await after.readFile('/run/secrets/api')).toBe(second);
 
     const respawned = (await providerProcesses(workspace.home)).filter(

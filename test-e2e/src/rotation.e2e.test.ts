@@ -15,6 +15,7 @@ import {
   createWorkspace,
   docker,
   metricValue,
+  privateEngineForFile,
   RUN_ID,
   readAuditTrail,
   readMetrics,
@@ -23,6 +24,9 @@ import {
   startAgent,
   waitFor,
 } from './harness.js';
+
+// The whole file on an engine of its own (DOCKER_HOST), so it runs beside other files.
+privateEngineForFile();
 
 afterAll(removeRunContainers);
 

@@ -17,6 +17,7 @@ import {
   createWorkspace,
   docker,
   filesContaining,
+  privateEngineForFile,
   RUN_ID,
   removeRunContainers,
   runCommand,
@@ -26,6 +27,9 @@ import {
   VOLUME_DRIVER,
   waitFor,
 } from './harness.js';
+
+// The whole file on an engine of its own (DOCKER_HOST), so it runs beside other files.
+privateEngineForFile();
 
 /** The shell-less image: `/reader` (reader.c, static) and nothing else. */
 const READER_IMAGE = 'dso-test/static-reader:1';
@@ -67,7 +71,7 @@ async function buildReaderImage(): Promise<void> {
   }
 }
 
-// The driver name of every shared-engine file (see VOLUME_DRIVER in the harness).
+// The driver name of this file's agents (see VOLUME_DRIVER in the harness).
 const driver = VOLUME_DRIVER;
 let workspace: Awaited<ReturnType<typeof createWorkspace>>;
 let agent: ReturnType<typeof startAgent>;
