@@ -95,29 +95,40 @@ try {
     ],
     { cwd: join(ROOT, 'examples/provider-python') },
   );
-  // Engine tests share one daemon: one project at a time.
-  // Never cached, so nothing is replayed: their output streams as they run.
-  await nx(['run-many', '-t', 'test:int', 'e2e', '--parallel=1', '--outputStyle=stream']);
-  // The runtime's engine tests again, on the Podman API service tools/services.sh started (the
-  // tests take the engine from DOCKER_HOST); their own report, so both runs are counted.
-  await run(
-    'npx',
-    [
-      'vitest',
-      'run',
-      '--config',
-      'vitest.int.config.ts',
-      '--outputFile.json=.reports/test-int-podman.json',
-    ],
-    {
-      cwd: join(ROOT, 'packages/docker-runtime'),
-      env: {
-        ...process.env,
-        DOCKER_HOST: `unix://${process.env.DSO_PODMAN_SOCK ?? '/run/dso-podman/podman.sock'}`,
+  // Two lanes side by side, never cached, so their output streams as they run (and interleaves):
+  // the end-to-end tests, whose files use private engines only and run two at a time
+  // (test-e2e/README.md: they were built above); and, one after another, the engine tests on
+  // the shared engine and Redis (one project at a time: they share the daemon), the runtime's
+  // tests on Podman, and the package check. A failure in either fails the run, after both end.
+  const endToEnd = run('npx', ['vitest', 'run', '--config', 'vitest.config.ts'], {
+    cwd: join(ROOT, 'test-e2e'),
+  });
+  const engines = (async () => {
+    await nx(['run-many', '-t', 'test:int', '--parallel=1', '--outputStyle=stream']);
+    // The runtime's engine tests again, on the Podman API service tools/services.sh started (the
+    // tests take the engine from DOCKER_HOST); their own report, so both runs are counted.
+    await run(
+      'npx',
+      [
+        'vitest',
+        'run',
+        '--config',
+        'vitest.int.config.ts',
+        '--outputFile.json=.reports/test-int-podman.json',
+      ],
+      {
+        cwd: join(ROOT, 'packages/docker-runtime'),
+        env: {
+          ...process.env,
+          DOCKER_HOST: `unix://${process.env.DSO_PODMAN_SOCK ?? '/run/dso-podman/podman.sock'}`,
+        },
       },
-    },
-  );
-  await run('node', ['tools/check-packages.mjs']);
+    );
+    await run('node', ['tools/check-packages.mjs']);
+  })();
+  const lanes = await Promise.allSettled([endToEnd, engines]);
+  const failed = lanes.find((lane) => lane.status === 'rejected');
+  if (failed) throw failed.reason;
 } catch (error) {
   failure = error;
 }
