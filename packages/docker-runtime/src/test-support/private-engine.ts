@@ -197,6 +197,13 @@ export async function startPrivateEngine(
       output?.resume();
     });
   });
+  // Copied from Podman (DOCKER_HOST naming its service), the image is named
+  // `localhost/dso-test/busybox:1`: give it the name the tests use.
+  const loaded = await docker.listImages({ filters: { reference: [TEST_IMAGE] } });
+  if (loaded.length === 0) {
+    const [repo = '', tag] = TEST_IMAGE.split(':');
+    await docker.getImage(`localhost/${TEST_IMAGE}`).tag({ repo, tag });
+  }
 
   return {
     host: `unix://${socketPath}`,
