@@ -36,4 +36,15 @@ describe('negotiateApiVersion', () => {
     expect(compareApiVersions('1.41', '1.41')).toBe(0);
     expect(compareApiVersions('2.0', '1.99')).toBeGreaterThan(0);
   });
+
+  it('names a Podman too old by its own name', () => {
+    try {
+      negotiateApiVersion({ apiVersion: '1.40', engineVersion: '3.0.1', display: 'Podman 3.0.1' });
+      expect.unreachable();
+    } catch (error) {
+      expect(isDockerRuntimeError(error) && error.code).toBe('DSO_DOCKER_API_TOO_OLD');
+      expect((error as Error).message).toMatch(/^Podman 3\.0\.1 speaks API 1\.40/);
+      expect((error as Error).message).toContain('Podman 4.3 or newer');
+    }
+  });
 });

@@ -25,19 +25,22 @@ export function negotiateApiVersion(engine: {
   apiVersion: string;
   minApiVersion?: string | undefined;
   engineVersion: string;
+  /** The engine as its dialect names it (`Podman 4.0.2`); `Docker Engine <version>` by default. */
+  display?: string | undefined;
 }): string {
+  const name = engine.display ?? `Docker Engine ${engine.engineVersion}`;
   if (!/^\d+\.\d+$/.test(engine.apiVersion)) {
     throw new DockerRuntimeError(
       'DSO_DOCKER_ENGINE_ERROR',
-      `the Docker Engine reported an unreadable API version ${JSON.stringify(engine.apiVersion)}`,
+      `${name} reported an unreadable API version ${JSON.stringify(engine.apiVersion)}`,
       { apiVersion: engine.apiVersion, engineVersion: engine.engineVersion },
     );
   }
   if (compareApiVersions(engine.apiVersion, MIN_DOCKER_API_VERSION) < 0) {
     throw new DockerRuntimeError(
       'DSO_DOCKER_API_TOO_OLD',
-      `Docker Engine ${engine.engineVersion} speaks API ${engine.apiVersion}, DSO needs ` +
-        `${MIN_DOCKER_API_VERSION} or later: upgrade the engine to Docker 20.10 or newer`,
+      `${name} speaks API ${engine.apiVersion}, DSO needs ${MIN_DOCKER_API_VERSION} or ` +
+        'later: upgrade the engine to Docker 20.10 or newer (or Podman 4.3 or newer)',
       {
         apiVersion: engine.apiVersion,
         engineVersion: engine.engineVersion,

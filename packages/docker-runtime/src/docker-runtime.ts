@@ -678,19 +678,20 @@ export async function createDockerRuntime(
     deadline.dispose();
   }
   const engineVersion = String(version.Version ?? 'unknown');
+  const dialect = detectEngineDialect(version as EngineVersionReply);
   let apiVersion: string;
   try {
     apiVersion = negotiateApiVersion({
       apiVersion: String(version.ApiVersion ?? ''),
       minApiVersion: version.MinAPIVersion,
       engineVersion,
+      ...(dialect.kind === 'docker' ? {} : { display: dialect.display }),
     });
   } catch (error) {
     agent.destroy();
     throw error;
   }
   const docker = client(apiVersion);
-  const dialect = detectEngineDialect(version as EngineVersionReply);
   return new EngineRuntime(docker, agent, endpoint, apiVersion, engineVersion, dialect, settings);
 }
 
