@@ -233,8 +233,44 @@ describe('the agent on Podman', () => {
       ),
     ).toMatchObject({ code: 0, stdout: otherCanary });
 
+    // A missing secret fails the start with the reference and its code: closed, never open.
+    const missing = `dso-m-${RUN_ID.slice(0, 8)}`;
+    await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/missing', missing);
+    const refused = await podman.podman(
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--label',
+      `${TEST_LABEL}=${RUN_ID}`,
+      '-v',
+      `${missing}:/run/secrets`,
+      TEST_IMAGE,
+      'echo',
+      'started',
+    );
+    expect(refused.code).not.toBe(0);
+    expect(refused.stdout).not.toContain('started');
+    expect(refused.stderr).toContain('dsofile://app/missing');
+    expect(refused.stderr).toContain('DSO_PROVIDER_NOT_FOUND');
+
+    // An option that is not a reference is refused at create, named without its value.
+    const refusedCreate = await podman.podman(
+      'volume',
+      'create',
+      '--driver',
+      DRIVER,
+      '-o',
+      `db=${fileCanary}`,
+      `dso-x-${RUN_ID.slice(0, 8)}`,
+    );
+    expect(refusedCreate.code).not.toBe(0);
+    expect(refusedCreate.stderr).toContain('volume option db');
+    expect(refusedCreate.stderr).not.toContain(fileCanary);
+    expect(await pm('volume', 'ls', '--quiet')).not.toContain(`dso-x-${RUN_ID.slice(0, 8)}`);
+
     // podman volume rm reaches the driver: the agent forgets the volumes.
-    await pm('volume', 'rm', first, second, third);
+    await pm('volume', 'rm', first, second, third, missing);
     const state = JSON.parse(await readFile(join(workspace.home, 'volumes.json'), 'utf8')) as {
       volumes: Record<string, unknown>;
       mounts: Record<string, unknown>;

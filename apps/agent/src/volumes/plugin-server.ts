@@ -37,7 +37,7 @@ export interface VolumePluginServer extends AsyncDisposable {
  * Serves Docker's (legacy, socket-discovered) volume plugin protocol on
  * `<pluginDir>/<driverName>.sock`, reachable by root only: `Plugin.Activate`, then
  * `VolumeDriver.Create/Remove/Get/List/Path/Mount/Unmount/Capabilities` (scope `local`), each a
- * POST with a JSON body, each answered 200 with `Err` set on failure (the engine shows it).
+ * POST with a JSON body, each answered 200, or 500 with `Err` on failure (the engine shows it).
  *
  * @throws DsoError DSO_VOLUME_SOCKET_IN_USE when another process answers on the socket
  */
@@ -59,6 +59,12 @@ export async function startVolumePluginServer(
 
   const answer = (response: Parameters<typeof sendBody>[0], body: unknown) =>
     sendBody(response, 200, PLUGIN_CONTENT_TYPE, JSON.stringify(body));
+  // A failure is a 500 with `Err`. Docker reads `Err` from any answer (and prefixes a non-200's
+  // with the method: `VolumeDriver.Mount: …`), but Podman 4.3 reads only the status: a 200 with
+  // `Err` is a success to it, so a refused Create made the volume anyway and a failed Mount
+  // started the container on an empty mount point (its own runtime folder).
+  const refuse = (response: Parameters<typeof sendBody>[0], message: string) =>
+    sendBody(response, 500, PLUGIN_CONTENT_TYPE, JSON.stringify({ Err: message }));
 
   const http: HttpServer = createHttpServer({
     name: 'volume plugin',
@@ -69,14 +75,14 @@ export async function startVolumePluginServer(
     async handle(request, response) {
       const raw = await readBody(request, MAX_REQUEST_BYTES, true);
       if (raw === undefined) {
-        answer(response, { Err: `request body over ${MAX_REQUEST_BYTES} bytes` });
+        refuse(response, `request body over ${MAX_REQUEST_BYTES} bytes`);
         return;
       }
       let body: Record<string, unknown> = {};
       try {
         if (raw.byteLength > 0) body = JSON.parse(raw.toString('utf8')) ?? {};
       } catch {
-        answer(response, { Err: 'request body is not JSON' });
+        refuse(response, 'request body is not JSON');
         return;
       }
       const name = typeof body.Name === 'string' ? body.Name : '';
@@ -101,12 +107,9 @@ export async function startVolumePluginServer(
             return answer(response, { Err: '' });
           case '/VolumeDriver.Get': {
             const volume = driver.get(name);
-            return answer(
-              response,
-              volume === undefined
-                ? { Err: `no DSO volume named ${name}` }
-                : { Volume: volume, Err: '' },
-            );
+            return volume === undefined
+              ? refuse(response, `no DSO volume named ${name}`)
+              : answer(response, { Volume: volume, Err: '' });
           }
           case '/VolumeDriver.List':
             return answer(response, { Volumes: driver.list(), Err: '' });
@@ -134,10 +137,10 @@ export async function startVolumePluginServer(
             { err: error, code: errorCode(error), method },
             'volume plugin request failed',
           );
-          answer(response, { Err: 'DSO volume driver: internal error (see the agent log)' });
+          refuse(response, 'DSO volume driver: internal error (see the agent log)');
           return;
         }
-        answer(response, { Err: error.message });
+        refuse(response, error.message);
       }
     },
   });
