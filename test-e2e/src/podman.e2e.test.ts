@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -33,11 +33,6 @@ import {
   waitFor,
 } from './harness.js';
 
-/** A driver name no other file serves: Podman finds it by the socket its containers.conf names. */
-const DRIVER = `dso-podman-${RUN_ID.slice(0, 8)}`;
-const folders = `dso-e2e-podman-${RUN_ID.slice(0, 8)}`;
-const volumesRoot = `/run/${folders}/volumes`;
-const hostPathRoot = `/dev/shm/${folders}/containers`;
 /** Values of `dsofile://` secrets: never anywhere but the containers' files. */
 const fileCanary = `canary-file-${randomUUID()}`;
 const otherCanary = `canary-other-${randomUUID()}`;
@@ -50,6 +45,10 @@ const tokenCanary = `canary-token-${randomUUID()}`;
 let podman: PrivatePodman;
 let workspace: Workspace;
 let agent: AgentProcess;
+/** The workspace's driver name, roots of the agent's folders (its own, none other file's). */
+let driver: string;
+let volumesRoot: string;
+let hostPathRoot: string;
 
 /** `podman --url <service> …`, failing with podman's own words. */
 async function pm(...args: string[]): Promise<string> {
@@ -92,10 +91,13 @@ const readIn = (id: string, path: string) =>
   podman.podman('exec', id, 'cat', path).then((result) => result.stdout);
 
 beforeAll(async () => {
-  podman = await startPrivatePodman({
-    volumePlugins: { [DRIVER]: `/run/docker/plugins/${DRIVER}.sock` },
-  });
   workspace = await createWorkspace();
+  ({ volumeDriver: driver, volumesRoot, hostPathRoot } = workspace);
+  // Podman finds the driver by the path its containers.conf names (a symlink to the socket the
+  // harness hides in the workspace's folder: it follows it).
+  podman = await startPrivatePodman({
+    volumePlugins: { [driver]: `/run/docker/plugins/${driver}.sock` },
+  });
   expect((await workspace.cli(['init'])).code).toBe(0);
   await setSecret('app/db', fileCanary);
   await setSecret('app/other', otherCanary);
@@ -112,27 +114,17 @@ beforeAll(async () => {
     ].join('\n'),
   );
   await mkdir(hostPathRoot, { recursive: true, mode: 0o700 });
-  const { env } = await agentEnv(workspace, {
-    DOCKER_HOST: podman.host,
-    DSO_VOLUME_DRIVER_NAME: DRIVER,
-    DSO_VOLUMES_ROOT: volumesRoot,
-    DSO_HOST_PATH_ROOT: hostPathRoot,
-  });
+  const { env } = await agentEnv(workspace, { DOCKER_HOST: podman.host });
   agent = startAgent(env);
   await agent.waitForLog('agent ready');
 }, 120_000);
 
 afterAll(async () => {
-  // The agent first (nothing works on what goes next), then the service with its containers,
-  // then the folders: the agent's tmpfs at the volume root, lazily, should a mount remain.
-  // Stopped, not killed: it removes its plugin socket (a name no later run uses again).
+  // The agent first (nothing works on what goes next; stopped, it removes its plugin socket's
+  // link), then the service with its containers, then the workspace with the agent's folders.
   await agent?.stop();
-  await agent?.[Symbol.asyncDispose]();
   await podman?.destroy();
-  await rm(`/run/docker/plugins/${DRIVER}.sock`, { force: true });
   await workspace?.[Symbol.asyncDispose]();
-  await runCommand('umount', ['-R', '-l', volumesRoot]);
-  await runCommand('rm', ['-rf', `/run/${folders}`, `/dev/shm/${folders}`]);
 }, 120_000);
 
 describe('the agent on Podman', () => {
@@ -144,8 +136,8 @@ describe('the agent on Podman', () => {
 
   it('serves a DSO volume made with podman volume create --driver: a hardened container reads its file at its first instruction', async () => {
     const [first, second] = [`dso-a-${RUN_ID.slice(0, 8)}`, `dso-b-${RUN_ID.slice(0, 8)}`];
-    await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/vol', first);
-    await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/other', second);
+    await pm('volume', 'create', '--driver', driver, '-o', 'db=dsofile://app/vol', first);
+    await pm('volume', 'create', '--driver', driver, '-o', 'db=dsofile://app/other', second);
     // The containers.conf line the README gives: Podman waits for the plugin that long (not 5 s).
     expect(await pm('volume', 'inspect', '--format', '{{.Timeout}}', first)).toBe('30');
     // The container's command is the read itself: no wait, no shell, no exec.
@@ -215,7 +207,7 @@ describe('the agent on Podman', () => {
     const third = `dso-c-${RUN_ID.slice(0, 8)}`;
     const dockerCli = (...args: string[]) => runCommand('docker', ['-H', podman.host, ...args]);
     expect(
-      await dockerCli('volume', 'create', '-d', DRIVER, '-o', 'db=dsofile://app/other', third),
+      await dockerCli('volume', 'create', '-d', driver, '-o', 'db=dsofile://app/other', third),
     ).toMatchObject({ code: 0 });
     expect(
       await dockerCli(
@@ -235,7 +227,7 @@ describe('the agent on Podman', () => {
 
     // A missing secret fails the start with the reference and its code: closed, never open.
     const missing = `dso-m-${RUN_ID.slice(0, 8)}`;
-    await pm('volume', 'create', '--driver', DRIVER, '-o', 'db=dsofile://app/missing', missing);
+    await pm('volume', 'create', '--driver', driver, '-o', 'db=dsofile://app/missing', missing);
     const refused = await podman.podman(
       'run',
       '--rm',
@@ -259,7 +251,7 @@ describe('the agent on Podman', () => {
       'volume',
       'create',
       '--driver',
-      DRIVER,
+      driver,
       '-o',
       `db=${fileCanary}`,
       `dso-x-${RUN_ID.slice(0, 8)}`,
