@@ -214,12 +214,32 @@ function hideVolumeSocket(line: string, env: NodeJS.ProcessEnv): void {
   }
 }
 
-/** The built agent, its whole output kept for the canary checks. */
-export function startAgent(env: NodeJS.ProcessEnv) {
+/**
+ * Agents of this file still running. A test that times out is abandoned, not finished, so its
+ * `await using` never stops its agent: it is killed after the file's own hooks, rather than
+ * live on and deliver to (or hold a socket of) the files after it.
+ */
+const runningAgents = new Set<ChildProcess>();
+afterAll(async () => {
+  const exits = [...runningAgents].map(
+    (child) => new Promise((resolve) => child.once('exit', resolve)),
+  );
+  for (const child of runningAgents) child.kill('SIGKILL');
+  await Promise.all(exits);
+});
+
+/**
+ * The built agent, its whole output kept for the canary checks. Its volume plugin socket is
+ * hidden (see `hideVolumeSocket`) unless `visibleSocket`: a Swarm node lists in its description
+ * (which the manager places tasks by) only the plugins it finds by scanning the folder.
+ */
+export function startAgent(env: NodeJS.ProcessEnv, options: { visibleSocket?: boolean } = {}) {
   const child: ChildProcess = spawn(process.execPath, [AGENT_BIN], {
     env: { ...env, DSO_LOG_LEVEL: 'trace' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  runningAgents.add(child);
+  child.once('exit', () => runningAgents.delete(child));
   let output = '';
   let partial = '';
   child.stdout?.setEncoding('utf8').on('data', (text: string) => {
@@ -228,7 +248,9 @@ export function startAgent(env: NodeJS.ProcessEnv) {
     const lines = (partial + text).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
-      if (line.includes('"volume driver serving"')) hideVolumeSocket(line, env);
+      if (!options.visibleSocket && line.includes('"volume driver serving"')) {
+        hideVolumeSocket(line, env);
+      }
     }
   });
   child.stderr?.setEncoding('utf8').on('data', (text: string) => {
@@ -246,7 +268,7 @@ export function startAgent(env: NodeJS.ProcessEnv) {
         .filter((line) => line.startsWith('{'))
         .map((line) => JSON.parse(line) as Record<string, unknown>);
     },
-    waitForLog(message: string, timeoutMs = 30_000) {
+    waitForLog(message: string, timeoutMs = 60_000) {
       return waitFor(
         `agent log "${message}"`,
         async () => this.lines().find((line) => line.msg === message),

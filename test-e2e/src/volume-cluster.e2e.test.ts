@@ -85,6 +85,7 @@ const heldMounts = async () =>
 async function setUp(
   engineOptions: PrivateEngineOptions = {},
   beforeAgent: () => Promise<void> = async () => {},
+  agentOptions: { visibleSocket?: boolean } = {},
 ): Promise<void> {
   workspace = await createWorkspace();
   expect((await workspace.cli(['init'])).code).toBe(0);
@@ -99,7 +100,7 @@ async function setUp(
     DOCKER_HOST: engine.host,
     DSO_VOLUME_DRIVER_NAME: VOLUME_DRIVER,
   });
-  agent = startAgent(env);
+  agent = startAgent(env, agentOptions);
   await agent.waitForLog('agent ready');
   // Another agent on the host serving the same driver name would leave this one without it
   // (DSO_VOLUME_SOCKET_IN_USE): nothing below would test this agent.
@@ -215,18 +216,23 @@ describe('DSO volumes in a Swarm service on a private engine', () => {
     // Swarm's networks stay in the engine's own namespace; its tasks use the image loaded into
     // the engine instead of asking a registry first.
     // The node joins its swarm first, as on a host whose agent (re)starts on a Swarm node.
-    await setUp({ netns: true, env: { DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1' } }, async () => {
-      await onEngine(
-        'swarm',
-        'init',
-        '--advertise-addr',
-        '127.0.0.1',
-        '--listen-addr',
-        '127.0.0.1:2377',
-        '--data-path-addr',
-        '127.0.0.1',
-      );
-    });
+    await setUp(
+      { netns: true, env: { DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: '1' } },
+      async () => {
+        await onEngine(
+          'swarm',
+          'init',
+          '--advertise-addr',
+          '127.0.0.1',
+          '--listen-addr',
+          '127.0.0.1:2377',
+          '--data-path-addr',
+          '127.0.0.1',
+        );
+      },
+      // A node lists in its description only the plugins it finds in the folder: not hidden.
+      { visibleSocket: true },
+    );
     // The scheduler places a task with a volume driver only on a node whose description lists
     // that driver ("no suitable node (missing plugin on 1 node)" otherwise), and an engine
     // lists a legacy plugin only once it has used it: on a Swarm node the agent has its engine
