@@ -19,6 +19,7 @@ import {
   TEST_IMAGE,
   TEST_LABEL,
   testEngineFacts,
+  waitFor,
 } from './test-support/engine.js';
 
 const engine = await testEngineFacts();
@@ -738,6 +739,28 @@ describe('recoverReplacements', () => {
     // Once it serves, recovery finishes.
     await docker.getContainer(newId).start();
     expect((await recoverMine([newId]))[0]?.action).toBe('finished');
+  });
+
+  it('finishes an old-gone replacement once the new container is healthy by its healthcheck', async () => {
+    const old = await createOld({
+      healthcheck: { Test: ['CMD-SHELL', 'true'], Interval: 100 * MS, Timeout: 1000 * MS },
+    });
+    const { newId } = await simulate(old, 'old-gone');
+    if (engine.kind === 'docker') {
+      // Docker runs the check on its own schedule; Podman here has no systemd timer to run
+      // it, so recovery runs it once itself.
+      await waitFor('the new container to be healthy', async () =>
+        (await docker.getContainer(newId).inspect()).State.Health?.Status === 'healthy'
+          ? true
+          : undefined,
+      );
+    } else {
+      expect((await docker.getContainer(newId).inspect()).State.Health?.Status).toBe('starting');
+    }
+    expect(await recoverMine([newId])).toEqual([
+      { name: old.name, oldId: old.id, newId, action: 'finished' },
+    ]);
+    expect((await docker.getContainer(newId).inspect()).Name).toBe(`/${old.name}`);
   });
 
   it('leaves both when the name it would restore is taken, and says so', async () => {

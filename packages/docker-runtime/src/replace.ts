@@ -1127,46 +1127,18 @@ class Replacement {
     }
   }
 
-  /**
-   * Runs the new container's healthcheck once through libpod's endpoint (Podman), which
-   * records the result in its health state as a scheduled run would. A container that stopped
-   * meanwhile is left to the next inspect to report.
-   */
+  /** {@link dialHealthcheck} under the health wait's deadline. */
   async #runHealthcheck(newId: string, caller: AbortSignal): Promise<void> {
-    const modem = this.#context.docker.modem;
     try {
       await this.#call(
         'run healthcheck',
         newId,
-        (signal) =>
-          new Promise((resolve, reject) => {
-            modem.dial(
-              {
-                path: `/libpod/containers/${newId}/healthcheck?`,
-                method: 'GET',
-                options: {},
-                abortSignal: signal,
-                statusCodes: {
-                  200: true,
-                  404: 'no such container',
-                  409: 'container has no healthcheck or is not running',
-                  500: 'server error',
-                },
-              },
-              (error: unknown, data: unknown) => (error ? reject(error) : resolve(data)),
-            );
-          }),
+        (signal) => dialHealthcheck(this.#context, newId, signal),
         caller,
       );
     } catch (error) {
-      if (caller.aborted) throw error;
-      // Stopped or gone: the next inspect says so, with the facts. Anything else is a failure.
-      if (
-        !isGone(error) &&
-        !(isDockerRuntimeError(error) && error.code === 'DSO_DOCKER_CONTAINER_NOT_RUNNING')
-      ) {
-        throw error;
-      }
+      // Stopped or gone: the next inspect says so, with the facts.
+      if (caller.aborted || !stoppedOrGone(error)) throw error;
     }
   }
 
@@ -1537,6 +1509,43 @@ async function inspectIfExists(
   }
 }
 
+/**
+ * `GET /libpod/containers/{id}/healthcheck` (Podman): runs the container's healthcheck once,
+ * and the engine records the result in its health state as a scheduled run would. For engines
+ * whose healthchecks run only when asked ({@link ContainerDialect.healthchecks} `on-request`).
+ */
+function dialHealthcheck(
+  context: EngineContext,
+  id: string,
+  signal: AbortSignal,
+): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    context.docker.modem.dial(
+      {
+        path: `/libpod/containers/${id}/healthcheck?`,
+        method: 'GET',
+        options: {},
+        abortSignal: signal,
+        statusCodes: {
+          200: true,
+          404: 'no such container',
+          409: 'container has no healthcheck or is not running',
+          500: 'server error',
+        },
+      },
+      (error: unknown, data: unknown) => (error ? reject(error) : resolve(data)),
+    );
+  });
+}
+
+/** The container is gone, or not running (in the engine's words). */
+function stoppedOrGone(error: unknown): boolean {
+  return (
+    isGone(error) ||
+    (isDockerRuntimeError(error) && error.code === 'DSO_DOCKER_CONTAINER_NOT_RUNNING')
+  );
+}
+
 /** Force-removes a container; gone already (or being removed by auto-remove) is success. */
 async function removeContainer(
   context: EngineContext,
@@ -1717,11 +1726,32 @@ async function applyRecovery(
       return { action: 'finished' };
     case 'rename-new': {
       // Only a container that is serving gets the name: this one never passed its health wait.
-      const fresh = await inspectIfExists(context, entry.newId, links);
+      let fresh = await inspectIfExists(context, entry.newId, links);
       // By its healthcheck when it has one. Podman reports a `Health` (status '') without one.
-      const unhealthy =
-        hasHealthcheck(fresh?.Config?.Healthcheck) && fresh?.State?.Health?.Status !== 'healthy';
-      if (fresh?.State?.Running !== true || unhealthy) {
+      const unproven = () =>
+        fresh?.State?.Running !== true ||
+        (hasHealthcheck(fresh?.Config?.Healthcheck) && fresh?.State?.Health?.Status !== 'healthy');
+      if (
+        unproven() &&
+        fresh?.State?.Running === true &&
+        context.dialect.containers.healthchecks === 'on-request'
+      ) {
+        // No engine schedule runs its check (Podman without systemd): run it once, then look.
+        try {
+          await cleanupCall(
+            context,
+            'run healthcheck',
+            (signal) => dialHealthcheck(context, entry.newId, signal),
+            links,
+            context.settings.requestTimeoutMs,
+            entry.newId,
+          );
+        } catch (error) {
+          if (!stoppedOrGone(error)) throw error;
+        }
+        fresh = await inspectIfExists(context, entry.newId, links);
+      }
+      if (unproven()) {
         return { action: 'blocked', reason: 'new-unproven' };
       }
       return (await rename(entry.newId, entry.name))
