@@ -146,7 +146,7 @@ describe('a replacement that rolled back', () => {
         code: 0,
         stdout: 'stored app/api (version 2)\n',
       });
-      expect((await workspace.cli(['rotate'])).code).toBe(0);
+      expect(await workspace.cli(['rotate'])).toMatchObject({ code: 0 });
       const failed = await waitFor(
         'dso status to show the replacement failed',
         async () => {
@@ -301,7 +301,7 @@ describe('an identical value', () => {
               line.containerId === id.slice(0, 12) &&
               line.trigger === 'api',
           ).length;
-      expect((await workspace.cli(['rotate'])).code).toBe(0);
+      expect(await workspace.cli(['rotate'])).toMatchObject({ code: 0 });
       for (const { id } of [restarted, replaced]) {
         await waitFor('the check after dso rotate', async () =>
           upToDate(id) > 0 ? true : undefined,
@@ -324,7 +324,7 @@ describe('an identical value', () => {
         code: 0,
         stdout: 'stored app/db (version 2)\n',
       });
-      expect((await workspace.cli(['rotate'])).code).toBe(0);
+      expect(await workspace.cli(['rotate'])).toMatchObject({ code: 0 });
       await waitFor('the restart of the container', async () =>
         (await startedAt()) !== firstStart ? true : undefined,
       );
