@@ -29,6 +29,11 @@ export interface PrivatePodman {
   readonly env: NodeJS.ProcessEnv;
   /** Runs `podman --url <host> <args>`; never rejects on a non-zero exit. */
   podman(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /**
+   * Stops the service and starts it again (its containers keep running under conmon, and its
+   * events log file keeps every event).
+   */
+  restart(): Promise<void>;
   /** Removes its containers, stops the service, unmounts and removes its folder. */
   destroy(): Promise<void>;
 }
@@ -111,16 +116,20 @@ export async function startPrivatePodman(
   const env: NodeJS.ProcessEnv = { ...process.env, CONTAINERS_CONF: confPath };
   const docker = new Docker({ socketPath });
 
-  const log = await open(join(dir, 'podman.log'), 'a');
-  // The storage roots are flags (they belong to storage.conf, not containers.conf); conmon's
-  // cleanup command inherits them, so an exiting container is cleaned up here, not in the
-  // shared service's storage.
-  const child: ChildProcess = spawn(
-    'podman',
-    ['--root', root, '--runroot', runRoot, 'system', 'service', '--time=0', host],
-    { env, stdio: ['ignore', log.fd, log.fd] },
-  );
-  await log.close();
+  async function spawnService(): Promise<ChildProcess> {
+    const log = await open(join(dir, 'podman.log'), 'a');
+    // The storage roots are flags (they belong to storage.conf, not containers.conf); conmon's
+    // cleanup command inherits them, so an exiting container is cleaned up here, not in the
+    // shared service's storage.
+    const spawned = spawn(
+      'podman',
+      ['--root', root, '--runroot', runRoot, 'system', 'service', '--time=0', host],
+      { env, stdio: ['ignore', log.fd, log.fd] },
+    );
+    await log.close();
+    return spawned;
+  }
+  let child = await spawnService();
 
   const podman = (...args: string[]) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
@@ -168,7 +177,7 @@ export async function startPrivatePodman(
     await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   }
 
-  try {
+  async function answering(): Promise<void> {
     await waitFor(
       'the private Podman service to answer',
       async () => {
@@ -187,6 +196,17 @@ export async function startPrivatePodman(
       },
       30_000,
     );
+  }
+
+  /** Stops the service and starts it again on the same socket, state and event log. */
+  async function restart(): Promise<void> {
+    await stop();
+    child = await spawnService();
+    await answering();
+  }
+
+  try {
+    await answering();
     // The test image, copied from the shared Docker engine (no registry can be reached here).
     const image = await sharedEngine.getImage(TEST_IMAGE).get();
     await new Promise<void>((resolve, reject) => {
@@ -209,6 +229,7 @@ export async function startPrivatePodman(
     storageDirs: [root, runRoot, join(dir, 'tmp'), join(dir, 'volumes')],
     env,
     podman,
+    restart,
     destroy,
   };
 }
