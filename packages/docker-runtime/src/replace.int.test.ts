@@ -54,11 +54,13 @@ beforeAll(async () => {
   runtime = await createDockerRuntime();
 });
 afterEach(async () => {
-  await pool.removeAll();
-  for (const name of volumes) await ignoreMissing(docker.getVolume(name).remove());
+  // Forgotten whatever happens: a failed cleanup fails its own test, not every test after it.
+  const made = { volumes: [...volumes], networks: [...networks] };
   volumes.clear();
-  for (const name of networks) await ignoreMissing(docker.getNetwork(name).remove());
   networks.clear();
+  await pool.removeAll();
+  for (const name of made.volumes) await ignoreMissing(docker.getVolume(name).remove());
+  for (const name of made.networks) await ignoreMissing(docker.getNetwork(name).remove());
 });
 afterAll(async () => {
   await pool.removeAll();
