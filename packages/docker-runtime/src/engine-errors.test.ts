@@ -40,7 +40,7 @@ describe('toEngineError', () => {
   it('maps any other status to DSO_DOCKER_ENGINE_ERROR with the status and engine message', () => {
     const error = toEngineError(withStatus(500, 'boom'), context);
     expect(error.code).toBe('DSO_DOCKER_ENGINE_ERROR');
-    expect(error.message).toBe('the Docker Engine failed to inspect container (HTTP 500): boom');
+    expect(error.message).toBe('the engine (Docker) failed to inspect container (HTTP 500): boom');
     expect(error.details.statusCode).toBe(500);
   });
 

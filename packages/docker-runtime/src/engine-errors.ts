@@ -127,7 +127,7 @@ export function toEngineError(error: unknown, context: EngineCallContext): Docke
   }
   return new DockerRuntimeError(
     'DSO_DOCKER_ENGINE_ERROR',
-    `the Docker Engine failed to ${context.operation}` +
+    `the engine (${context.dialect?.display ?? 'Docker'}) failed to ${context.operation}` +
       (status === undefined ? '' : ` (HTTP ${status})`) +
       (engineMessage === undefined ? '' : `: ${engineMessage}`),
     { ...facts, ...(status === undefined ? {} : { statusCode: status }) },

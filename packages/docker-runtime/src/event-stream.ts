@@ -189,7 +189,7 @@ export async function* resilientEvents(
       if (signal.aborted) return;
       lastError = new DockerRuntimeError(
         'DSO_DOCKER_EVENTS_LOST',
-        'the Docker Engine ended the events stream',
+        'the engine ended the events stream',
         { reason: 'ended' },
       );
     } catch (error) {

@@ -179,12 +179,23 @@ describe('recorded lifecycles: the same events from Docker 20.10 and Podman 4.3'
     }
   });
 
-  it("drops Podman's remove under Docker's names, and Docker's suffixed health under Podman's", () => {
+  it("drops Podman's remove under Docker's names, and Podman's bare health under Docker's", () => {
     const remove = recorded('podman-4.3').find((line) => line.includes('"Action":"remove"')) ?? '';
     expect(parseContainerEvent(remove, docker.events)).toBeUndefined();
     expect(parseContainerEvent(remove, podman.events)?.type).toBe('container.destroyed');
+    const bare = recorded('podman-4.3').find((line) => line.includes('"health_status"')) ?? '';
+    expect(parseContainerEvent(bare, docker.events)).toBeUndefined();
+  });
+
+  it('reads a health state in the action under either dialect (a later Podman may send one)', () => {
     const health = recorded('docker-20.10').find((line) => line.includes('health_status: ')) ?? '';
-    expect(parseContainerEvent(health, podman.events)).toBeUndefined();
+    const state = /health_status: (\w+)/.exec(health)?.[1];
+    expect(parseContainerEvent(health, podman.events)).toMatchObject({
+      type: 'container.health',
+      health: state,
+    });
+    const unknown = health.replaceAll(`health_status: ${state}`, 'health_status: sideways');
+    expect(parseContainerEvent(unknown, podman.events)).toBeUndefined();
   });
 
   it('subscribes to the names each engine matches', () => {

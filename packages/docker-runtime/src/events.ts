@@ -166,11 +166,10 @@ export function parseContainerEvent(
   if (action === undefined) return undefined;
   const type = CONTAINER_ACTIONS[action];
   if (action === 'health_status') {
-    if (dialect.healthState === 'action') {
-      if (detail === undefined || !HEALTH_STATES.has(detail)) return undefined;
-    } else if (detail !== undefined) {
-      return undefined;
-    }
+    // A state in the action is read whatever the dialect expects (a later Podman may add
+    // one); an action without one is kept only where the engine never sends one (Podman 4.3).
+    if (detail !== undefined && !HEALTH_STATES.has(detail)) return undefined;
+    if (detail === undefined && dialect.healthState === 'action') return undefined;
   }
   const id = typeof raw.Actor?.ID === 'string' ? raw.Actor.ID : raw.id;
   if (typeof id !== 'string' || id === '') return undefined;
