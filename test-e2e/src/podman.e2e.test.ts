@@ -6,7 +6,9 @@
  * -d` through the service) is read by a hardened container at its first instruction, two volumes
  * at once each get their own files, a new version reaches a volume's containers with their
  * `dso.rotate` policy, and the folders go with the last container and the volume; the labels
- * path delivers into a tmpfs, rotates by files and replaces a container for a `dso://` value;
+ * path delivers into a tmpfs, rotates by files, restarts a container (`dso.rotate=restart`) and
+ * replaces one for a `dso://` value; an anonymous `--mount …,volume-driver=` through the Docker
+ * API gets an empty local volume (Podman ignores the driver, the agent is never asked);
  * `podman stop` and `podman rm` are seen (a host-path folder loses its secret); no value is in
  * the agent's log, `podman inspect`, or anywhere under the service's folders.
  */
@@ -25,6 +27,7 @@ import {
   createWorkspace,
   filesContaining,
   RUN_ID,
+  readAuditTrail,
   runCommand,
   startAgent,
   TEST_IMAGE,
@@ -39,6 +42,8 @@ const otherCanary = `canary-other-${randomUUID()}`;
 const volumeCanary = `canary-volume-${randomUUID()}`;
 const rotatedVolumeCanary = `canary-volume-rotated-${randomUUID()}`;
 const rotatedCanary = `canary-rotated-${randomUUID()}`;
+const restartCanary = `canary-restart-${randomUUID()}`;
+const restartedCanary = `canary-restarted-${randomUUID()}`;
 /** The `dso://` value: in its container's environment by design, never in the agent's log. */
 const tokenCanary = `canary-token-${randomUUID()}`;
 
@@ -104,6 +109,7 @@ beforeAll(async () => {
   await setSecret('app/vol', volumeCanary);
   await setSecret('app/token', tokenCanary);
   await setSecret('app/rotating', fileCanary);
+  await setSecret('app/restarting', restartCanary);
   await writeFile(
     join(workspace.home, 'dso.yaml'),
     [
@@ -271,6 +277,52 @@ describe('the agent on Podman', () => {
     expect(state.mounts).toEqual({});
   });
 
+  it('ignores the driver of an anonymous --mount volume through the Docker API: an empty local volume, the agent not asked', async () => {
+    const created = () =>
+      agent.lines().filter((line) => line.msg === 'volume created' || line.msg === 'volume mounted')
+        .length;
+    const before = created();
+    const name = `dso-anon-${RUN_ID.slice(0, 8)}`;
+    const started = await runCommand('docker', [
+      '-H',
+      podman.host,
+      'run',
+      '--name',
+      name,
+      '--network',
+      'none',
+      '--label',
+      `${TEST_LABEL}=${RUN_ID}`,
+      '--mount',
+      `type=volume,volume-driver=${driver},dst=/run/secrets,volume-opt=db=dsofile://app/other`,
+      TEST_IMAGE,
+      'ls',
+      '-A',
+      '/run/secrets',
+    ]);
+    try {
+      // It starts, and its folder is empty: no file, no error.
+      expect(started).toMatchObject({ code: 0, stdout: '' });
+      const mounts = JSON.parse(
+        await pm('inspect', '--format', '{{json .Mounts}}', name),
+      ) as Array<{
+        Type: string;
+        Driver: string;
+        Destination: string;
+      }>;
+      expect(mounts).toEqual([
+        expect.objectContaining({ Type: 'volume', Driver: 'local', Destination: '/run/secrets' }),
+      ]);
+      expect(created()).toBe(before);
+      const state = JSON.parse(await readFile(join(workspace.home, 'volumes.json'), 'utf8')) as {
+        volumes: Record<string, unknown>;
+      };
+      expect(state.volumes).toEqual({});
+    } finally {
+      await pm('rm', '--volumes', '--force', '--time', '0', name);
+    }
+  });
+
   it('delivers by labels into a tmpfs and rotates the files when the secret changes', async () => {
     const id = await run([
       '--label',
@@ -293,6 +345,53 @@ describe('the agent on Podman', () => {
       (await readIn(id, '/run/secrets/db')) === rotatedCanary ? true : undefined,
     );
     expect(await pm('exec', id, 'stat', '-L', '-c', '%a %u', '/run/secrets/db')).toBe('400 1000');
+  });
+
+  it('restarts a labels-path container (dso.rotate=restart): the new value in its tmpfs, the same container, nothing left over', async () => {
+    const name = `dso-restart-${RUN_ID.slice(0, 8)}`;
+    const id = await run([
+      '--name',
+      name,
+      '--label',
+      'dso.enable=true',
+      '--label',
+      'dso.file.db=dsofile://app/restarting',
+      '--label',
+      'dso.rotate=restart',
+      '--tmpfs',
+      '/run/secrets',
+    ]);
+    await waitFor('the first version', async () =>
+      (await readIn(id, '/run/secrets/db')) === restartCanary ? true : undefined,
+    );
+    const startedAt = () => pm('inspect', '--format', '{{.State.StartedAt}}', id);
+    const firstStart = await startedAt();
+    const containersBefore = (await pm('ps', '-aq', '--no-trunc')).split('\n').sort();
+
+    await setSecret('app/restarting', restartedCanary);
+    await waitFor('the restart', async () =>
+      (await startedAt()) !== firstStart ? true : undefined,
+    );
+    // The restart empties the tmpfs: the agent writes the new version into it as it starts.
+    await waitFor('the new version after the restart', async () =>
+      (await readIn(id, '/run/secrets/db')) === restartedCanary ? true : undefined,
+    );
+    expect(await pm('inspect', '--format', '{{.State.Running}} {{.Name}}', id)).toBe(
+      `true ${name}`,
+    );
+    // The same containers as before (no clone, none left behind), the agent's view running.
+    expect((await pm('ps', '-aq', '--no-trunc')).split('\n').sort()).toEqual(containersBefore);
+    await waitFor('the agent to see it running', async () =>
+      (await statusOf(id))?.state === 'running' ? true : undefined,
+    );
+    const restarts = (await readAuditTrail(workspace.home)).filter(
+      (line) =>
+        line.action === 'rotate' &&
+        line.policy === 'restart' &&
+        String(line.containerId ?? '').startsWith(id.slice(0, 12)),
+    );
+    expect(restarts.map((line) => line.outcome)).toEqual(['ok']);
+    await pm('rm', '--force', '--time', '0', id);
   });
 
   it('replaces a container whose dso:// value changed: the new one has the name and the value', async () => {
@@ -375,7 +474,15 @@ describe('the agent on Podman', () => {
     const ids = (await pm('ps', '-aq', '--no-trunc')).split('\n').filter(Boolean);
     expect(ids.length).toBeGreaterThan(0);
     const inspected = await pm('inspect', ...ids);
-    const canaries = [fileCanary, otherCanary, rotatedCanary, volumeCanary, rotatedVolumeCanary];
+    const canaries = [
+      fileCanary,
+      otherCanary,
+      rotatedCanary,
+      volumeCanary,
+      rotatedVolumeCanary,
+      restartCanary,
+      restartedCanary,
+    ];
     for (const canary of canaries) {
       expect(inspected).not.toContain(canary);
       expect(await filesContaining(canary, [podman.dir])).toEqual([]);
