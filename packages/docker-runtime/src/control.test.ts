@@ -38,6 +38,20 @@ function fakeContext(requestTimeoutMs = 30_000, stopStatus?: number) {
   const calls: Array<{ method: string; id: string; options: Record<string, unknown> }> = [];
   const closed = new AbortController();
   const container = (id: string) => ({
+    // `task…` is a Swarm task container, `gone…` fails to inspect (the engine times out).
+    inspect: async (options: Record<string, unknown>) => {
+      calls.push({ method: 'inspect', id, options });
+      if (id.startsWith('gone'))
+        throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+      return {
+        Name: `/${id}`,
+        Config: {
+          Labels: id.startsWith('task')
+            ? { 'com.docker.swarm.task.id': 'x7', 'com.docker.swarm.service.name': 'web' }
+            : { 'dso.enable': 'true' },
+        },
+      };
+    },
     kill: async (options: Record<string, unknown>) => {
       calls.push({ method: 'kill', id, options });
     },
@@ -221,7 +235,32 @@ describe('restartContainer', () => {
     await restartContainer(context, 'app', { stopTimeoutMs: 0 });
     await restartContainer(context, 'app', { stopTimeoutMs: 1 });
     await restartContainer(context, 'app', { stopTimeoutMs: 2_500 });
-    expect(calls.map((call) => call.options.t)).toEqual([10, 0, 1, 3]);
+    const restarts = calls.filter((call) => call.method === 'restart');
+    expect(restarts.map((call) => call.options.t)).toEqual([10, 0, 1, 3]);
+  });
+
+  it('refuses a Swarm task before anything is stopped: stop it and let its service replace it', async () => {
+    const { context, calls } = fakeContext();
+    const error = await restartContainer(context, 'task1', {}).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(isDockerRuntimeError(error)).toBe(true);
+    expect(error).toMatchObject({
+      code: 'DSO_DOCKER_RESTART_REFUSED',
+      retryable: false,
+      details: { reason: 'swarm-task', containerId: 'task1', name: 'task1', taskId: 'x7' },
+    });
+    expect((error as Error).message).toContain(
+      'is a Swarm task: stop it and let its service replace it',
+    );
+    expect(calls.map((call) => call.method)).toEqual(['inspect']);
+  });
+
+  it('restarts nothing when the container cannot be inspected', async () => {
+    const { context, calls } = fakeContext();
+    expect(await codeOf(restartContainer(context, 'gone1', {}))).toBe('DSO_DOCKER_UNREACHABLE');
+    expect(calls.map((call) => call.method)).toEqual(['inspect']);
   });
 
   it.each([-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY])(

@@ -157,15 +157,33 @@ export async function signalContainer(
   );
 }
 
-/** Runs {@link DockerRuntime.restartContainer}; see its contract there. */
+/** The label Swarm's executor puts on every task container. */
+const SWARM_TASK_LABEL = 'com.docker.swarm.task.id';
+
+/**
+ * Runs {@link DockerRuntime.restartContainer}; see its contract there. A Swarm task is refused
+ * before anything is stopped: restarted in place it would run on beside the task Swarm starts
+ * for the one it saw end (an orphan until `docker service rm`).
+ */
 export function restartContainer(
   context: EngineContext,
   id: string,
   options: { stopTimeoutMs?: number; signal?: AbortSignal },
 ): Promise<void> {
-  return withGrace(context, 'restart container', id, options, (t, abortSignal) =>
-    context.docker.getContainer(id).restart({ t, abortSignal }),
-  );
+  return withGrace(context, 'restart container', id, options, async (t, abortSignal) => {
+    const container = context.docker.getContainer(id);
+    const info = await container.inspect({ abortSignal });
+    const labels = (info.Config?.Labels ?? {}) as Record<string, string>;
+    if (labels[SWARM_TASK_LABEL] !== undefined) {
+      const name = (info.Name ?? id).replace(/^\//, '');
+      throw new DockerRuntimeError(
+        'DSO_DOCKER_RESTART_REFUSED',
+        `container ${name} is a Swarm task: stop it and let its service replace it (a task restarted in place runs on beside the task Swarm starts for it)`,
+        { reason: 'swarm-task', containerId: id, name, taskId: labels[SWARM_TASK_LABEL] },
+      );
+    }
+    await container.restart({ t, abortSignal });
+  });
 }
 
 /** Runs {@link DockerRuntime.stopContainer}; see its contract there. */

@@ -423,10 +423,14 @@ export interface DockerRuntime extends AsyncDisposable {
    * Restarts a container (`docker restart`): SIGTERM (or the image's stop signal), up to
    * `stopTimeoutMs` (rounded up to whole seconds) for it to exit, SIGKILL, then start. A stopped
    * container is started. The call is bounded by `stopTimeoutMs` plus the runtime's
-   * requestTimeoutMs. A manual restart does not count in the engine's `RestartCount`.
+   * requestTimeoutMs. A manual restart does not count in the engine's `RestartCount`. A Swarm
+   * task (label `com.docker.swarm.task.id`) is refused, nothing stopped: restarted in place it
+   * would run on beside the task Swarm starts for the one it saw end; stop it instead.
    *
    * @default stopTimeoutMs 10000
    * @throws DockerRuntimeError DSO_DOCKER_INVALID_REQUEST when stopTimeoutMs is not an integer >= 0
+   * @throws DockerRuntimeError DSO_DOCKER_RESTART_REFUSED (`details.reason` `swarm-task`) for a
+   *   Swarm task container
    * @throws DockerRuntimeError DSO_DOCKER_CONTAINER_NOT_FOUND when it does not exist
    * @throws DockerRuntimeError DSO_DOCKER_ENGINE_ERROR when the engine cannot start it again
    * @throws DockerRuntimeError DSO_DOCKER_TIMEOUT, DSO_DOCKER_ABORTED, DSO_DOCKER_CLOSED: the

@@ -255,6 +255,14 @@ export function createFakeRuntime(options: FakeRuntimeOptions = {}): FakeRuntime
       const container = existing(id);
       actions.push(`restart ${id}`);
       fail('restart');
+      if (container.labels['com.docker.swarm.task.id'] !== undefined) {
+        // As the real runtime: a task restarted in place would run beside its replacement.
+        throw new DockerRuntimeError(
+          'DSO_DOCKER_RESTART_REFUSED',
+          `container ${container.name} is a Swarm task: stop it and let its service replace it`,
+          { reason: 'swarm-task', containerId: id, name: container.name },
+        );
+      }
       if (container.running) {
         container.running = false;
         container.state = 'exited';

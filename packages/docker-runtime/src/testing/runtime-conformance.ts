@@ -34,7 +34,7 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
  * engine (an integration test) and against `createFakeRuntime` (a unit test), so the fake
  * the agent's tests use cannot drift from what the engine does: label filters, inspect's
  * facts, the events of a start, a stop and a removal (in that order, with labels), writes into
- * a tmpfs and their refusals, signals, restarts (a new run, its events) and stops.
+ * a tmpfs and their refusals, signals, restarts (a new run, its events; a Swarm task refused) and stops.
  *
  * @example
  * runRuntimeConformance('fake runtime', async () => { const fake = createFakeRuntime(); … });
@@ -163,6 +163,20 @@ export function runRuntimeConformance(name: string, setup: () => Promise<Runtime
       const after = await engine.runtime.inspectContainer(id);
       expect(after.running).toBe(true);
       expect(after.startedAt).not.toBe(before);
+    });
+
+    it('refuses to restart a Swarm task container, which keeps running', async () => {
+      const id = await engine.run({
+        labels: { ...labels, 'com.docker.swarm.task.id': 'conformance-task' },
+        tmpfs: ['/run/secrets'],
+      });
+      const before = (await engine.runtime.inspectContainer(id)).startedAt;
+      expect(await codeOf(engine.runtime.restartContainer(id, { stopTimeoutMs: 0 }))).toBe(
+        'DSO_DOCKER_RESTART_REFUSED',
+      );
+      const after = await engine.runtime.inspectContainer(id);
+      expect(after.running).toBe(true);
+      expect(after.startedAt).toBe(before);
     });
 
     it('stops a container: a die event, not running after, and a second stop is no error', async () => {
