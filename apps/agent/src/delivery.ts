@@ -7,7 +7,7 @@ import {
   type ManagedSpec,
   parseManagedLabels,
 } from '@dso/core';
-import type { DockerRuntime, NumericOwner } from '@dso/docker-runtime';
+import { type DockerRuntime, type NumericOwner, swarmTaskOf } from '@dso/docker-runtime';
 import type { DeliveredFile, DeliveryTrigger } from './agent-types.js';
 import type { Consumption } from './consumption.js';
 import type { DeliveredState } from './delivered-state.js';
@@ -307,6 +307,8 @@ export function createDelivery(context: DeliveryContext): Deliver {
           envChanged,
           previous,
           trigger,
+          // A Swarm task is known by the labels just inspected, never by a later call that may fail.
+          swarmTaskOf(details.labels),
         );
       }
       log.info(

@@ -5,7 +5,7 @@ import {
   type ManagedSpec,
   parseManagedLabels,
 } from '@dso/core';
-import { type ContainerDetails, DockerRuntimeError } from '@dso/docker-runtime';
+import { type ContainerDetails, DockerRuntimeError, swarmTaskOf } from '@dso/docker-runtime';
 import { createFakeRuntime } from '@dso/docker-runtime/testing';
 import { SecretValue } from '@dso/provider-sdk';
 import { describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import {
   policyChain,
   type RotationContext,
   rotationSettings,
+  taskPolicyUnknown,
   taskRestartMessage,
   taskRestartRefusal,
 } from './rotation.js';
@@ -399,10 +400,10 @@ describe('createRotations', () => {
 });
 
 describe('dso.rotate=restart on a Swarm task', () => {
-  const service = (condition: 'any' | 'on-failure' | 'none') => ({
+  const service = (condition: 'any' | 'on-failure' | 'none', maxAttempts = 0) => ({
     id: 'svc1',
     name: 'web',
-    restart: { condition, delayMs: 5_000, maxAttempts: 0 },
+    restart: { condition, delayMs: 5_000, maxAttempts },
   });
   const taskLabels = (slot: number, taskId: string) => ({
     'com.docker.swarm.service.id': 'svc1',
@@ -426,7 +427,10 @@ describe('dso.rotate=restart on a Swarm task', () => {
   const secret = { reference: 'dsofile://app/db', provider: 'local', version: '2' };
 
   /** Two tasks of service `web` on this node (`a`, `b`); `services` as a manager knows them. */
-  function taskSetup(services?: Record<string, ReturnType<typeof service>>) {
+  function taskSetup(
+    services?: Record<string, ReturnType<typeof service>>,
+    inspectSwarmService?: RotationContext['runtime']['inspectSwarmService'],
+  ) {
     const clock = createFakeClock();
     const logger = createLogger({ level: 'silent', redactor: createRedactor() });
     const fake = createFakeRuntime({
@@ -442,7 +446,8 @@ describe('dso.rotate=restart on a Swarm task', () => {
       statuses.set(id, { id, lastAction: { trigger: 'changed', at: 0, outcome: 'delivered' } });
     }
     const rotations = createRotations({
-      runtime: fake.runtime,
+      runtime:
+        inspectSwarmService === undefined ? fake.runtime : { ...fake.runtime, inspectSwarmService },
       secrets: { resolveEach: async () => [] },
       store: createDeliveredStore({ clock, logger }),
       settings: rotationSettings({ jitterMs: 0, healthTimeoutMs: 10_000 }),
@@ -458,15 +463,19 @@ describe('dso.rotate=restart on a Swarm task', () => {
     /** What Swarm does after a stop: a new task in the same slot, running. */
     const replace = (id: string, slot: number, taskId: string) =>
       fake.start(taskContainer(id, slot, taskId));
-    return { clock, fake, rotations, events, audits, statuses, replace };
+    /** As the delivery starts it: the task read from the labels it just inspected. */
+    const start = (id: string, spec = restartSpec()) =>
+      rotations.start(id, spec, [secret], false, undefined, 'changed', taskOf(id));
+    const taskOf = (id: string) => swarmTaskOf(fake.get(id)?.labels ?? {});
+    return { clock, fake, rotations, events, audits, statuses, replace, start };
   }
   const restartSpec = () => specOf({ 'dso.rotate': 'restart' });
 
   it('stops the task (never restarts it) and names the task, its service and its replacement', async () => {
-    const { clock, fake, rotations, events, audits, statuses, replace } = taskSetup({
+    const { clock, fake, rotations, events, audits, statuses, replace, start } = taskSetup({
       svc1: service('any'),
     });
-    rotations.start('a', restartSpec(), [secret], false, undefined);
+    start('a');
     clock.advance(0);
     await settle();
     expect(fake.actions).toEqual(['stop a']);
@@ -499,9 +508,9 @@ describe('dso.rotate=restart on a Swarm task', () => {
   });
 
   it('stops a service’s tasks one at a time: the next once the last one’s replacement runs', async () => {
-    const { clock, fake, rotations, replace } = taskSetup({ svc1: service('any') });
-    rotations.start('a', restartSpec(), [secret], false, undefined);
-    rotations.start('b', restartSpec(), [secret], false, undefined);
+    const { clock, fake, rotations, replace, start } = taskSetup({ svc1: service('any') });
+    start('a');
+    start('b');
     clock.advance(0);
     await settle();
     expect(fake.actions).toEqual(['stop a']);
@@ -522,9 +531,9 @@ describe('dso.rotate=restart on a Swarm task', () => {
 
   it('goes on after the restart delay plus healthTimeoutMs when no replacement runs on this node, and says so', async () => {
     // A worker node: the service's policy cannot be read, the stop goes ahead.
-    const { clock, fake, rotations, events } = taskSetup();
-    rotations.start('a', restartSpec(), [secret], false, undefined);
-    rotations.start('b', restartSpec(), [secret], false, undefined);
+    const { clock, fake, rotations, events, start } = taskSetup();
+    start('a');
+    start('b');
     clock.advance(0);
     await settle();
     expect(fake.actions).toEqual(['stop a']);
@@ -548,10 +557,10 @@ describe('dso.rotate=restart on a Swarm task', () => {
   it.each(['on-failure', 'none'] as const)(
     'refuses to stop a task whose service restarts it only %s, with the fix',
     async (condition) => {
-      const { clock, fake, rotations, events, audits, statuses } = taskSetup({
+      const { clock, fake, rotations, events, audits, statuses, start } = taskSetup({
         svc1: service(condition),
       });
-      rotations.start('a', restartSpec(), [secret], false, undefined);
+      start('a');
       clock.advance(0);
       await settle();
       expect(fake.actions).toEqual([]);
@@ -581,8 +590,8 @@ describe('dso.rotate=restart on a Swarm task', () => {
   );
 
   it('refuses dso.rotate=replace on a task and says what to use instead', async () => {
-    const { clock, fake, rotations, events, statuses } = taskSetup();
-    rotations.start('a', specOf({ 'dso.rotate': 'replace' }), [secret], false, undefined);
+    const { clock, fake, rotations, events, statuses, start } = taskSetup();
+    start('a', specOf({ 'dso.rotate': 'replace' }));
     clock.advance(0);
     await settle();
     expect(fake.actions).toEqual(['replace a']);
@@ -593,6 +602,70 @@ describe('dso.rotate=restart on a Swarm task', () => {
     expect(message).toContain('is a swarm task');
     expect(message).toContain('use dso.rotate=restart');
     expect(statuses.get('a')?.lastAction).toMatchObject({ outcome: 'failed', message });
+    await rotations.close(0);
+  });
+
+  it('refuses to stop a task whose service sets --restart-max-attempts, with the fix first', async () => {
+    const { clock, fake, rotations, events, audits, start } = taskSetup({
+      svc1: service('any', 3),
+    });
+    start('a');
+    clock.advance(0);
+    await settle();
+    expect(fake.actions).toEqual([]);
+    expect(fake.get('a')?.running).toBe(true);
+    const failed = events.find((event) => event.type === 'rotation-failed');
+    expect(failed).toMatchObject({ code: 'DSO_AGENT_TASK_RESTART_REFUSED', policy: 'restart' });
+    const message = failed?.type === 'rotation-failed' ? (failed.message ?? '') : '';
+    expect(message).toContain(
+      'task web.1.ta of Swarm service web (restart max attempts 3): run docker service update --restart-max-attempts 0 web',
+    );
+    expect(message).toContain('once they are used up');
+    expect(audits).toEqual([expect.objectContaining({ outcome: 'refused', policy: 'restart' })]);
+    await rotations.close(0);
+  });
+
+  it('fails the restart of a task, stopping and restarting nothing, when the service cannot be read', async () => {
+    const timeout = new DockerRuntimeError(
+      'DSO_DOCKER_TIMEOUT',
+      'inspect swarm service svc1 took longer than 30000 ms at unix:///var/run/docker.sock',
+    );
+    const { clock, fake, rotations, events, statuses, start } = taskSetup(undefined, async () => {
+      throw timeout;
+    });
+    start('a', specOf({ 'dso.rotate': 'restart', 'dso.rotate.escalate': 'replace' }));
+    clock.advance(0);
+    await settle();
+    // Escalated to replace, which a task refuses too: nothing stopped, nothing restarted.
+    expect(fake.actions).toEqual(['replace a']);
+    expect(fake.get('a')?.running).toBe(true);
+    const failed = events.filter((event) => event.type === 'rotation-failed');
+    expect(failed[0]).toMatchObject({
+      code: 'DSO_AGENT_TASK_RESTART_REFUSED',
+      policy: 'restart',
+    });
+    const message = failed[0]?.type === 'rotation-failed' ? (failed[0].message ?? '') : '';
+    expect(message).toBe(taskPolicyUnknown(swarmTaskOf(fake.get('a')?.labels ?? {})!, timeout));
+    expect(message).toContain('run dso rotate once the engine answers');
+    expect(message).toContain('DSO_DOCKER_TIMEOUT');
+    expect(message).toContain('nothing was stopped');
+    expect(failed[1]).toMatchObject({ code: 'DSO_DOCKER_REPLACE_FAILED', policy: 'replace' });
+    expect(statuses.get('a')?.lastAction.outcome).toBe('failed');
+    await rotations.close(0);
+  });
+
+  it('never restarts a task in place, even when no task was passed: the runtime refuses it', async () => {
+    const { clock, fake, rotations, events } = taskSetup({ svc1: service('any') });
+    rotations.start('a', restartSpec(), [secret], false, undefined);
+    clock.advance(0);
+    await settle();
+    expect(fake.get('a')?.running).toBe(true);
+    expect(fake.get('a')?.startedAt).toBe('2026-12-01T10:00:00Z');
+    expect(fake.actions).not.toContain('stop a');
+    const failed = events.find((event) => event.type === 'rotation-failed');
+    expect(failed).toMatchObject({ code: 'DSO_DOCKER_RESTART_REFUSED', policy: 'restart' });
+    const message = failed?.type === 'rotation-failed' ? (failed.message ?? '') : '';
+    expect(message).toContain('is a Swarm task: stop it and let its service replace it');
     await rotations.close(0);
   });
 
@@ -624,6 +697,20 @@ describe('taskRestartRefusal and taskRestartMessage', () => {
     expect(taskRestartRefusal(task, withCondition('any'))).toBeUndefined();
     expect(taskRestartRefusal(task, undefined)).toBeUndefined();
     expect(taskRestartRefusal(task, withCondition('none'))).toContain('a replica short');
+  });
+
+  it('refuses a limit on restart attempts, and names both fixes when both are needed', () => {
+    const limited = (condition: 'any' | 'on-failure', maxAttempts: number) => ({
+      ...withCondition(condition),
+      restart: { condition, delayMs: 5_000, maxAttempts },
+    });
+    expect(taskRestartRefusal(task, limited('any', 0))).toBeUndefined();
+    expect(taskRestartRefusal(task, limited('any', 1))).toContain(
+      '(restart max attempts 1): run docker service update --restart-max-attempts 0 web',
+    );
+    expect(taskRestartRefusal(task, limited('on-failure', 2))).toContain(
+      '(restart condition on-failure, restart max attempts 2): run docker service update --restart-condition any --restart-max-attempts 0 web',
+    );
   });
 
   it('names the replacement, or says why none was seen', () => {

@@ -134,7 +134,10 @@ export interface Rotations {
    * what the state file keeps for the container until the action finishes. A replacement that
    * failed waits for its retry (backoff) when a periodic check or a resync finds it again;
    * any other `trigger` (`dso rotate`, `dso reconcile`, a restart of the container or of the
-   * agent, a new version) tries it at once.
+   * agent, a new version) tries it at once. `task` is the Swarm task the container runs, read
+   * from the labels the caller just inspected ({@link swarmTaskOf}); undefined for any other
+   * container. A task is never restarted in place: were one passed without it, the runtime
+   * refuses its restart (DSO_DOCKER_RESTART_REFUSED).
    */
   start(
     containerId: string,
@@ -143,6 +146,7 @@ export interface Rotations {
     envChanged: boolean,
     before: DeliveredState | undefined,
     trigger?: DeliveryTrigger,
+    task?: SwarmTask,
   ): void;
   /** Rotations running or waiting for their turn. */
   readonly size: number;
@@ -207,16 +211,6 @@ export function createRotations(context: RotationContext): Rotations {
     }
   }
 
-  /** The Swarm task a container runs (from its labels), or undefined when it runs none. */
-  async function taskOf(containerId: string, signal: AbortSignal): Promise<SwarmTask | undefined> {
-    try {
-      return swarmTaskOf((await runtime.inspectContainer(containerId, { signal })).labels);
-    } catch {
-      // Gone or unreachable: its restart fails on its own, with the engine's code.
-      return undefined;
-    }
-  }
-
   /**
    * `restart` on a Swarm task: a restarted task container would run on beside the task Swarm
    * starts in its place (Swarm sees its task end), so the agent stops it and Swarm's restart
@@ -225,14 +219,25 @@ export function createRotations(context: RotationContext): Rotations {
    * the replacement to run on this node, at most the service's restart delay plus
    * `healthTimeoutMs` (it may run on another node). Returns what was done, by names.
    * @throws DsoError DSO_AGENT_TASK_RESTART_REFUSED when the service's restart policy would not
-   *   replace a stopped task
+   *   replace a stopped task, or could not be read (a manager that did not answer): nothing
+   *   stopped
    */
   async function restartTask(
     containerId: string,
     task: SwarmTask,
     signal: AbortSignal,
   ): Promise<string> {
-    const service = await runtime.inspectSwarmService(task.serviceId, { signal });
+    let service: SwarmService | undefined;
+    try {
+      service = await runtime.inspectSwarmService(task.serviceId, { signal });
+    } catch (error) {
+      if (signal.aborted) throw error;
+      throw new DsoError('DSO_AGENT_TASK_RESTART_REFUSED', taskPolicyUnknown(task, error), {
+        cause: error,
+        task: task.taskName,
+        service: task.serviceName,
+      });
+    }
     const refusal = taskRestartRefusal(task, service);
     if (refusal !== undefined) {
       throw new DsoError('DSO_AGENT_TASK_RESTART_REFUSED', refusal, {
@@ -434,6 +439,7 @@ export function createRotations(context: RotationContext): Rotations {
     secrets: readonly RotatedSecret[],
     envVersionsChanged: boolean,
     before: DeliveredState | undefined,
+    task: SwarmTask | undefined,
     signal: AbortSignal,
   ): Promise<void> {
     const log = logger.child({ containerId: containerId.slice(0, 12) });
@@ -489,11 +495,8 @@ export function createRotations(context: RotationContext): Rotations {
     try {
       await sleep(random() * settings.jitterMs, { signal, clock });
       // A Swarm task's restart waits for those of its service's other tasks on this node.
-      const task =
-        chain.includes('restart') || chain.includes('replace')
-          ? await taskOf(containerId, signal)
-          : undefined;
-      await inTurn(task?.serviceId, async () => {
+      const turn = chain.includes('restart') ? task?.serviceId : undefined;
+      await inTurn(turn, async () => {
         await limiter.run(
           async () => {
             for (const [index, policy] of chain.entries()) {
@@ -750,7 +753,7 @@ export function createRotations(context: RotationContext): Rotations {
   }
 
   return {
-    start(containerId, spec, secrets, envChanged, before, trigger) {
+    start(containerId, spec, secrets, envChanged, before, trigger, task) {
       if (running.has(containerId)) {
         // One at a time per container: the running one acts on files that now hold the new
         // versions too, and a replacement's new container is checked again on its own.
@@ -790,15 +793,21 @@ export function createRotations(context: RotationContext): Rotations {
         return;
       }
       store.holdForRotation(containerId, before);
-      const run = rotate(containerId, spec, secrets, envChanged, before, aborting.signal).finally(
-        () => {
-          running.delete(containerId);
-          // Done, failed or rolled back: not to be redone by the next agent. Aborted by a
-          // shutdown: left for the next agent to redo.
-          if (!aborting.signal.aborted) store.releaseRotation(containerId);
-          else store.scheduleSave();
-        },
-      );
+      const run = rotate(
+        containerId,
+        spec,
+        secrets,
+        envChanged,
+        before,
+        task,
+        aborting.signal,
+      ).finally(() => {
+        running.delete(containerId);
+        // Done, failed or rolled back: not to be redone by the next agent. Aborted by a
+        // shutdown: left for the next agent to redo.
+        if (!aborting.signal.aborted) store.releaseRotation(containerId);
+        else store.scheduleSave();
+      });
       running.set(containerId, run);
     },
     get size() {
@@ -909,16 +918,44 @@ const REPLACEMENT_POLL_MS = 500;
 /**
  * Why stopping a Swarm task for `dso.rotate=restart` would not be safe, or undefined when it is.
  * Swarm replaces a stopped task only under the restart condition `any` (its default):
- * `on-failure` leaves a task that exits 0 on SIGTERM ended, `none` any task, and the service
- * would run a replica short. A worker node cannot read the service (`service` undefined): the
- * restart goes ahead, and the README says the condition must be `any`.
+ * `on-failure` leaves a task that exits 0 on SIGTERM ended, `none` any task. And only while
+ * the service has restart attempts left: with `--restart-max-attempts` set, each stop uses
+ * one, and once they are used up a stopped task stays ended. Either way the service would run
+ * a replica short. A worker node cannot read the service (`service` undefined): the restart
+ * goes ahead, and the README says to keep Swarm's defaults there.
  */
 export function taskRestartRefusal(
   task: SwarmTask,
   service: SwarmService | undefined,
 ): string | undefined {
-  if (service === undefined || service.restart.condition === 'any') return undefined;
-  return `dso.rotate=restart refused on task ${task.taskName} of Swarm service ${task.serviceName} (restart condition ${service.restart.condition}): run docker service update --restart-condition any ${task.serviceName}, or use dso.rotate=signal, hook or files; Swarm would not replace a task the agent stops, and the service would run a replica short`;
+  if (service === undefined) return undefined;
+  const { condition, maxAttempts } = service.restart;
+  const flags: string[] = [];
+  const policy: string[] = [];
+  if (condition !== 'any') {
+    flags.push('--restart-condition any');
+    policy.push(`restart condition ${condition}`);
+  }
+  if (maxAttempts > 0) {
+    flags.push('--restart-max-attempts 0');
+    policy.push(`restart max attempts ${maxAttempts}`);
+  }
+  if (flags.length === 0) return undefined;
+  const why =
+    condition !== 'any'
+      ? 'Swarm would not replace a task the agent stops'
+      : 'each stop uses one of its restart attempts, and once they are used up Swarm would not replace a task the agent stops';
+  return `dso.rotate=restart refused on task ${task.taskName} of Swarm service ${task.serviceName} (${policy.join(', ')}): run docker service update ${flags.join(' ')} ${task.serviceName}, or use dso.rotate=signal, hook or files; ${why}, and the service would run a replica short`;
+}
+
+/**
+ * The message of a task restart refused because the manager did not say the service's restart
+ * policy (a timeout, an engine error): a task is stopped only when Swarm is known to replace it.
+ */
+export function taskPolicyUnknown(task: SwarmTask, error: unknown): string {
+  const code = errorCode(error) ?? 'DSO_ERROR';
+  const cause = error instanceof Error ? error.message : String(error);
+  return `dso.rotate=restart not done on task ${task.taskName} of Swarm service ${task.serviceName}: run dso rotate once the engine answers; the restart policy of the service could not be read (${code}: ${cause}), and a task is stopped only when Swarm is known to replace it (nothing was stopped)`;
 }
 
 /**
@@ -949,6 +986,9 @@ export function refusalOf(error: unknown, code: string): string | undefined {
   const details = (error as { details?: Record<string, unknown> } | undefined)?.details ?? {};
   if (!(error instanceof Error)) return undefined;
   if (code === 'DSO_AGENT_TASK_RESTART_REFUSED') return error.message;
+  if (code === 'DSO_DOCKER_RESTART_REFUSED' && details.reason === 'swarm-task') {
+    return `${error.message}; nothing was stopped (dso.rotate=restart stops a task the agent knows by its labels as one: run dso reconcile)`;
+  }
   if (code === 'DSO_DOCKER_REPLACE_FAILED' && details.reason === 'swarm-task') {
     return `${error.message}: dso.rotate=replace never runs on a Swarm task (its service owns its containers); use dso.rotate=restart (the agent stops the task and Swarm starts a new one, which gets the new files), signal, hook or files`;
   }
