@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { renameSync, symlinkSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
@@ -230,14 +230,25 @@ afterAll(async () => {
 
 /**
  * The built agent, its whole output kept for the canary checks. Its volume plugin socket is
- * hidden (see `hideVolumeSocket`) unless `visibleSocket`: a Swarm node lists in its description
- * (which the manager places tasks by) only the plugins it finds by scanning the folder.
+ * hidden (see `hideVolumeSocket`), unless it runs in `mountNamespace`: a private engine's with
+ * `pluginsDir` (`PrivateEngine.mountNamespace`), for a Swarm node, which lists in its
+ * description (which the manager places tasks by) only the plugins it finds by scanning
+ * /run/docker/plugins. There the agent serves its socket in the engine's own plugins folder,
+ * which no other engine sees, and makes its volumes tmpfs where the engine sees it; its files
+ * are read from the host through `/proc/<pid>/root` (`hostPath`).
  */
-export function startAgent(env: NodeJS.ProcessEnv, options: { visibleSocket?: boolean } = {}) {
-  const child: ChildProcess = spawn(process.execPath, [AGENT_BIN], {
-    env: { ...env, DSO_LOG_LEVEL: 'trace' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export function startAgent(env: NodeJS.ProcessEnv, options: { mountNamespace?: string } = {}) {
+  const agentEnvironment = { ...env, DSO_LOG_LEVEL: 'trace' };
+  const spawnOptions: SpawnOptions = { env: agentEnvironment, stdio: ['ignore', 'pipe', 'pipe'] };
+  // nsenter without --fork execs the agent: the child's pid is the agent's, for its signals.
+  const child: ChildProcess =
+    options.mountNamespace === undefined
+      ? spawn(process.execPath, [AGENT_BIN], spawnOptions)
+      : spawn(
+          'nsenter',
+          [`--mount=${options.mountNamespace}`, '--', process.execPath, AGENT_BIN],
+          spawnOptions,
+        );
   runningAgents.add(child);
   child.once('exit', () => runningAgents.delete(child));
   let output = '';
@@ -248,7 +259,7 @@ export function startAgent(env: NodeJS.ProcessEnv, options: { visibleSocket?: bo
     const lines = (partial + text).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
-      if (!options.visibleSocket && line.includes('"volume driver serving"')) {
+      if (options.mountNamespace === undefined && line.includes('"volume driver serving"')) {
         hideVolumeSocket(line, env);
       }
     }
@@ -260,6 +271,10 @@ export function startAgent(env: NodeJS.ProcessEnv, options: { visibleSocket?: bo
   return {
     get output() {
       return output;
+    },
+    /** `path` as the agent sees it (in its mount namespace), for reading from the host. */
+    hostPath(path: string): string {
+      return options.mountNamespace === undefined ? path : `/proc/${child.pid}/root${path}`;
     },
     /** Log lines as parsed JSON (non-JSON lines are skipped). */
     lines(): Array<Record<string, unknown>> {

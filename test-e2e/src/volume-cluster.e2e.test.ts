@@ -16,12 +16,20 @@
  * host's network, so the Swarm engine runs in a network namespace of its own (`netns`), where
  * its 127.0.0.1 is the namespace's own loopback and its networks go with the namespace.
  *
+ * A Swarm node lists in its description (which the manager places tasks by) only the plugins it
+ * finds by scanning /run/docker/plugins, so the agent's socket cannot be hidden from it as
+ * elsewhere (see the harness's `hideVolumeSocket`). But that folder is the whole host's: every
+ * engine that scanned a socket there waits ~15 s on it at every later volume lookup once it is
+ * gone. So the Swarm engine also has a mount namespace of its own, with a folder of the
+ * workspace mounted over /run/docker/plugins (`pluginsDir`), and the agent runs in that
+ * namespace: its socket is there, seen by that engine only, and so are its volumes' mounts.
+ *
  * Only one agent serves the `dso-e2e` driver at a time: each suite starts its own engine and
  * agent, and stops them (the agent after its volumes are removed) before the next one starts.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { readdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type PrivateEngine,
@@ -74,18 +82,22 @@ function readInContainer(id: string, path = SECRET_FILE): Promise<string> {
 /** The agent's log lines with this message. */
 const logged = (message: string) => agent?.lines().filter((line) => line.msg === message) ?? [];
 
-/** Keys of the mounts whose files the agent holds under its volumes root. */
+/** Keys of the mounts whose files the agent holds under its volumes root (as it sees it). */
 const heldMounts = async () =>
-  (await readdir(join(workspace?.volumesRoot ?? '/nonexistent', 'data'))).sort();
+  (
+    await readdir(agent?.hostPath(join(workspace?.volumesRoot ?? '/nonexistent', 'data')) ?? '')
+  ).sort();
 
 /**
  * A vault holding `app/db` = the canary, a private engine, and the built agent serving that
- * engine DSO volumes under its workspace's volume root.
+ * engine DSO volumes under its workspace's volume root. With `ownPluginsFolder` the engine
+ * finds plugins in a folder of the workspace's only, and the agent runs in the engine's mount
+ * namespace, where it serves its socket in that folder (see `startAgent`).
  */
 async function setUp(
   engineOptions: PrivateEngineOptions = {},
   beforeAgent: () => Promise<void> = async () => {},
-  agentOptions: { visibleSocket?: boolean } = {},
+  ownPluginsFolder = false,
 ): Promise<void> {
   workspace = await createWorkspace();
   expect((await workspace.cli(['init'])).code).toBe(0);
@@ -94,13 +106,18 @@ async function setUp(
     join(workspace.home, 'dso.yaml'),
     'rotation: { jitterMs: 0, pollIntervalMs: 600000 }\n',
   );
-  engine = await startPrivateEngine(engineOptions);
+  const pluginsDir = join(dirname(workspace.volumesRoot), 'plugins');
+  if (ownPluginsFolder) await mkdir(pluginsDir, { recursive: true, mode: 0o700 });
+  engine = await startPrivateEngine({
+    ...engineOptions,
+    ...(ownPluginsFolder ? { pluginsDir } : {}),
+  });
   await beforeAgent();
   const { env } = await agentEnv(workspace, {
     DOCKER_HOST: engine.host,
     DSO_VOLUME_DRIVER_NAME: VOLUME_DRIVER,
   });
-  agent = startAgent(env, agentOptions);
+  agent = startAgent(env, ownPluginsFolder ? { mountNamespace: engine.mountNamespace } : {});
   await agent.waitForLog('agent ready');
   // Another agent on the host serving the same driver name would leave this one without it
   // (DSO_VOLUME_SOCKET_IN_USE): nothing below would test this agent.
@@ -230,9 +247,17 @@ describe('DSO volumes in a Swarm service on a private engine', () => {
           '127.0.0.1',
         );
       },
-      // A node lists in its description only the plugins it finds in the folder: not hidden.
-      { visibleSocket: true },
+      // A node lists in its description only the plugins it finds in /run/docker/plugins:
+      // the engine's own folder, where the agent serves its socket, which no other engine sees.
+      true,
     );
+    // The host's folder holds no path to it (another run's agent may serve the same name there).
+    const socket = join(dirname(workspace?.volumesRoot ?? ''), 'plugins', `${VOLUME_DRIVER}.sock`);
+    const { ino } = await stat(socket);
+    for (const name of await readdir('/run/docker/plugins')) {
+      const seen = await stat(join('/run/docker/plugins', name)).catch(() => undefined);
+      expect(seen?.ino).not.toBe(ino);
+    }
     // The scheduler places a task with a volume driver only on a node whose description lists
     // that driver ("no suitable node (missing plugin on 1 node)" otherwise), and an engine
     // lists a legacy plugin only once it has used it: on a Swarm node the agent has its engine

@@ -21,6 +21,11 @@ export interface PrivateEngine {
   readonly host: string;
   /** dockerode on the private engine, for arranging what the tests need. */
   readonly docker: Docker;
+  /**
+   * With `pluginsDir`: `/proc/<dockerd's pid>/ns/mnt`, the engine's mount namespace of its
+   * current start, for `nsenter --mount=…`; undefined otherwise or while it is stopped.
+   */
+  readonly mountNamespace: string | undefined;
   /** Stops the engine (SIGTERM, as systemd does) and waits until it has exited. */
   stop(): Promise<void>;
   /** Starts it again on the same data root and waits until it answers. */
@@ -48,6 +53,17 @@ export interface PrivateEngineOptions {
    * @default false
    */
   netns?: boolean;
+  /**
+   * Runs dockerd also in a mount namespace of its own (`unshare --mount --propagation slave`)
+   * where this host folder is bind-mounted over /run/docker/plugins: the engine finds volume
+   * plugins there only, and no other engine on the host sees a socket put there. A host
+   * folder has no shared mount here (`/` is private), so a mount made on the host later, such
+   * as an agent's volumes tmpfs, does not reach the engine: run a plugin that answers with
+   * mount points inside the engine's namespace (`nsenter --mount=<mountNamespace>`), where it
+   * finds the same folder at /run/docker/plugins. Each start gets a new namespace. Needs
+   * util-linux's `unshare` and `mount`.
+   */
+  pluginsDir?: string;
 }
 
 /**
@@ -112,16 +128,35 @@ export async function startPrivateEngine(
       stdio: ['ignore', log.fd, log.fd],
       ...(options.env === undefined ? {} : { env: { ...process.env, ...options.env } }),
     };
-    // No --fork: unshare and sh exec in turn, so the child's pid is dockerd's, for stop().
-    child = options.netns
-      ? spawn(
-          'unshare',
-          ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', 'dockerd'].concat(
-            dockerdArgs,
-          ),
-          spawnOptions,
-        )
-      : spawn('dockerd', dockerdArgs, spawnOptions);
+    // No --fork: unshare and sh exec in turn, so the child's pid is dockerd's, for stop(). The
+    // plugins folder comes as sh's $0, so that "$@" stays dockerd's command line.
+    const namespaces = [
+      ...(options.netns ? ['--net'] : []),
+      ...(options.pluginsDir === undefined ? [] : ['--mount', '--propagation', 'slave']),
+    ];
+    const setUp = [
+      ...(options.netns ? ['ip link set lo up'] : []),
+      ...(options.pluginsDir === undefined
+        ? []
+        : ['mkdir -p /run/docker/plugins', 'mount --bind "$0" /run/docker/plugins']),
+    ];
+    child =
+      namespaces.length > 0
+        ? spawn(
+            'unshare',
+            [
+              ...namespaces,
+              '--',
+              'sh',
+              '-c',
+              `${setUp.join(' && ')} && exec "$@"`,
+              options.pluginsDir ?? 'sh',
+              'dockerd',
+              ...dockerdArgs,
+            ],
+            spawnOptions,
+          )
+        : spawn('dockerd', dockerdArgs, spawnOptions);
     await log.close();
     const running = child;
     await waitFor(
@@ -208,6 +243,12 @@ export async function startPrivateEngine(
   return {
     host: `unix://${socketPath}`,
     docker,
+    get mountNamespace() {
+      const pid = child?.pid;
+      return options.pluginsDir === undefined || pid === undefined
+        ? undefined
+        : `/proc/${pid}/ns/mnt`;
+    },
     start,
     stop,
     async destroy() {
