@@ -311,7 +311,7 @@ describe('the agent on Podman', () => {
         expect.objectContaining({ Type: 'volume', Driver: 'local', Destination: '/run/secrets' }),
       ]);
       // The agent never heard of it: no line names the volume, its state holds no volume.
-      const [{ Name: volume }] = mounts as [{ Name: string }];
+      const volume = mounts[0]?.Name ?? '';
       expect(volume).not.toBe('');
       expect(agent.output).not.toContain(volume);
       const state = JSON.parse(await readFile(join(workspace.home, 'volumes.json'), 'utf8')) as {
