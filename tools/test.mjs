@@ -104,7 +104,16 @@ try {
     cwd: join(ROOT, 'test-e2e'),
   });
   const engines = (async () => {
-    await nx(['run-many', '-t', 'test:int', '--parallel=1', '--outputStyle=stream']);
+    // Built above: never again while the other lane's agents run from those dist/ folders (a
+    // rebuild empties a dist/ first; seen: an agent started then failed to find one).
+    await nx([
+      'run-many',
+      '-t',
+      'test:int',
+      '--parallel=1',
+      '--outputStyle=stream',
+      '--excludeTaskDependencies',
+    ]);
     // The runtime's engine tests again, on the Podman API service tools/services.sh started (the
     // tests take the engine from DOCKER_HOST); their own report, so both runs are counted.
     await run(
