@@ -33,9 +33,23 @@ function collect(runtime: DockerRuntime, options: Omit<EventsOptions, 'signal'> 
   const controller = new AbortController();
   const items: RuntimeEvent[] = [];
   let failure: unknown;
+  let connectedNow: () => void = () => undefined;
+  // The engine streams only what happens after it took the subscription: a test that makes
+  // a container right away, with no since, waits for this first (else a slow connect misses it).
+  const connected = new Promise<void>((resolve) => {
+    connectedNow = resolve;
+  });
+  const onConnected = () => {
+    connectedNow();
+    options.onConnected?.();
+  };
   const done = (async () => {
     try {
-      for await (const item of runtime.events({ ...options, signal: controller.signal })) {
+      for await (const item of runtime.events({
+        ...options,
+        onConnected,
+        signal: controller.signal,
+      })) {
         items.push(item);
       }
     } catch (error) {
@@ -44,6 +58,8 @@ function collect(runtime: DockerRuntime, options: Omit<EventsOptions, 'signal'> 
   })();
   return {
     items,
+    /** Settles once the engine took the subscription (the first connect). */
+    connected,
     /** This run's container events (other tests' containers share the engine). */
     ours: (runId: string) =>
       items.filter((item) => item.type === 'resync' || item.labels[TEST_LABEL] === runId),
@@ -106,6 +122,7 @@ describe('events across broken connections', () => {
 
   it('replays what happened while the connection was down, once, with no resync', async () => {
     const stream = collect(runtime, { reconnect: fastReconnect });
+    await stream.connected;
     const first = await pool.create({ start: false });
     await stream.until('the first create', () =>
       stream.items.some((item) => item.type === 'container.created' && item.id === first.id),
@@ -145,6 +162,7 @@ describe('events across broken connections', () => {
   it('reports a resync when the gap outgrew the engine buffer of 256 events (Docker), replays it all (Podman)', async () => {
     const { kind } = await testEngineFacts();
     const stream = collect(runtime, { reconnect: fastReconnect });
+    await stream.connected;
     const first = await pool.create({ start: false });
     await stream.until('the first create', () =>
       stream.items.some((item) => item.type === 'container.created' && item.id === first.id),
@@ -212,7 +230,7 @@ describe('events across broken connections', () => {
     const stream = collect(runtime, {
       reconnect: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 20 },
     });
-    await waitFor('the stream to connect', () => (proxy.accepted > 0 ? true : undefined));
+    await stream.connected;
     const marker = await pool.create({ start: false });
     await stream.until('an event', () =>
       stream.items.some((item) => item.type !== 'resync' && item.id === marker.id),
@@ -264,6 +282,7 @@ describe('events across an engine restart', () => {
     const runtime = await createDockerRuntime({ host: engine.host });
     const runId = randomUUID();
     const stream = collect(runtime, { reconnect: fastReconnect });
+    await stream.connected;
     // A first container proves the subscription is live before the flow starts.
     const probe = await engine.docker.createContainer({
       Image: TEST_IMAGE,
