@@ -4,6 +4,7 @@ import type { EngineContext } from './engine-context.js';
 import { toEngineError } from './engine-errors.js';
 import { DockerRuntimeError } from './errors.js';
 import { runExec } from './exec.js';
+import { SWARM_TASK_ID_LABEL } from './swarm.js';
 
 /**
  * Default of {@link ExecRequest.maxOutputBytes}: bytes of the tail of stdout, and of stderr,
@@ -157,9 +158,6 @@ export async function signalContainer(
   );
 }
 
-/** The label Swarm's executor puts on every task container. */
-const SWARM_TASK_LABEL = 'com.docker.swarm.task.id';
-
 /**
  * Runs {@link DockerRuntime.restartContainer}; see its contract there. A Swarm task is refused
  * before anything is stopped: restarted in place it would run on beside the task Swarm starts
@@ -174,12 +172,12 @@ export function restartContainer(
     const container = context.docker.getContainer(id);
     const info = await container.inspect({ abortSignal });
     const labels = (info.Config?.Labels ?? {}) as Record<string, string>;
-    if (labels[SWARM_TASK_LABEL] !== undefined) {
+    if (labels[SWARM_TASK_ID_LABEL] !== undefined) {
       const name = (info.Name ?? id).replace(/^\//, '');
       throw new DockerRuntimeError(
         'DSO_DOCKER_RESTART_REFUSED',
         `container ${name} is a Swarm task: stop it and let its service replace it (a task restarted in place runs on beside the task Swarm starts for it)`,
-        { reason: 'swarm-task', containerId: id, name, taskId: labels[SWARM_TASK_LABEL] },
+        { reason: 'swarm-task', containerId: id, name, taskId: labels[SWARM_TASK_ID_LABEL] },
       );
     }
     await container.restart({ t, abortSignal });

@@ -29,6 +29,7 @@ import type { EngineContext } from './engine-context.js';
 import { type ContainerDialect, DOCKER_DIALECT } from './engine-dialect.js';
 import { toEngineError } from './engine-errors.js';
 import { DockerRuntimeError, isDockerRuntimeError } from './errors.js';
+import { SWARM_TASK_ID_LABEL } from './swarm.js';
 
 /** The labels a replacement container carries; any inherited from the old one are replaced. */
 export const REPLACE_LABELS = Object.freeze({
@@ -454,7 +455,7 @@ export function planReplacement(old: Docker.ContainerInspectInfo, input: PlanInp
     });
   const restartInstead = 'blue-green replacement runs two copies at once: use the restart policy';
 
-  if (labels['com.docker.swarm.task.id'] !== undefined) {
+  if (labels[SWARM_TASK_ID_LABEL] !== undefined) {
     throw refuse(
       'swarm-task',
       `container ${name} is a swarm task: update its service instead of replacing it`,

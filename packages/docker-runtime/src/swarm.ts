@@ -38,6 +38,9 @@ export interface SwarmService {
 }
 
 /** Swarm's default delay before a task's replacement starts (swarmkit's `defaultRestartDelay`). */
+/** The label Swarm's executor puts on every task container: what makes a container a task. */
+export const SWARM_TASK_ID_LABEL = 'com.docker.swarm.task.id';
+
 export const SWARM_DEFAULT_RESTART_DELAY_MS = 5_000;
 
 /**
@@ -48,7 +51,7 @@ export const SWARM_DEFAULT_RESTART_DELAY_MS = 5_000;
  * swarmTaskOf(container.labels)?.serviceName; // 'web'
  */
 export function swarmTaskOf(labels: Readonly<Record<string, string>>): SwarmTask | undefined {
-  const taskId = labels['com.docker.swarm.task.id'];
+  const taskId = labels[SWARM_TASK_ID_LABEL];
   const taskName = labels['com.docker.swarm.task.name'];
   const serviceId = labels['com.docker.swarm.service.id'];
   const serviceName = labels['com.docker.swarm.service.name'];
