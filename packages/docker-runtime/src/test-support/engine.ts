@@ -185,6 +185,34 @@ export async function waitFor<T>(
 }
 
 /**
+ * Waits until an engine process this test started (a private dockerd, a Podman service)
+ * answers a ping on `client`, for 30 s; fails at once, naming its log, if the process exits.
+ */
+export async function waitForEngineProcess(
+  what: string,
+  child: { exitCode: number | null },
+  client: { ping(): Promise<unknown> },
+  logFile: string,
+): Promise<void> {
+  await waitFor(
+    `${what} to answer`,
+    async () => {
+      if (child.exitCode !== null) {
+        throw new Error(`${what} exited with ${child.exitCode}; see ${logFile}`);
+      }
+      try {
+        await client.ping();
+        return true;
+      } catch {
+        // Not up yet: the next poll asks again.
+        return undefined;
+      }
+    },
+    30_000,
+  );
+}
+
+/**
  * Creates a labelled container of this pool's run with its own command (the pool's `create`
  * always runs `sleep 3600`); `pool.removeAll()` removes it with the rest, found by its label.
  */

@@ -12,7 +12,7 @@ import { type FileHandle, mkdir, open, readdir, readFile, rm, stat } from 'node:
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
-import { docker as sharedEngine, TEST_IMAGE, waitFor } from './engine.js';
+import { docker as sharedEngine, TEST_IMAGE, waitFor, waitForEngineProcess } from './engine.js';
 
 const run = promisify(execFile);
 
@@ -159,22 +159,7 @@ export async function startPrivateEngine(
         : spawn('dockerd', dockerdArgs, spawnOptions);
     await log.close();
     const running = child;
-    await waitFor(
-      'the private engine to answer',
-      async () => {
-        if (running.exitCode !== null) {
-          throw new Error(`dockerd exited with ${running.exitCode}; see ${dir}/dockerd.log`);
-        }
-        try {
-          await docker.ping();
-          return true;
-        } catch {
-          // Not up yet: the next poll asks again.
-          return undefined;
-        }
-      },
-      30_000,
-    );
+    await waitForEngineProcess('the private dockerd', running, docker, `${dir}/dockerd.log`);
     if (options.netns) {
       namespace = await open(`/proc/${running.pid}/ns/net`, 'r');
       const [own, host] = [await namespace.stat(), await stat('/proc/self/ns/net')];

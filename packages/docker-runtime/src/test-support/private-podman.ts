@@ -12,7 +12,7 @@ import { mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
-import { docker as sharedEngine, TEST_IMAGE, waitFor } from './engine.js';
+import { docker as sharedEngine, TEST_IMAGE, waitForEngineProcess } from './engine.js';
 
 const run = promisify(execFile);
 
@@ -177,25 +177,8 @@ export async function startPrivatePodman(
     await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   }
 
-  async function answering(): Promise<void> {
-    await waitFor(
-      'the private Podman service to answer',
-      async () => {
-        if (child.exitCode !== null) {
-          throw new Error(
-            `podman system service exited with ${child.exitCode}; see ${dir}/podman.log`,
-          );
-        }
-        try {
-          await docker.ping();
-          return true;
-        } catch {
-          // Not up yet: the next poll asks again.
-          return undefined;
-        }
-      },
-      30_000,
-    );
+  function answering(): Promise<void> {
+    return waitForEngineProcess('the private Podman service', child, docker, `${dir}/podman.log`);
   }
 
   /** Stops the service and starts it again on the same socket, state and event log. */
