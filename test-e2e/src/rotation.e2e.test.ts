@@ -176,7 +176,16 @@ describe('an agent killed in the middle of a replacement', () => {
       expect(await docker('inspect', '--format', '{{.Name}}', oldId)).toBe(`/${name}`);
 
       await using second = startAgent(env);
-      const recovered = await second.waitForLog('interrupted replacement recovered');
+      // Its own line: the file's engine may hold an earlier test's half-made replacement too,
+      // which the agent rightly recovers as well (seen: that one logged first).
+      const recovered = await waitFor(
+        'its interrupted replacement recovered',
+        async () =>
+          second
+            .lines()
+            .find((line) => line.msg === 'interrupted replacement recovered' && line.name === name),
+        { timeoutMs: 60_000 },
+      );
       expect(recovered).toMatchObject({ name, action: 'undone' });
       await second.waitForLog('agent ready');
       expect(await docker('ps', '-aq', '--filter', `id=${nextId}`)).toBe('');
