@@ -31,9 +31,9 @@ let interrupted = false;
 /**
  * Makes SIGINT/SIGTERM/SIGHUP set a flag that {@link checkpoint} turns into an error, so the
  * program's `finally` blocks remove what it created. `cleanupHint` is printed should cleanup
- * hang for 30 s.
+ * still be busy after `graceMs` (30 s; a program that removes hundreds of containers needs more).
  */
-export function handleInterrupts(cleanupHint) {
+export function handleInterrupts(cleanupHint, { graceMs = 30_000 } = {}) {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.on(signal, () => {
       // Ctrl-C may arrive twice (the terminal's and the one tools/bench.mjs forwards).
@@ -41,10 +41,10 @@ export function handleInterrupts(cleanupHint) {
       interrupted = true;
       log(`${signal}: stopping after the current step, then cleaning up`);
       setTimeout(() => {
-        log(`still busy after 30 s: exiting; clean up by hand with`);
+        log(`still busy after ${graceMs / 1000} s: exiting; clean up by hand with`);
         log(`  ${cleanupHint}`);
         process.exit(130);
-      }, 30_000).unref();
+      }, graceMs).unref();
     });
   }
 }
@@ -327,4 +327,46 @@ export async function removeRunContainers(docker, runLabel) {
     }
   }
   if (listed.length > 0) log(`${listed.length} container(s) labelled ${runLabel} removed`);
+}
+
+// ---- In-container stamps ----------------------------------------------------------------------
+
+/** The payload of a non-TTY container's log stream (8-byte frame headers removed). */
+export function demux(buffer) {
+  const parts = [];
+  for (let offset = 0; offset + 8 <= buffer.length; ) {
+    const size = buffer.readUInt32BE(offset + 4);
+    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** adjtimex(2)'s STA_NANO: `time.tv_usec` then holds nanoseconds. */
+const STA_NANO = 0x2000;
+
+/**
+ * µs since the epoch from the busybox `adjtimex` output printed after the line `marker`, or
+ * undefined (busybox `date` has no sub-second format; `adjtimex` prints the clock). Its
+ * `time.tv_usec` is in ns when the kernel's clock status has STA_NANO (seen here: status
+ * 8256), in µs otherwise.
+ */
+export function stampAfter(output, marker) {
+  const at = output.indexOf(`${marker}\n`);
+  if (at < 0) return undefined;
+  const rest = output.slice(at);
+  const status = /status:\s*(\d+)/.exec(rest);
+  const seconds = /time\.tv_sec:\s*(\d+)/.exec(rest);
+  const fraction = /time\.tv_usec:\s*(\d+)/.exec(rest);
+  if (!status || !seconds || !fraction) return undefined;
+  const nano = (Number(status[1]) & STA_NANO) !== 0;
+  return Number(seconds[1]) * 1e6 + Number(fraction[1]) / (nano ? 1000 : 1);
+}
+
+/** An RFC 3339 time with nanoseconds (`State.StartedAt`) as µs since the epoch. */
+export function startedAtMicros(text) {
+  const match = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(text);
+  if (!match) throw new Error(`unexpected StartedAt ${text}`);
+  const fraction = Number(`0.${match[2] ?? '0'}`);
+  return Date.parse(`${match[1]}${match[3]}`) * 1000 + fraction * 1e6;
 }

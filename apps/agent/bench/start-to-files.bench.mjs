@@ -61,12 +61,15 @@ import {
   checkpoint,
   createBenchHome,
   Docker,
+  demux,
   handleInterrupts,
   metricSum,
   newRunLabel,
   readMetrics,
   removeRunContainers,
+  stampAfter,
   startAgentProcess,
+  startedAtMicros,
   testImage,
   wasInterrupted,
 } from './agent-process.mjs';
@@ -100,36 +103,6 @@ const hostRoot = `/dev/shm/dso-bench-${randomUUID().slice(0, 8)}`;
 handleInterrupts(
   `docker rm -f $(docker ps -aq --filter label=${testImage.label}=${runLabel}); rm -rf ${hostRoot}`,
 );
-
-/** The payload of a non-TTY container's log stream (8-byte frame headers removed). */
-function demux(buffer) {
-  const parts = [];
-  for (let offset = 0; offset + 8 <= buffer.length; ) {
-    const size = buffer.readUInt32BE(offset + 4);
-    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
-    offset += 8 + size;
-  }
-  return Buffer.concat(parts).toString('utf8');
-}
-
-/** µs since the epoch from the `adjtimex` output after `marker`, or undefined. */
-function stampAfter(output, marker) {
-  const at = output.indexOf(`${marker}\n`);
-  if (at < 0) return undefined;
-  const rest = output.slice(at);
-  const seconds = /time\.tv_sec:\s*(\d+)/.exec(rest);
-  const micros = /time\.tv_usec:\s*(\d+)/.exec(rest);
-  if (!seconds || !micros) return undefined;
-  return Number(seconds[1]) * 1e6 + Number(micros[1]);
-}
-
-/** An RFC 3339 time with nanoseconds (`State.StartedAt`) as µs since the epoch. */
-function startedAtMicros(text) {
-  const match = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(text);
-  if (!match) throw new Error(`unexpected StartedAt ${text}`);
-  const fraction = Number(`0.${match[2] ?? '0'}`);
-  return Date.parse(`${match[1]}${match[3]}`) * 1000 + fraction * 1e6;
-}
 
 function containerSpec(kind, { hostKey, polls }) {
   const labels = { [testImage.label]: runLabel };
