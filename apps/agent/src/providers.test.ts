@@ -10,7 +10,7 @@ import {
   SecretValue,
 } from '@dso/provider-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { limitProvider, providerEnv, startProviders } from './providers.js';
+import { limitProvider, providerEnv, providerMode, startProviders } from './providers.js';
 
 const CANARY = 'canary-plugins-51e0aa';
 // Inside the workspace, so a plugin's own `import '@dso/provider-sdk'` resolves.
@@ -64,7 +64,11 @@ export default Object.freeze(Object.defineProperty({ ...def, sdkApiVersion: 99 }
 });
 afterAll(() => rm(pluginsDir, { recursive: true, force: true }));
 
-const entry = (type: string, mode: 'inline' | 'process', config: Record<string, unknown> = {}) => ({
+const entry = (
+  type: string,
+  mode: 'inline' | 'process' | undefined,
+  config: Record<string, unknown> = {},
+) => ({
   type,
   mode,
   config,
@@ -102,6 +106,56 @@ describe('startProviders', () => {
     },
     30_000,
   );
+
+  it("runs a built-in in the agent's process unless its mode says process; a package in its own", async () => {
+    const token = `${CANARY}-env`;
+    const providers = await startProviders(
+      {
+        pluginsDir,
+        providers: {
+          inline: entry('env', undefined, { allow: ['APP_TOKEN'] }),
+          own: entry('env', 'process', { allow: ['APP_TOKEN'] }),
+          acme: entry('dso-provider-acme', undefined, { secrets: { 'app/db': CANARY } }),
+        },
+      },
+      {
+        env: { PATH: process.env.PATH, HOME: '/root', APP_TOKEN: token, OTHER: 'x' },
+        logger: logger(),
+        execArgv: TSX,
+        conditions: ['@dso/source'],
+      },
+    );
+    try {
+      const state = (name: string) =>
+        (providers.get(name) as unknown as { state(): Record<string, unknown> }).state();
+      expect(state('inline')).toEqual({ mode: 'inline' });
+      expect(state('own')).toMatchObject({ mode: 'process', pid: expect.any(Number) });
+      expect(state('acme')).toMatchObject({ mode: 'process', pid: expect.any(Number) });
+      expect(state('own').pid).not.toBe(process.pid);
+      for (const name of ['inline', 'own']) {
+        const resolved = await providers.get(name)?.resolve({ path: 'APP_TOKEN' });
+        expect(resolved?.value.revealText()).toBe(token);
+        // In the agent's process as in its own: only what the allow-list names.
+        await expect(providers.get(name)?.resolve({ path: 'OTHER' })).rejects.toMatchObject({
+          code: expect.stringMatching(/^DSO_PROVIDER_/),
+        });
+      }
+    } finally {
+      for (const provider of providers.values()) await provider.close();
+    }
+  }, 30_000);
+
+  it('decides a mode from the type when dso.yaml sets none', () => {
+    for (const type of ['local', 'env', 'file', 'vault', 'aws', 'azure']) {
+      expect(providerMode({ type })).toBe('inline');
+      expect(providerMode({ type, mode: 'process' })).toBe('process');
+    }
+    expect(providerMode({ type: 'dso-provider-acme' })).toBe('process');
+    expect(providerMode({ type: 'command' })).toBe('process');
+    // An inherited property of a plain object is no built-in type.
+    expect(providerMode({ type: 'toString' })).toBe('process');
+    expect(providerMode({ type: 'dso-provider-acme', mode: 'inline' })).toBe('inline');
+  });
 
   it('says how to install a package that is not in pluginsDir', async () => {
     const error = await startProviders(

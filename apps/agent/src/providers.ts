@@ -57,15 +57,23 @@ export interface StartProvidersOptions {
   builtinFrom?: string;
   /** Node arguments for provider processes (tests run TypeScript sources: tsx). @default [] */
   execArgv?: string[];
+  /**
+   * Extra package.json export conditions a provider module resolves with (tests load the
+   * built-ins' TypeScript sources: `@dso/source`). @default []
+   */
+  conditions?: readonly string[];
 }
 
 /**
  * Starts one provider per configured name: a built-in type from the agent's own packages, any
- * other type as a package installed in `pluginsDir`, in its own process (`mode: process`, the
- * default: JSON-RPC over stdio through the SDK's runner) or in the agent's (`mode: inline`);
- * `type: command`, or a package whose package.json names a `dso.command`, runs that child
- * (any language speaking the SDK's PROTOCOL.md) under the same host.
- * Each provider sees only the environment variables it needs. A provider that fails to start
+ * other type as a package installed in `pluginsDir`. Where it runs is {@link providerMode}: a
+ * built-in in the agent's process (`mode: inline`, its default: trusted code shipped with the
+ * agent, ~50 MB less than a process of its own), anything else in its own (`mode: process`:
+ * JSON-RPC over stdio through the SDK's runner); `mode` in dso.yaml overrides either.
+ * `type: command`, or a package whose package.json names a `dso.command`, always runs that
+ * child (any language speaking the SDK's PROTOCOL.md) under the same host.
+ * Each provider sees only the environment variables it needs (in process too: the SDK hands a
+ * provider its `env`, and the built-ins read nothing else). A provider that fails to start
  * stops the agent with a clear error: serving from a half-configured set of stores would fail
  * later and less clearly.
  *
@@ -102,6 +110,7 @@ async function startProvider(
   // the SDK's runner hosting the package's module. One host either way: same deadlines,
   // restarts, breaker and environment.
   const target = childTarget(name, entry, pluginsDir, options);
+  const mode = providerMode(entry);
   if ('command' in target && entry.mode === 'inline') {
     throw new DsoError(
       'DSO_AGENT_PROVIDER_INVALID',
@@ -109,7 +118,7 @@ async function startProvider(
       { provider: name },
     );
   }
-  if ('moduleUrl' in target && entry.mode === 'inline') {
+  if ('moduleUrl' in target && mode === 'inline') {
     const { moduleUrl } = target;
     // The SDK's loader: the same resolution as the runner's, the definition and SDK API
     // version checked, then the in-process contract with its deadline and in-flight limit.
@@ -119,7 +128,11 @@ async function startProvider(
       env,
       log: providerLogger(log),
     });
-    return limitProvider(provider, { maxInFlight: entry.maxInFlight, timeoutMs: entry.timeoutMs });
+    const limited = limitProvider(provider, {
+      maxInFlight: entry.maxInFlight,
+      timeoutMs: entry.timeoutMs,
+    });
+    return withMode(limited, 'inline');
   }
   const provider = await createProcessProvider({
     name,
@@ -147,7 +160,32 @@ async function startProvider(
   // The host times each call it sends; the limit keeps a burst from reaching the backend at
   // once, and bounds the wait for a turn by the same timeoutMs, so a provider that stops
   // answering fails its own calls in bounded time instead of queueing them for ever.
-  return limitProvider(provider, { maxInFlight: entry.maxInFlight, maxWaitMs: entry.timeoutMs });
+  return withMode(
+    limitProvider(provider, { maxInFlight: entry.maxInFlight, maxWaitMs: entry.timeoutMs }),
+    'process',
+  );
+}
+
+/**
+ * Where a provider runs: its `mode` when dso.yaml sets one, else `inline` for a built-in type
+ * (trusted code that ships with the agent: a process of its own would cost ~50 MB of RSS for no
+ * isolation the agent needs from its own code) and `process` for everything else (third-party
+ * packages and `type: command` are code the agent's authors never saw).
+ */
+export function providerMode(entry: Pick<ProviderConfig, 'type' | 'mode'>): 'inline' | 'process' {
+  if (entry.mode !== undefined) return entry.mode;
+  return Object.hasOwn(BUILTIN_PROVIDER_PACKAGES, entry.type) ? 'inline' : 'process';
+}
+
+/**
+ * The provider with `mode` first in its `state()` (what `dso status` shows per provider): a
+ * process provider's own state (status, breaker, pid, restarts) follows it.
+ */
+function withMode(provider: SecretProvider, mode: 'inline' | 'process'): SecretProvider {
+  const inner = (provider as { state?: () => Record<string, unknown> }).state;
+  return Object.assign(provider, {
+    state: () => ({ mode, ...(typeof inner === 'function' ? inner.call(provider) : {}) }),
+  });
 }
 
 /**
@@ -186,7 +224,15 @@ function childTarget(
     checkPluginSdk(name, packageDir);
   }
   const from = builtin === undefined ? pluginsDir : (options.builtinFrom ?? import.meta.dirname);
-  return { moduleUrl: resolveModule(name, builtin ?? entry.type, from, builtin === undefined) };
+  return {
+    moduleUrl: resolveModule(
+      name,
+      builtin ?? entry.type,
+      from,
+      builtin === undefined,
+      options.conditions,
+    ),
+  };
 }
 
 /**
@@ -194,10 +240,16 @@ function childTarget(
  * (the agent's own folder for built-ins, `pluginsDir` for the rest), with the SDK's resolver
  * (the runner uses the same one).
  */
-function resolveModule(name: string, packageName: string, from: string, plugin: boolean): string {
+function resolveModule(
+  name: string,
+  packageName: string,
+  from: string,
+  plugin: boolean,
+  conditions: readonly string[] = [],
+): string {
   if (plugin && !existsSync(from)) throw notInstalled(name, packageName, from);
   try {
-    return resolveProviderModule(packageName, from);
+    return resolveProviderModule(packageName, from, conditions);
   } catch (error) {
     if (plugin) throw notInstalled(name, packageName, from, error);
     throw new DsoError(

@@ -43,7 +43,6 @@ describe('parseConfig: defaults', () => {
         local: {
           type: 'local',
           config: { vaultPath: '/srv/dso/vault.dso' },
-          mode: 'process',
           timeoutMs: 30_000,
           failureThreshold: 5,
           circuitOpenMs: 30_000,
@@ -528,8 +527,9 @@ describe('parseConfig: each section is checked', () => {
     expect(config.providers.py).toMatchObject({
       type: 'command',
       command: ['python3', '/opt/p.py'],
-      mode: 'process',
     });
+    // Unset: where it runs is the agent's call (a command always in its own process).
+    expect(config.providers.py?.mode).toBeUndefined();
   });
 
   it('refuses a provider name a reference could not use', () => {

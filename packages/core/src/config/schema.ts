@@ -337,11 +337,12 @@ export const providerSchema = z
     ),
     mode: z
       .enum(['process', 'inline'])
-      .default('process')
+      .optional()
       .meta(
         meta({
           description:
-            "`process` runs the provider in its own child process (JSON-RPC over stdio); `inline` loads it into the agent's process, for embedded use.",
+            '`process` runs the provider in its own child process (JSON-RPC over stdio), with a restart and a breaker when it fails; `inline` loads it into the agent\'s process (no child: ~50 MB less RSS), where a call that blocks stalls the agent. Unset: `inline` for the built-in types (code shipped with the agent), `process` for a provider package; `type: command` always runs in a process. The README\'s "Where providers run" says what each keeps apart.',
+          defaultText: '`inline` for a built-in type, else `process`',
         }),
       ),
     timeoutMs: duration('The deadline on every call to the provider.', 30_000, {
