@@ -145,12 +145,19 @@ export function startAgentProcess(env, { detached = false } = {}) {
     detached,
   });
   const lines = [];
+  const other = [];
   let partial = '';
   const keep = (text) => {
     const parts = (partial + text).split('\n');
     partial = parts.pop() ?? '';
     for (const line of parts) {
-      if (!line.startsWith('{')) continue;
+      if (!line.startsWith('{')) {
+        // A line that is not the agent's log (Node's own error on a crash, say): the last few
+        // are kept for the error saying why it exited.
+        if (line.trim() !== '') other.push(line.slice(0, 300));
+        if (other.length > 5) other.shift();
+        continue;
+      }
       try {
         lines.push(JSON.parse(line));
       } catch {
@@ -181,7 +188,10 @@ export function startAgentProcess(env, { detached = false } = {}) {
         const found = lines.find((line) => wanted.includes(line.msg));
         if (found) return found;
         if (child.exitCode !== null) {
-          const last = lines.slice(-5).map((line) => `${line.msg} ${line.code ?? ''}`);
+          const last = [
+            ...lines.slice(-5).map((line) => `${line.msg} ${line.code ?? ''}`),
+            ...other,
+          ];
           throw new Error(
             `the agent exited (${child.exitCode}) before "${wanted[0]}": ${last.join('; ')}`,
           );
