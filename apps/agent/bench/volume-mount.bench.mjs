@@ -31,10 +31,22 @@
 //   F  the bind mount floor: `mount --bind -o ro,nosuid,nodev,noexec <dir> <dir>` run as the
 //      agent runs it for every Mount (a process of util-linux's `mount`), timed, then `umount`
 //      (not timed), on two folders under /run/dso-bench/floor.
-// A, L and V are timed from spawning the docker CLI to the application's output line on its
-// stdout ("ready"; the reader prints once and exits, so this is also its exit), and to the CLI's
-// exit ("total": with `--rm` the CLI waits for the removal, which for V includes `Unmount` and
-// `Remove`). The CLI's own start (~20-40 ms) is in every case and cancels in the differences.
+// The other two delivery paths, in the same rounds (issue 17: "record it beside the exec and
+// host paths"). They write the files after the container started, so the application must wait
+// for them: core's `waitForSecretsCommand` wraps it, which needs `sh` in the image. They run a
+// second image, the same reader and /data/db plus Debian's busybox-static and its applets
+// (as tools/test-image.sh builds the test image), with a baseline of their own on it:
+//   S  no DSO on the shell image (baseline of X and H): `docker run --rm --network none
+//      <shell reader> /data/db`, the reader as entrypoint, as A.
+//   X  the exec path: `--label dso.enable=true --label dso.file.db=dsofile://app/db --tmpfs
+//      /run/secrets`, the reader wrapped in `waitForSecretsCommand('/run/secrets', …)`; the
+//      agent sees the start event and writes the file with one `docker exec` (tar on stdin).
+//   H  the host path: X's labels and wrapper, and `<hostPath.root>/<key>` (a folder of its own
+//      per run, on /dev/shm) bind-mounted read-only at /run/secrets instead of the tmpfs.
+// A, L, V, S, X and H are timed from spawning the docker CLI to the application's output line on
+// its stdout ("ready"; the reader prints once and exits, so this is also its exit), and to the
+// CLI's exit ("total": with `--rm` the CLI waits for the removal, which for V includes `Unmount`
+// and `Remove`). The CLI's own start (~20-40 ms) is in every case and cancels in the differences.
 // After the run the agent's audit trail gives, for V's engine-driven mounts, the agent's own
 // resolve + write time inside `Mount` (its `durationMs`; the bind mount and the state file come
 // after it).
@@ -45,20 +57,31 @@
 // for that reason, so a Ctrl-C reaches this program (which then cleans up, stopping it last)
 // and not the agent. Cleanup, on every path: containers labelled dso.test=bench-<uuid>, every
 // volume of the dso-bench driver, the agent (SIGTERM), `umount -R` of the root and its folder,
-// the DSO home, the reader image.
+// the host path root, the DSO home, the two reader images.
 //
-// Needs root (the plugin socket, the tmpfs, the bind mounts) and gcc. Run through
+// Needs root (the plugin socket, the tmpfs, the bind mounts), gcc and busybox-static. Run through
 // `npm run bench -- volume-mount` (builds first) or, after
 // `npx nx run-many -t build -p @dso/agent @dso/cli`, `node apps/agent/bench/volume-mount.bench.mjs`.
 // BENCH_RUNS sets the measured rounds (default 50). A report, not a test: exits 0 whatever the
 // figures.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { waitForSecretsCommand } from '@dso/core';
+import { createHostSecretDirs } from '@dso/docker-runtime';
 import {
   loadAverage,
   log,
@@ -95,6 +118,12 @@ const FLOOR_DIR = `/run/${DRIVER}/floor`;
 const PLUGIN_SOCKET = `/run/docker/plugins/${DRIVER}.sock`;
 const PLUGIN_CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
 const READER_IMAGE = 'dso-bench/static-reader:1';
+/** The reader with busybox's applets beside it: the exec and host paths need `sh` (and `tar`). */
+const SHELL_READER_IMAGE = 'dso-bench/shell-reader:1';
+const BUSYBOX = '/bin/busybox';
+const TARGET = '/run/secrets';
+/** The host path's root: on a tmpfs (the agent checks), a folder of this run's own. */
+const HOST_ROOT = `/dev/shm/${DRIVER}-host-${randomBytes(4).toString('hex')}`;
 const READER_SOURCE = join(ROOT, 'test-e2e/fixtures/reader.c');
 const WARMUP_ROUNDS = 3;
 const SECRET_PATH = 'app/db';
@@ -113,7 +142,8 @@ const runLabel = newRunLabel();
 handleInterrupts(
   `docker rm -f $(docker ps -aq --filter label=${testImage.label}=${runLabel}); ` +
     `docker volume rm -f $(docker volume ls -q --filter driver=${DRIVER}) (while the agent runs); ` +
-    `kill <agent pid>; umount -R ${VOLUMES_ROOT}; umount ${FLOOR_DIR}/view; rm -rf /run/${DRIVER}; docker rmi ${READER_IMAGE}`,
+    `kill <agent pid>; umount -R ${VOLUMES_ROOT}; umount ${FLOOR_DIR}/view; rm -rf /run/${DRIVER} ${HOST_ROOT}; ` +
+    `docker rmi ${READER_IMAGE} ${SHELL_READER_IMAGE}`,
 );
 
 /** What reader.c prints for a content: its length and FNV-1a 64. */
@@ -137,10 +167,12 @@ async function command(file, args) {
 }
 
 /**
- * The reader image: `/reader` (reader.c, static) as its entrypoint and `/data/db`, the
- * baseline's file (random bytes, mode 0444). Returns the file's fingerprint.
+ * The reader images: `/reader` (reader.c, static) as the entrypoint and `/data/db`, the
+ * baselines' file (random bytes, mode 0444); the shell reader also has busybox-static as
+ * /bin/busybox with every applet as a symlink (`sh`, `tar`, `sleep`, … for the exec path and the
+ * wait wrapper). Returns the file's fingerprint.
  */
-async function buildReaderImage() {
+async function buildReaderImages() {
   const dir = mkdtempSync(join(tmpdir(), 'dso-bench-reader-'));
   try {
     const rootfs = join(dir, 'rootfs');
@@ -150,15 +182,28 @@ async function buildReaderImage() {
     writeFileSync(join(rootfs, 'data', 'db'), content);
     chmodSync(join(rootfs, 'data', 'db'), 0o444);
     // Positional arguments: nothing is interpolated into the script.
-    await command('sh', [
-      '-c',
-      'tar --numeric-owner --owner=0 --group=0 -C "$1" -c reader data | ' +
-        `docker import --change "LABEL $2" --change 'ENTRYPOINT ["/reader"]' - "$3" >/dev/null`,
-      'sh',
-      rootfs,
-      `${testImage.label}=bench`,
-      READER_IMAGE,
-    ]);
+    const importImage = (entries, image) =>
+      command('sh', [
+        '-c',
+        'dir=$1; label=$2; image=$3; shift 3; ' +
+          'tar --numeric-owner --owner=0 --group=0 -C "$dir" -c "$@" | ' +
+          `docker import --change "LABEL $label" --change 'ENTRYPOINT ["/reader"]' - "$image" >/dev/null`,
+        'sh',
+        rootfs,
+        `${testImage.label}=bench`,
+        image,
+        ...entries,
+      ]);
+    await importImage(['reader', 'data'], READER_IMAGE);
+    mkdirSync(join(rootfs, 'bin'));
+    mkdirSync(join(rootfs, 'tmp'), { mode: 0o1777 });
+    mkdirSync(join(rootfs, 'run'));
+    copyFileSync(BUSYBOX, join(rootfs, 'bin', 'busybox'));
+    chmodSync(join(rootfs, 'bin', 'busybox'), 0o755);
+    for (const applet of (await command(BUSYBOX, ['--list'])).split('\n')) {
+      if (applet && applet !== 'busybox') symlinkSync('busybox', join(rootfs, 'bin', applet));
+    }
+    await importImage(['reader', 'data', 'bin', 'tmp', 'run'], SHELL_READER_IMAGE);
     return fingerprint(content);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -329,14 +374,18 @@ async function main() {
     '{{.Server.Version}} (API {{.Server.APIVersion}})',
   ]);
 
-  log(`building ${READER_IMAGE} from ${READER_SOURCE}`);
-  const imageFingerprint = await buildReaderImage();
+  log(`building ${READER_IMAGE} and ${SHELL_READER_IMAGE} from ${READER_SOURCE}`);
+  const imageFingerprint = await buildReaderImages();
   const token = randomBytes(32);
   const secretFingerprint = fingerprint(token);
   const tokenCopy = Buffer.from(token);
   const workspace = await createBenchHome(
     { [SECRET_PATH]: token },
-    { configYaml: `version: 1\nvolumes:\n  root: ${VOLUMES_ROOT}\n` },
+    {
+      configYaml:
+        `version: 1\nvolumes:\n  root: ${VOLUMES_ROOT}\n` +
+        `hostPath:\n  enabled: true\n  root: ${HOST_ROOT}\n`,
+    },
   );
   token.fill(0);
   const env = { ...workspace.env, DSO_VOLUME_DRIVER_NAME: DRIVER };
@@ -358,6 +407,16 @@ async function main() {
     log(`agent ready (pid ${agent.pid}), serving ${PLUGIN_SOCKET}`);
 
     const common = ['--rm', '--network', 'none', '--label', `${testImage.label}=${runLabel}`];
+    // The exec and host paths: the labels, and the reader behind core's wait wrapper.
+    const labelled = ['--label', 'dso.enable=true', '--label', `dso.file.db=${REFERENCE}`];
+    const [waitEntrypoint, ...waitArgs] = waitForSecretsCommand(
+      TARGET,
+      ['/reader', `${TARGET}/db`],
+      { timeoutMs: 30_000 },
+    );
+    const waitingReader = (image) => ['--entrypoint', waitEntrypoint, image, ...waitArgs];
+    const hostDirs = createHostSecretDirs({ root: HOST_ROOT });
+    let hostKeys = 0;
     const volumeMount = [
       '--mount',
       `type=volume,volume-driver=${DRIVER},dst=/run/secrets,volume-opt=db=${REFERENCE}`,
@@ -370,13 +429,21 @@ async function main() {
       Vready: [],
       Vtotal: [],
       paired: [],
+      Sready: [],
+      Stotal: [],
+      Xready: [],
+      Xtotal: [],
+      Xpaired: [],
+      Hready: [],
+      Htotal: [],
+      Hpaired: [],
       Mcreate: [],
       Mmount: [],
       McreateMount: [],
       Munmount: [],
       Fmount: [],
     };
-    const failures = { A: 0, L: 0, V: 0, M: 0 };
+    const failures = { A: 0, L: 0, V: 0, S: 0, X: 0, H: 0, M: 0 };
     const noteFailure = (kind, detail) => {
       failures[kind] += 1;
       log(`${kind} failed: ${detail}`);
@@ -403,6 +470,23 @@ async function main() {
         imageFingerprint,
       ),
       V: containerCase('V', [...volumeMount, READER_IMAGE, '/run/secrets/db'], secretFingerprint),
+      S: containerCase('S', [SHELL_READER_IMAGE, IMAGE_FILE], imageFingerprint),
+      X: containerCase(
+        'X',
+        [...labelled, '--tmpfs', TARGET, ...waitingReader(SHELL_READER_IMAGE)],
+        secretFingerprint,
+      ),
+      // A folder of its own per run: the agent writes into it once it sees the start.
+      H: async () => {
+        const key = `${runLabel.slice(6, 14)}-${hostKeys++}`;
+        hostDirs.ensure(key);
+        const bind = `type=bind,src=${HOST_ROOT}/${key},dst=${TARGET},readonly`;
+        return containerCase(
+          'H',
+          [...labelled, '--mount', bind, ...waitingReader(SHELL_READER_IMAGE)],
+          secretFingerprint,
+        )();
+      },
       M: async () => {
         const name = `${DIRECT_PREFIX}${runLabel.slice(6, 14)}-${mounts++}`;
         const id = randomBytes(32).toString('hex');
@@ -444,7 +528,7 @@ async function main() {
       await command('umount', [floorView]);
       return () => samples.Fmount.push(elapsed);
     };
-    const order = ['A', 'L', 'V', 'M', 'F'];
+    const order = ['A', 'L', 'V', 'S', 'X', 'H', 'M', 'F'];
 
     const loadAtStart = loadAverage();
     const loadsAtStart = loads();
@@ -461,6 +545,11 @@ async function main() {
       }
       if (measured.A !== undefined && measured.V !== undefined) {
         samples.paired.push(measured.V - measured.A);
+      }
+      for (const kind of ['X', 'H']) {
+        if (measured.S !== undefined && measured[kind] !== undefined) {
+          samples[`${kind}paired`].push(measured[kind] - measured.S);
+        }
       }
       if ((round + 1) % 10 === 0) log(`round ${round + 1}/${rounds}`);
     }
@@ -491,9 +580,17 @@ async function main() {
         ['L: local anonymous volume, → application ready', 'Lready'],
         ['V: DSO volume driver, → application ready', 'Vready'],
         ['V − A in the same round (paired)', 'paired'],
+        ['S: no DSO, shell reader image (baseline of X and H)', 'Sready'],
+        ['X: DSO exec path + waitForSecretsCommand, → application ready', 'Xready'],
+        ['X − S in the same round (paired)', 'Xpaired'],
+        ['H: DSO host path + waitForSecretsCommand, → application ready', 'Hready'],
+        ['H − S in the same round (paired)', 'Hpaired'],
         ['A: no DSO, docker run → CLI exit (--rm removal included)', 'Atotal'],
         ['L: local anonymous volume, → CLI exit', 'Ltotal'],
         ['V: DSO volume driver, → CLI exit (Unmount + Remove included)', 'Vtotal'],
+        ['S: no DSO, shell reader image, → CLI exit', 'Stotal'],
+        ['X: DSO exec path, → CLI exit', 'Xtotal'],
+        ['H: DSO host path, → CLI exit', 'Htotal'],
         ['M: VolumeDriver.Create on the socket, round trip', 'Mcreate'],
         ['M: VolumeDriver.Mount on the socket, round trip', 'Mmount'],
         ['M: Create + Mount, the driver before the container starts', 'McreateMount'],
@@ -541,6 +638,30 @@ async function main() {
           );
         }
       }
+      const S = stats.Sready;
+      const otherPaths = {};
+      for (const [kind, name] of [
+        ['X', 'exec path'],
+        ['H', 'host path'],
+      ]) {
+        const P = stats[`${kind}ready`];
+        if (!S || !P) continue;
+        otherPaths[kind] = { p50: P.median - S.median, p95: P.p95 - S.p95 };
+        const interval = medianInterval(samples[`${kind}paired`]);
+        console.log(
+          `added by the ${name} (with the wait wrapper, against S): p50 ${ms(otherPaths[kind].p50)} ms, ` +
+            `p95 ${ms(otherPaths[kind].p95)} ms (${(P.median / S.median).toFixed(2)}x at p50); ` +
+            `target ≤ ${TARGET_ADDED_P50_MS} ms at p50: ${otherPaths[kind].p50 <= TARGET_ADDED_P50_MS ? 'met' : 'NOT met'}` +
+            (interval
+              ? `; paired median ${ms(stats[`${kind}paired`].median)} ms [${ms(interval.low)}, ${ms(interval.high)}]`
+              : ''),
+        );
+      }
+      if (A && S) {
+        console.log(
+          `the two baselines (S − A, the shell image against the one-file image): p50 ${ms(S.median - A.median)} ms`,
+        );
+      }
       if (stats.Mmount) {
         console.log(
           `Mount on its own: p50 ${ms(stats.Mmount.median)} ms, p95 ${ms(stats.Mmount.p95)} ms ` +
@@ -574,6 +695,14 @@ async function main() {
           localVolumeReady: pick(L),
           driverReady: pick(V),
           pairedDifference: pick(stats.paired),
+          shellBaselineReady: pick(stats.Sready),
+          execReady: pick(stats.Xready),
+          execPairedDifference: pick(stats.Xpaired),
+          hostReady: pick(stats.Hready),
+          hostPairedDifference: pick(stats.Hpaired),
+          shellBaselineTotal: pick(stats.Stotal),
+          execTotal: pick(stats.Xtotal),
+          hostTotal: pick(stats.Htotal),
           baselineTotal: pick(stats.Atotal),
           localVolumeTotal: pick(stats.Ltotal),
           driverTotal: pick(stats.Vtotal),
@@ -585,6 +714,15 @@ async function main() {
           agentResolveWriteInMount: pick(agentWrite),
         },
         added: added && { p50: round2(added.p50), p95: round2(added.p95) },
+        addedByPath: {
+          volume: added && { p50: round2(added.p50), p95: round2(added.p95) },
+          ...Object.fromEntries(
+            Object.entries(otherPaths).map(([kind, value]) => [
+              kind === 'X' ? 'exec' : 'host',
+              { p50: round2(value.p50), p95: round2(value.p95) },
+            ]),
+          ),
+        },
         pairedMedianInterval95: (() => {
           const interval = medianInterval(samples.paired);
           return interval && { low: round2(interval.low), high: round2(interval.high) };
@@ -631,7 +769,10 @@ async function main() {
       process.exitCode = 1;
     });
     workspace.remove();
-    await command('docker', ['rmi', READER_IMAGE]).catch((error) => log(error.message));
+    rmSync(HOST_ROOT, { recursive: true, force: true });
+    await command('docker', ['rmi', READER_IMAGE, SHELL_READER_IMAGE]).catch((error) =>
+      log(error.message),
+    );
   }
 }
 
