@@ -4,7 +4,7 @@ import { Agent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Duplex, Readable } from 'node:stream';
 import { abortable, onAbort, pause } from '@dso/async';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { negotiateApiVersion } from './api-version.js';
 import { assertContainerId } from './container-id.js';
 import { type NumericOwner, resolveContainerUser } from './container-user.js';
@@ -26,6 +26,7 @@ import {
   resolveDockerTls,
   tlsFailure,
 } from './docker-host.js';
+import { createEngineClient } from './engine-client.js';
 import type { EngineContext, RuntimeSettings } from './engine-context.js';
 import {
   detectEngineDialect,
@@ -654,7 +655,7 @@ export async function createDockerRuntime(
       : new HttpsAgent({ keepAlive: true, ca: tls.ca, cert: tls.cert, key: tls.key });
   const client = (apiVersion: string | undefined): Docker => {
     try {
-      return new Docker(modemOptions(endpoint, agent, apiVersion, tls));
+      return createEngineClient(modemOptions(endpoint, agent, apiVersion, tls));
     } catch (error) {
       // docker-modem reads DOCKER_HOST and DOCKER_CERT_PATH from process.env for its defaults
       // (ours override them), and throws when the files DOCKER_CERT_PATH names are missing.
