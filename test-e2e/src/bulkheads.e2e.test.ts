@@ -2,10 +2,12 @@
  * Bulkheads, with the built agent on a private engine: a secret store that never answers costs
  * only the deliveries that wait on it. Four containers reference a provider whose calls never
  * settle (a third-party plugin, in its own process as any plugin runs) while a hundred
- * containers reference a healthy one: each of the hundred has its file within 10 s of its
- * start. Before, the four held the delivery queue's four workers for the provider's 30 s
- * deadline, retry after retry: here none of the hundred had its file within 10 s (p50 23 s).
- * The figures are printed.
+ * containers reference a healthy one: all hundred have their files while the four calls are
+ * still in flight. Proven by state, not by a clock: the hung provider's deadline is an hour
+ * and it records any call the agent gives up on, so a delivery queue whose four workers waited
+ * on it (as before: none of the hundred had its file within 10 s, p50 23 s, the 30 s deadline
+ * freeing the workers) would deliver none of the hundred while the four are pending. The
+ * start-to-file figures are printed, not asserted.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -28,8 +30,11 @@ import {
 const SECRET_FILE = '/run/secrets/db';
 const HUNG_CONTAINERS = 4;
 const HEALTHY_CONTAINERS = 100;
-/** The longest a healthy container may wait for its file after its start. */
-const WITHIN_MS = 10_000;
+/**
+ * How long the poller waits for the last healthy file after the last start: a deadline for a
+ * failing run to end, not a speed bound (a run here takes seconds).
+ */
+const GIVE_UP_AFTER_MS = 90_000;
 /**
  * `docker run`s at once. A burst of 20 at once on the 2-core test machine, loaded by other
  * tests, kept the engine so busy that even with no hung provider at all the containers waited
@@ -39,8 +44,9 @@ const WITHIN_MS = 10_000;
 const START_LANES = 5;
 
 /**
- * A provider package whose `resolve` never settles; each call appends a line to `callsFile`
- * first, so the test knows the hung calls are in flight. No imports: the definition is branded
+ * A provider package whose `resolve` never settles; each call appends `call <path>` to
+ * `callsFile` first, so the test knows the hung calls are in flight, and `aborted <path>` when
+ * the agent gives up on it (its deadline, a shutdown). No imports: the definition is branded
  * the way the SDK's `defineProvider` brands one, so it loads from a folder outside the repo.
  */
 const HUNG_PROVIDER = `
@@ -61,8 +67,11 @@ const definition = {
   create: (config, { name }) => ({
     name,
     capabilities,
-    resolve: ({ path }) => {
-      appendFileSync(config.callsFile, path + '\\n');
+    resolve: ({ path }, options) => {
+      appendFileSync(config.callsFile, 'call ' + path + '\\n');
+      options?.signal?.addEventListener('abort', () =>
+        appendFileSync(config.callsFile, 'aborted ' + path + '\\n'),
+      );
       return new Promise(() => {});
     },
     async close() {},
@@ -74,6 +83,14 @@ export default Object.freeze(definition);
 
 const leftovers = trackLeftovers();
 
+/** The lines of the hung provider's calls file that start with `kind`, as paths. */
+async function hungCalls(callsFile: string, kind: 'call' | 'aborted'): Promise<Set<string>> {
+  const lines = (await readFile(callsFile, 'utf8')).split('\n');
+  return new Set(
+    lines.filter((line) => line.startsWith(`${kind} `)).map((line) => line.slice(kind.length + 1)),
+  );
+}
+
 /** The nearest-rank percentile of `values` (ms). */
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -81,7 +98,7 @@ function percentile(values: number[], p: number): number {
 }
 
 describe('bulkheads of the built agent', () => {
-  it('delivers to 100 containers on a healthy provider within 10 s each while 4 wait on a hung one', async () => {
+  it('delivers to 100 containers on a healthy provider while 4 calls to a hung one are still in flight', async () => {
     const canary = `canary-${randomUUID()}`;
     await using workspace = await createWorkspace();
     expect((await workspace.cli(['init'])).code).toBe(0);
@@ -100,7 +117,8 @@ describe('bulkheads of the built agent', () => {
     await writeFile(join(plugin, 'index.js'), HUNG_PROVIDER);
     const callsFile = join(workspace.home, 'hung-calls');
     await writeFile(callsFile, '');
-    // Defaults otherwise: queue.concurrency 4, the hung provider's timeoutMs 30 s.
+    // Defaults otherwise (queue.concurrency 4). The hung provider's deadline is the longest
+    // allowed, so its calls stay in flight for the whole test: no timeout frees a worker.
     await writeFile(
       join(workspace.home, 'dso.yaml'),
       [
@@ -108,7 +126,7 @@ describe('bulkheads of the built agent', () => {
         'volumes: { enabled: false }',
         'providers:',
         `  local: { type: local, config: { vaultPath: ${join(workspace.home, 'vault.dso')} } }`,
-        `  hung: { type: dso-provider-hung, config: { callsFile: ${callsFile} } }`,
+        `  hung: { type: dso-provider-hung, timeoutMs: 1h, config: { callsFile: ${callsFile} } }`,
         '',
       ].join('\n'),
       { mode: 0o600 },
@@ -148,7 +166,7 @@ describe('bulkheads of the built agent', () => {
       await waitFor(
         `${HUNG_CONTAINERS} calls to the hung provider`,
         async () => {
-          const calls = new Set((await readFile(callsFile, 'utf8')).split('\n').filter(Boolean));
+          const calls = await hungCalls(callsFile, 'call');
           return calls.size >= HUNG_CONTAINERS ? calls : undefined;
         },
         { timeoutMs: 20_000, intervalMs: 100 },
@@ -164,7 +182,7 @@ describe('bulkheads of the built agent', () => {
       const poller = (async () => {
         while (
           starting ||
-          (seenAt.size < started.length && Date.now() - lastStartAt < WITHIN_MS + 5_000)
+          (seenAt.size < started.length && Date.now() - lastStartAt < GIVE_UP_AFTER_MS)
         ) {
           const pending = started.filter((id) => !seenAt.has(id));
           if (pending.length > 0) {
@@ -222,17 +240,20 @@ describe('bulkheads of the built agent', () => {
           `max ${Math.max(...delivered)} ms (the file seen by polling from the host, all ` +
           `containers in one pass after another)`,
       );
-      const late = healthy.ids
-        .map((id, index) => ({ id: id.slice(0, 12), waitMs: waits[index]! }))
-        .filter(({ waitMs }) => !(waitMs <= WITHIN_MS));
-      expect(late).toEqual([]);
+      const undelivered = healthy.ids.filter((id) => !seenAt.has(id)).map((id) => id.slice(0, 12));
+      expect(undelivered).toEqual([]);
 
-      // The hung ones are still waiting on their provider, with no file.
+      // ...while the hung ones still wait on their provider: every call in flight, none given
+      // up on, no file.
+      expect((await hungCalls(callsFile, 'call')).size).toBe(HUNG_CONTAINERS);
+      expect([...(await hungCalls(callsFile, 'aborted'))]).toEqual([]);
       const hungStates = await containerFileDigests(hung, SECRET_FILE, { host: engine.host });
       expect([...hungStates.values()]).toEqual(Array(HUNG_CONTAINERS).fill('no file'));
 
       expect(await agent.stop()).toBe(0);
       leftovers.agents.delete(agent);
+      // The probe above could tell: stopping the agent ends the four calls, and each is recorded.
+      expect(await hungCalls(callsFile, 'aborted')).toEqual(await hungCalls(callsFile, 'call'));
       expect(agent.output).not.toContain(canary);
     } finally {
       await removeContainers(await runContainerIds({ host: engine.host }).catch(() => []), {
@@ -241,5 +262,5 @@ describe('bulkheads of the built agent', () => {
       leftovers.engines.delete(engine);
       await engine.destroy();
     }
-  }, 240_000);
+  }, 300_000);
 });
