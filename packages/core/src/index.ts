@@ -232,7 +232,6 @@ export {
 export { type DsoPaths, resolveDsoPaths } from './paths.js';
 export {
   createRedactor,
-  DEFAULT_REDACTION_LARGE_VALUE_BYTES,
   DEFAULT_REDACTION_MIN_LENGTH,
   REDACTED,
   type RedactionLease,

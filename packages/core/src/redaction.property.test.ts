@@ -32,11 +32,11 @@ const filler = fc.oneof(
   fc.string({ unit: fc.constantFrom(...'aZ09+/=-_%\\"u '), maxLength: 8 }),
 );
 
-// Every value large (matched by anchor, checked against its bytes), with anchors of two
-// characters that turn up everywhere: the large path must be exactly as thorough.
+// The default, and every form short enough to be matched whole by a window shorter than the
+// anchor (a pass per length): both ways of finding a form must be as thorough.
 describe.each([
-  ['whole forms', {}],
-  ['large values', { largeValueBytes: 6 }],
+  ['the default minimum length', {}],
+  ['minLength 1', { minLength: 1 }],
 ] as const)('createRedactor with %s, by property', (_, options) => {
   it('leaves no registered value, in any encoded form, anywhere in the text it returns', () => {
     fc.assert(
@@ -109,32 +109,124 @@ function embed(v: string | Uint8Array, how: Encoding): string {
   return ENCODINGS[how](new TextDecoder().decode(bytes));
 }
 
-describe('createRedactor, large values by anchor', () => {
-  it('gives exactly what whole forms give, for any values (bytes and strings) and any text', () => {
-    const anyValue = fc.oneof(
-      value,
-      fc.uint8Array({ minLength: DEFAULT_REDACTION_MIN_LENGTH, maxLength: 20 }),
-    );
+/**
+ * Every form the redactor promises for `v`, written out whole with Node's own encoders: the
+ * oracle the redactor (anchors, hashes, forms computed on a hit) is compared with.
+ */
+function formsOf(v: string | Uint8Array, minLength: number): Set<string> {
+  const bytes = typeof v === 'string' ? Buffer.from(v, 'utf8') : Buffer.from(v);
+  let text: string | undefined;
+  if (typeof v === 'string') text = v;
+  else {
+    try {
+      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+    } catch {
+      // Not UTF-8: only the byte encodings apply.
+    }
+  }
+  const forms = new Set<string>();
+  if (text !== undefined) {
+    const json = JSON.stringify(text).slice(1, -1);
+    forms.add(text).add(json).add(JSON.stringify(json).slice(1, -1));
+    try {
+      forms.add(encodeURIComponent(text));
+    } catch {
+      // A lone surrogate has no URL form.
+    }
+    forms.add(new URLSearchParams({ v: text }).toString().slice(2));
+  }
+  const base64 = bytes.toString('base64');
+  const base64url = bytes.toString('base64url');
+  forms.add(base64).add(base64.replace(/=+$/, '')).add(base64url).add(bytes.toString('hex'));
+  forms.add(base64url + '='.repeat((4 - (base64url.length % 4)) % 4));
+  // Inside longer base64 at each alignment: the characters that depend on the value alone.
+  for (let shift = 0; shift < 3; shift++) {
+    const padded = Buffer.concat([Buffer.alloc(shift), bytes]);
+    const start = Math.ceil((8 * shift) / 6);
+    const end = 4 * Math.floor(padded.length / 3) + Math.floor((8 * (padded.length % 3)) / 6);
+    for (const alphabet of ['base64', 'base64url'] as const) {
+      const form = padded.toString(alphabet).slice(start, end);
+      if (form.length >= 8) forms.add(form);
+    }
+  }
+  return new Set([...forms].filter((form) => form.length >= minLength));
+}
+
+/** `text` with every occurrence of every form replaced, overlapping ones as one run: by brute force. */
+function oracle(text: string, forms: ReadonlySet<string>): string {
+  const longest = new Array<number>(text.length + 1).fill(0);
+  for (const form of forms) {
+    for (let at = text.indexOf(form); at !== -1; at = text.indexOf(form, at + 1)) {
+      longest[at + form.length] = Math.max(longest[at + form.length]!, form.length);
+    }
+  }
+  const runs: Array<[number, number]> = [];
+  for (let end = 1; end <= text.length; end++) {
+    if (longest[end] === 0) continue;
+    let start = end - longest[end]!;
+    while (runs.length > 0 && start < runs[runs.length - 1]![1]) {
+      start = Math.min(start, runs.pop()![0]);
+    }
+    runs.push([start, end]);
+  }
+  let result = '';
+  let copied = 0;
+  for (const [start, end] of runs) {
+    result += text.slice(copied, start) + REDACTED;
+    copied = end;
+  }
+  return result + text.slice(copied);
+}
+
+describe('createRedactor against every form written out whole', () => {
+  const anyValue = fc.oneof(
+    value,
+    fc.uint8Array({ minLength: DEFAULT_REDACTION_MIN_LENGTH, maxLength: 20 }),
+    // Values that share their first characters, so that anchors (and their checks) collide.
+    fc
+      .string({ unit: fc.constantFrom('a', 'b'), minLength: 0, maxLength: 6 })
+      .map((end) => `-----BEGIN KEY-----${end}`),
+  );
+
+  it.each([
+    ['the default minimum length', DEFAULT_REDACTION_MIN_LENGTH],
+    ['minLength 1', 1],
+  ])('gives exactly what a brute-force search for each form gives, with %s', (_, minLength) => {
     fc.assert(
       fc.property(
         fc.array(anyValue, { minLength: 1, maxLength: 4 }),
-        fc.array(fc.tuple(filler, fc.nat(), encoding), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.tuple(filler, fc.nat(), encoding, fc.nat({ max: 2 })), {
+          minLength: 1,
+          maxLength: 6,
+        }),
         fc.nat(),
-        (values, pieces, cut) => {
-          const whole = createRedactor({ patterns: false });
-          const anchored = createRedactor({ patterns: false, largeValueBytes: 6 });
+        fc.nat(),
+        (values, pieces, cut, released) => {
+          const redactor = createRedactor({ patterns: false, minLength });
+          const leases = values.map((v) => redactor.register(v));
+          // One value (and each copy of it) released again: its forms must go, the others stay.
+          const gone = values[released % values.length]!;
+          const same = (v: string | Uint8Array) =>
+            typeof v === typeof gone && Buffer.from(v).equals(Buffer.from(gone));
+          values.forEach((v, index) => {
+            if (same(v)) leases[index]!.release();
+          });
+          const forms = new Set<string>();
           for (const v of values) {
-            whole.register(v);
-            anchored.register(v);
+            if (v.length >= minLength && !same(v)) {
+              for (const form of formsOf(v, minLength)) forms.add(form);
+            }
           }
           let text = '';
-          for (const [before, index, how] of pieces) {
+          for (const [before, index, how, shift] of pieces) {
             const v = values[index % values.length]!;
-            text += before + embed(v, how);
+            // Inside longer base64 (as HTTP Basic credentials), `shift` bytes into a group.
+            const inside = Buffer.concat([Buffer.from('u:'.slice(0, shift)), Buffer.from(v)]);
+            text += before + (shift > 0 ? inside.toString('base64') : embed(v, how));
           }
           // Also cut short, so that forms end mid-way.
           for (const sample of [text, text.slice(0, cut % (text.length + 1))]) {
-            expect(anchored.redact(sample)).toBe(whole.redact(sample));
+            expect(redactor.redact(sample)).toBe(oracle(sample, forms));
           }
         },
       ),

@@ -1,12 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
-import {
-  createRedactor,
-  DEFAULT_REDACTION_LARGE_VALUE_BYTES,
-  DEFAULT_REDACTION_MIN_LENGTH,
-  REDACTED,
-} from './redaction.js';
+import { describe, expect, it, vi } from 'vitest';
+import { createRedactor, DEFAULT_REDACTION_MIN_LENGTH, REDACTED } from './redaction.js';
 
 // Characters that need escaping in JSON and in URLs, and a multi-byte one; 26 bytes, so its
 // base64 is padded, and it holds a "/", so base64url differs.
@@ -265,8 +260,8 @@ describe('createRedactor, by property', () => {
   }
 
   it.each([
-    ['whole forms', {}],
-    ['large values', { largeValueBytes: 6 }],
+    ['the default minimum length', {}],
+    ['minLength 1', { minLength: 1 }],
   ] as const)('gives the same result as replacing each value by brute force, %s', (_, options) => {
     fc.assert(
       fc.property(
@@ -281,7 +276,7 @@ describe('createRedactor, by property', () => {
         fc.nat({ max: 7 }),
         (values, pieces, split) => {
           const redactor = createRedactor(options);
-          // Register in two batches with a redact call between, to exercise merging automata.
+          // Register in two batches with a redact call between: the table changes in place.
           for (const v of values.slice(0, split)) redactor.register(v);
           redactor.redact('');
           for (const v of values.slice(split)) redactor.register(v);
@@ -358,9 +353,9 @@ describe('createRedactor, lifetimes', () => {
     for (const lease of previous) lease.release();
     expect(redactor.redact('held-for-the-whole-test')).toBe(REDACTED);
     expect(redactor.stats()).toEqual(baseline);
-    expect(baseline.heldBytes).toBe(0);
+    expect(baseline.heldBytes).toBe(Buffer.byteLength('held-for-the-whole-test'));
     kept.release();
-    expect(redactor.stats()).toMatchObject({ values: 0, forms: 0, formChars: 0, heldBytes: 0 });
+    expect(redactor.stats()).toMatchObject({ values: 0, forms: 0, heldBytes: 0 });
   });
 
   it('zeroes nothing of the caller: a registered Buffer stays as it was after release', () => {
@@ -369,6 +364,87 @@ describe('createRedactor, lifetimes', () => {
     const copy = Buffer.from(bytes);
     redactor.register(bytes).release();
     expect(bytes.equals(copy)).toBe(true);
+  });
+
+  it('zeroes its own copy of a value, small or large, string or bytes, once released', () => {
+    const redactor = createRedactor();
+    const copies: Buffer[] = [];
+    const allocate = Buffer.allocUnsafeSlow;
+    const spy = vi.spyOn(Buffer, 'allocUnsafeSlow').mockImplementation((size) => {
+      const copy = allocate(size);
+      copies.push(copy);
+      return copy;
+    });
+    let leases: Array<{ release(): void }>;
+    try {
+      leases = [
+        redactor.register('a small secret value'),
+        redactor.register(randomBytes(24)),
+        redactor.register(randomBytes(64 * 1024)),
+        redactor.register('lone \ud800 surrogate'),
+      ];
+    } finally {
+      spy.mockRestore();
+    }
+    // One copy each, and the lone surrogate's text as UTF-16 too.
+    expect(copies.length).toBe(5);
+    for (const copy of copies) expect(copy.some((byte) => byte !== 0)).toBe(true);
+    for (const lease of leases) lease.release();
+    for (const copy of copies) expect(copy.every((byte) => byte === 0)).toBe(true);
+  });
+});
+
+describe('createRedactor, memory', () => {
+  it('keeps a value as its bytes and a few dozen bytes a form, whatever the count', () => {
+    const redactor = createRedactor();
+    const values = Array.from({ length: 10_000 }, () => randomBytes(32).toString('base64'));
+    for (const value of values) redactor.register(value);
+    const stats = redactor.stats();
+    expect(stats.values).toBe(10_000);
+    expect(stats.heldBytes).toBe(44 * 10_000);
+    // 44 characters of base64: text (= JSON), URL/form, and the byte encodings of its UTF-8.
+    expect(stats.forms / stats.values).toBeLessThanOrEqual(16);
+    expect(stats.tableBytes / stats.values).toBeLessThan(16 * 64);
+    for (const value of values.slice(0, 100)) {
+      expect(redactor.redact(`{"msg":"token ${value}"}`)).toBe(`{"msg":"token ${REDACTED}"}`);
+    }
+  });
+
+  it('shrinks its table back to what one value needs once thousands are released', () => {
+    const redactor = createRedactor();
+    const kept = 'kept-while-the-others-come-and-go';
+    redactor.register(kept);
+    const alone = redactor.stats();
+    const leases = Array.from({ length: 5_000 }, () =>
+      redactor.register(randomBytes(18).toString('base64url')),
+    );
+    expect(redactor.stats().tableBytes).toBeGreaterThan(10 * alone.tableBytes);
+    for (const lease of leases.reverse()) lease.release();
+    expect(redactor.stats()).toEqual(alone);
+    expect(redactor.redact(`a ${kept} b`)).toBe(`a ${REDACTED} b`);
+  });
+
+  it('tells apart values that begin alike: only the one written is replaced', () => {
+    const redactor = createRedactor({ patterns: false });
+    const values = Array.from(
+      { length: 300 },
+      (_, index) => `-----BEGIN KEY-----${String(index).padStart(3, '0')}`,
+    );
+    for (const value of values) redactor.register(value);
+    expect(redactor.redact('-----BEGIN KEY-----')).toBe('-----BEGIN KEY-----');
+    expect(redactor.redact('-----BEGIN KEY-----300')).toBe('-----BEGIN KEY-----300');
+    expect(redactor.redact(`<${values[42]!}>`)).toBe(`<${REDACTED}>`);
+    expect(redactor.redact(`<${values[42]!}9>`)).toBe(`<${REDACTED}9>`);
+  });
+
+  it('counts a string with a lone surrogate and its UTF-8 bytes (which hold U+FFFD) as two values', () => {
+    const redactor = createRedactor({ patterns: false });
+    const lone = 'ab\ud800cdef';
+    redactor.register(lone);
+    redactor.register(Buffer.from(lone, 'utf8'));
+    expect(redactor.size).toBe(2);
+    expect(redactor.redact(`<${lone}>`)).toBe(`<${REDACTED}>`);
+    expect(redactor.redact('<ab\ufffdcdef>')).toBe(`<${REDACTED}>`);
   });
 });
 
@@ -379,13 +455,13 @@ describe('createRedactor, large values', () => {
     () => `${randomBytes(9).toString('base64')}"\\/é&+ `,
   ).join('');
 
-  it('keeps about the value itself and a few anchors, not every form', () => {
+  it('keeps about the value itself and a record per form, not every form', () => {
     const redactor = createRedactor();
     redactor.register(large);
     const stats = redactor.stats();
     expect(stats.heldBytes).toBe(Buffer.byteLength(large));
-    expect(stats.formChars).toBeLessThan(2_000);
-    expect(stats.automatonBytes).toBeLessThan(64 * 1024);
+    expect(stats.forms).toBeLessThanOrEqual(16);
+    expect(stats.tableBytes).toBeLessThan(4 * 1024);
   });
 
   it.each([
@@ -413,7 +489,7 @@ describe('createRedactor, large values', () => {
   });
 
   it('replaces a large value inside longer base64, at each alignment', () => {
-    const password = randomBytes(DEFAULT_REDACTION_LARGE_VALUE_BYTES * 3);
+    const password = randomBytes(3 * 1024);
     const redactor = createRedactor({ patterns: false });
     redactor.register(password);
     for (const user of ['', 'u', 'us']) {
@@ -429,7 +505,7 @@ describe('createRedactor, large values', () => {
   it('forgets a large value once released', () => {
     const redactor = createRedactor({ patterns: false });
     redactor.register(large).release();
-    expect(redactor.stats()).toMatchObject({ values: 0, heldBytes: 0, formChars: 0 });
+    expect(redactor.stats()).toMatchObject({ values: 0, heldBytes: 0, forms: 0 });
     expect(redactor.redact(`<${large}>`) === `<${large}>`).toBe(true);
   });
 });

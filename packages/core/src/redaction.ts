@@ -1,5 +1,4 @@
 import { isUtf8 } from 'node:buffer';
-import { createHash } from 'node:crypto';
 import {
   compilePatterns,
   findPatternRanges,
@@ -26,18 +25,27 @@ export const DEFAULT_REDACTION_MIN_LENGTH = 4;
 const MIN_SHIFTED_FORM_LENGTH = 8;
 
 /**
- * Values of at least this many bytes are "large": instead of every encoded form, only an anchor
- * (the first characters of each form) goes into the matchers, and a candidate match is checked
- * against the value's forms computed on the fly. A form kept whole costs about 16 bytes a
- * character in the automaton, so a 700 KB value would otherwise hold some 150 MB.
+ * The anchor of a form: its first this many characters (all of it when shorter), whose hash is
+ * looked up at every position of a text. Short, so that few forms are shorter (each shorter
+ * length present costs one more pass over the text); shapes shared by many values' beginnings
+ * (`-----BEGIN`, `ghp_`) are told apart by the check below before any form is computed.
  */
-export const DEFAULT_REDACTION_LARGE_VALUE_BYTES = 1024;
+const ANCHOR_CHARS = 8;
 
-/** The longest anchor of a large value's form, in characters. */
-const MAX_ANCHOR_CHARS = 64;
+/**
+ * Where an anchor is found, a hash of the form's first this many characters (all of it when
+ * shorter) is compared with the text's before the form itself is computed and compared.
+ */
+const CHECK_CHARS = 64;
 
-/** Bytes of a large value encoded (or decoded) at a time when its forms are computed on the fly. */
+/** Bytes of a value encoded (or decoded) at a time when its forms are computed. */
 const FORM_CHUNK_BYTES = 3 * 16_384;
+
+/** The fewest slots of the anchor table; it doubles above half full and halves below 1/8. */
+const MIN_TABLE_SLOTS = 256;
+
+/** The fewest form records the table keeps room for. */
+const MIN_RECORDS = 16;
 
 /** Options of {@link createRedactor}. */
 export interface RedactorOptions {
@@ -52,13 +60,6 @@ export interface RedactorOptions {
    * @default true
    */
   patterns?: boolean | readonly RedactionPatternId[];
-  /**
-   * Values of at least this many bytes (UTF-8) are matched by anchor and checked against the
-   * value itself, costing about their own size; smaller ones are matched whole. Its third,
-   * at most 64, is the anchor's length in characters. Lower it only to test the large path.
-   * @default 1024 ({@link DEFAULT_REDACTION_LARGE_VALUE_BYTES})
-   */
-  largeValueBytes?: number;
 }
 
 /**
@@ -74,14 +75,12 @@ export interface RedactionLease {
 export interface RedactorStats {
   /** Distinct values held. */
   values: number;
-  /** Strings kept for matching: whole forms of small values and anchors of large ones. */
+  /** Distinct forms of those values, each known by the hash of its anchor. */
   forms: number;
-  /** Their characters. */
-  formChars: number;
-  /** Bytes of large values kept (as Buffers, zeroed when released) to check candidates against. */
+  /** Bytes of the values kept (zeroed when released), from which forms are computed on a hit. */
   heldBytes: number;
-  /** Bytes of the matchers' typed arrays. */
-  automatonBytes: number;
+  /** Bytes of the anchor table and the forms' records (typed arrays). */
+  tableBytes: number;
 }
 
 /**
@@ -89,9 +88,9 @@ export interface RedactorStats {
  *
  * Lifetime: a value is kept while something holds it. {@link Redactor.register} returns a
  * lease, counted per distinct value; when the last lease is released the value is forgotten:
- * its forms leave the matchers (rebuilt at the next {@link Redactor.redact}) and the bytes kept
- * of a large value are zeroed. Strings cannot be zeroed: a small value's forms are strings until
- * the garbage collector reuses their memory, which is why large values keep only anchors.
+ * its forms leave the anchor table and the bytes kept of it are zeroed. The redactor keeps a
+ * value only as bytes (and 32-bit hashes of its forms' beginnings), never as strings: a form is
+ * computed as a string only for a moment, when its anchor is found in a text.
  * A registration whose lease is never released lasts for the redactor's lifetime.
  */
 export interface Redactor {
@@ -106,7 +105,7 @@ export interface Redactor {
   redact(text: string): string;
   /** How many distinct values are registered. */
   readonly size: number;
-  /** The sizes of what the redactor keeps, its matchers brought up to date first. */
+  /** The sizes of what the redactor keeps. */
   stats(): RedactorStats;
 }
 
@@ -121,12 +120,16 @@ export interface Redactor {
  *   byte alignments inside a longer base64 text (HTTP Basic credentials), when long enough;
  * - hex, lower case (as `Buffer#toString('hex')` and most tools print it).
  *
- * Matching is exact and case-sensitive. All forms are matched in one pass over the text by
- * Aho–Corasick automata built lazily on the first `redact` after a change, so the cost of a
- * call grows with the text, not with the number of values. Where matches overlap, the whole
- * overlapping run becomes one `[REDACTED]`. A large value (`largeValueBytes`) costs about its
- * own size: its bytes, and a short anchor of each form in an automaton; where an anchor is
- * found, the form is computed chunk by chunk and compared with the text.
+ * Matching is exact and case-sensitive. The redactor keeps each value's bytes and, per form, a
+ * 32-bit hash of its first 8 characters (its anchor) in one open-addressing table. `redact`
+ * rolls a hash over every 8-character window of the text (one more pass per shorter form
+ * length, which only values under 8 characters have) and looks each up; where an anchor is
+ * found, a hash of up to the form's first 64 characters is compared, and only then is the form
+ * computed from the value's bytes (chunk by chunk for a large value) and compared with the
+ * text. So a call costs one pass over the text whatever the number of values, a value costs
+ * about its own bytes and some 50 bytes a form, and registering or releasing one changes the
+ * table in place: nothing is rebuilt. Where matches overlap, the whole overlapping run becomes
+ * one `[REDACTED]`.
  *
  * Unless `patterns` is `false`, well-known credential formats (`REDACTION_PATTERNS`:
  * private keys, cloud and forge tokens, JWTs, `password=` pairs, URL passwords) are redacted
@@ -141,7 +144,7 @@ export interface Redactor {
  * redactor.redact('login hunter2-s3cret'); // 'login [REDACTED]'
  * redactor.redact('DB_PASSWORD=never-registered'); // 'DB_PASSWORD=[REDACTED]'
  * lease.release(); // nothing holds it any more: forgotten
- * @throws RangeError when `minLength` or `largeValueBytes` is not a positive integer
+ * @throws RangeError when `minLength` is not a positive integer
  * @throws TypeError when `patterns` names an unknown pattern
  */
 export function createRedactor(options: RedactorOptions = {}): Redactor {
@@ -149,39 +152,14 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
   if (!Number.isInteger(minLength) || minLength < 1) {
     throw new RangeError(`minLength must be a positive integer, got ${String(minLength)}`);
   }
-  const largeValueBytes = options.largeValueBytes ?? DEFAULT_REDACTION_LARGE_VALUE_BYTES;
-  if (!Number.isInteger(largeValueBytes) || largeValueBytes < 3) {
-    throw new RangeError(
-      `largeValueBytes must be an integer of at least 3, got ${String(largeValueBytes)}`,
-    );
-  }
-  // Every form of a value of n bytes has at least n/3 characters (three UTF-8 bytes make one
-  // UTF-16 code unit at most), so an anchor this long is a prefix of each.
-  const anchorChars = Math.min(MAX_ANCHOR_CHARS, Math.floor(largeValueBytes / 3));
   const patternSet: PatternSet = compilePatterns(options.patterns ?? true);
 
-  /** Each registered value by a digest of its bytes (never the bytes: a key outlives nothing). */
-  const entries = new Map<string, Entry>();
-  /** Every whole form of every small value, with how many values have it. */
-  const known = new Map<string, number>();
-  /** Anchors of large values' forms, and the forms they begin. */
-  const anchors = new Map<string, Candidate[]>();
-  let formChars = 0;
+  /** Each held value by its id; an id is reused once its value is forgotten. */
+  const values: Array<HeldValue | undefined> = [];
+  const freeIds: number[] = [];
+  let valueCount = 0;
   let heldBytes = 0;
-  /** Forms registered since the last build. */
-  let pending: string[] = [];
-  /** A form left `known` since the last build: the small-value matchers are rebuilt. */
-  let stale = false;
-  let anchorsChanged = false;
-  let anchorAutomaton: Automaton | undefined;
-  /**
-   * The matchers, largest first. Rebuilding a single automaton after every register would cost
-   * O(all forms) each time, quadratic when values arrive one by one between log lines. Instead,
-   * like a binary counter, new forms become a small automaton, merged with the last one while
-   * it is no larger: each form is rebuilt O(log n) times and a call scans at most
-   * O(log n) automata. A release rebuilds them all once, at the next call.
-   */
-  let groups: Group[] = [];
+  const table = new AnchorTable();
 
   const NO_LEASE: RedactionLease = Object.freeze({ release() {} });
 
@@ -194,46 +172,6 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
     // zeroes this copy of the value.
     const bytes =
       typeof value === 'string' ? ownCopy(Buffer.from(value, 'utf8'), true) : ownCopy(value, false);
-    const key = createHash('sha256').update(bytes).digest('base64');
-    let entry = entries.get(key);
-    if (entry !== undefined) {
-      bytes.fill(0);
-      entry.holders += 1;
-    } else if (bytes.byteLength >= largeValueBytes) {
-      entry = addLarge(key, bytes, value);
-    } else {
-      entry = addSmall(key, bytes, value);
-      bytes.fill(0);
-    }
-    const held = entry;
-    let released = false;
-    return {
-      release() {
-        if (released) return;
-        released = true;
-        held.holders -= 1;
-        if (held.holders === 0) forget(held);
-      },
-    };
-  }
-
-  function addSmall(key: string, bytes: Buffer, value: string | Uint8Array): Entry {
-    const text = typeof value === 'string' ? value : decodeUtf8(bytes);
-    const forms = [...formsOf(bytes, text, minLength)];
-    for (const form of forms) {
-      const count = known.get(form) ?? 0;
-      known.set(form, count + 1);
-      if (count === 0) {
-        pending.push(form);
-        formChars += form.length;
-      }
-    }
-    const entry: Entry = { key, holders: 1, forms, large: undefined };
-    entries.set(key, entry);
-    return entry;
-  }
-
-  function addLarge(key: string, bytes: Buffer, value: string | Uint8Array): Entry {
     // A string with a lone surrogate is not the UTF-8 it encodes to (that holds U+FFFD
     // instead): its text forms come from its own code units, kept as UTF-16.
     let text: Buffer | undefined;
@@ -244,103 +182,110 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
     } else if (isUtf8(bytes)) {
       text = bytes;
     }
-    const large: LargeValue = { bytes, text, textEncoding, candidates: [] };
-    heldBytes += bytes.byteLength + (text !== undefined && text !== bytes ? text.byteLength : 0);
-    for (const kind of formKinds(large)) {
-      let anchor: string | undefined;
-      try {
-        anchor = firstChars(formChunks(large, kind), anchorChars);
-      } catch {
-        // No such form (a lone surrogate has no URL form): nothing to match.
-        continue;
-      }
+    const candidate: HeldValue = { id: -1, bytes, text, textEncoding, holders: 1, forms: [] };
+    let held = find(candidate);
+    if (held !== undefined) {
+      held.holders += 1;
+      zero(candidate);
+    } else {
+      held = add(candidate);
+    }
+    const leased = held;
+    let released = false;
+    return {
+      release() {
+        if (released) return;
+        released = true;
+        leased.holders -= 1;
+        if (leased.holders === 0) forget(leased);
+      },
+    };
+  }
+
+  /** The held value equal to `value`, found through its hex form (every value has one). */
+  function find(value: HeldValue): HeldValue | undefined {
+    const anchor = anchorOf(value, 'hex');
+    if (anchor === undefined) return undefined;
+    let found: HeldValue | undefined;
+    table.forEach(anchor.key, (ref) => {
+      const other = values[ref >>> KIND_BITS]!;
+      if (KINDS[ref & KIND_MASK] !== 'hex' || !sameValue(other, value)) return true;
+      found = other;
+      return false;
+    });
+    return found;
+  }
+
+  function add(value: HeldValue): HeldValue {
+    const id = freeIds.pop() ?? values.length;
+    value.id = id;
+    values[id] = value;
+    valueCount += 1;
+    heldBytes += heldBytesOf(value);
+    const kept: Array<{ kind: FormKind; start: string }> = [];
+    for (const kind of formKinds(value)) {
+      const anchor = anchorOf(value, kind);
       if (anchor === undefined) continue;
-      const candidate: Candidate = {
-        anchor,
-        kind,
-        value: large,
-        minChars: minCharsOf(large, kind),
-      };
-      large.candidates.push(candidate);
-      const list = anchors.get(anchor);
-      if (list === undefined) {
-        anchors.set(anchor, [candidate]);
-        formChars += anchor.length;
-      } else list.push(candidate);
+      // Forms of one value are often equal (the text and its JSON when nothing needs escaping):
+      // one of them is enough. A start shorter than CHECK_CHARS is the whole form.
+      const { start } = anchor;
+      const same = kept.find(
+        (other) =>
+          other.start === start &&
+          (start.length < CHECK_CHARS || sameForm(value, other.kind, kind)),
+      );
+      if (same !== undefined) continue;
+      kept.push({ kind, start });
+      value.forms.push(table.add(anchor.key, (id << KIND_BITS) | KIND_INDEX[kind], anchor));
     }
-    anchorsChanged = true;
-    const entry: Entry = { key, holders: 1, forms: [], large };
-    entries.set(key, entry);
-    return entry;
+    return value;
   }
 
-  function forget(entry: Entry): void {
-    entries.delete(entry.key);
-    for (const form of entry.forms) {
-      const count = known.get(form)!;
-      if (count > 1) {
-        known.set(form, count - 1);
-        continue;
-      }
-      known.delete(form);
-      formChars -= form.length;
-      stale = true;
+  /**
+   * The anchor of one form of `value` (its first characters: a secret's, held for the moment
+   * of registering), or undefined when it has no such form this long.
+   */
+  function anchorOf(value: HeldValue, kind: FormKind): (Anchor & { start: string }) | undefined {
+    let start: string | undefined;
+    try {
+      start = firstChars(formChunks(value, kind), CHECK_CHARS);
+    } catch {
+      // No such form (a lone surrogate has no URL form): nothing to match.
+      return undefined;
     }
-    const large = entry.large;
-    if (large === undefined) return;
-    for (const candidate of large.candidates) {
-      const list = anchors.get(candidate.anchor)!;
-      const rest = list.filter((other) => other !== candidate);
-      if (rest.length > 0) anchors.set(candidate.anchor, rest);
-      else {
-        anchors.delete(candidate.anchor);
-        formChars -= candidate.anchor.length;
-      }
-    }
-    heldBytes -= large.bytes.byteLength;
-    if (large.text !== undefined && large.text !== large.bytes) {
-      heldBytes -= large.text.byteLength;
-      large.text.fill(0);
-    }
-    large.bytes.fill(0);
-    large.candidates = [];
-    anchorsChanged = true;
+    if (start.length < minLength) return undefined;
+    const window = Math.min(ANCHOR_CHARS, start.length);
+    return {
+      key: anchorKey(hashOf(start, 0, window), window),
+      window,
+      check: hashOf(start, 0, start.length),
+      checkChars: start.length,
+      start,
+    };
   }
 
-  function build(): void {
-    if (stale) {
-      stale = false;
-      groups = [];
-      pending = [...known.keys()];
-    }
-    if (pending.length > 0) {
-      let patterns = pending;
-      let chars = sumLengths(patterns);
-      pending = [];
-      while (groups.length > 0 && groups[groups.length - 1]!.chars <= chars) {
-        const last = groups.pop()!;
-        patterns = last.patterns.concat(patterns);
-        chars += last.chars;
-      }
-      groups.push({ patterns, chars, automaton: buildAutomaton(patterns) });
-    }
-    if (anchorsChanged) {
-      anchorsChanged = false;
-      anchorAutomaton = anchors.size === 0 ? undefined : buildAutomaton([...anchors.keys()]);
+  function forget(value: HeldValue): void {
+    for (const form of value.forms) table.remove(form);
+    values[value.id] = undefined;
+    freeIds.push(value.id);
+    valueCount -= 1;
+    heldBytes -= heldBytesOf(value);
+    zero(value);
+    value.forms = [];
+    const moved = table.compact();
+    if (moved === undefined) return;
+    for (const held of values) {
+      if (held !== undefined) held.forms = held.forms.map((form) => moved[form]!);
     }
   }
 
   function redact(text: string): string {
-    if (stale || pending.length > 0 || anchorsChanged) build();
     if (text.length === 0) return text;
-    // longest[e]: the longest registered form that ends just before index e, or 0.
     let longest: Int32Array | undefined;
-    for (const { automaton } of groups) {
-      longest = scan(automaton, text, longest);
-    }
-    if (anchorAutomaton !== undefined) {
-      const hits = scan(anchorAutomaton, text, undefined);
-      if (hits !== undefined) longest = checkCandidates(text, hits, longest);
+    if (table.size > 0) {
+      for (const window of table.windows()) {
+        longest = scan(text, window, longest);
+      }
     }
     const found: number[] = [];
     findPatternRanges(text, patternSet, found);
@@ -348,26 +293,58 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
     return replace(text, longest, found);
   }
 
-  /** Where an anchor ends, each form it begins compared with the text from there. */
-  function checkCandidates(
+  /**
+   * One pass of a rolling hash over every `window`-character run of `text`; where it is a
+   * known anchor, each form it begins is checked. `longest[e]` is the longest form found that
+   * ends just before index `e`, or 0.
+   */
+  function scan(
     text: string,
-    hits: Int32Array,
+    window: number,
+    found: Int32Array | undefined,
+  ): Int32Array | undefined {
+    const n = text.length;
+    if (n < window) return found;
+    let longest = found;
+    const top = HASH_POWERS[window - 1]!;
+    let hash = 0;
+    for (let i = 0; i < window; i++) hash = (Math.imul(hash, HASH_BASE) + text.charCodeAt(i)) | 0;
+    for (let start = 0; ; start++) {
+      const head = table.head(anchorKey(hash, window));
+      if (head !== 0) longest = check(text, start, window, head, longest);
+      const next = start + window;
+      if (next >= n) break;
+      hash =
+        (Math.imul((hash - Math.imul(text.charCodeAt(start), top)) | 0, HASH_BASE) +
+          text.charCodeAt(next)) |
+        0;
+    }
+    return longest;
+  }
+
+  /** The forms in the chain from `head` whose anchor window is `window`, compared at `start`. */
+  function check(
+    text: string,
+    start: number,
+    window: number,
+    head: number,
     found: Int32Array | undefined,
   ): Int32Array | undefined {
     let longest = found;
-    for (let end = anchorChars; end < hits.length; end++) {
-      if (hits[end] !== anchorChars) continue;
-      const start = end - anchorChars;
-      const candidates = anchors.get(text.slice(start, end));
-      if (candidates === undefined) continue;
-      for (const candidate of candidates) {
-        // Most texts (a log line) are shorter than a large value's form: nothing to compute.
-        if (text.length - start < candidate.minChars) continue;
-        const length = matchLength(text, start, formChunks(candidate.value, candidate.kind));
-        if (length <= 0) continue;
-        longest ??= new Int32Array(text.length + 1);
-        if (length > longest[start + length]!) longest[start + length] = length;
-      }
+    for (let form = head; form !== 0; form = table.next[form]!) {
+      const checkChars = table.checkChars[form]!;
+      if (Math.min(ANCHOR_CHARS, checkChars) !== window) continue;
+      if (start + checkChars > text.length) continue;
+      if (hashOf(text, start, start + checkChars) !== table.check[form]) continue;
+      const ref = table.ref[form]!;
+      const value = values[ref >>> KIND_BITS]!;
+      const kind = KINDS[ref & KIND_MASK]!;
+      // Most texts (a log line) are shorter than a large value's form: nothing to compute.
+      if (text.length - start < minCharsOf(value, kind)) continue;
+      const length = matchLength(text, start, formChunks(value, kind));
+      if (length <= 0) continue;
+      longest ??= new Int32Array(text.length + 1);
+      if (length > longest[start + length]!) longest[start + length] = length;
     }
     return longest;
   }
@@ -376,62 +353,329 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
     register,
     redact,
     get size() {
-      return entries.size;
+      return valueCount;
     },
     stats() {
-      if (stale || pending.length > 0 || anchorsChanged) build();
-      let automatonBytes = 0;
-      for (const { automaton } of groups) automatonBytes += automatonSize(automaton);
-      if (anchorAutomaton !== undefined) automatonBytes += automatonSize(anchorAutomaton);
-      return {
-        values: entries.size,
-        forms: known.size + anchors.size,
-        formChars,
-        heldBytes,
-        automatonBytes,
-      };
+      return { values: valueCount, forms: table.size, heldBytes, tableBytes: table.bytes() };
     },
   };
 }
 
-/** One registered value: its holders, and what of it the matchers keep. */
-interface Entry {
-  key: string;
-  holders: number;
-  /** A small value's whole forms. */
-  forms: string[];
-  large: LargeValue | undefined;
-}
-
-/** A large value: its bytes, zeroed when forgotten, from which its forms are computed. */
-interface LargeValue {
+/** One held value: its bytes, zeroed when forgotten, from which its forms are computed. */
+interface HeldValue {
+  id: number;
   bytes: Buffer;
   /** Its text as code units: `bytes` when valid UTF-8, UTF-16 for a string with a lone surrogate. */
   text: Buffer | undefined;
   textEncoding: 'utf8' | 'utf16le';
-  candidates: Candidate[];
+  holders: number;
+  /** Its forms' records in the anchor table. */
+  forms: number[];
 }
 
-/** A large value's form, found by its anchor. */
-interface Candidate {
-  anchor: string;
-  kind: FormKind;
-  value: LargeValue;
-  /** The fewest characters the form can have. */
-  minChars: number;
+function heldBytesOf(value: HeldValue): number {
+  const { bytes, text } = value;
+  return bytes.byteLength + (text !== undefined && text !== bytes ? text.byteLength : 0);
+}
+
+function zero(value: HeldValue): void {
+  value.bytes.fill(0);
+  if (value.text !== undefined && value.text !== value.bytes) value.text.fill(0);
+}
+
+function sameValue(a: HeldValue, b: HeldValue): boolean {
+  if (!a.bytes.equals(b.bytes) || a.textEncoding !== b.textEncoding) return false;
+  if (a.textEncoding === 'utf8') return true;
+  return a.text!.equals(b.text!);
+}
+
+/** Two forms of one value compared chunk by chunk (their pieces need not line up). */
+function sameForm(value: HeldValue, a: FormKind, b: FormKind): boolean {
+  const left = formChunks(value, a)[Symbol.iterator]();
+  const right = formChunks(value, b)[Symbol.iterator]();
+  let x = '';
+  let y = '';
+  for (;;) {
+    if (x.length === 0) {
+      const piece = left.next();
+      if (!piece.done) {
+        x = piece.value;
+        continue;
+      }
+    }
+    if (y.length === 0) {
+      const piece = right.next();
+      if (!piece.done) {
+        y = piece.value;
+        continue;
+      }
+    }
+    if (x.length === 0 || y.length === 0) return x.length === 0 && y.length === 0;
+    const length = Math.min(x.length, y.length);
+    if (x.slice(0, length) !== y.slice(0, length)) return false;
+    x = x.slice(length);
+    y = y.slice(length);
+  }
+}
+
+/** Where a form is looked up: the hash of its anchor, and the hash of its first characters. */
+interface Anchor {
+  /** The anchor's hash, mixed with its window (see {@link anchorKey}). */
+  key: number;
+  /** The anchor's length: {@link ANCHOR_CHARS}, or the whole form when shorter. */
+  window: number;
+  /** The hash of the form's first `checkChars` characters. */
+  check: number;
+  /** {@link CHECK_CHARS}, or the whole form when shorter. */
+  checkChars: number;
+}
+
+// A polynomial hash over UTF-16 code units, modulo 2^32, rolled one code unit at a time.
+const HASH_BASE = 0x01000193;
+const HASH_POWERS = Int32Array.from({ length: CHECK_CHARS + 1 }, (_, n) => {
+  let power = 1;
+  for (let i = 0; i < n; i++) power = Math.imul(power, HASH_BASE);
+  return power;
+});
+
+/** The hash of `text` from `start` to `end`, as {@link createRedactor}'s scan rolls it. */
+function hashOf(text: string, start: number, end: number): number {
+  let hash = 0;
+  for (let i = start; i < end; i++) hash = (Math.imul(hash, HASH_BASE) + text.charCodeAt(i)) | 0;
+  return hash;
+}
+
+/** The table's key for an anchor: its hash mixed with its length, so windows do not collide. */
+function anchorKey(hash: number, window: number): number {
+  return (hash ^ Math.imul(window, 0x5bd1e995)) | 0;
 }
 
 /**
- * The fewest characters a form of `value` can have: exact for the byte encodings; for text, one
- * UTF-16 code unit per three UTF-8 bytes at best (escaping only adds).
+ * Every form of every held value, by the hash of its anchor: an open-addressing table of
+ * distinct keys (linear probing, deletion by backward shift), each slot the head of a chain of
+ * form records in flat typed arrays. No strings and no object per form, and a register or a
+ * release changes it in place: there is nothing to rebuild. Form record 0 is unused (0 ends a
+ * chain and marks an empty slot).
  */
-function minCharsOf(value: LargeValue, kind: FormKind): number {
-  const n = value.bytes.byteLength;
-  if (kind === 'hex') return 2 * n;
-  if (kind === 'base64' || kind === 'base64url-padded') return paddedLength(n);
-  if (kind === 'base64-unpadded' || kind === 'base64url') return unpaddedLength(n);
-  if (kind.startsWith('shifted-')) return Math.max(0, unpaddedLength(n) - 2);
-  return value.textEncoding === 'utf16le' ? value.text!.byteLength / 2 : Math.ceil(n / 3);
+class AnchorTable {
+  /** Distinct forms held. */
+  size = 0;
+  private keys = new Int32Array(MIN_TABLE_SLOTS);
+  /** The first form record of each slot's chain, 0 for an empty slot. */
+  private heads = new Int32Array(MIN_TABLE_SLOTS);
+  private used = 0;
+  private shift = 32 - Math.log2(MIN_TABLE_SLOTS);
+  /** Per form record: the next in its chain (or the next free record), its value and kind. */
+  next = new Int32Array(MIN_RECORDS);
+  ref = new Int32Array(MIN_RECORDS);
+  key = new Int32Array(MIN_RECORDS);
+  check = new Int32Array(MIN_RECORDS);
+  checkChars = new Uint8Array(MIN_RECORDS);
+  private freeRecord = 0;
+  private records = 1;
+  /** How many forms have each anchor window (1 to {@link ANCHOR_CHARS}). */
+  private perWindow = new Int32Array(ANCHOR_CHARS + 1);
+  private windowList: number[] = [];
+
+  /** The anchor windows some form has: one pass over a text each. */
+  windows(): readonly number[] {
+    return this.windowList;
+  }
+
+  /** The first form record whose anchor has this key, or 0. */
+  head(key: number): number {
+    const { keys, heads } = this;
+    const mask = keys.length - 1;
+    for (let slot = Math.imul(key, 0x9e3779b1) >>> this.shift; ; slot = (slot + 1) & mask) {
+      const head = heads[slot]!;
+      if (head === 0 || keys[slot] === key) return head;
+    }
+  }
+
+  /** Calls `visit` with the ref of each form whose anchor has this key, until it returns false. */
+  forEach(key: number, visit: (ref: number) => boolean): void {
+    for (let form = this.head(key); form !== 0; form = this.next[form]!) {
+      if (!visit(this.ref[form]!)) return;
+    }
+  }
+
+  /** Adds a form; returns its record, for {@link AnchorTable.remove}. */
+  add(key: number, ref: number, anchor: Anchor): number {
+    if (2 * (this.used + 1) > this.keys.length) this.resize(2 * this.keys.length);
+    let form = this.freeRecord;
+    if (form !== 0) this.freeRecord = this.next[form]!;
+    else {
+      if (this.records === this.next.length) this.growRecords();
+      form = this.records++;
+    }
+    this.ref[form] = ref;
+    this.key[form] = key;
+    this.check[form] = anchor.check;
+    this.checkChars[form] = anchor.checkChars;
+    const slot = this.slotOf(key);
+    if (this.heads[slot] === 0) {
+      this.keys[slot] = key;
+      this.used += 1;
+    }
+    this.next[form] = this.heads[slot]!;
+    this.heads[slot] = form;
+    this.size += 1;
+    if (this.perWindow[anchor.window]!++ === 0) this.listWindows();
+    return form;
+  }
+
+  remove(form: number): void {
+    const key = this.key[form]!;
+    const slot = this.slotOf(key);
+    if (this.heads[slot] === form) this.heads[slot] = this.next[form]!;
+    else {
+      let before = this.heads[slot]!;
+      while (this.next[before] !== form) before = this.next[before]!;
+      this.next[before] = this.next[form]!;
+    }
+    if (this.heads[slot] === 0) this.vacate(slot);
+    const window = Math.min(ANCHOR_CHARS, this.checkChars[form]!);
+    if (--this.perWindow[window]! === 0) this.listWindows();
+    this.ref[form] = 0;
+    this.key[form] = 0;
+    this.check[form] = 0;
+    this.checkChars[form] = 0;
+    this.next[form] = this.freeRecord;
+    this.freeRecord = form;
+    this.size -= 1;
+    if (this.size === 0) this.reset();
+    else if (8 * this.used < this.keys.length && this.keys.length > MIN_TABLE_SLOTS) {
+      this.resize(this.keys.length / 2);
+    }
+  }
+
+  /**
+   * Packs the form records when at most a quarter of them is in use (after many releases), so
+   * the table shrinks back with what is held. Returns where each record went (0: freed), or
+   * undefined when nothing moved.
+   */
+  compact(): Int32Array | undefined {
+    const capacity = this.next.length;
+    if (capacity <= MIN_RECORDS || 4 * (this.size + 1) > capacity) return undefined;
+    let target = MIN_RECORDS;
+    while (target < this.size + 1) target *= 2;
+    const moved = new Int32Array(capacity);
+    let to = 1;
+    for (let form = 1; form < this.records; form++) {
+      // A record in use has a check of at least one character.
+      if (this.checkChars[form] !== 0) moved[form] = to++;
+    }
+    const next = new Int32Array(target);
+    const ref = new Int32Array(target);
+    const key = new Int32Array(target);
+    const check = new Int32Array(target);
+    const checkChars = new Uint8Array(target);
+    for (let form = 1; form < this.records; form++) {
+      const at = moved[form]!;
+      if (at === 0) continue;
+      next[at] = moved[this.next[form]!]!;
+      ref[at] = this.ref[form]!;
+      key[at] = this.key[form]!;
+      check[at] = this.check[form]!;
+      checkChars[at] = this.checkChars[form]!;
+    }
+    for (let slot = 0; slot < this.heads.length; slot++) {
+      if (this.heads[slot] !== 0) this.heads[slot] = moved[this.heads[slot]!]!;
+    }
+    Object.assign(this, { next, ref, key, check, checkChars });
+    this.records = to;
+    this.freeRecord = 0;
+    return moved;
+  }
+
+  bytes(): number {
+    return (
+      this.keys.byteLength +
+      this.heads.byteLength +
+      this.next.byteLength +
+      this.ref.byteLength +
+      this.key.byteLength +
+      this.check.byteLength +
+      this.checkChars.byteLength
+    );
+  }
+
+  /** The slot holding `key`, or the empty slot where it belongs. */
+  private slotOf(key: number): number {
+    const { keys, heads } = this;
+    const mask = keys.length - 1;
+    for (let slot = Math.imul(key, 0x9e3779b1) >>> this.shift; ; slot = (slot + 1) & mask) {
+      if (heads[slot] === 0 || keys[slot] === key) return slot;
+    }
+  }
+
+  /** Empties a slot, moving back the entries after it that could not sit in their own. */
+  private vacate(hole: number): void {
+    const { keys, heads } = this;
+    const mask = keys.length - 1;
+    this.used -= 1;
+    let empty = hole;
+    for (let slot = (empty + 1) & mask; heads[slot] !== 0; slot = (slot + 1) & mask) {
+      const home = Math.imul(keys[slot]!, 0x9e3779b1) >>> this.shift;
+      // The entry stays when its home lies cyclically in (empty, slot].
+      const stays = empty < slot ? empty < home && home <= slot : empty < home || home <= slot;
+      if (stays) continue;
+      keys[empty] = keys[slot]!;
+      heads[empty] = heads[slot]!;
+      empty = slot;
+    }
+    keys[empty] = 0;
+    heads[empty] = 0;
+  }
+
+  private resize(slots: number): void {
+    const oldKeys = this.keys;
+    const oldHeads = this.heads;
+    this.keys = new Int32Array(slots);
+    this.heads = new Int32Array(slots);
+    this.shift = 32 - Math.log2(slots);
+    for (let slot = 0; slot < oldKeys.length; slot++) {
+      if (oldHeads[slot] === 0) continue;
+      const to = this.slotOf(oldKeys[slot]!);
+      this.keys[to] = oldKeys[slot]!;
+      this.heads[to] = oldHeads[slot]!;
+    }
+  }
+
+  private growRecords(): void {
+    const grow = <T extends Int32Array | Uint8Array>(array: T): T => {
+      const bigger = new (array.constructor as new (length: number) => T)(2 * array.length);
+      bigger.set(array);
+      return bigger;
+    };
+    this.next = grow(this.next);
+    this.ref = grow(this.ref);
+    this.key = grow(this.key);
+    this.check = grow(this.check);
+    this.checkChars = grow(this.checkChars);
+  }
+
+  /** Back to an empty table of the fewest slots (every form released). */
+  private reset(): void {
+    this.keys = new Int32Array(MIN_TABLE_SLOTS);
+    this.heads = new Int32Array(MIN_TABLE_SLOTS);
+    this.shift = 32 - Math.log2(MIN_TABLE_SLOTS);
+    this.used = 0;
+    this.next = new Int32Array(MIN_RECORDS);
+    this.ref = new Int32Array(MIN_RECORDS);
+    this.key = new Int32Array(MIN_RECORDS);
+    this.check = new Int32Array(MIN_RECORDS);
+    this.checkChars = new Uint8Array(MIN_RECORDS);
+    this.freeRecord = 0;
+    this.records = 1;
+  }
+
+  private listWindows(): void {
+    this.windowList = [];
+    for (let window = ANCHOR_CHARS; window >= 1; window--) {
+      if (this.perWindow[window]! > 0) this.windowList.push(window);
+    }
+  }
 }
 
 type FormKind =
@@ -447,11 +691,40 @@ type FormKind =
   | 'hex'
   | `shifted-${0 | 1 | 2}-${'base64' | 'base64url'}`;
 
-/** The forms of a large value: those {@link formsOf} gives a small one, as kinds. */
-function formKinds(value: LargeValue): FormKind[] {
-  const kinds: FormKind[] = [];
+/** Every kind, by the index a form record keeps in its low {@link KIND_BITS} bits. */
+const KINDS: readonly FormKind[] = [
+  'hex',
+  'text',
+  'json',
+  'json-twice',
+  'url',
+  'form',
+  'base64',
+  'base64-unpadded',
+  'base64url',
+  'base64url-padded',
+  'shifted-0-base64',
+  'shifted-0-base64url',
+  'shifted-1-base64',
+  'shifted-1-base64url',
+  'shifted-2-base64',
+  'shifted-2-base64url',
+];
+const KIND_BITS = 4;
+const KIND_MASK = (1 << KIND_BITS) - 1;
+const KIND_INDEX = Object.fromEntries(KINDS.map((kind, index) => [kind, index])) as Record<
+  FormKind,
+  number
+>;
+
+/**
+ * The forms of a value, as kinds. Hex first: every value has it and no other form equals it,
+ * so it is never dropped as a duplicate and finds an already held value (see `find`).
+ */
+function formKinds(value: HeldValue): FormKind[] {
+  const kinds: FormKind[] = ['hex'];
   if (value.text !== undefined) kinds.push('text', 'json', 'json-twice', 'url', 'form');
-  kinds.push('base64', 'base64url', 'hex');
+  kinds.push('base64', 'base64url');
   // Only where they differ from the two above: padding exists when the length is not a
   // multiple of three.
   if (value.bytes.byteLength % 3 !== 0) kinds.push('base64-unpadded', 'base64url-padded');
@@ -461,8 +734,21 @@ function formKinds(value: LargeValue): FormKind[] {
   return kinds;
 }
 
-/** One form of a large value, in pieces whose concatenation is the whole form. */
-function* formChunks(value: LargeValue, kind: FormKind): Generator<string> {
+/**
+ * The fewest characters a form of `value` can have: exact for the byte encodings; for text, one
+ * UTF-16 code unit per three UTF-8 bytes at best (escaping only adds).
+ */
+function minCharsOf(value: HeldValue, kind: FormKind): number {
+  const n = value.bytes.byteLength;
+  if (kind === 'hex') return 2 * n;
+  if (kind === 'base64' || kind === 'base64url-padded') return paddedLength(n);
+  if (kind === 'base64-unpadded' || kind === 'base64url') return unpaddedLength(n);
+  if (kind.startsWith('shifted-')) return Math.max(0, unpaddedLength(n) - 2);
+  return value.textEncoding === 'utf16le' ? value.text!.byteLength / 2 : Math.ceil(n / 3);
+}
+
+/** One form of a value, in pieces whose concatenation is the whole form. */
+function* formChunks(value: HeldValue, kind: FormKind): Generator<string> {
   const { bytes } = value;
   const n = bytes.byteLength;
   switch (kind) {
@@ -494,8 +780,10 @@ function* formChunks(value: LargeValue, kind: FormKind): Generator<string> {
       yield '='.repeat(paddedLength(n) - unpaddedLength(n));
       return;
     default: {
-      // shifted-<shift>-<alphabet>: see shiftedBase64Forms, the same window over the base64 of
-      // the value behind `shift` bytes of something else.
+      // shifted-<shift>-<alphabet>: the characters that encode the value whatever surrounds it
+      // inside a longer base64 text, when it starts `shift` bytes into a group of three. A
+      // base64 character carries 6 bits; those mixing the value's bits with a neighbour's are
+      // left out.
       const [, shiftText, alphabet] = kind.split('-') as [string, string, 'base64' | 'base64url'];
       const shift = Number(shiftText);
       const total = shift + n;
@@ -517,13 +805,23 @@ const TEXT_FORMS: Record<
   // Throws URIError on a lone surrogate: such a text has no URL form, and the comparison
   // that asked for it fails (see matchLength).
   url: (text) => encodeURIComponent(text),
-  form: (text) => new URLSearchParams({ v: text }).toString().slice(2),
+  // What URLSearchParams writes (application/x-www-form-urlencoded), built from
+  // encodeURIComponent: a URLSearchParams per form costs some 20 µs, this about 1.
+  form: (text) =>
+    encodeURIComponent(toWellFormed(text))
+      .replace(/[!'()~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+      .replace(/%20/g, '+'),
 };
 
-/** A large value's text in pieces, never splitting a surrogate pair (each form escapes per character). */
-function* textChunks(value: LargeValue): Generator<string> {
+/** A value's text in pieces, never splitting a surrogate pair (each form escapes per character). */
+function* textChunks(value: HeldValue): Generator<string> {
   const source = value.text!;
   let carry = '';
+  // Most values fit one piece: decoded at once (a TextDecoder costs some 20 µs to make).
+  if (source.byteLength <= FORM_CHUNK_BYTES) {
+    yield source.toString(value.textEncoding);
+    return;
+  }
   if (value.textEncoding === 'utf8') {
     const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
     for (let at = 0; at < source.byteLength; at += FORM_CHUNK_BYTES) {
@@ -583,14 +881,14 @@ function unpaddedLength(n: number): number {
   return 4 * Math.floor(n / 3) + (n % 3 === 0 ? 0 : (n % 3) + 1);
 }
 
-/** The first `count` characters of the pieces, or undefined when there are fewer. */
-function firstChars(pieces: Iterable<string>, count: number): string | undefined {
+/** The first `count` characters of the pieces (all of them when there are fewer). */
+function firstChars(pieces: Iterable<string>, count: number): string {
   let result = '';
   for (const piece of pieces) {
     result += piece.slice(0, count - result.length);
-    if (result.length === count) return result;
+    if (result.length === count) break;
   }
-  return undefined;
+  return result;
 }
 
 /** The length of the form if `text` holds all of it from `start`, else -1. */
@@ -609,16 +907,6 @@ function matchLength(text: string, start: number, pieces: Iterable<string>): num
   return at - start;
 }
 
-function automatonSize(automaton: Automaton): number {
-  return (
-    automaton.firstChild.byteLength +
-    automaton.unit.byteLength +
-    automaton.rootAscii.byteLength +
-    automaton.fail.byteLength +
-    automaton.output.byteLength
-  );
-}
-
 /** A copy of `bytes` in memory of its own (see register), or `bytes` itself when already fresh. */
 function ownCopy(bytes: Uint8Array, fresh: boolean): Buffer {
   if (fresh && bytes.byteLength > Buffer.poolSize >>> 1 && Buffer.isBuffer(bytes)) return bytes;
@@ -626,166 +914,6 @@ function ownCopy(bytes: Uint8Array, fresh: boolean): Buffer {
   copy.set(bytes);
   if (fresh) bytes.fill(0);
   return copy;
-}
-
-interface Group {
-  patterns: string[];
-  chars: number;
-  automaton: Automaton;
-}
-
-/**
- * An Aho–Corasick automaton over UTF-16 code units, in flat typed arrays of about 14 bytes a
- * node, where a map entry or an object per node would take several times that and build far
- * slower. Nodes are numbered breadth-first, so the children of node `n` are the nodes
- * `firstChild[n]` to `firstChild[n + 1] - 1`, in code-unit order, found by binary search.
- */
-interface Automaton {
-  firstChild: Int32Array;
-  /** The code unit on the edge into each node. */
-  unit: Uint16Array;
-  /** The root's children by ASCII code unit, -1 where none: most steps of a scan start there. */
-  rootAscii: Int32Array;
-  /** The node for the longest proper suffix of this node's string that is also in the trie. */
-  fail: Int32Array;
-  /** The longest pattern that ends at this node, itself or through its fail chain; 0 if none. */
-  output: Int32Array;
-}
-
-function buildAutomaton(input: readonly string[]): Automaton {
-  // Inserted in code-unit order, each pattern shares a prefix with the one before it and adds
-  // nodes only for the rest: the trie is built with no lookups, numbered depth-first, and each
-  // node's children are created in code-unit order.
-  const patterns = [...input].sort();
-  let count = 1;
-  let maxLength = 0;
-  let previous = '';
-  for (const pattern of patterns) {
-    count += pattern.length - commonPrefix(previous, pattern);
-    if (pattern.length > maxLength) maxLength = pattern.length;
-    previous = pattern;
-  }
-  const parentDf = new Int32Array(count);
-  const unitDf = new Uint16Array(count);
-  const depthDf = new Int32Array(count);
-  const ownDf = new Int32Array(count);
-  const path = new Int32Array(maxLength + 1);
-  let created = 1;
-  previous = '';
-  for (const pattern of patterns) {
-    const shared = commonPrefix(previous, pattern);
-    let node = path[shared]!;
-    for (let d = shared; d < pattern.length; d++) {
-      const next = created++;
-      parentDf[next] = node;
-      unitDf[next] = pattern.charCodeAt(d);
-      depthDf[next] = d + 1;
-      path[d + 1] = next;
-      node = next;
-    }
-    ownDf[node] = pattern.length;
-    previous = pattern;
-  }
-
-  // Renumber breadth-first with a stable counting sort on depth. Within one depth, nodes keep
-  // their depth-first order, so siblings end up adjacent and in code-unit order, parents come
-  // in increasing order, and the fail-link pass below reads every array front to back.
-  const byDepth = new Int32Array(maxLength + 2);
-  for (let node = 0; node < count; node++) byDepth[depthDf[node]! + 1]!++;
-  for (let d = 1; d < byDepth.length; d++) byDepth[d]! += byDepth[d - 1]!;
-  const renumbered = new Int32Array(count);
-  for (let node = 0; node < count; node++) renumbered[node] = byDepth[depthDf[node]!]!++;
-  const parent = new Int32Array(count);
-  const unit = new Uint16Array(count);
-  const own = new Int32Array(count);
-  for (let node = 0; node < count; node++) {
-    const id = renumbered[node]!;
-    parent[id] = renumbered[parentDf[node]!]!;
-    unit[id] = unitDf[node]!;
-    own[id] = ownDf[node]!;
-  }
-
-  const firstChild = new Int32Array(count + 1);
-  for (let node = 1; node < count; node++) firstChild[parent[node]! + 1]!++;
-  firstChild[0] = 1;
-  for (let node = 0; node < count; node++) firstChild[node + 1]! += firstChild[node]!;
-  const rootAscii = new Int32Array(128).fill(-1);
-  for (let node = firstChild[0]!; node < firstChild[1]!; node++) {
-    if (unit[node]! < 128) rootAscii[unit[node]!] = node;
-  }
-  const automaton: Automaton = {
-    firstChild,
-    unit,
-    rootAscii,
-    fail: new Int32Array(count),
-    output: new Int32Array(count),
-  };
-
-  // A node's fail link points to a shallower node, finished earlier in breadth-first order.
-  const { fail, output } = automaton;
-  for (let node = 1; node < count; node++) {
-    const from = parent[node]!;
-    let link = 0;
-    if (from !== 0) {
-      let state = fail[from]!;
-      for (;;) {
-        const next = step(automaton, state, unit[node]!);
-        if (next !== -1) {
-          link = next;
-          break;
-        }
-        if (state === 0) break;
-        state = fail[state]!;
-      }
-    }
-    fail[node] = link;
-    output[node] = Math.max(own[node]!, output[link]!);
-  }
-  return automaton;
-}
-
-/** The child of `node` along `code`, or -1. */
-function step(automaton: Automaton, node: number, code: number): number {
-  if (node === 0 && code < 128) return automaton.rootAscii[code]!;
-  const { unit } = automaton;
-  let low = automaton.firstChild[node]!;
-  let high = automaton.firstChild[node + 1]! - 1;
-  while (low <= high) {
-    const middle = (low + high) >>> 1;
-    const found = unit[middle]!;
-    if (found < code) low = middle + 1;
-    else if (found > code) high = middle - 1;
-    else return middle;
-  }
-  return -1;
-}
-
-function scan(
-  automaton: Automaton,
-  text: string,
-  found: Int32Array | undefined,
-): Int32Array | undefined {
-  const { fail, output } = automaton;
-  let longest = found;
-  let state = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    for (;;) {
-      const next = step(automaton, state, code);
-      if (next !== -1) {
-        state = next;
-        break;
-      }
-      if (state === 0) break;
-      state = fail[state]!;
-    }
-    const length = output[state]!;
-    if (length > 0) {
-      longest ??= new Int32Array(text.length + 1);
-      if (length > longest[i + 1]!) longest[i + 1] = length;
-    }
-  }
-  return longest;
 }
 
 /**
@@ -844,83 +972,12 @@ function mergeRanges(runStarts: number[], runEnds: number[], found: number[]): v
   }
 }
 
-function formsOf(bytes: Buffer, text: string | undefined, minLength: number): Set<string> {
-  const forms = new Set<string>();
-  if (text !== undefined) {
-    forms.add(text);
-    const json = JSON.stringify(text).slice(1, -1);
-    forms.add(json);
-    forms.add(JSON.stringify(json).slice(1, -1));
-    try {
-      forms.add(encodeURIComponent(text));
-    } catch {
-      // encodeURIComponent throws URIError on a lone surrogate: such a text never reaches a
-      // URL through it, so there is no URL form to register.
-    }
-    forms.add(new URLSearchParams({ v: text }).toString().slice(2));
-  }
-  const base64 = bytes.toString('base64');
-  const base64url = bytes.toString('base64url');
-  forms.add(base64);
-  forms.add(base64.replace(/=+$/, ''));
-  forms.add(base64url);
-  forms.add(base64url + '='.repeat((4 - (base64url.length % 4)) % 4));
-  forms.add(bytes.toString('hex'));
-  for (const form of shiftedBase64Forms(bytes)) {
-    if (form.length >= MIN_SHIFTED_FORM_LENGTH) forms.add(form);
-  }
-  for (const form of forms) {
-    if (form.length < minLength) forms.delete(form);
-  }
-  return forms;
-}
-
-/**
- * The characters that encode `bytes` whatever surrounds them inside a longer base64 text, for
- * each of the three byte alignments it can start at, in both alphabets. A base64 character
- * carries 6 bits; those mixing the value's bits with a neighbour's are left out.
- */
-function shiftedBase64Forms(bytes: Buffer): string[] {
-  const forms: string[] = [];
-  for (let shift = 0; shift < 3; shift++) {
-    const padded = Buffer.concat([Buffer.alloc(shift), bytes]);
-    const whole = Math.floor(padded.length / 3);
-    const rest = padded.length % 3;
-    const start = Math.ceil((8 * shift) / 6);
-    const end = 4 * whole + Math.floor((8 * rest) / 6);
-    if (end <= start) continue;
-    forms.push(padded.toString('base64').slice(start, end));
-    forms.push(padded.toString('base64url').slice(start, end));
-  }
-  return forms;
-}
-
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-/** The text of `bytes`, or undefined when they are not valid UTF-8 (then only encoded forms apply). */
-function decodeUtf8(bytes: Buffer): string | undefined {
-  try {
-    return UTF8.decode(bytes);
-  } catch {
-    // Not UTF-8: binary data is printed only encoded (base64, hex), and those forms are kept.
-    return undefined;
-  }
+/** `text` with each lone surrogate replaced by U+FFFD (String#toWellFormed, not in this project's lib yet). */
+function toWellFormed(text: string): string {
+  return (text as unknown as { toWellFormed(): string }).toWellFormed();
 }
 
 /** False when `text` holds a lone surrogate (String#isWellFormed, not in this project's lib yet). */
 function isWellFormed(text: string): boolean {
   return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
-}
-
-function commonPrefix(a: string, b: string): number {
-  const limit = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < limit && a.charCodeAt(i) === b.charCodeAt(i)) i++;
-  return i;
-}
-
-function sumLengths(strings: readonly string[]): number {
-  let total = 0;
-  for (const string of strings) total += string.length;
-  return total;
 }
