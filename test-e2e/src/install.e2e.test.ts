@@ -214,7 +214,9 @@ describe('install on a host (release output only, private engine)', () => {
       DSO_METRICS_ADDRESS: `127.0.0.1:${await freePort()}`,
       DSO_LOG_LEVEL: 'debug',
     };
-    const deliver = async (reference: string, expected: string) => {
+    // `runner`: whether a provider of this step runs in a process of the bundle's runner (a
+    // package does; the local vault, a built-in, runs in the agent's process by default).
+    const deliver = async (reference: string, expected: string, { runner = true } = {}) => {
       const trace = join(scratch, `trace-agent-${randomUUID()}.txt`);
       await using agent = startTracedAgent(trace, agentEnvironment);
       await agent.waitForLog('agent ready');
@@ -235,15 +237,16 @@ describe('install on a host (release output only, private engine)', () => {
       );
       expect(await agent.stop()).toBe(0);
       expect(await cloneAccesses(trace)).toEqual([]);
-      // The provider ran as a process of the bundle's runner, which the trace saw start.
-      expect(await readFile(trace, 'utf8')).toContain(
-        join(prefix, 'lib/dso/node_modules/@dso/provider-sdk/dist/runner.js'),
-      );
+      // A package's provider ran as a process of the bundle's runner, which the trace saw
+      // start; a built-in alone starts none.
+      const runnerPath = join(prefix, 'lib/dso/node_modules/@dso/provider-sdk/dist/runner.js');
+      if (runner) expect(await readFile(trace, 'utf8')).toContain(runnerPath);
+      else expect(await readFile(trace, 'utf8')).not.toContain(runnerPath);
       expect(agent.output).not.toContain(CANARY);
       expect(agent.output).not.toContain(PROVIDER_CANARY);
       expect(agent.output).not.toContain(PYTHON_CANARY);
     };
-    await deliver('dsofile://app/db', CANARY);
+    await deliver('dsofile://app/db', CANARY, { runner: false });
 
     const provider = await onHost('dso', ['plugin', 'install', providerTarball, '--offline'], {
       env: { ...env, npm_config_cache: NPM_CACHE, npm_config_update_notifier: 'false' },

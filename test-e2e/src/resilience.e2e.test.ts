@@ -7,6 +7,8 @@
  * sample through `docker exec`, as an application would read them.
  */
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   type PrivateEngine,
@@ -98,6 +100,18 @@ async function workspaceWith(secrets: Record<string, string>): Promise<Workspace
     await workspace[Symbol.asyncDispose]();
     throw error;
   }
+}
+
+/**
+ * The local provider in a process of its own (`mode: process`; a built-in runs in the agent's
+ * process by default): the tests that kill or count provider processes need one.
+ */
+async function withProviderProcess(workspace: Workspace): Promise<void> {
+  await writeFile(
+    join(workspace.home, 'dso.yaml'),
+    'providers:\n  local:\n    type: local\n    mode: process\n',
+    { mode: 0o600 },
+  );
 }
 
 /** The pid the agent logs in its own lines (pino's `pid`), from its `agent ready` line. */
@@ -193,6 +207,8 @@ describe('resilience of the built agent', () => {
   it('gives all 100 containers their files when the agent is SIGKILLed mid-burst and restarted', async () => {
     const canary = `canary-${randomUUID()}`;
     await using workspace = await workspaceWith({ 'app/db': canary });
+    // Its provider in a process of its own, which must not outlive the killed agent.
+    await withProviderProcess(workspace);
     const host = await engineHost();
     const { env } = await agentEnv(workspace, { DOCKER_HOST: host });
     await using killed = launchAgent(env);
@@ -334,6 +350,7 @@ describe('resilience of the built agent', () => {
     const first = `canary-${randomUUID()}`;
     const second = `canary-${randomUUID()}`;
     await using workspace = await workspaceWith({ 'app/db': first, 'app/api': second });
+    await withProviderProcess(workspace);
     const host = await engineHost();
     const { env, metricsAddress } = await agentEnv(workspace, { DOCKER_HOST: host });
     await using agent = launchAgent(env);

@@ -136,10 +136,11 @@ export async function createBenchHome(secrets, { configYaml } = {}) {
  * (the last 2,000) for `waitForLog`. `stop()` sends SIGTERM and waits for the exit (SIGKILL
  * after 15 s).
  */
-export function startAgentProcess(env, { detached = false } = {}) {
+export function startAgentProcess(env, { detached = false, script = AGENT_BIN } = {}) {
   // `detached`: a process group of its own, so a Ctrl-C at the terminal does not stop the agent
-  // before the program has cleaned up what the agent must still answer for.
-  const child = spawn(process.execPath, [AGENT_BIN], {
+  // before the program has cleaned up what the agent must still answer for. `script`: another
+  // entry than the command (footprint.bench.mjs starts dist/main.js to compare).
+  const child = spawn(process.execPath, [script], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached,
@@ -289,11 +290,12 @@ export function childPids(pid) {
 
 /**
  * Starts `node <args>` (a baseline process) in the workspace root, so `-e` code can import the
- * workspace's packages; `stop()` kills it and waits.
+ * workspace's packages, with `env` (default: this process's); `stop()` kills it and waits.
  */
-export function startNode(args) {
+export function startNode(args, env = process.env) {
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
+    env,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise((resolve) => child.on('exit', resolve));

@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { createRedisCache, loadCacheEncryptionKey } from '@dso/cache-redis';
 import {
   API_SOCKET_ENV,
   type AuditLog,
@@ -374,6 +373,9 @@ async function openCache(
       redactor,
     });
   }
+  // Loaded only for this backend: ioredis is ~15 MB of RSS an agent on the memory cache (the
+  // default) would hold for nothing.
+  const { createRedisCache, loadCacheEncryptionKey } = await import('@dso/cache-redis');
   const { key, source } = await loadCacheEncryptionKey({
     env,
     keyFile: join(resolveDsoPaths(env).home, 'cache.key'),
