@@ -9,6 +9,9 @@
 // defineProvider definition) holding every secret's value, the redactor and a logger that
 // discards its lines. Then createAgent + start(); once every container has had its files
 // written and the queue is idle, three full collections (global.gc) and the same figures again.
+// The peak (VmHWM) is reset right after the baseline (`5` to /proc/self/clear_refs), so `peak`
+// is the highest RSS reached while the agent (or the redactor) took the values in: a matcher's
+// build temporaries show there even when they are freed before the end.
 //
 // mix `shared+own`: each container has 2 files, one secret all containers share and one of its
 // own (count + 1 distinct secrets). mix `shared`: 2 files, both from secrets all share
@@ -16,6 +19,7 @@
 // per distinct secret (cache entry, redactor forms). mix `redactor`: no agent, only the
 // redactor registering the `shared+own` values with a log line after each, as deliveries do.
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createAgent } from '@dso/agent';
 import { createLogger, createRedactor } from '@dso/core';
@@ -37,7 +41,23 @@ async function collect() {
 
 function usage() {
   const { rss, heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage();
-  return { rss, heapUsed, heapTotal, external, arrayBuffers };
+  return { rss, heapUsed, heapTotal, external, arrayBuffers, peak: peakRss() };
+}
+
+/** The process's peak RSS (VmHWM) in bytes since the last {@link resetPeak}. */
+function peakRss() {
+  const match = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return match ? Number(match[1]) * 1024 : Number.NaN;
+}
+
+function resetPeak() {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    // A kernel without clear_refs (before 4.0): the peak then includes loading, said by NaN.
+    return false;
+  }
+  return true;
 }
 
 // ---- The world the agent runs in: part of the baseline ----
@@ -166,6 +186,7 @@ const providers = new Map([['local', provider]]);
 
 await collect();
 const baseline = usage();
+const peakReset = resetPeak();
 
 if (mix === 'redactor') {
   // No agent: what the redactor alone keeps for the same values, registered one at a time
@@ -181,8 +202,9 @@ if (mix === 'redactor') {
   await delay(100);
   await collect();
   const after = usage();
+  if (!peakReset) after.peak = Number.NaN;
   process.stdout.write(
-    `${JSON.stringify({ count, mix, distinctSecrets: redactor.size, baseline, after, deliveredMs, written: count })}\n`,
+    `${JSON.stringify({ count, mix, distinctSecrets: redactor.size, baseline, after, deliveredMs, written: count, redactorStats: redactor.stats() })}\n`,
   );
   process.exit(0);
 }
@@ -204,6 +226,7 @@ clearTimeout(timeout);
 await delay(100);
 await collect();
 const after = usage();
+if (!peakReset) after.peak = Number.NaN;
 const status = agent.status();
 
 process.stdout.write(
@@ -218,6 +241,7 @@ process.stdout.write(
     tracked: status.containers.length,
     cacheEntries: status.cache.entries,
     redactorValues: redactor.size,
+    redactorStats: redactor.stats(),
   })}\n`,
 );
 await agent.close();

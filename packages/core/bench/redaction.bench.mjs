@@ -12,11 +12,20 @@
 // line, the approach a redactor must not take, on a 100-line sample (it is that slow). Every
 // redacted line is checked: no embedded value left, still one JSON document.
 //
+// The previous revision's redactor (BENCH_PREVIOUS_REV, default the commit before the anchor
+// table: whole forms in Aho-Corasick automata), bundled from git with esbuild (tsup's bundler,
+// already in the workspace) into node_modules/.cache/dso-bench, runs the same lines in the same
+// passes, patterns on: the ratio to it is this run's, not one against figures from another day.
+//
 // Imports the BUILT package by its name, so it measures what ships: run it through
 // `npm run bench` (builds first), or `node packages/core/bench/redaction.bench.mjs` after a
 // build. BENCH_RUNS sets the measured passes over the 2,000 lines (default 5). A report, not a
 // test: exits 0 whatever the figures, non-zero only when redaction let something through.
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createRedactor, REDACTED } from '@dso/core';
 import {
   loadAverage,
@@ -37,6 +46,39 @@ const NAIVE_LINES = 100;
 const WARMUP_PASSES = 1;
 const SHARE_WITH_VALUE = 0.05;
 const SHARE_WITH_CREDENTIAL = 0.02;
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** The commit before the anchor table (60fe449): the redactor of BENCHMARKS.md's figures. */
+const PREVIOUS_REV = process.env.BENCH_PREVIOUS_REV ?? 'ca0ee577160245fdbc5b1c1dda85f0ea2c28fbcb';
+/** BENCHMARKS.md's "Redaction" figures (revision 139b706): the same program, another day. */
+const PREVIOUS_RECORDED = {
+  linesPerSecondPatternsOn: 13_302,
+  registerAndBuildMs: 1_000,
+  rssMiB: 87,
+};
+
+/** The previous revision's `createRedactor`, bundled from git. */
+async function previousCreateRedactor() {
+  const { build } = await import('esbuild');
+  const dir = join(ROOT, 'node_modules/.cache/dso-bench', `redaction-${PREVIOUS_REV.slice(0, 12)}`);
+  mkdirSync(dir, { recursive: true });
+  for (const file of ['redaction.ts', 'redaction-patterns.ts']) {
+    const source = execFileSync('git', ['show', `${PREVIOUS_REV}:packages/core/src/${file}`], {
+      cwd: ROOT,
+    });
+    writeFileSync(join(dir, file), source);
+  }
+  const outfile = join(dir, 'redaction.mjs');
+  await build({
+    entryPoints: [join(dir, 'redaction.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    outfile,
+    logLevel: 'warning',
+  });
+  return (await import(outfile)).createRedactor;
+}
 
 // Printable ASCII but the quote and backslash, so a value is the same raw and JSON-escaped
 // and the check below can look for it as is; its other encoded forms are registered anyway.
@@ -159,18 +201,24 @@ async function main() {
   );
 
   const values = Array.from({ length: VALUES }, randomValue);
+  const previous = await previousCreateRedactor();
   const redactors = {};
   const registration = {};
-  for (const patterns of [true, false]) {
+  // The previous one last: its build peak would otherwise count in this revision's RSS growth.
+  for (const [which, create, patterns] of [
+    ['on', createRedactor, true],
+    ['off', createRedactor, false],
+    ['previous', previous, true],
+  ]) {
     const rssBefore = process.memoryUsage().rss;
     const started = process.hrtime.bigint();
-    const redactor = createRedactor({ patterns });
+    const redactor = create({ patterns });
     for (const value of values) redactor.register(value);
     const registeredMs = Number(process.hrtime.bigint() - started) / 1e6;
-    redactor.redact(''); // builds the automaton
+    redactor.redact(''); // the previous revision builds its automata here
     const builtMs = Number(process.hrtime.bigint() - started) / 1e6;
-    redactors[patterns ? 'on' : 'off'] = redactor;
-    registration[patterns ? 'on' : 'off'] = {
+    redactors[which] = redactor;
+    registration[which] = {
       registerMs: round2(registeredMs),
       registerAndBuildMs: round2(builtMs),
       rssGrowthMiB: round2((process.memoryUsage().rss - rssBefore) / 2 ** 20),
@@ -186,7 +234,7 @@ async function main() {
   let leaks = 0;
   let changed = 0;
   for (const [index, line] of lines.entries()) {
-    for (const which of ['on', 'off']) {
+    for (const which of ['on', 'off', 'previous']) {
       const redacted = redactors[which].redact(line);
       if (redacted !== line && which === 'on') changed++;
       JSON.parse(redacted);
@@ -199,11 +247,12 @@ async function main() {
   if (leaks > 0) throw new Error(`${leaks} embedded values survived redaction`);
 
   const sink = { last: '' };
-  const samples = { on: [], off: [], stringify: [] };
-  const seconds = { on: 0, off: 0, stringify: 0 };
+  const samples = { on: [], off: [], previous: [], stringify: [] };
+  const seconds = { on: 0, off: 0, previous: 0, stringify: 0 };
   for (let pass = 0; pass < WARMUP_PASSES + runs; pass++) {
-    // Alternate which redactor goes first, so neither always runs on a warmer cache.
-    const order = pass % 2 === 0 ? ['on', 'off'] : ['off', 'on'];
+    // Rotate which redactor goes first, so none always runs on a warmer cache.
+    const order = ['on', 'off', 'previous'];
+    for (let turn = 0; turn < pass % 3; turn++) order.push(order.shift());
     for (const which of order) {
       const result = timeEach(lines, redactors[which].redact, sink);
       if (pass >= WARMUP_PASSES) {
@@ -259,6 +308,13 @@ async function main() {
       measured,
     ),
     row(
+      'previous-patterns-on',
+      `P: previous revision (${PREVIOUS_REV.slice(0, 7)}), patterns on`,
+      summarize(samples.previous),
+      seconds.previous,
+      measured,
+    ),
+    row(
       'baseline-stringify',
       'B: JSON.stringify of the record',
       summarize(samples.stringify),
@@ -280,6 +336,13 @@ async function main() {
     patternsOffVsStringify: ratio('redact-patterns-off', 'baseline-stringify'),
     patternsOnVsOff: ratio('redact-patterns-on', 'redact-patterns-off'),
     naiveVsPatternsOn: ratio('baseline-naive', 'redact-patterns-on'),
+    patternsOnVsPrevious: ratio('redact-patterns-on', 'previous-patterns-on'),
+    linesPerSecondVsPrevious: round2(
+      byId['redact-patterns-on'].linesPerSecond / byId['previous-patterns-on'].linesPerSecond,
+    ),
+    linesPerSecondVsRecorded: round2(
+      byId['redact-patterns-on'].linesPerSecond / PREVIOUS_RECORDED.linesPerSecondPatternsOn,
+    ),
   };
   const host = { ...(await machine()), loadAtStart, loadAtEnd: loadAverage() };
 
@@ -289,8 +352,10 @@ async function main() {
   );
   printMachine(host, [`kernel ${host.kernel}, Node ${host.node}, revision ${host.revision}`]);
   console.log(
-    `registering ${VALUES} values and building the matcher: ${registration.on.registerAndBuildMs} ms ` +
-      `(${registration.on.registerMs} ms registering), memory +${registration.on.rssGrowthMiB} MiB RSS`,
+    `registering ${VALUES} values: ${registration.on.registerAndBuildMs} ms, memory +${registration.on.rssGrowthMiB} MiB RSS; ` +
+      `previous revision: ${registration.previous.registerAndBuildMs} ms with its build ` +
+      `(${registration.previous.registerMs} ms registering), +${registration.previous.rssGrowthMiB} MiB RSS ` +
+      `(in one process, after this revision's: see memory.bench.mjs for clean figures)`,
   );
   console.log(
     `lines changed by redaction: ${changed} of ${LINES}; every embedded value removed, every line still JSON`,
@@ -315,6 +380,11 @@ async function main() {
   console.log(
     `the naive includes() loop over ${VALUES} values is ${ratios.naiveVsPatternsOn}x slower per line than redact with patterns on`,
   );
+  console.log(
+    `against the previous revision in this run: ${ratios.linesPerSecondVsPrevious}x its lines/s (median per line ` +
+      `${ratios.patternsOnVsPrevious}x); against BENCHMARKS.md's ${PREVIOUS_RECORDED.linesPerSecondPatternsOn} lines/s ` +
+      `(139b706, another day): ${ratios.linesPerSecondVsRecorded}x`,
+  );
   printBenchJson({
     bench: 'core/redaction',
     at: new Date().toISOString(),
@@ -326,6 +396,8 @@ async function main() {
     linesChanged: changed,
     machine: host,
     registration,
+    previousRev: PREVIOUS_REV,
+    previousRecorded: PREVIOUS_RECORDED,
     unit: 'us',
     cases: rows,
     ratios,
