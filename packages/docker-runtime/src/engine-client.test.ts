@@ -28,17 +28,19 @@ async function formattedRequests(call: () => Promise<unknown>): Promise<string[]
 }
 
 function clientOptions(agent: Agent): Docker.DockerOptions {
-  return {
+  // docker-modem takes `agent`; @types/dockerode does not list it (the runtime passes it too).
+  const options = {
     socketPath,
     agent,
     version: 'v1.41',
     // docker-modem copies these onto every request, as it does with TLS; plain http here
     // because a TLS request needs a real key before it gets as far as the debug line.
-    protocol: 'http',
+    protocol: 'http' as const,
     key: Buffer.from(CANARY_KEY),
     cert: Buffer.from('cert'),
     ca: Buffer.from('ca'),
   };
+  return options;
 }
 
 describe('createEngineClient', () => {
