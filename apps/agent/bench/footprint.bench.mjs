@@ -27,7 +27,7 @@
 //
 // Run through `npm run bench -- footprint` (builds first) or, after
 // `npx nx run-many -t build -p @dso/agent @dso/cli`, `node apps/agent/bench/footprint.bench.mjs`.
-// BENCH_SETTLE_MS (default 15000) and BENCH_SAMPLES (default 5) change the waits. A report, not
+// BENCH_SETTLE_MS (default 20000) and BENCH_SAMPLES (default 5) change the waits. A report, not
 // a test: it exits 0 whatever the figures, 1 when an agent fails.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -70,7 +70,7 @@ const PREVIOUS = {
 };
 /** The seed's "typical daemon memory usage: 50-200MB under normal load". */
 const SEED_DAEMON_MB = '50-200';
-const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15_000);
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 20_000);
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 5);
 
 const DOCKERODE_EVENTS = fileURLToPath(new URL('./dockerode-events.mjs', import.meta.url));
