@@ -190,16 +190,7 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
     } else {
       held = add(candidate);
     }
-    const leased = held;
-    let released = false;
-    return {
-      release() {
-        if (released) return;
-        released = true;
-        leased.holders -= 1;
-        if (leased.holders === 0) forget(leased);
-      },
-    };
+    return new Lease(held, forget);
   }
 
   /** The held value equal to `value`, found through its hex form (every value has one). */
@@ -238,6 +229,8 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
       kept.push({ kind, start });
       value.forms.push(table.add(anchor.key, (id << KIND_BITS) | KIND_INDEX[kind], anchor));
     }
+    // Without the room pushing left for more: it is kept as long as the value.
+    value.forms = value.forms.slice();
     return value;
   }
 
@@ -359,6 +352,28 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
       return { values: valueCount, forms: table.size, heldBytes, tableBytes: table.bytes() };
     },
   };
+}
+
+/**
+ * A lease: two fields, where a closure per lease would hold a context too (a delivered
+ * container holds one lease per file, for as long as it runs).
+ */
+class Lease implements RedactionLease {
+  #value: HeldValue | undefined;
+  readonly #forget: (value: HeldValue) => void;
+
+  constructor(value: HeldValue, forget: (value: HeldValue) => void) {
+    this.#value = value;
+    this.#forget = forget;
+  }
+
+  release(): void {
+    const value = this.#value;
+    if (value === undefined) return;
+    this.#value = undefined;
+    value.holders -= 1;
+    if (value.holders === 0) this.#forget(value);
+  }
 }
 
 /** One held value: its bytes, zeroed when forgotten, from which its forms are computed. */
