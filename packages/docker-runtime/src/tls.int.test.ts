@@ -1,6 +1,7 @@
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ExecRequest, ExecResult } from './control.js';
 import { tlsFailure } from './docker-host.js';
 import { createDockerRuntime, type DockerRuntime } from './docker-runtime.js';
 import { isDockerRuntimeError } from './errors.js';
@@ -243,7 +244,7 @@ describe('a real dockerd --tlsverify', () => {
 
     // stdin is half-closed across TLS (close_notify): the exec must still return its output.
     const canary = 'tls-canary-3f9c';
-    const echoed = await runtime.exec(container.id, {
+    const echoed = await explainedExec(engine, runtime, container.id, {
       argv: ['cat'],
       stdin: new TextEncoder().encode(canary),
     });
@@ -277,6 +278,44 @@ describe('a real dockerd --tlsverify', () => {
     expect(failure.message).toMatch(/certificate/);
   });
 });
+
+/**
+ * `runtime.exec`, and when it fails, what the engine says of the container's execs and
+ * processes, so a failure tells where it stopped. This exec timed out once in CI (30 s, the
+ * rest of the run at its usual pace); about 300 tries under a load of 10-36 (fresh containers,
+ * fresh engines, 8 at once, an events stream open) did not hang once. Whether `cat` still runs
+ * (its stdin's end lost on the way) or has exited (the end of the stream or its exit code not
+ * reported) tells which side to fix.
+ */
+async function explainedExec(
+  engine: PrivateEngine | undefined,
+  runtime: DockerRuntime,
+  id: string,
+  request: ExecRequest,
+): Promise<ExecResult> {
+  try {
+    return await runtime.exec(id, request);
+  } catch (error) {
+    const facts = await (async () => {
+      if (engine === undefined) return 'no private engine';
+      const container = engine.docker.getContainer(id);
+      const execIds = (await container.inspect()).ExecIDs ?? [];
+      const execs = await Promise.all(
+        execIds.map(async (execId) => {
+          const { Running, ExitCode, Pid, ProcessConfig } = await engine.docker
+            .getExec(execId)
+            .inspect();
+          return { Running, ExitCode, Pid, entrypoint: ProcessConfig.entrypoint };
+        }),
+      );
+      const top = await container.top({ ps_args: '-o pid,stat,args' });
+      return `execs ${JSON.stringify(execs)}; processes ${JSON.stringify(top.Processes)}`;
+    })().catch((inspectError: unknown) => `the engine could not say: ${inspectError}`);
+    throw new Error(`runtime.exec failed (${(error as Error).message}); ${facts}`, {
+      cause: error,
+    });
+  }
+}
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now. */
 async function freePort(): Promise<number> {
