@@ -121,6 +121,18 @@ describe('createRedactor', () => {
     expect(redactor.redact('123456789 1234567890')).toBe(`123456789 ${REDACTED}`);
   });
 
+  it('applies a minimum length longer than the characters it hashes to check a form', () => {
+    const redactor = createRedactor({ minLength: 100 });
+    const value = `${'x'.repeat(99)}y`;
+    redactor.register(value);
+    redactor.register('z'.repeat(99));
+    expect(redactor.size).toBe(1);
+    expect(redactor.redact(`<${value}> <${'z'.repeat(99)}>`)).toBe(
+      `<${REDACTED}> <${'z'.repeat(99)}>`,
+    );
+    expect(redactor.redact(Buffer.from(value).toString('base64'))).toBe(REDACTED);
+  });
+
   it('registers short encoded forms when minLength allows short values', () => {
     const redactor = createRedactor({ minLength: 1 });
     redactor.register('a');

@@ -246,7 +246,18 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
       // No such form (a lone surrogate has no URL form): nothing to match.
       return undefined;
     }
-    if (start.length < minLength) return undefined;
+    /** Whether the form has at least `count` characters (asked only when minLength > CHECK_CHARS). */
+    const formReaches = (count: number): boolean => {
+      let length = 0;
+      for (const piece of formChunks(value, kind)) {
+        length += piece.length;
+        if (length >= count) return true;
+      }
+      return false;
+    };
+    if (start.length < minLength && (start.length < CHECK_CHARS || !formReaches(minLength))) {
+      return undefined;
+    }
     const window = Math.min(ANCHOR_CHARS, start.length);
     return {
       key: anchorKey(hashOf(start, 0, window), window),
