@@ -84,7 +84,6 @@ import {
   metricSum,
   mib,
   pause,
-  readMetrics,
   rssBytes,
   startAgentProcess,
   wasInterrupted,
@@ -173,6 +172,24 @@ async function interruptible(promise) {
 
 // ---- Reading what the agent did --------------------------------------------------------------
 
+/** The slowest /metrics answer seen, in ms: a busy agent answers its scrapes late. */
+let slowestScrapeMs = 0;
+
+/**
+ * The agent's /metrics exposition. Patient (60 s, not agent-process.mjs's 10 s): an agent behind
+ * on its work answers late, and the figures are still wanted.
+ */
+async function scrape(address) {
+  const started = Date.now();
+  const response = await fetch(`http://${address}/metrics`, {
+    signal: AbortSignal.timeout(60_000),
+  });
+  if (!response.ok) throw new Error(`GET http://${address}/metrics answered ${response.status}`);
+  const text = await response.text();
+  slowestScrapeMs = Math.max(slowestScrapeMs, Date.now() - started);
+  return text;
+}
+
 /** The audit trail's `inject` lines from `offset` (bytes): `{ containerId, at, outcome }`, and the new offset. */
 function readAudit(path, offset) {
   let text;
@@ -241,6 +258,7 @@ async function runFleet(size, report) {
   let engine;
   let bare;
   let agent;
+  slowestScrapeMs = 0;
   try {
     const digests = [];
     for (let index = 0; index < size; index += 1) {
@@ -303,7 +321,7 @@ async function runFleet(size, report) {
 
     /** Whether the agent's queue is empty (nothing waiting, nothing in flight). */
     const queueEmpty = async () => {
-      const text = await readMetrics(home.metricsAddress);
+      const text = await scrape(home.metricsAddress);
       return (
         metricSum(text, 'dso_queue_depth_items') + metricSum(text, 'dso_queue_inflight_items') === 0
       );
@@ -323,7 +341,7 @@ async function runFleet(size, report) {
     const phase = async (name, message) => {
       checkpoint();
       await bare.ask({ cmd: 'take' }, 'taken');
-      const metricsBefore = await readMetrics(home.metricsAddress);
+      const metricsBefore = await scrape(home.metricsAddress);
       const agentTicks0 = cpuTicks(agent.pid);
       const engineTicks0 = cpuTicks(engine.pid);
       const bareTicks0 = cpuTicks(bare.pid);
@@ -346,7 +364,7 @@ async function runFleet(size, report) {
       for (const list of writesById.values()) {
         for (const at of list) if (at > lastWriteMs) lastWriteMs = at;
       }
-      const metricsAfter = await readMetrics(home.metricsAddress);
+      const metricsAfter = await scrape(home.metricsAddress);
       const delta = (name, labels) =>
         metricSum(metricsAfter, name, labels) - metricSum(metricsBefore, name, labels);
       const baseline = await bare.ask({ cmd: 'take' }, 'taken');
@@ -483,6 +501,7 @@ async function runFleet(size, report) {
       wrongFiles,
       rssMiB: { agent: round2(mib(agentRss)), providers: round2(mib(providerRss)) },
       engineRequests: stats.requests,
+      slowestScrapeMs,
       unknownRequests: stats.unknown.length,
     });
   } finally {
