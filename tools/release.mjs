@@ -57,6 +57,33 @@ const BANNER = [
   "const __dirname = __dsoFileURLToPath(new URL('.', import.meta.url));",
 ].join('\n');
 
+/**
+ * dockerode's BuildKit session (gRPC) and docker-modem's SSH transport (ssh2) are required when
+ * dockerode loads, used only to build images and for `DOCKER_HOST=ssh://`. Each file exports
+ * one function: bundled, it becomes a stand-in that loads the file's own code (`?dso-real`) on
+ * its first call, so an agent that never calls them never loads them (~12 MB of RSS). The
+ * agent does the same for an unbundled install: apps/agent/src/defer-modules.ts.
+ */
+const DEFERRED_FILES = /[\\/](?:docker-modem[\\/]lib[\\/]ssh|dockerode[\\/]lib[\\/]session)\.js$/;
+const deferUnusedFiles = {
+  name: 'dso-defer-unused',
+  setup(build) {
+    build.onLoad({ filter: DEFERRED_FILES }, (args) => {
+      if (args.suffix === '?dso-real') return undefined;
+      return {
+        contents: [
+          'var real;',
+          'module.exports = function () {',
+          `  real = real || require(${JSON.stringify(`${args.path}?dso-real`)});`,
+          '  return real.apply(this, arguments);',
+          '};',
+        ].join('\n'),
+        loader: 'js',
+      };
+    });
+  },
+};
+
 /** The .js files of a built dist/ folder, relative to it, without the vitest-only `testing/` entries. */
 function distEntries(dist, sub = '') {
   return readdirSync(join(dist, sub), { withFileTypes: true }).flatMap((entry) => {
@@ -97,6 +124,7 @@ async function bundlePackage(esbuild, { dir, manifest }, bundleDir) {
     // npm built none: cpu-features (ssh2's optional speed-up) and ssh2's crypto binding; ssh2
     // (DOCKER_HOST=ssh://) then uses its JavaScript code.
     external: ['@dso/*', 'cpu-features', '*.node'],
+    plugins: [deferUnusedFiles],
     banner: { js: BANNER },
     logLevel: 'warning',
     legalComments: 'eof',
