@@ -9,7 +9,7 @@
 // container of each case is created and started through the Engine API, waited for, read and
 // removed:
 //   A  no DSO: the same image, tmpfs and script, no dso labels. start → first instruction.
-//   B  DSO, exec path: `dso.enable=true`, `dso.file.token=dsofile://bench/token`, a tmpfs at
+//   B  DSO, exec path: `dso.enable=true`, `dso.file.token=dsofile://bench/<run>/token`, a tmpfs at
 //      /run/secrets. The script notes its first instruction, polls for /run/secrets/token every
 //      1 ms, notes when it is readable and prints its sha256 (checked against the secret's).
 //   C  DSO + waitForSecretsCommand (core's wrapper, 50 ms polls): start → the application's
@@ -76,7 +76,11 @@ import {
 
 const WARMUP_ROUNDS = 2;
 const TARGET = '/run/secrets';
-const SECRET_PATH = 'bench/token';
+// A path of this run's own: every agent watching the same engine acts on a `dso.enable=true`
+// container, and another one holding a `bench/token` (another program's, running beside this
+// one) wrote its value into this program's containers first (seen: the wrong sha256 on the
+// exec path). Another agent cannot resolve this path, so it writes nothing.
+const SECRET_PATH = `bench/${randomUUID().slice(0, 8)}/token`;
 /** The seed's "total container startup impact: 100-1000 ms added to startup". */
 const SEED_MS = { low: 100, high: 1000 };
 /** The issue's target: 5x under the seed's figure, so ≤ 20 ms against 100 ms, ≤ 200 against 1000. */

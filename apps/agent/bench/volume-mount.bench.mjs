@@ -4,7 +4,7 @@
 // same container with no DSO at all, in the same run, and the driver's `Mount` call on its own.
 //
 // The BUILT agent (apps/agent/bin/dso-agent.js) runs with a DSO home of its own (a local vault
-// holding one 32-byte secret at app/db), `volumes.root` /run/dso-bench/volumes and
+// holding one 32-byte secret at app/<run>/db), `volumes.root` /run/dso-bench/volumes and
 // DSO_VOLUME_DRIVER_NAME=dso-bench, so it serves /run/docker/plugins/dso-bench.sock. The
 // application is test-e2e's reader (test-e2e/fixtures/reader.c, built here with gcc -static into
 // a one-binary image, no shell): its first instruction opens the file named by its argument, and
@@ -19,7 +19,7 @@
 //      driver it knows whether it has a volume of that name, and a remembered legacy plugin that
 //      no longer answers (another agent's, stopped) costs ~15 s.
 //   V  the DSO driver: `--mount type=volume,volume-driver=dso-bench,dst=/run/secrets,
-//      volume-opt=db=dsofile://app/db`, reading /run/secrets/db. The engine creates the
+//      volume-opt=db=dsofile://app/<run>/db`, reading /run/secrets/db. The engine creates the
 //      anonymous volume (`VolumeDriver.Create`), calls `Mount` and only then starts the
 //      container; after the exit, `--rm` has it call `Unmount` and `Remove`.
 //   M  the `Mount` call on its own, as the engine makes it: this program times
@@ -38,7 +38,7 @@
 // (as tools/test-image.sh builds the test image), with a baseline of their own on it:
 //   S  no DSO on the shell image (baseline of X and H): `docker run --rm --network none
 //      <shell reader> /data/db`, the reader as entrypoint, as A.
-//   X  the exec path: `--label dso.enable=true --label dso.file.db=dsofile://app/db --tmpfs
+//   X  the exec path: `--label dso.enable=true --label dso.file.db=dsofile://app/<run>/db --tmpfs
 //      /run/secrets`, the reader wrapped in `waitForSecretsCommand('/run/secrets', …)`; the
 //      agent sees the start event and writes the file with one `docker exec` (tar on stdin).
 //   H  the host path: X's labels and wrapper, and `<hostPath.root>/<key>` (a folder of its own
@@ -126,7 +126,11 @@ const TARGET = '/run/secrets';
 const HOST_ROOT = `/dev/shm/${DRIVER}-host-${randomBytes(4).toString('hex')}`;
 const READER_SOURCE = join(ROOT, 'test-e2e/fixtures/reader.c');
 const WARMUP_ROUNDS = 3;
-const SECRET_PATH = 'app/db';
+// A path of this run's own: every agent watching the same engine acts on the exec and host
+// paths' `dso.enable=true` containers, and another one holding the same path (another
+// program's, running beside this one) would write its own value first. Another agent cannot
+// resolve this path, so it writes nothing.
+const SECRET_PATH = `app/${randomBytes(4).toString('hex')}/db`;
 const REFERENCE = `dsofile://${SECRET_PATH}`;
 const IMAGE_FILE = '/data/db';
 /** The issue's target: the driver adds at most 15 ms at p50. */
