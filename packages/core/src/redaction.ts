@@ -218,12 +218,18 @@ export function createRedactor(options: RedactorOptions = {}): Redactor {
       const anchor = anchorOf(value, kind);
       if (anchor === undefined) continue;
       // Forms of one value are often equal (the text and its JSON when nothing needs escaping):
-      // one of them is enough. A start shorter than CHECK_CHARS is the whole form.
+      // one of them is enough. A start shorter than CHECK_CHARS is the whole form; longer
+      // forms are compared whole only for a value of one chunk. Comparing a large value's
+      // forms would cost passes over all of it (its duplicates cost a record each instead,
+      // and their check runs only where their anchor is).
       const { start } = anchor;
       const same = kept.find(
         (other) =>
           other.start === start &&
-          (start.length < CHECK_CHARS || sameForm(value, other.kind, kind)),
+          (start.length < CHECK_CHARS ||
+            (value.bytes.byteLength <= FORM_CHUNK_BYTES &&
+              byteFormLength(value, other.kind) === byteFormLength(value, kind) &&
+              sameForm(value, other.kind, kind))),
       );
       if (same !== undefined) continue;
       kept.push({ kind, start });
@@ -758,6 +764,26 @@ function formKinds(value: HeldValue): FormKind[] {
     kinds.push(`shifted-${shift}-base64`, `shifted-${shift}-base64url`);
   }
   return kinds;
+}
+
+/**
+ * The exact length of a byte encoding of `value` (hex, base64 and its variants), or -1 for a
+ * text form, whose length depends on its characters. Two forms are compared (to keep one of
+ * them) only when this is equal for both: skipping a comparison can only keep a duplicate,
+ * never lose a form.
+ */
+function byteFormLength(value: HeldValue, kind: FormKind): number {
+  const n = value.bytes.byteLength;
+  if (kind === 'hex') return 2 * n;
+  if (kind === 'base64' || kind === 'base64url-padded') return paddedLength(n);
+  if (kind === 'base64-unpadded' || kind === 'base64url') return unpaddedLength(n);
+  if (kind.startsWith('shifted-')) {
+    const shift = Number(kind.split('-')[1]);
+    const total = shift + n;
+    const start = Math.ceil((8 * shift) / 6);
+    return 4 * Math.floor(total / 3) + Math.floor((8 * (total % 3)) / 6) - start;
+  }
+  return -1;
 }
 
 /**
