@@ -637,6 +637,7 @@ function bareConsumer() {
   process.on('message', (message) => {
     if (message.cmd === 'take') {
       process.send({ type: 'taken', received, latencies });
+      received = 0;
       latencies = [];
     }
   });
