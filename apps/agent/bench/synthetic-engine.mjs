@@ -16,7 +16,7 @@
 // `{ socket, containers, hostRoot }`. It says `{ type: 'listening' }`, then obeys messages:
 //   { cmd: 'fleet', ratePerSecond }            create + start every managed container
 //   { cmd: 'churn', ratePerSecond, durationMs } the churn cycle below, for durationMs
-//   { cmd: 'stats' }                            requests by route, unknown requests, subscribers
+//   { cmd: 'stats' }                            requests and body bytes by route, unknown ones
 // and answers each with `{ type: 'done', cmd, ... }`: events sent, and for every `start` of a
 // managed container its index and send time (ms since the epoch, the event's own timeNano).
 //
@@ -28,8 +28,9 @@
 // Events are emitted at the asked rate by a 5 ms tick (each tick sends what is due), stamped
 // with the wall clock (an hrtime offset from one Date.now() anchor, so strictly increasing), kept
 // in a history for `since` replays, and written to every subscriber whose filters they pass.
-// A subscriber that reads slower than the rate makes its socket's buffer grow: the largest
-// backlog (bytes written but not yet taken by the reader) is reported.
+// A subscriber that reads slower than the rate makes its socket's buffer grow (nothing is
+// dropped, unlike a real engine's bounded per-subscriber queue): the largest backlog (bytes
+// written but not yet taken by the reader) is reported.
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { createServer } from 'node:http';
