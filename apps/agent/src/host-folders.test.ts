@@ -52,6 +52,15 @@ function foldersOver(containers: ContainerDetails[]) {
   return { folders, fake };
 }
 
+/** Waits (on the event loop, no timer) until `condition` holds. */
+async function until(condition: () => boolean) {
+  for (let turn = 0; turn < 1_000; turn += 1) {
+    if (condition()) return;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  throw new Error('condition never held');
+}
+
 async function refusal(run: () => Promise<unknown>) {
   try {
     await run();
@@ -97,6 +106,42 @@ describe('createHostFolders: keyOf', () => {
     const error = await refusal(() => folders.keyOf(owner, '/run/secrets', signal));
     expect(error.code).toBe('DSO_AGENT_HOST_PATH_WRITABLE');
     expect(error.message).toContain('name-late');
+  });
+
+  it('refuses a check that began after a writable binder appeared, though a list from before it was still in flight', async () => {
+    const owner = binder('owner', `${root}/web`);
+    const fake = createFakeRuntime({ containers: [owner] });
+    // Lists are held until released: each answers what the engine had when it began.
+    const held: Array<() => void> = [];
+    let lists = 0;
+    const folders = createHostFolders({
+      hostDirs,
+      runtime: {
+        ...fake.runtime,
+        listContainers: async (options) => {
+          lists += 1;
+          const answer = await fake.runtime.listContainers(options);
+          await new Promise<void>((resolve) => held.push(resolve));
+          return answer;
+        },
+      },
+      logger: createLogger({ level: 'silent' }),
+      minAgeMs: 0,
+    });
+    const before = folders.keyOf(owner, '/run/secrets', signal);
+    await until(() => held.length === 1);
+    fake.start(binder('late', `${root}/web/..data`, { readOnly: false }));
+    // Three checks that start now: they share one list, begun after the first one settled.
+    const after = [1, 2, 3].map(() => refusal(() => folders.keyOf(owner, '/run/secrets', signal)));
+    held.shift()?.();
+    expect(await before).toBe('web');
+    await until(() => held.length === 1);
+    held.shift()?.();
+    for (const error of await Promise.all(after)) {
+      expect(error.code).toBe('DSO_AGENT_HOST_PATH_WRITABLE');
+      expect(error.message).toContain('name-late');
+    }
+    expect(lists).toBe(2);
   });
 
   it('refuses its own bind mounted writable, with the fix', async () => {

@@ -3,10 +3,12 @@ import { join, normalize } from 'node:path';
 import { DsoError, errorCode, LABELS, type Logger } from '@dso/core';
 import {
   type ContainerDetails,
+  type ContainerSummary,
   type DockerRuntime,
   type HostSecretDirs,
   REPLACE_LABELS,
 } from '@dso/docker-runtime';
+import { createFreshShared } from './fresh-shared.js';
 
 /** What the host folders part needs from the agent. */
 export interface HostFoldersContext {
@@ -76,25 +78,30 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
   const { hostDirs, runtime, logger, minAgeMs } = context;
   /** Containers delivered to by the host path, with their folder's key. */
   const keys = new Map<string, string>();
+  // Every check needs the engine's whole list as it is once the check began: concurrent checks
+  // share one list that began after each of them asked (about two lists for a burst of
+  // deliveries, not one each), so a binder created before a check started is still seen by it.
+  // The sources are resolved once per list too (a syscall or more each: with 10,000 containers
+  // that, not the inspect, was most of a delivery's cost), after every sharer asked.
+  const listBinds = createFreshShared(async (signal) =>
+    bindsOfAll(await runtime.listContainers({ all: true, signal })),
+  );
 
   /** Every container (any state, any labels) with a bind mount that reaches `folder`. */
   async function bindersOf(folder: string, signal: AbortSignal): Promise<Binder[]> {
-    const all = await runtime.listContainers({ all: true, signal });
     const binders: Binder[] = [];
-    for (const container of all) {
-      for (const bind of container.binds ?? []) {
-        const { above, within } = reaches(bind.source, folder);
-        if (!above && !within) continue;
-        binders.push({
-          id: container.id,
-          name: container.name,
-          source: bind.source,
-          writable: bind.readOnly !== true,
-          sharing: within,
-          running: RUNNING_STATES.has(container.state),
-          createdAt: container.createdAt ?? 0,
-        });
-      }
+    for (const bind of await listBinds(signal)) {
+      const { above, within } = reaches(bind.real, folder);
+      if (!above && !within) continue;
+      binders.push({
+        id: bind.container.id,
+        name: bind.container.name,
+        source: bind.source,
+        writable: bind.writable,
+        sharing: within,
+        running: RUNNING_STATES.has(bind.container.state),
+        createdAt: bind.container.createdAt ?? 0,
+      });
     }
     return binders;
   }
@@ -184,7 +191,9 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
       for (const [owner, key] of keys) {
         if (owner === containerId) continue;
         const folder = join(root, key);
-        if (binds.some((bind) => reachesAny(reaches(bind.source, folder)))) owners.push(owner);
+        if (binds.some((bind) => reachesAny(reaches(resolved(bind.source), folder)))) {
+          owners.push(owner);
+        }
       }
       return owners;
     },
@@ -272,9 +281,32 @@ interface Binder {
 /** States in which a container's processes can read its mounts. */
 const RUNNING_STATES = new Set(['running', 'paused', 'restarting']);
 
-/** Whether `folder` is `source`, inside it, or holds it. */
-function reaches(source: string, folder: string): { above: boolean; within: boolean } {
-  const real = resolved(source);
+/** A bind mount of a listed container, its source resolved. */
+interface ListedBind {
+  container: ContainerSummary;
+  source: string;
+  /** `source` with the host's symlinks resolved. */
+  real: string;
+  writable: boolean;
+}
+
+function bindsOfAll(containers: ContainerSummary[]): ListedBind[] {
+  const binds: ListedBind[] = [];
+  for (const container of containers) {
+    for (const bind of container.binds ?? []) {
+      binds.push({
+        container,
+        source: bind.source,
+        real: resolved(bind.source),
+        writable: bind.readOnly !== true,
+      });
+    }
+  }
+  return binds;
+}
+
+/** Whether `folder` is `real` (a resolved source), inside it, or holds it. */
+function reaches(real: string, folder: string): { above: boolean; within: boolean } {
   return {
     above: real === folder || folder.startsWith(`${real === '/' ? '' : real}/`),
     within: real === folder || real.startsWith(`${folder}/`),
@@ -288,7 +320,8 @@ function reachesAny(reach: { above: boolean; within: boolean }): boolean {
 /** A bind's source with the host's symlinks resolved (`/var/run` is `/run`), else as given. */
 function resolved(source: string): string {
   try {
-    return realpathSync(source);
+    // The libc's realpath: half the CPU of node's own walk, run for every bind of every list.
+    return realpathSync.native(source);
   } catch {
     // Missing (the engine creates it) or unreadable: compared as the engine reports it.
     return normalize(source);
