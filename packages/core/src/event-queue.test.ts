@@ -689,6 +689,28 @@ describe('createEventQueue', () => {
       expect(queue.stats()).toMatchObject({ refused: 1, added: 2, depth: 0, inFlight: 0 });
     });
 
+    it('lets every run in flight listen on its signal without a MaxListenersExceededWarning', async () => {
+      const warnings: Error[] = [];
+      const onWarning = (warning: Error) => warnings.push(warning);
+      process.on('warning', onWarning);
+      try {
+        // Each run adds one abort listener to the one signal all runs share (the controlled
+        // worker does, as a delivery waiting on a load does): 32 is past Node's default of 10.
+        const { queue, runs } = setup({ concurrency: 32 });
+        for (let index = 0; index < 32; index += 1) queue.add(`c${index}`);
+        await flush();
+        expect(runs).toHaveLength(32);
+        for (const run of runs) run.resolve();
+        await queue.idle();
+        await flush();
+        expect(warnings.map((warning) => warning.name)).not.toContain(
+          'MaxListenersExceededWarning',
+        );
+      } finally {
+        process.off('warning', onWarning);
+      }
+    });
+
     it('aborts the workers when the grace period runs out, then waits for them', async () => {
       const { queue, runs, clock } = setup();
       queue.add('a');

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import {
   type BackoffJitter,
   backoffDelay,
@@ -335,6 +336,10 @@ export function createEventQueue<T = void>(options: EventQueueOptions<T>): Event
   // Runs back from `outside`, waiting for a worker, first come first served: ahead of the line.
   const returning: Array<{ run: Running<T>; resolve: () => void }> = [];
   const controller = new AbortController();
+  // Every run in flight (and every run waiting `outside`, up to maxSize) may listen on it: a
+  // burst of containers waiting on one secret's load adds one listener each. Not a leak, so no
+  // MaxListenersExceededWarning on the process's stderr.
+  setMaxListeners(0, controller.signal);
 
   let added = 0;
   let coalesced = 0;
