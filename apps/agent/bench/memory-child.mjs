@@ -8,7 +8,8 @@
 // thousands of containers on this machine), an in-process provider (createProvider over a
 // defineProvider definition) holding every secret's value, the redactor and a logger that
 // discards its lines. Then createAgent + start(); once every container has had its files
-// written and the queue is idle, three full collections (global.gc) and the same figures again.
+// written and the queue is idle (and BENCH_MEMORY_SETTLE_MS of idling, when set), three full
+// collections (global.gc) and the same figures again.
 // The peak (VmHWM) is reset right after the baseline (`5` to /proc/self/clear_refs), so `peak`
 // is the highest RSS reached while the agent (or the redactor) took the values in: a matcher's
 // build temporaries show there even when they are freed before the end.
@@ -184,6 +185,9 @@ const logger = createLogger({ level: 'info', redactor, destination: { write() {}
 const provider = await createProvider(definition, {}, { name: 'local' });
 const providers = new Map([['local', provider]]);
 
+// Settled figures are taken settled at both ends: the baseline too, after the same idle.
+const settleMs = Number(process.env.BENCH_MEMORY_SETTLE_MS ?? 0);
+if (settleMs > 0) await delay(settleMs);
 await collect();
 const baseline = usage();
 const peakReset = resetPeak();
@@ -223,7 +227,10 @@ await allWritten;
 await agent.idle();
 const deliveredMs = performance.now() - started;
 clearTimeout(timeout);
-await delay(100);
+// BENCH_MEMORY_SETTLE_MS: idle that long first, as an agent does after a burst of deliveries:
+// V8's memory reducer gives back the young generation the burst grew (~10 s after it), so the
+// figure is what the process keeps, not what the burst touched.
+await delay(settleMs || 100);
 await collect();
 const after = usage();
 if (!peakReset) after.peak = Number.NaN;
