@@ -316,6 +316,17 @@ describe('createRedactor, lifetimes', () => {
     expect(redactor.redact(Buffer.from('hunter2-s3cret').toString('hex'))).not.toContain(REDACTED);
   });
 
+  it('releases through release passed on alone, as a disposer', () => {
+    const redactor = createRedactor({ patterns: false });
+    const lease = redactor.register('hunter2-s3cret');
+    const { release } = lease;
+    const disposers: Array<() => void> = [release];
+    for (const dispose of disposers) dispose();
+    release();
+    expect(redactor.size).toBe(0);
+    expect(redactor.redact('a hunter2-s3cret')).toBe('a hunter2-s3cret');
+  });
+
   it('keeps a value while another lease still holds it, and a second release of one lease counts once', () => {
     const redactor = createRedactor({ patterns: false });
     const first = redactor.register('hunter2-s3cret');

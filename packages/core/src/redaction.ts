@@ -384,7 +384,16 @@ class Lease implements RedactionLease {
     this.#forget = forget;
   }
 
-  release(): void {
+  /**
+   * A function made at each read, so `lease.release` passed on alone (`onDispose(lease.release)`)
+   * still releases this lease: a method would lose its `this`, and binding one per lease would
+   * hold a closure for the lease's whole life.
+   */
+  get release(): () => void {
+    return () => this.#release();
+  }
+
+  #release(): void {
     const value = this.#value;
     if (value === undefined) return;
     this.#value = undefined;
