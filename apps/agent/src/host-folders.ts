@@ -187,13 +187,15 @@ export function createHostFolders(context: HostFoldersContext): HostFolders {
         return [];
       }
       const root = resolved(hostDirs.root);
+      // Each source resolved once (a realpath walks the file system), not once per folder:
+      // with a fleet on the host path `keys` holds thousands and this runs at every start.
+      const sources = binds.map((bind) => resolved(bind.source));
+      if (sources.length === 0) return [];
       const owners: string[] = [];
       for (const [owner, key] of keys) {
         if (owner === containerId) continue;
         const folder = join(root, key);
-        if (binds.some((bind) => reachesAny(reaches(resolved(bind.source), folder)))) {
-          owners.push(owner);
-        }
+        if (sources.some((source) => reachesAny(reaches(source, folder)))) owners.push(owner);
       }
       return owners;
     },
