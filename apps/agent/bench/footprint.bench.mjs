@@ -348,7 +348,9 @@ async function main() {
       '(b) is no implementation: the agent of the "six built-ins, mode: process" row plus one node ' +
       'process holding the SDK and the six providers (shared-host-child.mjs).',
   );
-  printBenchJson('agent-footprint', {
+  printBenchJson({
+    bench: 'agent/footprint',
+    at: new Date().toISOString(),
     machine: host,
     settleMs: SETTLE_MS,
     samples: SAMPLES,

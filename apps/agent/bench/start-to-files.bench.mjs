@@ -12,8 +12,9 @@
 //   B  DSO, exec path: `dso.enable=true`, `dso.file.token=dsofile://bench/<run>/token`, a tmpfs at
 //      /run/secrets. The script notes its first instruction, polls for /run/secrets/token every
 //      1 ms, notes when it is readable and prints its sha256 (checked against the secret's).
-//   C  DSO + waitForSecretsCommand (core's wrapper, 50 ms polls): start → the application's
-//      first instruction, which is what an operator's application actually experiences.
+//   C  DSO + waitForSecretsCommand (core's wrapper: 10 ms polls for its first second, then
+//      100 ms): start → the application's first instruction, which is what an operator's
+//      application actually experiences.
 //   H  DSO, host path: the container bind-mounts `<hostPath.root>/<key>` read-only at
 //      /run/secrets instead of a tmpfs; otherwise as B. Probed in the first warm-up round and
 //      skipped, with a note, when the agent's `dso_injection_writes_total{method="host"}` stays
@@ -412,7 +413,7 @@ async function main() {
       const host = stats.G ? `, on the host path ${ms(stats.G.median - stats.A.median)} ms` : '';
       console.log(
         `with waitForSecretsCommand the application starts ${ms(stats.C.median - stats.A.median)} ms ` +
-          `later than without DSO on the exec path${host} (p50 vs p50): the wrapper polls every 50 ms, ` +
+          `later than without DSO on the exec path${host} (p50 vs p50): the wrapper polls every 10 ms for its first second (100 ms after), ` +
           'so the application starts at the first poll after the files are ready',
       );
     }
