@@ -4,16 +4,17 @@
 // CPU time of a process from /proc, labelled containers and their removal, and Ctrl-C handling.
 // Generic figures and printing (medians, tables, BENCH_JSON) come from tools/bench-lib.mjs.
 // Not a benchmark itself: tools/bench.mjs runs only `*.bench.mjs`.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { generateKeyFile, initVault, resolveVaultKey } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
-import { log } from '../../../tools/bench-lib.mjs';
+import { log, median, percentile } from '../../../tools/bench-lib.mjs';
 
 export const ROOT = join(import.meta.dirname, '..', '..', '..');
 /** The built agent's command, as an operator runs it. */
@@ -381,4 +382,45 @@ export function startedAtMicros(text) {
   if (!match) throw new Error(`unexpected StartedAt ${text}`);
   const fraction = Number(`0.${match[2] ?? '0'}`);
   return Date.parse(`${match[1]}${match[3]}`) * 1000 + fraction * 1e6;
+}
+
+const execFileAsync = promisify(execFile);
+
+/** Runs a program to its end; its stdout, trimmed. @throws Error naming the program and its stderr */
+export async function command(file, args) {
+  try {
+    const { stdout } = await execFileAsync(file, args, { maxBuffer: 1024 * 1024 });
+    return stdout.trim();
+  } catch (error) {
+    throw new Error(`${file} ${args[0]} failed: ${(error.stderr ?? error.message).trim()}`);
+  }
+}
+
+/** Whether anything is mounted at or under `path`. */
+export const mountedUnder = (path) =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((line) => {
+      const point = line.split(' ')[4];
+      return point === path || point?.startsWith(`${path}/`);
+    });
+
+/** n, median, p95, p99, min and max of a list of samples; undefined for none. */
+export function summarize(samples) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  if (sorted.length === 0) return undefined;
+  return {
+    n: sorted.length,
+    median: median(sorted),
+    p95: percentile(sorted, 0.95),
+    p99: percentile(sorted, 0.99),
+    min: sorted[0],
+    max: sorted[sorted.length - 1],
+  };
+}
+
+/** The names of the engine's volumes of volume driver `driver`. */
+export async function driverVolumes(docker, driver) {
+  const { Volumes } = await docker.listVolumes({ filters: { driver: [driver] } });
+  return (Volumes ?? []).map((volume) => volume.Name);
 }

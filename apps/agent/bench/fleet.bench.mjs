@@ -53,17 +53,13 @@
 // Needs root (the plugin socket, the tmpfs, the host path). Run through
 // `npm run bench -- fleet` (builds first) or, after `npx nx run @dso/agent:build`,
 // `node apps/agent/bench/fleet.bench.mjs`. A report, not a test: exits 0 whatever the figures.
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { promisify } from 'node:util';
 import { createHostSecretDirs } from '@dso/docker-runtime';
 import {
   loadAverage,
   log,
   machine,
-  median,
-  percentile,
   printBenchJson,
   printMachine,
   printTable,
@@ -74,24 +70,26 @@ import {
   CLOCK_TICKS_PER_SECOND,
   checkpoint,
   childPids,
+  command,
   cpuTicks,
   createBenchHome,
   Docker,
   demux,
+  driverVolumes,
   handleInterrupts,
   metricSum,
   mib,
+  mountedUnder,
   newRunLabel,
   readMetrics,
   rssBytes,
   stampAfter,
   startAgentProcess,
   startedAtMicros,
+  summarize,
   testImage,
   wasInterrupted,
 } from './agent-process.mjs';
-
-const execFileAsync = promisify(execFile);
 
 /** A driver name of this program's own (see the header). */
 const DRIVER = 'dso-fleet';
@@ -187,24 +185,6 @@ async function pool(items, concurrency, worker) {
 }
 
 /** Runs a command to its end; rejects with its stderr when it exits non-zero. */
-async function command(file, args) {
-  try {
-    const { stdout } = await execFileAsync(file, args, { maxBuffer: 1024 * 1024 });
-    return stdout.trim();
-  } catch (error) {
-    throw new Error(`${file} ${args[0]} failed: ${(error.stderr ?? error.message).trim()}`);
-  }
-}
-
-/** Whether anything is mounted at or under `path`. */
-const mountedUnder = (path) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => {
-      const point = line.split(' ')[4];
-      return point === path || point?.startsWith(`${path}/`);
-    });
-
 function containerSpec(job) {
   const labels = { [testImage.label]: runLabel };
   const managed = {
@@ -316,19 +296,6 @@ async function startOne(docker, job) {
   };
 }
 
-function summarize(samples) {
-  const sorted = [...samples].sort((a, b) => a - b);
-  if (sorted.length === 0) return undefined;
-  return {
-    n: sorted.length,
-    median: median(sorted),
-    p95: percentile(sorted, 0.95),
-    p99: percentile(sorted, 0.99),
-    min: sorted[0],
-    max: sorted[sorted.length - 1],
-  };
-}
-
 const ms = (value) => (value === undefined ? '—' : value.toFixed(1));
 
 /** The agent's RSS plus that of its child processes (providers), in bytes. */
@@ -379,11 +346,6 @@ async function removeFleet(docker, concurrency) {
 }
 
 /** The engine's volumes of the driver, by name. */
-async function driverVolumes(docker) {
-  const { Volumes } = await docker.listVolumes({ filters: { driver: [DRIVER] } });
-  return (Volumes ?? []).map((volume) => volume.Name);
-}
-
 async function main() {
   if (process.getuid?.() !== 0) {
     throw new Error('run as root: the plugin socket, the tmpfs and the host path need it');
@@ -698,7 +660,7 @@ async function main() {
     // Unmount and Remove, then the agent, then its roots.
     await removeFleet(docker, concurrency);
     try {
-      for (const name of await driverVolumes(docker)) {
+      for (const name of await driverVolumes(docker, DRIVER)) {
         await docker
           .getVolume(name)
           .remove({ force: true })
@@ -740,7 +702,7 @@ async function checkNothingLeft(docker, agent) {
       filters: { label: [`${testImage.label}=${runLabel}`] },
     });
     if (containers.length > 0) left.push(`${containers.length} container(s)`);
-    const volumes = await driverVolumes(docker);
+    const volumes = await driverVolumes(docker, DRIVER);
     if (volumes.length > 0) left.push(`${volumes.length} ${DRIVER} volume(s)`);
   } catch (error) {
     left.push(`(the engine could not be asked: ${error.message})`);

@@ -64,7 +64,7 @@
 // `npx nx run-many -t build -p @dso/agent @dso/cli`, `node apps/agent/bench/volume-mount.bench.mjs`.
 // BENCH_RUNS sets the measured rounds (default 50). A report, not a test: exits 0 whatever the
 // figures.
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   chmodSync,
@@ -79,15 +79,12 @@ import {
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { waitForSecretsCommand } from '@dso/core';
 import { createHostSecretDirs } from '@dso/docker-runtime';
 import {
   loadAverage,
   log,
   machine,
-  median,
-  percentile,
   printBenchJson,
   printMachine,
   printTable,
@@ -97,18 +94,20 @@ import {
 import { dockerSocketPath } from '../../../tools/lib.mjs';
 import {
   checkpoint,
+  command,
   createBenchHome,
   Docker,
+  driverVolumes,
   handleInterrupts,
+  mountedUnder,
   newRunLabel,
   ROOT,
   removeRunContainers,
   startAgentProcess,
+  summarize,
   testImage,
   wasInterrupted,
 } from './agent-process.mjs';
-
-const execFileAsync = promisify(execFile);
 
 /** One fixed name: the engine keeps asking every legacy plugin name it has ever used. */
 const DRIVER = 'dso-bench';
@@ -161,15 +160,6 @@ function fingerprint(bytes) {
 }
 
 /** Runs a command to its end; rejects with its stderr when it exits non-zero. */
-async function command(file, args) {
-  try {
-    const { stdout } = await execFileAsync(file, args, { maxBuffer: 1024 * 1024 });
-    return stdout.trim();
-  } catch (error) {
-    throw new Error(`${file} ${args[0]} failed: ${(error.stderr ?? error.message).trim()}`);
-  }
-}
-
 /**
  * The reader images: `/reader` (reader.c, static) as the entrypoint and `/data/db`, the
  * baselines' file (random bytes, mode 0444); the shell reader also has busybox-static as
@@ -287,18 +277,6 @@ function pluginCall(method, body) {
   });
 }
 
-function summarize(samples) {
-  const sorted = [...samples].sort((a, b) => a - b);
-  if (sorted.length === 0) return undefined;
-  return {
-    n: sorted.length,
-    median: median(sorted),
-    p95: percentile(sorted, 0.95),
-    min: sorted[0],
-    max: sorted[sorted.length - 1],
-  };
-}
-
 /**
  * A distribution-free 95 % confidence interval of the median (order statistics: ranks
  * n/2 ∓ 1.96·√n/2), to tell whether a difference of a few ms stands out of the noise.
@@ -346,20 +324,6 @@ const loads = () =>
     .join(' / ');
 
 /** The engine's volumes of the driver, by name (it may also answer with none: `[]`). */
-async function driverVolumes(docker) {
-  const { Volumes } = await docker.listVolumes({ filters: { driver: [DRIVER] } });
-  return (Volumes ?? []).map((volume) => volume.Name);
-}
-
-/** Whether anything is mounted at or under `path`. */
-const mountedUnder = (path) =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => {
-      const point = line.split(' ')[4];
-      return point === path || point?.startsWith(`${path}/`);
-    });
-
 /**
  * Unmounts the root (its tmpfs and every bind under it) and case F's view, then removes
  * `/run/dso-bench`.
@@ -782,7 +746,7 @@ async function main() {
       await pluginCall('Remove', { Name: name }).catch((error) => log(error.message));
     }
     try {
-      for (const name of await driverVolumes(docker)) {
+      for (const name of await driverVolumes(docker, DRIVER)) {
         await docker
           .getVolume(name)
           .remove({ force: true })
