@@ -1,8 +1,10 @@
 // Helpers shared by the benchmark programs (packages/*/bench/*.bench.mjs): run count, machine
-// facts, medians and percentiles, the markdown table and the BENCH_JSON line. Node built-ins only.
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+// facts, medians and percentiles, the markdown table and the BENCH_JSON line, and a past
+// revision's redactor. Node built-ins only (and the workspace's esbuild, for that redactor).
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -92,4 +94,30 @@ export function printTable(header, lines) {
 /** The one machine-readable line a run leaves for the record. */
 export function printBenchJson(record) {
   console.log(`BENCH_JSON ${JSON.stringify(record)}`);
+}
+
+/**
+ * `@dso/core`'s redactor as it was at git revision `rev`, bundled with esbuild into one ES module
+ * under node_modules/.cache/dso-bench, for a benchmark to measure beside this revision's. Returns
+ * the module's path (its `createRedactor` is the redactor of that revision).
+ */
+export async function bundlePreviousRedactor(rev) {
+  const { build } = await import('esbuild');
+  const root = join(import.meta.dirname, '..');
+  const dir = join(root, 'node_modules/.cache/dso-bench', `redaction-${rev.slice(0, 12)}`);
+  mkdirSync(dir, { recursive: true });
+  for (const file of ['redaction.ts', 'redaction-patterns.ts']) {
+    const source = execFileSync('git', ['show', `${rev}:packages/core/src/${file}`], { cwd: root });
+    writeFileSync(join(dir, file), source);
+  }
+  const outfile = join(dir, 'redaction.mjs');
+  await build({
+    entryPoints: [join(dir, 'redaction.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    outfile,
+    logLevel: 'warning',
+  });
+  return outfile;
 }

@@ -31,6 +31,7 @@ import { join } from 'node:path';
 import { openVault, resolveVaultKey } from '@dso/provider-local';
 import { SecretValue } from '@dso/provider-sdk';
 import {
+  bundlePreviousRedactor,
   loadAverage,
   log,
   machine,
@@ -51,34 +52,13 @@ import {
 } from './agent-process.mjs';
 
 const PREVIOUS_REV = process.env.BENCH_PREVIOUS_REV ?? '8ddbcac0c59766c4371865e4fc9d48dab9b53f69';
-const CACHE = join(ROOT, 'node_modules/.cache/dso-bench');
 const CHILD = join(import.meta.dirname, 'secret-memory-child.mjs');
 const MB = (bytes) => (bytes === undefined ? 'n/a' : String(round2(bytes / 1e6)));
 
 // ---- Part 1: the redactor --------------------------------------------------------------------
 
-/** The previous revision's redactor as one ES module, bundled from git. */
-async function previousRedactor() {
-  const { build } = await import('esbuild');
-  const dir = join(CACHE, `redaction-${PREVIOUS_REV.slice(0, 12)}`);
-  mkdirSync(dir, { recursive: true });
-  for (const file of ['redaction.ts', 'redaction-patterns.ts']) {
-    const source = execFileSync('git', ['show', `${PREVIOUS_REV}:packages/core/src/${file}`], {
-      cwd: ROOT,
-    });
-    writeFileSync(join(dir, file), source);
-  }
-  const outfile = join(dir, 'redaction.mjs');
-  await build({
-    entryPoints: [join(dir, 'redaction.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    outfile,
-    logLevel: 'warning',
-  });
-  return outfile;
-}
+/** The previous revision's redactor as one ES module, bundled from git: its path. */
+const previousRedactor = () => bundlePreviousRedactor(PREVIOUS_REV);
 
 /** One scenario in a fresh process; its JSON line. */
 function measureRedactor(modulePath, scenario) {

@@ -21,13 +21,10 @@
 // `npm run bench` (builds first), or `node packages/core/bench/redaction.bench.mjs` after a
 // build. BENCH_RUNS sets the measured passes over the 2,000 lines (default 5). A report, not a
 // test: exits 0 whatever the figures, non-zero only when redaction let something through.
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createRedactor, REDACTED } from '@dso/core';
 import {
+  bundlePreviousRedactor,
   loadAverage,
   log,
   machine,
@@ -47,7 +44,6 @@ const WARMUP_PASSES = 1;
 const SHARE_WITH_VALUE = 0.05;
 const SHARE_WITH_CREDENTIAL = 0.02;
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** The commit before the anchor table (60fe449): the redactor of BENCHMARKS.md's figures. */
 const PREVIOUS_REV = process.env.BENCH_PREVIOUS_REV ?? 'ca0ee577160245fdbc5b1c1dda85f0ea2c28fbcb';
 /** BENCHMARKS.md's "Redaction" figures (revision 139b706): the same program, another day. */
@@ -59,25 +55,7 @@ const PREVIOUS_RECORDED = {
 
 /** The previous revision's `createRedactor`, bundled from git. */
 async function previousCreateRedactor() {
-  const { build } = await import('esbuild');
-  const dir = join(ROOT, 'node_modules/.cache/dso-bench', `redaction-${PREVIOUS_REV.slice(0, 12)}`);
-  mkdirSync(dir, { recursive: true });
-  for (const file of ['redaction.ts', 'redaction-patterns.ts']) {
-    const source = execFileSync('git', ['show', `${PREVIOUS_REV}:packages/core/src/${file}`], {
-      cwd: ROOT,
-    });
-    writeFileSync(join(dir, file), source);
-  }
-  const outfile = join(dir, 'redaction.mjs');
-  await build({
-    entryPoints: [join(dir, 'redaction.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    outfile,
-    logLevel: 'warning',
-  });
-  return (await import(outfile)).createRedactor;
+  return (await import(await bundlePreviousRedactor(PREVIOUS_REV))).createRedactor;
 }
 
 // Printable ASCII but the quote and backslash, so a value is the same raw and JSON-escaped
